@@ -1,0 +1,270 @@
+"""mailgate.toml -> frozen dataclasses. Every problem names the file and the key."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from mailgate.errors import ConfigError
+from mailgate.settings import Table
+
+DEFAULT_CONFIG = Path("/etc/mailgate/mailgate.toml")
+TLS_MODES = ("none", "starttls", "implicit")
+
+
+class Secret:
+    """A password that never shows itself in logs, reprs or error messages."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source  # e.g. "file /run/credentials/x" -- safe to print
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(from {self.source})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    tls: str = "none"
+    username: str | None = None
+    password: Secret | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    host: str
+    port: int
+    protocol: str = "smtp"  # smtp | lmtp
+    max_message_size: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    name: str
+    department: str
+    host: str
+    port: int
+    tls: str
+    username: str
+    password: Secret
+    folder: str = "INBOX"
+    poll_interval: timedelta = timedelta(seconds=60)
+    idle: bool = True
+    batch_size: int = 50
+    after: str = "keep"  # keep | flag | move
+    move_to: str | None = None
+    flag: str = "$MailgateProcessed"
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    acks_per_sender_per_hour: int = 10
+    max_body_chars: int = 200_000
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state_dir: Path
+    directory_path: Path
+    templates_dir: Path
+    smtp: SmtpConfig | None
+    outbox_dir: Path | None  # write outgoing mail as files instead of SMTP (demo, tests)
+    listener: ListenerConfig | None
+    mailboxes: tuple[MailboxConfig, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    instance: str = "mailgate"  # names this installation in loop-detection headers
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "mailgate.sqlite3"
+
+
+def config_path(cli_value: str | None) -> Path:
+    """--config wins, then $MAILGATE_CONFIG, then /etc/mailgate/mailgate.toml."""
+    if cli_value:
+        return Path(cli_value)
+    return Path(os.environ.get("MAILGATE_CONFIG") or DEFAULT_CONFIG)
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found (pass --config PATH)"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate mailgate.toml; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    root = Table(read_toml(path), path, "", problems)
+    base = path.parent
+    state = root.table("state")
+    state_dir = _path(base, state.str("dir", "state") if state else "state")
+    directory = root.table("directory")
+    directory_path = _path(base, directory.str("path") if directory else "directory.toml")
+    templates = root.table("templates")
+    templates_dir = _templates_dir(base, templates)
+    general = root.table("mailgate")
+    instance = general.str("instance", "mailgate") if general else "mailgate"
+    smtp_table = root.table("smtp")
+    outbox_table = root.table("outbox")
+    outbox_dir = _outbox_dir(base, outbox_table)
+    smtp = _smtp(smtp_table) if smtp_table else None
+    if smtp is None and outbox_dir is None:
+        problems.append(f"{path}: smtp: missing; outgoing mail needs [smtp] (or [outbox] dir)")
+    intake = root.table("intake")
+    listener = _listener(intake.table("smtp")) if intake else None
+    mailboxes = tuple(_mailbox(t) for t in root.tables("mailbox"))
+    _unique_names(root, mailboxes)
+    limits_table = root.table("limits")
+    limits = _limits(limits_table) if limits_table else LimitsConfig()
+    for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
+                  limits_table):
+        if table:
+            table.reject_unknown()
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        path=path, state_dir=state_dir, directory_path=directory_path,
+        templates_dir=templates_dir, smtp=smtp, outbox_dir=outbox_dir, listener=listener,
+        mailboxes=mailboxes, limits=limits, instance=instance,
+    )
+
+
+def _path(base: Path, value: str | None) -> Path:
+    path = Path(value or ".")
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _templates_dir(base: Path, table: Table | None) -> Path:
+    if table and "dir" in table.data:
+        return _path(base, table.str("dir"))
+    # Installed next to the package in a checkout; overridable for packaged installs.
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def _outbox_dir(base: Path, table: Table | None) -> Path | None:
+    if table is None:
+        return None
+    value = table.str("dir", None)
+    return _path(base, value) if value else None
+
+
+def _secret(table: Table, what: str) -> Secret | None:
+    """A password from password_file, password_env or a systemd credential; never inline."""
+    if "password" in table.data:
+        table._read.add("password")
+        table.problem("password", "inline passwords are not accepted; use password_file, "
+                      "password_env or password_credential")
+        return None
+    if (name := table.str("password_file", None)) is not None:
+        return _read_secret_file(table, "password_file", Path(name))
+    if (name := table.str("password_env", None)) is not None:
+        if name not in os.environ:
+            table.problem("password_env", f"environment variable {name} is not set")
+            return None
+        return Secret(os.environ[name], f"env {name}")
+    if (name := table.str("password_credential", None)) is not None:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            table.problem("password_credential", "CREDENTIALS_DIRECTORY is not set "
+                          "(use LoadCredential= in the systemd unit)")
+            return None
+        return _read_secret_file(table, "password_credential", Path(creds) / name)
+    if what == "required":
+        table.problem("password_file", "missing; set password_file, password_env or "
+                      "password_credential")
+    return None
+
+
+def _read_secret_file(table: Table, key: str, path: Path) -> Secret | None:
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        table.problem(key, f"cannot read {path}: {exc.strerror}")
+        return None
+    return Secret(value, f"file {path}")
+
+
+def _smtp(t: Table) -> SmtpConfig | None:
+    tls = t.choice("tls", TLS_MODES, "none")
+    username = t.str("username", None)
+    password = _secret(t, "required" if username else "optional")
+    config = SmtpConfig(
+        host=t.str("host"), port=t.int("port", 465 if tls == "implicit" else 25, minimum=1),
+        tls=tls, username=username, password=password, timeout=t.float("timeout", 30.0),
+    )
+    return config if config.host else None
+
+
+def _listener(t: Table | None) -> ListenerConfig | None:
+    if t is None:
+        return None
+    listen = t.str("listen")
+    host, port = _host_port(t, listen or "")
+    protocol = t.choice("protocol", ("smtp", "lmtp"), "smtp")
+    size = t.int("max_message_size", 50 * 1024 * 1024, minimum=1024)
+    t.reject_unknown()
+    return ListenerConfig(host=host, port=port, protocol=protocol, max_message_size=size)
+
+
+def _host_port(t: Table, listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        t.problem("listen", f"expected HOST:PORT such as 127.0.0.1:2525, got {listen!r}")
+        return "127.0.0.1", 0
+    return host.strip("[]"), int(port)
+
+
+def _mailbox(t: Table) -> MailboxConfig:
+    tls = t.choice("tls", TLS_MODES, "implicit")
+    after = t.choice("after", ("keep", "flag", "move"), "keep")
+    move_to = t.str("move_to", None)
+    if after == "move" and not move_to:
+        t.problem("move_to", 'missing; after = "move" needs the folder to move mail to')
+    poll = t.duration("poll_interval", timedelta(seconds=60))
+    box = MailboxConfig(
+        name=t.str("name"), department=t.str("department"), host=t.str("host"),
+        port=t.int("port", 993 if tls == "implicit" else 143, minimum=1), tls=tls,
+        username=t.str("username"), password=_secret(t, "required"),  # type: ignore[arg-type]
+        folder=t.str("folder", "INBOX"), poll_interval=poll, idle=t.bool("idle", True),
+        batch_size=t.int("batch_size", 50, minimum=1), after=after, move_to=move_to,
+        flag=t.str("flag", "$MailgateProcessed"), timeout=t.float("timeout", 60.0),
+    )
+    t.reject_unknown()
+    return box
+
+
+def _unique_names(root: Table, mailboxes: tuple[MailboxConfig, ...]) -> None:
+    seen: set[str] = set()
+    for index, box in enumerate(mailboxes):
+        if box.name in seen:
+            root.problem(f"mailbox[{index}].name", f"duplicate mailbox name {box.name!r}")
+        seen.add(box.name)
+
+
+def _limits(t: Table) -> LimitsConfig:
+    return LimitsConfig(
+        acks_per_sender_per_hour=t.int("acks_per_sender_per_hour", 10, minimum=0),
+        max_body_chars=t.int("max_body_chars", 200_000, minimum=1000),
+    )

@@ -1,0 +1,254 @@
+"""One task per mailbox: UID tracking, IDLE or polling, reconnect with backoff.
+
+imapclient is blocking, so each mailbox owns one worker thread that alone touches its
+connection; the event loop only awaits. The mailbox position (UIDVALIDITY + last UID)
+moves forward in the same transaction that stores a batch, so a crash re-reads at most
+that batch and the dedupe key turns the re-read into a no-op. The mailbox itself is not
+modified unless `after` asks for a flag or a move, and only after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient.exceptions import IMAPClientError
+
+from mailgate.config import MailboxConfig
+from mailgate.log import get_logger
+from mailgate.model import Origin
+from mailgate.pipeline import Clock, Pipeline
+from mailgate.store import Store
+
+log = get_logger("mailgate.imap")
+IDLE_RENEW = 600.0  # re-issue IDLE well inside the 29 minutes RFC 2177 allows
+IDLE_SLICE = 1.0  # idle_check granularity: how fast a stop request is noticed
+MAX_BACKOFF = 300.0
+NETWORK_ERRORS = (OSError, IMAPClientError, ssl.SSLError, EOFError)
+
+
+@dataclass
+class MailboxState:
+    """What `mailgate status` shows about a mailbox; updated by its watcher."""
+
+    name: str
+    connected: bool = False
+    mode: str = "starting"  # idle | polling | reconnecting
+    last_message_at: float | None = None
+    last_error: str | None = None
+    reconnects: int = 0
+    processed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ConnectionDropped(ConnectionError):
+    pass
+
+
+class MailboxWatcher:
+    def __init__(self, config: MailboxConfig, store: Store, pipeline: Pipeline,
+                 on_commit: Callable[[], None], clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.pipeline = pipeline
+        self.on_commit = on_commit
+        self.clock = clock
+        self.origin = Origin(source=f"imap:{config.name}", departments=(config.department,))
+        self.state = MailboxState(config.name)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{config.name}")
+        self._client: IMAPClient | None = None
+        self._stop = threading.Event()
+        self._idle = False
+
+    # --- the forever loop -----------------------------------------------------------
+
+    async def run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    await self.connect()
+                    failures = 0
+                    await self.watch()
+                except NETWORK_ERRORS as exc:
+                    failures += 1
+                    await self._after_failure(exc, failures)
+                except sqlite3.OperationalError as exc:  # disk full, database locked
+                    failures += 1
+                    await self._after_failure(exc, failures)
+                except Exception as exc:  # a bug must not silence the mailbox for good
+                    log.exception("imap.unexpected", mailbox=self.config.name)
+                    failures += 1
+                    await self._after_failure(exc, failures)
+        finally:
+            self._stop.set()
+            await self._in_thread(self._logout)
+            self._executor.shutdown(wait=False)
+
+    async def _after_failure(self, exc: BaseException, failures: int) -> None:
+        delay = min(MAX_BACKOFF, 2.0 ** min(failures, 9)) * random.uniform(0.5, 1.0)
+        self.state.connected, self.state.mode = False, "reconnecting"
+        self.state.last_error = f"{type(exc).__name__}: {exc}"
+        self.state.reconnects += 1
+        log.warning("imap.error", mailbox=self.config.name, error=self.state.last_error,
+                    retry_in=round(delay, 1))
+        await self._in_thread(self._logout)
+        await asyncio.sleep(delay)
+
+    async def watch(self) -> None:
+        """Process what is new, then wait for more: IDLE when offered, else poll."""
+        while True:
+            await self.poll_once()
+            if self._idle:
+                self.state.mode = "idle"
+                await self._in_thread(self._idle_wait, IDLE_RENEW)
+            else:
+                self.state.mode = "polling"
+                await asyncio.sleep(self.config.poll_interval.total_seconds())
+
+    # --- one round: connect, then fetch and process everything new --------------------
+
+    async def connect(self) -> None:
+        await self._in_thread(self._connect)
+        self.state.connected, self.state.last_error = True, None
+        log.info("imap.connected", mailbox=self.config.name, host=self.config.host,
+                 folder=self.config.folder, idle=self._idle)
+
+    async def poll_once(self) -> int:
+        """Fetch and process every message after the stored position; return the count."""
+        uidvalidity, last_uid = await self._position()
+        uids = await self._in_thread(self._new_uids, last_uid)
+        done = 0
+        for start in range(0, len(uids), self.config.batch_size):
+            batch = uids[start:start + self.config.batch_size]
+            fetched = await self._in_thread(self._fetch, batch)
+            await self._process(uidvalidity, batch, fetched)
+            done += len(batch)
+        return done
+
+    async def _position(self) -> tuple[int, int]:
+        uidvalidity = await self._in_thread(self._select)
+        stored = await self.store.mailbox_position(self.config.name)
+        if stored is None:
+            return uidvalidity, 0
+        if stored[0] != uidvalidity:
+            # The folder was recreated: UIDs mean something else now. Re-read it all;
+            # the dedupe key keeps known messages from becoming tickets twice.
+            log.warning("imap.uidvalidity_changed", mailbox=self.config.name,
+                        old=stored[0], new=uidvalidity)
+            return uidvalidity, 0
+        return uidvalidity, stored[1]
+
+    async def _process(self, uidvalidity: int, batch: list[int], fetched: dict[int, bytes]) -> None:
+        async with self.store.transaction() as tx:
+            for uid in batch:
+                raw = fetched.get(uid)
+                if raw is None:  # expunged between SEARCH and FETCH: nothing to lose
+                    continue
+                outcome = await self.pipeline.handle(tx, raw, self.origin)
+                log.debug("imap.message", mailbox=self.config.name, uid=uid,
+                          action=outcome.action, tickets=outcome.tickets)
+            await tx.set_mailbox_position(self.config.name, uidvalidity, batch[-1],
+                                          self.clock())
+        self.state.processed += len(fetched)
+        self.state.last_message_at = time.time()
+        self.on_commit()
+        if self.config.after != "keep":
+            await self._in_thread(self._mark_processed, [u for u in batch if u in fetched])
+
+    # --- blocking IMAP calls, run in this mailbox's own thread -----------------------
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _connect(self) -> None:
+        cfg = self.config
+        context = ssl.create_default_context() if cfg.tls != "none" else None
+        client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "implicit",
+                            ssl_context=context,
+                            timeout=SocketTimeout(connect=min(cfg.timeout, 30.0),
+                                                  read=cfg.timeout))
+        try:
+            if cfg.tls == "starttls":
+                client.starttls(context)
+            client.login(cfg.username, cfg.password.reveal())
+            self._idle = cfg.idle and client.has_capability("IDLE")
+        except BaseException:
+            _close_quietly(client)
+            raise
+        self._client = client
+
+    def _select(self) -> int:
+        client = self._require()
+        readonly = self.config.after == "keep"
+        info = client.select_folder(self.config.folder, readonly=readonly)
+        return int(info[b"UIDVALIDITY"])
+
+    def _new_uids(self, last_uid: int) -> list[int]:
+        # "n:*" always matches the highest UID, even when it is below n: filter.
+        uids = self._require().search(["UID", f"{last_uid + 1}:*"])
+        return sorted(u for u in uids if u > last_uid)
+
+    def _fetch(self, uids: list[int]) -> dict[int, bytes]:
+        # BODY.PEEK leaves \Seen alone: people reading the shared inbox still see new mail.
+        response = self._require().fetch(uids, ["BODY.PEEK[]"])
+        return {uid: data[b"BODY[]"] for uid, data in response.items() if b"BODY[]" in data}
+
+    def _mark_processed(self, uids: list[int]) -> None:
+        if not uids:
+            return
+        client = self._require()
+        if self.config.after == "flag":
+            client.add_flags(uids, [self.config.flag.encode()])
+        elif self.config.after == "move" and self.config.move_to:
+            client.move(uids, self.config.move_to)
+
+    def _idle_wait(self, limit: float) -> None:
+        """Block until the server reports a change, `limit` passes, or stop() is called."""
+        client = self._require()
+        client.idle()
+        deadline = time.monotonic() + limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            responses = client.idle_check(timeout=IDLE_SLICE)
+            if any(_is_change(r) for r in responses):
+                break
+            if not responses and time.monotonic() - started < IDLE_SLICE / 2:
+                # imapclient returns [] at once when the server closed the socket.
+                raise ConnectionDropped("server closed the connection during IDLE")
+        client.idle_done()
+
+    def _require(self) -> IMAPClient:
+        if self._client is None:
+            raise ConnectionDropped("not connected")
+        return self._client
+
+    def _logout(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.logout()
+            _close_quietly(client)
+
+    def stop(self) -> None:
+        """Ask a running IDLE wait to return soon (called from the event loop)."""
+        self._stop.set()
+
+
+def _is_change(response: tuple) -> bool:
+    return len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
+
+
+def _close_quietly(client: IMAPClient) -> None:
+    with contextlib.suppress(Exception):
+        client.shutdown()

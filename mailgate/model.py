@@ -1,0 +1,112 @@
+"""The plain data that flows through mailgate. No behaviour, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    WAITING = "waiting"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class MailKind(StrEnum):
+    """What kind of mail an inbound message is, as far as loops are concerned."""
+
+    REQUEST = "request"  # written by a person: may be ticketed and acknowledged
+    BULK = "bulk"  # list or bulk mail: ticketed, never acknowledged
+    AUTO_REPLY = "auto_reply"  # out-of-office and other RFC 3834 responses
+    BOUNCE = "bounce"  # delivery status notifications
+    OWN = "own"  # sent by mailgate itself
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    addr: str  # lower-cased local@domain
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.addr
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A parsed inbound message: only what mailgate's decisions need."""
+
+    message_id: str  # without angle brackets; "" when the message has none
+    dedupe_key: str  # message_id, or "sha256:<hex>" of the raw bytes when it is missing
+    sender: Address | None  # None when no usable From address exists
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    delivered_to: tuple[str, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    subject: str = ""
+    date: datetime | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    body: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # loop-relevant, lower-case names
+    defects: tuple[str, ...] = ()
+    size: int = 0
+
+    def recipients(self) -> tuple[str, ...]:
+        """Every address the message was sent to, To first, without duplicates."""
+        seen = dict.fromkeys(a.addr for a in (*self.to, *self.cc))
+        seen.update(dict.fromkeys(self.delivered_to))
+        return tuple(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a raw message came from and on behalf of which departments it was received."""
+
+    source: str  # "imap:<mailbox>" or "smtp"
+    departments: tuple[str, ...] = ()
+    envelope_sender: str | None = None  # SMTP MAIL FROM; "" is the null sender
+    envelope_recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    id: int
+    ref: str  # e.g. "IT-1042"
+    department: str
+    subject: str
+    requester: str
+    requester_name: str
+    status: Status
+    priority: Priority
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One mail in the outbox, complete and ready to hand to SMTP."""
+
+    message_id: str  # without angle brackets, fixed at enqueue time
+    kind: str  # "ack", ...
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    ticket_id: int | None = None

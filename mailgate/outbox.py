@@ -1,0 +1,106 @@
+"""The sender loop: deliver due outbox rows in order, retry with backoff, never drop.
+
+A row leaves the queue only when the server accepted it (status 'sent') or refused it for
+good (status 'failed', recorded on the ticket). A crash between the server's 250 and our
+bookkeeping resends that one mail on restart, with the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+from mailgate.errors import PermanentError, TransientError
+from mailgate.log import get_logger
+from mailgate.pipeline import Clock
+from mailgate.store import OutboxRow, Store
+from mailgate.transport import ServerUnavailable, Transport
+
+log = get_logger("mailgate.outbox")
+MAX_ATTEMPTS = 25  # about three days with the backoff below
+IDLE_CLOSE = 30.0  # seconds without mail before the SMTP connection is closed
+
+
+def retry_delay(attempts: int, base: float = 30.0, cap: float = 3600.0) -> timedelta:
+    """Exponential backoff with jitter: 30 s, 1 min, 2 min ... at most an hour."""
+    delay = min(cap, base * 2 ** max(0, attempts))
+    return timedelta(seconds=delay * random.uniform(0.8, 1.2))
+
+
+class Outbox:
+    def __init__(self, store: Store, transport: Transport, clock: Clock) -> None:
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.server_backoff = 0  # consecutive rounds the server was unreachable
+        self.last_error: str | None = None
+
+    def notify(self) -> None:
+        """Called after a transaction that enqueued mail has committed."""
+        self.wake.set()
+
+    async def drain_once(self) -> int:
+        """Send every due mail once; return how many were accepted by the server."""
+        sent = 0
+        while rows := await self.store.due_outgoing(self.clock(), limit=100):
+            for row in rows:
+                try:
+                    await self.transport.send(row)
+                except ServerUnavailable as exc:
+                    self._server_down(str(exc))
+                    return sent
+                except PermanentError as exc:
+                    await self._failed(row, str(exc))
+                    continue
+                except TransientError as exc:
+                    await self._retry(row, str(exc))
+                    continue
+                await self.store.mark_sent(row.id, self.clock())
+                log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
+                         to=list(row.recipients))
+                self.server_backoff, self.last_error = 0, None
+                sent += 1
+        return sent
+
+    def _server_down(self, error: str) -> None:
+        self.server_backoff += 1
+        self.last_error = error
+        log.warning("smtp.unavailable", error=error, round=self.server_backoff)
+
+    async def _retry(self, row: OutboxRow, error: str) -> None:
+        if row.attempts + 1 >= MAX_ATTEMPTS:
+            await self._failed(row, f"gave up after {row.attempts + 1} attempts: {error}")
+            return
+        await self.store.mark_retry(row.id, self.clock() + retry_delay(row.attempts), error)
+        log.warning("mail.deferred", outbox=row.id, error=error, attempts=row.attempts + 1)
+
+    async def _failed(self, row: OutboxRow, error: str) -> None:
+        await self.store.mark_failed(row, error, self.clock())
+        log.error("mail.failed", outbox=row.id, kind=row.kind, error=error,
+                  to=list(row.recipients))
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            await self.drain_once()
+            timeout = await self._sleep_time()
+            if self.server_backoff:  # new mail must not hammer a server that is down
+                await asyncio.sleep(timeout)
+                continue
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            except TimeoutError:
+                if timeout >= IDLE_CLOSE:
+                    await self.transport.close()
+
+    async def _sleep_time(self) -> float:
+        if self.server_backoff:
+            return retry_delay(self.server_backoff - 1, base=2.0, cap=300.0).total_seconds()
+        due = await self.store.next_outgoing_at()
+        if due is None:
+            return 60.0
+        return max(0.0, min(60.0, (due - self.clock()).total_seconds()))
+
+

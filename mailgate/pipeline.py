@@ -1,0 +1,220 @@
+"""One message: parse -> classify -> dedupe -> thread -> route -> apply, in one savepoint.
+
+The caller owns the transaction (a batch of messages plus the mailbox position, or one
+pushed message); `handle` decides in one place what a failure means: a storage error
+propagates so the whole batch is retried, anything else quarantines the raw bytes with
+its reason and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from mailgate.classify import LoopContext, Verdict, classify
+from mailgate.compose import Envelope, compose, new_message_id
+from mailgate.conversation import clean_subject, tagged_subject, thread_hints
+from mailgate.directory import Department, Directory
+from mailgate.errors import BadMessage
+from mailgate.log import get_logger
+from mailgate.model import Inbound, MailKind, Origin, Outgoing, Priority, Ticket
+from mailgate.parse import parse
+from mailgate.render import Renderer
+from mailgate.routing import departments_for
+from mailgate.store import Tx
+
+log = get_logger("mailgate.pipeline")
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: str  # ticket | reply | duplicate | quarantined
+    tickets: tuple[str, ...] = ()
+    reason: str = ""
+    acknowledged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    instance: str = "mailgate"
+    acks_per_sender_per_hour: int = 10
+    max_body_chars: int = 200_000
+
+
+class Pipeline:
+    def __init__(self, directory: Directory, renderer: Renderer, settings: PipelineSettings,
+                 clock: Clock) -> None:
+        self.directory = directory
+        self.renderer = renderer
+        self.settings = settings
+        self.clock = clock
+        self.loop_context = LoopContext(directory.own_addresses(), settings.instance)
+        self.prefixes = frozenset(d.prefix for d in directory.departments.values())
+
+    async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
+        now = self.clock()
+        msg = _safe_parse(raw, self.settings.max_body_chars)
+        try:
+            async with tx.savepoint():
+                return await self._process(tx, raw, msg, origin, now)
+        except sqlite3.OperationalError:
+            raise  # disk full, locked, I/O error: the caller retries the whole batch
+        except BadMessage as exc:
+            reason = str(exc)
+        except Exception as exc:
+            log.exception("message.failed", source=origin.source, message_id=_mid(msg))
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        return await self._quarantine(tx, raw, msg, origin, reason, now)
+
+    async def _quarantine(self, tx: Tx, raw: bytes, msg: Inbound | None, origin: Origin,
+                          reason: str, now: datetime) -> Outcome:
+        entry = await tx.quarantine(raw, origin.source, reason, msg, now)
+        log.warning("message.quarantined", source=origin.source, quarantine=entry,
+                    message_id=_mid(msg), reason=reason)
+        return Outcome("quarantined", reason=reason)
+
+    async def _process(self, tx: Tx, raw: bytes, msg: Inbound | None, origin: Origin,
+                       now: datetime) -> Outcome:
+        if msg is None:
+            raise BadMessage("the parser could not read this message")
+        targets = departments_for(msg, origin, self.directory)
+        if not targets:
+            raise BadMessage("addressed to no known department and no default_department set")
+        covered = await tx.receipted_departments(msg.dedupe_key)
+        pending = [d for d in targets if d not in covered]
+        if not pending:
+            return Outcome("duplicate", reason="already received for " + ", ".join(targets))
+        verdict = classify(msg, self.loop_context)
+        existing = await self._thread(tx, msg)
+        if existing:
+            return await self._append(tx, raw, msg, verdict, existing, pending, origin, now)
+        if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
+            return await self._quarantine(
+                tx, raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
+                f"{verdict.reason}", now)
+        if msg.sender is None:
+            raise BadMessage("no usable From address")
+        return await self._open(tx, raw, msg, verdict, pending, origin, now)
+
+    async def _thread(self, tx: Tx, msg: Inbound) -> list[Ticket]:
+        hints = thread_hints(msg, self.prefixes)
+        return (await tx.tickets_by_refs(hints.ticket_refs)
+                or await tx.tickets_by_message_ids(hints.message_ids))
+
+    async def _append(self, tx: Tx, raw: bytes, msg: Inbound, verdict: Verdict,
+                      tickets: list[Ticket], pending: list[str], origin: Origin,
+                      now: datetime) -> Outcome:
+        """A follow-up to known tickets: record it on each; automatic mail is only noted."""
+        message = await tx.store_message(msg, verdict.kind, raw, origin.source, now)
+        await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
+        kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
+        actor = msg.sender.addr if msg.sender else None
+        for ticket in tickets:
+            await tx.add_event(ticket.id, kind, now, actor=actor, message=message,
+                               detail={"reason": verdict.reason} if verdict.reason else None)
+            await tx.touch_ticket(ticket.id, now)
+        refs = tuple(t.ref for t in tickets)
+        log.info("ticket.appended", tickets=refs, kind=kind, message_id=msg.message_id,
+                 source=origin.source)
+        return Outcome("reply", refs)
+
+    async def _open(self, tx: Tx, raw: bytes, msg: Inbound, verdict: Verdict,
+                    pending: list[str], origin: Origin, now: datetime) -> Outcome:
+        """A new request: one ticket per department, linked, and one acknowledgement."""
+        assert msg.sender is not None
+        message = await tx.store_message(msg, verdict.kind, raw, origin.source, now)
+        await tx.add_receipts(msg.dedupe_key, pending, message, "ticket")
+        subject = clean_subject(msg.subject)
+        tickets = []
+        for key in pending:
+            dept = self.directory.departments[key]
+            ticket = await tx.create_ticket(key, dept.prefix, subject, msg.sender.addr,
+                                            msg.sender.name, Priority.NORMAL, now)
+            await tx.add_event(ticket.id, "created", now, actor=msg.sender.addr,
+                               message=message,
+                               detail={"kind": verdict.kind.value} if verdict.reason else None)
+            tickets.append(ticket)
+            log.info("ticket.created", ticket=ticket.ref, dept=key, message_id=msg.message_id,
+                     source=origin.source)
+        if len(tickets) > 1:
+            await tx.link_tickets([t.id for t in tickets])
+        acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now)
+        return Outcome("ticket", tuple(t.ref for t in tickets), acknowledged=acknowledged)
+
+    async def _acknowledge(self, tx: Tx, msg: Inbound, verdict: Verdict,
+                           tickets: list[Ticket], now: datetime) -> bool:
+        assert msg.sender is not None
+        refusal = await self._ack_refusal(tx, msg, verdict, now)
+        if refusal:
+            for ticket in tickets:
+                await tx.add_event(ticket.id, "ack_suppressed", now, detail={"reason": refusal})
+            log.info("ack.suppressed", tickets=[t.ref for t in tickets], reason=refusal)
+            return False
+        mail = self._ack_mail(msg, tickets, now)
+        outgoing = await tx.enqueue(mail, now)
+        for ticket in tickets:
+            await tx.add_event(ticket.id, "ack_queued", now, outgoing=outgoing)
+        return True
+
+    async def _ack_refusal(self, tx: Tx, msg: Inbound, verdict: Verdict,
+                           now: datetime) -> str | None:
+        """Why no acknowledgement may go out, or None. Loops are the thing to avoid."""
+        assert msg.sender is not None
+        if verdict.kind is not MailKind.REQUEST:
+            return f"{verdict.kind.value}: {verdict.reason}"
+        limit = self.settings.acks_per_sender_per_hour
+        sent = await tx.recent_mail_count("ack", msg.sender.addr, now - timedelta(hours=1))
+        if sent >= limit:
+            return f"rate limit: {sent} acknowledgements to {msg.sender.addr} in the last hour"
+        return None
+
+    def _ack_mail(self, msg: Inbound, tickets: list[Ticket], now: datetime) -> Outgoing:
+        assert msg.sender is not None
+        first = self.directory.departments[tickets[0].department]
+        context = {
+            "requester": {"name": msg.sender.name, "address": msg.sender.addr},
+            "subject": clean_subject(msg.subject),
+            "tickets": [self._ticket_context(t) for t in tickets],
+            "received_at": now,
+        }
+        body = self.renderer.render("ack", first.key, context)
+        refs = [t.ref for t in tickets]
+        message_id = new_message_id(first.address.partition("@")[2], refs[0])
+        envelope = Envelope(
+            from_name=first.name, from_addr=first.address, to=(msg.sender.addr,),
+            subject=tagged_subject(refs, msg.subject), message_id=message_id, date=now,
+            in_reply_to=msg.message_id or None,
+            references=(*msg.references, msg.message_id) if msg.message_id else msg.references,
+            extra=(("X-Mailgate-Instance", self.settings.instance),
+                   ("X-Mailgate-Ticket", " ".join(refs))),
+        )
+        return Outgoing(message_id=message_id, kind="ack", mail_from=first.address,
+                        recipients=(msg.sender.addr,), raw=compose(envelope, body.text,
+                                                                    body.html),
+                        ticket_id=tickets[0].id)
+
+    def _ticket_context(self, ticket: Ticket) -> dict:
+        dept: Department = self.directory.departments[ticket.department]
+        sla = self.directory.sla_for(dept)
+        return {
+            "ref": ticket.ref,
+            "department": {"key": dept.key, "name": dept.name, "address": dept.address},
+            "priority": ticket.priority.value,
+            "first_response": sla.first_response[ticket.priority],
+            "business_hours": dept.calendar is not None,
+        }
+
+
+def _safe_parse(raw: bytes, max_body_chars: int) -> Inbound | None:
+    try:
+        return parse(raw, max_body_chars)
+    except Exception:  # parse promises not to raise; if it does, quarantine, don't crash
+        log.exception("parse.failed")
+        return None
+
+
+def _mid(msg: Inbound | None) -> str | None:
+    return msg.message_id if msg else None

@@ -1,0 +1,119 @@
+"""The database schema as an ordered list of migrations; PRAGMA user_version counts them.
+
+Times are stored as Unix seconds (REAL, UTC) so SLA and outbox queries compare numbers.
+Append new migrations; never edit one that has shipped.
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: intake -- tickets, messages, receipts, events, outbox, mailbox positions, quarantine
+    """
+    CREATE TABLE tickets (
+        id INTEGER PRIMARY KEY,
+        ref TEXT NOT NULL UNIQUE,
+        department TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        subject TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        requester_name TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX tickets_department_status ON tickets(department, status);
+    CREATE INDEX tickets_requester ON tickets(requester);
+
+    CREATE TABLE counters (
+        prefix TEXT PRIMARY KEY,
+        next_number INTEGER NOT NULL
+    );
+
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        dedupe_key TEXT NOT NULL UNIQUE,
+        message_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        sender_name TEXT NOT NULL DEFAULT '',
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        sent_date TEXT,
+        body TEXT NOT NULL,
+        attachments TEXT NOT NULL,
+        defects TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        raw BLOB NOT NULL
+    );
+    CREATE INDEX messages_message_id ON messages(message_id) WHERE message_id != '';
+
+    -- One row per (message, department) it was received for: the dedupe record.
+    CREATE TABLE receipts (
+        dedupe_key TEXT NOT NULL,
+        department TEXT NOT NULL,
+        message INTEGER NOT NULL REFERENCES messages(id),
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (dedupe_key, department)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        ticket INTEGER REFERENCES tickets(id),
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        sent_at REAL
+    );
+    CREATE INDEX outbox_due ON outbox(next_attempt) WHERE status = 'queued';
+    CREATE INDEX outbox_rate ON outbox(kind, recipients, created_at);
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ticket INTEGER NOT NULL REFERENCES tickets(id),
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT,
+        message INTEGER REFERENCES messages(id),
+        outgoing INTEGER REFERENCES outbox(id),
+        detail TEXT
+    );
+    CREATE INDEX events_ticket ON events(ticket, id);
+    CREATE INDEX events_message ON events(message) WHERE message IS NOT NULL;
+    CREATE INDEX events_outgoing ON events(outgoing) WHERE outgoing IS NOT NULL;
+
+    CREATE TABLE ticket_links (
+        ticket INTEGER NOT NULL REFERENCES tickets(id),
+        other INTEGER NOT NULL REFERENCES tickets(id),
+        PRIMARY KEY (ticket, other)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE mailboxes (
+        name TEXT PRIMARY KEY,
+        uidvalidity INTEGER,
+        last_uid INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    );
+
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        dedupe_key TEXT,
+        sender TEXT NOT NULL DEFAULT '',
+        subject TEXT NOT NULL DEFAULT '',
+        raw BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'held'
+    );
+    CREATE UNIQUE INDEX quarantine_key ON quarantine(dedupe_key);
+    CREATE INDEX quarantine_status ON quarantine(status, id);
+    """,
+)

@@ -1,0 +1,407 @@
+"""aiosqlite: the schema, migrations and every SQL statement mailgate runs.
+
+One connection, one writer: transactions are serialised by an asyncio lock, and each
+message inside a batch runs in its own SAVEPOINT so one bad message never rolls back its
+neighbours. Durability is synchronous=FULL: after COMMIT returns, the data is on disk,
+which is what lets the SMTP listener answer 250 and the IMAP position move forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import zlib
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from mailgate.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
+from mailgate.schema import MIGRATIONS
+
+FIRST_TICKET_NUMBER = 1001
+TICKET_COLUMNS = ("id, ref, department, subject, requester, requester_name, status, priority, "
+                  "created_at, updated_at")
+
+
+def ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def from_ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _ticket(row: sqlite3.Row | tuple) -> Ticket:
+    return Ticket(
+        id=row[0], ref=row[1], department=row[2], subject=row[3], requester=row[4],
+        requester_name=row[5], status=Status(row[6]), priority=Priority(row[7]),
+        created_at=from_ts(row[8]), updated_at=from_ts(row[9]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    message_id: str
+    kind: str
+    ticket: int | None
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    id: int
+    at: datetime
+    source: str
+    reason: str
+    sender: str
+    subject: str
+    status: str
+    size: int
+
+
+class Store:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, migrate: bool = True) -> Store:
+        _prepare_file(path)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=10000")
+        store = cls(conn, path)
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def schema_version(self) -> int:
+        async with self.conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def migrate(self) -> int:
+        """Apply pending migrations, each atomically with its version bump."""
+        version = await self.schema_version()
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path}: database schema {version} is newer than this "
+                               f"mailgate ({len(MIGRATIONS)}); upgrade mailgate")
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            script = MIGRATIONS[number - 1]
+            await self.conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        return len(MIGRATIONS) - version
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self.conn)
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+
+    # --- reads (CLI, status, sender) ---------------------------------------------------
+
+    async def ticket(self, ref: str) -> Ticket | None:
+        async with self.conn.execute(
+                f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref = ?", (ref.upper(),)) as cur:
+            row = await cur.fetchone()
+        return _ticket(row) if row else None
+
+    async def tickets(self, department: str | None = None, status: str | None = None,
+                      limit: int = 200) -> list[Ticket]:
+        where, args = [], []
+        if department:
+            where.append("department = ?")
+            args.append(department)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {TICKET_COLUMNS} FROM tickets {clause} ORDER BY id DESC LIMIT ?"
+        async with self.conn.execute(sql, (*args, limit)) as cur:
+            return [_ticket(row) for row in await cur.fetchall()]
+
+    async def conversation(self, ticket_id: int) -> list[dict]:
+        """Events of a ticket with the message or outgoing mail each one refers to."""
+        sql = """
+            SELECT e.at, e.kind, e.actor, e.detail, m.sender, m.subject, m.body,
+                   o.message_id, o.recipients, o.status, o.last_error
+            FROM events e
+            LEFT JOIN messages m ON m.id = e.message
+            LEFT JOIN outbox o ON o.id = e.outgoing
+            WHERE e.ticket = ? ORDER BY e.id"""
+        async with self.conn.execute(sql, (ticket_id,)) as cur:
+            rows = await cur.fetchall()
+        return [
+            {"at": from_ts(r[0]).isoformat(), "kind": r[1], "actor": r[2],
+             "detail": json.loads(r[3]) if r[3] else None, "from": r[4], "subject": r[5],
+             "body": r[6], "outgoing_message_id": r[7], "outgoing_to": r[8],
+             "outgoing_status": r[9], "outgoing_error": r[10]}
+            for r in rows
+        ]
+
+    async def linked_refs(self, ticket_id: int) -> list[str]:
+        sql = ("SELECT t.ref FROM ticket_links l JOIN tickets t ON t.id = l.other "
+               "WHERE l.ticket = ? ORDER BY t.id")
+        async with self.conn.execute(sql, (ticket_id,)) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def mailbox_position(self, name: str) -> tuple[int | None, int] | None:
+        async with self.conn.execute(
+                "SELECT uidvalidity, last_uid FROM mailboxes WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    async def due_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        sql = """SELECT id, message_id, kind, ticket, mail_from, recipients, raw, attempts
+                 FROM outbox WHERE status = 'queued' AND next_attempt <= ?
+                 ORDER BY next_attempt, id LIMIT ?"""
+        async with self.conn.execute(sql, (ts(now), limit)) as cur:
+            rows = await cur.fetchall()
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7])
+                for r in rows]
+
+    async def next_outgoing_at(self) -> datetime | None:
+        async with self.conn.execute(
+                "SELECT MIN(next_attempt) FROM outbox WHERE status = 'queued'") as cur:
+            row = await cur.fetchone()
+        return from_ts(row[0]) if row and row[0] is not None else None
+
+    async def outbox_summary(self) -> dict[str, int]:
+        async with self.conn.execute(
+                "SELECT status, COUNT(*) FROM outbox GROUP BY status") as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def quarantined(self, status: str = "held", limit: int = 200) -> list[QuarantineEntry]:
+        sql = """SELECT id, at, source, reason, sender, subject, status, length(raw)
+                 FROM quarantine WHERE status = ? ORDER BY id LIMIT ?"""
+        async with self.conn.execute(sql, (status, limit)) as cur:
+            return [QuarantineEntry(r[0], from_ts(r[1]), *r[2:]) for r in await cur.fetchall()]
+
+    # --- writes outside message processing ---------------------------------------------
+
+    async def mark_sent(self, outbox_id: int, now: datetime) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE outbox SET status = 'sent', sent_at = ?, "
+                             "attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                             (ts(now), outbox_id))
+
+    async def mark_retry(self, outbox_id: int, next_attempt: datetime, error: str) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, "
+                             "last_error = ? WHERE id = ?",
+                             (ts(next_attempt), error[:500], outbox_id))
+
+    async def mark_failed(self, row: OutboxRow, error: str, now: datetime) -> None:
+        """A permanent failure: kept on the outbox row and recorded on the ticket."""
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, "
+                             "last_error = ? WHERE id = ?", (error[:500], row.id))
+            for ticket_id in await tx.tickets_of_outgoing(row.id, row.ticket):
+                await tx.add_event(ticket_id, "delivery_failed", now, outgoing=row.id,
+                                   detail={"error": error[:500], "to": list(row.recipients)})
+
+
+class Tx:
+    """Statements that must run inside Store.transaction()."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self._savepoints = 0
+
+    async def execute(self, sql: str, args: Iterable = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, tuple(args))
+
+    async def _one(self, sql: str, args: Iterable = ()) -> tuple | None:
+        async with self.conn.execute(sql, tuple(args)) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, args: Iterable = ()) -> list:
+        async with self.conn.execute(sql, tuple(args)) as cur:
+            return list(await cur.fetchall())
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        await self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self.conn.execute(f"ROLLBACK TO {name}")
+            await self.conn.execute(f"RELEASE {name}")
+            raise
+        await self.conn.execute(f"RELEASE {name}")
+
+    # --- dedupe ---------------------------------------------------------------------
+
+    async def receipted_departments(self, dedupe_key: str) -> set[str]:
+        rows = await self._all("SELECT department FROM receipts WHERE dedupe_key = ?",
+                               (dedupe_key,))
+        return {r[0] for r in rows}
+
+    async def add_receipts(self, dedupe_key: str, departments: Iterable[str], message: int,
+                           outcome: str) -> None:
+        await self.conn.executemany(
+            "INSERT OR IGNORE INTO receipts (dedupe_key, department, message, outcome) "
+            "VALUES (?, ?, ?, ?)", [(dedupe_key, d, message, outcome) for d in departments])
+
+    async def store_message(self, msg: Inbound, kind: MailKind, raw: bytes, source: str,
+                            now: datetime) -> int:
+        """Insert the message once; a second department's copy reuses the first row."""
+        row = await self._one("SELECT id FROM messages WHERE dedupe_key = ?", (msg.dedupe_key,))
+        if row:
+            return int(row[0])
+        recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
+        cur = await self.execute(
+            """INSERT INTO messages (dedupe_key, message_id, kind, sender, sender_name,
+                   recipients, subject, sent_date, body, attachments, defects, size, source,
+                   received_at, raw)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (msg.dedupe_key, msg.message_id, kind.value,
+             msg.sender.addr if msg.sender else "", msg.sender.name if msg.sender else "",
+             json.dumps(recipients), msg.subject, msg.date.isoformat() if msg.date else None,
+             msg.body, json.dumps([[a.filename, a.content_type, a.size]
+                                   for a in msg.attachments]),
+             json.dumps(list(msg.defects)), msg.size, source, ts(now),
+             zlib.compress(raw, 1)))
+        return int(cur.lastrowid or 0)
+
+    # --- threading --------------------------------------------------------------------
+
+    async def tickets_by_refs(self, refs: Iterable[str]) -> list[Ticket]:
+        refs = list(refs)
+        if not refs:
+            return []
+        marks = ",".join("?" * len(refs))
+        rows = await self._all(
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref IN ({marks}) ORDER BY id", refs)
+        return [_ticket(r) for r in rows]
+
+    async def tickets_by_message_ids(self, message_ids: Iterable[str]) -> list[Ticket]:
+        """Tickets whose conversation holds one of these Message-IDs, ours or theirs."""
+        ids = list(message_ids)[:60]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = await self._all(
+            f"""SELECT {TICKET_COLUMNS} FROM tickets WHERE id IN (
+                    SELECT e.ticket FROM messages m JOIN events e ON e.message = m.id
+                    WHERE m.message_id IN ({marks})
+                    UNION
+                    SELECT e.ticket FROM outbox o JOIN events e ON e.outgoing = o.id
+                    WHERE o.message_id IN ({marks}))
+                ORDER BY id""", ids + ids)
+        return [_ticket(r) for r in rows]
+
+    # --- tickets and events ---------------------------------------------------------
+
+    async def create_ticket(self, department: str, prefix: str, subject: str, requester: str,
+                            requester_name: str, priority: Priority, now: datetime) -> Ticket:
+        await self.execute("INSERT OR IGNORE INTO counters (prefix, next_number) VALUES (?, ?)",
+                           (prefix, FIRST_TICKET_NUMBER))
+        row = await self._one("UPDATE counters SET next_number = next_number + 1 "
+                              "WHERE prefix = ? RETURNING next_number - 1", (prefix,))
+        number = int(row[0]) if row else FIRST_TICKET_NUMBER
+        ref = f"{prefix}-{number}"
+        cur = await self.execute(
+            """INSERT INTO tickets (ref, department, number, subject, requester,
+                   requester_name, status, priority, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (ref, department, number, subject, requester, requester_name, Status.NEW.value,
+             priority.value, ts(now), ts(now)))
+        return Ticket(int(cur.lastrowid or 0), ref, department, subject, requester,
+                      requester_name, Status.NEW, priority, now, now)
+
+    async def touch_ticket(self, ticket_id: int, now: datetime) -> None:
+        await self.execute("UPDATE tickets SET updated_at = ? WHERE id = ?", (ts(now), ticket_id))
+
+    async def add_event(self, ticket_id: int, kind: str, now: datetime, *,
+                        actor: str | None = None, message: int | None = None,
+                        outgoing: int | None = None, detail: dict | None = None) -> None:
+        await self.execute(
+            "INSERT INTO events (ticket, at, kind, actor, message, outgoing, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ticket_id, ts(now), kind, actor, message, outgoing,
+             json.dumps(detail) if detail else None))
+
+    async def link_tickets(self, ticket_ids: list[int]) -> None:
+        pairs = [(a, b) for a in ticket_ids for b in ticket_ids if a != b]
+        await self.conn.executemany(
+            "INSERT OR IGNORE INTO ticket_links (ticket, other) VALUES (?, ?)", pairs)
+
+    async def tickets_of_outgoing(self, outbox_id: int, primary: int | None) -> list[int]:
+        rows = await self._all("SELECT DISTINCT ticket FROM events WHERE outgoing = ?",
+                               (outbox_id,))
+        found = [r[0] for r in rows]
+        return found or ([primary] if primary else [])
+
+    # --- outbox -----------------------------------------------------------------------
+
+    async def enqueue(self, mail: Outgoing, now: datetime) -> int:
+        cur = await self.execute(
+            """INSERT INTO outbox (message_id, kind, ticket, mail_from, recipients, raw,
+                   next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            (mail.message_id, mail.kind, mail.ticket_id, mail.mail_from,
+             json.dumps(list(mail.recipients)), mail.raw, ts(now), ts(now)))
+        return int(cur.lastrowid or 0)
+
+    async def recent_mail_count(self, kind: str, recipient: str, since: datetime) -> int:
+        row = await self._one(
+            "SELECT COUNT(*) FROM outbox WHERE kind = ? AND recipients = ? AND created_at >= ?",
+            (kind, json.dumps([recipient]), ts(since)))
+        return int(row[0]) if row else 0
+
+    # --- intake positions and quarantine ------------------------------------------------
+
+    async def set_mailbox_position(self, name: str, uidvalidity: int, last_uid: int,
+                                   now: datetime) -> None:
+        await self.execute(
+            """INSERT INTO mailboxes (name, uidvalidity, last_uid, updated_at)
+               VALUES (?, ?, ?, ?)
+               ON CONFLICT (name) DO UPDATE SET uidvalidity = excluded.uidvalidity,
+                   last_uid = excluded.last_uid, updated_at = excluded.updated_at""",
+            (name, uidvalidity, last_uid, ts(now)))
+
+    async def quarantine(self, raw: bytes, source: str, reason: str, msg: Inbound | None,
+                         now: datetime) -> int:
+        """Keep the raw bytes and the reason; the same message quarantined twice is one row."""
+        key = msg.dedupe_key if msg else None
+        sender = msg.sender.addr if msg and msg.sender else ""
+        subject = msg.subject if msg else ""
+        row = await self._one(
+            """INSERT INTO quarantine (at, source, reason, dedupe_key, sender, subject, raw)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (dedupe_key) DO UPDATE SET reason = excluded.reason,
+                   at = excluded.at, status = 'held'
+               RETURNING id""",
+            (ts(now), source, reason[:1000], key, sender, subject[:500], raw))
+        return int(row[0]) if row else 0
+
+
+def _prepare_file(path: Path) -> None:
+    """State directory 0700 and database 0600 before SQLite creates anything."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
