@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Bootstrap for a fresh clone: only Python and apt are assumed.
+
+    python3 scripts/dev.py demo     # venv + mailgate, then `mailgate demo`
+    python3 scripts/dev.py test     # venv + test extras + Dovecot, then pytest
+
+Extra arguments go to `mailgate demo` or to pytest. Standard library only, on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+
+
+def say(text: str) -> None:
+    print(f"[dev] {text}", flush=True)
+
+
+def run(*cmd: str | Path, check: bool = True) -> int:
+    return subprocess.run([str(c) for c in cmd], check=check).returncode
+
+
+def can_apt() -> bool:
+    return shutil.which("apt-get") is not None and (os.geteuid() == 0 or _sudo_ok())
+
+
+def _sudo_ok() -> bool:
+    return shutil.which("sudo") is not None and subprocess.run(
+        ["sudo", "-n", "true"], capture_output=True).returncode == 0
+
+
+def apt_install(*packages: str) -> bool:
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    say(f"apt-get install {' '.join(packages)}")
+    if subprocess.run(install, env=env).returncode == 0:
+        return True
+    subprocess.run([*prefix, "apt-get", "update", "-q"], env=env)
+    return subprocess.run(install, env=env).returncode == 0
+
+
+def ensure_venv() -> None:
+    if (BIN / "python").exists():
+        return
+    say(f"creating {VENV}")
+    if subprocess.run([sys.executable, "-m", "venv", str(VENV)]).returncode == 0:
+        return
+    shutil.rmtree(VENV, ignore_errors=True)
+    version = f"python3.{sys.version_info.minor}-venv"
+    if not (can_apt() and (apt_install(version) or apt_install("python3-venv"))):
+        sys.exit("[dev] python3 -m venv failed; install the venv module (Debian: "
+                 "apt-get install python3-venv) and run this again")
+    run(sys.executable, "-m", "venv", VENV)
+
+
+def ensure_packages(extra: str) -> None:
+    """pip install -e . only when pyproject.toml changed since the last install."""
+    spec = f".[{extra}]" if extra else "."
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + spec.encode()).hexdigest()
+    stamp = VENV / f".installed-{extra or 'base'}"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    say(f"pip install -e '{spec}'")
+    run(BIN / "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "-q", "-e", spec],
+                   cwd=ROOT, check=True)
+    stamp.write_text(digest)
+
+
+def ensure_dovecot() -> None:
+    if shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists():
+        return
+    if can_apt() and apt_install("dovecot-imapd"):
+        return
+    message = ("Dovecot is not installed and cannot be installed here (needs root or sudo and "
+               "apt-get): end-to-end tests will be skipped. Install it with: "
+               "sudo apt-get install dovecot-imapd")
+    if os.environ.get("CI") == "true":
+        sys.exit(f"[dev] {message}")
+    say(message)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test"):
+        print(__doc__)
+        return 2
+    ensure_venv()
+    if argv[0] == "demo":
+        ensure_packages("")
+        os.execv(BIN / "mailgate", [str(BIN / "mailgate"), "demo", *argv[1:]])
+    ensure_packages("test")
+    ensure_dovecot()
+    os.chdir(ROOT)
+    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *argv[1:]])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

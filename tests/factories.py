@@ -1,0 +1,77 @@
+"""Builders shared by tests: messages, a directory, a pipeline on a temp database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from mailgate.directory import Directory, load_directory
+from mailgate.model import Origin
+from mailgate.pipeline import Outcome, Pipeline, PipelineSettings
+from mailgate.render import Renderer
+from mailgate.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DIRECTORY = ROOT / "config" / "directory.example.toml"
+TEMPLATES = ROOT / "templates"
+IT = Origin(source="imap:it", departments=("it",))
+FACILITIES = Origin(source="imap:facilities", departments=("facilities",))
+
+
+def mail(subject: str = "Laptop won't boot", *, sender: str = "Ann Example <ann@example.com>",
+         to: str = "it-help@example.com", cc: str | None = None,
+         message_id: str | None = "<req-1@example.com>", body: str = "It only beeps.",
+         headers: dict[str, str] | None = None) -> bytes:
+    """A small RFC 5322 message as bytes; pass message_id=None for none at all."""
+    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}",
+             "Date: Tue, 24 Nov 2026 09:00:00 +0100"]
+    if cc:
+        lines.append(f"Cc: {cc}")
+    if message_id:
+        lines.append(f"Message-ID: {message_id}")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    lines += ["Content-Type: text/plain; charset=utf-8", "", body, ""]
+    return "\r\n".join(lines).encode()
+
+
+@dataclass
+class FakeClock:
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+def example_directory() -> Directory:
+    return load_directory(EXAMPLE_DIRECTORY)
+
+
+@dataclass
+class Harness:
+    store: Store
+    pipeline: Pipeline
+    clock: FakeClock
+
+    async def deliver(self, raw: bytes, origin: Origin = IT) -> Outcome:
+        async with self.store.transaction() as tx:
+            return await self.pipeline.handle(tx, raw, origin)
+
+    async def rows(self, sql: str, *args: object) -> list[tuple]:
+        async with self.store.conn.execute(sql, args) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    async def count(self, table: str, where: str = "1") -> int:
+        rows = await self.rows(f"SELECT COUNT(*) FROM {table} WHERE {where}")
+        return int(rows[0][0])
+
+
+async def harness(tmp_path: Path, acks_per_hour: int = 10) -> Harness:
+    clock = FakeClock()
+    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    settings = PipelineSettings(instance="mailgate-test", acks_per_sender_per_hour=acks_per_hour)
+    pipeline = Pipeline(example_directory(), Renderer(TEMPLATES), settings, clock)
+    return Harness(store, pipeline, clock)

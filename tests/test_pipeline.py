@@ -1,0 +1,217 @@
+"""The pipeline on a real SQLite database, without mail servers."""
+
+from __future__ import annotations
+
+import email
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.factories import FACILITIES, IT, Harness, harness, mail
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    built = await harness(tmp_path)
+    yield built
+    await built.store.close()
+
+
+async def test_new_request_becomes_ticket_with_one_ack(h: Harness) -> None:
+    outcome = await h.deliver(mail())
+    assert outcome.action == "ticket"
+    assert outcome.tickets == ("IT-1001",)
+    assert outcome.acknowledged
+    [(raw,)] = await h.rows("SELECT raw FROM outbox WHERE kind = 'ack'")
+    ack = email.message_from_bytes(raw)
+    assert ack["Subject"] == "[IT-1001] Re: Laptop won't boot"
+    assert ack["To"] == "ann@example.com"
+    assert ack["From"] == "IT Service Desk <it-help@example.com>"
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack["In-Reply-To"] == "<req-1@example.com>"
+    assert "<req-1@example.com>" in ack["References"]
+    text = ack.get_payload()[0].get_payload(decode=True).decode()
+    assert "IT-1001" in text and "4 business hours" in text
+
+
+async def test_ticket_numbers_count_up_per_prefix(h: Harness) -> None:
+    first = await h.deliver(mail(message_id="<a@x.example>"))
+    second = await h.deliver(mail(message_id="<b@x.example>"))
+    other = await h.deliver(mail(message_id="<c@x.example>", to="facilities@example.com"),
+                            FACILITIES)
+    assert (first.tickets, second.tickets, other.tickets) == (
+        ("IT-1001",), ("IT-1002",), ("FAC-1001",))
+
+
+async def test_same_message_twice_is_one_ticket(h: Harness) -> None:
+    await h.deliver(mail())
+    again = await h.deliver(mail())
+    assert again.action == "duplicate"
+    assert await h.count("tickets") == 1
+    assert await h.count("outbox") == 1
+
+
+async def test_message_without_message_id_is_deduplicated_by_content(h: Harness) -> None:
+    raw = mail(message_id=None)
+    assert (await h.deliver(raw)).action == "ticket"
+    assert (await h.deliver(raw)).action == "duplicate"
+    assert await h.count("tickets") == 1
+
+
+async def test_two_addresses_of_one_department_make_one_ticket(h: Harness) -> None:
+    raw = mail(to="it-help@example.com", cc="helpdesk@example.com")
+    outcome = await h.deliver(raw)
+    assert outcome.tickets == ("IT-1001",)
+    assert await h.count("tickets") == 1
+
+
+async def test_two_departments_get_linked_tickets_and_one_ack(h: Harness) -> None:
+    raw = mail(to="it-help@example.com", cc="facilities@example.com")
+    outcome = await h.deliver(raw)
+    assert outcome.tickets == ("IT-1001", "FAC-1001")
+    # The facilities mailbox receives the same message: nothing new happens.
+    assert (await h.deliver(raw, FACILITIES)).action == "duplicate"
+    [(raw_ack,)] = await h.rows("SELECT raw FROM outbox")
+    ack = email.message_from_bytes(raw_ack)
+    assert ack["Subject"] == "[IT-1001] [FAC-1001] Re: Laptop won't boot"
+    assert await h.count("ticket_links") == 2
+
+
+async def test_bcc_copy_in_another_department_mailbox_opens_its_ticket(h: Harness) -> None:
+    raw = mail(to="it-help@example.com")  # facilities was Bcc'd: not in the headers
+    await h.deliver(raw, IT)
+    outcome = await h.deliver(raw, FACILITIES)
+    assert outcome.tickets == ("FAC-1001",)
+
+
+async def test_reply_with_subject_tag_threads(h: Harness) -> None:
+    await h.deliver(mail())
+    reply = mail("Re: [IT-1001] Laptop won't boot", message_id="<reply-1@example.com>",
+                 body="It works again after a reboot.")
+    outcome = await h.deliver(reply)
+    assert outcome.action == "reply"
+    assert outcome.tickets == ("IT-1001",)
+    assert await h.count("tickets") == 1
+    assert await h.count("outbox") == 1  # replies are not acknowledged again
+
+
+async def test_reply_by_in_reply_to_our_ack_threads(h: Harness) -> None:
+    await h.deliver(mail())
+    [(ack_id,)] = await h.rows("SELECT message_id FROM outbox")
+    reply = mail("Re: Laptop", message_id="<reply-2@example.com>",
+                 headers={"In-Reply-To": f"<{ack_id}>"})
+    assert (await h.deliver(reply)).tickets == ("IT-1001",)
+
+
+async def test_reply_by_references_to_the_request_threads(h: Harness) -> None:
+    await h.deliver(mail())
+    reply = mail("more info", message_id="<reply-3@example.com>",
+                 headers={"References": "<req-1@example.com>"})
+    assert (await h.deliver(reply)).tickets == ("IT-1001",)
+
+
+async def test_unknown_tag_does_not_thread(h: Harness) -> None:
+    outcome = await h.deliver(mail("Re: [IT-4242] old thing"))
+    assert outcome.action == "ticket"
+
+
+async def test_auto_reply_gets_no_ticket_and_no_ack(h: Harness) -> None:
+    outcome = await h.deliver(mail("Out of Office", headers={"Auto-Submitted": "auto-replied"}))
+    assert outcome.action == "quarantined"
+    assert "auto_reply" in outcome.reason
+    assert await h.count("tickets") == 0
+    assert await h.count("outbox") == 0
+
+
+async def test_auto_reply_to_our_ack_is_noted_on_the_ticket(h: Harness) -> None:
+    await h.deliver(mail())
+    ooo = mail("Automatic reply: [IT-1001] Re: Laptop", message_id="<ooo@example.com>",
+               headers={"Auto-Submitted": "auto-replied"})
+    outcome = await h.deliver(ooo)
+    assert outcome.action == "reply"
+    assert await h.count("events", "kind = 'auto_reply'") == 1
+    assert await h.count("outbox") == 1
+
+
+async def test_list_mail_is_ticketed_but_not_acknowledged(h: Harness) -> None:
+    outcome = await h.deliver(mail("Newsletter", headers={"List-Id": "<news.example.com>"}))
+    assert outcome.action == "ticket"
+    assert not outcome.acknowledged
+    assert await h.count("outbox") == 0
+    assert await h.count("events", "kind = 'ack_suppressed'") == 1
+
+
+async def test_mail_from_our_own_address_is_never_answered(h: Harness) -> None:
+    outcome = await h.deliver(mail(sender="facilities@example.com"))
+    assert outcome.action == "quarantined"
+    assert await h.count("outbox") == 0
+
+
+async def test_ack_rate_limit_per_sender(tmp_path: Path) -> None:
+    h = await harness(tmp_path, acks_per_hour=2)
+    try:
+        outcomes = [await h.deliver(mail(f"request {i}", message_id=f"<r{i}@x.example>"))
+                    for i in range(4)]
+        assert [o.acknowledged for o in outcomes] == [True, True, False, False]
+        assert await h.count("tickets") == 4
+        h.clock.advance(hours=1, seconds=1)
+        later = await h.deliver(mail("later", message_id="<r9@x.example>"))
+        assert later.acknowledged
+    finally:
+        await h.store.close()
+
+
+async def test_mail_without_sender_is_quarantined_with_raw_bytes(h: Harness) -> None:
+    raw = b"To: it-help@example.com\r\nSubject: who am I\r\n\r\nbody\r\n"
+    outcome = await h.deliver(raw)
+    assert outcome.action == "quarantined"
+    [(reason, stored)] = await h.rows("SELECT reason, raw FROM quarantine")
+    assert "From" in reason
+    assert stored == raw
+
+
+async def test_quarantining_the_same_message_twice_keeps_one_entry(h: Harness) -> None:
+    raw = b"To: it-help@example.com\r\nSubject: who am I\r\n\r\nbody\r\n"
+    await h.deliver(raw)
+    await h.deliver(raw)
+    assert await h.count("quarantine") == 1
+
+
+async def test_a_failing_message_rolls_back_only_itself(h: Harness, monkeypatch) -> None:  # noqa: ANN001
+    async def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    async with h.store.transaction() as tx:
+        ok = await h.pipeline.handle(tx, mail(message_id="<ok@x.example>"), IT)
+        monkeypatch.setattr(h.pipeline, "_acknowledge", explode)
+        bad = await h.pipeline.handle(tx, mail(message_id="<bad@x.example>"), IT)
+    assert ok.action == "ticket"
+    assert bad.action == "quarantined" and "boom" in bad.reason
+    assert await h.count("tickets") == 1  # the failed one's ticket was rolled back
+    assert await h.count("receipts") == 1
+    assert await h.count("quarantine") == 1
+
+
+async def test_header_injection_in_subject_cannot_add_headers(h: Harness) -> None:
+    evil = mail("=?utf-8?q?hi=0D=0ABcc=3A_victim=40example=2Ecom?=")
+    await h.deliver(evil)
+    [(raw,)] = await h.rows("SELECT raw FROM outbox")
+    ack = email.message_from_bytes(raw)
+    assert ack["Bcc"] is None
+    assert "\n" not in ack["Subject"]
+
+
+async def test_template_syntax_in_mail_is_rendered_literally(h: Harness) -> None:
+    await h.deliver(mail("{{ 7*7 }} {% if true %}x{% endif %}", sender="{{ config }} <a@b.example>"))
+    [(raw,)] = await h.rows("SELECT raw FROM outbox")
+    text = email.message_from_bytes(raw).get_payload()[0].get_payload(decode=True).decode()
+    assert "{{ 7*7 }}" in text and "49" not in text
+
+
+async def test_database_is_private(h: Harness) -> None:
+    mode = os.stat(h.store.path).st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    assert stat.S_IMODE(os.stat(h.store.path.parent).st_mode) == 0o700
