@@ -7,7 +7,7 @@ import asyncio
 import json
 import smtplib
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -15,9 +15,9 @@ from pathlib import Path
 from mailgate import __version__
 from mailgate.config import config_path, load_config
 from mailgate.errors import ConfigError
-from mailgate.loader import check, load_setup
+from mailgate.loader import Setup, check, load_setup
 from mailgate.log import setup_logging
-from mailgate.model import Origin
+from mailgate.model import Origin, Ticket
 from mailgate.store import Store
 
 
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+    def command(name: str, func: Callable[[argparse.Namespace], int],
+                help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         return p
@@ -221,14 +222,15 @@ async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str
     return 0 if outcome.action != "quarantined" else 1
 
 
-def _departments_of_source(setup, source: str) -> tuple[str, ...]:
+def _departments_of_source(setup: Setup, source: str) -> tuple[str, ...]:
     name = source.removeprefix("imap:")
     return tuple(b.department for b in setup.config.mailboxes if b.name == name)
 
 
 # --- helpers ---------------------------------------------------------------------------
 
-def _with_store(args: argparse.Namespace, work) -> int:
+def _with_store(args: argparse.Namespace,
+                work: Callable[[Store], Awaitable[int]]) -> int:
     config = load_config(config_path(args.config))
     if not config.database.exists():
         print(f"{config.database}: no database yet (has `mailgate run` been started?)",
@@ -245,7 +247,7 @@ def _with_store(args: argparse.Namespace, work) -> int:
     return asyncio.run(go())
 
 
-def _ticket_json(ticket) -> dict:
+def _ticket_json(ticket: Ticket) -> dict:
     return {"ref": ticket.ref, "department": ticket.department, "status": ticket.status.value,
             "priority": ticket.priority.value, "subject": ticket.subject,
             "requester": ticket.requester, "requester_name": ticket.requester_name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 from email import message_from_bytes
 from email.header import decode_header
 from email.message import Message
@@ -169,7 +170,7 @@ def _first_address(msg: Message, name: str, defects: list[str]) -> Address | Non
     return found[0] if found else None
 
 
-def _date(value: str):  # -> datetime | None
+def _date(value: str) -> datetime | None:
     if not value:
         return None
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 
@@ -44,7 +44,7 @@ class Renderer:
             html = None
         return Rendered(text=text, html=html)
 
-    def _template(self, filename: str, department: str | None):  # -> jinja2.Template
+    def _template(self, filename: str, department: str | None) -> Template:
         names = [f"{department}/{filename}", filename] if department else [filename]
         return self.env.select_template(names)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from mailgate.config import Config
 from mailgate.directory import Directory
@@ -79,7 +80,7 @@ class Daemon:
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=str(self.config.database))
 
-    def _spawn(self, coro, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)

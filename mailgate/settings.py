@@ -36,7 +36,8 @@ REQUIRED: Any = _Missing()
 class Table:
     """One TOML table plus where it came from; readers record problems instead of raising."""
 
-    def __init__(self, data: dict[str, Any], file: Path, prefix: str, problems: list[str]):
+    def __init__(self, data: dict[str, Any], file: Path, prefix: str,
+                 problems: list[str]) -> None:
         self.data = data
         self.file = file
         self.prefix = prefix

@@ -232,13 +232,13 @@ class Tx:
     async def execute(self, sql: str, args: Iterable = ()) -> aiosqlite.Cursor:
         return await self.conn.execute(sql, tuple(args))
 
+    # execute_fetchall is one trip to the database thread instead of three.
     async def _one(self, sql: str, args: Iterable = ()) -> tuple | None:
-        async with self.conn.execute(sql, tuple(args)) as cur:
-            return await cur.fetchone()
+        rows = await self.conn.execute_fetchall(sql, tuple(args))
+        return next(iter(rows), None)
 
     async def _all(self, sql: str, args: Iterable = ()) -> list:
-        async with self.conn.execute(sql, tuple(args)) as cur:
-            return list(await cur.fetchall())
+        return list(await self.conn.execute_fetchall(sql, tuple(args)))
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

@@ -180,7 +180,8 @@ async def test_quarantining_the_same_message_twice_keeps_one_entry(h: Harness) -
     assert await h.count("quarantine") == 1
 
 
-async def test_a_failing_message_rolls_back_only_itself(h: Harness, monkeypatch) -> None:  # noqa: ANN001
+async def test_a_failing_message_rolls_back_only_itself(h: Harness,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     async def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
@@ -205,7 +206,8 @@ async def test_header_injection_in_subject_cannot_add_headers(h: Harness) -> Non
 
 
 async def test_template_syntax_in_mail_is_rendered_literally(h: Harness) -> None:
-    await h.deliver(mail("{{ 7*7 }} {% if true %}x{% endif %}", sender="{{ config }} <a@b.example>"))
+    subject = "{{ 7*7 }} {% if true %}x{% endif %}"
+    await h.deliver(mail(subject, sender="{{ config }} <a@b.example>"))
     [(raw,)] = await h.rows("SELECT raw FROM outbox")
     text = email.message_from_bytes(raw).get_payload()[0].get_payload(decode=True).decode()
     assert "{{ 7*7 }}" in text and "49" not in text
