@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", cmd_demo, "run everything on localhost, no mail server needed")
     demo.add_argument("--dir", default="mailgate-demo", help="demo folder (default: %(default)s)")
     demo.add_argument("--port", type=int, default=2525, help="SMTP port (default: %(default)s)")
+    status = command("status", cmd_status, "mailboxes, outbox, quarantine, open tickets")
+    status.add_argument("--json", action="store_true")
     tickets = command("tickets", cmd_tickets, "list tickets, newest first")
     tickets.add_argument("--department")
     tickets.add_argument("--status")
@@ -119,6 +121,34 @@ def cmd_send(args: argparse.Namespace) -> int:
         client.sendmail(args.sender, [args.to], raw)
     print(f"sent to {args.to} via {args.server}")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def work(store: Store) -> int:
+        oldest = await store.oldest_queued_at()
+        report = {
+            "mailboxes": await store.mailbox_states(),
+            "outbox": await store.outbox_summary(),
+            "outbox_oldest_queued": oldest.isoformat() if oldest else None,
+            "quarantine_held": await store.quarantine_count(),
+            "open_tickets": await store.open_tickets_by_department(),
+        }
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return 0
+        print_table(("MAILBOX", "STATE", "SINCE", "LAST MESSAGE", "LAST UID", "ERROR"), [
+            (m["name"], m["state"], _when_ts(m["state_at"]), _when_ts(m["last_message_at"]),
+             m["last_uid"], (m["last_error"] or "-")[:60]) for m in report["mailboxes"]])
+        outbox = report["outbox"]
+        print(f"\noutbox      queued {outbox.get('queued', 0)} (oldest "
+              f"{_when(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "
+              f"failed {outbox.get('failed', 0)}")
+        print(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)")
+        open_tickets = ", ".join(f"{k} {v}" for k, v in report["open_tickets"].items())
+        print(f"open        {open_tickets or 'none'}")
+        return 0
+
+    return _with_store(args, work)
 
 
 def cmd_tickets(args: argparse.Namespace) -> int:
@@ -257,6 +287,10 @@ def _ticket_json(ticket: Ticket) -> dict:
 
 def _when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _when_ts(value: float | None) -> str:
+    return _when(datetime.fromtimestamp(value, UTC)) if value else "-"
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

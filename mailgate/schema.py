@@ -99,7 +99,11 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT PRIMARY KEY,
         uidvalidity INTEGER,
         last_uid INTEGER NOT NULL DEFAULT 0,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        state_at REAL,
+        last_error TEXT,
+        last_message_at REAL
     );
 
     CREATE TABLE quarantine (

@@ -198,7 +198,45 @@ class Store:
         async with self.conn.execute(sql, (status, limit)) as cur:
             return [QuarantineEntry(r[0], from_ts(r[1]), *r[2:]) for r in await cur.fetchall()]
 
+    async def mailbox_states(self) -> list[dict]:
+        sql = """SELECT name, state, state_at, last_error, last_message_at, last_uid,
+                        uidvalidity FROM mailboxes ORDER BY name"""
+        async with self.conn.execute(sql) as cur:
+            rows = await cur.fetchall()
+        keys = ("name", "state", "state_at", "last_error", "last_message_at", "last_uid",
+                "uidvalidity")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    async def open_tickets_by_department(self) -> dict[str, int]:
+        sql = """SELECT department, COUNT(*) FROM tickets
+                 WHERE status NOT IN ('resolved', 'closed') GROUP BY department"""
+        async with self.conn.execute(sql) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def oldest_queued_at(self) -> datetime | None:
+        async with self.conn.execute(
+                "SELECT MIN(created_at) FROM outbox WHERE status = 'queued'") as cur:
+            row = await cur.fetchone()
+        return from_ts(row[0]) if row and row[0] is not None else None
+
+    async def quarantine_count(self) -> int:
+        async with self.conn.execute(
+                "SELECT COUNT(*) FROM quarantine WHERE status = 'held'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     # --- writes outside message processing ---------------------------------------------
+
+    async def record_mailbox_state(self, name: str, state: str, error: str | None,
+                                   now: datetime) -> None:
+        """What `mailgate status` shows: connected/idle/polling/reconnecting and why."""
+        async with self.transaction() as tx:
+            await tx.execute(
+                """INSERT INTO mailboxes (name, updated_at, state, state_at, last_error)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET state = excluded.state,
+                       state_at = excluded.state_at, last_error = excluded.last_error""",
+                (name, ts(now), state, ts(now), error))
 
     async def mark_sent(self, outbox_id: int, now: datetime) -> None:
         async with self.transaction() as tx:
@@ -377,11 +415,12 @@ class Tx:
     async def set_mailbox_position(self, name: str, uidvalidity: int, last_uid: int,
                                    now: datetime) -> None:
         await self.execute(
-            """INSERT INTO mailboxes (name, uidvalidity, last_uid, updated_at)
-               VALUES (?, ?, ?, ?)
+            """INSERT INTO mailboxes (name, uidvalidity, last_uid, updated_at, last_message_at)
+               VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (name) DO UPDATE SET uidvalidity = excluded.uidvalidity,
-                   last_uid = excluded.last_uid, updated_at = excluded.updated_at""",
-            (name, uidvalidity, last_uid, ts(now)))
+                   last_uid = excluded.last_uid, updated_at = excluded.updated_at,
+                   last_message_at = excluded.last_message_at""",
+            (name, uidvalidity, last_uid, ts(now), ts(now)))
 
     async def quarantine(self, raw: bytes, source: str, reason: str, msg: Inbound | None,
                          now: datetime) -> int:

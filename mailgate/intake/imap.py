@@ -97,9 +97,9 @@ class MailboxWatcher:
 
     async def _after_failure(self, exc: BaseException, failures: int) -> None:
         delay = min(MAX_BACKOFF, 2.0 ** min(failures, 9)) * random.uniform(0.5, 1.0)
-        self.state.connected, self.state.mode = False, "reconnecting"
-        self.state.last_error = f"{type(exc).__name__}: {exc}"
+        self.state.connected = False
         self.state.reconnects += 1
+        await self._set_mode("reconnecting", f"{type(exc).__name__}: {exc}")
         log.warning("imap.error", mailbox=self.config.name, error=self.state.last_error,
                     retry_in=round(delay, 1))
         await self._in_thread(self._logout)
@@ -110,17 +110,27 @@ class MailboxWatcher:
         while True:
             await self.poll_once()
             if self._idle:
-                self.state.mode = "idle"
+                await self._set_mode("idle")
                 await self._in_thread(self._idle_wait, IDLE_RENEW)
             else:
-                self.state.mode = "polling"
+                await self._set_mode("polling")
                 await asyncio.sleep(self.config.poll_interval.total_seconds())
+
+    async def _set_mode(self, mode: str, error: str | None = None) -> None:
+        """Remember the mode for `mailgate status`; written only when it changes."""
+        if (mode, error) == (self.state.mode, self.state.last_error):
+            return
+        self.state.mode, self.state.last_error = mode, error
+        try:
+            await self.store.record_mailbox_state(self.config.name, mode, error, self.clock())
+        except sqlite3.Error as exc:  # status is best effort; intake must go on
+            log.warning("imap.state_not_saved", mailbox=self.config.name, error=str(exc))
 
     # --- one round: connect, then fetch and process everything new --------------------
 
     async def connect(self) -> None:
         await self._in_thread(self._connect)
-        self.state.connected, self.state.last_error = True, None
+        self.state.connected = True
         log.info("imap.connected", mailbox=self.config.name, host=self.config.host,
                  folder=self.config.folder, idle=self._idle)
 
