@@ -227,6 +227,12 @@ class MailboxWatcher:
         """Block until the server reports a change, `limit` passes, or stop() is called."""
         client = self._require()
         client.idle()
+        # imaplib files untagged lines that arrive before "+ idling" away where
+        # idle_check never looks: mail that landed just before IDLE would wait a full round.
+        early = client._imap.untagged_responses
+        if early.pop("EXISTS", None) or early.pop("RECENT", None):
+            client.idle_done()
+            return
         deadline = time.monotonic() + limit
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()

@@ -1,0 +1,269 @@
+"""Real mail servers for end-to-end tests: a private Dovecot and an in-loop aiosmtpd sink.
+
+Dovecot runs from its own config in a temp dir (loopback, random port, passwd-file users,
+Maildir), as DESIGN.md describes; the sink runs inside the test's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.message
+import itertools
+import os
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from imapclient import IMAPClient
+
+DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
+
+
+def find_dovecot() -> str | None:
+    found = shutil.which("dovecot")
+    if found:
+        return found
+    return next((p for p in DOVECOT_CANDIDATES if os.access(p, os.X_OK)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ImapAccount:
+    host: str
+    port: int
+    username: str
+    password: str
+
+
+class DovecotServer:
+    """A throw-away Dovecot on 127.0.0.1; users are added while it runs."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.root = Path(tempfile.mkdtemp(prefix="mailgate-dovecot-"))
+        self.root.chmod(0o755)  # Dovecot's auth process runs as its own user
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self._names = itertools.count(1)
+        self.uid, self.gid, self.login_user = self._identity()
+
+    def _identity(self) -> tuple[int, int, str]:
+        # Dovecot refuses to own mail as root: use nobody/nogroup then, else ourselves.
+        if os.geteuid() == 0:
+            return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid, "dovenull"
+        me = pwd.getpwuid(os.geteuid())
+        return me.pw_uid, me.pw_gid, me.pw_name
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "dovecot.conf"
+
+    def _write_config(self) -> None:
+        mail = self.root / "mail"
+        mail.mkdir(exist_ok=True)
+        os.chown(mail, self.uid, self.gid)
+        (self.root / "users").mkdir(exist_ok=True)
+        user_settings = "" if os.geteuid() == 0 else f"""
+default_login_user = {self.login_user}
+default_internal_user = {self.login_user}
+first_valid_uid = {self.uid}
+"""
+        self.config_file.write_text(f"""
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+log_path = {self.root}/dovecot.log
+info_log_path = {self.root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{mail}/%u
+mailbox_idle_check_interval = 1 secs
+{user_settings}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.root}/users/%u
+}}
+userdb {{
+  driver = static
+  args = uid={self.uid} gid={self.gid} home={mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+""")
+
+    def start(self, timeout: float = 20.0) -> None:
+        self._write_config()
+        for sub in ("run", "state"):
+            (self.root / sub).mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            [self.binary, "-F", "-c", str(self.config_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        probe = self.add_user()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.client(probe) as client:
+                    client.noop()
+                return
+            except Exception as exc:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"Dovecot did not start: {exc}\n{self.log_tail()}") from exc
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        log = self.root / "dovecot.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+    def add_user(self, name: str | None = None, password: str | None = None) -> ImapAccount:
+        name = name or f"user{next(self._names)}"
+        password = password or f"pw-{name}"
+        # One passwd-file per user: Dovecot caches a file by its mtime (in seconds), so a
+        # user appended within the same second to a shared file would not be seen.
+        (self.root / "users" / name).write_text(f"{name}:{{PLAIN}}{password}::::::\n")
+        return ImapAccount("127.0.0.1", self.port, name, password)
+
+    def client(self, account: ImapAccount) -> IMAPClient:
+        client = IMAPClient(account.host, port=account.port, ssl=False, timeout=10)
+        try:
+            client.login(account.username, account.password)
+        except BaseException:
+            client.shutdown()
+            raise
+        return client
+
+    def append(self, account: ImapAccount, raw: bytes, folder: str = "INBOX") -> int:
+        with self.client(account) as client:
+            response = client.append(folder, raw)
+        # "[APPENDUID <uidvalidity> <uid>] Append completed."
+        text = response.decode() if isinstance(response, bytes) else str(response)
+        return int(text.split("APPENDUID", 1)[1].split()[1].rstrip("]"))
+
+    def uids(self, account: ImapAccount, folder: str = "INBOX") -> list[int]:
+        with self.client(account) as client:
+            client.select_folder(folder, readonly=True)
+            return sorted(client.search(["ALL"]))
+
+    def recreate_folder(self, account: ImapAccount, folder: str = "INBOX") -> None:
+        """Delete every message and give the folder a new UIDVALIDITY."""
+        if folder != "INBOX":
+            with self.client(account) as client:
+                client.delete_folder(folder)
+                client.create_folder(folder)
+            return
+        # INBOX cannot be deleted over IMAP: remove its Maildir so Dovecot recreates it.
+        home = self.root / "mail" / account.username
+        for name in ("cur", "new", "tmp"):
+            shutil.rmtree(home / name, ignore_errors=True)
+        for index in home.glob("dovecot*"):
+            index.unlink() if index.is_file() else shutil.rmtree(index, ignore_errors=True)
+        (home / "dovecot-uidlist").unlink(missing_ok=True)
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    message: email.message.Message
+    at: float
+
+
+@dataclass
+class SmtpSink:
+    """An aiosmtpd server in the running loop that keeps what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[Received] = field(default_factory=list)
+    reject_with: tuple[int, str] | None = None
+    _server: asyncio.Server | None = None
+    _arrived: asyncio.Condition | None = None
+
+    async def start(self) -> None:
+        self._arrived = asyncio.Condition()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(self, hostname="sink", enable_SMTPUTF8=True), self.host, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.reject_with:
+            code, text = self.reject_with
+            return f"{code} {text}"
+        raw = envelope.original_content or b""
+        self.messages.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos), raw,
+                                      email.message_from_bytes(raw), time.monotonic()))
+        assert self._arrived is not None
+        async with self._arrived:
+            self._arrived.notify_all()
+        return "250 2.0.0 accepted"
+
+    async def wait_for(self, count: int = 1, timeout: float = 15.0) -> list[Received]:
+        assert self._arrived is not None
+
+        async def enough() -> None:
+            async with self._arrived:
+                await self._arrived.wait_for(lambda: len(self.messages) >= count)
+
+        try:
+            await asyncio.wait_for(enough(), timeout)
+        except TimeoutError:
+            got = [m.message["Subject"] for m in self.messages]
+            raise TimeoutError(f"expected {count} mail(s) at the sink, got {got}") from None
+        return list(self.messages[:count])

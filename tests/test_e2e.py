@@ -1,0 +1,265 @@
+"""End-to-end: the real daemon against a private Dovecot and an aiosmtpd sink on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mailgate.loader import load_setup
+from mailgate.service import Daemon
+from tests.factories import ROOT, mail
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Env:
+    """Everything a test needs to drive the daemon from outside."""
+
+    tmp_path: Path
+    dovecot: object
+    account: object
+    sink: object
+
+    def config(self, *, listener: bool = False, extra: str = "") -> Path:
+        secret = self.tmp_path / "imap.secret"
+        secret.write_text(self.account.password + "\n")
+        listen = '[intake.smtp]\nlisten = "127.0.0.1:0"\n' if listener else ""
+        path = self.tmp_path / "mailgate.toml"
+        path.write_text(f"""
+[mailgate]
+instance = "mailgate-e2e"
+[state]
+dir = "state"
+[directory]
+path = "{ROOT / 'config' / 'directory.example.toml'}"
+[templates]
+dir = "{ROOT / 'templates'}"
+[smtp]
+host = "{self.sink.host}"
+port = {self.sink.port}
+timeout = 10
+{listen}
+[[mailbox]]
+name = "it"
+department = "it"
+host = "{self.account.host}"
+port = {self.account.port}
+tls = "none"
+username = "{self.account.username}"
+password_file = "{secret}"
+poll_interval = "1s"
+timeout = 10
+{extra}
+""")
+        return path
+
+    def daemon(self, **kwargs: object) -> Daemon:
+        setup = load_setup(self.config(**kwargs))  # type: ignore[arg-type]
+        return Daemon(setup.config, setup.directory)
+
+    def append(self, raw: bytes) -> int:
+        return self.dovecot.append(self.account, raw)
+
+
+@pytest.fixture
+def env(tmp_path: Path, dovecot: object, imap_account: object, smtp_sink: object) -> Env:
+    return Env(tmp_path, dovecot, imap_account, smtp_sink)
+
+
+@pytest.fixture
+async def daemon(env: Env) -> AsyncIterator[Daemon]:
+    running = env.daemon()
+    await running.start()
+    yield running
+    await running.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def count(daemon: Daemon, sql: str) -> int:
+    assert daemon.store is not None
+    rows = await daemon.store.conn.execute_fetchall(sql)
+    return int(next(iter(rows))[0])
+
+
+async def position(daemon: Daemon) -> int:
+    assert daemon.store is not None
+    stored = await daemon.store.mailbox_position("it")
+    return stored[1] if stored else 0
+
+
+async def test_request_is_acknowledged_with_ticket_number(env: Env, daemon: Daemon) -> None:
+    started = time.monotonic()
+    await asyncio.to_thread(env.append, mail())
+    [ack] = await env.sink.wait_for(count=1, timeout=15)
+    latency = time.monotonic() - started
+    print(f"\nAPPEND -> acknowledgement at the sink: {latency * 1000:.0f} ms")
+    msg = ack.message
+    assert msg["Subject"] == "[IT-1001] Re: Laptop won't boot"
+    assert msg["To"] == "ann@example.com"
+    assert msg["From"] == "IT Service Desk <it-help@example.com>"
+    assert msg["In-Reply-To"] == "<req-1@example.com>"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert ack.rcpt_tos == ["ann@example.com"]
+    text = msg.get_payload()[0].get_payload(decode=True).decode()
+    assert "IT-1001" in text and "4 business hours" in text
+    assert daemon.store is not None
+    ticket = await daemon.store.ticket("IT-1001")
+    assert ticket is not None and ticket.requester == "ann@example.com"
+    assert latency < 10  # generous: behaviour, not a benchmark
+
+
+async def test_reply_threads_into_the_ticket_without_new_ack(env: Env, daemon: Daemon) -> None:
+    await asyncio.to_thread(env.append, mail())
+    [ack] = await env.sink.wait_for(count=1)
+    reply = mail("Re: Laptop won't boot", message_id="<reply-1@example.com>",
+                 body="Now it shows a blue screen.",
+                 headers={"In-Reply-To": ack.message["Message-ID"]})
+    uid = await asyncio.to_thread(env.append, reply)
+    await eventually(lambda: _at_least(position(daemon), uid))
+    assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 1
+    assert await count(daemon, "SELECT COUNT(*) FROM events WHERE kind = 'reply'") == 1
+    await asyncio.sleep(0.3)
+    assert len(env.sink.messages) == 1
+
+
+async def test_same_message_delivered_twice_is_one_ticket(env: Env, daemon: Daemon) -> None:
+    await asyncio.to_thread(env.append, mail())
+    uid = await asyncio.to_thread(env.append, mail())
+    await eventually(lambda: _at_least(position(daemon), uid))
+    await env.sink.wait_for(count=1)
+    assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 1
+    await asyncio.sleep(0.3)
+    assert len(env.sink.messages) == 1
+
+
+async def test_out_of_office_gets_no_acknowledgement(env: Env, daemon: Daemon) -> None:
+    ooo = mail("Automatic reply: Laptop", headers={"Auto-Submitted": "auto-replied"})
+    uid = await asyncio.to_thread(env.append, ooo)
+    await eventually(lambda: _at_least(position(daemon), uid))
+    await asyncio.sleep(0.3)
+    assert env.sink.messages == []
+    assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 0
+
+
+async def test_restart_neither_loses_nor_doubles(env: Env) -> None:
+    first = env.daemon()
+    await first.start()
+    for i in range(5):
+        await asyncio.to_thread(env.append, mail(f"before {i}", message_id=f"<b{i}@x.example>",
+                                                 sender=f"user{i}@example.com"))
+    await env.sink.wait_for(count=5)
+    await first.stop()
+    for i in range(5):  # arrives while mailgate is down
+        await asyncio.to_thread(env.append, mail(f"during {i}", message_id=f"<d{i}@x.example>",
+                                                 sender=f"user{i}@example.com"))
+    second = env.daemon()
+    await second.start()
+    try:
+        await env.sink.wait_for(count=10)
+        assert await count(second, "SELECT COUNT(*) FROM tickets") == 10
+        subjects = sorted(m.message["Subject"] for m in env.sink.messages)
+        assert len(set(subjects)) == 10
+    finally:
+        await second.stop()
+
+
+async def test_recreated_mailbox_does_not_duplicate_tickets(env: Env, daemon: Daemon) -> None:
+    raws = [mail(f"r {i}", message_id=f"<r{i}@x.example>") for i in range(3)]
+    for raw in raws:
+        await asyncio.to_thread(env.append, raw)
+    await env.sink.wait_for(count=3)
+    daemon.watchers[0].stop()
+    await asyncio.to_thread(env.dovecot.recreate_folder, env.account, "INBOX")
+    for raw in raws:
+        await asyncio.to_thread(env.append, raw)
+    new = await asyncio.to_thread(env.append, mail("fresh", message_id="<fresh@x.example>"))
+    await env.sink.wait_for(count=4, timeout=30)
+    assert new > 0
+    assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 4
+
+
+async def test_push_listener_acknowledges(env: Env) -> None:
+    running = env.daemon(listener=True)
+    await running.start()
+    try:
+        port = running.listen_port
+        assert port
+        raw = mail("Printer jammed", message_id="<push-1@example.com>",
+                   to="facilities@example.com")
+        await asyncio.to_thread(send, port, "facilities@example.com", raw)
+        [ack] = await env.sink.wait_for(count=1)
+        assert ack.message["Subject"] == "[FAC-1001] Re: Printer jammed"
+    finally:
+        await running.stop()
+
+
+async def test_push_listener_refuses_unknown_recipient_without_default(env: Env,
+                                                                       tmp_path: Path) -> None:
+    directory = tmp_path / "directory.toml"
+    directory.write_text((ROOT / "config" / "directory.example.toml").read_text()
+                         .replace('default_department = "it"', ""))
+    path = env.config(listener=True)
+    path.write_text(path.read_text().replace(
+        str(ROOT / "config" / "directory.example.toml"), str(directory)))
+    setup = load_setup(path)
+    running = Daemon(setup.config, setup.directory)
+    await running.start()
+    try:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            await asyncio.to_thread(send, running.listen_port or 0, "nobody@example.com", mail())
+    finally:
+        await running.stop()
+
+
+async def test_permanent_smtp_rejection_is_recorded_on_the_ticket(env: Env,
+                                                                  daemon: Daemon) -> None:
+    env.sink.reject_with = (550, "5.1.1 mailbox unavailable")
+    await asyncio.to_thread(env.append, mail())
+    await eventually(lambda: _positive(count(
+        daemon, "SELECT COUNT(*) FROM events WHERE kind = 'delivery_failed'")))
+    assert await count(daemon, "SELECT COUNT(*) FROM outbox WHERE status = 'failed'") == 1
+
+
+async def test_temporary_smtp_failure_is_retried(env: Env, daemon: Daemon) -> None:
+    env.sink.reject_with = (451, "4.3.0 try later")
+    await asyncio.to_thread(env.append, mail())
+    await eventually(lambda: _positive(count(
+        daemon, "SELECT COUNT(*) FROM outbox WHERE attempts > 0 AND status = 'queued'")))
+    env.sink.reject_with = None
+    assert daemon.store is not None
+    async with daemon.store.transaction() as tx:  # skip the backoff instead of waiting
+        await tx.execute("UPDATE outbox SET next_attempt = 0")
+    assert daemon.outbox is not None
+    daemon.outbox.notify()
+    [ack] = await env.sink.wait_for(count=1)
+    assert ack.message["Subject"].startswith("[IT-1001]")
+
+
+def send(port: int, recipient: str, raw: bytes) -> None:
+    """smtplib blocks: the tests call this in a thread so the daemon's loop keeps running."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.sendmail("ann@example.com", [recipient], raw)
+
+
+async def _at_least(value: Awaitable[int], target: int) -> bool:
+    return await value >= target
+
+
+async def _positive(value: Awaitable[int]) -> bool:
+    return await value > 0
+
+
