@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import email
 import email.message
+import grp
 import itertools
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
@@ -162,7 +162,9 @@ namespace inbox {{
 
     def log_tail(self, lines: int = 30) -> str:
         log = self.root / "dovecot.log"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+        if not log.exists():
+            return ""
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
     def add_user(self, name: str | None = None, password: str | None = None) -> ImapAccount:
         name = name or f"user{next(self._names)}"
