@@ -51,9 +51,9 @@ def _own(msg: Inbound, ctx: LoopContext) -> str | None:
 
 def _bounce(msg: Inbound, ctx: LoopContext) -> str | None:
     h = msg.headers
-    if h.get("content-type") == "multipart/report" and h.get("report-type") in (
-        "delivery-status", "disposition-notification", None):
-        return "multipart/report delivery status notification"
+    if h.get("content-type") == "multipart/report":
+        # delivery-status, disposition-notification, feedback-report (ARF): all automatic.
+        return f"multipart/report ({h.get('report-type', 'no report-type')})"
     if "x-failed-recipients" in h:
         return "X-Failed-Recipients header"
     local = _sender_localpart(msg)

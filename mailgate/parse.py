@@ -38,7 +38,7 @@ def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
     except Exception as exc:  # the parser is tolerant; this is a last resort
         return _unparseable(raw, f"unparseable: {type(exc).__name__}")
     message_id = _first_id(_header(msg, "message-id"))
-    sender = _first_address(msg, "from", defects) or _first_address(msg, "sender", defects)
+    sender = _sender(msg, defects)
     body, attachments = _body_and_attachments(msg, max_body_chars, defects)
     defects.extend(type(d).__name__ for d in msg.defects[:20])
     return Inbound(
@@ -60,6 +60,19 @@ def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
         defects=tuple(defects),
         size=len(raw),
     )
+
+
+def fingerprint(msg: Inbound) -> str:
+    """What stays the same when one message is delivered twice (transport headers change).
+
+    Two messages with the same Message-ID but different fingerprints are different mail:
+    a broken client re-using IDs must not make the second request vanish as a duplicate.
+    """
+    sender = msg.sender.addr if msg.sender else msg.headers.get("from", "")
+    date = msg.date.isoformat() if msg.date else ""
+    parts = (sender, msg.subject, date, msg.body.strip()[:20000],
+             ",".join(f"{a.filename}:{a.size}" for a in msg.attachments))
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def _unparseable(raw: bytes, reason: str) -> Inbound:
@@ -163,6 +176,17 @@ def clean_address(addr: str) -> str:
     if any(c in addr for c in " \t\r\n\x00<>,;\"()") or len(addr) > 320:
         return ""
     return addr
+
+
+def _sender(msg: Message, defects: list[str]) -> Address | None:
+    """From, else the next best header that names who wrote or answers for the mail."""
+    for name in ("from", "sender", "reply-to", "return-path"):
+        found = _first_address(msg, name, defects)
+        if found:
+            if name != "from":
+                defects.append(f"no usable From address; using {name}")
+            return found
+    return None
 
 
 def _first_address(msg: Message, name: str, defects: list[str]) -> Address | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from mailgate.classify import LoopContext, Verdict, classify
@@ -20,7 +20,7 @@ from mailgate.directory import Department, Directory
 from mailgate.errors import BadMessage
 from mailgate.log import get_logger
 from mailgate.model import Inbound, MailKind, Origin, Outgoing, Priority, Ticket
-from mailgate.parse import parse
+from mailgate.parse import fingerprint, parse
 from mailgate.render import Renderer
 from mailgate.routing import departments_for
 from mailgate.store import Tx
@@ -80,6 +80,7 @@ class Pipeline:
                        now: datetime) -> Outcome:
         if msg is None:
             raise BadMessage("the parser could not read this message")
+        msg, fp = await self._distinct(tx, msg)
         targets = departments_for(msg, origin, self.directory)
         if not targets:
             raise BadMessage("addressed to no known department and no default_department set")
@@ -90,25 +91,35 @@ class Pipeline:
         verdict = classify(msg, self.loop_context)
         existing = await self._thread(tx, msg)
         if existing:
-            return await self._append(tx, raw, msg, verdict, existing, pending, origin, now)
+            return await self._append(tx, raw, msg, fp, verdict, existing, pending, origin,
+                                      now)
         if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
             return await self._quarantine(
                 tx, raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
                 f"{verdict.reason}", now)
         if msg.sender is None:
             raise BadMessage("no usable From address")
-        return await self._open(tx, raw, msg, verdict, pending, origin, now)
+        return await self._open(tx, raw, msg, fp, verdict, pending, origin, now)
+
+    async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str]:
+        """Give a re-used Message-ID with different content a key of its own."""
+        fp = fingerprint(msg)
+        known = await tx.fingerprint_of(msg.dedupe_key)
+        if known is not None and known != fp:
+            log.warning("message.id_reused", message_id=msg.message_id)
+            msg = replace(msg, dedupe_key=f"{msg.dedupe_key}#{fp}")
+        return msg, fp
 
     async def _thread(self, tx: Tx, msg: Inbound) -> list[Ticket]:
         hints = thread_hints(msg, self.prefixes)
         return (await tx.tickets_by_refs(hints.ticket_refs)
                 or await tx.tickets_by_message_ids(hints.message_ids))
 
-    async def _append(self, tx: Tx, raw: bytes, msg: Inbound, verdict: Verdict,
+    async def _append(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
                       tickets: list[Ticket], pending: list[str], origin: Origin,
                       now: datetime) -> Outcome:
         """A follow-up to known tickets: record it on each; automatic mail is only noted."""
-        message = await tx.store_message(msg, verdict.kind, raw, origin.source, now)
+        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now)
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
@@ -121,11 +132,11 @@ class Pipeline:
                  source=origin.source)
         return Outcome("reply", refs)
 
-    async def _open(self, tx: Tx, raw: bytes, msg: Inbound, verdict: Verdict,
+    async def _open(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
                     pending: list[str], origin: Origin, now: datetime) -> Outcome:
         """A new request: one ticket per department, linked, and one acknowledgement."""
         assert msg.sender is not None
-        message = await tx.store_message(msg, verdict.kind, raw, origin.source, now)
+        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now)
         await tx.add_receipts(msg.dedupe_key, pending, message, "ticket")
         subject = clean_subject(msg.subject)
         tickets = []

@@ -32,6 +32,7 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY,
         dedupe_key TEXT NOT NULL UNIQUE,
         message_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
         kind TEXT NOT NULL,
         sender TEXT NOT NULL,
         sender_name TEXT NOT NULL DEFAULT '',

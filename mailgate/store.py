@@ -22,6 +22,7 @@ from pathlib import Path
 import aiosqlite
 
 from mailgate.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
+from mailgate.parse import fingerprint
 from mailgate.schema import MIGRATIONS
 
 FIRST_TICKET_NUMBER = 1001
@@ -304,19 +305,24 @@ class Tx:
             "INSERT OR IGNORE INTO receipts (dedupe_key, department, message, outcome) "
             "VALUES (?, ?, ?, ?)", [(dedupe_key, d, message, outcome) for d in departments])
 
-    async def store_message(self, msg: Inbound, kind: MailKind, raw: bytes, source: str,
-                            now: datetime) -> int:
+    async def fingerprint_of(self, dedupe_key: str) -> str | None:
+        row = await self._one("SELECT fingerprint FROM messages WHERE dedupe_key = ?",
+                              (dedupe_key,))
+        return str(row[0]) if row else None
+
+    async def store_message(self, msg: Inbound, fingerprint: str, kind: MailKind, raw: bytes,
+                            source: str, now: datetime) -> int:
         """Insert the message once; a second department's copy reuses the first row."""
         row = await self._one("SELECT id FROM messages WHERE dedupe_key = ?", (msg.dedupe_key,))
         if row:
             return int(row[0])
         recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
         cur = await self.execute(
-            """INSERT INTO messages (dedupe_key, message_id, kind, sender, sender_name,
-                   recipients, subject, sent_date, body, attachments, defects, size, source,
-                   received_at, raw)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (msg.dedupe_key, msg.message_id, kind.value,
+            """INSERT INTO messages (dedupe_key, message_id, fingerprint, kind, sender,
+                   sender_name, recipients, subject, sent_date, body, attachments, defects,
+                   size, source, received_at, raw)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (msg.dedupe_key, msg.message_id, fingerprint, kind.value,
              msg.sender.addr if msg.sender else "", msg.sender.name if msg.sender else "",
              json.dumps(recipients), msg.subject, msg.date.isoformat() if msg.date else None,
              msg.body, json.dumps([[a.filename, a.content_type, a.size]
@@ -425,7 +431,7 @@ class Tx:
     async def quarantine(self, raw: bytes, source: str, reason: str, msg: Inbound | None,
                          now: datetime) -> int:
         """Keep the raw bytes and the reason; the same message quarantined twice is one row."""
-        key = msg.dedupe_key if msg else None
+        key = f"{msg.dedupe_key}#{fingerprint(msg)}" if msg else None
         sender = msg.sender.addr if msg and msg.sender else ""
         subject = msg.subject if msg else ""
         row = await self._one(
