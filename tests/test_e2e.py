@@ -182,7 +182,6 @@ async def test_recreated_mailbox_does_not_duplicate_tickets(env: Env, daemon: Da
     for raw in raws:
         await asyncio.to_thread(env.append, raw)
     await env.sink.wait_for(count=3)
-    daemon.watchers[0].stop()
     await asyncio.to_thread(env.dovecot.recreate_folder, env.account, "INBOX")
     for raw in raws:
         await asyncio.to_thread(env.append, raw)
