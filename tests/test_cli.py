@@ -1,0 +1,111 @@
+"""The command line as a user meets it: check, demo, send, tickets, show, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.factories import ROOT
+
+MAILGATE = [sys.executable, "-m", "mailgate"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*MAILGATE, *args], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "mailgate.toml"
+    path.write_text(body)
+    return path
+
+
+GOOD = f"""
+[state]
+dir = "state"
+[directory]
+path = "{ROOT / 'config' / 'directory.example.toml'}"
+[outbox]
+dir = "outgoing"
+[[mailbox]]
+name = "it"
+department = "it"
+host = "imap.example.com"
+username = "it-help@example.com"
+password_env = "MAILGATE_TEST_SECRET"
+"""
+
+
+def test_check_accepts_a_good_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path, GOOD)
+    result = run("--config", str(path), "check", env={"MAILGATE_TEST_SECRET": "s3cret-value"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK (3 departments, 1 mailboxes)" in result.stdout
+    assert "s3cret-value" not in result.stdout + result.stderr
+
+
+def test_check_reports_every_problem_with_file_and_key(tmp_path: Path) -> None:
+    bad = GOOD.replace('department = "it"', 'department = "hr"').replace(
+        'name = "it"', 'name = "it"\ntls = "sometimes"\npoll_interval = "often"\npassword = "x"')
+    path = write_config(tmp_path, bad + '\n[smtp]\nhost = "mail"\nprot = 25\n')
+    result = run("--config", str(path), "check")
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    expected = ["mailbox[0].tls", "mailbox[0].poll_interval", "mailbox[0].password",
+                "smtp.prot", "mailbox[0].password_env"]
+    for key in expected:
+        assert any(str(path) in line and key in line for line in lines), (key, lines)
+    assert "x" not in [part.strip() for line in lines for part in line.split(":")]
+
+
+def test_check_names_a_missing_file() -> None:
+    result = run("--config", "/nonexistent/mailgate.toml", "check")
+    assert result.returncode == 1
+    assert "/nonexistent/mailgate.toml: file not found" in result.stdout + result.stderr
+
+
+def test_demo_send_tickets_show_status(tmp_path: Path) -> None:
+    demo = subprocess.Popen([*MAILGATE, "demo", "--dir", str(tmp_path / "demo"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        port = _wait_for_port(demo)
+        sent = run("send", "--server", f"127.0.0.1:{port}", "--subject", "Laptop won't boot")
+        assert sent.returncode == 0, sent.stderr
+        outgoing = tmp_path / "demo" / "outgoing"
+        deadline = time.monotonic() + 15
+        while not list(outgoing.glob("*-ack.eml")):
+            assert time.monotonic() < deadline, "no acknowledgement written"
+            time.sleep(0.1)
+        config = str(tmp_path / "demo" / "mailgate.toml")
+        tickets = run("--config", config, "tickets", "--json")
+        assert [t["ref"] for t in json.loads(tickets.stdout)] == ["IT-1001"]
+        show = run("--config", config, "show", "IT-1001")
+        assert "Laptop won't boot" in show.stdout and "ack_queued" in show.stdout
+        status = run("--config", config, "status", "--json")
+        assert json.loads(status.stdout)["open_tickets"] == {"it": 1}
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=30)
+    assert demo.returncode == 0
+    assert ">>> ack sent to ann@example.com" in out
+
+
+def _wait_for_port(process: subprocess.Popen) -> int:
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    for line in process.stdout:
+        found = re.search(r"incoming SMTP\s+127\.0\.0\.1:(\d+)", line)
+        if found:
+            return int(found.group(1))
+        if time.monotonic() > deadline:
+            break
+    pytest.fail("the demo did not print its port")
