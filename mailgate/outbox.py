@@ -12,6 +12,7 @@ import random
 from datetime import timedelta
 
 from mailgate.errors import PermanentError, TransientError
+from mailgate.faults import crashpoint
 from mailgate.log import get_logger
 from mailgate.pipeline import Clock
 from mailgate.store import OutboxRow, Store
@@ -57,6 +58,7 @@ class Outbox:
                 except TransientError as exc:
                     await self._retry(row, str(exc))
                     continue
+                crashpoint("after_send")  # the server has it; our bookkeeping does not yet
                 await self.store.mark_sent(row.id, self.clock())
                 log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
                          to=list(row.recipients))

@@ -25,6 +25,7 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
 
 from mailgate.config import MailboxConfig
+from mailgate.faults import crashpoint
 from mailgate.log import get_logger
 from mailgate.model import Origin
 from mailgate.pipeline import Clock, Pipeline
@@ -170,6 +171,7 @@ class MailboxWatcher:
                           action=outcome.action, tickets=outcome.tickets)
             await tx.set_mailbox_position(self.config.name, uidvalidity, batch[-1],
                                           self.clock())
+            crashpoint("before_commit")  # everything written, nothing committed
         self.state.processed += len(fetched)
         self.state.last_message_at = time.time()
         self.on_commit()

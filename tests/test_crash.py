@@ -1,0 +1,176 @@
+"""Crash safety: the real daemon process, SIGKILLed at random and at chosen instants.
+
+Invariant under test (DESIGN.md #1, #2): every message is on exactly one ticket, every
+ticket is acknowledged, and a kill costs at most one duplicate acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.factories import ROOT, mail
+from tests.mailservers import DovecotServer, ImapAccount, SmtpSink
+
+pytestmark = pytest.mark.e2e
+
+MESSAGES = 500
+KILLS = 20
+
+
+def write_config(tmp_path: Path, account: ImapAccount, sink: SmtpSink) -> Path:
+    secret = tmp_path / "imap.secret"
+    secret.write_text(account.password)
+    path = tmp_path / "mailgate.toml"
+    path.write_text(f"""
+[state]
+dir = "state"
+[directory]
+path = "{ROOT / 'config' / 'directory.example.toml'}"
+[smtp]
+host = "{sink.host}"
+port = {sink.port}
+[limits]
+acks_per_sender_per_hour = 100000
+[[mailbox]]
+name = "it"
+department = "it"
+host = "{account.host}"
+port = {account.port}
+tls = "none"
+username = "{account.username}"
+password_file = "{secret}"
+batch_size = 20
+poll_interval = "1s"
+""")
+    return path
+
+
+async def start_daemon(config: Path, log: Path, crashpoint: str = "") -> asyncio.subprocess.Process:
+    env = {**os.environ, "MAILGATE_CRASHPOINT": crashpoint}
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mailgate", "--config", str(config), "run",
+            stdout=out, stderr=out, env=env, cwd=ROOT)
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+def database_state(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "state" / "mailgate.sqlite3") as db:
+        one = lambda sql: int(db.execute(sql).fetchone()[0])  # noqa: E731
+        return {
+            "tickets": one("SELECT COUNT(*) FROM tickets"),
+            "messages": one("SELECT COUNT(*) FROM messages"),
+            "queued": one("SELECT COUNT(*) FROM outbox WHERE status = 'queued'"),
+            "acks": one("SELECT COUNT(*) FROM outbox"),
+            "quarantine": one("SELECT COUNT(*) FROM quarantine"),
+            "last_uid": one("SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes"),
+        }
+
+
+async def settle(tmp_path: Path, sink: SmtpSink, expected: int, last_uid: int,
+                 timeout: float = 120) -> dict[str, int]:
+    """Wait until every message is ticketed and every acknowledgement has left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await asyncio.to_thread(database_state, tmp_path)
+        acked = {m.message["X-Mailgate-Ticket"] for m in sink.messages}
+        if (state["last_uid"] >= last_uid and state["queued"] == 0 and len(acked) >= expected):
+            return state
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not settled: {state}, {len(acked)} tickets acknowledged")
+        await asyncio.sleep(0.2)
+
+
+async def test_sigkill_storm_loses_nothing_and_doubles_no_ticket(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    config = write_config(tmp_path, imap_account, smtp_sink)
+    log = tmp_path / "daemon.log"
+    rng = random.Random(int(os.environ.get("MAILGATE_CRASH_SEED", "1")))
+    uids: list[int] = []
+
+    async def feed() -> None:
+        for i in range(MESSAGES):
+            raw = mail(f"request {i}", sender=f"user{i}@example.com",
+                       message_id=f"<storm-{i}@example.com>")
+            uids.append(await asyncio.to_thread(dovecot.append, imap_account, raw))
+            if i % 10 == 9:
+                await asyncio.sleep(0.05)
+
+    feeder = asyncio.create_task(feed())
+    process = await start_daemon(config, log)
+    for _ in range(KILLS):
+        await asyncio.sleep(rng.uniform(0.1, 1.0))
+        process.kill()
+        await process.wait()
+        process = await start_daemon(config, log)
+    await feeder
+    try:
+        state = await settle(tmp_path, smtp_sink, MESSAGES, max(uids))
+    finally:
+        await stop(process)
+    per_ticket = Counter(m.message["X-Mailgate-Ticket"] for m in smtp_sink.messages)
+    per_message_id = Counter(m.message["Message-ID"] for m in smtp_sink.messages)
+    duplicates = sum(per_message_id.values()) - len(per_message_id)
+    print(f"\n{KILLS} kills, {MESSAGES} messages: {state['tickets']} tickets, "
+          f"{len(smtp_sink.messages)} acks received, {duplicates} duplicate acks")
+    assert state["tickets"] == MESSAGES  # 0 lost, 0 doubled tickets
+    assert state["messages"] == MESSAGES
+    assert state["quarantine"] == 0
+    assert len(per_ticket) == MESSAGES  # every ticket acknowledged
+    assert state["acks"] == MESSAGES  # one acknowledgement queued per ticket
+    assert duplicates <= KILLS
+    assert all(n - 1 <= KILLS for n in per_ticket.values())
+
+
+async def test_kill_between_smtp_250_and_bookkeeping_resends_same_mail(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    config = write_config(tmp_path, imap_account, smtp_sink)
+    log = tmp_path / "daemon.log"
+    uid = await asyncio.to_thread(dovecot.append, imap_account, mail())
+    crashing = await start_daemon(config, log, crashpoint="after_send")
+    assert await asyncio.wait_for(crashing.wait(), 30) == 137
+    assert len(smtp_sink.messages) == 1  # the server accepted it, then we died
+    restarted = await start_daemon(config, log)
+    try:
+        state = await settle(tmp_path, smtp_sink, 1, uid)
+        await smtp_sink.wait_for(count=2)
+    finally:
+        await stop(restarted)
+    first, second = smtp_sink.messages[:2]
+    assert first.message["Message-ID"] == second.message["Message-ID"]  # receivers can dedupe
+    assert state["tickets"] == 1 and state["acks"] == 1
+
+
+async def test_kill_before_commit_rereads_the_batch(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    config = write_config(tmp_path, imap_account, smtp_sink)
+    log = tmp_path / "daemon.log"
+    uids = [await asyncio.to_thread(dovecot.append, imap_account,
+                                    mail(f"r{i}", message_id=f"<c{i}@example.com>"))
+            for i in range(5)]
+    crashing = await start_daemon(config, log, crashpoint="before_commit")
+    assert await asyncio.wait_for(crashing.wait(), 30) == 137
+    assert smtp_sink.messages == []
+    restarted = await start_daemon(config, log)
+    try:
+        state = await settle(tmp_path, smtp_sink, 5, max(uids))
+    finally:
+        await stop(restarted)
+    assert state["tickets"] == 5 and len(smtp_sink.messages) == 5
