@@ -35,6 +35,7 @@ class Outbox:
         self.transport = transport
         self.clock = clock
         self.wake = asyncio.Event()
+        self.closing = asyncio.Event()
         self.server_backoff = 0  # consecutive rounds the server was unreachable
         self.last_error: str | None = None
 
@@ -83,16 +84,24 @@ class Outbox:
         log.error("mail.failed", outbox=row.id, kind=row.kind, error=error,
                   to=list(row.recipients))
 
+    def close(self) -> None:
+        """Finish the current round, send what is due, then let run() return."""
+        self.closing.set()
+        self.wake.set()
+
     async def run(self) -> None:
+        # The only caller of drain_once while the daemon runs: two drainers could send the
+        # same row twice.
         while True:
             self.wake.clear()
             await self.drain_once()
+            if self.closing.is_set():
+                return
             timeout = await self._sleep_time()
-            if self.server_backoff:  # new mail must not hammer a server that is down
-                await asyncio.sleep(timeout)
-                continue
+            # While the server is down, new mail must not hammer it: only closing wakes us.
+            event = self.closing if self.server_backoff else self.wake
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:
                 if timeout >= IDLE_CLOSE:
                     await self.transport.close()

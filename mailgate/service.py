@@ -98,9 +98,11 @@ class Daemon:
             watcher.stop()
         intake = [t for t in self._tasks if t.get_name() != "outbox"]
         await _cancel(intake)
-        if self.outbox:
-            with contextlib.suppress(TimeoutError, Exception):
-                await asyncio.wait_for(self.outbox.drain_once(), SHUTDOWN_FLUSH)
+        sender = [t for t in self._tasks if t.get_name() == "outbox"]
+        if self.outbox and sender:
+            self.outbox.close()
+            # Bounded: a hung SMTP server must not keep systemd waiting.
+            await asyncio.wait(sender, timeout=SHUTDOWN_FLUSH)
         await _cancel(self._tasks)
         with contextlib.suppress(Exception):
             await self.transport.close()

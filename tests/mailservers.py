@@ -206,9 +206,11 @@ namespace inbox {{
         home = self.root / "mail" / account.username
         for name in ("cur", "new", "tmp"):
             shutil.rmtree(home / name, ignore_errors=True)
-        for index in home.glob("dovecot*"):
-            index.unlink() if index.is_file() else shutil.rmtree(index, ignore_errors=True)
-        (home / "dovecot-uidlist").unlink(missing_ok=True)
+        for index in home.glob("dovecot*"):  # files come and go while Dovecot works
+            if index.is_dir():
+                shutil.rmtree(index, ignore_errors=True)
+            else:
+                index.unlink(missing_ok=True)
 
 
 @dataclass
