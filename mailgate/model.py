@@ -66,6 +66,7 @@ class Inbound:
     body: str = ""
     attachments: tuple[Attachment, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)  # loop-relevant, lower-case names
+    embedded_ids: tuple[str, ...] = ()  # Message-IDs of mail quoted inside (bounces, reports)
     defects: tuple[str, ...] = ()
     size: int = 0
 

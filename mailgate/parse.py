@@ -55,6 +55,7 @@ def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
         references=tuple(_MSGID.findall(_header(msg, "references")))[-50:],
         body=body,
         attachments=attachments,
+        embedded_ids=_embedded_ids(msg),
         headers={name: _header(msg, name) for name in LOOP_HEADERS if name in msg}
         | _content_type_headers(msg),
         defects=tuple(defects),
@@ -232,6 +233,30 @@ def _walk(msg: Message, defects: list[str]) -> list[Message]:
     if stack:
         defects.append(f"more than {MAX_PARTS} parts; the rest ignored")
     return leaves
+
+
+_HEADER_MSGID = re.compile(rb"^message-id:\s*<([^<>\s]{1,900})>", re.IGNORECASE | re.MULTILINE)
+
+
+def _embedded_ids(msg: Message) -> tuple[str, ...]:
+    """Message-IDs of messages carried inside this one: what a bounce or report is about."""
+    found: list[str] = []
+    stack, seen = [msg], 0
+    while stack and seen < MAX_PARTS:
+        part, seen = stack.pop(), seen + 1
+        try:
+            ctype = part.get_content_type()
+            payload = part.get_payload()
+            if ctype == "message/rfc822" and isinstance(payload, list) and payload:
+                found.append(_first_id(_header(payload[0], "message-id")))
+            elif ctype == "text/rfc822-headers":
+                data = part.get_payload(decode=True) or b""
+                found += [m.decode("ascii", "replace") for m in _HEADER_MSGID.findall(data)]
+            elif part.is_multipart() and isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+        except Exception:
+            continue
+    return tuple(dict.fromkeys(i for i in found if i))[:10]
 
 
 def _body_and_attachments(msg: Message, max_chars: int,

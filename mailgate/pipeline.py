@@ -89,7 +89,7 @@ class Pipeline:
         if not pending:
             return Outcome("duplicate", reason="already received for " + ", ".join(targets))
         verdict = classify(msg, self.loop_context)
-        existing = await self._thread(tx, msg)
+        existing = await self._thread(tx, msg, verdict)
         if existing:
             return await self._append(tx, raw, msg, fp, verdict, existing, pending, origin,
                                       now)
@@ -110,10 +110,15 @@ class Pipeline:
             msg = replace(msg, dedupe_key=f"{msg.dedupe_key}#{fp}")
         return msg, fp
 
-    async def _thread(self, tx: Tx, msg: Inbound) -> list[Ticket]:
+    async def _thread(self, tx: Tx, msg: Inbound, verdict: Verdict) -> list[Ticket]:
         hints = thread_hints(msg, self.prefixes)
-        return (await tx.tickets_by_refs(hints.ticket_refs)
-                or await tx.tickets_by_message_ids(hints.message_ids))
+        found = (await tx.tickets_by_refs(hints.ticket_refs)
+                 or await tx.tickets_by_message_ids(hints.message_ids))
+        if not found and verdict.kind in (MailKind.BOUNCE, MailKind.AUTO_REPLY):
+            # A bounce names the mail it is about only inside its report part. Forwarded
+            # mail also carries such parts, so only automatic mail is matched this way.
+            found = await tx.tickets_by_message_ids(msg.embedded_ids)
+        return found
 
     async def _append(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
                       tickets: list[Ticket], pending: list[str], origin: Origin,

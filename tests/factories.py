@@ -69,9 +69,10 @@ class Harness:
         return int(rows[0][0])
 
 
-async def harness(tmp_path: Path, acks_per_hour: int = 10) -> Harness:
+async def harness(tmp_path: Path, acks_per_hour: int = 10,
+                  instance: str = "mailgate-test") -> Harness:
     clock = FakeClock()
     store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
-    settings = PipelineSettings(instance="mailgate-test", acks_per_sender_per_hour=acks_per_hour)
+    settings = PipelineSettings(instance=instance, acks_per_sender_per_hour=acks_per_hour)
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES), settings, clock)
     return Harness(store, pipeline, clock)

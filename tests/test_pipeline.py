@@ -6,6 +6,7 @@ import email
 import os
 import stat
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,58 @@ async def test_database_is_private(h: Harness) -> None:
     mode = os.stat(h.store.path).st_mode
     assert stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE(os.stat(h.store.path.parent).st_mode) == 0o700
+
+
+def dsn_for(message_id: str) -> bytes:
+    """A delivery status notification about the mail with this Message-ID."""
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"
+        "To: it-help@example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <dsn-1@mx.example.com>\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n'
+        "\r\n--b\r\nContent-Type: text/plain\r\n\r\nI could not deliver your mail.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.com\r\n\r\n"
+        "Final-Recipient: rfc822; ann@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: it-help@example.com\r\nMessage-ID: <{message_id}>\r\n"
+        "Subject: [IT-1001] Re: Laptop won't boot\r\n\r\n--b--\r\n"
+    ).encode()
+
+
+async def test_bounce_of_our_ack_is_recorded_on_its_ticket(h: Harness) -> None:
+    await h.deliver(mail())
+    [(ack_id,)] = await h.rows("SELECT message_id FROM outbox")
+    outcome = await h.deliver(dsn_for(ack_id))
+    assert outcome.action == "reply" and outcome.tickets == ("IT-1001",)
+    assert await h.count("events", "kind = 'bounce'") == 1
+    assert await h.count("tickets") == 1
+    assert await h.count("outbox") == 1
+
+
+async def test_bounce_about_unknown_mail_is_quarantined_not_ticketed(h: Harness) -> None:
+    outcome = await h.deliver(dsn_for("unknown@elsewhere.example"))
+    assert outcome.action == "quarantined" and "bounce" in outcome.reason
+    assert await h.count("tickets") == 0
+
+
+async def test_two_instances_pointed_at_each_other_exchange_one_message(tmp_path: Path) -> None:
+    a = await harness(tmp_path / "a")
+    b = await harness(tmp_path / "b", instance="mailgate-other")
+    try:
+        # A user of instance A writes to A; the requester address is B's department address.
+        await a.deliver(mail(sender="facilities@example.com", to="it-help@example.com"))
+        # Instance A never answers a department address, its own included:
+        assert await a.count("outbox") == 0
+        # A request from an outside person is acknowledged by A; B receives that ack.
+        await a.deliver(mail(message_id="<p@x.example>", sender="person@example.org"))
+        [(ack,)] = await a.rows("SELECT raw FROM outbox")
+        outcome = await b.deliver(ack)
+        assert outcome.action == "quarantined"  # automatic mail matching no ticket
+        assert "auto_reply" in outcome.reason
+        assert await b.count("outbox") == 0  # ... and never answered
+    finally:
+        await a.store.close()
+        await b.store.close()
