@@ -234,10 +234,12 @@ class SmtpSink:
     _arrived: asyncio.Condition | None = None
 
     async def start(self) -> None:
-        self._arrived = asyncio.Condition()
+        """Listen on a free port, or on the same port again after stop()."""
+        self._arrived = self._arrived or asyncio.Condition()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="sink", enable_SMTPUTF8=True), self.host, 0)
+            lambda: SMTP(self, hostname="sink", enable_SMTPUTF8=True), self.host, self.port,
+            reuse_address=True)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

@@ -1,0 +1,219 @@
+"""Faults around the daemon: servers that go away, hang, refuse us or lock the database.
+
+Each test runs the real daemon in-process against real servers on loopback and checks that
+nothing is lost and that one broken mailbox never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mailgate.loader import load_setup
+from mailgate.service import Daemon
+from tests.factories import ROOT, mail
+from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, find_dovecot
+
+pytestmark = pytest.mark.e2e
+
+
+def mailbox_block(name: str, account: ImapAccount, secret: Path, timeout: float = 10) -> str:
+    return f"""
+[[mailbox]]
+name = "{name}"
+department = "{'facilities' if name != 'it' else 'it'}"
+host = "{account.host}"
+port = {account.port}
+tls = "none"
+username = "{account.username}"
+password_file = "{secret}"
+poll_interval = "1s"
+timeout = {timeout}
+"""
+
+
+def write_config(tmp_path: Path, sink: SmtpSink, mailboxes: str) -> Path:
+    path = tmp_path / "mailgate.toml"
+    path.write_text(f"""
+[state]
+dir = "state"
+[directory]
+path = "{ROOT / 'config' / 'directory.example.toml'}"
+[smtp]
+host = "{sink.host}"
+port = {sink.port}
+timeout = 5
+{mailboxes}
+""")
+    return path
+
+
+def secret_for(tmp_path: Path, account: ImapAccount, name: str) -> Path:
+    path = tmp_path / f"{name}.secret"
+    path.write_text(account.password)
+    return path
+
+
+async def start(config: Path) -> Daemon:
+    setup = load_setup(config)
+    daemon = Daemon(setup.config, setup.directory)
+    await daemon.start()
+    return daemon
+
+
+class SilentServer:
+    """Accepts TCP connections and never says a word: a hung IMAP server."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.connections = 0
+
+    async def start(self) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            await reader.read()  # until the client gives up
+            writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    await server.stop()
+
+
+async def test_hung_mailbox_does_not_delay_the_others(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink, silent: SilentServer) -> None:
+    port = await silent.start()
+    hung = ImapAccount("127.0.0.1", port, "nobody", "x")
+    config = write_config(tmp_path, smtp_sink, mailbox_block(
+        "it", imap_account, secret_for(tmp_path, imap_account, "it"))
+        + mailbox_block("hung", hung, secret_for(tmp_path, hung, "hung"), timeout=1))
+    daemon = await start(config)
+    try:
+        started = time.monotonic()
+        await asyncio.to_thread(dovecot.append, imap_account, mail())
+        await smtp_sink.wait_for(count=1, timeout=10)
+        assert time.monotonic() - started < 5  # not held up by the hung server
+        hung_watcher = next(w for w in daemon.watchers if w.config.name == "hung")
+        deadline = time.monotonic() + 10
+        while hung_watcher.state.reconnects < 2:  # detected, dropped, tried again
+            assert time.monotonic() < deadline, hung_watcher.state
+            await asyncio.sleep(0.1)
+        assert "timed out" in (hung_watcher.state.last_error or "").lower()
+    finally:
+        await daemon.stop()
+
+
+async def test_mailbox_refusing_login_does_not_stop_the_others(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    wrong = ImapAccount(imap_account.host, imap_account.port, "ghost", "wrong")
+    config = write_config(tmp_path, smtp_sink, mailbox_block(
+        "it", imap_account, secret_for(tmp_path, imap_account, "it"))
+        + mailbox_block("ghost", wrong, secret_for(tmp_path, wrong, "ghost")))
+    daemon = await start(config)
+    try:
+        await asyncio.to_thread(dovecot.append, imap_account, mail())
+        await smtp_sink.wait_for(count=1, timeout=10)
+        assert daemon.store is not None
+        deadline = time.monotonic() + 10
+        while True:
+            states = {s["name"]: s for s in await daemon.store.mailbox_states()}
+            if states.get("ghost", {}).get("state") == "reconnecting":
+                break
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.1)
+        assert "wrong" not in (states["ghost"]["last_error"] or "")  # no secret in status
+    finally:
+        await daemon.stop()
+
+
+async def test_imap_server_down_and_back_processes_what_arrived(
+        tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    binary = find_dovecot()
+    assert binary is not None
+    private = DovecotServer(binary)
+    private.start()
+    try:
+        account = private.add_user()
+        config = write_config(tmp_path, smtp_sink, mailbox_block(
+            "it", account, secret_for(tmp_path, account, "it"), timeout=3))
+        daemon = await start(config)
+        try:
+            await asyncio.to_thread(private.append, account, mail("first", message_id="<1@x>"))
+            await smtp_sink.wait_for(count=1)
+            private.stop()
+            await asyncio.sleep(3)  # mailgate notices and backs off
+            private.start()
+            for i in range(3):
+                await asyncio.to_thread(private.append, account,
+                                        mail(f"later {i}", message_id=f"<l{i}@x>"))
+            await smtp_sink.wait_for(count=4, timeout=60)
+            assert daemon.store is not None
+            rows = await daemon.store.conn.execute_fetchall("SELECT COUNT(*) FROM tickets")
+            assert next(iter(rows))[0] == 4
+        finally:
+            await daemon.stop()
+    finally:
+        private.cleanup()
+
+
+async def test_smtp_down_queues_then_sends_in_order(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    config = write_config(tmp_path, smtp_sink, mailbox_block(
+        "it", imap_account, secret_for(tmp_path, imap_account, "it")))
+    await smtp_sink.stop()
+    daemon = await start(config)
+    try:
+        for i in range(5):
+            await asyncio.to_thread(dovecot.append, imap_account, mail(
+                f"request {i}", message_id=f"<q{i}@x>", sender=f"u{i}@example.com"))
+        assert daemon.store is not None
+        deadline = time.monotonic() + 15
+        while (await daemon.store.outbox_summary()).get("queued", 0) < 5:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)
+        await smtp_sink.start()  # same port again
+        received = await smtp_sink.wait_for(count=5, timeout=60)
+        tickets = [m.message["X-Mailgate-Ticket"] for m in received]
+        assert tickets == [f"IT-{1001 + i}" for i in range(5)]  # in order, none lost
+    finally:
+        await daemon.stop()
+
+
+async def test_locked_database_delays_but_loses_nothing(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    config = write_config(tmp_path, smtp_sink, mailbox_block(
+        "it", imap_account, secret_for(tmp_path, imap_account, "it")))
+    daemon = await start(config)
+    try:
+        await asyncio.sleep(0.5)
+        blocker = sqlite3.connect(tmp_path / "state" / "mailgate.sqlite3", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # e.g. a careless admin with the sqlite3 shell
+        for i in range(3):
+            await asyncio.to_thread(dovecot.append, imap_account,
+                                    mail(f"r{i}", message_id=f"<lock{i}@x>"))
+        await asyncio.sleep(2)
+        assert smtp_sink.messages == []
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await smtp_sink.wait_for(count=3, timeout=60)
+    finally:
+        await daemon.stop()
