@@ -32,6 +32,13 @@ _WHITESPACE = re.compile(r"[\s\x00]+")
 
 
 def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
+    try:
+        return parse_without_safety_net(raw, max_body_chars)
+    except Exception as exc:  # a last resort: every known trap is handled inside
+        return _unparseable(raw, f"unparseable: {type(exc).__name__}: {exc}"[:200])
+
+
+def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
     defects: list[str] = []
     try:
         msg = message_from_bytes(raw)
@@ -144,7 +151,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
             continue
         try:
             return data.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # unknown name, bad bytes, NUL in the name
             continue
     return data.decode("latin-1")
 
@@ -222,7 +229,11 @@ def _walk(msg: Message, defects: list[str]) -> list[Message]:
     stack: list[tuple[Message, int]] = [(msg, 0)]
     while stack and len(leaves) < MAX_PARTS:
         part, depth = stack.pop()
-        payload = part.get_payload()
+        try:
+            payload = part.get_payload()
+        except Exception:  # e.g. a charset parameter the codec machinery chokes on
+            defects.append("unreadable part structure")
+            continue
         if part.is_multipart() and isinstance(payload, list):
             if depth >= MAX_DEPTH:
                 defects.append(f"multipart nesting deeper than {MAX_DEPTH}; inner parts ignored")

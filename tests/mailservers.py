@@ -190,6 +190,10 @@ namespace inbox {{
         text = response.decode() if isinstance(response, bytes) else str(response)
         return int(text.split("APPENDUID", 1)[1].split()[1].rstrip("]"))
 
+    def create_folder(self, account: ImapAccount, folder: str) -> None:
+        with self.client(account) as client:
+            client.create_folder(folder)
+
     def uids(self, account: ImapAccount, folder: str = "INBOX") -> list[int]:
         with self.client(account) as client:
             client.select_folder(folder, readonly=True)

@@ -177,18 +177,29 @@ async def test_restart_neither_loses_nor_doubles(env: Env) -> None:
         await second.stop()
 
 
-async def test_recreated_mailbox_does_not_duplicate_tickets(env: Env, daemon: Daemon) -> None:
-    raws = [mail(f"r {i}", message_id=f"<r{i}@x.example>") for i in range(3)]
-    for raw in raws:
-        await asyncio.to_thread(env.append, raw)
-    await env.sink.wait_for(count=3)
-    await asyncio.to_thread(env.dovecot.recreate_folder, env.account, "INBOX")
-    for raw in raws:
-        await asyncio.to_thread(env.append, raw)
-    new = await asyncio.to_thread(env.append, mail("fresh", message_id="<fresh@x.example>"))
-    await env.sink.wait_for(count=4, timeout=30)
-    assert new > 0
-    assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 4
+async def test_recreated_mailbox_does_not_duplicate_tickets(env: Env) -> None:
+    await asyncio.to_thread(env.dovecot.create_folder, env.account, "Requests")
+    running = env.daemon(extra='folder = "Requests"')
+    await running.start()
+    try:
+        raws = [mail(f"r {i}", message_id=f"<r{i}@x.example>") for i in range(3)]
+        for raw in raws:
+            await asyncio.to_thread(env.dovecot.append, env.account, raw, "Requests")
+        await env.sink.wait_for(count=3)
+        # An admin deletes and recreates the folder: new UIDVALIDITY, UIDs start again.
+        # Dovecot derives UIDVALIDITY from the creation second: wait so it really changes.
+        await asyncio.sleep(1.1)
+        await asyncio.to_thread(env.dovecot.recreate_folder, env.account, "Requests")
+        for raw in raws:
+            await asyncio.to_thread(env.dovecot.append, env.account, raw, "Requests")
+        await asyncio.to_thread(env.dovecot.append, env.account,
+                                mail("fresh", message_id="<fresh@x.example>"), "Requests")
+        await env.sink.wait_for(count=4, timeout=30)
+        await asyncio.sleep(0.5)
+        assert await count(running, "SELECT COUNT(*) FROM tickets") == 4
+        assert len(env.sink.messages) == 4
+    finally:
+        await running.stop()
 
 
 async def test_push_listener_acknowledges(env: Env) -> None:

@@ -70,6 +70,8 @@ class MailboxWatcher:
         self._client: IMAPClient | None = None
         self._stop = threading.Event()
         self._idle = False
+        self._uidvalidity = 0
+        self._suspect = False  # the server complained while we idled: check the folder
 
     # --- the forever loop -----------------------------------------------------------
 
@@ -112,7 +114,10 @@ class MailboxWatcher:
             await self.poll_once()
             if self._idle:
                 await self._set_mode("idle")
-                await self._in_thread(self._idle_wait, IDLE_RENEW)
+                # poll_interval bounds IDLE too: servers do miss changes (Dovecot's Maildir
+                # checks compare mtimes in whole seconds), so we look ourselves now and then.
+                limit = min(IDLE_RENEW, self.config.poll_interval.total_seconds())
+                await self._in_thread(self._idle_wait, limit)
             else:
                 await self._set_mode("polling")
                 await asyncio.sleep(self.config.poll_interval.total_seconds())
@@ -148,9 +153,9 @@ class MailboxWatcher:
         return done
 
     async def _position(self) -> tuple[int, int]:
-        uidvalidity = await self._in_thread(self._select)
+        uidvalidity = self._uidvalidity
         stored = await self.store.mailbox_position(self.config.name)
-        if stored is None:
+        if stored is None or stored[0] is None:  # never read this mailbox before
             return uidvalidity, 0
         if stored[0] != uidvalidity:
             # The folder was recreated: UIDs mean something else now. Re-read it all;
@@ -195,26 +200,52 @@ class MailboxWatcher:
                 client.starttls(context)
             client.login(cfg.username, cfg.password.reveal())
             self._idle = cfg.idle and client.has_capability("IDLE")
+            self._client = client
+            # Selected once per connection: re-selecting every round costs a server-side
+            # resync. A recreated folder ends the session, and the next one sees the change.
+            self._uidvalidity = self._select()
         except BaseException:
+            self._client = None
             _close_quietly(client)
             raise
-        self._client = client
 
     def _select(self) -> int:
         client = self._require()
         readonly = self.config.after == "keep"
         info = client.select_folder(self.config.folder, readonly=readonly)
+        client._imap.untagged_responses.pop("UIDVALIDITY", None)  # seen; only changes count
         return int(info[b"UIDVALIDITY"])
 
     def _new_uids(self, last_uid: int) -> list[int]:
+        client = self._require()
+        # Any EXISTS from now on may announce mail this SEARCH does not see yet; _idle_wait
+        # looks for one before it starts waiting (imaplib files them in untagged_responses).
+        _forget_announcements(client)
         # "n:*" always matches the highest UID, even when it is below n: filter.
-        uids = self._require().search(["UID", f"{last_uid + 1}:*"])
+        uids = client.search(["UID", f"{last_uid + 1}:*"])
+        self._check_still_valid(client)
         return sorted(u for u in uids if u > last_uid)
 
     def _fetch(self, uids: list[int]) -> dict[int, bytes]:
         # BODY.PEEK leaves \Seen alone: people reading the shared inbox still see new mail.
         response = self._require().fetch(uids, ["BODY.PEEK[]"])
         return {uid: data[b"BODY[]"] for uid, data in response.items() if b"BODY[]" in data}
+
+    def _check_still_valid(self, client: IMAPClient) -> None:
+        """Reconnect when the folder we selected is gone or was recreated.
+
+        Dovecot keeps a session on a deleted folder alive with a stale view and untagged
+        "NO" lines; a folder recreated meanwhile has a new UIDVALIDITY. STATUS tells.
+        """
+        untagged = client._imap.untagged_responses
+        announced = untagged.pop("UIDVALIDITY", None)
+        complaints = untagged.pop("NO", None)
+        if not (announced or complaints or self._suspect):
+            return
+        self._suspect = False
+        status = client.folder_status(self.config.folder, [b"UIDVALIDITY"])
+        if int(status[b"UIDVALIDITY"]) != self._uidvalidity:
+            raise ConnectionDropped("the folder was recreated (UIDVALIDITY changed)")
 
     def _mark_processed(self, uids: list[int]) -> None:
         if not uids:
@@ -228,17 +259,19 @@ class MailboxWatcher:
     def _idle_wait(self, limit: float) -> None:
         """Block until the server reports a change, `limit` passes, or stop() is called."""
         client = self._require()
+        # New mail announced while (or after) the last SEARCH ran: look again at once.
+        if _forget_announcements(client):
+            return
         client.idle()
-        # imaplib files untagged lines that arrive before "+ idling" away where
-        # idle_check never looks: mail that landed just before IDLE would wait a full round.
-        early = client._imap.untagged_responses
-        if early.pop("EXISTS", None) or early.pop("RECENT", None):
+        # Announced between the last command and "+ idling": imaplib filed it away.
+        if _forget_announcements(client):
             client.idle_done()
             return
         deadline = time.monotonic() + limit
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
             responses = client.idle_check(timeout=IDLE_SLICE)
+            self._suspect = self._suspect or any(r[0] in (b"NO", b"BYE") for r in responses)
             if any(_is_change(r) for r in responses):
                 break
             if not responses and time.monotonic() - started < IDLE_SLICE / 2:
@@ -261,6 +294,17 @@ class MailboxWatcher:
     def stop(self) -> None:
         """Ask a running IDLE wait to return soon (called from the event loop)."""
         self._stop.set()
+
+
+def _forget_announcements(client: IMAPClient) -> bool:
+    """Drop the EXISTS/RECENT lines imaplib collected; True if there were any.
+
+    imaplib keeps untagged responses in a dict that idle_check never reads, so an
+    announcement that arrives with another command's reply would otherwise go unnoticed.
+    """
+    untagged = client._imap.untagged_responses
+    found = [untagged.pop(name, None) for name in ("EXISTS", "RECENT")]
+    return any(found)
 
 
 def _is_change(response: tuple) -> bool:
