@@ -1,8 +1,9 @@
 """The sender loop: deliver due outbox rows in order, retry with backoff, never drop.
 
 A row leaves the queue only when the server accepted it (status 'sent') or refused it for
-good (status 'failed', recorded on the ticket). A crash between the server's 250 and our
-bookkeeping resends that one mail on restart, with the same Message-ID.
+good (status 'failed', recorded on the ticket). Acceptance is written to the sent log at
+once and to the database in batches (see sentlog.py). A crash between the server's 250 and
+that one write resends that one mail on restart, with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mailgate.errors import PermanentError, TransientError
 from mailgate.faults import crashpoint
 from mailgate.log import get_logger
 from mailgate.pipeline import Clock
+from mailgate.sentlog import SentLog
 from mailgate.store import OutboxRow, Store
 from mailgate.transport import ServerUnavailable, Transport
 
@@ -30,10 +32,12 @@ def retry_delay(attempts: int, base: float = 30.0, cap: float = 3600.0) -> timed
 
 
 class Outbox:
-    def __init__(self, store: Store, transport: Transport, clock: Clock) -> None:
+    def __init__(self, store: Store, transport: Transport, clock: Clock,
+                 sent_log: SentLog) -> None:
         self.store = store
         self.transport = transport
         self.clock = clock
+        self.sent_log = sent_log
         self.wake = asyncio.Event()
         self.closing = asyncio.Event()
         self.server_backoff = 0  # consecutive rounds the server was unreachable
@@ -47,7 +51,11 @@ class Outbox:
         """Send every due mail once; return how many were accepted by the server."""
         sent = 0
         while rows := await self.store.due_outgoing(self.clock(), limit=100):
-            for row in rows:
+            fresh = [row for row in rows if row.id not in self.sent_log.pending]
+            if not fresh:  # everything due is sent already: let the database catch up
+                await self.apply_sent()
+                continue
+            for row in fresh:
                 try:
                     await self.transport.send(row)
                 except ServerUnavailable as exc:
@@ -60,12 +68,22 @@ class Outbox:
                     await self._retry(row, str(exc))
                     continue
                 crashpoint("after_send")  # the server has it; our bookkeeping does not yet
-                await self.store.mark_sent(row.id, self.clock())
+                self.sent_log.record(row.id)
                 log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
                          to=list(row.recipients))
                 self.server_backoff, self.last_error = 0, None
                 sent += 1
+            if not self.store.write_busy():  # opportunistic: never wait for intake here
+                await self.apply_sent()
+        await self.apply_sent()
         return sent
+
+    async def apply_sent(self) -> None:
+        """Move accepted ids from the sent log into the database in one transaction."""
+        ids = set(self.sent_log.pending)
+        if ids:
+            await self.store.mark_sent(ids, self.clock())
+            self.sent_log.applied(ids)
 
     def _server_down(self, error: str) -> None:
         self.server_backoff += 1

@@ -23,6 +23,7 @@ from mailgate.notify import sd_notify
 from mailgate.outbox import Outbox
 from mailgate.pipeline import Clock, Pipeline, PipelineSettings
 from mailgate.render import Renderer
+from mailgate.sentlog import SentLog
 from mailgate.store import Store
 from mailgate.transport import DirectoryTransport, SmtpTransport, Transport
 
@@ -68,7 +69,8 @@ class Daemon:
             acks_per_sender_per_hour=self.config.limits.acks_per_sender_per_hour,
             max_body_chars=self.config.limits.max_body_chars)
         pipeline = Pipeline(self.directory, self.renderer, settings, self.clock)
-        self.outbox = Outbox(self.store, self.transport, self.clock)
+        self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
+        self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log)
         self._spawn(self.outbox.run(), "outbox")
         for box in self.config.mailboxes:
             watcher = MailboxWatcher(box, self.store, pipeline, self.outbox.notify, self.clock)
@@ -106,6 +108,10 @@ class Daemon:
         await _cancel(self._tasks)
         with contextlib.suppress(Exception):
             await self.transport.close()
+        if self.outbox:
+            with contextlib.suppress(Exception):
+                await self.outbox.apply_sent()
+            self.outbox.sent_log.close()
         if self.store:
             await self.store.close()
         log.info("daemon.stopped")

@@ -239,11 +239,16 @@ class Store:
                        state_at = excluded.state_at, last_error = excluded.last_error""",
                 (name, ts(now), state, ts(now), error))
 
-    async def mark_sent(self, outbox_id: int, now: datetime) -> None:
-        async with self.transaction() as tx:
-            await tx.execute("UPDATE outbox SET status = 'sent', sent_at = ?, "
-                             "attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                             (ts(now), outbox_id))
+    def write_busy(self) -> bool:
+        """True while a transaction holds (or waits for) the single writer slot."""
+        return self._write_lock.locked()
+
+    async def mark_sent(self, outbox_ids: set[int], now: datetime) -> None:
+        async with self.transaction():
+            await self.conn.executemany(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, "
+                "last_error = NULL WHERE id = ? AND status = 'queued'",
+                [(ts(now), outbox_id) for outbox_id in sorted(outbox_ids)])
 
     async def mark_retry(self, outbox_id: int, next_attempt: datetime, error: str) -> None:
         async with self.transaction() as tx:
