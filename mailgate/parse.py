@@ -100,14 +100,18 @@ def _first_id(value: str) -> str:
     return token[:900]
 
 
-def _raw_header(msg: Message, name: str) -> str:
+def _raw_values(msg: Message, name: str) -> list[str]:
+    """Header values as stored. compat32's get() turns undeclared 8-bit bytes into
+    replacement characters (via an unknown-8bit Header); raw_items() keeps the bytes."""
     try:
-        value = msg.get(name)
+        return [str(v) for k, v in msg.raw_items() if k.lower() == name]
     except Exception:
-        return ""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
+        return []
+
+
+def _raw_header(msg: Message, name: str) -> str:
+    values = _raw_values(msg, name)
+    return values[0] if values else ""
 
 
 def _header(msg: Message, name: str) -> str:
@@ -157,10 +161,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
 
 
 def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
-    try:
-        values = msg.get_all(name) or []
-    except Exception:
-        return ()
+    values = _raw_values(msg, name)
     raw_values = [_undo_surrogates(str(v))[: MAX_ADDRESSES * 200] for v in values]
     try:
         pairs = getaddresses(raw_values)
