@@ -1,0 +1,123 @@
+"""Configuration and directory loading: every mistake is one line naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailgate.config import Secret, load_config
+from mailgate.directory import load_directory
+from mailgate.errors import ConfigError
+from mailgate.settings import parse_duration
+from tests.factories import EXAMPLE_DIRECTORY
+
+
+def test_example_directory_loads() -> None:
+    directory = load_directory(EXAMPLE_DIRECTORY)
+    assert set(directory.departments) == {"it", "facilities", "payroll"}
+    it = directory.departments["it"]
+    assert it.address == "it-help@example.com" and it.prefix == "IT"
+    assert directory.department_for_address("HelpDesk@example.com") is it
+    assert directory.department_for_address("it-help+printer@example.com") is it
+    assert directory.sla_for(directory.departments["payroll"]).name == "finance"
+
+
+def problems(tmp_path: Path, name: str, text: str, loader: object) -> list[str]:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        loader(path)  # type: ignore[operator]
+    assert all(line.startswith(str(path)) for line in caught.value.problems)
+    return caught.value.problems
+
+
+def test_directory_mistakes(tmp_path: Path) -> None:
+    found = problems(tmp_path, "directory.toml", """
+default_department = "hr-x"
+[[department]]
+key = "it"
+addresses = ["it@example.com"]
+prefix = "IT"
+sla = "gold"
+[[department]]
+key = "fac"
+addresses = ["it@example.com", "not an address"]
+prefix = "IT"
+colour = "blue"
+[[department]]
+key = "hr"
+addresses = ["hr@example.com"]
+prefix = "hr-desk"
+[sla.silver]
+first_response = { normal = "soon" }
+""", load_directory)
+    text = "\n".join(found)
+    for expected in ("default_department: unknown department 'hr-x'",
+                     "department[2].prefix: must be",
+                     "department[0].sla: unknown SLA policy 'gold'",
+                     "department[1].addresses: it@example.com is already an address",
+                     "not an email address", "department[1].prefix: prefix 'IT' is already",
+                     "department[1].colour: unknown key", "first_response.normal"):
+        assert expected in text, expected
+
+
+def test_config_mistakes_and_no_inline_password(tmp_path: Path) -> None:
+    found = problems(tmp_path, "mailgate.toml", """
+[smtp]
+port = "25"
+tls = "maybe"
+[intake.smtp]
+listen = "localhost"
+[[mailbox]]
+name = "it"
+host = "imap"
+username = "u"
+password = "hunter2"
+poll_interval = "soon"
+[[mailbox]]
+name = "it"
+department = "it"
+host = "imap"
+username = "u"
+password_file = "/nonexistent/secret"
+""", load_config)
+    text = "\n".join(found)
+    for expected in ("smtp.host: missing", "smtp.port: expected an integer",
+                     "smtp.tls: must be one of none, starttls, implicit",
+                     "intake.smtp.listen: expected HOST:PORT", "mailbox[0].department: missing",
+                     "mailbox[0].password: inline passwords are not accepted",
+                     "mailbox[0].poll_interval: not a duration",
+                     "mailbox[1].password_file: cannot read /nonexistent/secret",
+                     "mailbox[1].name: duplicate mailbox name 'it'"):
+        assert expected in text, expected
+    assert "hunter2" not in text
+
+
+def test_secret_never_shows_itself(tmp_path: Path) -> None:
+    secret = Secret("hunter2", "file /x")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret)
+    assert "hunter2" not in f"{secret!r} {secret}"
+    assert secret.reveal() == "hunter2"
+
+
+def test_password_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MG_PW", "s3cret")
+    path = tmp_path / "mailgate.toml"
+    path.write_text('[outbox]\ndir = "out"\n[[mailbox]]\nname = "it"\ndepartment = "it"\n'
+                    'host = "imap"\nusername = "u"\npassword_env = "MG_PW"\n')
+    config = load_config(path)
+    assert config.mailboxes[0].password.reveal() == "s3cret"
+    assert config.state_dir == (tmp_path / "state").resolve()
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30s", 30), ("5m", 300), ("4h", 14400), ("1d", 86400), ("1h30m", 5400), ("250ms", 0.25)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5", "1x", "h1"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
