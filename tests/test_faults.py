@@ -7,9 +7,11 @@ nothing is lost and that one broken mailbox never holds up the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -215,5 +217,107 @@ async def test_locked_database_delays_but_loses_nothing(
         blocker.execute("ROLLBACK")
         blocker.close()
         await smtp_sink.wait_for(count=3, timeout=60)
+    finally:
+        await daemon.stop()
+
+
+class GarbageServer(SilentServer):
+    """Answers every connection with bytes that are not IMAP at all."""
+
+    async def start(self) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            writer.write(b"\x00\xffHTTP/1.1 400 Bad Request\r\n\r\n" + bytes(range(256)))
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+async def test_garbage_speaking_server_is_isolated_and_retried(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    garbage = GarbageServer()
+    port = await garbage.start()
+    bad = ImapAccount("127.0.0.1", port, "nobody", "x")
+    config = write_config(tmp_path, smtp_sink, mailbox_block(
+        "it", imap_account, secret_for(tmp_path, imap_account, "it"))
+        + mailbox_block("garbage", bad, secret_for(tmp_path, bad, "garbage"), timeout=2))
+    daemon = await start(config)
+    try:
+        await asyncio.to_thread(dovecot.append, imap_account, mail())
+        await smtp_sink.wait_for(count=1, timeout=10)
+        deadline = time.monotonic() + 10
+        while garbage.connections < 2:  # it gave up on the answer and tried again later
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    finally:
+        await daemon.stop()
+        await garbage.stop()
+
+
+async def test_no_secret_reaches_the_logs(
+        tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink, capfd: pytest.CaptureFixture[str]) -> None:
+    wrong = ImapAccount(imap_account.host, imap_account.port, imap_account.username,
+                        "correct-horse-battery-staple")
+    config = write_config(tmp_path, smtp_sink, mailbox_block(
+        "it", wrong, secret_for(tmp_path, wrong, "it")))
+    daemon = await start(config)
+    try:
+        watcher = daemon.watchers[0]
+        deadline = time.monotonic() + 15  # Dovecot delays a failed login by ~2 s
+        while not watcher.state.last_error:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    finally:
+        await daemon.stop()
+    out, err = capfd.readouterr()
+    assert "imap.error" in out + err
+    assert "correct-horse-battery-staple" not in out + err
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs as the state directory (needs root; CI runs as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                            capture_output=True)
+    if result.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_disk_full_is_retried_and_loses_nothing(
+        tmp_path: Path, small_disk: Path, dovecot: DovecotServer, imap_account: ImapAccount,
+        smtp_sink: SmtpSink) -> None:
+    config = write_config(tmp_path, smtp_sink, mailbox_block(
+        "it", imap_account, secret_for(tmp_path, imap_account, "it")))
+    config.write_text(config.read_text().replace('dir = "state"', f'dir = "{small_disk}"'))
+    daemon = await start(config)
+    try:
+        await asyncio.sleep(0.5)
+        filler = small_disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as fh:  # fill it up
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+        for i in range(3):
+            await asyncio.to_thread(dovecot.append, imap_account, mail(
+                f"r{i}", message_id=f"<full{i}@x>", body="A long request. " * 2000))
+        watcher = daemon.watchers[0]
+        deadline = time.monotonic() + 15
+        while "full" not in (watcher.state.last_error or ""):
+            assert time.monotonic() < deadline, watcher.state
+            await asyncio.sleep(0.1)
+        assert smtp_sink.messages == []
+        filler.unlink()  # the admin frees space; mailgate carries on by itself
+        await smtp_sink.wait_for(count=3, timeout=60)
+        assert daemon.store is not None
+        rows = await daemon.store.conn.execute_fetchall("SELECT COUNT(*) FROM tickets")
+        assert next(iter(rows))[0] == 3
     finally:
         await daemon.stop()
