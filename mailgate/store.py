@@ -86,7 +86,11 @@ class Store:
         await conn.execute("PRAGMA busy_timeout=10000")
         store = cls(conn, path)
         if migrate:
-            await store.migrate()
+            try:
+                await store.migrate()
+            except BaseException:
+                await conn.close()
+                raise
         return store
 
     async def close(self) -> None:
@@ -105,8 +109,15 @@ class Store:
                                f"mailgate ({len(MIGRATIONS)}); upgrade mailgate")
         for number in range(version + 1, len(MIGRATIONS) + 1):
             script = MIGRATIONS[number - 1]
-            await self.conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+            try:
+                await self.conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+            except sqlite3.Error as exc:
+                # executescript stops at the failing statement with the transaction open:
+                # undo the half-applied migration so the file stays at the old version.
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                raise RuntimeError(f"{self.path}: migration {number} failed: {exc}") from exc
         return len(MIGRATIONS) - version
 
     @asynccontextmanager
