@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import smtplib
 import sys
@@ -197,7 +198,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         if args.action == "list":
             entries = await store.quarantined()
             if args.json:
-                print(json.dumps([e.__dict__ | {"at": e.at.isoformat()} for e in entries],
+                print(json.dumps([dataclasses.asdict(e) | {"at": e.at.isoformat()} for e in entries],
                                  indent=2))
                 return 0
             print_table(("ID", "AT", "SOURCE", "FROM", "SIZE", "REASON"),
@@ -248,6 +249,10 @@ async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str
     async with store.transaction() as tx:
         await tx.execute("UPDATE quarantine SET status = 'retried' WHERE id = ?", (args.id,))
         outcome = await pipeline.handle(tx, raw, Origin(source=source, departments=departments))
+        if outcome.quarantine not in (None, args.id):  # held again: keep one entry, not two
+            await tx.execute("DELETE FROM quarantine WHERE id = ?", (outcome.quarantine,))
+            await tx.execute("UPDATE quarantine SET status = 'held', reason = ? WHERE id = ?",
+                             (outcome.reason, args.id))
     print(f"quarantine {args.id}: {outcome.action} {' '.join(outcome.tickets)} {outcome.reason}")
     return 0 if outcome.action != "quarantined" else 1
 

@@ -35,6 +35,7 @@ class Outcome:
     tickets: tuple[str, ...] = ()
     reason: str = ""
     acknowledged: bool = False
+    quarantine: int | None = None  # the quarantine entry, when action is "quarantined"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class Pipeline:
         entry = await tx.quarantine(raw, origin.source, reason, msg, now)
         log.warning("message.quarantined", source=origin.source, quarantine=entry,
                     message_id=_mid(msg), reason=reason)
-        return Outcome("quarantined", reason=reason)
+        return Outcome("quarantined", reason=reason, quarantine=entry)
 
     async def _process(self, tx: Tx, raw: bytes, msg: Inbound | None, origin: Origin,
                        now: datetime) -> Outcome:

@@ -109,3 +109,48 @@ def _wait_for_port(process: subprocess.Popen) -> int:
         if time.monotonic() > deadline:
             break
     pytest.fail("the demo did not print its port")
+
+
+def test_quarantine_list_show_retry_drop(tmp_path: Path) -> None:
+    """An admin finds held mail, reads it, retries it after a fix, and drops what is junk."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from mailgate.store import Store
+    from tests.factories import mail
+
+    config = write_config(tmp_path, GOOD.replace("imap.example.com", "127.0.0.1"))
+    junk = b"this is not an email at all\x00\xff"
+    good = mail("Printer on fire", message_id="<held@example.com>")
+
+    async def hold() -> None:
+        store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+        async with store.transaction() as tx:  # as if an earlier release had failed on it
+            now = datetime.now(UTC)
+            await tx.quarantine(junk, "imap:it", "no usable sender", None, now)
+            await tx.quarantine(good, "imap:it", "internal error: fixed since", None, now)
+        await store.close()
+
+    asyncio.run(hold())
+    env = {"MAILGATE_TEST_SECRET": "x"}
+    listed = json.loads(run("--config", str(config), "quarantine", "list", "--json",
+                            env=env).stdout)
+    assert [e["reason"] for e in listed] == ["no usable sender", "internal error: fixed since"]
+    junk_id, good_id = (e["id"] for e in listed)
+
+    show = run("--config", str(config), "quarantine", "show", str(good_id), env=env)
+    assert "Printer on fire" in show.stdout
+
+    retried = run("--config", str(config), "quarantine", "retry", str(good_id), env=env)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "ticket IT-1001" in retried.stdout
+    again = run("--config", str(config), "quarantine", "retry", str(junk_id), env=env)
+    assert again.returncode == 1 and "quarantined" in again.stdout
+
+    dropped = run("--config", str(config), "quarantine", "drop", str(junk_id), env=env)
+    assert dropped.returncode == 0
+    held = json.loads(run("--config", str(config), "quarantine", "list", "--json",
+                          env=env).stdout)
+    assert held == []
+    missing = run("--config", str(config), "quarantine", "show", "999", env=env)
+    assert missing.returncode == 1 and "no quarantine entry 999" in missing.stderr
