@@ -198,8 +198,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         if args.action == "list":
             entries = await store.quarantined()
             if args.json:
-                print(json.dumps([dataclasses.asdict(e) | {"at": e.at.isoformat()} for e in entries],
-                                 indent=2))
+                rows = [dataclasses.asdict(e) | {"at": e.at.isoformat()} for e in entries]
+                print(json.dumps(rows, indent=2))
                 return 0
             print_table(("ID", "AT", "SOURCE", "FROM", "SIZE", "REASON"),
                         [(e.id, _when(e.at), e.source, e.sender, e.size, e.reason[:60])
@@ -241,8 +241,7 @@ async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str
     from mailgate.service import system_clock
 
     setup = load_setup(config_path(args.config))
-    settings = PipelineSettings(instance=setup.config.instance,
-                                acks_per_sender_per_hour=setup.config.limits.acks_per_sender_per_hour)
+    settings = PipelineSettings.from_config(setup.config)
     pipeline = Pipeline(setup.directory, Renderer(setup.config.templates_dir), settings,
                         system_clock)
     departments = _departments_of_source(setup, source)
@@ -312,6 +311,8 @@ def print_event(event: dict) -> None:
     when = datetime.fromisoformat(event["at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     who = event["actor"] or ""
     line = f"\n[{when}] {event['kind']} {who}".rstrip()
+    if event["sender_trust"]:
+        line += f" [{event['sender_trust']}]"
     if event["outgoing_to"]:
         to = ", ".join(json.loads(event["outgoing_to"]))
         line += f" -> {to} ({event['outgoing_status']})"

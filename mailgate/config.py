@@ -77,6 +77,12 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    trusted_domains: frozenset[str] = frozenset()  # empty: every sender domain is ours
+    authserv_id: str | None = None  # our MTA's Authentication-Results id, if it adds them
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -88,6 +94,7 @@ class Config:
     mailboxes: tuple[MailboxConfig, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     instance: str = "mailgate"  # names this installation in loop-detection headers
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def database(self) -> Path:
@@ -138,8 +145,10 @@ def load_config(path: Path) -> Config:
     _unique_names(root, mailboxes)
     limits_table = root.table("limits")
     limits = _limits(limits_table) if limits_table else LimitsConfig()
+    security_table = root.table("security")
+    security = _security(security_table) if security_table else SecurityConfig()
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
-                  limits_table):
+                  limits_table, security_table):
         if table:
             table.reject_unknown()
     if problems:
@@ -147,7 +156,7 @@ def load_config(path: Path) -> Config:
     return Config(
         path=path, state_dir=state_dir, directory_path=directory_path,
         templates_dir=templates_dir, smtp=smtp, outbox_dir=outbox_dir, listener=listener,
-        mailboxes=mailboxes, limits=limits, instance=instance,
+        mailboxes=mailboxes, limits=limits, instance=instance, security=security,
     )
 
 
@@ -268,3 +277,12 @@ def _limits(t: Table) -> LimitsConfig:
         acks_per_sender_per_hour=t.int("acks_per_sender_per_hour", 10, minimum=0),
         max_body_chars=t.int("max_body_chars", 200_000, minimum=1000),
     )
+
+
+def _security(t: Table) -> SecurityConfig:
+    domains = [d.strip().lower().lstrip("@") for d in t.str_list("trusted_domains", [])]
+    for domain in domains:
+        if not domain or "@" in domain or " " in domain:
+            t.problem("trusted_domains", f"{domain!r} is not a domain name like example.com")
+    authserv_id = t.str("authserv_id", None)
+    return SecurityConfig(frozenset(domains), authserv_id.strip().lower() if authserv_id else None)

@@ -67,6 +67,7 @@ class Inbound:
     attachments: tuple[Attachment, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)  # loop-relevant, lower-case names
     embedded_ids: tuple[str, ...] = ()  # Message-IDs of mail quoted inside (bounces, reports)
+    auth_results: tuple[str, ...] = ()  # Authentication-Results headers, topmost first
     defects: tuple[str, ...] = ()
     size: int = 0
 

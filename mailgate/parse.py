@@ -63,6 +63,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         body=body,
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
+        auth_results=_auth_results(msg),
         headers={name: _header(msg, name) for name in LOOP_HEADERS if name in msg}
         | _content_type_headers(msg),
         defects=tuple(defects),
@@ -112,6 +113,11 @@ def _raw_values(msg: Message, name: str) -> list[str]:
 def _raw_header(msg: Message, name: str) -> str:
     values = _raw_values(msg, name)
     return values[0] if values else ""
+
+
+def _auth_results(msg: Message) -> tuple[str, ...]:
+    values = msg.get_all("authentication-results") or []
+    return tuple(decode_text(str(v)) for v in values[:10])
 
 
 def _header(msg: Message, name: str) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailgate.classify import LoopContext, Verdict, classify
 from mailgate.compose import Envelope, compose, new_message_id
+from mailgate.config import Config
 from mailgate.conversation import clean_subject, tagged_subject, thread_hints
 from mailgate.directory import Department, Directory
 from mailgate.errors import BadMessage
@@ -24,6 +25,7 @@ from mailgate.parse import fingerprint, parse
 from mailgate.render import Renderer
 from mailgate.routing import departments_for
 from mailgate.store import Tx
+from mailgate.trust import TrustPolicy, sender_trust
 
 log = get_logger("mailgate.pipeline")
 Clock = Callable[[], datetime]
@@ -43,6 +45,15 @@ class PipelineSettings:
     instance: str = "mailgate"
     acks_per_sender_per_hour: int = 10
     max_body_chars: int = 200_000
+    trust: TrustPolicy = field(default_factory=TrustPolicy)
+
+    @classmethod
+    def from_config(cls, config: Config) -> PipelineSettings:
+        return cls(instance=config.instance,
+                   acks_per_sender_per_hour=config.limits.acks_per_sender_per_hour,
+                   max_body_chars=config.limits.max_body_chars,
+                   trust=TrustPolicy(config.security.trusted_domains,
+                                     config.security.authserv_id))
 
 
 class Pipeline:
@@ -125,7 +136,8 @@ class Pipeline:
                       tickets: list[Ticket], pending: list[str], origin: Origin,
                       now: datetime) -> Outcome:
         """A follow-up to known tickets: record it on each; automatic mail is only noted."""
-        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now)
+        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
+                                         sender_trust(msg, self.settings.trust))
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
@@ -142,7 +154,8 @@ class Pipeline:
                     pending: list[str], origin: Origin, now: datetime) -> Outcome:
         """A new request: one ticket per department, linked, and one acknowledgement."""
         assert msg.sender is not None
-        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now)
+        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
+                                         sender_trust(msg, self.settings.trust))
         await tx.add_receipts(msg.dedupe_key, pending, message, "ticket")
         subject = clean_subject(msg.subject)
         tickets = []

@@ -121,4 +121,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX quarantine_key ON quarantine(dedupe_key);
     CREATE INDEX quarantine_status ON quarantine(status, id);
     """,
+    # 2: how far the sender of each message can be believed (mailgate/trust.py)
+    """
+    ALTER TABLE messages ADD COLUMN sender_trust TEXT NOT NULL DEFAULT '';
+    """,
 )

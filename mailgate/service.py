@@ -64,10 +64,7 @@ class Daemon:
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.database)
-        settings = PipelineSettings(
-            instance=self.config.instance,
-            acks_per_sender_per_hour=self.config.limits.acks_per_sender_per_hour,
-            max_body_chars=self.config.limits.max_body_chars)
+        settings = PipelineSettings.from_config(self.config)
         pipeline = Pipeline(self.directory, self.renderer, settings, self.clock)
         self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
         self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log)

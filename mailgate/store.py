@@ -157,7 +157,7 @@ class Store:
         """Events of a ticket with the message or outgoing mail each one refers to."""
         sql = """
             SELECT e.at, e.kind, e.actor, e.detail, m.sender, m.subject, m.body,
-                   o.message_id, o.recipients, o.status, o.last_error
+                   o.message_id, o.recipients, o.status, o.last_error, m.sender_trust
             FROM events e
             LEFT JOIN messages m ON m.id = e.message
             LEFT JOIN outbox o ON o.id = e.outgoing
@@ -168,7 +168,7 @@ class Store:
             {"at": from_ts(r[0]).isoformat(), "kind": r[1], "actor": r[2],
              "detail": json.loads(r[3]) if r[3] else None, "from": r[4], "subject": r[5],
              "body": r[6], "outgoing_message_id": r[7], "outgoing_to": r[8],
-             "outgoing_status": r[9], "outgoing_error": r[10]}
+             "outgoing_status": r[9], "outgoing_error": r[10], "sender_trust": r[11]}
             for r in rows
         ]
 
@@ -237,6 +237,13 @@ class Store:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def queued_count(self) -> int:
+        """Outbox depth; answered from the partial index, cheap enough to ask every few s."""
+        async with self.conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE status = 'queued'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     # --- writes outside message processing ---------------------------------------------
 
     async def record_mailbox_state(self, name: str, state: str, error: str | None,
@@ -253,6 +260,16 @@ class Store:
     def write_busy(self) -> bool:
         """True while a transaction holds (or waits for) the single writer slot."""
         return self._write_lock.locked()
+
+    @asynccontextmanager
+    async def between_transactions(self) -> AsyncIterator[None]:
+        """Hold the writer slot without opening a transaction: inside, none is open.
+
+        The daemon swaps its setup and stops intake tasks in here, so every transaction
+        runs wholly with one setup and none is cut off halfway.
+        """
+        async with self._write_lock:
+            yield
 
     async def mark_sent(self, outbox_ids: set[int], now: datetime) -> None:
         async with self.transaction():
@@ -327,7 +344,7 @@ class Tx:
         return str(row[0]) if row else None
 
     async def store_message(self, msg: Inbound, fingerprint: str, kind: MailKind, raw: bytes,
-                            source: str, now: datetime) -> int:
+                            source: str, now: datetime, trust: str = "") -> int:
         """Insert the message once; a second department's copy reuses the first row."""
         row = await self._one("SELECT id FROM messages WHERE dedupe_key = ?", (msg.dedupe_key,))
         if row:
@@ -336,15 +353,15 @@ class Tx:
         cur = await self.execute(
             """INSERT INTO messages (dedupe_key, message_id, fingerprint, kind, sender,
                    sender_name, recipients, subject, sent_date, body, attachments, defects,
-                   size, source, received_at, raw)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   size, source, received_at, raw, sender_trust)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (msg.dedupe_key, msg.message_id, fingerprint, kind.value,
              msg.sender.addr if msg.sender else "", msg.sender.name if msg.sender else "",
              json.dumps(recipients), msg.subject, msg.date.isoformat() if msg.date else None,
              msg.body, json.dumps([[a.filename, a.content_type, a.size]
                                    for a in msg.attachments]),
              json.dumps(list(msg.defects)), msg.size, source, ts(now),
-             zlib.compress(raw, 1)))
+             zlib.compress(raw, 1), trust))
         return int(cur.lastrowid or 0)
 
     # --- threading --------------------------------------------------------------------
