@@ -125,4 +125,43 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN sender_trust TEXT NOT NULL DEFAULT '';
     """,
+    # 3: SLA clocks and escalations (mailgate/sla.py, mailgate/slaclock.py)
+    """
+    ALTER TABLE tickets ADD COLUMN assignee TEXT;
+    ALTER TABLE tickets ADD COLUMN first_response_at REAL;
+    ALTER TABLE tickets ADD COLUMN resolved_at REAL;
+    ALTER TABLE tickets ADD COLUMN paused_at REAL;  -- waiting on the requester: clocks stop
+    -- The scheduler's one index: the earliest instant anything is due on this ticket.
+    ALTER TABLE tickets ADD COLUMN next_escalation_at REAL;
+    CREATE INDEX tickets_next_escalation ON tickets(next_escalation_at)
+        WHERE next_escalation_at IS NOT NULL;
+
+    -- One running or finished clock per ticket and target (first_response, resolution,
+    -- next_response). Times are Unix seconds; durations are business seconds.
+    CREATE TABLE sla_clocks (
+        ticket INTEGER NOT NULL REFERENCES tickets(id),
+        target TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        seconds REAL NOT NULL,
+        paused_seconds REAL NOT NULL DEFAULT 0,
+        due_at REAL NOT NULL,
+        met_at REAL,
+        fired INTEGER NOT NULL DEFAULT 0,  -- escalation levels fired (or skipped) so far
+        round INTEGER NOT NULL DEFAULT 1,  -- how often this clock was (re)started
+        PRIMARY KEY (ticket, target)
+    ) WITHOUT ROWID;
+
+    -- Exactly once: a level is fired in the transaction that inserts its row here.
+    CREATE TABLE escalations (
+        ticket INTEGER NOT NULL REFERENCES tickets(id),
+        target TEXT NOT NULL,
+        round INTEGER NOT NULL,  -- next_response clocks restart; each start is a new round
+        level INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        outgoing INTEGER REFERENCES outbox(id),
+        PRIMARY KEY (ticket, target, round, level)
+    ) WITHOUT ROWID;
+    """,
 )
