@@ -305,11 +305,11 @@ class Tx:
         return await self.conn.execute(sql, tuple(args))
 
     # execute_fetchall is one trip to the database thread instead of three.
-    async def _one(self, sql: str, args: Iterable = ()) -> tuple | None:
+    async def fetch_one(self, sql: str, args: Iterable = ()) -> tuple | None:
         rows = await self.conn.execute_fetchall(sql, tuple(args))
         return next(iter(rows), None)
 
-    async def _all(self, sql: str, args: Iterable = ()) -> list:
+    async def fetch_all(self, sql: str, args: Iterable = ()) -> list:
         return list(await self.conn.execute_fetchall(sql, tuple(args)))
 
     @asynccontextmanager
@@ -328,7 +328,7 @@ class Tx:
     # --- dedupe ---------------------------------------------------------------------
 
     async def receipted_departments(self, dedupe_key: str) -> set[str]:
-        rows = await self._all("SELECT department FROM receipts WHERE dedupe_key = ?",
+        rows = await self.fetch_all("SELECT department FROM receipts WHERE dedupe_key = ?",
                                (dedupe_key,))
         return {r[0] for r in rows}
 
@@ -339,14 +339,15 @@ class Tx:
             "VALUES (?, ?, ?, ?)", [(dedupe_key, d, message, outcome) for d in departments])
 
     async def fingerprint_of(self, dedupe_key: str) -> str | None:
-        row = await self._one("SELECT fingerprint FROM messages WHERE dedupe_key = ?",
+        row = await self.fetch_one("SELECT fingerprint FROM messages WHERE dedupe_key = ?",
                               (dedupe_key,))
         return str(row[0]) if row else None
 
     async def store_message(self, msg: Inbound, fingerprint: str, kind: MailKind, raw: bytes,
                             source: str, now: datetime, trust: str = "") -> int:
         """Insert the message once; a second department's copy reuses the first row."""
-        row = await self._one("SELECT id FROM messages WHERE dedupe_key = ?", (msg.dedupe_key,))
+        row = await self.fetch_one("SELECT id FROM messages WHERE dedupe_key = ?",
+                                   (msg.dedupe_key,))
         if row:
             return int(row[0])
         recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
@@ -371,7 +372,7 @@ class Tx:
         if not refs:
             return []
         marks = ",".join("?" * len(refs))
-        rows = await self._all(
+        rows = await self.fetch_all(
             f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref IN ({marks}) ORDER BY id", refs)
         return [_ticket(r) for r in rows]
 
@@ -381,7 +382,7 @@ class Tx:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        rows = await self._all(
+        rows = await self.fetch_all(
             f"""SELECT {TICKET_COLUMNS} FROM tickets WHERE id IN (
                     SELECT e.ticket FROM messages m JOIN events e ON e.message = m.id
                     WHERE m.message_id IN ({marks})
@@ -397,7 +398,7 @@ class Tx:
                             requester_name: str, priority: Priority, now: datetime) -> Ticket:
         await self.execute("INSERT OR IGNORE INTO counters (prefix, next_number) VALUES (?, ?)",
                            (prefix, FIRST_TICKET_NUMBER))
-        row = await self._one("UPDATE counters SET next_number = next_number + 1 "
+        row = await self.fetch_one("UPDATE counters SET next_number = next_number + 1 "
                               "WHERE prefix = ? RETURNING next_number - 1", (prefix,))
         number = int(row[0]) if row else FIRST_TICKET_NUMBER
         ref = f"{prefix}-{number}"
@@ -428,7 +429,7 @@ class Tx:
             "INSERT OR IGNORE INTO ticket_links (ticket, other) VALUES (?, ?)", pairs)
 
     async def tickets_of_outgoing(self, outbox_id: int, primary: int | None) -> list[int]:
-        rows = await self._all("SELECT DISTINCT ticket FROM events WHERE outgoing = ?",
+        rows = await self.fetch_all("SELECT DISTINCT ticket FROM events WHERE outgoing = ?",
                                (outbox_id,))
         found = [r[0] for r in rows]
         return found or ([primary] if primary else [])
@@ -444,7 +445,7 @@ class Tx:
         return int(cur.lastrowid or 0)
 
     async def recent_mail_count(self, kind: str, recipient: str, since: datetime) -> int:
-        row = await self._one(
+        row = await self.fetch_one(
             "SELECT COUNT(*) FROM outbox WHERE kind = ? AND recipients = ? AND created_at >= ?",
             (kind, json.dumps([recipient]), ts(since)))
         return int(row[0]) if row else 0
@@ -467,7 +468,7 @@ class Tx:
         key = f"{msg.dedupe_key}#{fingerprint(msg)}" if msg else None
         sender = msg.sender.addr if msg and msg.sender else ""
         subject = msg.subject if msg else ""
-        row = await self._one(
+        row = await self.fetch_one(
             """INSERT INTO quarantine (at, source, reason, dedupe_key, sender, subject, raw)
                VALUES (?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (dedupe_key) DO UPDATE SET reason = excluded.reason,
