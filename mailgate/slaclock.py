@@ -51,6 +51,11 @@ class SlaBook:
         every = policy.re_escalate_every
         return Escalation(policy.warn_at, every.total_seconds() if every else None)
 
+    def roles(self, dept: Department, kind: str) -> tuple[str, ...]:
+        """Who hears about an escalation of this kind, as directory roles."""
+        policy = self.policy(dept)
+        return tuple(policy.notify.get(kind, ())) if policy else ()
+
     def budget(self, dept: Department | None, target: Target,
                priority: Priority) -> timedelta | None:
         policy = self.policy(dept)
@@ -83,6 +88,22 @@ class SlaBook:
             (ticket_id, target.value, ts(now), clock.budget,
              ts(clock.due_at(self.calendar(dept)))))
         await self._reschedule(tx, ticket_id)
+
+    async def start_next_response(self, tx: Tx, ticket_id: int, now: datetime) -> None:
+        """The requester wrote again after being answered: an answer is owed again.
+
+        Not before the first response (its own clock runs), and not while a next-response
+        clock already runs (the oldest unanswered mail sets the deadline).
+        """
+        row = await tx.fetch_one(
+            "SELECT t.first_response_at, c.met_at, c.ticket FROM tickets t "
+            "LEFT JOIN sla_clocks c ON c.ticket = t.id AND c.target = ? WHERE t.id = ?",
+            (Target.NEXT_RESPONSE.value, ticket_id))
+        if row is None or row[0] is None:
+            return
+        running = row[2] is not None and row[1] is None
+        if not running:
+            await self.start(tx, ticket_id, Target.NEXT_RESPONSE, now)
 
     async def meet(self, tx: Tx, ticket_id: int, targets: tuple[Target, ...],
                    now: datetime) -> list[Target]:
