@@ -1,0 +1,83 @@
+"""SLA levels in business time: when each warning, breach and re-escalation is due."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailgate.businesstime import BusinessCalendar, calendar_from_table
+from mailgate.sla import Clock, Escalation, LevelKind, Target, firing, next_level, time_left
+
+OFFICE = calendar_from_table("office", {
+    "timezone": "Europe/Berlin",
+    "hours": {day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")},
+})
+BERLIN = ZoneInfo("Europe/Berlin")
+HOUR = 3600.0
+
+
+def berlin(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN).astimezone(UTC)
+
+
+def test_levels_are_warnings_breach_then_bounded_re_escalations() -> None:
+    levels = Escalation((0.9, 0.75), re_escalate_every=4 * HOUR).levels(4 * HOUR)
+    kinds = [lv.kind for lv in levels]
+    assert kinds[:3] == [LevelKind.WARNING, LevelKind.WARNING, LevelKind.BREACH]
+    assert set(kinds[3:]) == {LevelKind.RE_ESCALATION} and len(kinds[3:]) == 10
+    assert [lv.offset for lv in levels[:4]] == [3 * HOUR, 3.6 * HOUR, 4 * HOUR, 8 * HOUR]
+    assert [lv.number for lv in levels] == list(range(1, len(levels) + 1))
+    assert len(Escalation().levels(HOUR)) == 3  # no re-escalation unless configured
+
+
+def test_friday_afternoon_request_warns_and_breaches_on_monday() -> None:
+    # Friday 15:00 + 4 business hours (09-17) = Monday 11:00; 75 % = Friday 16:00 + 1 h.
+    clock = Clock(Target.FIRST_RESPONSE, berlin(2026, 11, 27, 15), 4 * HOUR)
+    level, at = next_level(clock, Escalation(), OFFICE) or (None, None)
+    assert at == berlin(2026, 11, 30, 10)
+    assert level is not None and level.kind is LevelKind.WARNING
+    assert clock.due_at(OFFICE) == berlin(2026, 11, 30, 11)
+    assert firing(clock, Escalation(), OFFICE, berlin(2026, 11, 28, 12)) is None  # Saturday
+
+
+def test_after_downtime_only_the_latest_level_fires_and_earlier_are_skipped() -> None:
+    clock = Clock(Target.FIRST_RESPONSE, berlin(2026, 11, 27, 15), 4 * HOUR)
+    due = firing(clock, Escalation(), OFFICE, berlin(2026, 11, 30, 12))
+    assert due is not None and due.level.kind is LevelKind.BREACH
+    assert [lv.kind for lv in due.skipped] == [LevelKind.WARNING, LevelKind.WARNING]
+    fired = Clock(clock.target, clock.started_at, clock.budget, fired=due.level.number)
+    assert firing(fired, Escalation(), OFFICE, berlin(2026, 12, 4, 12)) is None  # all done
+
+
+def test_pause_pushes_every_level_back_by_business_time_paused() -> None:
+    start = berlin(2026, 11, 23, 9)  # Monday
+    clock = Clock(Target.RESOLUTION, start, 8 * HOUR, paused_seconds=2 * HOUR)
+    assert clock.due_at(OFFICE) == berlin(2026, 11, 24, 11)
+
+
+def test_time_left_is_negative_when_overdue_in_business_time() -> None:
+    clock = Clock(Target.FIRST_RESPONSE, berlin(2026, 11, 23, 9), 4 * HOUR)
+    assert time_left(clock, OFFICE, berlin(2026, 11, 23, 10)) == 3 * HOUR
+    assert time_left(clock, OFFICE, berlin(2026, 11, 24, 10)) == -(4 * HOUR + HOUR)
+
+
+@given(budget=st.floats(60, 30 * 86400), start=st.integers(0, 4 * 365 * 86400),
+       every=st.one_of(st.none(), st.floats(600, 86400)))
+def test_level_instants_are_in_order(budget: float, start: int, every: float | None) -> None:
+    begin = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=start)
+    clock = Clock(Target.RESOLUTION, begin, budget)
+    escalation = Escalation(re_escalate_every=every)
+    instants = [clock.instant(OFFICE, lv.offset) for lv in escalation.levels(budget)]
+    assert instants == sorted(instants)
+    assert instants[0] >= begin
+
+
+@given(budget=st.floats(60, 10 * 86400), start=st.integers(0, 365 * 86400))
+def test_on_24x7_levels_are_plain_arithmetic(budget: float, start: int) -> None:
+    begin = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=start)
+    clock = Clock(Target.RESOLUTION, begin, budget)
+    due = clock.due_at(BusinessCalendar.always())
+    assert abs((due - begin).total_seconds() - budget) < 1e-3
