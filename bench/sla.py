@@ -55,13 +55,15 @@ def fill(path: Path, open_tickets: int, due: int) -> None:
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", tickets())
 
         def clocks() -> object:
+            # The example policy's budgets (4 and 72 business hours); the stored next
+            # instants are what the pipeline would have written.
             for i in range(1, open_tickets + 1):
-                budget = 4 * HOUR if i <= due else 4 * HOUR + 10 * HOUR + i
-                yield (i, "first_response", start, budget, start + budget)
-                yield (i, "resolution", start, 1000 * HOUR, start + 1000 * HOUR)
+                nxt = NOW.timestamp() - 1 if i <= due else NOW.timestamp() + 60 + i
+                yield (i, "first_response", start, 4 * HOUR, nxt + HOUR, nxt)
+                yield (i, "resolution", start, 72 * HOUR, nxt + 400 * HOUR, nxt + 300 * HOUR)
 
-        db.executemany("INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at) "
-                       "VALUES (?, ?, ?, ?, ?)", clocks())
+        db.executemany("INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, "
+                       "next_at) VALUES (?, ?, ?, ?, ?, ?)", clocks())
     db.close()
 
 
@@ -76,6 +78,7 @@ async def measure(path: Path) -> dict[str, float]:
     store = await Store.open(path)
     directory = example_directory()
     sla, renderer = SlaBook(directory), Renderer(TEMPLATES)
+    assert not renderer.check()  # compiles every template, as the daemon does at start
     escalator = Escalator(store, lambda: sla, lambda: renderer, lambda: NOW, lambda: None)
     start = time.perf_counter()
     fired = await escalator.run_once()

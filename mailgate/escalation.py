@@ -16,20 +16,15 @@ from datetime import datetime, timedelta
 
 from mailgate.compose import Envelope, compose, new_message_id
 from mailgate.log import get_logger
-from mailgate.model import Outgoing, Priority, Status, Ticket
+from mailgate.model import Outgoing
 from mailgate.render import Renderer
 from mailgate.sla import LevelKind, time_left
 from mailgate.slaclock import DueLevel, SlaBook
-from mailgate.store import Store, Tx, from_ts
+from mailgate.store import Store
 
 log = get_logger("mailgate.escalation")
 BATCH = 200  # tickets per transaction
 MAX_SLEEP = 60.0  # seconds; bounds how late a wall-clock jump is noticed
-DEFAULT_ROLES = {
-    LevelKind.WARNING: ("assignee", "team"),
-    LevelKind.BREACH: ("assignee", "lead", "head"),
-    LevelKind.RE_ESCALATION: ("head", "head_manager"),
-}
 
 Clock = Callable[[], datetime]
 
@@ -67,15 +62,23 @@ class Escalator:
         """Fire everything due now, oldest first, in batches; return the mails enqueued."""
         now, total = self.clock(), 0
         while True:
-            sla = self.sla()
+            sla, renderer = self.sla(), self.renderer()
             async with self.store.transaction() as tx:
-                tickets = await sla.due_tickets(tx, now, BATCH)
-                for ticket_id in tickets:
-                    for due in await sla.fire(tx, ticket_id, now):
-                        total += await self._mail(tx, sla, due, now)
-            if total:
+                tick = await sla.due(tx, now, BATCH)
+                mails, events, sent = [], [], {}
+                for index, due in enumerate(tick.due):
+                    mail, event = self._mail(sla, renderer, due, now)
+                    events.append(event)
+                    if mail is not None:
+                        mails.append(mail)
+                        sent[index] = mail.message_id
+                await tx.enqueue_many(mails, now)
+                await sla.commit(tx, tick, sent)
+                await tx.add_events(events, now)
+            total += len(mails)
+            if mails:
                 self.sent()
-            if len(tickets) < BATCH:
+            if tick.tickets < BATCH:
                 return total
 
     async def _sleep(self) -> float:
@@ -87,37 +90,38 @@ class Escalator:
             return MAX_SLEEP
         return max(0.0, min(MAX_SLEEP, row[0] - self.clock().timestamp()))
 
-    async def _mail(self, tx: Tx, sla: SlaBook, due: DueLevel, now: datetime) -> int:
-        ticket, assignee = await _ticket(tx, due.ticket_id)
+    def _mail(self, sla: SlaBook, renderer: Renderer, due: DueLevel,
+              now: datetime) -> tuple[Outgoing | None, tuple[int, str, dict, str | None]]:
+        """The escalation mail for one level, and the event that records it on the ticket."""
+        level = due.firing.level
+        assert level is not None  # only clocks with a level to fire are in tick.due
+        ticket, kind = due.ticket, level.kind
         dept = sla.department(ticket.department)
-        if dept is None:
-            return 0
-        kind = due.firing.level.kind
-        roles = sla.roles(dept, kind.value) or DEFAULT_ROLES[kind]
-        recipients = sla.directory.recipients(dept, roles, assignee)
-        detail = {"target": due.clock.target.value, "level": due.firing.level.number,
-                  "kind": kind.value, "to": list(recipients)}
-        if not recipients:
-            await tx.add_event(ticket.id, "escalation_unsent", now,
-                               detail=detail | {"reason": "no recipients in the directory"})
+        roles = sla.roles(dept, kind.value) if dept else ()
+        recipients = sla.directory.recipients(dept, roles, due.assignee) if dept else ()
+        detail = {"target": due.clock.target.value, "level": level.number,
+                  "skipped": len(due.firing.skipped), "to": list(recipients)}
+        if dept is None or not recipients:
             log.warning("escalation.no_recipients", ticket=ticket.ref, kind=kind.value)
-            return 0
+            return None, (ticket.id, f"sla_{kind.value}_unsent",
+                          detail | {"reason": "nobody in the directory fills " +
+                                    " / ".join(roles)}, None)
         calendar = sla.calendar(dept)
         left = time_left(due.clock, calendar, now)
         context = {
             "ticket": {"ref": ticket.ref, "subject": ticket.subject, "status": ticket.status,
                        "priority": ticket.priority.value, "created_at": ticket.created_at,
-                       "assignee": assignee},
+                       "assignee": due.assignee},
             "requester": {"name": ticket.requester_name, "address": ticket.requester},
             "department": {"key": dept.key, "name": dept.name, "address": dept.address},
             "target": due.clock.target.value, "kind": kind.value,
-            "due_at": due.due_at, "now": now,
+            "due_at": due.due_at.astimezone(calendar.zone), "now": now,
             "age": timedelta(seconds=calendar.elapsed(ticket.created_at, now)),
             "left": timedelta(seconds=max(0.0, left)),
             "overdue": timedelta(seconds=max(0.0, -left)),
             "roles": list(roles),
         }
-        body = self.renderer().render("escalation", dept.key, context)
+        body = renderer.render("escalation", dept.key, context)
         message_id = new_message_id(dept.address.partition("@")[2], ticket.ref)
         envelope = Envelope(
             from_name=dept.name, from_addr=dept.address, to=recipients,
@@ -127,20 +131,13 @@ class Escalator:
             extra=(("X-Mailgate-Instance", self.instance),
                    ("X-Mailgate-Ticket", ticket.ref),
                    ("X-Mailgate-Escalation", f"{due.clock.target.value} {kind.value}")))
-        outgoing = await tx.enqueue(Outgoing(
-            message_id=message_id, kind=f"escalation-{kind.value}", mail_from=dept.address,
-            recipients=recipients, raw=compose(envelope, body.text, body.html),
-            ticket_id=ticket.id), now)
-        await tx.execute("UPDATE escalations SET outgoing = ? WHERE ticket = ? AND target = ? "
-                         "AND round = ? AND level = ?",
-                         (outgoing, ticket.id, due.clock.target.value, due.round,
-                          due.firing.level.number))
-        await tx.add_event(ticket.id, f"sla_{kind.value}", now, outgoing=outgoing,
-                           detail=detail)
+        mail = Outgoing(message_id=message_id, kind=f"escalation-{kind.value}",
+                        mail_from=dept.address, recipients=recipients,
+                        raw=compose(envelope, body.text, body.html), ticket_id=ticket.id)
         log.info("escalation.fired", ticket=ticket.ref, target=due.clock.target.value,
-                 kind=kind.value, level=due.firing.level.number,
+                 kind=kind.value, level=level.number,
                  skipped=len(due.firing.skipped), to=list(recipients))
-        return 1
+        return mail, (ticket.id, f"sla_{kind.value}", detail, message_id)
 
 
 def _headline(kind: LevelKind, target: str) -> str:
@@ -148,13 +145,3 @@ def _headline(kind: LevelKind, target: str) -> str:
     return {LevelKind.WARNING: f"SLA warning, {what} due soon",
             LevelKind.BREACH: f"SLA breached, {what} overdue",
             LevelKind.RE_ESCALATION: f"SLA still breached, {what} overdue"}[kind]
-
-
-async def _ticket(tx: Tx, ticket_id: int) -> tuple[Ticket, str | None]:
-    row = await tx.fetch_one(
-        "SELECT id, ref, department, subject, requester, requester_name, status, priority, "
-        "created_at, updated_at, assignee FROM tickets WHERE id = ?", (ticket_id,))
-    assert row is not None  # fire() found it in this transaction
-    ticket = Ticket(row[0], row[1], row[2], row[3], row[4], row[5], Status(row[6]),
-                    Priority(row[7]), from_ts(row[8]), from_ts(row[9]))
-    return ticket, row[10]

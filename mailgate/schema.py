@@ -144,7 +144,8 @@ MIGRATIONS: tuple[str, ...] = (
         started_at REAL NOT NULL,
         seconds REAL NOT NULL,
         paused_seconds REAL NOT NULL DEFAULT 0,
-        due_at REAL NOT NULL,
+        due_at REAL NOT NULL,  -- the breach instant
+        next_at REAL,  -- when the next level is due; NULL once every level has fired
         met_at REAL,
         fired INTEGER NOT NULL DEFAULT 0,  -- escalation levels fired (or skipped) so far
         round INTEGER NOT NULL DEFAULT 1,  -- how often this clock was (re)started

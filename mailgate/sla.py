@@ -70,10 +70,12 @@ class Clock:
 
 @dataclass(frozen=True, slots=True)
 class Firing:
-    """What the scheduler does with one clock now: fire `level`, record `skipped` as done."""
+    """What the scheduler does with one clock now: fire `level`, record `skipped` as done,
+    and look at the clock again at `next_at` (None: every level has fired)."""
 
-    level: Level
+    level: Level | None
     skipped: tuple[Level, ...]
+    next_at: datetime | None
 
 
 def next_level(clock: Clock, escalation: Escalation,
@@ -86,9 +88,9 @@ def next_level(clock: Clock, escalation: Escalation,
     return level, clock.instant(calendar, level.offset)
 
 
-def firing(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
-           now: datetime) -> Firing | None:
-    """The level to fire now, if any.
+def advance(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
+            now: datetime) -> Firing:
+    """The level to fire now, if any, and when the one after it is due.
 
     Normally one level is due at a time. After downtime several may be: only the latest
     of them is sent (a 75 % warning after the breach is noise), the earlier ones are
@@ -96,12 +98,11 @@ def firing(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
     """
     due: list[Level] = []
     for level in escalation.levels(clock.budget)[clock.fired:]:
-        if clock.instant(calendar, level.offset) > now:
-            break  # levels are in time order: none after this one is due either
+        at = clock.instant(calendar, level.offset)
+        if at > now:  # levels are in time order: none after this one is due either
+            return Firing(due[-1] if due else None, tuple(due[:-1]), at)
         due.append(level)
-    if not due:
-        return None
-    return Firing(due[-1], tuple(due[:-1]))
+    return Firing(due[-1] if due else None, tuple(due[:-1]), None)
 
 
 def time_left(clock: Clock, calendar: BusinessCalendar, now: datetime) -> float:

@@ -1,20 +1,21 @@
 """SLA clocks in the database: start, meet, pause, resume, and what is due.
 
-Every change ends with `_reschedule`, which writes the ticket's next_escalation_at: the
-earliest instant any of its running clocks has a level due (NULL when none, or while the
-ticket waits on the requester). The scheduler reads only that indexed column, so its cost
-follows the number of due tickets, not the number of open ones.
+Every change ends by writing the ticket's next_escalation_at: the earliest instant any of
+its running clocks has a level due (NULL when none runs, or while the ticket waits on the
+requester). The scheduler reads only that indexed column, so a tick costs what the due
+tickets cost, not what the open ones do; and it reads and writes them set-wise (one query,
+a few executemany), because a tick is a handful of round trips to SQLite, not thousands.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailgate.businesstime import BusinessCalendar
 from mailgate.directory import Department, Directory, SlaPolicy
-from mailgate.model import Priority
-from mailgate.sla import Clock, Escalation, Firing, Target, firing, next_level
+from mailgate.model import Priority, Status, Ticket
+from mailgate.sla import Clock, Escalation, Firing, Target, advance, next_level
 from mailgate.store import Tx, from_ts, ts
 
 
@@ -22,11 +23,35 @@ from mailgate.store import Tx, from_ts, ts
 class DueLevel:
     """One level fired now on one ticket's clock: the scheduler mails it."""
 
-    ticket_id: int
+    ticket: Ticket
+    assignee: str | None
     clock: Clock
     round: int
     firing: Firing
     due_at: datetime
+
+
+@dataclass
+class Tick:
+    """What one scheduler round decided, written back by SlaBook.commit."""
+
+    now: datetime
+    due: list[DueLevel] = field(default_factory=list)
+    clocks: list[tuple[int, float | None, int, str]] = field(default_factory=list)
+    # ^ (fired, next_at, ticket, target) for every clock that fired
+    schedule: list[tuple[float | None, int]] = field(default_factory=list)  # next, ticket
+    tickets: int = 0
+
+
+TICKET_COLUMNS = ("t.id, t.ref, t.department, t.subject, t.requester, t.requester_name, "
+                  "t.status, t.priority, t.created_at, t.updated_at, t.assignee")
+CLOCK_COLUMNS = ("c.target, c.started_at, c.seconds, c.paused_seconds, c.fired, c.round, "
+                 "c.due_at, c.next_at")
+# The ticket's next instant is the earliest next level of its running clocks: plain SQL.
+RESCHEDULE = """UPDATE tickets SET next_escalation_at = CASE WHEN paused_at IS NULL THEN
+                    (SELECT MIN(next_at) FROM sla_clocks WHERE ticket = tickets.id
+                     AND met_at IS NULL) END
+                WHERE id = ?"""
 
 
 class SlaBook:
@@ -54,7 +79,7 @@ class SlaBook:
     def roles(self, dept: Department, kind: str) -> tuple[str, ...]:
         """Who hears about an escalation of this kind, as directory roles."""
         policy = self.policy(dept)
-        return tuple(policy.notify.get(kind, ())) if policy else ()
+        return tuple(getattr(policy.notify, kind, ())) if policy else ()
 
     def budget(self, dept: Department | None, target: Target,
                priority: Priority) -> timedelta | None:
@@ -66,7 +91,28 @@ class SlaBook:
                    Target.NEXT_RESPONSE: policy.next_response}[target]
         return targets.get(priority) if targets else None
 
+    def clock_row(self, dept: Department | None, clock: Clock) -> tuple[float, float | None]:
+        """(due_at, next_at) of a clock, as stored."""
+        calendar = self.calendar(dept)
+        found = next_level(clock, self.escalation(dept), calendar)
+        return ts(clock.due_at(calendar)), ts(found[1]) if found else None
+
     # --- changes -----------------------------------------------------------------------
+
+    async def open(self, tx: Tx, ticket: Ticket, now: datetime) -> None:
+        """A new ticket: first-response and resolution clocks start now (two statements)."""
+        dept = self.department(ticket.department)
+        clocks = [Clock(target, now, budget.total_seconds())
+                  for target in (Target.FIRST_RESPONSE, Target.RESOLUTION)
+                  if (budget := self.budget(dept, target, ticket.priority)) is not None]
+        rows = [(ticket.id, c.target.value, ts(now), c.budget, *self.clock_row(dept, c))
+                for c in clocks]
+        await tx.conn.executemany(
+            "INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, next_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        nexts = [r[5] for r in rows if r[5] is not None]
+        await tx.execute("UPDATE tickets SET next_escalation_at = ? WHERE id = ?",
+                         (min(nexts) if nexts else None, ticket.id))
 
     async def start(self, tx: Tx, ticket_id: int, target: Target, now: datetime) -> None:
         """Start (or restart) a clock; a restart is a new round that escalates afresh."""
@@ -80,14 +126,14 @@ class SlaBook:
             return
         clock = Clock(target, now, budget.total_seconds())
         await tx.execute(
-            """INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at)
-               VALUES (?, ?, ?, ?, ?)
+            """INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, next_at)
+               VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (ticket, target) DO UPDATE SET started_at = excluded.started_at,
-                   seconds = excluded.seconds, due_at = excluded.due_at, paused_seconds = 0,
-                   met_at = NULL, fired = 0, round = round + 1""",
-            (ticket_id, target.value, ts(now), clock.budget,
-             ts(clock.due_at(self.calendar(dept)))))
-        await self._reschedule(tx, ticket_id)
+                   seconds = excluded.seconds, due_at = excluded.due_at,
+                   next_at = excluded.next_at, paused_seconds = 0, met_at = NULL, fired = 0,
+                   round = round + 1""",
+            (ticket_id, target.value, ts(now), clock.budget, *self.clock_row(dept, clock)))
+        await tx.execute(RESCHEDULE, (ticket_id,))
 
     async def start_next_response(self, tx: Tx, ticket_id: int, now: datetime) -> None:
         """The requester wrote again after being answered: an answer is owed again.
@@ -119,14 +165,13 @@ class SlaBook:
             await tx.execute("UPDATE tickets SET first_response_at = ? WHERE id = ? "
                              "AND first_response_at IS NULL", (ts(now), ticket_id))
         if met:
-            await self._reschedule(tx, ticket_id)
+            await tx.execute(RESCHEDULE, (ticket_id,))
         return met
 
     async def pause(self, tx: Tx, ticket_id: int, now: datetime) -> None:
         """Waiting on the requester: every clock of the ticket stops counting."""
-        await tx.execute("UPDATE tickets SET paused_at = ? WHERE id = ? AND paused_at IS NULL",
-                         (ts(now), ticket_id))
-        await self._reschedule(tx, ticket_id)
+        await tx.execute("UPDATE tickets SET paused_at = ?, next_escalation_at = NULL "
+                         "WHERE id = ? AND paused_at IS NULL", (ts(now), ticket_id))
 
     async def resume(self, tx: Tx, ticket_id: int, now: datetime) -> None:
         """The requester answered: clocks go on, pushed back by the business time paused."""
@@ -134,62 +179,89 @@ class SlaBook:
                                  (ticket_id,))
         if row is None or row[1] is None:
             return
-        calendar = self.calendar(self.department(row[0]))
-        paused = calendar.elapsed(from_ts(row[1]), now)
-        await tx.execute("UPDATE sla_clocks SET paused_seconds = paused_seconds + ? "
-                         "WHERE ticket = ? AND met_at IS NULL", (paused, ticket_id))
+        dept = self.department(row[0])
+        paused = self.calendar(dept).elapsed(from_ts(row[1]), now)
+        rows = await tx.fetch_all(
+            f"SELECT {CLOCK_COLUMNS} FROM sla_clocks c WHERE c.ticket = ? AND c.met_at IS NULL",
+            (ticket_id,))
+        updates = []
+        for r in rows:
+            clock = _clock(r)
+            clock = replace(clock, paused_seconds=clock.paused_seconds + paused)
+            updates.append((clock.paused_seconds, *self.clock_row(dept, clock), ticket_id,
+                            clock.target.value))
+        await tx.conn.executemany(
+            "UPDATE sla_clocks SET paused_seconds = ?, due_at = ?, next_at = ? "
+            "WHERE ticket = ? AND target = ?", updates)
         await tx.execute("UPDATE tickets SET paused_at = NULL WHERE id = ?", (ticket_id,))
-        await self._reschedule(tx, ticket_id)
+        await tx.execute(RESCHEDULE, (ticket_id,))
 
     # --- the scheduler's side ----------------------------------------------------------
 
-    async def due_tickets(self, tx: Tx, now: datetime, limit: int = 500) -> list[int]:
+    async def due(self, tx: Tx, now: datetime, limit: int) -> Tick:
+        """Decide, for up to `limit` due tickets, which levels fire now (reads only)."""
         rows = await tx.fetch_all(
-            "SELECT id FROM tickets WHERE next_escalation_at <= ? "
-            "ORDER BY next_escalation_at LIMIT ?", (ts(now), limit))
-        return [int(r[0]) for r in rows]
+            f"""SELECT {TICKET_COLUMNS}, {CLOCK_COLUMNS}
+                FROM (SELECT id FROM tickets WHERE next_escalation_at <= ?
+                      ORDER BY next_escalation_at LIMIT ?) d
+                JOIN tickets t ON t.id = d.id
+                JOIN sla_clocks c ON c.ticket = t.id AND c.met_at IS NULL
+                ORDER BY t.next_escalation_at, t.id""", (ts(now), limit))
+        tick = Tick(now)
+        by_ticket: dict[int, list[tuple]] = {}
+        for row in rows:
+            by_ticket.setdefault(row[0], []).append(row)
+        for ticket_rows in by_ticket.values():
+            self._decide(tick, ticket_rows)
+        tick.tickets = len(by_ticket)
+        return tick
 
-    async def fire(self, tx: Tx, ticket_id: int, now: datetime) -> list[DueLevel]:
-        """Mark every level due on this ticket as fired, exactly once; return them to mail."""
-        dept_key, clocks = await self._running(tx, ticket_id)
-        dept = self.department(dept_key)
+    def _decide(self, tick: Tick, rows: list[tuple]) -> None:
+        ticket, assignee = _ticket(rows[0][:11])
+        dept = self.department(ticket.department)
         calendar, escalation = self.calendar(dept), self.escalation(dept)
-        fired = []
-        for clock, round_ in clocks:
-            due = firing(clock, escalation, calendar, now)
-            if due is None:
-                continue
-            for level in (*due.skipped, due.level):
-                await tx.execute(
-                    """INSERT INTO escalations (ticket, target, round, level, kind, at, due_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                    (ticket_id, clock.target.value, round_, level.number,
-                     "skipped" if level in due.skipped else level.kind.value, ts(now),
-                     ts(clock.due_at(calendar))))
-            await tx.execute("UPDATE sla_clocks SET fired = ? WHERE ticket = ? AND target = ?",
-                             (due.level.number, ticket_id, clock.target.value))
-            fired.append(DueLevel(ticket_id, clock, round_, due, clock.due_at(calendar)))
-        await self._reschedule(tx, ticket_id)
-        return fired
+        nexts = []
+        for row in rows:
+            clock, round_, due_at, next_at = _clock(row[11:]), row[16], row[17], row[18]
+            if next_at is not None and next_at <= ts(tick.now):
+                due = advance(clock, escalation, calendar, tick.now)
+                next_at = ts(due.next_at) if due.next_at else None
+                if due.level is not None:
+                    tick.due.append(DueLevel(ticket, assignee, clock, round_, due,
+                                             from_ts(due_at)))
+                    tick.clocks.append((due.level.number, next_at, ticket.id,
+                                        clock.target.value))
+            if next_at is not None:
+                nexts.append(next_at)
+        tick.schedule.append((min(nexts) if nexts else None, ticket.id))
 
-    async def _running(self, tx: Tx, ticket_id: int) -> tuple[str, list[tuple[Clock, int]]]:
-        row = await tx.fetch_one("SELECT department, paused_at FROM tickets WHERE id = ?",
-                                 (ticket_id,))
-        if row is None:
-            return "", []
-        if row[1] is not None:  # paused: nothing runs
-            return row[0], []
-        rows = await tx.fetch_all(
-            "SELECT target, started_at, seconds, paused_seconds, fired, round FROM sla_clocks "
-            "WHERE ticket = ? AND met_at IS NULL ORDER BY target", (ticket_id,))
-        return row[0], [(Clock(Target(r[0]), from_ts(r[1]), r[2], r[3], r[4]), r[5])
-                        for r in rows]
+    async def commit(self, tx: Tx, tick: Tick, sent: dict[int, str | None]) -> None:
+        """Record the tick: each level once (the primary key makes a second time an error),
+        the clocks' progress and the tickets' next instants. `sent` maps an index into
+        tick.due to the Message-ID of the mail enqueued for it."""
+        rows = []
+        for index, due in enumerate(tick.due):
+            assert due.firing.level is not None  # only firing clocks are in tick.due
+            for level in (*due.firing.skipped, due.firing.level):
+                skipped = level is not due.firing.level
+                rows.append((due.ticket.id, due.clock.target.value, due.round, level.number,
+                             "skipped" if skipped else level.kind.value, ts(tick.now),
+                             ts(due.due_at), None if skipped else sent.get(index)))
+        await tx.conn.executemany(
+            """INSERT INTO escalations (ticket, target, round, level, kind, at, due_at,
+                   outgoing) VALUES (?, ?, ?, ?, ?, ?, ?,
+                   (SELECT id FROM outbox WHERE message_id = ?))""", rows)
+        await tx.conn.executemany(
+            "UPDATE sla_clocks SET fired = ?, next_at = ? WHERE ticket = ? AND target = ?",
+            tick.clocks)
+        await tx.conn.executemany(
+            "UPDATE tickets SET next_escalation_at = ? WHERE id = ?", tick.schedule)
 
-    async def _reschedule(self, tx: Tx, ticket_id: int) -> None:
-        dept_key, clocks = await self._running(tx, ticket_id)
-        dept = self.department(dept_key)
-        calendar, escalation = self.calendar(dept), self.escalation(dept)
-        instants = [found[1] for clock, _ in clocks
-                    if (found := next_level(clock, escalation, calendar))]
-        await tx.execute("UPDATE tickets SET next_escalation_at = ? WHERE id = ?",
-                         (ts(min(instants)) if instants else None, ticket_id))
+
+def _clock(row: tuple) -> Clock:
+    return Clock(Target(row[0]), from_ts(row[1]), row[2], row[3], row[4])
+
+
+def _ticket(row: tuple) -> tuple[Ticket, str | None]:
+    return (Ticket(row[0], row[1], row[2], row[3], row[4], row[5], Status(row[6]),
+                   Priority(row[7]), from_ts(row[8]), from_ts(row[9])), row[10])

@@ -444,6 +444,22 @@ class Tx:
              json.dumps(list(mail.recipients)), mail.raw, ts(now), ts(now)))
         return int(cur.lastrowid or 0)
 
+    async def enqueue_many(self, mails: list[Outgoing], now: datetime) -> None:
+        await self.conn.executemany(
+            """INSERT INTO outbox (message_id, kind, ticket, mail_from, recipients, raw,
+                   next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(m.message_id, m.kind, m.ticket_id, m.mail_from, json.dumps(list(m.recipients)),
+              m.raw, ts(now), ts(now)) for m in mails])
+
+    async def add_events(self, events: list[tuple[int, str, dict, str | None]],
+                         now: datetime) -> None:
+        """(ticket, kind, detail, Message-ID of the outgoing mail or None) per event."""
+        await self.conn.executemany(
+            """INSERT INTO events (ticket, at, kind, detail, outgoing)
+               VALUES (?, ?, ?, ?, (SELECT id FROM outbox WHERE message_id = ?))""",
+            [(ticket, ts(now), kind, json.dumps(detail), message_id)
+             for ticket, kind, detail, message_id in events])
+
     async def recent_mail_count(self, kind: str, recipient: str, since: datetime) -> int:
         row = await self.fetch_one(
             "SELECT COUNT(*) FROM outbox WHERE kind = ? AND recipients = ? AND created_at >= ?",

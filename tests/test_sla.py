@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailgate.businesstime import BusinessCalendar, calendar_from_table
-from mailgate.sla import Clock, Escalation, LevelKind, Target, firing, next_level, time_left
+from mailgate.sla import Clock, Escalation, LevelKind, Target, advance, next_level, time_left
 
 OFFICE = calendar_from_table("office", {
     "timezone": "Europe/Berlin",
@@ -40,16 +40,19 @@ def test_friday_afternoon_request_warns_and_breaches_on_monday() -> None:
     assert at == berlin(2026, 11, 30, 10)
     assert level is not None and level.kind is LevelKind.WARNING
     assert clock.due_at(OFFICE) == berlin(2026, 11, 30, 11)
-    assert firing(clock, Escalation(), OFFICE, berlin(2026, 11, 28, 12)) is None  # Saturday
+    saturday = advance(clock, Escalation(), OFFICE, berlin(2026, 11, 28, 12))
+    assert saturday.level is None and saturday.next_at == at
 
 
 def test_after_downtime_only_the_latest_level_fires_and_earlier_are_skipped() -> None:
     clock = Clock(Target.FIRST_RESPONSE, berlin(2026, 11, 27, 15), 4 * HOUR)
-    due = firing(clock, Escalation(), OFFICE, berlin(2026, 11, 30, 12))
-    assert due is not None and due.level.kind is LevelKind.BREACH
+    due = advance(clock, Escalation(), OFFICE, berlin(2026, 11, 30, 12))
+    assert due.level is not None and due.level.kind is LevelKind.BREACH
     assert [lv.kind for lv in due.skipped] == [LevelKind.WARNING, LevelKind.WARNING]
+    assert due.next_at is None  # nothing after the breach without re-escalation
     fired = Clock(clock.target, clock.started_at, clock.budget, fired=due.level.number)
-    assert firing(fired, Escalation(), OFFICE, berlin(2026, 12, 4, 12)) is None  # all done
+    done = advance(fired, Escalation(), OFFICE, berlin(2026, 12, 4, 12))
+    assert (done.level, done.next_at) == (None, None)
 
 
 def test_pause_pushes_every_level_back_by_business_time_paused() -> None:
