@@ -23,6 +23,9 @@ LOOP_HEADERS = (
     "x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-failed-recipients",
     "return-path", "x-mailgate-instance", "x-loop", "feedback-type", "from",
 )
+# Headers routing rules may match on ([[rule]] header = {...}); kept beside the loop ones.
+ROUTING_HEADERS = ("x-priority", "importance", "priority", "x-msmail-priority", "sensitivity",
+                   "keywords")
 MAX_HEADER_CHARS = 4096  # a decoded header longer than this is cut: nobody reads further
 MAX_ADDRESSES = 1000  # per header; mail to 10,000 recipients is still one request
 MAX_PARTS = 500
@@ -64,7 +67,8 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
         auth_results=_auth_results(msg),
-        headers={name: _header(msg, name) for name in LOOP_HEADERS if name in msg}
+        headers={name: _header(msg, name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
+                 if name in msg}
         | _content_type_headers(msg),
         defects=tuple(defects),
         size=len(raw),

@@ -20,10 +20,12 @@ from mailgate.conversation import clean_subject, tagged_subject, thread_hints
 from mailgate.directory import Department, Directory
 from mailgate.errors import BadMessage
 from mailgate.log import get_logger
-from mailgate.model import Inbound, MailKind, Origin, Outgoing, Priority, Ticket
+from mailgate.model import Inbound, MailKind, Origin, Outgoing, Ticket
 from mailgate.parse import fingerprint, parse
 from mailgate.render import Renderer
-from mailgate.routing import departments_for
+from mailgate.routing import Route, routes_for
+from mailgate.sla import Target
+from mailgate.slaclock import SlaBook
 from mailgate.store import Tx
 from mailgate.trust import TrustPolicy, sender_trust
 
@@ -65,6 +67,7 @@ class Pipeline:
         self.clock = clock
         self.loop_context = LoopContext(directory.own_addresses(), settings.instance)
         self.prefixes = frozenset(d.prefix for d in directory.departments.values())
+        self.sla = SlaBook(directory)
 
     async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
         now = self.clock()
@@ -93,7 +96,8 @@ class Pipeline:
         if msg is None:
             raise BadMessage("the parser could not read this message")
         msg, fp = await self._distinct(tx, msg)
-        targets = departments_for(msg, origin, self.directory)
+        routes = {r.department: r for r in routes_for(msg, origin, self.directory)}
+        targets = list(routes)
         if not targets:
             raise BadMessage("addressed to no known department and no default_department set")
         covered = await tx.receipted_departments(msg.dedupe_key)
@@ -111,7 +115,7 @@ class Pipeline:
                 f"{verdict.reason}", now)
         if msg.sender is None:
             raise BadMessage("no usable From address")
-        return await self._open(tx, raw, msg, fp, verdict, pending, origin, now)
+        return await self._open(tx, raw, msg, fp, verdict, pending, origin, now, routes)
 
     async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str]:
         """Give a re-used Message-ID with different content a key of its own."""
@@ -145,13 +149,16 @@ class Pipeline:
             await tx.add_event(ticket.id, kind, now, actor=actor, message=message,
                                detail={"reason": verdict.reason} if verdict.reason else None)
             await tx.touch_ticket(ticket.id, now)
+            if kind == "reply" and actor:
+                await self._follow_clocks(tx, ticket, actor, now)
         refs = tuple(t.ref for t in tickets)
         log.info("ticket.appended", tickets=refs, kind=kind, message_id=msg.message_id,
                  source=origin.source)
         return Outcome("reply", refs)
 
     async def _open(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
-                    pending: list[str], origin: Origin, now: datetime) -> Outcome:
+                    pending: list[str], origin: Origin, now: datetime,
+                    routes: dict[str, Route]) -> Outcome:
         """A new request: one ticket per department, linked, and one acknowledgement."""
         assert msg.sender is not None
         message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
@@ -162,17 +169,33 @@ class Pipeline:
         for key in pending:
             dept = self.directory.departments[key]
             ticket = await tx.create_ticket(key, dept.prefix, subject, msg.sender.addr,
-                                            msg.sender.name, Priority.NORMAL, now)
+                                            msg.sender.name, routes[key].priority, now)
             await tx.add_event(ticket.id, "created", now, actor=msg.sender.addr,
                                message=message,
                                detail={"kind": verdict.kind.value} if verdict.reason else None)
+            await self.sla.open(tx, ticket, now)
             tickets.append(ticket)
             log.info("ticket.created", ticket=ticket.ref, dept=key, message_id=msg.message_id,
-                     source=origin.source)
+                     source=origin.source, priority=ticket.priority.value,
+                     rule=routes[key].rule)
         if len(tickets) > 1:
             await tx.link_tickets([t.id for t in tickets])
         acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now)
         return Outcome("ticket", tuple(t.ref for t in tickets), acknowledged=acknowledged)
+
+    async def _follow_clocks(self, tx: Tx, ticket: Ticket, sender: str,
+                             now: datetime) -> None:
+        """An agent's mail answers (stops response clocks); anyone else's asks again."""
+        dept = self.directory.departments.get(ticket.department)
+        if dept and is_agent(dept, sender):
+            met = await self.sla.meet(tx, ticket.id,
+                                      (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE), now)
+            if met:
+                await tx.add_event(ticket.id, "sla_met", now, actor=sender,
+                                   detail={"targets": [t.value for t in met]})
+            return
+        await self.sla.resume(tx, ticket.id, now)
+        await self.sla.start_next_response(tx, ticket.id, now)
 
     async def _acknowledge(self, tx: Tx, msg: Inbound, verdict: Verdict,
                            tickets: list[Ticket], now: datetime) -> bool:
@@ -236,6 +259,12 @@ class Pipeline:
             "first_response": sla.first_response[ticket.priority],
             "business_hours": dept.calendar is not None,
         }
+
+
+def is_agent(dept: Department, addr: str) -> bool:
+    """Someone who answers for the department: a team member, its lead, head or notify list."""
+    addr = addr.lower()
+    return addr in dept.team or addr in (dept.lead, dept.head, dept.notify)
 
 
 def _safe_parse(raw: bytes, max_body_chars: int) -> Inbound | None:

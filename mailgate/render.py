@@ -3,15 +3,26 @@
 Mail content is only ever passed in as data, never compiled, so `{{ 7*7 }}` in a subject
 renders literally. A department can override any template by putting a file of the same
 name in templates/<department key>/.
+
+A Renderer reads every template into memory when it is made: an edit on disk takes effect
+when the daemon reloads (SIGHUP) after checking it, never halfway through a message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    select_autoescape,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 
@@ -24,8 +35,9 @@ class Rendered:
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
+        self.loader = SnapshotLoader(templates_dir)
         self.env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_dir)),
+            loader=self.loader,
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html.j2", "html"),
                                          default_for_string=False, default=False),
@@ -38,11 +50,15 @@ class Renderer:
     def render(self, name: str, department: str | None, context: dict) -> Rendered:
         """Render NAME.txt.j2 (required) and NAME.html.j2 (optional), department first."""
         text = self._template(f"{name}.txt.j2", department).render(context)
-        try:
-            html = self._template(f"{name}.html.j2", department).render(context)
-        except TemplateNotFound:
-            html = None
+        html_name = f"{name}.html.j2"
+        if not self._exists(html_name, department):  # cheaper than TemplateNotFound
+            return Rendered(text=text, html=None)
+        html = self._template(html_name, department).render(context)
         return Rendered(text=text, html=html)
+
+    def _exists(self, filename: str, department: str | None) -> bool:
+        sources = self.loader.sources
+        return filename in sources or f"{department}/{filename}" in sources
 
     def _template(self, filename: str, department: str | None) -> Template:
         names = [f"{department}/{filename}", filename] if department else [filename]
@@ -53,15 +69,42 @@ class Renderer:
         problems = []
         if not self.templates_dir.is_dir():
             return [f"{self.templates_dir}: templates directory not found"]
-        for path in sorted(self.templates_dir.rglob("*.j2")):
-            name = path.relative_to(self.templates_dir).as_posix()
+        names = self.env.list_templates()
+        for name in names:
             try:
                 self.env.get_template(name)
             except Exception as exc:
-                problems.append(f"{path}: {type(exc).__name__}: {exc}")
-        if not (self.templates_dir / "ack.txt.j2").is_file():
+                problems.append(f"{self.templates_dir / name}: {type(exc).__name__}: {exc}")
+        if "ack.txt.j2" not in names:
             problems.append(f"{self.templates_dir}: ack.txt.j2 is missing")
         return problems
+
+
+class SnapshotLoader(BaseLoader):
+    """Every *.j2 file under a folder, read once; unreadable files fail when used."""
+
+    def __init__(self, folder: Path) -> None:
+        self.sources: dict[str, tuple[str, str] | Exception] = {}
+        files = sorted(folder.rglob("*.j2")) if folder.is_dir() else []
+        for path in (f for f in files if f.is_file()):
+            name = path.relative_to(folder).as_posix()
+            try:
+                self.sources[name] = (path.read_text(encoding="utf-8"), str(path))
+            except (OSError, UnicodeDecodeError) as exc:  # reported by check(), not a crash
+                self.sources[name] = exc
+
+    def get_source(self, environment: Environment,
+                   template: str) -> tuple[str, str | None, Callable[[], bool]]:
+        found = self.sources.get(template)
+        if found is None:
+            raise TemplateNotFound(template)
+        if isinstance(found, Exception):
+            raise found
+        source, filename = found
+        return source, filename, lambda: True  # never stale: only a new Renderer rereads
+
+    def list_templates(self) -> list[str]:
+        return sorted(self.sources)
 
 
 def humanize_duration(value: timedelta, business: bool = False) -> str:

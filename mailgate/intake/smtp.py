@@ -34,8 +34,7 @@ class PushHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         addr = clean_address(address)
-        known = self.directory.department_for_address(addr) if addr else None
-        if known is None and not self.directory.default_department:
+        if not self.directory.accepts(addr):  # a department's or a rule's address, or a default
             return f"550 5.1.1 <{address}>: no department here has this address"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -44,9 +43,11 @@ class PushHandler:
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        origin = self._origin(envelope)
         try:
             async with self.store.transaction() as tx:
+                # Inside the transaction: a reload swaps directory and pipeline only between
+                # transactions, so the origin and the processing see the same setup.
+                origin = self._origin(envelope)
                 outcome = await self.pipeline.handle(tx, raw, origin)
         except Exception as exc:
             log.error("smtp.store_failed", error=f"{type(exc).__name__}: {exc}")

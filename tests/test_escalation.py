@@ -1,0 +1,126 @@
+"""Escalations through the real pipeline, store and scheduler with an injected clock.
+
+The example directory's IT desk works 09:00-12:30 and 13:30-17:30 Europe/Berlin, Monday to
+Friday, and owes a first response within 4 business hours (normal priority). The harness
+clock starts on Tuesday 2026-11-24 at 10:00 Berlin (09:00 UTC), so a request then is due at
+15:00 Berlin; its warnings fall at 75 % (14:00) and 90 % (14:36).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mailgate.escalation import Escalator
+from mailgate.render import Renderer
+from mailgate.store import Store
+from tests.factories import TEMPLATES, Harness, harness, mail
+
+
+def utc(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, second, tzinfo=UTC)
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = await harness(tmp_path)
+    yield h
+    await h.store.close()
+
+
+def escalator(h: Harness, store: Store | None = None) -> Escalator:
+    renderer = Renderer(TEMPLATES)
+    return Escalator(store or h.store, lambda: h.pipeline.sla, lambda: renderer, h.clock,
+                     lambda: None)
+
+
+async def escalation_mail(h: Harness) -> list[tuple[str, str]]:
+    rows = await h.rows("SELECT kind, recipients FROM outbox WHERE kind LIKE 'escalation-%' "
+                        "ORDER BY id")
+    return [(kind, recipients) for kind, recipients in rows]
+
+
+async def at(h: Harness, moment: datetime) -> int:
+    h.clock.now = moment
+    return await escalator(h).run_once()
+
+
+async def test_unanswered_request_warns_twice_then_breaches_once(h: Harness) -> None:
+    await h.deliver(mail())
+    assert await at(h, utc(24, 12, 59)) == 0
+    assert await at(h, utc(24, 13, 0)) == 1
+    assert await at(h, utc(24, 13, 0)) == 0  # exactly once
+    assert await at(h, utc(24, 13, 36)) == 1
+    assert await at(h, utc(24, 14, 0)) == 1
+    assert await at(h, utc(24, 16, 0)) == 0  # no re-escalation configured
+    team = '["alice@example.com", "bob@example.com"]'
+    assert await escalation_mail(h) == [
+        ("escalation-warning", team), ("escalation-warning", team),
+        ("escalation-breach", '["carol@example.com", "dave@example.com"]')]
+    raw = (await h.rows("SELECT raw FROM outbox WHERE kind = 'escalation-breach'"))[0][0]
+    text = raw.decode()
+    assert "[IT-1001] SLA breached, first response overdue" in text
+    assert "Auto-Submitted: auto-generated" in text
+    events = await h.rows("SELECT kind FROM events WHERE kind LIKE 'sla_%' ORDER BY id")
+    assert events == [("sla_warning",), ("sla_warning",), ("sla_breach",)]
+
+
+async def test_answered_request_never_escalates_its_first_response(h: Harness) -> None:
+    await h.deliver(mail())
+    h.clock.now = utc(24, 10)
+    await h.deliver(mail("Re: [IT-1001] Laptop won't boot", sender="alice@example.com",
+                         message_id="<answer@example.com>"))
+    for hour in range(10, 18):
+        assert await at(h, utc(25, hour)) == 0
+    met = await h.rows("SELECT first_response_at FROM tickets")
+    assert met == [(utc(24, 10).timestamp(),)]
+
+
+async def test_a_requester_reply_is_not_an_answer(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(mail("Re: [IT-1001] Laptop won't boot", message_id="<more@example.com>"))
+    assert await at(h, utc(24, 13)) == 1
+
+
+async def test_after_downtime_only_the_breach_goes_out(h: Harness) -> None:
+    await h.deliver(mail())
+    assert await at(h, utc(25, 9)) == 1
+    assert [k for k, _ in await escalation_mail(h)] == ["escalation-breach"]
+    levels = await h.rows("SELECT level, kind FROM escalations ORDER BY level")
+    assert levels == [(1, "skipped"), (2, "skipped"), (3, "breach")]
+
+
+async def test_fired_levels_survive_a_restart(h: Harness, tmp_path: Path) -> None:
+    await h.deliver(mail())
+    assert await at(h, utc(24, 13)) == 1
+    await h.store.close()
+    h.store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    assert await at(h, utc(24, 13, 1)) == 0
+    assert await at(h, utc(24, 13, 36)) == 1
+
+
+async def test_waiting_on_the_requester_pauses_the_clock(h: Harness) -> None:
+    await h.deliver(mail())
+    sla = h.pipeline.sla
+    h.clock.now = utc(24, 9, 30)  # 10:30 Berlin
+    async with h.store.transaction() as tx:
+        await sla.pause(tx, 1, h.clock())
+    assert await at(h, utc(25, 9, 29)) == 0  # a whole business day later: still quiet
+    # 10:30 Berlin the next day: 7.5 business hours were spent waiting.
+    h.clock.now = utc(25, 9, 30)
+    async with h.store.transaction() as tx:
+        await sla.resume(tx, 1, h.clock())
+    assert await h.rows("SELECT next_escalation_at FROM tickets") == [
+        (utc(25, 13).timestamp(),)]
+    assert await at(h, utc(25, 13)) == 1
+
+
+async def test_scheduler_sleeps_until_the_earliest_due_instant(h: Harness) -> None:
+    await h.deliver(mail())
+    h.clock.now = utc(24, 12, 58)
+    assert await escalator(h)._sleep() == 60.0  # capped: wall-clock jumps are noticed
+    h.clock.now = utc(24, 12, 59, 30)
+    assert await escalator(h)._sleep() == 30.0
