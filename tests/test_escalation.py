@@ -55,11 +55,15 @@ async def test_unanswered_request_warns_twice_then_breaches_once(h: Harness) -> 
     assert await at(h, utc(24, 13, 0)) == 0  # exactly once
     assert await at(h, utc(24, 13, 36)) == 1
     assert await at(h, utc(24, 14, 0)) == 1
-    assert await at(h, utc(24, 16, 0)) == 0  # no re-escalation configured
+    assert await at(h, utc(24, 16, 0)) == 0
+    # re_escalate_every = "4h": 2.5 h on Tuesday after 15:00, 1.5 h on Wednesday morning.
+    assert await at(h, utc(25, 9, 29)) == 0
+    assert await at(h, utc(25, 9, 30)) == 1
     team = '["alice@example.com", "bob@example.com"]'
     assert await escalation_mail(h) == [
         ("escalation-warning", team), ("escalation-warning", team),
-        ("escalation-breach", '["carol@example.com", "dave@example.com"]')]
+        ("escalation-breach", '["carol@example.com", "dave@example.com"]'),
+        ("escalation-re_escalation", '["dave@example.com", "ivan@example.com"]')]
     raw = (await h.rows("SELECT raw FROM outbox WHERE kind = 'escalation-breach'"))[0][0]
     text = raw.decode()
     assert "[IT-1001] SLA breached, first response overdue" in text
