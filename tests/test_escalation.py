@@ -48,7 +48,7 @@ async def at(h: Harness, moment: datetime) -> int:
     return await escalator(h).run_once()
 
 
-async def test_unanswered_request_warns_twice_then_breaches_once(h: Harness) -> None:
+async def test_unanswered_request_warns_twice_breaches_then_re_escalates(h: Harness) -> None:
     await h.deliver(mail())
     assert await at(h, utc(24, 12, 59)) == 0
     assert await at(h, utc(24, 13, 0)) == 1
@@ -69,7 +69,8 @@ async def test_unanswered_request_warns_twice_then_breaches_once(h: Harness) -> 
     assert "[IT-1001] SLA breached, first response overdue" in text
     assert "Auto-Submitted: auto-generated" in text
     events = await h.rows("SELECT kind FROM events WHERE kind LIKE 'sla_%' ORDER BY id")
-    assert events == [("sla_warning",), ("sla_warning",), ("sla_breach",)]
+    assert events == [("sla_warning",), ("sla_warning",), ("sla_breach",),
+                      ("sla_re_escalation",)]
 
 
 async def test_answered_request_never_escalates_its_first_response(h: Harness) -> None:
