@@ -55,8 +55,11 @@ class Escalator:
                 self.errors += 1
                 log.warning("escalation.retry", error=str(exc), round=self.errors)
             timeout = min(2.0 ** self.errors, MAX_SLEEP) if self.errors else await self._sleep()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the wake-up does, and stop() would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
 
     async def run_once(self) -> int:
         """Fire everything due now, oldest first, in batches; return the mails enqueued."""

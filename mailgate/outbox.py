@@ -118,8 +118,9 @@ class Outbox:
             timeout = await self._sleep_time()
             # While the server is down, new mail must not hammer it: only closing wakes us.
             event = self.closing if self.server_backoff else self.wake
-            try:
-                await asyncio.wait_for(event.wait(), timeout)
+            try:  # asyncio.timeout: wait_for (3.11) can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    await event.wait()
             except TimeoutError:
                 if timeout >= IDLE_CLOSE:
                     await self.transport.close()

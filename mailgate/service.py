@@ -1,34 +1,49 @@
-"""The daemon: wires store, pipeline, intake and outbox into tasks; starts and stops them.
+"""The daemon: wires store, pipeline, intake and outbox into tasks; starts, reloads, stops.
 
 `Daemon` is an async context manager so tests run the real daemon inside their own event
-loop; `run_forever` adds signals and sd_notify for systemd.
+loop; `run_forever` adds signals (SIGTERM/SIGINT stop, SIGHUP reloads) and sd_notify
+(READY, STATUS, WATCHDOG, RELOADING, STOPPING) for systemd.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import signal
+import sqlite3
+from collections import Counter
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mailgate.config import Config
+from mailgate.config import Config, ListenerConfig, MailboxConfig, Secret
 from mailgate.directory import Directory
+from mailgate.errors import ConfigError
+from mailgate.escalation import Escalator
 from mailgate.intake.imap import MailboxWatcher
 from mailgate.intake.smtp import PushHandler, start_listener
+from mailgate.loader import Setup, load_setup
 from mailgate.log import get_logger
-from mailgate.notify import sd_notify
+from mailgate.notify import reloading, sd_notify, watchdog_interval
 from mailgate.outbox import Outbox
 from mailgate.pipeline import Clock, Pipeline, PipelineSettings
 from mailgate.render import Renderer
 from mailgate.sentlog import SentLog
-from mailgate.store import Store
+from mailgate.store import OutboxRow, Store
 from mailgate.transport import DirectoryTransport, SmtpTransport, Transport
 
 log = get_logger("mailgate.service")
+# Stopping takes at most LISTENER_CLOSE + QUIESCE_TIMEOUT + SHUTDOWN_FLUSH seconds, which
+# must stay below the unit's TimeoutStopSec=30s.
 SHUTDOWN_FLUSH = 10.0  # seconds SIGTERM allows the outbox to send what is queued
+QUIESCE_TIMEOUT = 10.0  # seconds SIGTERM waits for an open transaction to commit
+LISTENER_CLOSE = 5.0  # seconds SIGTERM waits for connected SMTP clients to finish
+STATUS_INTERVAL = 2.0  # seconds between STATUS= refreshes (only sent when changed)
 
 
 def system_clock() -> datetime:
@@ -42,19 +57,67 @@ def make_transport(config: Config) -> Transport:
     return SmtpTransport(config.smtp)
 
 
+class SwappableTransport:
+    """The outbox's transport; a reload replaces the one inside, never during a send."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self._lock = asyncio.Lock()
+
+    async def send(self, row: OutboxRow) -> None:
+        async with self._lock:
+            await self.inner.send(row)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self.inner.close()
+
+    async def replace(self, new: Transport) -> None:
+        async with self._lock:
+            old, self.inner = self.inner, new
+            with contextlib.suppress(Exception):  # the old server's problems are not ours
+                await old.close()
+
+
+@dataclass(frozen=True)
+class Reload:
+    """A checked new setup and what applying it changes."""
+
+    setup: Setup
+    renderer: Renderer
+    added: tuple[str, ...]  # mailbox names
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    transport: bool
+    listener: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"added": list(self.added), "removed": list(self.removed),
+                "restarted": list(self.changed), "transport": self.transport,
+                "listener": self.listener,
+                "departments": len(self.setup.directory.departments)}
+
+
 class Daemon:
     def __init__(self, config: Config, directory: Directory, *, clock: Clock = system_clock,
                  transport: Transport | None = None) -> None:
         self.config = config
         self.directory = directory
         self.clock = clock
-        self.transport = transport or make_transport(config)
+        # An injected transport (demo, tests) is the caller's: a reload leaves it alone.
+        self._own_transport = transport is None
+        self.transport = SwappableTransport(transport or make_transport(config))
         self.renderer = Renderer(config.templates_dir)
         self.store: Store | None = None
         self.outbox: Outbox | None = None
+        self.pipeline: Pipeline | None = None
+        self.escalator: Escalator | None = None
+        self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
         self.listener: asyncio.Server | None = None
+        self.reload_problem: str | None = None  # why the last reload failed, for STATUS=
         self._tasks: list[asyncio.Task] = []
+        self._watcher_tasks: dict[str, asyncio.Task] = {}
 
     @property
     def listen_port(self) -> int | None:
@@ -64,38 +127,171 @@ class Daemon:
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.database)
-        settings = PipelineSettings.from_config(self.config)
-        pipeline = Pipeline(self.directory, self.renderer, settings, self.clock)
+        self.pipeline = self._pipeline(self.config, self.directory, self.renderer)
         self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
         self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log)
         self._spawn(self.outbox.run(), "outbox")
+        self.escalator = Escalator(self.store, lambda: self._current().sla,
+                                   lambda: self.renderer, self.clock, self.outbox.notify,
+                                   self.config.instance)
+        self._spawn(self.escalator.run(), "escalation")
         for box in self.config.mailboxes:
-            watcher = MailboxWatcher(box, self.store, pipeline, self.outbox.notify, self.clock)
-            self.watchers.append(watcher)
-            self._spawn(watcher.run(), f"mailbox:{box.name}")
+            self._start_watcher(box)
+        self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)
         if self.config.listener:
-            handler = PushHandler(self.store, pipeline, self.directory, self.outbox.notify)
-            self.listener = await start_listener(self.config.listener, handler)
+            self.listener = await start_listener(self.config.listener, self.handler)
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=str(self.config.database))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def committed(self) -> None:
+        """Intake committed: mail may be queued and SLA clocks may have changed."""
+        if self.outbox:
+            self.outbox.notify()
+        if self.escalator:
+            self.escalator.notify()
+
+    def _current(self) -> Pipeline:
+        assert self.pipeline is not None  # set in start(), swapped whole on reload
+        return self.pipeline
+
+    def _pipeline(self, config: Config, directory: Directory, renderer: Renderer) -> Pipeline:
+        return Pipeline(directory, renderer, PipelineSettings.from_config(config), self.clock)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
+        return task
 
     def _task_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("task.died", task=task.get_name(), error=repr(task.exception()))
 
-    async def stop(self) -> None:
-        """Stop intake first, then give the outbox a bounded time to flush, then close."""
+    def _start_watcher(self, box: MailboxConfig) -> None:
+        assert self.store and self.pipeline and self.outbox
+        watcher = MailboxWatcher(box, self.store, self.pipeline, self.committed, self.clock)
+        self.watchers.append(watcher)
+        self._watcher_tasks[box.name] = self._spawn(watcher.run(), f"mailbox:{box.name}")
+
+    def _detach_watchers(self, names: tuple[str, ...]) -> list[asyncio.Task]:
+        """Forget these mailboxes' watchers and return their tasks, still to be cancelled."""
+        for watcher in [w for w in self.watchers if w.config.name in names]:
+            watcher.stop()
+            self.watchers.remove(watcher)
+        tasks = [self._watcher_tasks.pop(name) for name in names]
+        self._tasks = [t for t in self._tasks if t not in tasks]
+        return tasks
+
+    async def _between_transactions(self, action: Callable[[], None]) -> None:
+        """Run a synchronous action while no transaction is open (see Store)."""
+        if self.store is None:
+            action()
+            return
+        async with self.store.between_transactions():
+            action()
+
+    # --- reload ---------------------------------------------------------------------
+
+    async def prepare_reload(self) -> Reload:
+        """Read and check the new setup; ConfigError (one line per problem) if unusable."""
+        setup, renderer = await asyncio.to_thread(load_checked, self.config.path)
+        problems = needs_restart(self.config, setup.config)
+        if problems:
+            raise ConfigError(problems)
+        old = {b.name: fingerprint(b) for b in self.config.mailboxes}
+        new = {b.name: fingerprint(b) for b in setup.config.mailboxes}
+        return Reload(
+            setup, renderer,
+            added=tuple(n for n in new if n not in old),
+            removed=tuple(n for n in old if n not in new),
+            changed=tuple(n for n in new if n in old and new[n] != old[n]),
+            transport=self._own_transport and transport_key(self.config) != transport_key(
+                setup.config),
+            listener=self.config.listener != setup.config.listener)
+
+    async def apply_reload(self, plan: Reload) -> None:
+        """Swap in the new setup between transactions, then restart only what changed."""
+        old = self.config
+        pipeline = self._pipeline(plan.setup.config, plan.setup.directory, plan.renderer)
+        doomed: list[asyncio.Task] = []
+
+        def swap() -> None:
+            # Cancelled here, a watcher can never start another transaction with the
+            # mailbox settings (e.g. department) that the new directory may not know.
+            doomed.extend(self._detach_watchers(plan.removed + plan.changed))
+            _cancel_now(doomed)
+            self._swap(plan, pipeline)
+
+        await self._between_transactions(swap)
+        await _cancel(doomed)
+        boxes = {b.name: b for b in self.config.mailboxes}
+        for name in plan.added + plan.changed:
+            self._start_watcher(boxes[name])
+        if plan.transport:
+            await self.transport.replace(make_transport(self.config))
+        if plan.listener:
+            await self._replace_listener(old.listener, self.config.listener)
+        self.reload_problem = None
+        log.info("reload.applied", **plan.summary())
+
+    def _swap(self, plan: Reload, pipeline: Pipeline) -> None:
+        """Point every user of the setup at the new one; runs between transactions."""
+        self.config, self.directory = plan.setup.config, plan.setup.directory
+        self.renderer, self.pipeline = plan.renderer, pipeline
+        for watcher in self.watchers:
+            watcher.pipeline = pipeline
+        if self.handler:
+            self.handler.pipeline, self.handler.directory = pipeline, plan.setup.directory
+
+    async def _replace_listener(self, old: ListenerConfig | None,
+                                new: ListenerConfig | None) -> None:
+        """Listen where the new config says; if that bind fails, the old socket stays."""
+        previous = self.listener
+        same_address = old and new and (old.host, old.port) == (new.host, new.port)
+        if previous and (same_address or new is None):
+            previous.close()  # connected clients finish their session; no new ones
+            previous = self.listener = None
+        if new and self.handler:
+            try:
+                self.listener = await start_listener(new, self.handler)
+            except OSError as exc:
+                log.error("reload.listener_failed", listen=f"{new.host}:{new.port}",
+                          error=str(exc))
+                self.reload_problem = f"cannot listen on {new.host}:{new.port}"
+                return
+        if previous:
+            previous.close()
+
+    # --- status and stop ------------------------------------------------------------
+
+    async def status_line(self) -> str:
+        """One line for `systemctl status`: mailbox modes, outbox depth, reload trouble."""
+        modes = Counter(w.state.mode for w in self.watchers)
+        detail = ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items()))
+        line = f"{len(self.watchers)} mailbox(es)" + (f" ({detail})" if detail else "")
         if self.listener:
-            self.listener.close()
-            await self.listener.wait_closed()
+            line += f", SMTP push on port {self.listen_port}"
+        depth = await self.store.queued_count() if self.store else 0
+        if self.outbox:  # accepted by the server, not yet marked in the database
+            depth = max(0, depth - len(self.outbox.sent_log.pending))
+        line += f"; outbox {depth} queued"
+        if self.outbox and self.outbox.server_backoff:
+            line += " (SMTP server unavailable)"
+        if self.reload_problem:
+            line += f"; last reload failed: {self.reload_problem}"
+        return line
+
+    async def stop(self) -> None:
+        """Stop intake, let open transactions commit, flush the outbox (bounded), close."""
+        await self._close_listener()
         for watcher in self.watchers:
             watcher.stop()
         intake = [t for t in self._tasks if t.get_name() != "outbox"]
+        try:
+            async with asyncio.timeout(QUIESCE_TIMEOUT):
+                await self._between_transactions(lambda: _cancel_now(intake))
+        except TimeoutError:  # cut off, it rolls back; its batch is read again next start
+            log.warning("daemon.transaction_interrupted", waited=QUIESCE_TIMEOUT)
         await _cancel(intake)
         sender = [t for t in self._tasks if t.get_name() == "outbox"]
         if self.outbox and sender:
@@ -103,6 +299,19 @@ class Daemon:
             # Bounded: a hung SMTP server must not keep systemd waiting.
             await asyncio.wait(sender, timeout=SHUTDOWN_FLUSH)
         await _cancel(self._tasks)
+        await self._close_resources()
+        log.info("daemon.stopped")
+
+    async def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        self.listener.close()
+        # Since Python 3.12 this waits for connected clients; an MTA idling on a cached
+        # connection must not hold up the stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listener.wait_closed(), LISTENER_CLOSE)
+
+    async def _close_resources(self) -> None:
         with contextlib.suppress(Exception):
             await self.transport.close()
         if self.outbox:
@@ -111,7 +320,6 @@ class Daemon:
             self.outbox.sent_log.close()
         if self.store:
             await self.store.close()
-        log.info("daemon.stopped")
 
     async def __aenter__(self) -> Daemon:
         await self.start()
@@ -122,23 +330,139 @@ class Daemon:
         await self.stop()
 
 
-async def _cancel(tasks: list[asyncio.Task]) -> None:
+# --- comparing setups ---------------------------------------------------------------
+
+def load_checked(path: Path) -> tuple[Setup, Renderer]:
+    """load_setup, plus a check of the very template snapshot the daemon will use."""
+    setup = load_setup(path)
+    renderer = Renderer(setup.config.templates_dir)
+    problems = renderer.check()
+    if problems:
+        raise ConfigError(problems)
+    return setup, renderer
+
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """Changes a reload cannot apply: the open database and sent log live in [state] dir."""
+    if old.state_dir == new.state_dir:
+        return []
+    return [f"{new.path}: state.dir: changed from {old.state_dir} to {new.state_dir}; the "
+            f"database cannot move while mailgate runs: restart it to use the new one "
+            f"(systemctl restart mailgate)"]
+
+
+def fingerprint(value: object) -> object:
+    """A comparable form of a config dataclass; secrets by digest (Secret has no __eq__)."""
+    if isinstance(value, Secret):
+        return hashlib.sha256(value.reveal().encode()).hexdigest()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return tuple((f.name, fingerprint(getattr(value, f.name)))
+                     for f in dataclasses.fields(value))
+    return value
+
+
+def transport_key(config: Config) -> object:
+    return fingerprint(config.smtp), config.outbox_dir
+
+
+# --- running under systemd ----------------------------------------------------------
+
+def _cancel_now(tasks: list[asyncio.Task]) -> None:
     for task in tasks:
         task.cancel()
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    _cancel_now(tasks)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_forever(daemon: Daemon, on_ready: Callable[[], None] | None = None) -> None:
-    """Run until SIGTERM or SIGINT, telling systemd where we are."""
-    stop = asyncio.Event()
+    """Run until SIGTERM or SIGINT, reload on SIGHUP, telling systemd where we are."""
+    stop, hup = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await daemon.start()
-    if on_ready:
-        on_ready()
-    sd_notify("READY=1", f"STATUS=running: {len(daemon.watchers)} mailbox(es)")
-    await stop.wait()
-    sd_notify("STOPPING=1")
-    log.info("daemon.stopping")
-    await daemon.stop()
+    # Before start: an early SIGHUP is applied once we run instead of killing the process.
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    watchdog = _start_watchdog()
+    try:
+        await daemon.start()
+        if on_ready:
+            on_ready()
+        sd_notify("READY=1", f"STATUS={await daemon.status_line()}")
+        helpers = [asyncio.create_task(_reload_on(hup, daemon), name="reload"),
+                   asyncio.create_task(_report_status(daemon), name="status")]
+        await stop.wait()
+        sd_notify("STOPPING=1", "STATUS=stopping: finishing transactions, flushing the outbox")
+        log.info("daemon.stopping")
+        await _cancel(helpers)
+        await daemon.stop()
+    finally:
+        if watchdog:
+            await _cancel([watchdog])
+
+
+async def reload(daemon: Daemon) -> bool:
+    """One SIGHUP: check the new setup, then apply it between RELOADING=1 and READY=1."""
+    log.info("reload.requested", config=str(daemon.config.path))
+    try:
+        plan = await daemon.prepare_reload()
+    except ConfigError as exc:
+        return await _rejected(daemon, exc.problems)
+    except Exception as exc:  # a bug in checking must not take the running daemon down
+        log.exception("reload.check_failed")
+        return await _rejected(daemon, [f"{type(exc).__name__}: {exc}"])
+    sd_notify(*reloading())
+    try:
+        await daemon.apply_reload(plan)
+    except Exception as exc:
+        log.exception("reload.failed")
+        daemon.reload_problem = f"{type(exc).__name__}: {exc}"
+    sd_notify("READY=1", f"STATUS={await daemon.status_line()}")
+    return daemon.reload_problem is None
+
+
+async def _rejected(daemon: Daemon, problems: list[str]) -> bool:
+    log.error("reload.rejected", problems=problems,
+              note="the previous configuration stays in effect")
+    daemon.reload_problem = f"rejected, {len(problems)} problem(s) (see the log)"
+    sd_notify(f"STATUS={await daemon.status_line()}")
+    return False
+
+
+async def _reload_on(hup: asyncio.Event, daemon: Daemon) -> None:
+    # One reload at a time; signals arriving meanwhile are folded into one more reload.
+    while True:
+        await hup.wait()
+        hup.clear()
+        await reload(daemon)
+
+
+async def _report_status(daemon: Daemon) -> None:
+    last = ""
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL)
+        try:
+            line = await daemon.status_line()
+        except sqlite3.Error:  # status is best effort; the database may be busy or full
+            continue
+        if line != last:
+            sd_notify(f"STATUS={line}")
+            last = line
+
+
+def _start_watchdog() -> asyncio.Task | None:
+    interval = watchdog_interval()
+    if interval is None:
+        return None
+    log.info("watchdog.enabled", interval=interval)
+    return asyncio.create_task(_feed_watchdog(interval), name="watchdog")
+
+
+async def _feed_watchdog(interval: float) -> None:
+    # A task on the event loop, not a thread: when the loop is stuck the pings stop, which
+    # is exactly what systemd's watchdog is there to notice (it then restarts us).
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

@@ -273,3 +273,51 @@ async def _positive(value: Awaitable[int]) -> bool:
     return await value > 0
 
 
+
+
+async def test_sla_warning_and_breach_reach_the_sink_and_an_answer_stops_them(
+        env: Env) -> None:
+    """IT answers within 4 business hours (09:00-12:30, 13:30-17:30 Berlin). Two requests
+    arrive on Tuesday at 10:00 Berlin; alice answers the second. Simulated time then jumps
+    to the first warning (14:00) and to the breach (15:00)."""
+    from datetime import UTC, datetime
+
+    from tests.factories import FakeClock
+
+    clock = FakeClock(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
+    setup = load_setup(env.config())
+    daemon = Daemon(setup.config, setup.directory, clock=clock)
+    await daemon.start()
+    try:
+        await asyncio.to_thread(env.append, mail("VPN down", message_id="<vpn@example.com>"))
+        await asyncio.to_thread(env.append, mail("New mouse", message_id="<mouse@example.com>"))
+        await env.sink.wait_for(count=2)  # the two acknowledgements
+        await asyncio.to_thread(env.append, mail(
+            "Re: [IT-1002] New mouse", sender="Alice <alice@example.com>",
+            message_id="<answer@example.com>", body="On its way."))
+        await eventually(lambda: _answered(daemon))
+
+        assert daemon.escalator is not None
+        clock.now = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)  # 14:00 Berlin: 75 %
+        daemon.escalator.notify()
+        [warning] = (await env.sink.wait_for(count=3))[2:]
+        assert warning.message["Subject"].startswith("[IT-1001] SLA warning, first response")
+        assert sorted(warning.rcpt_tos) == ["alice@example.com", "bob@example.com"]
+        assert warning.message["Auto-Submitted"] == "auto-generated"
+
+        clock.now = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # 15:00 Berlin: breach
+        daemon.escalator.notify()  # the 90 % warning is overtaken by the breach: skipped
+        received = await env.sink.wait_for(count=4)
+        subjects = [r.message["Subject"] for r in received[3:]]
+        assert any(s.startswith("[IT-1001] SLA breached") for s in subjects), subjects
+        assert not any("IT-1002" in s for r in received[2:]
+                       for s in [r.message["Subject"]]), "an answered ticket escalated"
+        await asyncio.sleep(0.5)
+        assert len(env.sink.messages) == 4  # nothing twice
+    finally:
+        await daemon.stop()
+
+
+async def _answered(daemon: Daemon) -> bool:
+    return await count(daemon, "SELECT COUNT(*) FROM tickets "
+                               "WHERE first_response_at IS NOT NULL") == 1
