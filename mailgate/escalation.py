@@ -119,6 +119,7 @@ class Escalator:
             "department": {"key": dept.key, "name": dept.name, "address": dept.address},
             "target": due.clock.target.value, "kind": kind.value,
             "due_at": due.due_at.astimezone(calendar.zone), "now": now,
+            "due": due.due_at.astimezone(calendar.zone).strftime("%Y-%m-%d %H:%M %Z"),
             "age": timedelta(seconds=calendar.elapsed(ticket.created_at, now)),
             "left": timedelta(seconds=max(0.0, left)),
             "overdue": timedelta(seconds=max(0.0, -left)),
