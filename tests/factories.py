@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,17 @@ from mailgate.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIRECTORY = ROOT / "config" / "directory.example.toml"
+
+
+def find_corpus() -> Path | None:
+    """The shared real-world corpus: $MAILGATE_CORPUS, else ../shared/corpus beside the
+    checkout, else /work/shared/corpus. None when it is not on this machine."""
+    candidates = [os.environ.get("MAILGATE_CORPUS"), ROOT.parent / "shared" / "corpus",
+                  "/work/shared/corpus"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "MANIFEST.tsv").is_file():
+            return Path(candidate)
+    return None
 TEMPLATES = ROOT / "templates"
 IT = Origin(source="imap:it", departments=("it",))
 FACILITIES = Origin(source="imap:facilities", departments=("facilities",))

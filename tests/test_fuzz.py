@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,15 +10,15 @@ from hypothesis import strategies as st
 from mailgate.classify import LoopContext
 from mailgate.fuzzing import mutate, run_core
 from mailgate.model import Origin
-from tests.factories import example_directory, mail
+from tests.factories import example_directory, find_corpus, mail
 
 DIRECTORY = example_directory()
 CONTEXT = LoopContext(DIRECTORY.own_addresses(), "mailgate-test")
 PREFIXES = frozenset(d.prefix for d in DIRECTORY.departments.values())
 ORIGIN = Origin("imap:it", ("it",))
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = find_corpus()
 SEEDS = [mail(), mail("Re: [IT-1001] x", headers={"References": "<a@b> <c@d>"})] + [
-    p.read_bytes() for p in sorted(CORPUS.glob("*/*.eml"))[:40]]
+    p.read_bytes() for p in sorted(CORPUS.glob("*/*.eml") if CORPUS else [])[:40]]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
