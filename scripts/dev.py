@@ -90,6 +90,14 @@ def ensure_dovecot() -> None:
     say(message)
 
 
+def ensure_systemd_analyze() -> None:
+    """Optional: lets the tests check the unit file with `systemd-analyze verify`."""
+    if shutil.which("systemd-analyze") or not can_apt():
+        return
+    if not apt_install("systemd"):
+        say("systemd-analyze unavailable: the unit-file check will be skipped")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__)
@@ -100,6 +108,7 @@ def main(argv: list[str]) -> int:
         os.execv(BIN / "mailgate", [str(BIN / "mailgate"), "demo", *argv[1:]])
     ensure_packages("test")
     ensure_dovecot()
+    ensure_systemd_analyze()
     os.chdir(ROOT)
     os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *argv[1:]])
     return 0
