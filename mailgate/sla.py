@@ -9,6 +9,7 @@ back by the business time it lasted.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -45,12 +46,17 @@ class Escalation:
     re_escalate_every: float | None = None  # business seconds; None: the breach is the last
 
     def levels(self, budget: float) -> tuple[Level, ...]:
-        offsets = [(LevelKind.WARNING, budget * f) for f in sorted(set(self.warn_at))]
-        offsets.append((LevelKind.BREACH, budget))
-        if self.re_escalate_every:
-            offsets += [(LevelKind.RE_ESCALATION, budget + k * self.re_escalate_every)
-                        for k in range(1, MAX_RE_ESCALATIONS + 1)]
-        return tuple(Level(n, kind, offset) for n, (kind, offset) in enumerate(offsets, 1))
+        return _levels(self, budget)
+
+
+@functools.lru_cache(maxsize=1024)  # a handful of policies x priorities in practice
+def _levels(escalation: Escalation, budget: float) -> tuple[Level, ...]:
+    offsets = [(LevelKind.WARNING, budget * f) for f in sorted(set(escalation.warn_at))]
+    offsets.append((LevelKind.BREACH, budget))
+    if escalation.re_escalate_every:
+        offsets += [(LevelKind.RE_ESCALATION, budget + k * escalation.re_escalate_every)
+                    for k in range(1, MAX_RE_ESCALATIONS + 1)]
+    return tuple(Level(n, kind, offset) for n, (kind, offset) in enumerate(offsets, 1))
 
 
 @dataclass(frozen=True, slots=True)
