@@ -1,5 +1,5 @@
-"""The command line: run, demo, check, tickets, show, send, quarantine, backup, migrate,
-version."""
+"""The command line: run, demo, check, status, tickets, show, report, send, quarantine,
+backup, migrate, version."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from mailgate import __version__
 from mailgate.config import config_path, load_config
+from mailgate.directory import Directory
 from mailgate.errors import ConfigError
 from mailgate.loader import Setup, check, load_setup
 from mailgate.log import setup_logging
-from mailgate.model import Origin, Ticket
+from mailgate.model import Origin, Status, Ticket
 from mailgate.schema import MIGRATIONS
 from mailgate.store import Store
 
@@ -58,13 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", cmd_demo, "run everything on localhost, no mail server needed")
     demo.add_argument("--dir", default="mailgate-demo", help="demo folder (default: %(default)s)")
     demo.add_argument("--port", type=int, default=2525, help="SMTP port (default: %(default)s)")
-    status = command("status", cmd_status, "mailboxes, outbox, quarantine, open tickets")
+    status = command("status", cmd_status, "mailboxes, outbox, quarantine, open tickets and "
+                     "SLA risk per department")
     status.add_argument("--json", action="store_true")
-    tickets = command("tickets", cmd_tickets, "list tickets, newest first")
-    tickets.add_argument("--department")
-    tickets.add_argument("--status")
+    tickets = command("tickets", cmd_tickets, "list tickets, newest first; filters combine")
+    tickets.add_argument("--department", help="department key, e.g. it")
+    tickets.add_argument("--status", help="new, open, waiting, resolved, closed; several "
+                         "comma-separated, or 'active' for all but resolved and closed")
+    tickets.add_argument("--at-risk", action="store_true",
+                         help="SLA at risk: a warning fired or under one business hour left")
+    tickets.add_argument("--breached", action="store_true", help="a running SLA clock is "
+                         "overdue (with --at-risk: either)")
+    tickets.add_argument("--requester", help="address, or @domain for everyone there")
+    tickets.add_argument("--older-than", metavar="AGE", help="came in at least AGE ago "
+                         "(wall-clock), e.g. 2d, 4h, 1h30m")
     tickets.add_argument("--limit", type=int, default=50)
     tickets.add_argument("--json", action="store_true")
+    report = command("report", cmd_report, "figures per department for a period: requests, "
+                     "response and resolution times, SLA compliance, backlog, satisfaction")
+    report.add_argument("--since", default="30d", metavar="AGE",
+                        help="period ending now, e.g. 7d, 30d (default: %(default)s)")
+    report.add_argument("--department", action="append", metavar="KEY",
+                        help="only this department (repeatable)")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true")
+    form.add_argument("--html", action="store_true",
+                      help="one self-contained HTML page with a chart per department")
     show = command("show", cmd_show, "one ticket and its conversation")
     show.add_argument("ref", help="ticket number, e.g. IT-1042")
     show.add_argument("--json", action="store_true")
@@ -155,14 +175,22 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from mailgate.queries import risk_horizons, sla_overview
+
+    directory = _directory_or_none(args)
+
     async def work(store: Store) -> int:
+        now = datetime.now(UTC)
         oldest = await store.oldest_queued_at()
+        load = await sla_overview(store.conn, now, risk_horizons(directory, now))
         report = {
             "mailboxes": await store.mailbox_states(),
             "outbox": await store.outbox_summary(),
             "outbox_oldest_queued": oldest.isoformat() if oldest else None,
             "quarantine_held": await store.quarantine_count(),
-            "open_tickets": await store.open_tickets_by_department(),
+            "open_tickets": {d.department: d.open for d in load},
+            "sla": {d.department: {"open": d.open, "at_risk": d.at_risk,
+                                   "breached": d.breached} for d in load},
         }
         if args.json:
             print(json.dumps(report, indent=2))
@@ -174,23 +202,115 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"\noutbox      queued {outbox.get('queued', 0)} (oldest "
               f"{_when(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "
               f"failed {outbox.get('failed', 0)}")
-        print(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)")
-        open_tickets = ", ".join(f"{k} {v}" for k, v in report["open_tickets"].items())
-        print(f"open        {open_tickets or 'none'}")
+        print(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)\n")
+        print_table(("DEPARTMENT", "OPEN", "AT RISK", "BREACHED"),
+                    [(d.department, d.open, d.at_risk, d.breached) for d in load],
+                    empty="open        none")
+        if any(d.at_risk or d.breached for d in load):
+            print("\nat risk: a warning fired or under one business hour left "
+                  "(mailgate tickets --at-risk / --breached lists them)")
         return 0
 
     return _with_store(args, work)
 
 
+def _directory_or_none(args: argparse.Namespace) -> Directory | None:
+    """The directory, for business calendars; without one, time counts as 24x7."""
+    from mailgate.loader import load_directory_of
+
+    try:
+        return load_directory_of(config_path(args.config))
+    except ConfigError as exc:
+        print(f"note: directory not loaded ({exc.problems[0]}); counting business time as "
+              f"24x7", file=sys.stderr)
+        return None
+
+
 def cmd_tickets(args: argparse.Namespace) -> int:
+    from mailgate.queries import TicketFilter, find_tickets, risk_horizons
+    from mailgate.settings import parse_duration
+
+    try:
+        statuses = _statuses(args.status)
+        older = parse_duration(args.older_than) if args.older_than else None
+    except ValueError as exc:
+        print(f"mailgate tickets: {exc}", file=sys.stderr)
+        return 2
+    flt = TicketFilter(department=args.department, statuses=statuses, at_risk=args.at_risk,
+                       breached=args.breached, requester=args.requester, older_than=older,
+                       limit=args.limit)
+    directory = _directory_or_none(args)
+
     async def work(store: Store) -> int:
-        tickets = await store.tickets(args.department, args.status, args.limit)
+        now = datetime.now(UTC)
+        found = await find_tickets(store.conn, flt, now, risk_horizons(directory, now))
         if args.json:
-            print(json.dumps([_ticket_json(t) for t in tickets], indent=2))
+            print(json.dumps([row.as_json() for row in found], indent=2))
             return 0
-        rows = [(t.ref, t.status.value, t.priority.value, _when(t.created_at), t.requester,
-                 t.subject[:50]) for t in tickets]
-        print_table(("TICKET", "STATUS", "PRIORITY", "CREATED", "REQUESTER", "SUBJECT"), rows)
+        rows = [(r.ticket.ref, r.ticket.department, r.ticket.status.value,
+                 r.ticket.priority.value, _when(r.ticket.created_at),
+                 _age(now - r.ticket.created_at), _SLA_LABELS.get(r.sla or "", "-"),
+                 _when(r.next_due) if r.next_due else "-", r.ticket.requester,
+                 r.ticket.subject[:50]) for r in found]
+        print_table(("TICKET", "DEPT", "STATUS", "PRIORITY", "CREATED", "AGE", "SLA", "DUE",
+                     "REQUESTER", "SUBJECT"), rows)
+        return 0
+
+    return _with_store(args, work)
+
+
+_SLA_LABELS = {"breached": "BREACHED", "at_risk": "at risk", "ok": "ok"}
+
+
+def _statuses(value: str | None) -> tuple[str, ...]:
+    """--status new,open -> ('new', 'open'); 'active' is every status but resolved/closed."""
+    if not value:
+        return ()
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if "active" in names:
+        names = [n for n in names if n != "active"] + ["new", "open", "waiting"]
+    known = {s.value for s in Status}
+    for name in names:
+        if name not in known:
+            raise ValueError(f"--status {name!r}: expected {', '.join(s.value for s in Status)}"
+                             f" or active")
+    return tuple(dict.fromkeys(names))
+
+
+def _age(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{max(0, minutes)}m"
+    hours = minutes // 60
+    return f"{hours}h" if hours < 48 else f"{hours // 24}d"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mailgate.settings import parse_duration
+
+    try:
+        period = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"mailgate report: --since: {exc}", file=sys.stderr)
+        return 2
+    if period.total_seconds() <= 0:
+        print("mailgate report: --since must be longer than 0", file=sys.stderr)
+        return 2
+    directory = _directory_or_none(args)
+
+    async def work(store: Store) -> int:
+        from mailgate.queries import department_report
+        from mailgate.report import as_html, as_json, as_text
+
+        now = datetime.now(UTC)
+        report = await department_report(store.conn, directory, now - period, now,
+                                         args.department)
+        if args.json:
+            print(json.dumps(as_json(report), indent=2))
+        elif args.html:
+            sys.stdout.write(as_html(report))
+        else:
+            sys.stdout.write(as_text(report))
         return 0
 
     return _with_store(args, work)
@@ -508,9 +628,10 @@ def _when_ts(value: float | None) -> str:
     return _when(datetime.fromtimestamp(value, UTC)) if value else "-"
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
+                empty: str = "(none)") -> None:
     if not rows:
-        print("(none)")
+        print(empty)
         return
     cells = [[str(c) for c in row] for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

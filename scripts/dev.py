@@ -2,7 +2,7 @@
 """Bootstrap for a fresh clone: only Python and apt are assumed.
 
     python3 scripts/dev.py demo     # venv + mailgate, then `mailgate demo`
-    python3 scripts/dev.py test     # venv + test extras + Dovecot, then pytest
+    python3 scripts/dev.py test     # venv + test extras + Dovecot + Chromium, then pytest
 
 Extra arguments go to `mailgate demo` or to pytest. Standard library only, on purpose.
 """
@@ -98,6 +98,20 @@ def ensure_systemd_analyze() -> None:
         say("systemd-analyze unavailable: the unit-file check will be skipped")
 
 
+def ensure_chromium() -> None:
+    """Headless Chromium renders the HTML report in a test (about 20 s to install)."""
+    if Path("/usr/bin/chromium").exists():
+        return
+    if can_apt() and apt_install("chromium"):
+        return
+    message = ("Chromium is not installed and cannot be installed here (needs root or sudo "
+               "and apt-get): the HTML report screenshot test will be skipped. Install it "
+               "with: sudo apt-get install chromium")
+    if os.environ.get("CI") == "true":
+        sys.exit(f"[dev] {message}")
+    say(message)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__)
@@ -109,6 +123,7 @@ def main(argv: list[str]) -> int:
     ensure_packages("test")
     ensure_dovecot()
     ensure_systemd_analyze()
+    ensure_chromium()
     os.chdir(ROOT)
     os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *argv[1:]])
     return 0
