@@ -83,6 +83,12 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    host: str
+    port: int  # 0: any free port (tests)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -95,6 +101,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     instance: str = "mailgate"  # names this installation in loop-detection headers
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    metrics: MetricsConfig | None = None  # Prometheus endpoint, off unless [metrics] listen
 
     @property
     def database(self) -> Path:
@@ -147,8 +154,10 @@ def load_config(path: Path) -> Config:
     limits = _limits(limits_table) if limits_table else LimitsConfig()
     security_table = root.table("security")
     security = _security(security_table) if security_table else SecurityConfig()
+    metrics_table = root.table("metrics")
+    metrics = _metrics(metrics_table) if metrics_table else None
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
-                  limits_table, security_table):
+                  limits_table, security_table, metrics_table):
         if table:
             table.reject_unknown()
     if problems:
@@ -157,6 +166,7 @@ def load_config(path: Path) -> Config:
         path=path, state_dir=state_dir, directory_path=directory_path,
         templates_dir=templates_dir, smtp=smtp, outbox_dir=outbox_dir, listener=listener,
         mailboxes=mailboxes, limits=limits, instance=instance, security=security,
+        metrics=metrics,
     )
 
 
@@ -243,6 +253,11 @@ def _host_port(t: Table, listen: str) -> tuple[str, int]:
         t.problem("listen", f"expected HOST:PORT such as 127.0.0.1:2525, got {listen!r}")
         return "127.0.0.1", 0
     return host.strip("[]"), int(port)
+
+
+def _metrics(t: Table) -> MetricsConfig:
+    host, port = _host_port(t, t.str("listen") or "")
+    return MetricsConfig(host=host, port=port)
 
 
 def _mailbox(t: Table) -> MailboxConfig:

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from mailgate import metrics
 from mailgate.compose import Envelope, compose, new_message_id
 from mailgate.log import get_logger
 from mailgate.model import Outgoing
@@ -79,6 +80,9 @@ class Escalator:
                 await sla.commit(tx, tick, sent)
                 await tx.add_events(events, now)
             total += len(mails)
+            for due in tick.due:  # committed: count each fired level once
+                if due.firing.level is not None:
+                    metrics.METRICS.escalation(due.ticket.department, due.firing.level.kind)
             if mails:
                 self.sent()
             if tick.tickets < BATCH:

@@ -12,6 +12,7 @@ import asyncio
 import random
 from datetime import timedelta
 
+from mailgate import metrics
 from mailgate.errors import PermanentError, TransientError
 from mailgate.faults import crashpoint
 from mailgate.log import get_logger
@@ -69,6 +70,7 @@ class Outbox:
                     continue
                 crashpoint("after_send")  # the server has it; our bookkeeping does not yet
                 self.sent_log.record(row.id)
+                metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
                 log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
                          to=list(row.recipients))
                 self.server_backoff, self.last_error = 0, None

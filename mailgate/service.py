@@ -21,7 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mailgate.config import Config, ListenerConfig, MailboxConfig, Secret
+from mailgate import metrics
+from mailgate.config import Config, ListenerConfig, MailboxConfig, MetricsConfig, Secret
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
 from mailgate.escalation import Escalator
@@ -90,11 +91,12 @@ class Reload:
     changed: tuple[str, ...]
     transport: bool
     listener: bool
+    metrics: bool = False  # [metrics] listen changed
 
     def summary(self) -> dict[str, Any]:
         return {"added": list(self.added), "removed": list(self.removed),
                 "restarted": list(self.changed), "transport": self.transport,
-                "listener": self.listener,
+                "listener": self.listener, "metrics": self.metrics,
                 "departments": len(self.setup.directory.departments)}
 
 
@@ -115,6 +117,8 @@ class Daemon:
         self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
         self.listener: asyncio.Server | None = None
+        self.metrics: metrics.Registry | None = None
+        self.metrics_server: asyncio.Server | None = None
         self.reload_problem: str | None = None  # why the last reload failed, for STATUS=
         self._tasks: list[asyncio.Task] = []
         self._watcher_tasks: dict[str, asyncio.Task] = {}
@@ -125,8 +129,19 @@ class Daemon:
             return int(self.listener.sockets[0].getsockname()[1])
         return None
 
+    @property
+    def metrics_port(self) -> int | None:
+        if self.metrics_server and self.metrics_server.sockets:
+            return int(self.metrics_server.sockets[0].getsockname()[1])
+        return None
+
     async def start(self) -> None:
         self.store = await Store.open(self.config.database)
+        if self.config.metrics:
+            # Before any task runs, so no event goes uncounted.
+            self.metrics = metrics.Registry()
+            metrics.install(self.metrics)
+            await self._start_metrics(self.config.metrics)
         self.pipeline = self._pipeline(self.config, self.directory, self.renderer)
         self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
         self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log)
@@ -142,6 +157,36 @@ class Daemon:
             self.listener = await start_listener(self.config.listener, self.handler)
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=str(self.config.database))
+
+    async def _start_metrics(self, config: MetricsConfig) -> None:
+        assert self.metrics is not None
+        try:
+            self.metrics_server = await metrics.serve(config.host, config.port, self.metrics,
+                                                      self._gauges)
+        except OSError as exc:  # a metrics port in use must not stop mail from flowing
+            log.error("metrics.listen_failed", listen=f"{config.host}:{config.port}",
+                      error=str(exc))
+            self.reload_problem = f"cannot serve metrics on {config.host}:{config.port}"
+
+    async def _gauges(self) -> list[tuple[str, metrics.Labels, float]]:
+        """Read at each scrape: outbox depth, quarantine, open tickets and SLA state."""
+        from mailgate.queries import risk_horizons, sla_overview
+
+        assert self.store is not None
+        depth = await self.store.queued_count()
+        if self.outbox:  # accepted by the server, not yet marked in the database
+            depth = max(0, depth - len(self.outbox.sent_log.pending))
+        now = self.clock()
+        load = await sla_overview(self.store.conn, now, risk_horizons(self.directory, now))
+        found: list[tuple[str, metrics.Labels, float]] = [
+            ("mailgate_outbox_depth", (), depth),
+            ("mailgate_quarantine_held", (), await self.store.quarantine_count())]
+        for dept in load:
+            for state, count in (("open", dept.open), ("at_risk", dept.at_risk),
+                                 ("breached", dept.breached)):
+                found.append(("mailgate_tickets",
+                              (("department", dept.department), ("state", state)), count))
+        return found
 
     def committed(self) -> None:
         """Intake committed: mail may be queued and SLA clocks may have changed."""
@@ -207,7 +252,8 @@ class Daemon:
             changed=tuple(n for n in new if n in old and new[n] != old[n]),
             transport=self._own_transport and transport_key(self.config) != transport_key(
                 setup.config),
-            listener=self.config.listener != setup.config.listener)
+            listener=self.config.listener != setup.config.listener,
+            metrics=self.config.metrics != setup.config.metrics)
 
     async def apply_reload(self, plan: Reload) -> None:
         """Swap in the new setup between transactions, then restart only what changed."""
@@ -232,6 +278,8 @@ class Daemon:
         if plan.listener:
             await self._replace_listener(old.listener, self.config.listener)
         self.reload_problem = None
+        if plan.metrics:
+            await self._replace_metrics(self.config.metrics)
         log.info("reload.applied", **plan.summary())
 
     def _swap(self, plan: Reload, pipeline: Pipeline) -> None:
@@ -262,6 +310,23 @@ class Daemon:
         if previous:
             previous.close()
 
+    async def _replace_metrics(self, new: MetricsConfig | None) -> None:
+        """Serve metrics where the new config says; counters carry on across reloads."""
+        await self._close_metrics()
+        if new is None:
+            return
+        if self.metrics is None:
+            self.metrics = metrics.Registry()
+            metrics.install(self.metrics)
+        await self._start_metrics(new)
+
+    async def _close_metrics(self) -> None:
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), LISTENER_CLOSE)
+
     # --- status and stop ------------------------------------------------------------
 
     async def status_line(self) -> str:
@@ -271,6 +336,8 @@ class Daemon:
         line = f"{len(self.watchers)} mailbox(es)" + (f" ({detail})" if detail else "")
         if self.listener:
             line += f", SMTP push on port {self.listen_port}"
+        if self.metrics_server:
+            line += f", metrics on port {self.metrics_port}"
         depth = await self.store.queued_count() if self.store else 0
         if self.outbox:  # accepted by the server, not yet marked in the database
             depth = max(0, depth - len(self.outbox.sent_log.pending))
@@ -312,6 +379,9 @@ class Daemon:
             await asyncio.wait_for(self.listener.wait_closed(), LISTENER_CLOSE)
 
     async def _close_resources(self) -> None:
+        await self._close_metrics()
+        if self.metrics is not None and metrics.METRICS is self.metrics:
+            metrics.install(metrics.Metrics())
         with contextlib.suppress(Exception):
             await self.transport.close()
         if self.outbox:

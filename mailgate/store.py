@@ -56,6 +56,7 @@ class OutboxRow:
     recipients: tuple[str, ...]
     raw: bytes
     attempts: int
+    created_at: float = 0.0  # when it was queued (Unix seconds): ack latency metric
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +186,14 @@ class Store:
         return (row[0], row[1]) if row else None
 
     async def due_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        sql = """SELECT id, message_id, kind, ticket, mail_from, recipients, raw, attempts
+        sql = """SELECT id, message_id, kind, ticket, mail_from, recipients, raw, attempts,
+                        created_at
                  FROM outbox WHERE status = 'queued' AND next_attempt <= ?
                  ORDER BY next_attempt, id LIMIT ?"""
         async with self.conn.execute(sql, (ts(now), limit)) as cur:
             rows = await cur.fetchall()
-        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7])
-                for r in rows]
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7],
+                          r[8]) for r in rows]
 
     async def next_outgoing_at(self) -> datetime | None:
         async with self.conn.execute(

@@ -24,6 +24,7 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
 
+from mailgate import metrics
 from mailgate.config import MailboxConfig
 from mailgate.faults import crashpoint
 from mailgate.log import get_logger
@@ -102,6 +103,7 @@ class MailboxWatcher:
         delay = min(MAX_BACKOFF, 2.0 ** min(failures, 9)) * random.uniform(0.5, 1.0)
         self.state.connected = False
         self.state.reconnects += 1
+        metrics.METRICS.imap_reconnect(self.config.name)
         await self._set_mode("reconnecting", f"{type(exc).__name__}: {exc}")
         log.warning("imap.error", mailbox=self.config.name, error=self.state.last_error,
                     retry_in=round(delay, 1))
@@ -166,17 +168,21 @@ class MailboxWatcher:
         return uidvalidity, stored[1]
 
     async def _process(self, uidvalidity: int, batch: list[int], fetched: dict[int, bytes]) -> None:
+        outcomes = []
         async with self.store.transaction() as tx:
             for uid in batch:
                 raw = fetched.get(uid)
                 if raw is None:  # expunged between SEARCH and FETCH: nothing to lose
                     continue
                 outcome = await self.pipeline.handle(tx, raw, self.origin)
+                outcomes.append(outcome.action)
                 log.debug("imap.message", mailbox=self.config.name, uid=uid,
                           action=outcome.action, tickets=outcome.tickets)
             await tx.set_mailbox_position(self.config.name, uidvalidity, batch[-1],
                                           self.clock())
             crashpoint("before_commit")  # everything written, nothing committed
+        for action in outcomes:  # committed: a rolled-back batch is read and counted again
+            metrics.METRICS.message_in(self.config.name, action)
         self.state.processed += len(fetched)
         self.state.last_message_at = time.time()
         self.on_commit()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailgate import metrics
 from mailgate.config import ListenerConfig
 from mailgate.directory import Directory
 from mailgate.log import get_logger
@@ -54,6 +55,7 @@ class PushHandler:
             return self._reply(server, envelope, "451 4.3.0 cannot store the message now; "
                                                  "try again later")
         self.on_commit()
+        metrics.METRICS.message_in("smtp", outcome.action)
         detail = " ".join(outcome.tickets) or outcome.action
         return self._reply(server, envelope, f"250 2.0.0 OK {detail}")
 
