@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 
 from mailgate.errors import ConfigError
@@ -82,6 +82,29 @@ class SecurityConfig:
     authserv_id: str | None = None  # our MTA's Authentication-Results id, if it adds them
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    """When the weekly digest goes to department heads, in each department's calendar."""
+
+    weekday: int  # 0 = Monday
+    at: time  # local wall-clock time
+
+    @classmethod
+    def parse(cls, text: str) -> DigestConfig:
+        """'mon 08:00' -> DigestConfig; ValueError saying what is expected."""
+        day, _, clock = text.strip().lower().partition(" ")
+        try:
+            at: time | None = time.fromisoformat(clock.strip())
+        except ValueError:
+            at = None
+        if day[:3] not in WEEKDAYS or at is None:
+            raise ValueError(f'expected a weekday and a time such as "mon 08:00", got {text!r}')
+        return cls(WEEKDAYS.index(day[:3]), at)
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     host: str
@@ -102,6 +125,7 @@ class Config:
     instance: str = "mailgate"  # names this installation in loop-detection headers
     security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig | None = None  # Prometheus endpoint, off unless [metrics] listen
+    digest: DigestConfig | None = None  # weekly report mail to heads, off unless [digest]
 
     @property
     def database(self) -> Path:
@@ -156,8 +180,11 @@ def load_config(path: Path) -> Config:
     security = _security(security_table) if security_table else SecurityConfig()
     metrics_table = root.table("metrics")
     metrics = _metrics(metrics_table) if metrics_table else None
+    digest_table = root.table("digest")
+    digest = _digest(digest_table) if digest_table else None
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
-                  limits_table, security_table, metrics_table):
+                  limits_table, security_table, metrics_table,
+                  digest_table):
         if table:
             table.reject_unknown()
     if problems:
@@ -166,7 +193,7 @@ def load_config(path: Path) -> Config:
         path=path, state_dir=state_dir, directory_path=directory_path,
         templates_dir=templates_dir, smtp=smtp, outbox_dir=outbox_dir, listener=listener,
         mailboxes=mailboxes, limits=limits, instance=instance, security=security,
-        metrics=metrics,
+        metrics=metrics, digest=digest,
     )
 
 
@@ -258,6 +285,15 @@ def _host_port(t: Table, listen: str) -> tuple[str, int]:
 def _metrics(t: Table) -> MetricsConfig:
     host, port = _host_port(t, t.str("listen") or "")
     return MetricsConfig(host=host, port=port)
+
+
+def _digest(t: Table) -> DigestConfig | None:
+    text = t.str("weekly")
+    try:
+        return DigestConfig.parse(text or "")
+    except ValueError as exc:
+        t.problem("weekly", str(exc))
+        return None
 
 
 def _mailbox(t: Table) -> MailboxConfig:

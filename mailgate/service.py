@@ -23,6 +23,7 @@ from typing import Any
 
 from mailgate import metrics
 from mailgate.config import Config, ListenerConfig, MailboxConfig, MetricsConfig, Secret
+from mailgate.digest import Digester
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
 from mailgate.escalation import Escalator
@@ -114,6 +115,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.pipeline: Pipeline | None = None
         self.escalator: Escalator | None = None
+        self.digester: Digester | None = None
         self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
         self.listener: asyncio.Server | None = None
@@ -150,6 +152,10 @@ class Daemon:
                                    lambda: self.renderer, self.clock, self.outbox.notify,
                                    self.config.instance)
         self._spawn(self.escalator.run(), "escalation")
+        # Reads config and directory through getters, so a reload can switch it on or off.
+        self.digester = Digester(self.store, lambda: self.directory, lambda: self.config.digest,
+                                 self.clock, self.outbox.notify, self.config.instance)
+        self._spawn(self.digester.run(), "digest")
         for box in self.config.mailboxes:
             self._start_watcher(box)
         self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)

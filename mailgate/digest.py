@@ -1,0 +1,120 @@
+"""The weekly digest: each department head gets the department's report by mail.
+
+`[digest] weekly = "mon 08:00"` in mailgate.toml: at that local time in each department's
+calendar zone, the report for the 7 days before it is queued in the outbox, from the
+department address to its head. Exactly once per department and week: the digest's
+Message-ID is derived from both, and it is queued only if the outbox holds no mail with
+that Message-ID (outbox.message_id is unique), so restarts and reloads never repeat it. A
+digest missed by more than a day (mailgate was down) is skipped, not sent late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mailgate.compose import Envelope, compose
+from mailgate.config import DigestConfig
+from mailgate.directory import Department, Directory
+from mailgate.log import get_logger
+from mailgate.model import Outgoing
+from mailgate.store import Store
+
+log = get_logger("mailgate.digest")
+PERIOD = timedelta(days=7)
+LATE_LIMIT = timedelta(days=1)  # a slot missed by more than this is skipped
+CHECK_EVERY = 60.0  # seconds
+
+Clock = Callable[[], datetime]
+
+
+def last_slot(config: DigestConfig, zone: ZoneInfo, now: datetime) -> datetime:
+    """The latest scheduled instant at or before now, in the zone's wall-clock time."""
+    local = now.astimezone(zone)
+    day = local.date() - timedelta(days=(local.weekday() - config.weekday) % 7)
+    slot = datetime.combine(day, config.at, tzinfo=zone)
+    if slot > now:
+        slot = datetime.combine(day - timedelta(days=7), config.at, tzinfo=zone)
+    return slot
+
+
+def digest_id(dept: Department, slot: datetime) -> str:
+    return f"digest.{dept.key}.{slot:%Y%m%d}@{dept.address.partition('@')[2] or 'localhost'}"
+
+
+class Digester:
+    def __init__(self, store: Store, directory: Callable[[], Directory],
+                 config: Callable[[], DigestConfig | None], clock: Clock,
+                 sent: Callable[[], None], instance: str = "mailgate") -> None:
+        # directory and config are getters: a reload swaps them between rounds.
+        self.store = store
+        self.directory = directory
+        self.config = config
+        self.clock = clock
+        self.sent = sent
+        self.instance = instance
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except sqlite3.OperationalError as exc:  # locked, disk full: next round
+                log.warning("digest.retry", error=str(exc))
+            await asyncio.sleep(CHECK_EVERY)
+
+    async def run_once(self) -> list[str]:
+        """Queue every digest that is due and not queued yet; return their Message-IDs."""
+        config, directory, now = self.config(), self.directory(), self.clock()
+        if config is None:
+            return []
+        queued = []
+        for dept in directory.departments.values():
+            if not dept.head:
+                continue
+            zone = directory.calendar_for(dept).zone
+            slot = last_slot(config, zone, now)
+            if now - slot > LATE_LIMIT:
+                continue
+            message_id = digest_id(dept, slot)
+            if await self._queued(message_id):
+                continue
+            mail = await self._mail(directory, dept, slot, message_id)
+            async with self.store.transaction() as tx:
+                row = await tx.fetch_one("SELECT 1 FROM outbox WHERE message_id = ?",
+                                         (message_id,))
+                if row is None:
+                    await tx.enqueue(mail, now)
+                    queued.append(message_id)
+            log.info("digest.queued", department=dept.key, to=dept.head,
+                     period_end=slot.isoformat())
+        if queued:
+            self.sent()
+        return queued
+
+    async def _queued(self, message_id: str) -> bool:
+        async with self.store.conn.execute(
+                "SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)) as cur:
+            return await cur.fetchone() is not None
+
+    async def _mail(self, directory: Directory, dept: Department, slot: datetime,
+                    message_id: str) -> Outgoing:
+        from mailgate.queries import department_report
+        from mailgate.report import as_html, as_text
+
+        report = await department_report(self.store.conn, directory, slot - PERIOD, slot,
+                                         [dept.key])
+        head = dept.head
+        assert head is not None
+        envelope = Envelope(
+            from_name=dept.name, from_addr=dept.address, to=(head,),
+            subject=f"Weekly report {dept.name}: {(slot - PERIOD):%d %b} - {slot:%d %b %Y}",
+            message_id=message_id, date=self.clock(), auto_submitted="auto-generated",
+            extra=(("X-Mailgate-Instance", self.instance),
+                   ("X-Mailgate-Digest", dept.key)))
+        return Outgoing(message_id=message_id, kind="digest", mail_from=dept.address,
+                        recipients=(head,),
+                        raw=compose(envelope, as_text(report), as_html(report)))
+
