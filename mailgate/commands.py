@@ -27,7 +27,7 @@ MAX_COMMAND_LINES = 10
 _LINE = re.compile(r"^#([A-Za-z][A-Za-z_-]*)(?:\s+(.*))?$")
 
 HELP = """\
-#note                 the rest of the mail stays internal (the team sees it, the requester never)
+#note                 internal: the team sees the rest of the mail, the requester never
 #resolve [text]       resolved: the requester gets a summary and a rating question
 #close [reason]       closed without a survey
 #waiting              waiting on the requester: SLA clocks pause until they reply
@@ -131,3 +131,16 @@ def _conflicts(commands: list[Command]) -> list[str]:
     if "take" in names and "assign" in names:
         errors.append("#take and #assign contradict each other; give one")
     return errors
+
+
+_RATING = re.compile(r"^\s*([1-5])\s*(?:/\s*5)?\s*[.!]?\s*$")
+
+
+def parse_rating(text: str) -> tuple[int, str] | None:
+    """A satisfaction answer: the first non-empty line is one digit 1-5 (also "4/5" or
+    "4."); the lines after it are the comment. None when the text is something else."""
+    lines = text.replace("\r\n", "\n").strip().split("\n")
+    found = _RATING.match(lines[0]) if lines else None
+    if not found:
+        return None
+    return int(found.group(1)), "\n".join(lines[1:]).strip()[:2000]

@@ -9,9 +9,12 @@ from __future__ import annotations
 import binascii
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email import message_from_bytes, policy
 from email.header import Header
+from email.message import Message
 from email.utils import format_datetime, formataddr
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -44,20 +47,98 @@ class Envelope:
     extra: tuple[tuple[str, str], ...] = ()
 
 
-def compose(env: Envelope, text: str, html: str | None = None) -> bytes:
+def compose(env: Envelope, text: str, html: str | None = None,
+            attachments: Sequence[bytes] = ()) -> bytes:
+    """The whole mail; `attachments` are complete MIME parts (headers and body) as bytes,
+    relayed as they arrived (see relay_parts)."""
     headers = _headers(env)
+    content_headers, body = _content(text, html)
+    if not attachments:
+        return (CRLF.join(_lines(headers + content_headers)) + CRLF + CRLF + body).encode("ascii")
+    boundary = f"=_mailgate_mixed_{uuid.uuid4().hex}"
+    headers.append(("Content-Type", f'multipart/mixed; boundary="{boundary}"'))
+    head = CRLF.join(_lines(headers)) + CRLF + CRLF
+    first = CRLF.join(_lines(content_headers)) + CRLF + CRLF + body
+    delimiter = f"{CRLF}--{boundary}{CRLF}".encode("ascii")
+    return b"".join([head.encode("ascii"), f"--{boundary}{CRLF}".encode("ascii"),
+                     first.encode("ascii"),
+                     *(delimiter + part.rstrip(b"\r\n") for part in attachments),
+                     f"{CRLF}--{boundary}--{CRLF}".encode("ascii")])
+
+
+def _content(text: str, html: str | None) -> tuple[list[tuple[str, str]], str]:
     if html is None:
-        headers += _text_part_headers("plain")
-        body = _qp(text)
-    else:
-        boundary = f"=_mailgate_{uuid.uuid4().hex}"
-        headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
-        body = CRLF.join([
-            f"--{boundary}", *_lines(_text_part_headers("plain")), "", _qp(text),
-            f"--{boundary}", *_lines(_text_part_headers("html")), "", _qp(html),
-            f"--{boundary}--", "",
-        ])
-    return (CRLF.join(_lines(headers)) + CRLF + CRLF + body).encode("ascii")
+        return _text_part_headers("plain"), _qp(text)
+    boundary = f"=_mailgate_{uuid.uuid4().hex}"
+    body = CRLF.join([
+        f"--{boundary}", *_lines(_text_part_headers("plain")), "", _qp(text),
+        f"--{boundary}", *_lines(_text_part_headers("html")), "", _qp(html),
+        f"--{boundary}--", "",
+    ])
+    return [("Content-Type", f'multipart/alternative; boundary="{boundary}"')], body
+
+
+@dataclass(frozen=True, slots=True)
+class RelayParts:
+    parts: tuple[bytes, ...]  # complete MIME parts, as received
+    left_out: tuple[tuple[str, int], ...]  # (filename, size) of parts over the size cap
+
+
+def relay_parts(raw: bytes, limit: int) -> RelayParts:
+    """The attachments of a received mail as MIME parts to relay, until `limit` bytes.
+
+    Parts keep their own headers and transfer encoding, so nothing is decoded and
+    re-encoded on the way. Body text parts (the first text/plain and text/html that are
+    not attachments) are left out: the relayed mail carries the trimmed text instead.
+    """
+    try:
+        msg = message_from_bytes(raw)
+    except Exception:
+        return RelayParts((), ())
+    kept: list[bytes] = []
+    left_out: list[tuple[str, int]] = []
+    total = 0
+    for part in _attachment_leaves(msg):
+        try:
+            data = part.as_bytes(policy=policy.compat32.clone(linesep=CRLF))
+        except Exception:
+            continue
+        name = _part_name(part)
+        if total + len(data) > limit:
+            left_out.append((name, len(data)))
+            continue
+        total += len(data)
+        kept.append(data)
+    return RelayParts(tuple(kept), tuple(left_out))
+
+
+def _attachment_leaves(msg: Message) -> list[Message]:
+    found: list[Message] = []
+    body_types: set[str] = set()
+    stack = [msg]
+    while stack and len(found) < 100:
+        part = stack.pop(0)
+        ctype = part.get_content_type()
+        payload = part.get_payload()
+        if part.is_multipart() and ctype != "message/rfc822" and isinstance(payload, list):
+            stack = [p for p in payload if isinstance(p, Message)] + stack
+            continue
+        disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
+        attachment = bool(_part_name(part, "")) or disposition == "attachment"
+        if ctype in ("text/plain", "text/html") and not attachment and ctype not in body_types:
+            body_types.add(ctype)
+            continue
+        if part is not msg:
+            found.append(part)
+    return found
+
+
+def _part_name(part: Message, default: str = "unnamed") -> str:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    return str(name) if name else default
 
 
 def _headers(env: Envelope) -> list[tuple[str, str]]:

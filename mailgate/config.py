@@ -82,6 +82,14 @@ class SecurityConfig:
     authserv_id: str | None = None  # our MTA's Authentication-Results id, if it adds them
 
 
+@dataclass(frozen=True)
+class ConversationConfig:
+    reopen_window: timedelta = timedelta(days=7)  # a requester's reply after resolve reopens
+    auto_close_after: timedelta = timedelta(days=7)  # resolved tickets close after this
+    max_relay_bytes: int = 10 * 1024 * 1024  # attachments relayed per mail, encoded size
+    notify_team: bool = True  # mail the team about each new ticket
+
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -126,6 +134,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig | None = None  # Prometheus endpoint, off unless [metrics] listen
     digest: DigestConfig | None = None  # weekly report mail to heads, off unless [digest]
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
 
     @property
     def database(self) -> Path:
@@ -182,9 +191,12 @@ def load_config(path: Path) -> Config:
     metrics = _metrics(metrics_table) if metrics_table else None
     digest_table = root.table("digest")
     digest = _digest(digest_table) if digest_table else None
+    conversation_table = root.table("conversation")
+    conversation = (_conversation(conversation_table) if conversation_table
+                    else ConversationConfig())
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
                   limits_table, security_table, metrics_table,
-                  digest_table):
+                  digest_table, conversation_table):
         if table:
             table.reject_unknown()
     if problems:
@@ -194,6 +206,7 @@ def load_config(path: Path) -> Config:
         templates_dir=templates_dir, smtp=smtp, outbox_dir=outbox_dir, listener=listener,
         mailboxes=mailboxes, limits=limits, instance=instance, security=security,
         metrics=metrics, digest=digest,
+        conversation=conversation,
     )
 
 
@@ -337,3 +350,13 @@ def _security(t: Table) -> SecurityConfig:
             t.problem("trusted_domains", f"{domain!r} is not a domain name like example.com")
     authserv_id = t.str("authserv_id", None)
     return SecurityConfig(frozenset(domains), authserv_id.strip().lower() if authserv_id else None)
+
+
+def _conversation(t: Table) -> ConversationConfig:
+    default = ConversationConfig()
+    return ConversationConfig(
+        reopen_window=t.duration("reopen_window", default.reopen_window),
+        auto_close_after=t.duration("auto_close_after", default.auto_close_after),
+        max_relay_bytes=t.int("max_relay_bytes", default.max_relay_bytes, minimum=0),
+        notify_team=t.bool("notify_team", default.notify_team),
+    )

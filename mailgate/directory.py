@@ -187,6 +187,12 @@ class Directory:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
 
 
+def is_agent(dept: Department, addr: str) -> bool:
+    """Someone who answers for the department: a team member, its lead, head or notify list."""
+    addr = addr.lower()
+    return addr in dept.team or addr in (dept.lead, dept.head, dept.notify)
+
+
 def strip_plus(addr: str) -> str:
     local, at, domain = addr.partition("@")
     return f"{local.split('+', 1)[0]}{at}{domain}"

@@ -17,7 +17,7 @@ from mailgate.classify import LoopContext, Verdict, classify
 from mailgate.compose import Envelope, compose, new_message_id
 from mailgate.config import Config
 from mailgate.conversation import clean_subject, tagged_subject, thread_hints
-from mailgate.directory import Department, Directory
+from mailgate.directory import Department, Directory, is_agent
 from mailgate.errors import BadMessage
 from mailgate.log import get_logger
 from mailgate.model import Inbound, MailKind, Origin, Outgoing, Ticket
@@ -28,6 +28,7 @@ from mailgate.sla import Target
 from mailgate.slaclock import SlaBook
 from mailgate.store import Tx
 from mailgate.trust import TrustPolicy, sender_trust
+from mailgate.workflow import ConversationSettings, Incoming, Workflow
 
 log = get_logger("mailgate.pipeline")
 Clock = Callable[[], datetime]
@@ -48,6 +49,9 @@ class PipelineSettings:
     acks_per_sender_per_hour: int = 10
     max_body_chars: int = 200_000
     trust: TrustPolicy = field(default_factory=TrustPolicy)
+    reopen_window: timedelta = timedelta(days=7)
+    max_relay_bytes: int = 10 * 1024 * 1024
+    notify_team: bool = True
 
     @classmethod
     def from_config(cls, config: Config) -> PipelineSettings:
@@ -55,7 +59,14 @@ class PipelineSettings:
                    acks_per_sender_per_hour=config.limits.acks_per_sender_per_hour,
                    max_body_chars=config.limits.max_body_chars,
                    trust=TrustPolicy(config.security.trusted_domains,
-                                     config.security.authserv_id))
+                                     config.security.authserv_id),
+                   reopen_window=config.conversation.reopen_window,
+                   max_relay_bytes=config.conversation.max_relay_bytes,
+                   notify_team=config.conversation.notify_team)
+
+    def conversation(self) -> ConversationSettings:
+        return ConversationSettings(self.instance, self.reopen_window, self.max_relay_bytes,
+                                    self.acks_per_sender_per_hour, self.notify_team)
 
 
 class Pipeline:
@@ -68,6 +79,7 @@ class Pipeline:
         self.loop_context = LoopContext(directory.own_addresses(), settings.instance)
         self.prefixes = frozenset(d.prefix for d in directory.departments.values())
         self.sla = SlaBook(directory)
+        self.workflow = Workflow(directory, renderer, self.sla, settings.conversation())
 
     async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
         now = self.clock()
@@ -106,6 +118,15 @@ class Pipeline:
             return Outcome("duplicate", reason="already received for " + ", ".join(targets))
         verdict = classify(msg, self.loop_context)
         existing = await self._thread(tx, msg, verdict)
+        if existing and verdict.kind is MailKind.REQUEST:
+            stale = [t for t in existing if await self.workflow.is_stale(tx, t, msg, now)]
+            if stale and len(stale) == len(existing):
+                # Too long after the resolution: a new ticket that links the old one.
+                routes = {t.department: Route(t.department, t.priority, "follow-up")
+                          for t in stale if t.department in self.directory.departments}
+                if routes:
+                    return await self._open(tx, raw, msg, fp, verdict, list(routes), origin,
+                                            now, routes, predecessors=stale)
         if existing:
             return await self._append(tx, raw, msg, fp, verdict, existing, pending, origin,
                                       now)
@@ -145,6 +166,14 @@ class Pipeline:
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
+        if verdict.kind is MailKind.REQUEST and actor:
+            # A person wrote: answers, notes, commands, replies (workflow.py).
+            incoming = Incoming(msg, raw, message, sender_trust(msg, self.settings.trust))
+            for ticket in tickets:
+                kind = await self.workflow.follow_up(tx, ticket, incoming, now)
+            log.info("ticket.appended", tickets=[t.ref for t in tickets], kind=kind,
+                     message_id=msg.message_id, source=origin.source)
+            return Outcome("reply", tuple(t.ref for t in tickets))
         for ticket in tickets:
             await tx.add_event(ticket.id, kind, now, actor=actor, message=message,
                                detail={"reason": verdict.reason} if verdict.reason else None)
@@ -158,7 +187,8 @@ class Pipeline:
 
     async def _open(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
                     pending: list[str], origin: Origin, now: datetime,
-                    routes: dict[str, Route]) -> Outcome:
+                    routes: dict[str, Route],
+                    predecessors: list[Ticket] | None = None) -> Outcome:
         """A new request: one ticket per department, linked, and one acknowledgement."""
         assert msg.sender is not None
         message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
@@ -180,7 +210,17 @@ class Pipeline:
                      rule=routes[key].rule)
         if len(tickets) > 1:
             await tx.link_tickets([t.id for t in tickets])
+        for ticket in tickets:
+            old = next((p for p in predecessors or () if p.department == ticket.department),
+                       None)
+            if old is not None:
+                await tx.link_tickets([old.id, ticket.id])
+                await tx.add_event(old.id, "followed_up", now, actor=msg.sender.addr,
+                                   message=message, detail={"by": ticket.ref})
+                await tx.add_event(ticket.id, "follows", now, detail={"ticket": old.ref})
         acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now)
+        for ticket in tickets:
+            await self.workflow.opened(tx, ticket, msg, raw, message, now)
         return Outcome("ticket", tuple(t.ref for t in tickets), acknowledged=acknowledged)
 
     async def _follow_clocks(self, tx: Tx, ticket: Ticket, sender: str,
@@ -259,12 +299,6 @@ class Pipeline:
             "first_response": sla.first_response[ticket.priority],
             "business_hours": dept.calendar is not None,
         }
-
-
-def is_agent(dept: Department, addr: str) -> bool:
-    """Someone who answers for the department: a team member, its lead, head or notify list."""
-    addr = addr.lower()
-    return addr in dept.team or addr in (dept.lead, dept.head, dept.notify)
 
 
 def _safe_parse(raw: bytes, max_body_chars: int) -> Inbound | None:

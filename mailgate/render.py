@@ -25,6 +25,10 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
+# Every mail mailgate writes; a department may override any of them (templates/<key>/).
+REQUIRED = ("ack", "escalation", "notify_team", "reply_requester", "relay_team",
+            "command_reply", "resolved", "thanks")
+
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
@@ -75,8 +79,10 @@ class Renderer:
                 self.env.get_template(name)
             except Exception as exc:
                 problems.append(f"{self.templates_dir / name}: {type(exc).__name__}: {exc}")
-        if "ack.txt.j2" not in names:
-            problems.append(f"{self.templates_dir}: ack.txt.j2 is missing")
+        missing = [f"{name}.txt.j2" for name in REQUIRED if f"{name}.txt.j2" not in names]
+        if missing:
+            problems.append(f"{self.templates_dir}: missing {', '.join(missing)} (copy them "
+                            "from mailgate's templates/ folder)")
         return problems
 
 

@@ -165,4 +165,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (ticket, target, round, level)
     ) WITHOUT ROWID;
     """,
+    # 4: conversation by email -- visibility of events, trimmed text, resolution and review
+    """
+    ALTER TABLE messages ADD COLUMN text TEXT;  -- the body without quotes, signature, commands
+    ALTER TABLE events ADD COLUMN visibility TEXT;  -- public | internal (conversation events)
+    ALTER TABLE tickets ADD COLUMN closed_at REAL;
+    ALTER TABLE tickets ADD COLUMN survey_at REAL;  -- summary and rating question sent
+    ALTER TABLE tickets ADD COLUMN rating INTEGER;  -- 1..5, the requester's answer
+    ALTER TABLE tickets ADD COLUMN rating_comment TEXT;
+    ALTER TABLE tickets ADD COLUMN rated_at REAL;
+    -- The auto-closer's query: resolved tickets, oldest resolution first.
+    CREATE INDEX tickets_resolved_at ON tickets(resolved_at) WHERE status = 'resolved';
+    """,
 )

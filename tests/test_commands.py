@@ -70,3 +70,14 @@ def test_too_many_command_lines() -> None:
 def test_command_str() -> None:
     assert str(Command("assign", "bob")) == "#assign bob"
     assert str(Command("resolve")) == "#resolve"
+
+
+def test_rating_is_a_single_digit_on_the_first_line() -> None:
+    from mailgate.commands import parse_rating
+
+    assert parse_rating("\n 5 \n") == (5, "")
+    assert parse_rating("4/5\nQuick, but the laptop is still slow.") == (
+        4, "Quick, but the laptop is still slow.")
+    assert parse_rating("3.") == (3, "")
+    for text in ("6", "0", "45", "5 stars is too much", "It works, 5", ""):
+        assert parse_rating(text) is None, text

@@ -27,7 +27,10 @@ class Env:
     account: object
     sink: object
 
-    def config(self, *, listener: bool = False, extra: str = "") -> Path:
+    def config(self, *, listener: bool = False, extra: str = "", tables: str = "",
+               notify_team: bool = False) -> Path:
+        """`extra` goes into the [[mailbox]] table, `tables` before it. Team notifications
+        are off unless asked for: most tests here count acknowledgements."""
         secret = self.tmp_path / "imap.secret"
         secret.write_text(self.account.password + "\n")
         listen = '[intake.smtp]\nlisten = "127.0.0.1:0"\n' if listener else ""
@@ -45,6 +48,9 @@ dir = "{ROOT / 'templates'}"
 host = "{self.sink.host}"
 port = {self.sink.port}
 timeout = 10
+[conversation]
+notify_team = {"true" if notify_team else "false"}
+{tables}
 {listen}
 [[mailbox]]
 name = "it"
@@ -132,8 +138,11 @@ async def test_reply_threads_into_the_ticket_without_new_ack(env: Env, daemon: D
     await eventually(lambda: _at_least(position(daemon), uid))
     assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 1
     assert await count(daemon, "SELECT COUNT(*) FROM events WHERE kind = 'reply'") == 1
+    # The reply is relayed to the team (workflow.py), never acknowledged again.
+    [_, relayed] = await env.sink.wait_for(count=2)
+    assert sorted(relayed.rcpt_tos) == ["alice@example.com", "bob@example.com"]
     await asyncio.sleep(0.3)
-    assert len(env.sink.messages) == 1
+    assert [m.rcpt_tos for m in env.sink.messages].count(["ann@example.com"]) == 1
 
 
 async def test_same_message_delivered_twice_is_one_ticket(env: Env, daemon: Daemon) -> None:
@@ -296,24 +305,26 @@ async def test_sla_warning_and_breach_reach_the_sink_and_an_answer_stops_them(
             "Re: [IT-1002] New mouse", sender="Alice <alice@example.com>",
             message_id="<answer@example.com>", body="On its way."))
         await eventually(lambda: _answered(daemon))
+        [relayed] = (await env.sink.wait_for(count=3))[2:]  # alice's answer, to ann
+        assert relayed.rcpt_tos == ["ann@example.com"]
 
         assert daemon.escalator is not None
         clock.now = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)  # 14:00 Berlin: 75 %
         daemon.escalator.notify()
-        [warning] = (await env.sink.wait_for(count=3))[2:]
+        [warning] = (await env.sink.wait_for(count=4))[3:]
         assert warning.message["Subject"].startswith("[IT-1001] SLA warning, first response")
         assert sorted(warning.rcpt_tos) == ["alice@example.com", "bob@example.com"]
         assert warning.message["Auto-Submitted"] == "auto-generated"
 
         clock.now = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # 15:00 Berlin: breach
         daemon.escalator.notify()  # the 90 % warning is overtaken by the breach: skipped
-        received = await env.sink.wait_for(count=4)
-        subjects = [r.message["Subject"] for r in received[3:]]
+        received = await env.sink.wait_for(count=5)
+        subjects = [r.message["Subject"] for r in received[4:]]
         assert any(s.startswith("[IT-1001] SLA breached") for s in subjects), subjects
-        assert not any("IT-1002" in s for r in received[2:]
+        assert not any("IT-1002" in s for r in received[3:]
                        for s in [r.message["Subject"]]), "an answered ticket escalated"
         await asyncio.sleep(0.5)
-        assert len(env.sink.messages) == 4  # nothing twice
+        assert len(env.sink.messages) == 5  # nothing twice
     finally:
         await daemon.stop()
 

@@ -50,6 +50,8 @@ path = "{ROOT / 'config' / 'directory.example.toml'}"
 host = "{sink.host}"
 port = {sink.port}
 timeout = 5
+[conversation]
+notify_team = false  # these tests count acknowledgements
 {mailboxes}
 """)
     return path

@@ -54,8 +54,13 @@ def test_sandbox_blocks_attribute_tricks(tmp_path: Path) -> None:
 
 def test_check_reports_broken_templates(tmp_path: Path) -> None:
     (tmp_path / "ack.txt.j2").write_text("{% if %}")
-    [problem] = Renderer(tmp_path).check()
+    problem, missing = Renderer(tmp_path).check()
     assert "ack.txt.j2" in problem and "TemplateSyntaxError" in problem
+    assert "missing escalation.txt.j2, notify_team.txt.j2" in missing
+
+
+def test_shipped_templates_are_complete() -> None:
+    assert Renderer(TEMPLATES).check() == []
 
 
 def envelope(subject: str, name: str = "IT Desk") -> Envelope:

@@ -1,0 +1,146 @@
+"""The conversation's SQL inside an open transaction: ticket state, status changes,
+threading lookups and visible events. Called by conversation.py and autoclose.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailgate.model import Priority, Status
+from mailgate.store import Tx, from_ts, ts
+
+# Mail we send to the requester, and to the team: each side threads among its own.
+REQUESTER_KINDS = ("ack", "reply", "summary", "thanks", "transferred")
+TEAM_KINDS = ("notify-team", "relay-team", "note-team")
+
+
+@dataclass(frozen=True, slots=True)
+class TicketState:
+    id: int
+    ref: str
+    department: str
+    subject: str
+    requester: str
+    requester_name: str
+    status: Status
+    priority: Priority
+    created_at: datetime
+    assignee: str | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    survey_at: datetime | None
+    rating: int | None
+
+
+_STATE = """SELECT id, ref, department, subject, requester, requester_name, status, priority,
+                   created_at, assignee, resolved_at, closed_at, survey_at, rating
+            FROM tickets WHERE id = ?"""
+
+
+def _maybe(value: float | None) -> datetime | None:
+    return from_ts(value) if value is not None else None
+
+
+async def state(tx: Tx, ticket_id: int) -> TicketState:
+    r = await tx.fetch_one(_STATE, (ticket_id,))
+    assert r is not None, f"ticket {ticket_id} vanished inside its transaction"
+    return TicketState(r[0], r[1], r[2], r[3], r[4], r[5], Status(r[6]), Priority(r[7]),
+                       from_ts(r[8]), r[9], _maybe(r[10]), _maybe(r[11]), _maybe(r[12]), r[13])
+
+
+async def event(tx: Tx, ticket_id: int, kind: str, now: datetime, *, actor: str | None = None,
+                message: int | None = None, outgoing: int | None = None,
+                detail: dict | None = None, visibility: str | None = None) -> None:
+    await tx.execute(
+        "INSERT INTO events (ticket, at, kind, actor, message, outgoing, detail, visibility) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (ticket_id, ts(now), kind, actor, message, outgoing,
+         json.dumps(detail) if detail else None, visibility))
+
+
+async def set_text(tx: Tx, message: int, text: str) -> None:
+    await tx.execute("UPDATE messages SET text = ? WHERE id = ?", (text, message))
+
+
+async def set_status(tx: Tx, ticket_id: int, status: Status, now: datetime) -> None:
+    """Status with its timestamps: resolving stamps resolved_at, reopening clears both."""
+    extra, args = {Status.RESOLVED: (", resolved_at = ?, closed_at = NULL", (ts(now),)),
+                   Status.CLOSED: (", closed_at = ?", (ts(now),)),
+                   Status.OPEN: (", resolved_at = NULL, closed_at = NULL", ())}.get(
+                       status, ("", ()))
+    await tx.execute(f"UPDATE tickets SET status = ?, updated_at = ?{extra} WHERE id = ?",
+                     (status.value, ts(now), *args, ticket_id))
+
+
+async def set_field(tx: Tx, ticket_id: int, column: str, value: object, now: datetime) -> None:
+    assert column in ("assignee", "priority", "department", "survey_at")
+    await tx.execute(f"UPDATE tickets SET {column} = ?, updated_at = ? WHERE id = ?",
+                     (value, ts(now), ticket_id))
+
+
+async def rate(tx: Tx, ticket_id: int, rating: int, comment: str, now: datetime) -> None:
+    await tx.execute("UPDATE tickets SET rating = ?, rating_comment = ?, rated_at = ? "
+                     "WHERE id = ?", (rating, comment or None, ts(now), ticket_id))
+
+
+async def request_message_id(tx: Tx, ticket_id: int) -> str | None:
+    row = await tx.fetch_one(
+        "SELECT m.message_id FROM events e JOIN messages m ON m.id = e.message "
+        "WHERE e.ticket = ? AND m.message_id != '' ORDER BY e.id LIMIT 1", (ticket_id,))
+    return row[0] if row else None
+
+
+async def request_text(tx: Tx, ticket_id: int) -> str:
+    row = await tx.fetch_one(
+        "SELECT coalesce(m.text, m.body) FROM events e JOIN messages m ON m.id = e.message "
+        "WHERE e.ticket = ? ORDER BY e.id LIMIT 1", (ticket_id,))
+    return row[0] if row else ""
+
+
+async def last_from(tx: Tx, ticket_id: int, sender: str) -> str | None:
+    """The newest Message-ID this sender wrote on the ticket."""
+    row = await tx.fetch_one(
+        "SELECT m.message_id FROM events e JOIN messages m ON m.id = e.message "
+        "WHERE e.ticket = ? AND m.sender = ? AND m.message_id != '' "
+        "ORDER BY e.id DESC LIMIT 1", (ticket_id, sender))
+    return row[0] if row else None
+
+
+async def sent_ids(tx: Tx, ticket_id: int, kinds: tuple[str, ...]) -> list[str]:
+    """Message-IDs of the mail of these kinds we sent about the ticket, oldest first."""
+    marks = ",".join("?" * len(kinds))
+    rows = await tx.fetch_all(
+        f"SELECT DISTINCT o.id, o.message_id FROM events e JOIN outbox o ON o.id = e.outgoing "
+        f"WHERE e.ticket = ? AND o.kind IN ({marks}) ORDER BY o.id", (ticket_id, *kinds))
+    return [r[1] for r in rows]
+
+
+async def last_public_answer(tx: Tx, ticket_id: int) -> str:
+    row = await tx.fetch_one(
+        "SELECT coalesce(m.text, m.body) FROM events e JOIN messages m ON m.id = e.message "
+        "WHERE e.ticket = ? AND e.kind = 'reply' AND e.visibility = 'public' "
+        "AND json_extract(e.detail, '$.role') = 'agent' "
+        "AND coalesce(m.text, m.body) != '' ORDER BY e.id DESC LIMIT 1", (ticket_id,))
+    return row[0] if row else ""
+
+
+async def first_response_due(tx: Tx, ticket_id: int) -> datetime | None:
+    row = await tx.fetch_one("SELECT due_at FROM sla_clocks WHERE ticket = ? "
+                             "AND target = 'first_response' AND met_at IS NULL", (ticket_id,))
+    return from_ts(row[0]) if row else None
+
+
+async def resolved_before(tx: Tx, cutoff: datetime, limit: int) -> list[tuple[int, str]]:
+    rows = await tx.fetch_all(
+        "SELECT id, ref FROM tickets WHERE status = 'resolved' AND resolved_at <= ? "
+        "ORDER BY resolved_at LIMIT ?", (ts(cutoff), limit))
+    return [(r[0], r[1]) for r in rows]
+
+
+async def recent_count(tx: Tx, kind: str, recipient: str, since: datetime) -> int:
+    row = await tx.fetch_one(
+        "SELECT COUNT(*) FROM outbox WHERE kind = ? AND recipients = ? AND created_at >= ?",
+        (kind, json.dumps([recipient]), ts(since)))
+    return int(row[0]) if row else 0

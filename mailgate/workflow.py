@@ -1,0 +1,503 @@
+"""Working a ticket by email: what a person's mail to an existing ticket does.
+
+The pipeline calls `follow_up` for every human mail (MailKind.REQUEST) that threads into
+a ticket, inside the message's savepoint; automatic mail never gets here, so nothing here
+can answer an auto-reply or a bounce. In order:
+
+1. an agent of the ticket's department whose sender trust allows commands
+   (trust.may_command) answers publicly (relayed to the requester from the department
+   address), writes an internal #note (sent to the team), and/or runs commands;
+2. an agent address we cannot believe (spoofable From:) is recorded, never relayed and
+   never obeyed;
+3. anyone else -- the requester, a colleague -- is a reply: relayed to the assignee or the
+   team; the requester's reply reopens a resolved ticket and resumes paused clocks, and a
+   single digit 1-5 answers the satisfaction question.
+
+Commands are all or nothing (see commands.py): one line that cannot be carried out and
+nothing changes; the agent is told why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from mailgate import ticketops as ops
+from mailgate.commands import HELP, Command, Parsed, parse_commands, parse_rating
+from mailgate.compose import Envelope, RelayParts, compose, new_message_id, relay_parts
+from mailgate.conversation import tagged_subject
+from mailgate.directory import Department, Directory, is_agent
+from mailgate.log import get_logger
+from mailgate.model import Inbound, Outgoing, Priority, Status, Ticket
+from mailgate.render import Renderer
+from mailgate.sla import Target
+from mailgate.slaclock import SlaBook
+from mailgate.store import Tx
+from mailgate.trim import trim_reply
+from mailgate.trust import Trust, may_command
+
+log = get_logger("mailgate.workflow")
+NO_PARTS = RelayParts((), ())
+MAX_QUOTED_CHARS = 20_000  # request text shown in a notification or summary
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSettings:
+    instance: str = "mailgate"
+    reopen_window: timedelta = timedelta(days=7)
+    max_relay_bytes: int = 10 * 1024 * 1024
+    replies_per_sender_per_hour: int = 10  # command refusals and errors, per recipient
+    notify_team: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """The mail being handled, as the workflow needs it."""
+
+    msg: Inbound
+    raw: bytes
+    message: int  # its messages row
+    trust: Trust
+
+    @property
+    def sender(self) -> str:
+        assert self.msg.sender is not None  # the pipeline only hands over mail with a From
+        return self.msg.sender.addr
+
+
+class Workflow:
+    def __init__(self, directory: Directory, renderer: Renderer, sla: SlaBook,
+                 settings: ConversationSettings) -> None:
+        self.directory = directory
+        self.renderer = renderer
+        self.sla = sla
+        self.settings = settings
+
+    # --- the pipeline's questions --------------------------------------------------------
+
+    async def is_stale(self, tx: Tx, ticket: Ticket, msg: Inbound, now: datetime) -> bool:
+        """A requester's reply to a ticket resolved or closed longer ago than the reopen
+        window (a rating answer is never stale): it starts a new, linked ticket."""
+        st = await ops.state(tx, ticket.id)
+        if st.status not in (Status.RESOLVED, Status.CLOSED) or msg.sender is None:
+            return False
+        dept = self.directory.departments.get(st.department)
+        if dept is not None and is_agent(dept, msg.sender.addr):
+            return False
+        if st.survey_at and parse_rating(trim_reply(msg.body)):
+            return False
+        ended = st.resolved_at or st.closed_at
+        return ended is not None and now - ended > self.settings.reopen_window
+
+    # --- new tickets ---------------------------------------------------------------------
+
+    async def opened(self, tx: Tx, ticket: Ticket, msg: Inbound, raw: bytes, message: int,
+                     now: datetime) -> None:
+        """A new ticket: keep its trimmed text and tell the department's team."""
+        text = trim_reply(msg.body) or msg.body
+        await ops.set_text(tx, message, text)
+        if not self.settings.notify_team:
+            return
+        await self.notify_team(tx, ticket.id, text, relay_parts(raw, self.settings.max_relay_bytes),
+                               now, actor=None, transferred_from=None)
+
+    async def notify_team(self, tx: Tx, ticket_id: int, text: str, parts: RelayParts,
+                          now: datetime, actor: str | None,
+                          transferred_from: str | None) -> None:
+        st = await ops.state(tx, ticket_id)
+        dept = self.directory.departments[st.department]
+        to = self.directory.recipients(dept, ("team",), None)
+        if not to:
+            await ops.event(tx, st.id, "team_notify_unsent", now,
+                            detail={"reason": f"{dept.key} has no team and no notify address"})
+            return
+        due = await ops.first_response_due(tx, st.id)
+        calendar = self.directory.calendar_for(dept)
+        context = self._context(st, dept) | {
+            "text": text[:MAX_QUOTED_CHARS], "help": HELP, "actor": actor,
+            "transferred_from": transferred_from,
+            "due_at": due.astimezone(calendar.zone) if due else None,
+            "attachments": [f"{len(parts.parts)} file(s), attached"] * bool(parts.parts)
+            + [f"{name} (too large, not attached)" for name, _ in parts.left_out],
+        }
+        body = self.renderer.render("notify_team", dept.key, context)
+        request = await ops.request_message_id(tx, st.id)
+        headline = "Transferred" if transferred_from else "New request"
+        mail = self._mail(st, dept, "notify-team", to, f"[{st.ref}] {headline}: {st.subject}",
+                          body.text, now, references=[request], auto="auto-generated",
+                          attachments=parts.parts)
+        await self._send(tx, st.id, mail, "team_notified", now, detail={"to": list(to)},
+                         visibility="internal")
+
+    # --- follow-ups ----------------------------------------------------------------------
+
+    async def follow_up(self, tx: Tx, ticket: Ticket, mail: Incoming, now: datetime) -> str:
+        """Handle one human mail on one ticket; returns what it was (for the log)."""
+        st = await ops.state(tx, ticket.id)
+        dept = self.directory.departments.get(st.department)
+        text = trim_reply(mail.msg.body)
+        if dept is not None and is_agent(dept, mail.sender):
+            if may_command(mail.trust):
+                return await self._from_agent(tx, st, dept, mail, parse_commands(text), now)
+            return await self._untrusted_agent(tx, st, dept, mail, text, now)
+        return await self._from_other(tx, st, dept, mail, text, now)
+
+    async def _from_agent(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
+                          parsed: Parsed, now: datetime) -> str:
+        problems = list(parsed.errors) or self._problems(st, dept, parsed.actions)
+        if problems:
+            await ops.set_text(tx, mail.message, parsed.text)
+            await ops.event(tx, st.id, "command_rejected", now, actor=mail.sender,
+                            message=mail.message, detail={"problems": problems},
+                            visibility="internal")
+            await self._command_reply(tx, st, dept, mail, now, problems=problems)
+            return "rejected"
+        parts = relay_parts(mail.raw, self.settings.max_relay_bytes)
+        has_content = bool(parsed.text.strip() or parts.parts)
+        kind = "note" if parsed.note else "reply" if has_content else "commands"
+        await ops.set_text(tx, mail.message, parsed.text)
+        detail: dict = {"role": "agent"}
+        if parsed.commands:
+            detail["commands"] = [str(c) for c in parsed.commands]
+        await ops.event(tx, st.id, kind, now, actor=mail.sender, message=mail.message,
+                        detail=detail, visibility="public" if kind == "reply" else "internal")
+        await tx.touch_ticket(st.id, now)
+        if kind == "reply":
+            await self._answered(tx, st, mail.sender, now)
+        for command in parsed.actions:
+            await self._run(tx, st, dept, command, mail, parsed, parts, now)
+        resolving = any(c.name == "resolve" for c in parsed.actions)
+        if kind == "note":
+            await self._relay_to_team(tx, await ops.state(tx, st.id), mail, parsed.text, parts,
+                                      now, kind="note")
+        elif kind == "reply" and not resolving:
+            await self._relay_to_requester(tx, await ops.state(tx, st.id), mail, parsed.text,
+                                           parts, now)
+        return kind
+
+    async def _untrusted_agent(self, tx: Tx, st: ops.TicketState, dept: Department,
+                               mail: Incoming, text: str, now: datetime) -> str:
+        """An agent's address, but the From: cannot be believed: kept, never relayed."""
+        await ops.set_text(tx, mail.message, text)
+        await ops.event(tx, st.id, "reply", now, actor=mail.sender, message=mail.message,
+                        detail={"untrusted": mail.trust.value}, visibility="internal")
+        parsed = parse_commands(text)
+        if parsed.has_commands and not parsed.unknown_only:
+            await self._refuse(tx, st, dept, mail, now,
+                               f"the sender could not be verified (trust: {mail.trust.value})")
+        log.warning("agent.untrusted", ticket=st.ref, sender=mail.sender, trust=mail.trust.value)
+        return "untrusted"
+
+    async def _from_other(self, tx: Tx, st: ops.TicketState, dept: Department | None,
+                          mail: Incoming, text: str, now: datetime) -> str:
+        parsed = parse_commands(text)
+        if dept is not None and parsed.has_commands and not parsed.unknown_only:
+            await self._refuse(tx, st, dept, mail, now,
+                               f"{mail.sender} is not a member of {dept.name}")
+        await ops.set_text(tx, mail.message, text)
+        requester = mail.sender == st.requester
+        rating = parse_rating(text) if requester and st.survey_at else None
+        if rating is not None:
+            return await self._rated(tx, st, dept, mail, *rating, now)
+        reopened = False
+        if requester and st.status in (Status.RESOLVED, Status.CLOSED):
+            await self._reopen(tx, st, now, actor=mail.sender, why="the requester replied")
+            reopened = True
+        elif requester and st.status is Status.WAITING:
+            await ops.set_status(tx, st.id, Status.OPEN, now)
+        await ops.event(tx, st.id, "reply", now, actor=mail.sender, message=mail.message,
+                        detail={"role": "requester" if requester else "other"},
+                        visibility="public")
+        await tx.touch_ticket(st.id, now)
+        await self.sla.resume(tx, st.id, now)
+        await self.sla.start_next_response(tx, st.id, now)
+        if dept is not None:
+            parts = relay_parts(mail.raw, self.settings.max_relay_bytes)
+            await self._relay_to_team(tx, await ops.state(tx, st.id), mail, text, parts, now,
+                                      kind="reply", reopened=reopened)
+        return "reopened" if reopened else "reply"
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _problems(self, st: ops.TicketState, dept: Department,
+                  commands: tuple[Command, ...]) -> list[str]:
+        """What would stop these commands, checked before any of them runs."""
+        problems = []
+        ended = st.status in (Status.RESOLVED, Status.CLOSED)
+        for c in commands:
+            if c.name == "assign":
+                found, problem = self.find_agent(dept, c.arg)
+                if found is None:
+                    problems.append(f"#assign {c.arg}: {problem}")
+            elif c.name == "transfer":
+                target = self.find_department(c.arg)
+                if target is None:
+                    problems.append(f"#transfer {c.arg}: no such department (known: "
+                                    f"{', '.join(self.directory.departments)})")
+                elif target.key == st.department:
+                    problems.append(f"#transfer {c.arg}: {st.ref} is already with "
+                                    f"{target.name}")
+            elif c.name == "reopen" and not ended:
+                problems.append(f"#reopen: {st.ref} is {st.status.value}, not resolved")
+            elif c.name == "resolve" and ended:
+                problems.append(f"#resolve: {st.ref} is already {st.status.value}")
+            elif c.name == "close" and st.status is Status.CLOSED:
+                problems.append(f"#close: {st.ref} is already closed")
+            elif c.name == "waiting" and ended:
+                problems.append(f"#waiting: {st.ref} is {st.status.value}; #reopen it first")
+        return problems
+
+    def find_agent(self, dept: Department, who: str) -> tuple[str | None, str]:
+        """The address of the department's agent meant by `who` (an address, the part
+        before the @, or a first name), or None and the problem in words."""
+        who = who.strip().strip("<>").lower()
+        agents = [a for a in (*dept.team, dept.lead, dept.head) if a]
+        if "@" in who:
+            return (who, "") if is_agent(dept, who) else (None, f"not a member of {dept.name}")
+        matches = [a for a in agents if a.partition("@")[0] == who]
+        if not matches:
+            matches = [a for a in agents
+                       if (p := self.directory.person(a)) and p.name
+                       and p.name.split()[0].lower() == who]
+        if len(matches) == 1:
+            return matches[0], ""
+        if matches:
+            return None, f"ambiguous ({', '.join(matches)}); give the address"
+        return None, f"no member of {dept.name} is called {who!r} ({', '.join(agents)})"
+
+    def find_department(self, name: str) -> Department | None:
+        name = name.strip().lower()
+        for dept in self.directory.departments.values():
+            if name in (dept.key.lower(), dept.prefix.lower(), dept.name.lower()):
+                return dept
+        return None
+
+    async def _run(self, tx: Tx, st: ops.TicketState, dept: Department, command: Command,
+                   mail: Incoming, parsed: Parsed, parts: RelayParts, now: datetime) -> None:
+        actor = mail.sender
+        detail = {"command": str(command)}
+        name = command.name
+        if name in ("take", "assign"):
+            who = actor if name == "take" else self.find_agent(dept, command.arg)[0]
+            await ops.set_field(tx, st.id, "assignee", who, now)
+            if st.status is Status.NEW:
+                await ops.set_status(tx, st.id, Status.OPEN, now)
+            await ops.event(tx, st.id, "assigned", now, actor=actor,
+                            detail=detail | {"assignee": who})
+        elif name == "priority":
+            await ops.set_field(tx, st.id, "priority", Priority(command.arg).value, now)
+            await ops.event(tx, st.id, "priority", now, actor=actor,
+                            detail=detail | {"from": st.priority.value, "to": command.arg})
+        elif name == "waiting":
+            await ops.set_status(tx, st.id, Status.WAITING, now)
+            await self.sla.pause(tx, st.id, now)
+            await ops.event(tx, st.id, "waiting", now, actor=actor, detail=detail)
+        elif name == "reopen":
+            await self._reopen(tx, st, now, actor=actor, why=str(command))
+        elif name == "close":
+            await ops.set_status(tx, st.id, Status.CLOSED, now)
+            await self.sla.pause(tx, st.id, now)  # closed: clocks stop, none counts as met
+            await ops.event(tx, st.id, "closed", now, actor=actor, detail=detail)
+        elif name == "resolve":
+            await self._resolve(tx, st, dept, mail, parsed, parts, now)
+        elif name == "transfer":
+            await self._transfer(tx, st, dept, command, actor, now)
+
+    async def _reopen(self, tx: Tx, st: ops.TicketState, now: datetime, actor: str,
+                      why: str) -> None:
+        await ops.set_status(tx, st.id, Status.OPEN, now)
+        await self.sla.resume(tx, st.id, now)  # a closed ticket's clocks were paused
+        await self.sla.start(tx, st.id, Target.RESOLUTION, now)  # a new round, full budget
+        await ops.event(tx, st.id, "reopened", now, actor=actor,
+                        detail={"from": st.status.value, "why": why})
+        log.info("ticket.reopened", ticket=st.ref, by=actor)
+
+    async def _answered(self, tx: Tx, st: ops.TicketState, actor: str, now: datetime) -> None:
+        met = await self.sla.meet(tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE), now)
+        if met:
+            await ops.event(tx, st.id, "sla_met", now, actor=actor,
+                            detail={"targets": [t.value for t in met]})
+        if st.status is Status.NEW:
+            await ops.set_status(tx, st.id, Status.OPEN, now)
+
+    async def _resolve(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
+                       parsed: Parsed, parts: RelayParts, now: datetime) -> None:
+        await ops.set_status(tx, st.id, Status.RESOLVED, now)
+        met = await self.sla.meet(
+            tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE, Target.RESOLUTION), now)
+        await ops.event(tx, st.id, "resolved", now, actor=mail.sender,
+                        detail={"command": "#resolve", "met": [t.value for t in met]})
+        done = parsed.text.strip() or await ops.last_public_answer(tx, st.id)
+        asked = await ops.request_text(tx, st.id)
+        context = self._context(st, dept) | {
+            "asked": asked.strip()[:MAX_QUOTED_CHARS], "done": done[:MAX_QUOTED_CHARS],
+            "time_to_resolve": span(now - st.created_at)}
+        body = self.renderer.render("resolved", dept.key, context)
+        mail_out = self._mail(st, dept, "summary", (st.requester,),
+                              tagged_subject([st.ref], st.subject), body.text, now,
+                              **await self._requester_thread(tx, st), auto="auto-generated",
+                              attachments=parts.parts)
+        await self._send(tx, st.id, mail_out, "summary_sent", now, visibility="public",
+                         detail={"to": [st.requester]})
+        await ops.set_field(tx, st.id, "survey_at", now.timestamp(), now)
+        log.info("ticket.resolved", ticket=st.ref, by=mail.sender)
+
+    async def _transfer(self, tx: Tx, st: ops.TicketState, dept: Department, command: Command,
+                        actor: str, now: datetime) -> None:
+        """Same ticket and number, new department: the requester's thread stays whole;
+        clocks restart with the new department's policy and its team is told."""
+        target = self.find_department(command.arg)
+        assert target is not None  # checked by _problems
+        await ops.set_field(tx, st.id, "department", target.key, now)
+        await ops.set_field(tx, st.id, "assignee", None, now)
+        await self.sla.meet(tx, st.id, (Target.NEXT_RESPONSE,), now)
+        for clock in (Target.FIRST_RESPONSE, Target.RESOLUTION):
+            await self.sla.start(tx, st.id, clock, now)
+        await ops.event(tx, st.id, "transferred", now, actor=actor,
+                        detail={"command": str(command), "from": dept.key, "to": target.key})
+        text = await ops.request_text(tx, st.id)
+        await self.notify_team(tx, st.id, text, NO_PARTS, now, actor=actor,
+                               transferred_from=dept.name)
+        log.info("ticket.transferred", ticket=st.ref, dept=target.key, by=actor)
+
+    async def _rated(self, tx: Tx, st: ops.TicketState, dept: Department | None,
+                     mail: Incoming, rating: int, comment: str, now: datetime) -> str:
+        await ops.rate(tx, st.id, rating, comment, now)
+        await ops.event(tx, st.id, "rated", now, actor=mail.sender, message=mail.message,
+                        detail={"rating": rating, "comment": comment[:500]},
+                        visibility="internal")
+        if st.rating is None and dept is not None:  # thanked once, not for a changed mind
+            context = self._context(st, dept) | {"rating": rating}
+            body = self.renderer.render("thanks", dept.key, context)
+            out = self._mail(st, dept, "thanks", (st.requester,),
+                             tagged_subject([st.ref], st.subject), body.text, now,
+                             **await self._requester_thread(tx, st), auto="auto-replied")
+            await self._send(tx, st.id, out, "thanks_sent", now, visibility="public")
+        log.info("ticket.rated", ticket=st.ref, rating=rating)
+        return "rated"
+
+    # --- mail out -------------------------------------------------------------------------
+
+    async def _relay_to_requester(self, tx: Tx, st: ops.TicketState, mail: Incoming,
+                                  text: str, parts: RelayParts, now: datetime) -> None:
+        dept = self.directory.departments[st.department]
+        person = self.directory.person(mail.sender)
+        name = (person.name if person and person.name else None) or (
+            mail.msg.sender.name if mail.msg.sender else "")
+        context = self._context(st, dept) | {"text": text, "agent": {"name": name},
+                                             "left_out": list(parts.left_out)}
+        body = self.renderer.render("reply_requester", dept.key, context)
+        # A person's answer: not auto-submitted, so the requester's client treats it so.
+        out = self._mail(st, dept, "reply", (st.requester,),
+                         tagged_subject([st.ref], st.subject), body.text, now,
+                         **await self._requester_thread(tx, st), auto="no",
+                         from_name=f"{name} via {dept.name}" if name else dept.name,
+                         attachments=parts.parts)
+        await self._send(tx, st.id, out, "relayed", now, actor=mail.sender,
+                         detail={"to": [st.requester]}, visibility="public")
+
+    async def _relay_to_team(self, tx: Tx, st: ops.TicketState, mail: Incoming, text: str,
+                             parts: RelayParts, now: datetime, kind: str,
+                             reopened: bool = False) -> None:
+        dept = self.directory.departments[st.department]
+        roles = ("assignee",) if st.assignee and kind == "reply" else ("team",)
+        to = tuple(a for a in self.directory.recipients(dept, roles, st.assignee)
+                   if a != mail.sender)
+        if not to:
+            return
+        author = mail.msg.sender
+        context = self._context(st, dept) | {
+            "text": text, "kind": kind, "reopened": reopened,
+            "author": {"name": author.name if author else "", "address": mail.sender},
+            "left_out": list(parts.left_out)}
+        body = self.renderer.render("relay_team", dept.key, context)
+        prefix = "Note" if kind == "note" else "Re"
+        out = self._mail(st, dept, "note-team" if kind == "note" else "relay-team", to,
+                         f"[{st.ref}] {prefix}: {st.subject}", body.text, now,
+                         **await self._team_thread(tx, st), auto="no",
+                         from_name=f"{author.name if author and author.name else mail.sender}"
+                                   f" via {dept.name}",
+                         attachments=parts.parts)
+        await self._send(tx, st.id, out, "relayed", now, actor=mail.sender,
+                         detail={"to": list(to)}, visibility="internal")
+
+    async def _refuse(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
+                      now: datetime, reason: str) -> None:
+        await ops.event(tx, st.id, "command_refused", now, actor=mail.sender,
+                        detail={"reason": reason}, visibility="internal")
+        log.warning("command.refused", ticket=st.ref, sender=mail.sender, reason=reason)
+        await self._command_reply(tx, st, dept, mail, now, refused=reason)
+
+    async def _command_reply(self, tx: Tx, st: ops.TicketState, dept: Department,
+                             mail: Incoming, now: datetime, problems: list[str] | None = None,
+                             refused: str | None = None) -> None:
+        """Tell the sender why nothing happened: once per mail, rate-limited per sender."""
+        sent = await ops.recent_count(tx, "command-reply", mail.sender, now - timedelta(hours=1))
+        if sent >= self.settings.replies_per_sender_per_hour:
+            await ops.event(tx, st.id, "command_reply_suppressed", now, actor=mail.sender,
+                            detail={"reason": f"rate limit: {sent} in the last hour"})
+            return
+        context = self._context(st, dept) | {"problems": problems or [], "help": HELP,
+                                             "refused": refused is not None,
+                                             "reason": refused or ""}
+        body = self.renderer.render("command_reply", dept.key, context)
+        mid = mail.msg.message_id
+        out = self._mail(st, dept, "command-reply", (mail.sender,),
+                         tagged_subject([st.ref], mail.msg.subject or st.subject), body.text,
+                         now, in_reply_to=mid or None, references=[mid], auto="auto-replied")
+        await self._send(tx, st.id, out, "command_reply", now, detail={"to": [mail.sender]},
+                         visibility="internal")
+
+    async def _requester_thread(self, tx: Tx, st: ops.TicketState) -> dict:
+        last = await ops.last_from(tx, st.id, st.requester)
+        ours = await ops.sent_ids(tx, st.id, ops.REQUESTER_KINDS)
+        request = await ops.request_message_id(tx, st.id)
+        return {"in_reply_to": last, "references": [request, *ours[:1], *ours[1:][-2:], last]}
+
+    async def _team_thread(self, tx: Tx, st: ops.TicketState) -> dict:
+        ours = await ops.sent_ids(tx, st.id, ops.TEAM_KINDS)
+        request = await ops.request_message_id(tx, st.id)
+        return {"in_reply_to": ours[-1] if ours else None,
+                "references": [request, *ours[:1], *ours[1:][-2:]]}
+
+    def _mail(self, st: ops.TicketState, dept: Department, kind: str, to: tuple[str, ...],
+              subject: str, text: str, now: datetime, *, in_reply_to: str | None = None,
+              references: list[str | None] | None = None, auto: str = "auto-generated",
+              from_name: str | None = None, attachments: tuple[bytes, ...] = ()) -> Outgoing:
+        message_id = new_message_id(dept.address.partition("@")[2], st.ref)
+        refs = tuple(dict.fromkeys(r for r in (references or []) if r))
+        envelope = Envelope(
+            from_name=from_name or dept.name, from_addr=dept.address, to=to, subject=subject,
+            message_id=message_id, date=now, in_reply_to=in_reply_to, references=refs,
+            reply_to=dept.address, auto_submitted=auto,
+            extra=(("X-Mailgate-Instance", self.settings.instance),
+                   ("X-Mailgate-Ticket", st.ref)))
+        return Outgoing(message_id=message_id, kind=kind, mail_from=dept.address,
+                        recipients=to, raw=compose(envelope, text, None, attachments),
+                        ticket_id=st.id)
+
+    async def _send(self, tx: Tx, ticket_id: int, mail: Outgoing, event: str, now: datetime,
+                    *, actor: str | None = None, detail: dict | None = None,
+                    visibility: str | None = None) -> None:
+        outgoing = await tx.enqueue(mail, now)
+        await ops.event(tx, ticket_id, event, now, actor=actor, outgoing=outgoing,
+                        detail=detail, visibility=visibility)
+
+    def _context(self, st: ops.TicketState, dept: Department) -> dict:
+        return {
+            "ticket": {"ref": st.ref, "subject": st.subject, "priority": st.priority.value,
+                       "status": st.status.value, "assignee": st.assignee,
+                       "created_at": st.created_at},
+            "requester": {"name": st.requester_name, "address": st.requester},
+            "department": {"key": dept.key, "name": dept.name, "address": dept.address},
+        }
+
+
+def span(delta: timedelta) -> str:
+    """Wall-clock time in words, to the minute: "2 days 3 hours", "45 minutes"."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, rest = divmod(minutes, 1440)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{n} {unit}{'s' if n != 1 else ''}"
+             for n, unit in ((days, "day"), (hours, "hour"), (minutes, "minute")) if n]
+    return " ".join(parts[:2]) or "less than a minute"

@@ -1,0 +1,391 @@
+"""Working a ticket by email, on the pipeline and a real SQLite database (no servers)."""
+
+from __future__ import annotations
+
+import base64
+import email
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+from mailgate.pipeline import Pipeline, PipelineSettings
+from mailgate.render import Renderer
+from mailgate.store import Store
+from mailgate.trust import TrustPolicy
+from tests.factories import TEMPLATES, FakeClock, Harness, example_directory, mail
+
+A_R = "Authentication-Results"
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    built = await make(tmp_path)
+    yield built
+    await built.store.close()
+
+
+async def make(tmp_path: Path, **settings: object) -> Harness:
+    clock = FakeClock()
+    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    policy = TrustPolicy(frozenset({"example.com"}), "mx.example.com")
+    pipeline = Pipeline(example_directory(), Renderer(TEMPLATES),
+                        PipelineSettings(instance="mailgate-test", trust=policy,
+                                         **settings),  # type: ignore[arg-type]
+                        clock)
+    return Harness(store, pipeline, clock)
+
+
+def verified(domain: str = "example.com") -> dict[str, str]:
+    return {A_R: f"mx.example.com; dmarc=pass header.from={domain}"}
+
+
+def agent(body: str, sender: str = "Alice <alice@example.com>", n: int = 1,
+          subject: str = "Re: [IT-1001] New request: Laptop won't boot",
+          headers: dict[str, str] | None = None) -> bytes:
+    return mail(subject, sender=sender, message_id=f"<agent-{n}@example.com>", body=body,
+                headers=verified() | (headers or {}))
+
+
+def requester(body: str, n: int = 1, headers: dict[str, str] | None = None) -> bytes:
+    return mail("Re: [IT-1001] Re: Laptop won't boot", message_id=f"<ann-{n}@example.com>",
+                body=body, headers=verified() | (headers or {}))
+
+
+async def sent(h: Harness, kind: str) -> list[Message]:
+    rows = await h.rows("SELECT raw FROM outbox WHERE kind = ? ORDER BY id", kind)
+    return [email.message_from_bytes(r[0]) for r in rows]
+
+
+def text_of(msg: Message) -> str:
+    part = msg
+    while part.is_multipart():
+        part = part.get_payload()[0]
+    return part.get_payload(decode=True).decode()
+
+
+async def ticket(h: Harness, column: str, ref: str = "IT-1001") -> object:
+    [(value,)] = await h.rows(f"SELECT {column} FROM tickets WHERE ref = ?", ref)
+    return value
+
+
+async def test_new_ticket_notifies_the_team(h: Harness) -> None:
+    await h.deliver(mail(body="It only beeps.\n\n-- \nAnn, 3rd floor"))
+    [note] = await sent(h, "notify-team")
+    assert note["To"] == "alice@example.com, bob@example.com"
+    assert note["From"] == "IT Service Desk <it-help@example.com>"
+    assert note["Reply-To"] == "it-help@example.com"
+    assert note["Subject"] == "[IT-1001] New request: Laptop won't boot"
+    assert note["Auto-Submitted"] == "auto-generated"
+    assert note["References"] == "<req-1@example.com>"
+    body = text_of(note)
+    assert "It only beeps." in body and "3rd floor" not in body
+    assert "Ann Example <ann@example.com>" in body
+    assert "Answer by  2026-11-24 15:00 CET (first response)" in body  # 10:00 + 4 bh + lunch
+    assert "#resolve" in body and "#note" in body
+
+
+async def test_agent_answer_is_relayed_from_the_department_threaded(h: Harness) -> None:
+    await h.deliver(mail())
+    [ack] = await sent(h, "ack")
+    outcome = await h.deliver(agent(
+        "Please restart it holding F2.\n\n-- \nAlice Adams\nIT\n\nOn Tue, Ann wrote:\n"
+        "> It only beeps."))
+    assert outcome.action == "reply"
+    [reply] = await sent(h, "reply")
+    assert reply["To"] == "ann@example.com"
+    assert reply["From"] == "Alice Adams via IT Service Desk <it-help@example.com>"
+    assert reply["Subject"] == "[IT-1001] Re: Laptop won't boot"
+    assert reply["In-Reply-To"] == "<req-1@example.com>"
+    assert reply["References"].split() == ["<req-1@example.com>", ack["Message-ID"]]
+    assert reply["Auto-Submitted"] == "no"
+    assert reply["X-Auto-Response-Suppress"] is None and reply["Precedence"] is None
+    body = text_of(reply)
+    assert body.startswith("Please restart it holding F2.")
+    assert "Alice Adams\nIT" not in body and "> It only beeps" not in body
+    assert await ticket(h, "status") == "open"
+    assert await ticket(h, "first_response_at") is not None
+    [(text,)] = await h.rows("SELECT text FROM messages WHERE message_id = 'agent-1@example.com'")
+    assert text == "Please restart it holding F2."
+    assert await sent(h, "relay-team") == []  # the author is not sent their own answer
+
+
+async def test_requester_reply_threads_to_our_last_mail_and_goes_to_the_team(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("Which model is it?"))
+    [reply] = await sent(h, "reply")
+    await h.deliver(requester("A T14.\n\nOn Tue, IT wrote:\n> Which model is it?"))
+    [relay] = await sent(h, "relay-team")
+    assert relay["To"] == "alice@example.com, bob@example.com"
+    assert relay["Reply-To"] == "it-help@example.com"
+    [notify] = await sent(h, "notify-team")
+    assert relay["In-Reply-To"] == notify["Message-ID"]
+    assert notify["Message-ID"] in relay["References"]
+    assert "A T14." in text_of(relay) and "Which model" not in text_of(relay)
+    # The agent's next answer replies to ann's latest mail.
+    await h.deliver(agent("Thanks, a new one is on its way.", n=2))
+    second = (await sent(h, "reply"))[1]
+    assert second["In-Reply-To"] == "<ann-1@example.com>"
+    assert reply["Message-ID"] in second["References"]
+
+
+async def test_reply_goes_to_the_assignee_once_assigned(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#assign bob"))
+    assert await ticket(h, "assignee") == "bob@example.com"
+    assert await sent(h, "reply") == []  # commands only: nothing for the requester
+    await h.deliver(requester("Any news?"))
+    [relay] = await sent(h, "relay-team")
+    assert relay["To"] == "bob@example.com"
+
+
+async def test_note_stays_internal(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#note\nAnn is the CFO's assistant, be quick."))
+    assert await sent(h, "reply") == []
+    [note] = await sent(h, "note-team")
+    assert note["To"] == "bob@example.com"  # the team, without the author
+    assert "CFO" in text_of(note) and "#note\r\n" not in text_of(note)
+    assert await ticket(h, "first_response_at") is None  # a note answers nobody
+    [(kind, visibility)] = await h.rows(
+        "SELECT kind, visibility FROM events WHERE message IS NOT NULL "
+        "AND actor = 'alice@example.com'")
+    assert (kind, visibility) == ("note", "internal")
+    for raw in await h.rows("SELECT raw, recipients FROM outbox"):
+        assert "ann@example.com" not in raw[1] or b"CFO" not in raw[0]
+
+
+async def test_attachments_are_relayed_as_they_came_and_capped(tmp_path: Path) -> None:
+    h = await make(tmp_path, max_relay_bytes=5000)
+    try:
+        await h.deliver(mail())
+        small = base64.b64encode(b"PNG" * 100).decode()
+        big = base64.b64encode(b"x" * 9000).decode()
+        raw = (
+            "From: Alice <alice@example.com>\r\nTo: it-help@example.com\r\n"
+            "Subject: Re: [IT-1001] Laptop\r\nMessage-ID: <att@example.com>\r\n"
+            f"{A_R}: mx.example.com; dmarc=pass header.from=example.com\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nSee the screenshot.\r\n"
+            '--b\r\nContent-Type: image/png; name="shot.png"\r\n'
+            "Content-Disposition: attachment; filename=\"shot.png\"\r\n"
+            f"Content-Transfer-Encoding: base64\r\n\r\n{small}\r\n"
+            '--b\r\nContent-Type: application/octet-stream\r\n'
+            "Content-Disposition: attachment; filename=\"dump.bin\"\r\n"
+            f"Content-Transfer-Encoding: base64\r\n\r\n{big}\r\n--b--\r\n").encode()
+        await h.deliver(raw)
+        [reply] = await sent(h, "reply")
+        parts = reply.get_payload()
+        assert reply.get_content_type() == "multipart/mixed" and len(parts) == 2
+        assert parts[1].get_filename() == "shot.png"
+        assert parts[1].get_payload(decode=True) == b"PNG" * 100
+        assert "dump.bin" in text_of(reply)  # told what was left out
+    finally:
+        await h.store.close()
+
+
+async def test_commands_take_priority_waiting_and_the_requester_resumes(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#take\n#priority high\n#waiting\n\nCould you send the serial?"))
+    assert await ticket(h, "assignee") == "alice@example.com"
+    assert await ticket(h, "priority") == "high"
+    assert await ticket(h, "status") == "waiting"
+    assert await ticket(h, "paused_at") is not None
+    [reply] = await sent(h, "reply")
+    assert text_of(reply).startswith("Could you send the serial?")
+    kinds = [r[0] for r in await h.rows("SELECT kind FROM events ORDER BY id")]
+    assert {"assigned", "priority", "waiting"} <= set(kinds)
+    h.clock.advance(hours=2)
+    await h.deliver(requester("SN 12345"))
+    assert await ticket(h, "status") == "open"
+    assert await ticket(h, "paused_at") is None
+
+
+async def test_unknown_command_changes_nothing_and_tells_the_agent(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#ntoe\n#resolve\nInternal: the CFO's laptop"))
+    assert await ticket(h, "status") == "new"
+    assert await sent(h, "reply") == [] and await sent(h, "summary") == []
+    [answer] = await sent(h, "command-reply")
+    assert answer["To"] == "alice@example.com"
+    assert answer["Auto-Submitted"] == "auto-replied"
+    assert "unknown command #ntoe" in text_of(answer)
+    assert answer["In-Reply-To"] == "<agent-1@example.com>"
+
+
+async def test_bad_assignee_or_department_changes_nothing(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#assign erin\n#priority low"))
+    assert await ticket(h, "assignee") is None and await ticket(h, "priority") == "normal"
+    await h.deliver(agent("#transfer accounting", n=2))
+    assert await ticket(h, "department") == "it"
+    texts = [text_of(m) for m in await sent(h, "command-reply")]
+    assert "no member of IT Service Desk is called 'erin'" in texts[0]
+    assert "#transfer accounting: no such department" in texts[1]
+
+
+async def test_outsider_cannot_run_commands(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(mail("Re: [IT-1001] Laptop", sender="mallory@evil.example",
+                         message_id="<m@evil.example>", body="#resolve\nall done"))
+    assert await ticket(h, "status") == "new"
+    [refusal] = await sent(h, "command-reply")
+    assert refusal["To"] == "mallory@evil.example"
+    assert "not a member of IT Service Desk" in text_of(refusal)
+    assert await sent(h, "summary") == []
+
+
+async def test_spoofed_agent_address_cannot_run_commands_or_reach_the_requester(
+        h: Harness) -> None:
+    await h.deliver(mail())
+    # From: alice, but our MTA did not vouch for it (no Authentication-Results of ours).
+    spoof = mail("Re: [IT-1001] Laptop", sender="Alice <alice@example.com>",
+                 message_id="<spoof@evil.example>",
+                 body="#resolve\nPlease enter your password at http://evil.example",
+                 headers={A_R: "evil.example; dmarc=pass header.from=example.com"})
+    await h.deliver(spoof)
+    assert await ticket(h, "status") == "new"
+    assert await sent(h, "reply") == [] and await sent(h, "summary") == []
+    [refusal] = await sent(h, "command-reply")
+    assert "could not be verified" in text_of(refusal)
+    assert await ticket(h, "first_response_at") is None
+
+
+async def test_refusals_are_rate_limited(tmp_path: Path) -> None:
+    h = await make(tmp_path, acks_per_sender_per_hour=2)
+    try:
+        await h.deliver(mail())
+        for n in range(4):
+            await h.deliver(mail("Re: [IT-1001] Laptop", sender="mallory@evil.example",
+                                 message_id=f"<m{n}@evil.example>", body="#close"))
+        assert len(await sent(h, "command-reply")) == 2
+    finally:
+        await h.store.close()
+
+
+async def test_automatic_mail_is_never_answered_or_relayed(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("Restart it."))
+    ooo = mail("Automatic reply: [IT-1001] Laptop", message_id="<ooo@example.com>",
+               body="#resolve\nI am out of office.", headers={"Auto-Submitted": "auto-replied"})
+    await h.deliver(ooo)
+    assert await sent(h, "relay-team") == [] and await sent(h, "command-reply") == []
+    assert await ticket(h, "status") == "open"
+
+
+async def test_resolve_sends_summary_and_survey_then_rating_is_stored(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("Replaced the power supply."))
+    h.clock.advance(hours=3, minutes=5)
+    await h.deliver(agent("#resolve", n=2))
+    assert await ticket(h, "status") == "resolved"
+    assert await ticket(h, "resolved_at") is not None
+    [(met,)] = await h.rows("SELECT met_at FROM sla_clocks c JOIN tickets t ON t.id = c.ticket "
+                            "WHERE c.target = 'resolution'")
+    assert met is not None
+    [summary] = await sent(h, "summary")
+    body = text_of(summary)
+    assert summary["To"] == "ann@example.com"
+    assert "It only beeps." in body and "Replaced the power supply." in body
+    assert "Time to resolve: 3 hours 5 minutes" in body
+    assert "single digit from 1" in body
+    assert summary["In-Reply-To"] == "<req-1@example.com>"
+    await h.deliver(requester("4\nQuick, thanks!\n\nOn Tue, IT wrote:\n> How satisfied"))
+    assert await ticket(h, "rating") == 4
+    assert await ticket(h, "rating_comment") == "Quick, thanks!"
+    assert await ticket(h, "status") == "resolved"  # a rating does not reopen
+    assert len(await sent(h, "thanks")) == 1
+    await h.deliver(requester("5", n=2))
+    assert await ticket(h, "rating") == 5
+    assert len(await sent(h, "thanks")) == 1  # thanked once
+    assert await sent(h, "relay-team") == []
+
+
+async def test_resolve_with_text_puts_it_in_the_summary(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#resolve\nThe driver was updated."))
+    [summary] = await sent(h, "summary")
+    assert "The driver was updated." in text_of(summary)
+    assert await sent(h, "reply") == []  # one mail, not an answer and a summary
+    assert await ticket(h, "first_response_at") is not None
+
+
+async def test_reply_inside_the_window_reopens(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#resolve\nDone."))
+    h.clock.advance(days=6)
+    await h.deliver(requester("It beeps again."))
+    assert await ticket(h, "status") == "open"
+    assert await ticket(h, "resolved_at") is None
+    [relay] = await sent(h, "relay-team")
+    assert "reopened" in text_of(relay)
+    [(round_, met)] = await h.rows("SELECT round, met_at FROM sla_clocks "
+                                   "WHERE target = 'resolution'")
+    assert round_ == 2 and met is None
+    assert await h.count("tickets") == 1
+
+
+async def test_reply_after_the_window_opens_a_linked_ticket(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#resolve\nDone."))
+    h.clock.advance(days=8)
+    outcome = await h.deliver(requester("It beeps again."))
+    assert outcome.action == "ticket" and outcome.tickets == ("IT-1002",)
+    assert await ticket(h, "status") == "resolved"
+    assert await h.count("ticket_links") == 2
+    [ack] = [m for m in await sent(h, "ack") if "IT-1002" in m["Subject"]]
+    assert ack["To"] == "ann@example.com"
+    assert len(await sent(h, "notify-team")) == 2
+
+
+async def test_reopen_and_close_commands(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#close duplicate"))
+    assert await ticket(h, "status") == "closed"
+    assert await ticket(h, "paused_at") is not None  # clocks stop, none counts as met
+    await h.deliver(agent("#reopen", n=2))
+    assert await ticket(h, "status") == "open"
+    assert await ticket(h, "paused_at") is None
+    await h.deliver(agent("#reopen", n=3))
+    [refusal] = await sent(h, "command-reply")
+    assert "is open, not resolved" in text_of(refusal)
+
+
+async def test_transfer_keeps_the_number_and_restarts_the_sla(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#take"))
+    h.clock.advance(hours=1)
+    await h.deliver(agent("#transfer facilities\nThis is a power socket problem.", n=2))
+    assert await ticket(h, "department") == "facilities"
+    assert await ticket(h, "assignee") is None
+    [_, moved] = await sent(h, "notify-team")
+    assert moved["To"] == "erin@example.com"
+    assert moved["From"] == "Facilities <facilities@example.com>"
+    assert moved["Subject"].startswith("[IT-1001] Transferred")
+    assert "from IT Service Desk by alice@example.com" in text_of(moved)
+    rows = await h.rows("SELECT target, round, started_at FROM sla_clocks ORDER BY target")
+    assert {r[0]: r[1] for r in rows} == {"first_response": 2, "resolution": 2}
+    assert all(r[2] == h.clock.now.timestamp() for r in rows)
+    # The requester keeps the thread; the answer comes from the new department.
+    [reply] = await sent(h, "reply")
+    assert reply["From"] == "Alice Adams via Facilities <facilities@example.com>"
+    assert reply["Subject"] == "[IT-1001] Re: Laptop won't boot"
+    await h.deliver(mail("Re: [IT-1001] Laptop", sender="erin@example.com",
+                         message_id="<erin@example.com>", body="#take",
+                         headers=verified()))
+    assert await ticket(h, "assignee") == "erin@example.com"
+
+
+async def test_every_command_is_an_event(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#take\n#priority low\n#resolve"))
+    rows = await h.rows("SELECT kind, json_extract(detail, '$.command') FROM events "
+                        "WHERE kind IN ('assigned', 'priority', 'resolved') ORDER BY id")
+    assert rows == [("assigned", "#take"), ("priority", "#priority low"),
+                    ("resolved", "#resolve")]
+
+
+def test_reopen_window_default_is_a_week() -> None:
+    assert PipelineSettings().reopen_window == timedelta(days=7)
