@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_argument("--status", help="new, open, waiting, resolved, closed; several "
                          "comma-separated, or 'active' for all but resolved and closed")
     tickets.add_argument("--at-risk", action="store_true",
-                         help="SLA at risk: a warning fired or under one business hour left")
+                         help="SLA at risk: a warning fired or at most one business hour left")
     tickets.add_argument("--breached", action="store_true", help="a running SLA clock is "
                          "overdue (with --at-risk: either)")
     tickets.add_argument("--requester", help="address, or @domain for everyone there")
@@ -207,7 +207,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     [(d.department, d.open, d.at_risk, d.breached) for d in load],
                     empty="open        none")
         if any(d.at_risk or d.breached for d in load):
-            print("\nat risk: a warning fired or under one business hour left "
+            print("\nat risk: a warning fired or at most one business hour left "
                   "(mailgate tickets --at-risk / --breached lists them)")
         return 0
 

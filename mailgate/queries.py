@@ -8,7 +8,7 @@ metrics"):
 - a running clock is *breached* once its due_at has passed; a ticket waiting on the
   requester (paused) is breached only if it was already overdue when it was paused;
 - a running clock that is not breached is *at risk* when one of its warning levels has
-  already fired (fired >= 1) or when less than one business hour of the department's
+  already fired (fired >= 1) or when at most one business hour of the department's
   calendar is left (due_at <= calendar.add(now, 1 h)); paused tickets are never at risk.
 
 A ticket is breached if any of its clocks is, and at risk if it is not breached and any
@@ -31,7 +31,7 @@ from mailgate.pipeline import is_agent
 from mailgate.report import ClockFacts, Report, TicketFacts, build_report
 from mailgate.store import from_ts, ts
 
-RISK_HORIZON = 3600.0  # business seconds: less than this left counts as at risk
+RISK_HORIZON = 3600.0  # business seconds: this much or less left counts as at risk
 CLOSED = ("resolved", "closed")
 # Event kinds that are an agent's answer on the ticket (pipeline._follow_clocks). Only
 # events whose actor is an agent of the ticket's department count.
