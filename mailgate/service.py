@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from mailgate import metrics
+from mailgate.autoclose import AutoCloser
 from mailgate.config import Config, ListenerConfig, MailboxConfig, MetricsConfig, Secret
 from mailgate.digest import Digester
 from mailgate.directory import Directory
@@ -115,6 +116,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.pipeline: Pipeline | None = None
         self.escalator: Escalator | None = None
+        self.autocloser: AutoCloser | None = None
         self.digester: Digester | None = None
         self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
@@ -156,6 +158,9 @@ class Daemon:
         self.digester = Digester(self.store, lambda: self.directory, lambda: self.config.digest,
                                  self.clock, self.outbox.notify, self.config.instance)
         self._spawn(self.digester.run(), "digest")
+        self.autocloser = AutoCloser(self.store, lambda: self.config.conversation.auto_close_after,
+                                     self.clock)
+        self._spawn(self.autocloser.run(), "autoclose")
         for box in self.config.mailboxes:
             self._start_watcher(box)
         self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)

@@ -69,7 +69,8 @@ async def status(daemon: Daemon, ref: str = "IT-1001") -> str:
     return ticket.status.value
 
 
-async def test_full_cycle_request_to_rating(env: Env, daemon: Daemon) -> None:  # noqa: F811
+async def test_full_cycle_request_to_rating(env: Env, daemon: Daemon,  # noqa: F811
+                                            clock: FakeClock) -> None:
     # 1. The request: an acknowledgement for ann, a notification for the team.
     await deliver(env, mail(body="It only beeps.\n\n-- \nAnn Example, 3rd floor"))
     ack, notice = sorted(await arrivals(env, 0, 2), key=lambda r: r.rcpt_tos != ["ann@example.com"])
@@ -157,6 +158,17 @@ async def test_full_cycle_request_to_rating(env: Env, daemon: Daemon) -> None:  
         if "ann@example.com" in received.rcpt_tos:
             assert b"SECRET-RECALL-42" not in received.raw
     assert len(env.sink.messages) == 7
+
+    # 7. Nobody writes again: the ticket closes by itself after [conversation]
+    # auto_close_after (default 7 days).
+    assert daemon.autocloser is not None
+    clock.advance(days=7, minutes=1)
+    daemon.autocloser.notify()
+    await eventually(lambda: _status_is(daemon, "closed"))
+
+
+async def _status_is(daemon: Daemon, wanted: str) -> bool:
+    return await status(daemon) == wanted
 
 
 async def test_spoofed_and_outsider_commands_change_nothing(env: Env,  # noqa: F811

@@ -389,3 +389,45 @@ async def test_every_command_is_an_event(h: Harness) -> None:
 
 def test_reopen_window_default_is_a_week() -> None:
     assert PipelineSettings().reopen_window == timedelta(days=7)
+
+
+async def test_resolved_tickets_close_automatically_after_n_days(h: Harness) -> None:
+    from mailgate.autoclose import AutoCloser
+
+    await h.deliver(mail())
+    await h.deliver(mail("Second", message_id="<req-2@example.com>"))
+    await h.deliver(agent("#resolve\nDone."))
+    h.clock.advance(days=3)
+    await h.deliver(agent("#resolve\nDone too.", n=2, subject="Re: [IT-1002] Second"))
+    closer = AutoCloser(h.store, lambda: timedelta(days=5), h.clock)
+    h.clock.advance(days=2, minutes=1)
+    assert await closer.run_once() == 1
+    assert await ticket(h, "status") == "closed"
+    assert await ticket(h, "closed_at") is not None
+    assert await ticket(h, "status", "IT-1002") == "resolved"
+    [(detail,)] = await h.rows("SELECT detail FROM events WHERE kind = 'closed'")
+    assert "not answered" in detail
+    assert await closer.run_once() == 0
+    # A late reply to the closed ticket (outside the reopen window) opens a new one.
+    h.clock.advance(days=6)
+    outcome = await h.deliver(requester("Broken again."))
+    assert outcome.tickets == ("IT-1003",)
+
+
+def test_conversation_config(tmp_path: Path) -> None:
+    from mailgate.config import load_config
+    from mailgate.errors import ConfigError
+
+    path = tmp_path / "mailgate.toml"
+    base = '[outbox]\ndir = "out"\n[conversation]\n'
+    path.write_text(base + 'reopen_window = "3d"\nauto_close_after = "14d"\n'
+                    "max_relay_bytes = 1000\nnotify_team = false\n")
+    conversation = load_config(path).conversation
+    assert conversation.reopen_window == timedelta(days=3)
+    assert conversation.auto_close_after == timedelta(days=14)
+    assert (conversation.max_relay_bytes, conversation.notify_team) == (1000, False)
+    path.write_text(base + 'reopen_window = "soon"\nreopen = "7d"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert any("conversation.reopen_window" in p for p in caught.value.problems)
+    assert any("conversation.reopen" in p and "unknown" in p for p in caught.value.problems)
