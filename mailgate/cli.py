@@ -317,27 +317,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from mailgate import history
+
     async def work(store: Store) -> int:
-        ticket = await store.ticket(args.ref)
-        if ticket is None:
+        story = await history.load(store, args.ref, datetime.now(UTC))
+        if story is None:
             print(f"no ticket {args.ref}", file=sys.stderr)
             return 1
-        events = await store.conversation(ticket.id)
-        linked = await store.linked_refs(ticket.id)
         if args.json:
-            print(json.dumps({**_ticket_json(ticket), "linked": linked, "events": events},
-                             indent=2, default=str))
+            print(json.dumps(story, indent=2, default=str))
             return 0
-        print(f"{ticket.ref}  {ticket.subject}")
-        print(f"  department {ticket.department}   status {ticket.status.value}   "
-              f"priority {ticket.priority.value}")
-        name = f"{ticket.requester_name} " if ticket.requester_name else ""
-        print(f"  requester  {name}<{ticket.requester}>")
-        print(f"  created    {_when(ticket.created_at)}   updated {_when(ticket.updated_at)}")
-        if linked:
-            print(f"  linked     {', '.join(linked)}")
-        for event in events:
-            print_event(event)
+        print("\n".join(history.lines(story)))
         return 0
 
     return _with_store(args, work)
@@ -637,24 +627,3 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def print_event(event: dict) -> None:
-    when = datetime.fromisoformat(event["at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    who = event["actor"] or ""
-    line = f"\n[{when}] {event['kind']} {who}".rstrip()
-    if event["sender_trust"]:
-        line += f" [{event['sender_trust']}]"
-    if event["outgoing_to"]:
-        to = ", ".join(json.loads(event["outgoing_to"]))
-        line += f" -> {to} ({event['outgoing_status']})"
-        if event["outgoing_error"]:
-            line += f": {event['outgoing_error']}"
-    print(line)
-    if event["detail"]:
-        print("  " + ", ".join(f"{k}: {v}" for k, v in event["detail"].items()))
-    if event["body"] and event["kind"] in ("created", "reply"):
-        for text in event["body"].strip().splitlines()[:40]:
-            print(f"  | {text}")
-
-
