@@ -99,11 +99,15 @@ def relay_parts(raw: bytes, limit: int) -> RelayParts:
     left_out: list[tuple[str, int]] = []
     total = 0
     for part in _attachment_leaves(msg):
+        name = _part_name(part)
+        payload = part.get_payload()
+        if isinstance(payload, str) and total + len(payload) > limit:
+            left_out.append((name, len(payload)))  # too big: do not even serialise it
+            continue
         try:
             data = part.as_bytes(policy=policy.compat32.clone(linesep=CRLF))
         except Exception:
             continue
-        name = _part_name(part)
         if total + len(data) > limit:
             left_out.append((name, len(data)))
             continue
