@@ -12,6 +12,9 @@ explicit, in the order a reader scans a mail top-down:
   eaten) and at "Sent from my ..." lines;
 - lines starting with ">" are quoted and dropped wherever they are.
 
+A forwarded message ("---------- Forwarded message ---------") is not history but content
+someone chose to send, so it is kept.
+
 When nothing is left (a mail that is only a quote), the text is empty: the caller decides.
 """
 
@@ -27,9 +30,12 @@ _ATTRIBUTION = re.compile(
 _ATTRIBUTION_START = re.compile(r"^\s*(on|am|le|el|op)\s", re.IGNORECASE)
 _SEPARATOR = re.compile(
     r"^\s*-{2,}\s*(original message|urspr[üu]ngliche nachricht|message d'origine"
-    r"|mensaje original|forwarded message|weitergeleitete nachricht)\s*-{2,}\s*$",
+    r"|mensaje original)\s*-{2,}\s*$",
     re.IGNORECASE,
 )
+_FORWARDED = re.compile(r"^\s*-{2,}\s*(forwarded message|weitergeleitete nachricht"
+                        r"|message transf[ée]r[ée]|mensaje reenviado)\s*-{2,}\s*$",
+                        re.IGNORECASE)
 _HEADER_FROM = re.compile(r"^\s*\*?(from|von|de)\s*:\*?\s", re.IGNORECASE)
 _HEADER_SENT = re.compile(r"^\s*\*?(sent|date|gesendet|datum|envoy[ée]|enviado)\s*:",
                           re.IGNORECASE)
@@ -46,6 +52,8 @@ def trim_reply(text: str) -> str:
 
 def _end_of_own_text(lines: list[str]) -> int:
     for index, line in enumerate(lines):
+        if _FORWARDED.match(line):
+            return len(lines)  # what follows was forwarded on purpose: all of it is content
         if _starts_quote(lines, index) or _is_signature(line):
             return index
     return len(lines)

@@ -93,8 +93,10 @@ class Workflow:
 
     async def opened(self, tx: Tx, ticket: Ticket, msg: Inbound, raw: bytes, message: int,
                      now: datetime) -> None:
-        """A new ticket: keep its trimmed text and tell the department's team."""
-        text = trim_reply(msg.body) or msg.body
+        """A new ticket: tell the department's team. A new request is kept whole: what
+        looks like quoted history in it (a forwarded mail, "see below") is often the
+        request itself."""
+        text = msg.body.strip()
         await ops.set_text(tx, message, text)
         if not self.settings.notify_team:
             return

@@ -82,3 +82,9 @@ def test_crlf_and_blank_runs_are_normalised() -> None:
 def test_a_sentence_starting_with_on_is_not_an_attribution() -> None:
     text = "On Monday the screen went dark.\nIt wrote nothing since.\n"
     assert trim_reply(text) == text.strip()
+
+
+def test_a_forwarded_message_is_content_not_history() -> None:
+    text = ("See the error below.\n\n---------- Forwarded message ---------\n"
+            "From: Printer <printer@example.com>\nDate: Tue\n\nToner empty\n")
+    assert "Toner empty" in trim_reply(text)
