@@ -398,10 +398,10 @@ class Tx:
 
     async def create_ticket(self, department: str, prefix: str, subject: str, requester: str,
                             requester_name: str, priority: Priority, now: datetime) -> Ticket:
-        await self.execute("INSERT OR IGNORE INTO counters (prefix, next_number) VALUES (?, ?)",
-                           (prefix, FIRST_TICKET_NUMBER))
-        row = await self.fetch_one("UPDATE counters SET next_number = next_number + 1 "
-                              "WHERE prefix = ? RETURNING next_number - 1", (prefix,))
+        row = await self.fetch_one(  # one round trip: the first ticket of a prefix, or the next
+            "INSERT INTO counters (prefix, next_number) VALUES (?, ?) "
+            "ON CONFLICT (prefix) DO UPDATE SET next_number = next_number + 1 "
+            "RETURNING next_number - 1", (prefix, FIRST_TICKET_NUMBER + 1))
         number = int(row[0]) if row else FIRST_TICKET_NUMBER
         ref = f"{prefix}-{number}"
         cur = await self.execute(
