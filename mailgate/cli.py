@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="period ending now, e.g. 7d, 30d (default: %(default)s)")
     report.add_argument("--department", action="append", metavar="KEY",
                         help="only this department (repeatable)")
+    report.add_argument("--dependencies", action="store_true",
+                        help="which departments send requests to which (the requester's "
+                        "department in the directory's people), with the receiving "
+                        "department's median first response")
     form = report.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true")
     form.add_argument("--html", action="store_true",
@@ -303,6 +307,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from mailgate.report import as_html, as_json, as_text
 
         now = datetime.now(UTC)
+        if args.dependencies:
+            return await _dependencies(store, directory, now - period, now, args)
         report = await department_report(store.conn, directory, now - period, now,
                                          args.department)
         if args.json:
@@ -314,6 +320,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
 
     return _with_store(args, work)
+
+
+async def _dependencies(store: Store, directory: Directory | None, since: datetime,
+                        until: datetime, args: argparse.Namespace) -> int:
+    from mailgate import dependencies
+    from mailgate.queries import dependency_view
+
+    view = await dependency_view(store.conn, directory, since, until, args.department)
+    if args.json:
+        print(json.dumps(dependencies.as_json(view), indent=2))
+    elif args.html:
+        sys.stdout.write(dependencies.as_html(view))
+    else:
+        sys.stdout.write(dependencies.as_text(view))
+    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:

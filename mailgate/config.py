@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
 
@@ -99,6 +99,7 @@ class DigestConfig:
 
     weekday: int  # 0 = Monday
     at: time  # local wall-clock time
+    organisation: str | None = None  # also the organisation-wide digest to this address
 
     @classmethod
     def parse(cls, text: str) -> DigestConfig:
@@ -302,8 +303,15 @@ def _metrics(t: Table) -> MetricsConfig:
 
 def _digest(t: Table) -> DigestConfig | None:
     text = t.str("weekly")
+    organisation = t.str("organisation", None)
+    if organisation is not None:
+        organisation = organisation.strip().lower()
+        if organisation.count("@") != 1 or organisation.startswith("@") \
+                or organisation.endswith("@") or any(c.isspace() for c in organisation):
+            t.problem("organisation", f"expected one mail address such as "
+                      f'"ops@example.com", got {organisation!r}')
     try:
-        return DigestConfig.parse(text or "")
+        return replace(DigestConfig.parse(text or ""), organisation=organisation)
     except ValueError as exc:
         t.problem("weekly", str(exc))
         return None

@@ -6,6 +6,12 @@ department address to its head. Exactly once per department and week: the digest
 Message-ID is derived from both, and it is queued only if the outbox holds no mail with
 that Message-ID (outbox.message_id is unique), so restarts and reloads never repeat it. A
 digest missed by more than a day (mailgate was down) is skipped, not sent late.
+
+`[digest] organisation = "ops@example.com"` adds one organisation-wide digest a week to
+that address: the report for all departments plus the dependency view (which departments
+send requests to which, and how fast each answers; mailgate/dependencies.py). It follows
+the same schedule in the calendar zone of the default department (else the first one),
+comes from that department's address, and is queued exactly once per week the same way.
 """
 
 from __future__ import annotations
@@ -43,6 +49,19 @@ def last_slot(config: DigestConfig, zone: ZoneInfo, now: datetime) -> datetime:
 
 def digest_id(dept: Department, slot: datetime) -> str:
     return f"digest.{dept.key}.{slot:%Y%m%d}@{dept.address.partition('@')[2] or 'localhost'}"
+
+
+def organisation_id(sender: Department, slot: datetime) -> str:
+    domain = sender.address.partition('@')[2] or 'localhost'
+    return f"digest.organisation.{slot:%Y%m%d}@{domain}"
+
+
+def organisation_sender(directory: Directory) -> Department | None:
+    """The department the organisation digest comes from (and whose zone schedules it)."""
+    key = directory.default_department
+    if key and key in directory.departments:
+        return directory.departments[key]
+    return next(iter(directory.departments.values()), None)
 
 
 class Digester:
@@ -90,9 +109,56 @@ class Digester:
                     queued.append(message_id)
             log.info("digest.queued", department=dept.key, to=dept.head,
                      period_end=slot.isoformat())
+        if config.organisation:
+            message_id = await self._organisation(config, config.organisation, directory,
+                                                  now)
+            if message_id:
+                queued.append(message_id)
         if queued:
             self.sent()
         return queued
+
+    async def _organisation(self, config: DigestConfig, to: str, directory: Directory,
+                            now: datetime) -> str | None:
+        sender = organisation_sender(directory)
+        if sender is None:
+            return None
+        slot = last_slot(config, directory.calendar_for(sender).zone, now)
+        if now - slot > LATE_LIMIT:
+            return None
+        message_id = organisation_id(sender, slot)
+        if await self._queued(message_id):
+            return None
+        mail = await self._organisation_mail(directory, sender, to, slot, message_id)
+        async with self.store.transaction() as tx:
+            row = await tx.fetch_one("SELECT 1 FROM outbox WHERE message_id = ?",
+                                     (message_id,))
+            if row is not None:
+                return None
+            await tx.enqueue(mail, now)
+        log.info("digest.queued", department="organisation", to=to,
+                 period_end=slot.isoformat())
+        return message_id
+
+    async def _organisation_mail(self, directory: Directory, sender: Department, to: str,
+                                 slot: datetime, message_id: str) -> Outgoing:
+        from mailgate import dependencies
+        from mailgate.queries import department_report, dependency_view
+        from mailgate.report import as_html, as_text
+
+        since = slot - PERIOD
+        report = await department_report(self.store.conn, directory, since, slot)
+        view = await dependency_view(self.store.conn, directory, since, slot)
+        envelope = Envelope(
+            from_name="mailgate", from_addr=sender.address, to=(to,),
+            subject=f"Weekly report, all departments: {since:%d %b} - {slot:%d %b %Y}",
+            message_id=message_id, date=self.clock(), auto_submitted="auto-generated",
+            extra=(("X-Mailgate-Instance", self.instance),
+                   ("X-Mailgate-Digest", "organisation")))
+        text = as_text(report) + "\n" + dependencies.as_text(view)
+        html = as_html(report, dependencies.as_html_section(view))
+        return Outgoing(message_id=message_id, kind="digest", mail_from=sender.address,
+                        recipients=(to,), raw=compose(envelope, text, html))
 
     async def _queued(self, message_id: str) -> bool:
         async with self.store.conn.execute(

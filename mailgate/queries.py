@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 import aiosqlite
 
 from mailgate.businesstime import BusinessCalendar
+from mailgate.dependencies import DependencyView, RequestFacts, build_dependencies
 from mailgate.directory import Directory
 from mailgate.model import Priority, Status, Ticket
 from mailgate.pipeline import is_agent
@@ -255,3 +256,28 @@ async def department_report(conn: aiosqlite.Connection, directory: Directory | N
     return build_report(rows.tickets, rows.clocks, rows.backlog, since=since, until=until,
                         now=until, names=names, calendars=calendar_lookup(directory),
                         ratings=rows.ratings)
+
+
+async def dependency_view(conn: aiosqlite.Connection, directory: Directory | None,
+                          since: datetime, until: datetime,
+                          departments: Iterable[str] | None = None) -> DependencyView:
+    """Which departments sent requests to which during [since, until) (mailgate.dependencies
+    does the grouping). With departments, only flows from or to one of them."""
+    rows = await conn.execute_fetchall(
+        """SELECT t.requester, t.department, t.created_at, t.first_response_at
+           FROM tickets t WHERE t.created_at >= :since AND t.created_at < :until
+           ORDER BY t.id""", {"since": ts(since), "until": ts(until)})
+    requests = [RequestFacts((r[0] or "").lower(), r[1], from_ts(r[2]), _maybe(r[3]))
+                for r in rows]
+
+    def department_of(address: str) -> str | None:
+        person = directory.person(address) if directory else None
+        return person.department if person else None
+
+    wanted = set(departments or ())
+    if wanted:
+        requests = [r for r in requests
+                    if r.department in wanted or department_of(r.requester) in wanted]
+    order = list(directory.departments) if directory else []
+    return build_dependencies(requests, department_of, since=since, until=until,
+                              calendars=calendar_lookup(directory), order=order)

@@ -264,7 +264,8 @@ _CELL = "padding:4px 8px;border-bottom:1px solid #ddd;text-align:left;"
 _FONT = "font-family:Arial,Helvetica,sans-serif;color:#222;"
 
 
-def as_html(report: Report) -> str:
+def as_html(report: Report, extra: str = "") -> str:
+    """The page; extra is more HTML (already escaped) after the departments' sections."""
     head = "".join(f'<th style="{_CELL}background:#f0f0f0;">{escape(h)}</th>'
                    for h in HEADERS)
     body = "".join(
@@ -285,7 +286,7 @@ tickets now.</p>
 <table style="border-collapse:collapse;font-size:13px;" cellspacing="0">
 <thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {notes}
-{sections}
+{sections}{extra}
 </body></html>
 """
 
