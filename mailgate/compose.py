@@ -45,6 +45,7 @@ class Envelope:
     reply_to: str | None = None
     auto_submitted: str = "auto-replied"
     extra: tuple[tuple[str, str], ...] = ()
+    cc: tuple[str, ...] = ()
 
 
 def compose(env: Envelope, text: str, html: str | None = None,
@@ -149,6 +150,7 @@ def _headers(env: Envelope) -> list[tuple[str, str]]:
     headers = [
         ("From", address(env.from_name, env.from_addr)),
         ("To", ", ".join(address("", a) for a in env.to)),
+        *([("Cc", ", ".join(address("", a) for a in env.cc))] if env.cc else []),
         ("Subject", encode_header(header_safe(env.subject), len("Subject: "))),
         ("Date", format_datetime(env.date)),
         ("Message-ID", f"<{header_safe(env.message_id)}>"),

@@ -74,6 +74,7 @@ class MailboxConfig:
 class LimitsConfig:
     acks_per_sender_per_hour: int = 10
     max_body_chars: int = 200_000
+    max_attachment_bytes: int = 25 * 1024 * 1024  # attachments kept per message, decoded
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class ConversationConfig:
     auto_close_after: timedelta = timedelta(days=7)  # resolved tickets close after this
     max_relay_bytes: int = 10 * 1024 * 1024  # attachments relayed per mail, encoded size
     notify_team: bool = True  # mail the team about each new ticket
+    keep_cc_informed: bool = True  # the request's Cc get the answers and the summary too
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -348,6 +350,7 @@ def _limits(t: Table) -> LimitsConfig:
     return LimitsConfig(
         acks_per_sender_per_hour=t.int("acks_per_sender_per_hour", 10, minimum=0),
         max_body_chars=t.int("max_body_chars", 200_000, minimum=1000),
+        max_attachment_bytes=t.int("max_attachment_bytes", 25 * 1024 * 1024, minimum=0),
     )
 
 
@@ -367,4 +370,5 @@ def _conversation(t: Table) -> ConversationConfig:
         auto_close_after=t.duration("auto_close_after", default.auto_close_after),
         max_relay_bytes=t.int("max_relay_bytes", default.max_relay_bytes, minimum=0),
         notify_team=t.bool("notify_team", default.notify_team),
+        keep_cc_informed=t.bool("keep_cc_informed", default.keep_cc_informed),
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from mailgate import ticketops as ops
 from mailgate.classify import LoopContext, Verdict, classify
 from mailgate.compose import Envelope, compose, new_message_id
 from mailgate.config import Config
@@ -52,6 +53,8 @@ class PipelineSettings:
     reopen_window: timedelta = timedelta(days=7)
     max_relay_bytes: int = 10 * 1024 * 1024
     notify_team: bool = True
+    keep_cc_informed: bool = True
+    max_attachment_bytes: int = 25 * 1024 * 1024
 
     @classmethod
     def from_config(cls, config: Config) -> PipelineSettings:
@@ -62,11 +65,14 @@ class PipelineSettings:
                                      config.security.authserv_id),
                    reopen_window=config.conversation.reopen_window,
                    max_relay_bytes=config.conversation.max_relay_bytes,
-                   notify_team=config.conversation.notify_team)
+                   notify_team=config.conversation.notify_team,
+                   keep_cc_informed=config.conversation.keep_cc_informed,
+                   max_attachment_bytes=config.limits.max_attachment_bytes)
 
     def conversation(self) -> ConversationSettings:
         return ConversationSettings(self.instance, self.reopen_window, self.max_relay_bytes,
-                                    self.acks_per_sender_per_hour, self.notify_team)
+                                    self.acks_per_sender_per_hour, self.notify_team,
+                                    self.keep_cc_informed)
 
 
 class Pipeline:
@@ -195,6 +201,9 @@ class Pipeline:
                                          sender_trust(msg, self.settings.trust))
         await tx.add_receipts(msg.dedupe_key, pending, message, "ticket")
         subject = clean_subject(msg.subject)
+        own = self.directory.own_addresses()
+        cc = list(dict.fromkeys(a.addr for a in msg.cc
+                                if a.addr not in own and a.addr != msg.sender.addr))
         tickets = []
         for key in pending:
             dept = self.directory.departments[key]
@@ -203,6 +212,8 @@ class Pipeline:
             await tx.add_event(ticket.id, "created", now, actor=msg.sender.addr,
                                message=message,
                                detail={"kind": verdict.kind.value} if verdict.reason else None)
+            if cc:
+                await ops.set_cc(tx, ticket.id, cc)
             await self.sla.open(tx, ticket, now)
             tickets.append(ticket)
             log.info("ticket.created", ticket=ticket.ref, dept=key, message_id=msg.message_id,

@@ -177,4 +177,22 @@ MIGRATIONS: tuple[str, ...] = (
     -- The auto-closer's query: resolved tickets, oldest resolution first.
     CREATE INDEX tickets_resolved_at ON tickets(resolved_at) WHERE status = 'resolved';
     """,
+    # 5: people copied on the request, and attachments kept on disk by SHA-256
+    """
+    ALTER TABLE tickets ADD COLUMN cc TEXT;  -- JSON list: the request's Cc, kept informed
+    -- One row per ticket and file: where it is on disk (<state>/attachments/ab/cdef...),
+    -- or sha256 NULL when it was not kept (over [limits] max_attachment_bytes).
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY,
+        ticket INTEGER NOT NULL REFERENCES tickets(id),
+        message INTEGER NOT NULL REFERENCES messages(id),
+        filename TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX attachments_ticket ON attachments(ticket, id);
+    CREATE INDEX attachments_sha256 ON attachments(sha256) WHERE sha256 IS NOT NULL;
+    """,
 )

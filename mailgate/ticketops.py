@@ -32,11 +32,13 @@ class TicketState:
     closed_at: datetime | None
     survey_at: datetime | None
     rating: int | None
+    cc: tuple[str, ...] = ()  # the request's Cc (not us, not the requester), at most 20
 
 
 _STATE = """SELECT id, ref, department, subject, requester, requester_name, status, priority,
-                   created_at, assignee, resolved_at, closed_at, survey_at, rating
+                   created_at, assignee, resolved_at, closed_at, survey_at, rating, cc
             FROM tickets WHERE id = ?"""
+MAX_CC = 20
 
 
 def _maybe(value: float | None) -> datetime | None:
@@ -47,7 +49,13 @@ async def state(tx: Tx, ticket_id: int) -> TicketState:
     r = await tx.fetch_one(_STATE, (ticket_id,))
     assert r is not None, f"ticket {ticket_id} vanished inside its transaction"
     return TicketState(r[0], r[1], r[2], r[3], r[4], r[5], Status(r[6]), Priority(r[7]),
-                       from_ts(r[8]), r[9], _maybe(r[10]), _maybe(r[11]), _maybe(r[12]), r[13])
+                       from_ts(r[8]), r[9], _maybe(r[10]), _maybe(r[11]), _maybe(r[12]), r[13],
+                       tuple(json.loads(r[14])) if r[14] else ())
+
+
+async def set_cc(tx: Tx, ticket_id: int, cc: list[str]) -> None:
+    await tx.execute("UPDATE tickets SET cc = ? WHERE id = ?",
+                     (json.dumps(cc[:MAX_CC]) if cc else None, ticket_id))
 
 
 async def event(tx: Tx, ticket_id: int, kind: str, now: datetime, *, actor: str | None = None,

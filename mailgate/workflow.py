@@ -11,7 +11,12 @@ can answer an auto-reply or a bounce. In order:
    never obeyed;
 3. anyone else -- the requester, a colleague -- is a reply: relayed to the assignee or the
    team; the requester's reply reopens a resolved ticket and resumes paused clocks, and a
-   single digit 1-5 answers the satisfaction question.
+   single digit 1-5 answers the satisfaction question. Anyone else's mail is a "comment":
+   relayed the same way, but it never reopens, resumes or restarts a clock.
+
+People copied (Cc) on the request are stored on the ticket (tickets.cc) and, with
+[conversation] keep_cc_informed, copied on the answers relayed to the requester and on the
+resolution summary.
 
 Commands are all or nothing (see commands.py): one line that cannot be carried out and
 nothing changes; the agent is told why.
@@ -48,6 +53,7 @@ class ConversationSettings:
     max_relay_bytes: int = 10 * 1024 * 1024
     replies_per_sender_per_hour: int = 10  # command refusals and errors, per recipient
     notify_team: bool = True
+    keep_cc_informed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,15 +207,26 @@ class Workflow:
         rating = parse_rating(text) if requester and st.survey_at else None
         if rating is not None:
             return await self._rated(tx, st, dept, mail, *rating, now)
+        if not requester:
+            # Someone else (a colleague in Cc, another employee): a comment. It is relayed
+            # to the team like a reply, but only the requester reopens, resumes a waiting
+            # ticket or asks for the next response.
+            await ops.event(tx, st.id, "comment", now, actor=mail.sender,
+                            message=mail.message, detail={"role": "other"},
+                            visibility="public")
+            await tx.touch_ticket(st.id, now)
+            if dept is not None:
+                parts = relay_parts(mail.raw, self.settings.max_relay_bytes)
+                await self._relay_to_team(tx, st, mail, text, parts, now, kind="comment")
+            return "comment"
         reopened = False
-        if requester and st.status in (Status.RESOLVED, Status.CLOSED):
+        if st.status in (Status.RESOLVED, Status.CLOSED):
             await self._reopen(tx, st, now, actor=mail.sender, why="the requester replied")
             reopened = True
-        elif requester and st.status is Status.WAITING:
+        elif st.status is Status.WAITING:
             await ops.set_status(tx, st.id, Status.OPEN, now)
         await ops.event(tx, st.id, "reply", now, actor=mail.sender, message=mail.message,
-                        detail={"role": "requester" if requester else "other"},
-                        visibility="public")
+                        detail={"role": "requester"}, visibility="public")
         await tx.touch_ticket(st.id, now)
         await self.sla.resume(tx, st.id, now)
         await self.sla.start_next_response(tx, st.id, now)
@@ -335,12 +352,13 @@ class Workflow:
             "asked": asked.strip()[:MAX_QUOTED_CHARS], "done": done[:MAX_QUOTED_CHARS],
             "time_to_resolve": span(now - st.created_at)}
         body = self.renderer.render("resolved", dept.key, context)
+        cc = self._cc(st, mail.sender)
         mail_out = self._mail(st, dept, "summary", (st.requester,),
                               tagged_subject([st.ref], st.subject), body.text, now,
                               **await self._requester_thread(tx, st), auto="auto-generated",
-                              attachments=parts.parts)
+                              attachments=parts.parts, cc=cc)
         await self._send(tx, st.id, mail_out, "summary_sent", now, visibility="public",
-                         detail={"to": [st.requester]})
+                         detail={"to": [st.requester]} | ({"cc": list(cc)} if cc else {}))
         await ops.set_field(tx, st.id, "survey_at", now.timestamp(), now)
         log.info("ticket.resolved", ticket=st.ref, by=mail.sender)
 
@@ -390,19 +408,27 @@ class Workflow:
                                              "left_out": list(parts.left_out)}
         body = self.renderer.render("reply_requester", dept.key, context)
         # A person's answer: not auto-submitted, so the requester's client treats it so.
+        cc = self._cc(st, mail.sender)
         out = self._mail(st, dept, "reply", (st.requester,),
                          tagged_subject([st.ref], st.subject), body.text, now,
                          **await self._requester_thread(tx, st), auto="no",
                          from_name=f"{name} via {dept.name}" if name else dept.name,
-                         attachments=parts.parts)
+                         attachments=parts.parts, cc=cc)
         await self._send(tx, st.id, out, "relayed", now, actor=mail.sender,
-                         detail={"to": [st.requester]}, visibility="public")
+                         detail={"to": [st.requester]} | ({"cc": list(cc)} if cc else {}),
+                         visibility="public")
+
+    def _cc(self, st: ops.TicketState, author: str) -> tuple[str, ...]:
+        """Who is copied on mail to the requester: the request's Cc, when so configured."""
+        if not self.settings.keep_cc_informed:
+            return ()
+        return tuple(a for a in st.cc if a not in (author, st.requester))
 
     async def _relay_to_team(self, tx: Tx, st: ops.TicketState, mail: Incoming, text: str,
                              parts: RelayParts, now: datetime, kind: str,
                              reopened: bool = False) -> None:
         dept = self.directory.departments[st.department]
-        roles = ("assignee",) if st.assignee and kind == "reply" else ("team",)
+        roles = ("assignee",) if st.assignee and kind != "note" else ("team",)
         to = tuple(a for a in self.directory.recipients(dept, roles, st.assignee)
                    if a != mail.sender)
         if not to:
@@ -465,17 +491,18 @@ class Workflow:
     def _mail(self, st: ops.TicketState, dept: Department, kind: str, to: tuple[str, ...],
               subject: str, text: str, now: datetime, *, in_reply_to: str | None = None,
               references: list[str | None] | None = None, auto: str = "auto-generated",
-              from_name: str | None = None, attachments: tuple[bytes, ...] = ()) -> Outgoing:
+              from_name: str | None = None, attachments: tuple[bytes, ...] = (),
+              cc: tuple[str, ...] = ()) -> Outgoing:
         message_id = new_message_id(dept.address.partition("@")[2], st.ref)
         refs = tuple(dict.fromkeys(r for r in (references or []) if r))
         envelope = Envelope(
             from_name=from_name or dept.name, from_addr=dept.address, to=to, subject=subject,
             message_id=message_id, date=now, in_reply_to=in_reply_to, references=refs,
-            reply_to=dept.address, auto_submitted=auto,
+            reply_to=dept.address, auto_submitted=auto, cc=cc,
             extra=(("X-Mailgate-Instance", self.settings.instance),
                    ("X-Mailgate-Ticket", st.ref)))
         return Outgoing(message_id=message_id, kind=kind, mail_from=dept.address,
-                        recipients=to, raw=compose(envelope, text, None, attachments),
+                        recipients=(*to, *cc), raw=compose(envelope, text, None, attachments),
                         ticket_id=st.id)
 
     async def _send(self, tx: Tx, ticket_id: int, mail: Outgoing, event: str, now: datetime,

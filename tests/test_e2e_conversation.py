@@ -72,7 +72,8 @@ async def status(daemon: Daemon, ref: str = "IT-1001") -> str:
 async def test_full_cycle_request_to_rating(env: Env, daemon: Daemon,  # noqa: F811
                                             clock: FakeClock) -> None:
     # 1. The request: an acknowledgement for ann, a notification for the team.
-    await deliver(env, mail(body="It only beeps.\n\n-- \nAnn Example, 3rd floor"))
+    await deliver(env, mail(body="It only beeps.\n\n-- \nAnn Example, 3rd floor",
+                            cc="Carl <carl@example.com>"))  # stays informed
     ack, notice = sorted(await arrivals(env, 0, 2), key=lambda r: r.rcpt_tos != ["ann@example.com"])
     assert ack.rcpt_tos == ["ann@example.com"]
     assert sorted(notice.rcpt_tos) == ["alice@example.com", "bob@example.com"]
@@ -93,7 +94,8 @@ async def test_full_cycle_request_to_rating(env: Env, daemon: Daemon,  # noqa: F
              "On Tue, 24 Nov 2026, IT Service Desk wrote:\n> New request for IT"))
     [answer] = await arrivals(env, 2, 1)
     a = answer.message
-    assert answer.rcpt_tos == ["ann@example.com"]
+    assert answer.rcpt_tos == ["ann@example.com", "carl@example.com"]
+    assert a["Cc"] == "carl@example.com"
     assert a["From"] == "Alice Adams via IT Service Desk <it-help@example.com>"
     assert a["Subject"] == "[IT-1001] Re: Laptop won't boot"
     assert a["In-Reply-To"] == "<req-1@example.com>"
@@ -133,7 +135,7 @@ async def test_full_cycle_request_to_rating(env: Env, daemon: Daemon,  # noqa: F
         body="#resolve\nReplaced the graphics driver."))
     [summary] = await arrivals(env, 5, 1)
     s = summary.message
-    assert summary.rcpt_tos == ["ann@example.com"]
+    assert summary.rcpt_tos == ["ann@example.com", "carl@example.com"]
     assert s["Subject"] == "[IT-1001] Re: Laptop won't boot"
     assert s["In-Reply-To"] == "<ann-2@example.com>"
     assert "<req-1@example.com>" in refs(s) and ack.message["Message-ID"] in refs(s)

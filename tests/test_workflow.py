@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from email.message import Message
@@ -421,13 +422,84 @@ def test_conversation_config(tmp_path: Path) -> None:
     path = tmp_path / "mailgate.toml"
     base = '[outbox]\ndir = "out"\n[conversation]\n'
     path.write_text(base + 'reopen_window = "3d"\nauto_close_after = "14d"\n'
-                    "max_relay_bytes = 1000\nnotify_team = false\n")
+                    "max_relay_bytes = 1000\nnotify_team = false\nkeep_cc_informed = false\n")
     conversation = load_config(path).conversation
     assert conversation.reopen_window == timedelta(days=3)
     assert conversation.auto_close_after == timedelta(days=14)
     assert (conversation.max_relay_bytes, conversation.notify_team) == (1000, False)
+    assert conversation.keep_cc_informed is False
     path.write_text(base + 'reopen_window = "soon"\nreopen = "7d"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert any("conversation.reopen_window" in p for p in caught.value.problems)
     assert any("conversation.reopen" in p and "unknown" in p for p in caught.value.problems)
+
+
+# --- people copied on the request, and comments from other employees -------------------
+
+
+def cc_request() -> bytes:
+    return mail(cc="Carl Colleague <carl@example.com>, it-help@example.com, "
+                   "ann@example.com, Dora <DORA@example.com>, carl@example.com")
+
+
+async def test_cc_of_the_request_is_stored_and_copied_on_answers_and_summary(
+        h: Harness) -> None:
+    await h.deliver(cc_request())
+    # not our own address, not the requester, no duplicates, lower-cased
+    assert json.loads(str(await ticket(h, "cc"))) == ["carl@example.com", "dora@example.com"]
+    await h.deliver(agent("Please restart it."))
+    [reply] = await sent(h, "reply")
+    assert reply["To"] == "ann@example.com"
+    assert reply["Cc"] == "carl@example.com, dora@example.com"
+    [(recipients,)] = await h.rows("SELECT recipients FROM outbox WHERE kind = 'reply'")
+    assert json.loads(recipients) == ["ann@example.com", "carl@example.com", "dora@example.com"]
+    await h.deliver(agent("#resolve\nFixed.", n=2))
+    [summary] = await sent(h, "summary")
+    assert summary["Cc"] == "carl@example.com, dora@example.com"
+    [ack] = await sent(h, "ack")
+    assert ack["Cc"] is None  # the acknowledgement is the requester's alone
+
+
+async def test_cc_is_capped_at_twenty(h: Harness) -> None:
+    await h.deliver(mail(cc=", ".join(f"p{i}@example.com" for i in range(30))))
+    assert len(json.loads(str(await ticket(h, "cc")))) == 20
+
+
+async def test_keep_cc_informed_false_copies_nobody(tmp_path: Path) -> None:
+    h = await make(tmp_path, keep_cc_informed=False)
+    try:
+        await h.deliver(cc_request())
+        await h.deliver(agent("Please restart it."))
+        [reply] = await sent(h, "reply")
+        assert reply["Cc"] is None
+        [(recipients,)] = await h.rows("SELECT recipients FROM outbox WHERE kind = 'reply'")
+        assert json.loads(recipients) == ["ann@example.com"]
+    finally:
+        await h.store.close()
+
+
+async def test_mail_from_another_employee_is_a_comment_that_never_reopens(h: Harness) -> None:
+    await h.deliver(cc_request())
+    await h.deliver(agent("#waiting\nWhich model is it?"))
+    assert await ticket(h, "status") == "waiting"
+    carl = mail("Re: [IT-1001] Laptop won't boot", sender="Carl <carl@example.com>",
+                message_id="<carl-1@example.com>", body="I think it is a T14.",
+                headers=verified())
+    outcome = await h.deliver(carl)
+    assert outcome.action == "reply"
+    [(kind, visibility)] = await h.rows(
+        "SELECT kind, visibility FROM events WHERE actor = 'carl@example.com' "
+        "AND kind != 'relayed'")
+    assert (kind, visibility) == ("comment", "public")
+    assert await ticket(h, "status") == "waiting"  # only the requester resumes
+    assert await ticket(h, "paused_at") is not None
+    [relay] = await sent(h, "relay-team")
+    assert "I think it is a T14." in text_of(relay)
+    await h.deliver(agent("#resolve\nDone.", n=2))
+    await h.deliver(mail("Re: [IT-1001] Laptop won't boot", sender="carl@example.com",
+                         message_id="<carl-2@example.com>", body="Still broken for me.",
+                         headers=verified()))
+    assert await ticket(h, "status") == "resolved"  # a comment never reopens
+    assert await h.count("tickets") == 1
+    assert await h.count("events", "kind = 'comment'") == 2
