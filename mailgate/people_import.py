@@ -222,17 +222,21 @@ class Imported:
     people: int
 
 
-def import_people(csv_path: Path, output: Path | None,
-                  directory: Path | None) -> Imported:
+def import_people(csv_path: Path, output: Path | None, directory: Path | None,
+                  progress: Callable[[str], None] | None = None) -> Imported:
     """Read csv_path, check it (against the directory when one is given) and write the
     people file: output, else the directory's people_file. ConfigError lists every problem;
-    then nothing is written."""
+    then nothing is written. progress, when given, hears each step ("checking 3124
+    people (2/4)") for a terminal's progress line."""
+    say = progress or (lambda text: None)
     target = output or (people_file_of(directory) if directory else None)
     if target is None:
         where = f"{directory}: people_file" if directory else "--output"
         raise ConfigError([f"{where}: no people file to write; set people_file = "
                            '"people.toml" in directory.toml or pass --output PATH'])
+    say(f"reading {csv_path.name} (1/4)")
     rows, problems = parse_people_csv(_read_csv(csv_path), str(csv_path))
+    say(f"checking {len(rows)} people (2/4)")
     if directory is not None and not problems:
         departments, others = _outline(directory)
         problems = check_against(rows, str(csv_path), departments, others)
@@ -240,9 +244,12 @@ def import_people(csv_path: Path, output: Path | None,
         raise ConfigError(problems)
     check = _trial_load(directory) if directory and _same(target, people_file_of(directory)) \
         else None
+    say(f"writing {target.name} and loading the directory with it (3/4)" if check
+        else f"writing {target.name} (3/4)")
     problems = write_atomically(target, people_toml([r.person for r in rows]), check)
     if problems:
         raise ConfigError(problems)
+    say(f"done: {len(rows)} people (4/4)")
     return Imported(target, len(rows))
 
 
