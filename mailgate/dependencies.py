@@ -117,9 +117,10 @@ def as_text(view: DependencyView) -> str:
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                   for r in table]
     lines.append("")
-    lines.append("FROM is the requester's department in the directory's people (unknown: "
-                 "not listed); TO is the department the request went to. First response is "
-                 "business time in TO's calendar; n/a: none answered yet.")
+    lines.append("FROM: the requester's department in the directory's people (unknown: "
+                 "not listed there).")
+    lines.append("TO: the department that got the request. FIRST RESPONSE: median business "
+                 "time in TO's calendar (n/a: none answered yet).")
     return "\n".join(lines) + "\n"
 
 
