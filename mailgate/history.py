@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from mailgate.attachments import AttachmentStore
 from mailgate.store import Store, from_ts
 
 _TICKET = """SELECT id, ref, department, subject, requester, requester_name, status, priority,
                     created_at, updated_at, assignee, first_response_at, resolved_at,
-                    closed_at, paused_at, survey_at, rating, rating_comment, rated_at
+                    closed_at, paused_at, survey_at, rating, rating_comment, rated_at, cc
              FROM tickets WHERE ref = ?"""
 _TICKET_KEYS = ("id", "ref", "department", "subject", "requester", "requester_name", "status",
                 "priority", "created_at", "updated_at", "assignee", "first_response_at",
                 "resolved_at", "closed_at", "paused_at", "survey_at", "rating",
-                "rating_comment", "rated_at")
+                "rating_comment", "rated_at", "cc")
 _TIMES = frozenset(k for k in _TICKET_KEYS if k.endswith("_at"))
 _CLOCKS = """SELECT target, started_at, due_at, met_at, paused_seconds, fired, round
              FROM sla_clocks WHERE ticket = ? ORDER BY started_at, target"""
@@ -30,6 +31,9 @@ _EVENTS = """
     LEFT JOIN messages m ON m.id = e.message
     LEFT JOIN outbox o ON o.id = e.outgoing
     WHERE e.ticket = ? ORDER BY e.id"""
+_ATTACHMENTS = """SELECT a.filename, a.content_type, a.size, a.sha256, m.message_id, a.created_at
+                  FROM attachments a JOIN messages m ON m.id = a.message
+                  WHERE a.ticket = ? ORDER BY a.id"""
 
 
 def _iso(value: float | None) -> str | None:
@@ -46,8 +50,15 @@ async def load(store: Store, ref: str, now: datetime) -> dict | None:
         clocks = [_clock(r, row[14], now) for r in await cur.fetchall()]
     async with store.conn.execute(_EVENTS, (row[0],)) as cur:
         events = [_event(r) for r in await cur.fetchall()]
+    ticket["cc"] = json.loads(ticket["cc"]) if ticket["cc"] else []
+    root = AttachmentStore(store.path.parent / "attachments")
+    async with store.conn.execute(_ATTACHMENTS, (row[0],)) as cur:
+        attachments = [{"filename": r[0], "content_type": r[1], "size": r[2], "sha256": r[3],
+                        "path": str(root.path(r[3])) if r[3] else None, "message_id": r[4],
+                        "at": _iso(r[5])} for r in await cur.fetchall()]
     linked = await store.linked_refs(row[0])
-    return {"ticket": ticket, "linked": linked, "sla": clocks, "events": events}
+    return {"ticket": ticket, "linked": linked, "sla": clocks, "events": events,
+            "attachments": attachments}
 
 
 def _clock(r: tuple, paused_at: float | None, now: datetime) -> dict:
@@ -92,6 +103,13 @@ def lines(story: dict) -> list[str]:
         out.append(f"  rating     {t['rating']}/5{comment}")
     if story["linked"]:
         out.append(f"  linked     {', '.join(story['linked'])}")
+    if t.get("cc"):
+        out.append(f"  cc         {', '.join(t['cc'])}")
+    if story.get("attachments"):
+        out.append("  attachments")
+        for a in story["attachments"]:
+            where = a["path"] or "not kept (over [limits] max_attachment_bytes)"
+            out.append(f"    {a['filename']}  {a['content_type']}  {a['size']} bytes  {where}")
     if story["sla"]:
         out.append("  SLA")
         for c in story["sla"]:

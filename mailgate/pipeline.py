@@ -8,12 +8,14 @@ its reason and the batch goes on.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailgate import ticketops as ops
+from mailgate.attachments import AttachmentStore, extract, select
 from mailgate.classify import LoopContext, Verdict, classify
 from mailgate.compose import Envelope, compose, new_message_id
 from mailgate.config import Config
@@ -172,6 +174,8 @@ class Pipeline:
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
+        if kind == "reply":
+            await self._keep_attachments(tx, raw, msg, message, tickets, now)
         if verdict.kind is MailKind.REQUEST and actor:
             # A person wrote: answers, notes, commands, replies (workflow.py).
             incoming = Incoming(msg, raw, message, sender_trust(msg, self.settings.trust))
@@ -229,10 +233,47 @@ class Pipeline:
                 await tx.add_event(old.id, "followed_up", now, actor=msg.sender.addr,
                                    message=message, detail={"by": ticket.ref})
                 await tx.add_event(ticket.id, "follows", now, detail={"ticket": old.ref})
-        acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now)
+        dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
+        acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now, dropped)
         for ticket in tickets:
             await self.workflow.opened(tx, ticket, msg, raw, message, now)
         return Outcome("ticket", tuple(t.ref for t in tickets), acknowledged=acknowledged)
+
+    async def _keep_attachments(self, tx: Tx, raw: bytes, msg: Inbound, message: int,
+                                tickets: list[Ticket], now: datetime) -> list[str]:
+        """Store the mail's attachments (up to [limits] max_attachment_bytes in all) and
+        record them on each ticket; returns the names of those not kept.
+
+        Each file is written and fsynced *before* the rows naming it are inserted, and the
+        rows commit with this message's transaction: a crash leaves at most an orphan file,
+        never a row naming a missing file (see attachments.py)."""
+        if not msg.attachments or tx.state_dir is None:
+            return []
+        parts = extract(raw)
+        if not parts:
+            return []
+        kept, dropped = select(parts, self.settings.max_attachment_bytes)
+        store = AttachmentStore(tx.state_dir / "attachments")
+        rows = []
+        for part in kept:
+            digest = await asyncio.to_thread(store.put, part.data)  # durable before the rows
+            rows.append((part, digest))
+        rows += [(part, None) for part in dropped]
+        for ticket in tickets:
+            for part, digest in rows:
+                await tx.execute(
+                    "INSERT INTO attachments (ticket, message, filename, content_type, size, "
+                    "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ticket.id, message, part.filename, part.content_type, len(part.data),
+                     digest, now.timestamp()))
+            if dropped:
+                await tx.add_event(ticket.id, "attachments_dropped", now, message=message,
+                                   detail={"files": [[p.filename, len(p.data)] for p in dropped],
+                                           "limit": self.settings.max_attachment_bytes})
+        if dropped:
+            log.warning("attachments.dropped", message_id=msg.message_id,
+                        files=[p.filename for p in dropped])
+        return [p.filename for p in dropped]
 
     async def _follow_clocks(self, tx: Tx, ticket: Ticket, sender: str,
                              now: datetime) -> None:
@@ -249,7 +290,8 @@ class Pipeline:
         await self.sla.start_next_response(tx, ticket.id, now)
 
     async def _acknowledge(self, tx: Tx, msg: Inbound, verdict: Verdict,
-                           tickets: list[Ticket], now: datetime) -> bool:
+                           tickets: list[Ticket], now: datetime,
+                           dropped: list[str] | None = None) -> bool:
         assert msg.sender is not None
         refusal = await self._ack_refusal(tx, msg, verdict, now)
         if refusal:
@@ -257,7 +299,7 @@ class Pipeline:
                 await tx.add_event(ticket.id, "ack_suppressed", now, detail={"reason": refusal})
             log.info("ack.suppressed", tickets=[t.ref for t in tickets], reason=refusal)
             return False
-        mail = self._ack_mail(msg, tickets, now)
+        mail = self._ack_mail(msg, tickets, now, dropped or [])
         outgoing = await tx.enqueue(mail, now)
         for ticket in tickets:
             await tx.add_event(ticket.id, "ack_queued", now, outgoing=outgoing)
@@ -275,7 +317,8 @@ class Pipeline:
             return f"rate limit: {sent} acknowledgements to {msg.sender.addr} in the last hour"
         return None
 
-    def _ack_mail(self, msg: Inbound, tickets: list[Ticket], now: datetime) -> Outgoing:
+    def _ack_mail(self, msg: Inbound, tickets: list[Ticket], now: datetime,
+                  dropped: list[str]) -> Outgoing:
         assert msg.sender is not None
         first = self.directory.departments[tickets[0].department]
         context = {
@@ -283,6 +326,8 @@ class Pipeline:
             "subject": clean_subject(msg.subject),
             "tickets": [self._ticket_context(t) for t in tickets],
             "received_at": now,
+            "dropped": dropped,  # attachments not kept: over [limits] max_attachment_bytes
+            "max_attachment_size": _size(self.settings.max_attachment_bytes),
         }
         body = self.renderer.render("ack", first.key, context)
         refs = [t.ref for t in tickets]
@@ -318,6 +363,10 @@ def _safe_parse(raw: bytes, max_body_chars: int) -> Inbound | None:
     except Exception:  # parse promises not to raise; if it does, quarantine, don't crash
         log.exception("parse.failed")
         return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1048576:.3g} MB" if n >= 1048576 else f"{n / 1024:.3g} KB"
 
 
 def _mid(msg: Inbound | None) -> str | None:

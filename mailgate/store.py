@@ -126,7 +126,7 @@ class Store:
         async with self._write_lock:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(self.conn)
+                yield Tx(self.conn, self.path.parent)
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
@@ -299,8 +299,9 @@ class Store:
 class Tx:
     """Statements that must run inside Store.transaction()."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, state_dir: Path | None = None) -> None:
         self.conn = conn
+        self.state_dir = state_dir  # the database's directory: attachments live under it
         self._savepoints = 0
 
     async def execute(self, sql: str, args: Iterable = ()) -> aiosqlite.Cursor:

@@ -16,7 +16,7 @@ from mailgate.pipeline import Pipeline, PipelineSettings
 from mailgate.render import Renderer
 from mailgate.store import Store
 from mailgate.trust import TrustPolicy
-from tests.factories import TEMPLATES, FakeClock, Harness, example_directory, mail
+from tests.factories import IT, TEMPLATES, FakeClock, Harness, example_directory, mail
 
 A_R = "Authentication-Results"
 
@@ -503,3 +503,99 @@ async def test_mail_from_another_employee_is_a_comment_that_never_reopens(h: Har
     assert await ticket(h, "status") == "resolved"  # a comment never reopens
     assert await h.count("tickets") == 1
     assert await h.count("events", "kind = 'comment'") == 2
+
+
+# --- attachments kept on disk, content-addressed ---------------------------------------
+
+
+def with_files(files: list[tuple[str, bytes]], n: int = 1, subject: str = "Laptop won't boot",
+               sender: str = "Ann Example <ann@example.com>") -> bytes:
+    parts = "".join(
+        f'--b\r\nContent-Type: application/octet-stream; name="{name}"\r\n'
+        f'Content-Disposition: attachment; filename="{name}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{base64.b64encode(data).decode()}\r\n"
+        for name, data in files)
+    return (f"From: {sender}\r\nTo: it-help@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <files-{n}@example.com>\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+            f"{parts}--b--\r\n").encode()
+
+
+def stored_files(tmp_path: Path) -> list[Path]:
+    root = tmp_path / "state" / "attachments"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+async def test_identical_attachments_are_stored_once_with_private_modes(
+        h: Harness, tmp_path: Path) -> None:
+    import hashlib
+    import stat
+
+    log = b"kernel panic\n" * 100
+    await h.deliver(with_files([("boot.log", log), ("copy.log", log)]))
+    await h.deliver(with_files([("boot.log", log)], n=2, subject="Re: [IT-1001] Laptop"))
+    digest = hashlib.sha256(log).hexdigest()
+    [path] = stored_files(tmp_path)  # three references, one file
+    assert path == tmp_path / "state" / "attachments" / digest[:2] / digest[2:]
+    assert path.read_bytes() == log
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+    rows = await h.rows("SELECT filename, content_type, size, sha256 FROM attachments "
+                        "ORDER BY id")
+    assert rows == [("boot.log", "application/octet-stream", len(log), digest),
+                    ("copy.log", "application/octet-stream", len(log), digest),
+                    ("boot.log", "application/octet-stream", len(log), digest)]
+    assert not list((tmp_path / "state" / "attachments").rglob("*.tmp"))
+    from mailgate import history
+    story = await history.load(h.store, "IT-1001", h.clock())
+    assert story is not None and story["attachments"][0]["path"] == str(path)
+    assert any(str(path) in line for line in history.lines(story))
+
+
+async def test_oversized_attachments_are_dropped_and_named_in_the_ack(tmp_path: Path) -> None:
+    h = await make(tmp_path, max_attachment_bytes=1000)
+    try:
+        outcome = await h.deliver(with_files([("small.txt", b"s" * 600),
+                                              ("huge.iso", b"h" * 5000),
+                                              ("other.txt", b"o" * 300)]))
+        assert outcome.action == "ticket"  # still ticketed
+        assert len(stored_files(tmp_path)) == 2  # small.txt and other.txt fit in 1000
+        rows = await h.rows("SELECT filename, size, sha256 IS NOT NULL FROM attachments "
+                            "ORDER BY id")
+        assert rows == [("small.txt", 600, 1), ("other.txt", 300, 1), ("huge.iso", 5000, 0)]
+        [ack] = await sent(h, "ack")
+        body = text_of(ack)
+        assert "Not kept" in body and "huge.iso" in body and "small.txt" not in body
+        assert await h.count("events", "kind = 'attachments_dropped'") == 1
+    finally:
+        await h.store.close()
+
+
+async def test_attachment_files_are_written_before_the_transaction_commits(
+        h: Harness, tmp_path: Path) -> None:
+    # A crash (here: an exception) after the files are written rolls the rows back: what is
+    # left is an orphan file, never a row naming a file that is not there.
+    raw = with_files([("a.bin", b"A" * 10)])
+    with pytest.raises(RuntimeError):
+        async with h.store.transaction() as tx:
+            await h.pipeline.handle(tx, raw, IT)
+            assert len(stored_files(tmp_path)) == 1  # durable before COMMIT
+            raise RuntimeError("crash before commit")
+    assert await h.count("attachments") == 0 and await h.count("tickets") == 0
+    assert len(stored_files(tmp_path)) == 1  # the orphan; the retry reuses it
+    await h.deliver(raw)
+    assert len(stored_files(tmp_path)) == 1
+    [(sha,)] = await h.rows("SELECT sha256 FROM attachments")
+    assert (tmp_path / "state" / "attachments" / sha[:2] / sha[2:]).exists()
+
+
+def test_attachment_limit_config(tmp_path: Path) -> None:
+    from mailgate.config import load_config
+
+    path = tmp_path / "mailgate.toml"
+    path.write_text('[outbox]\ndir = "out"\n')
+    assert load_config(path).limits.max_attachment_bytes == 25 * 1024 * 1024
+    path.write_text('[outbox]\ndir = "out"\n[limits]\nmax_attachment_bytes = 1000\n')
+    assert load_config(path).limits.max_attachment_bytes == 1000

@@ -1,0 +1,121 @@
+"""Attachments kept on disk, content-addressed: <state>/attachments/ab/cdef... (SHA-256).
+
+Crash safety. The pipeline writes every file (temp file, fsync, os.replace, fsync of the
+directory) *before* it inserts the attachments rows that name it, and those rows commit
+with the message's transaction. So:
+
+- a crash before the commit leaves at most a file nobody references (an orphan, harmless:
+  the next copy of the same mail writes the same name again, and a sweep may delete
+  files no row names);
+- a committed row always names a complete, durable file (it was renamed into place and
+  fsynced before the row existed), never a missing or half-written one;
+- os.replace is atomic, so a reader never sees a partial file under the final name, and
+  two writers of the same content simply replace identical bytes.
+
+Identical files are stored once: the name is the content's hash, and a file already
+present is not written again. Files are mode 0600, directories 0700 (mail is private).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from email import message_from_bytes
+from pathlib import Path
+
+from mailgate.compose import _attachment_leaves, _part_name
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    filename: str
+    content_type: str
+    size: int
+    sha256: str | None  # None: not kept (over the per-message limit)
+
+
+def extract(raw: bytes) -> list[Part]:
+    """The attachments of a mail, decoded (body text parts excluded, as for relaying)."""
+    try:
+        msg = message_from_bytes(raw)
+    except Exception:
+        return []
+    found = []
+    for part in _attachment_leaves(msg):
+        try:
+            data = part.get_payload(decode=True)
+        except Exception:
+            data = None
+        if data is None:  # message/rfc822 and other containers: keep their bytes
+            try:
+                data = part.as_bytes()
+            except Exception:
+                continue
+        found.append(Part(_part_name(part)[:255], part.get_content_type(), data))
+    return found
+
+
+def select(parts: list[Part], limit: int) -> tuple[list[Part], list[Part]]:
+    """Kept and dropped: in order, as long as the decoded total stays within `limit`."""
+    kept, dropped, total = [], [], 0
+    for part in parts:
+        if total + len(part.data) > limit:
+            dropped.append(part)
+        else:
+            total += len(part.data)
+            kept.append(part)
+    return kept, dropped
+
+
+class AttachmentStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:]
+
+    def put(self, data: bytes) -> str:
+        """Store the bytes once, durably; returns their SHA-256 (hex). Blocking: call it
+        in a thread."""
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path(digest)
+        if final.exists() and final.stat().st_size == len(data):
+            return digest  # identical content is already there
+        _mkdir(self.root)
+        _mkdir(final.parent)
+        tmp = final.parent / f".{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return digest
+
+
+def _mkdir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
