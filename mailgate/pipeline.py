@@ -115,12 +115,11 @@ class Pipeline:
                        now: datetime) -> Outcome:
         if msg is None:
             raise BadMessage("the parser could not read this message")
-        msg, fp = await self._distinct(tx, msg)
+        msg, fp, covered = await self._distinct(tx, msg)
         routes = {r.department: r for r in routes_for(msg, origin, self.directory)}
         targets = list(routes)
         if not targets:
             raise BadMessage("addressed to no known department and no default_department set")
-        covered = await tx.receipted_departments(msg.dedupe_key)
         pending = [d for d in targets if d not in covered]
         if not pending:
             return Outcome("duplicate", reason="already received for " + ", ".join(targets))
@@ -146,14 +145,16 @@ class Pipeline:
             raise BadMessage("no usable From address")
         return await self._open(tx, raw, msg, fp, verdict, pending, origin, now, routes)
 
-    async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str]:
-        """Give a re-used Message-ID with different content a key of its own."""
+    async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str, set[str]]:
+        """Give a re-used Message-ID with different content a key of its own; return the
+        message, its fingerprint and the departments that already received it."""
         fp = fingerprint(msg)
-        known = await tx.fingerprint_of(msg.dedupe_key)
+        known, covered = await tx.seen(msg.dedupe_key)
         if known is not None and known != fp:
             log.warning("message.id_reused", message_id=msg.message_id)
             msg = replace(msg, dedupe_key=f"{msg.dedupe_key}#{fp}")
-        return msg, fp
+            covered = await tx.receipted_departments(msg.dedupe_key)
+        return msg, fp, covered
 
     async def _thread(self, tx: Tx, msg: Inbound, verdict: Verdict) -> list[Ticket]:
         hints = thread_hints(msg, self.prefixes)

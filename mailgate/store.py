@@ -330,6 +330,16 @@ class Tx:
 
     # --- dedupe ---------------------------------------------------------------------
 
+    async def seen(self, dedupe_key: str) -> tuple[str | None, set[str]]:
+        """The stored fingerprint under this key and the departments that received it,
+        in one round trip (the hot path asks both for every message)."""
+        row = await self.fetch_one(
+            "SELECT (SELECT fingerprint FROM messages WHERE dedupe_key = ?1), "
+            "(SELECT group_concat(department, char(31)) FROM receipts WHERE dedupe_key = ?1)",
+            (dedupe_key,))
+        fingerprint, departments = row if row else (None, None)
+        return fingerprint, set(departments.split("\x1f")) if departments else set()
+
     async def receipted_departments(self, dedupe_key: str) -> set[str]:
         rows = await self.fetch_all("SELECT department FROM receipts WHERE dedupe_key = ?",
                                (dedupe_key,))
@@ -340,11 +350,6 @@ class Tx:
         await self.conn.executemany(
             "INSERT OR IGNORE INTO receipts (dedupe_key, department, message, outcome) "
             "VALUES (?, ?, ?, ?)", [(dedupe_key, d, message, outcome) for d in departments])
-
-    async def fingerprint_of(self, dedupe_key: str) -> str | None:
-        row = await self.fetch_one("SELECT fingerprint FROM messages WHERE dedupe_key = ?",
-                              (dedupe_key,))
-        return str(row[0]) if row else None
 
     async def store_message(self, msg: Inbound, fingerprint: str, kind: MailKind, raw: bytes,
                             source: str, now: datetime, trust: str = "") -> int:
