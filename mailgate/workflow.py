@@ -106,8 +106,14 @@ class Workflow:
         await ops.set_text(tx, message, text)
         if not self.settings.notify_team:
             return
-        await self.notify_team(tx, ticket.id, text, relay_parts(raw, self.settings.max_relay_bytes),
+        await self.notify_team(tx, ticket.id, text, self._parts(raw, msg),
                                now, actor=None, transferred_from=None)
+
+    def _parts(self, raw: bytes, msg: Inbound) -> RelayParts:
+        """Attachments to relay. A single text body has none: skip the second parse."""
+        if msg.headers.get("content-type", "text/plain") in ("text/plain", "text/html"):
+            return NO_PARTS
+        return relay_parts(raw, self.settings.max_relay_bytes)
 
     async def notify_team(self, tx: Tx, ticket_id: int, text: str, parts: RelayParts,
                           now: datetime, actor: str | None,
@@ -160,7 +166,7 @@ class Workflow:
                             visibility="internal")
             await self._command_reply(tx, st, dept, mail, now, problems=problems)
             return "rejected"
-        parts = relay_parts(mail.raw, self.settings.max_relay_bytes)
+        parts = self._parts(mail.raw, mail.msg)
         has_content = bool(parsed.text.strip() or parts.parts)
         kind = "note" if parsed.note else "reply" if has_content else "commands"
         await ops.set_text(tx, mail.message, parsed.text)
@@ -216,7 +222,7 @@ class Workflow:
                             visibility="public")
             await tx.touch_ticket(st.id, now)
             if dept is not None:
-                parts = relay_parts(mail.raw, self.settings.max_relay_bytes)
+                parts = self._parts(mail.raw, mail.msg)
                 await self._relay_to_team(tx, st, mail, text, parts, now, kind="comment")
             return "comment"
         reopened = False
@@ -231,7 +237,7 @@ class Workflow:
         await self.sla.resume(tx, st.id, now)
         await self.sla.start_next_response(tx, st.id, now)
         if dept is not None:
-            parts = relay_parts(mail.raw, self.settings.max_relay_bytes)
+            parts = self._parts(mail.raw, mail.msg)
             await self._relay_to_team(tx, await ops.state(tx, st.id), mail, text, parts, now,
                                       kind="reply", reopened=reopened)
         return "reopened" if reopened else "reply"
