@@ -9,14 +9,13 @@ here, with an event, in batches. The loop checks every minute (and when woken); 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from mailgate import ticketops as ops
 from mailgate.log import get_logger
 from mailgate.model import Status
+from mailgate.periodic import every, repeat
 from mailgate.store import Store
 
 log = get_logger("mailgate.autoclose")
@@ -37,15 +36,7 @@ class AutoCloser:
         self.wake.set()
 
     async def run(self) -> None:
-        while True:
-            self.wake.clear()
-            try:
-                await self.run_once()
-            except sqlite3.OperationalError as exc:  # locked, disk full: next round
-                log.warning("autoclose.retry", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(INTERVAL):
-                    await self.wake.wait()
+        await repeat("autoclose", self.run_once, self.wake, every(INTERVAL))
 
     async def run_once(self) -> int:
         """Close every ticket resolved longer than `after` ago; return how many."""

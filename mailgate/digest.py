@@ -17,7 +17,6 @@ comes from that department's address, and is queued exactly once per week the sa
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -27,6 +26,7 @@ from mailgate.config import DigestConfig
 from mailgate.directory import Department, Directory
 from mailgate.log import get_logger
 from mailgate.model import Outgoing
+from mailgate.periodic import every, repeat
 from mailgate.store import Store
 
 log = get_logger("mailgate.digest")
@@ -77,12 +77,7 @@ class Digester:
         self.instance = instance
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except sqlite3.OperationalError as exc:  # locked, disk full: next round
-                log.warning("digest.retry", error=str(exc))
-            await asyncio.sleep(CHECK_EVERY)
+        await repeat("digest", self.run_once, asyncio.Event(), every(CHECK_EVERY))
 
     async def run_once(self) -> list[str]:
         """Queue every digest that is due and not queued yet; return their Message-IDs."""

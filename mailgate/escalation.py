@@ -9,8 +9,6 @@ jumps are noticed) and from `notify()` after tickets change.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -18,6 +16,7 @@ from mailgate import metrics
 from mailgate.compose import Envelope, compose, new_message_id
 from mailgate.log import get_logger
 from mailgate.model import Outgoing
+from mailgate.periodic import repeat
 from mailgate.render import Renderer
 from mailgate.sla import LevelKind, time_left
 from mailgate.slaclock import DueLevel, SlaBook
@@ -41,26 +40,12 @@ class Escalator:
         self.sent = sent
         self.instance = instance
         self.wake = asyncio.Event()
-        self.errors = 0
 
     def notify(self) -> None:
         self.wake.set()
 
     async def run(self) -> None:
-        while True:
-            self.wake.clear()
-            try:
-                await self.run_once()
-                self.errors = 0
-            except sqlite3.OperationalError as exc:  # locked, disk full: retry, never die
-                self.errors += 1
-                log.warning("escalation.retry", error=str(exc), round=self.errors)
-            timeout = min(2.0 ** self.errors, MAX_SLEEP) if self.errors else await self._sleep()
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-            # cancellation that arrives as the wake-up does, and stop() would hang.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wake.wait()
+        await repeat("escalation", self.run_once, self.wake, self._sleep)
 
     async def run_once(self) -> int:
         """Fire everything due now, oldest first, in batches; return the mails enqueued."""

@@ -260,13 +260,12 @@ class Pipeline:
             digest = await asyncio.to_thread(store.put, part.data)  # durable before the rows
             rows.append((part, digest))
         rows += [(part, None) for part in dropped]
+        await tx.conn.executemany(
+            "INSERT INTO attachments (ticket, message, filename, content_type, size, "
+            "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(ticket.id, message, part.filename, part.content_type, len(part.data), digest,
+              now.timestamp()) for ticket in tickets for part, digest in rows])
         for ticket in tickets:
-            for part, digest in rows:
-                await tx.execute(
-                    "INSERT INTO attachments (ticket, message, filename, content_type, size, "
-                    "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ticket.id, message, part.filename, part.content_type, len(part.data),
-                     digest, now.timestamp()))
             if dropped:
                 await tx.add_event(ticket.id, "attachments_dropped", now, message=message,
                                    detail={"files": [[p.filename, len(p.data)] for p in dropped],

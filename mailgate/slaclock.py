@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 
 from mailgate.businesstime import BusinessCalendar
 from mailgate.directory import Department, Directory, SlaPolicy
-from mailgate.model import Priority, Status, Ticket
+from mailgate.model import Priority, Ticket
 from mailgate.sla import Clock, Escalation, Firing, Target, advance, next_level
-from mailgate.store import Tx, from_ts, ts
+from mailgate.store import TICKET_COLUMNS as STORE_TICKET_COLUMNS
+from mailgate.store import Tx, from_ts, ticket_from_row, ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,9 @@ class Tick:
     tickets: int = 0
 
 
-TICKET_COLUMNS = ("t.id, t.ref, t.department, t.subject, t.requester, t.requester_name, "
-                  "t.status, t.priority, t.created_at, t.updated_at, t.assignee")
+# The store's ticket columns (read back with ticket_from_row), then the assignee.
+TICKET_COLUMNS = ", ".join(f"t.{c.strip()}" for c in STORE_TICKET_COLUMNS.split(",")) + \
+    ", t.assignee"
 CLOCK_COLUMNS = ("c.target, c.started_at, c.seconds, c.paused_seconds, c.fired, c.round, "
                  "c.due_at, c.next_at")
 # The ticket's next instant is the earliest next level of its running clocks: plain SQL.
@@ -263,5 +265,4 @@ def _clock(row: tuple) -> Clock:
 
 
 def _ticket(row: tuple) -> tuple[Ticket, str | None]:
-    return (Ticket(row[0], row[1], row[2], row[3], row[4], row[5], Status(row[6]),
-                   Priority(row[7]), from_ts(row[8]), from_ts(row[9])), row[10])
+    return ticket_from_row(row[:10]), row[10]  # TICKET_COLUMNS as in store, then assignee

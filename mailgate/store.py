@@ -38,7 +38,7 @@ def from_ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _ticket(row: sqlite3.Row | tuple) -> Ticket:
+def ticket_from_row(row: sqlite3.Row | tuple) -> Ticket:
     return Ticket(
         id=row[0], ref=row[1], department=row[2], subject=row[3], requester=row[4],
         requester_name=row[5], status=Status(row[6]), priority=Priority(row[7]),
@@ -138,7 +138,7 @@ class Store:
         async with self.conn.execute(
                 f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref = ?", (ref.upper(),)) as cur:
             row = await cur.fetchone()
-        return _ticket(row) if row else None
+        return ticket_from_row(row) if row else None
 
     async def tickets(self, department: str | None = None, status: str | None = None,
                       limit: int = 200) -> list[Ticket]:
@@ -152,7 +152,7 @@ class Store:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {TICKET_COLUMNS} FROM tickets {clause} ORDER BY id DESC LIMIT ?"
         async with self.conn.execute(sql, (*args, limit)) as cur:
-            return [_ticket(row) for row in await cur.fetchall()]
+            return [ticket_from_row(row) for row in await cur.fetchall()]
 
     async def conversation(self, ticket_id: int) -> list[dict]:
         """Events of a ticket with the message or outgoing mail each one refers to."""
@@ -382,7 +382,7 @@ class Tx:
         marks = ",".join("?" * len(refs))
         rows = await self.fetch_all(
             f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref IN ({marks}) ORDER BY id", refs)
-        return [_ticket(r) for r in rows]
+        return [ticket_from_row(r) for r in rows]
 
     async def tickets_by_message_ids(self, message_ids: Iterable[str]) -> list[Ticket]:
         """Tickets whose conversation holds one of these Message-IDs, ours or theirs."""
@@ -398,7 +398,7 @@ class Tx:
                     SELECT e.ticket FROM outbox o JOIN events e ON e.outgoing = o.id
                     WHERE o.message_id IN ({marks}))
                 ORDER BY id""", ids + ids)
-        return [_ticket(r) for r in rows]
+        return [ticket_from_row(r) for r in rows]
 
     # --- tickets and events ---------------------------------------------------------
 
