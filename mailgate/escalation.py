@@ -1,7 +1,9 @@
 """The escalation scheduler: sleeps until the earliest due level, fires it exactly once.
 
 A level is fired in one transaction that records it (escalations table), advances the
-clock and enqueues the mail, so a crash either fires it completely or not at all. Wake-ups
+clock and enqueues the mail, so a crash either fires it completely or not at all. The mail
+is enqueued as a draft (escalation_mail.py) that the outbox writes when it sends it: the
+tick itself only decides and records. Wake-ups
 come from the clock (the earliest next_escalation_at, at most a minute ahead so wall-clock
 jumps are noticed) and from `notify()` after tickets change.
 """
@@ -10,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from mailgate import metrics
-from mailgate.compose import Envelope, compose, new_message_id
+from mailgate import escalation_mail, metrics
+from mailgate.compose import new_message_id
+from mailgate.escalation_mail import EscalationDraft
 from mailgate.log import get_logger
 from mailgate.model import Outgoing
 from mailgate.periodic import repeat
 from mailgate.render import Renderer
-from mailgate.sla import LevelKind, time_left
 from mailgate.slaclock import DueLevel, SlaBook
-from mailgate.store import Store
+from mailgate.store import OutboxRow, Store
 
 log = get_logger("mailgate.escalation")
 BATCH = 200  # tickets per transaction
@@ -51,12 +53,12 @@ class Escalator:
         """Fire everything due now, oldest first, in batches; return the mails enqueued."""
         now, total = self.clock(), 0
         while True:
-            sla, renderer = self.sla(), self.renderer()
+            sla = self.sla()
             async with self.store.transaction() as tx:
                 tick = await sla.due(tx, now, BATCH)
                 mails, events, sent = [], [], {}
                 for index, due in enumerate(tick.due):
-                    mail, event = self._mail(sla, renderer, due, now)
+                    mail, event = self._draft(sla, due, now)
                     events.append(event)
                     if mail is not None:
                         mails.append(mail)
@@ -82,9 +84,13 @@ class Escalator:
             return MAX_SLEEP
         return max(0.0, min(MAX_SLEEP, row[0] - self.clock().timestamp()))
 
-    def _mail(self, sla: SlaBook, renderer: Renderer, due: DueLevel,
-              now: datetime) -> tuple[Outgoing | None, tuple[int, str, dict, str | None]]:
-        """The escalation mail for one level, and the event that records it on the ticket."""
+    def write(self, row: OutboxRow) -> bytes:
+        """The outbox's hook: the mail for a draft this scheduler queued."""
+        return escalation_mail.write(row, self.sla(), self.renderer(), self.instance)
+
+    def _draft(self, sla: SlaBook, due: DueLevel,
+               now: datetime) -> tuple[Outgoing | None, tuple[int, str, dict, str | None]]:
+        """The escalation mail (as a draft) for one level, and the event recording it."""
         level = due.firing.level
         assert level is not None  # only clocks with a level to fire are in tick.due
         ticket, kind = due.ticket, level.kind
@@ -98,43 +104,12 @@ class Escalator:
             return None, (ticket.id, f"sla_{kind.value}_unsent",
                           detail | {"reason": "nobody in the directory fills " +
                                     " / ".join(roles)}, None)
-        calendar = sla.calendar(dept)
-        left = time_left(due.clock, calendar, now)
-        context = {
-            "ticket": {"ref": ticket.ref, "subject": ticket.subject, "status": ticket.status,
-                       "priority": ticket.priority.value, "created_at": ticket.created_at,
-                       "assignee": due.assignee},
-            "requester": {"name": ticket.requester_name, "address": ticket.requester},
-            "department": {"key": dept.key, "name": dept.name, "address": dept.address},
-            "target": due.clock.target.value, "kind": kind.value,
-            "due_at": due.due_at.astimezone(calendar.zone), "now": now,
-            "due": due.due_at.astimezone(calendar.zone).strftime("%Y-%m-%d %H:%M %Z"),
-            "age": timedelta(seconds=calendar.elapsed(ticket.created_at, now)),
-            "left": timedelta(seconds=max(0.0, left)),
-            "overdue": timedelta(seconds=max(0.0, -left)),
-            "roles": list(roles),
-        }
-        body = renderer.render("escalation", dept.key, context)
+        draft = EscalationDraft.of(due, roles, now.timestamp())
         message_id = new_message_id(dept.address.partition("@")[2], ticket.ref)
-        envelope = Envelope(
-            from_name=dept.name, from_addr=dept.address, to=recipients,
-            subject=f"[{ticket.ref}] {_headline(kind, due.clock.target.value)}: "
-                    f"{ticket.subject}",
-            message_id=message_id, date=now, auto_submitted="auto-generated",
-            extra=(("X-Mailgate-Instance", self.instance),
-                   ("X-Mailgate-Ticket", ticket.ref),
-                   ("X-Mailgate-Escalation", f"{due.clock.target.value} {kind.value}")))
         mail = Outgoing(message_id=message_id, kind=f"escalation-{kind.value}",
-                        mail_from=dept.address, recipients=recipients,
-                        raw=compose(envelope, body.text, body.html), ticket_id=ticket.id)
+                        mail_from=dept.address, recipients=recipients, raw=b"",
+                        ticket_id=ticket.id, draft=draft.to_json())
         log.info("escalation.fired", ticket=ticket.ref, target=due.clock.target.value,
                  kind=kind.value, level=level.number,
                  skipped=len(due.firing.skipped), to=list(recipients))
         return mail, (ticket.id, f"sla_{kind.value}", detail, message_id)
-
-
-def _headline(kind: LevelKind, target: str) -> str:
-    what = target.replace("_", " ")
-    return {LevelKind.WARNING: f"SLA warning, {what} due soon",
-            LevelKind.BREACH: f"SLA breached, {what} overdue",
-            LevelKind.RE_ESCALATION: f"SLA still breached, {what} overdue"}[kind]

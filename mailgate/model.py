@@ -104,7 +104,7 @@ class Ticket:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One mail in the outbox, complete and ready to hand to SMTP."""
+    """One mail in the outbox: complete (raw), or a draft the outbox writes when sending."""
 
     message_id: str  # without angle brackets, fixed at enqueue time
     kind: str  # "ack", ...
@@ -112,3 +112,4 @@ class Outgoing:
     recipients: tuple[str, ...]
     raw: bytes
     ticket_id: int | None = None
+    draft: str | None = None  # JSON facts; raw is b"" until written (escalation_mail.py)

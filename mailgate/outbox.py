@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 from mailgate import metrics
@@ -22,6 +24,7 @@ from mailgate.store import OutboxRow, Store
 from mailgate.transport import ServerUnavailable, Transport
 
 log = get_logger("mailgate.outbox")
+DraftWriter = Callable[[OutboxRow], bytes]
 MAX_ATTEMPTS = 25  # about three days with the backoff below
 IDLE_CLOSE = 30.0  # seconds without mail before the SMTP connection is closed
 
@@ -34,8 +37,9 @@ def retry_delay(attempts: int, base: float = 30.0, cap: float = 3600.0) -> timed
 
 class Outbox:
     def __init__(self, store: Store, transport: Transport, clock: Clock,
-                 sent_log: SentLog) -> None:
+                 sent_log: SentLog, write_draft: DraftWriter | None = None) -> None:
         self.store = store
+        self.write_draft = write_draft  # turns a row's draft into the mail to send
         self.transport = transport
         self.clock = clock
         self.sent_log = sent_log
@@ -57,6 +61,11 @@ class Outbox:
                 await self.apply_sent()
                 continue
             for row in fresh:
+                if row.draft is not None:
+                    written = await self._write(row)
+                    if written is None:
+                        continue
+                    row = written
                 try:
                     await self.transport.send(row)
                 except ServerUnavailable as exc:
@@ -86,6 +95,18 @@ class Outbox:
         if ids:
             await self.store.mark_sent(ids, self.clock())
             self.sent_log.applied(ids)
+
+    async def _write(self, row: OutboxRow) -> OutboxRow | None:
+        """The row with its mail written from the draft; None (and retried later) if that
+        failed: a bug or a template problem must not lose the mail."""
+        try:
+            if self.write_draft is None:
+                raise RuntimeError("no writer for drafts in this process")
+            return replace(row, raw=self.write_draft(row))
+        except Exception as exc:  # any failure: keep the row, retry it later
+            log.exception("mail.write_failed", outbox=row.id, kind=row.kind)
+            await self._retry(row, f"could not write the mail: {exc}")
+            return None
 
     def _server_down(self, error: str) -> None:
         self.server_backoff += 1

@@ -195,4 +195,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX attachments_ticket ON attachments(ticket, id);
     CREATE INDEX attachments_sha256 ON attachments(sha256) WHERE sha256 IS NOT NULL;
     """,
+    # 6: mail written when it is sent -- the facts it states, fixed when it was queued
+    """
+    -- JSON; raw is empty until the outbox writes the mail (see escalation_mail.py).
+    ALTER TABLE outbox ADD COLUMN draft TEXT;
+    """,
 )

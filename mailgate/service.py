@@ -148,11 +148,12 @@ class Daemon:
             await self._start_metrics(self.config.metrics)
         self.pipeline = self._pipeline(self.config, self.directory, self.renderer)
         self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
-        self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log)
-        self._spawn(self.outbox.run(), "outbox")
         self.escalator = Escalator(self.store, lambda: self._current().sla,
-                                   lambda: self.renderer, self.clock, self.outbox.notify,
+                                   lambda: self.renderer, self.clock, self._mail_queued,
                                    self.config.instance)
+        self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log,
+                             self.escalator.write)
+        self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.escalator.run(), "escalation")
         # Reads config and directory through getters, so a reload can switch it on or off.
         self.digester = Digester(self.store, lambda: self.directory, lambda: self.config.digest,
@@ -198,6 +199,10 @@ class Daemon:
                 found.append(("mailgate_tickets",
                               (("department", dept.department), ("state", state)), count))
         return found
+
+    def _mail_queued(self) -> None:
+        if self.outbox:
+            self.outbox.notify()
 
     def committed(self) -> None:
         """Intake committed: mail may be queued and SLA clocks may have changed."""

@@ -113,7 +113,11 @@ def advance(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
 
 def time_left(clock: Clock, calendar: BusinessCalendar, now: datetime) -> float:
     """Business seconds until the clock is due; negative once it is overdue."""
-    due = clock.due_at(calendar)
+    return business_time_left(clock.due_at(calendar), calendar, now)
+
+
+def business_time_left(due: datetime, calendar: BusinessCalendar, now: datetime) -> float:
+    """Business seconds from now until `due`; negative once it has passed."""
     if now <= due:
         return calendar.elapsed(now, due)
     return -calendar.elapsed(due, now)

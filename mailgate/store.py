@@ -57,6 +57,7 @@ class OutboxRow:
     raw: bytes
     attempts: int
     created_at: float = 0.0  # when it was queued (Unix seconds): ack latency metric
+    draft: str | None = None  # set: raw is written from it just before sending
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +188,13 @@ class Store:
 
     async def due_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         sql = """SELECT id, message_id, kind, ticket, mail_from, recipients, raw, attempts,
-                        created_at
+                        created_at, draft
                  FROM outbox WHERE status = 'queued' AND next_attempt <= ?
                  ORDER BY next_attempt, id LIMIT ?"""
         async with self.conn.execute(sql, (ts(now), limit)) as cur:
             rows = await cur.fetchall()
         return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7],
-                          r[8]) for r in rows]
+                          r[8], r[9]) for r in rows]
 
     async def next_outgoing_at(self) -> datetime | None:
         async with self.conn.execute(
@@ -455,9 +456,9 @@ class Tx:
     async def enqueue_many(self, mails: list[Outgoing], now: datetime) -> None:
         await self.conn.executemany(
             """INSERT INTO outbox (message_id, kind, ticket, mail_from, recipients, raw,
-                   next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                   draft, next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [(m.message_id, m.kind, m.ticket_id, m.mail_from, json.dumps(list(m.recipients)),
-              m.raw, ts(now), ts(now)) for m in mails])
+              m.raw, m.draft, ts(now), ts(now)) for m in mails])
 
     async def add_events(self, events: list[tuple[int, str, dict, str | None]],
                          now: datetime) -> None:

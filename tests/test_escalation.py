@@ -8,15 +8,21 @@ clock starts on Tuesday 2026-11-24 at 10:00 Berlin (09:00 UTC), so a request the
 
 from __future__ import annotations
 
+import email
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from mailgate.escalation import Escalator
+from mailgate.escalation_mail import EscalationDraft
+from mailgate.outbox import Outbox
 from mailgate.render import Renderer
-from mailgate.store import Store
+from mailgate.sentlog import SentLog
+from mailgate.store import OutboxRow, Store
+from mailgate.transport import DirectoryTransport
 from tests.factories import TEMPLATES, Harness, harness, mail
 
 
@@ -43,6 +49,13 @@ async def escalation_mail(h: Harness) -> list[tuple[str, str]]:
     return [(kind, recipients) for kind, recipients in rows]
 
 
+async def written(h: Harness, kind: str) -> bytes:
+    """The mail the outbox would send for the first queued row of this kind."""
+    [row] = [r for r in await h.store.due_outgoing(h.clock(), limit=1000) if r.kind == kind]
+    assert row.raw == b"" and row.draft is not None  # written when sent, not when fired
+    return escalator(h).write(row)
+
+
 async def at(h: Harness, moment: datetime) -> int:
     h.clock.now = moment
     return await escalator(h).run_once()
@@ -64,8 +77,7 @@ async def test_unanswered_request_warns_twice_breaches_then_re_escalates(h: Harn
         ("escalation-warning", team), ("escalation-warning", team),
         ("escalation-breach", '["carol@example.com", "dave@example.com"]'),
         ("escalation-re_escalation", '["dave@example.com", "ivan@example.com"]')]
-    raw = (await h.rows("SELECT raw FROM outbox WHERE kind = 'escalation-breach'"))[0][0]
-    text = raw.decode()
+    text = (await written(h, "escalation-breach")).decode()
     assert "[IT-1001] SLA breached, first response overdue" in text
     assert "Auto-Submitted: auto-generated" in text
     events = await h.rows("SELECT kind FROM events WHERE kind LIKE 'sla_%' ORDER BY id")
@@ -129,3 +141,62 @@ async def test_scheduler_sleeps_until_the_earliest_due_instant(h: Harness) -> No
     assert await escalator(h)._sleep() == 60.0  # capped: wall-clock jumps are noticed
     h.clock.now = utc(24, 12, 59, 30)
     assert await escalator(h)._sleep() == 30.0
+
+
+async def test_mail_written_later_states_the_moment_the_level_fired(h: Harness) -> None:
+    """Drafts are written when sent: a mail sent an hour late still says what was true
+    when its level fired (1 business hour left at 75 %), dated then, with its own id."""
+    await h.deliver(mail())
+    assert await at(h, utc(24, 13, 0)) == 1
+    h.clock.now = utc(24, 16, 0)  # the outbox gets to it late (the server was down)
+    message = email.message_from_bytes(await written(h, "escalation-warning"))
+    text = message.get_payload(decode=True).decode()
+    assert "The first response for IT-1001 is due in 1 business hour." in text
+    assert "Due        2026-11-24 15:00 CET" in text
+    assert "Opened     3 business hours ago" in text
+    assert message["Date"] == "Tue, 24 Nov 2026 13:00:00 +0000"
+    [(message_id,)] = await h.rows("SELECT message_id FROM outbox WHERE kind LIKE 'esc%'")
+    assert message["Message-ID"] == f"<{message_id}>"
+    assert message["To"] == "alice@example.com, bob@example.com"
+
+
+async def test_a_draft_that_cannot_be_written_is_kept_and_sent_later(
+        h: Harness, tmp_path: Path) -> None:
+    """A writer that fails (a bug, a broken template) must not lose the escalation: the
+    row stays queued with the error, and the next round sends it."""
+    await h.deliver(mail())
+    await at(h, utc(24, 13, 0))
+    outbox_dir = tmp_path / "outgoing"
+    failing = True
+
+    def write(row: OutboxRow) -> bytes:
+        if failing:
+            raise RuntimeError("template exploded")
+        return escalator(h).write(row)
+
+    outbox = Outbox(h.store, DirectoryTransport(outbox_dir), h.clock,
+                    SentLog(tmp_path / "sent.log"), write)
+    await outbox.drain_once()  # the ack and the team notification go; the warning waits
+    [(status, attempts, error)] = await h.rows(
+        "SELECT status, attempts, last_error FROM outbox WHERE kind = 'escalation-warning'")
+    assert (status, attempts) == ("queued", 1)
+    assert "could not write the mail: template exploded" in error
+    failing = False
+    h.clock.advance(hours=2)  # past the retry delay
+    assert await outbox.drain_once() == 1
+    [sent] = sorted(outbox_dir.glob("*-escalation-warning.eml"))
+    assert b"SLA warning, first response due soon" in sent.read_bytes()
+    assert await h.rows("SELECT status FROM outbox WHERE kind = 'escalation-warning'") == \
+        [("sent",)]
+
+
+async def test_a_department_removed_by_a_reload_still_gets_its_mail_written(
+        h: Harness) -> None:
+    await h.deliver(mail())
+    await at(h, utc(24, 13, 0))
+    [row] = [r for r in await h.store.due_outgoing(h.clock(), 100) if r.draft]
+    draft = EscalationDraft.from_json(row.draft or "")
+    orphan = replace(row, draft=replace(draft, department="gone").to_json())
+    text = escalator(h).write(orphan).decode()
+    assert "From: gone <it-help@example.com>" in text
+    assert "SLA warning, first response due soon" in text
