@@ -8,7 +8,8 @@ become due at each of TICKS consecutive instants, then runs the scheduler at tho
 and measures each tick (find the due tickets, decide which level fires, record it, advance
 the clocks, enqueue the mail as a draft, commit): the first tick (cold caches, as after a
 start) and the median of the others. It also measures writing one queued draft into the
-mail the outbox sends (template + MIME, paid by the sender, not by the tick), the query for
+mail the outbox sends (read what fired, template + MIME: paid by the sender, not by the
+tick), the query for
 the next due instant, and the resident memory of this process. Memory is reported for a
 small and the full backlog: it must not grow with the number of open tickets.
 Target: a tick with 100 due tickets under 20 ms at 1M open.
@@ -110,7 +111,7 @@ async def measure(path: Path) -> dict[str, float]:
     drafts = await store.due_outgoing(now, limit=1000)
     start = time.perf_counter()
     for row in drafts:
-        escalator.write(row)
+        await escalator.write(row)
     write = (time.perf_counter() - start) / max(1, len(drafts))
     await store.close()
     return {"fired": min(fired), "again": again, "first_ms": ticks[0] * 1e3,

@@ -2,7 +2,7 @@
 
 A level is fired in one transaction that records it (escalations table), advances the
 clock and enqueues the mail, so a crash either fires it completely or not at all. The mail
-is enqueued as a draft (escalation_mail.py) that the outbox writes when it sends it: the
+is enqueued as a draft that the outbox writes when it sends it (escalation_mail.py): the
 tick itself only decides and records. Wake-ups
 come from the clock (the earliest next_escalation_at, at most a minute ahead so wall-clock
 jumps are noticed) and from `notify()` after tickets change.
@@ -16,7 +16,6 @@ from datetime import datetime
 
 from mailgate import escalation_mail, metrics
 from mailgate.compose import new_message_id
-from mailgate.escalation_mail import EscalationDraft
 from mailgate.log import get_logger
 from mailgate.model import Outgoing
 from mailgate.periodic import repeat
@@ -56,20 +55,23 @@ class Escalator:
             sla = self.sla()
             async with self.store.transaction() as tx:
                 tick = await sla.due(tx, now, BATCH)
-                mails, events, sent = [], [], {}
+                mails, unsent, sent = [], [], {}
+                audience: dict[tuple, tuple] = {}  # (dept, kind, assignee) -> roles, to
                 for index, due in enumerate(tick.due):
-                    mail, event = self._draft(sla, due, now)
-                    events.append(event)
+                    mail, event = self._draft(sla, due, audience)
                     if mail is not None:
                         mails.append(mail)
                         sent[index] = mail.message_id
+                    if event is not None:
+                        unsent.append(event)
                 await tx.enqueue_many(mails, now)
                 await sla.commit(tx, tick, sent)
-                await tx.add_events(events, now)
+                if unsent:
+                    await tx.add_events(unsent, now)
             total += len(mails)
             for due in tick.due:  # committed: count each fired level once
                 if due.firing.level is not None:
-                    metrics.METRICS.escalation(due.ticket.department, due.firing.level.kind)
+                    metrics.METRICS.escalation(due.department, due.firing.level.kind)
             if mails:
                 self.sent()
             if tick.tickets < BATCH:
@@ -84,32 +86,36 @@ class Escalator:
             return MAX_SLEEP
         return max(0.0, min(MAX_SLEEP, row[0] - self.clock().timestamp()))
 
-    def write(self, row: OutboxRow) -> bytes:
-        """The outbox's hook: the mail for a draft this scheduler queued."""
-        return escalation_mail.write(row, self.sla(), self.renderer(), self.instance)
+    async def write(self, row: OutboxRow) -> bytes:
+        """The outbox's hook: the mail for an escalation this scheduler queued as a draft."""
+        fired = await escalation_mail.load(self.store, row)
+        return escalation_mail.write(fired, row, self.sla(), self.renderer(), self.instance)
 
-    def _draft(self, sla: SlaBook, due: DueLevel,
-               now: datetime) -> tuple[Outgoing | None, tuple[int, str, dict, str | None]]:
-        """The escalation mail (as a draft) for one level, and the event recording it."""
+    def _draft(self, sla: SlaBook, due: DueLevel, audience: dict[tuple, tuple],
+               ) -> tuple[Outgoing | None, tuple[int, str, dict, str | None] | None]:
+        """The escalation mail for one level as a draft (written when sent), or else the
+        event that says why none goes out. A mail needs no event: the escalations row
+        names it, and `mailgate show` reads both."""
         level = due.firing.level
         assert level is not None  # only clocks with a level to fire are in tick.due
-        ticket, kind = due.ticket, level.kind
-        dept = sla.department(ticket.department)
-        roles = sla.roles(dept, kind.value) if dept else ()
-        recipients = sla.directory.recipients(dept, roles, due.assignee) if dept else ()
-        detail = {"target": due.clock.target.value, "level": level.number,
-                  "skipped": len(due.firing.skipped), "to": list(recipients)}
+        kind = level.kind
+        dept = sla.department(due.department)
+        key = (due.department, kind, due.assignee)
+        if key not in audience:  # the same few answers for a whole tick
+            roles = sla.roles(dept, kind.value) if dept else ()
+            audience[key] = (roles, sla.directory.recipients(dept, roles, due.assignee)
+                             if dept else ())
+        roles, recipients = audience[key]
         if dept is None or not recipients:
-            log.warning("escalation.no_recipients", ticket=ticket.ref, kind=kind.value)
-            return None, (ticket.id, f"sla_{kind.value}_unsent",
-                          detail | {"reason": "nobody in the directory fills " +
-                                    " / ".join(roles)}, None)
-        draft = EscalationDraft.of(due, roles, now.timestamp())
-        message_id = new_message_id(dept.address.partition("@")[2], ticket.ref)
-        mail = Outgoing(message_id=message_id, kind=f"escalation-{kind.value}",
-                        mail_from=dept.address, recipients=recipients, raw=b"",
-                        ticket_id=ticket.id, draft=draft.to_json())
-        log.info("escalation.fired", ticket=ticket.ref, target=due.clock.target.value,
+            log.warning("escalation.no_recipients", ticket=due.ref, kind=kind.value)
+            return None, (due.ticket_id, f"sla_{kind.value}_unsent",
+                          {"target": due.clock.target.value, "level": level.number,
+                           "reason": "nobody in the directory fills " + " / ".join(roles)},
+                          None)
+        message_id = new_message_id(dept.address.partition("@")[2], due.ref)
+        log.info("escalation.fired", ticket=due.ref, target=due.clock.target.value,
                  kind=kind.value, level=level.number,
                  skipped=len(due.firing.skipped), to=list(recipients))
-        return mail, (ticket.id, f"sla_{kind.value}", detail, message_id)
+        return Outgoing(message_id=message_id, kind=f"escalation-{kind.value}",
+                        mail_from=dept.address, recipients=recipients, raw=b"",
+                        ticket_id=due.ticket_id, draft=escalation_mail.DRAFT), None

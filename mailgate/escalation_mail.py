@@ -1,69 +1,47 @@
-"""Escalation mail: the facts are fixed when a level fires, the mail is written when sent.
+"""Escalation mail: recorded when a level fires, written when it is sent.
 
-The scheduler records a level and enqueues these facts (a draft, as JSON on the outbox
-row) in one transaction; the outbox writes the mail just before handing it to SMTP.
-Writing it (business-time arithmetic for age and time left, the sandboxed template, MIME)
-is most of what an escalation costs and has no bearing on *whether* a level fires, so it
-stays out of the scheduler's tick and its write transaction. The Message-ID and the
-instant the level fired are fixed in the draft: a resend after a crash is the same mail,
-and it states the ticket as it was when the level fired.
+The scheduler's tick records the level (a row in `escalations` that names its outbox row)
+and queues an outbox row marked as a draft, with an empty body, in one transaction. The
+outbox writes the mail just before handing it to SMTP: `load` reads what was recorded,
+`write` renders it (business-time arithmetic for age and time left, the sandboxed
+template, MIME). That work is most of what an escalation costs and has no bearing on
+*whether* a level fires, so it stays out of the tick and its write transaction. The
+Message-ID, the instant the level fired and its due time are fixed when it fires: a resend
+after a crash is the same mail, and it states the time left as it was then.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from mailgate.compose import Envelope, compose
 from mailgate.directory import Department
+from mailgate.model import Ticket
 from mailgate.render import Renderer
 from mailgate.sla import LevelKind, business_time_left
-from mailgate.slaclock import DueLevel, SlaBook
-from mailgate.store import OutboxRow, from_ts, ts
+from mailgate.slaclock import SlaBook
+from mailgate.store import TICKET_COLUMNS, OutboxRow, Store, from_ts, ticket_from_row
 
-DRAFT_KIND = "escalation"  # the outbox's name for drafts written by this module
+DRAFT = "escalation"  # the outbox rows' draft marker for mail written by this module
+
+_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TICKET_COLUMNS.split(","))
+_FIRED = f"""SELECT {_COLUMNS}, t.assignee, e.target, e.kind, e.level, e.at, e.due_at
+             FROM escalations e JOIN tickets t ON t.id = e.ticket
+             WHERE e.ticket = ? AND e.outgoing = ?"""  # the primary key's prefix, then a scan
 
 
 @dataclass(frozen=True, slots=True)
-class EscalationDraft:
-    ref: str
-    subject: str
-    status: str
-    priority: str
-    created_at: float  # Unix seconds, like every stored time
+class Fired:
+    """One escalation level as recorded when it fired, and its ticket as it is now."""
+
+    ticket: Ticket
     assignee: str | None
-    requester: str
-    requester_name: str
-    department: str  # key; name, address and calendar are looked up when written
     target: str
-    kind: str
+    kind: LevelKind
     level: int
-    due_at: float
-    fired_at: float
-    roles: tuple[str, ...]
-
-    @classmethod
-    def of(cls, due: DueLevel, roles: tuple[str, ...], fired_at: float) -> EscalationDraft:
-        assert due.firing.level is not None  # only clocks with a level to fire are due
-        ticket = due.ticket
-        return cls(ticket.ref, ticket.subject, ticket.status, ticket.priority.value,
-                   ts(ticket.created_at), due.assignee, ticket.requester,
-                   ticket.requester_name, ticket.department, due.clock.target.value,
-                   due.firing.level.kind.value, due.firing.level.number, ts(due.due_at),
-                   fired_at, roles)
-
-    def to_json(self) -> str:
-        # Not dataclasses.asdict: it deep-copies every field, and this runs in the tick.
-        fields = {name: getattr(self, name) for name in self.__slots__}
-        return json.dumps({"draft": DRAFT_KIND} | fields, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> EscalationDraft:
-        fields = json.loads(text)
-        if fields.pop("draft", None) != DRAFT_KIND:
-            raise ValueError("not an escalation draft")
-        return cls(**fields | {"roles": tuple(fields["roles"])})
+    fired_at: datetime
+    due_at: datetime
 
     @property
     def headline(self) -> str:
@@ -71,40 +49,52 @@ class EscalationDraft:
         return {LevelKind.WARNING: f"SLA warning, {what} due soon",
                 LevelKind.BREACH: f"SLA breached, {what} overdue",
                 LevelKind.RE_ESCALATION: f"SLA still breached, {what} overdue",
-                }[LevelKind(self.kind)]
+                }[self.kind]
 
 
-def write(row: OutboxRow, sla: SlaBook, renderer: Renderer, instance: str) -> bytes:
-    """The complete mail for an outbox row that holds an escalation draft."""
-    assert row.draft is not None
-    draft = EscalationDraft.from_json(row.draft)
-    dept = sla.department(draft.department)  # None if a reload removed it: still sent
+async def load(store: Store, row: OutboxRow) -> Fired:
+    """What was recorded for this outbox row; LookupError if nothing was (a bug)."""
+    found = next(iter(await store.conn.execute_fetchall(_FIRED, (row.ticket, row.id))), None)
+    if found is None:
+        raise LookupError(f"no escalation is recorded for outbox row {row.id}")
+    columns = len(TICKET_COLUMNS.split(","))
+    target, kind, level, fired_at, due_at = found[columns + 1:]
+    return Fired(ticket_from_row(found[:columns]), found[columns], target, LevelKind(kind),
+                 level, from_ts(fired_at), from_ts(due_at))
+
+
+def write(fired: Fired, row: OutboxRow, sla: SlaBook, renderer: Renderer,
+          instance: str) -> bytes:
+    """The complete mail (pure): the template gets the ticket, the requester, its age,
+    the time left or overdue, and which of the department's roles the reader fills."""
+    ticket = fired.ticket
+    dept = sla.department(ticket.department)  # None if a reload removed it: still sent
     calendar = sla.calendar(dept)
-    now, due_at, created = from_ts(draft.fired_at), from_ts(draft.due_at), \
-        from_ts(draft.created_at)
-    left = business_time_left(due_at, calendar, now)
-    local_due = due_at.astimezone(calendar.zone)
+    now = fired.fired_at
+    left = business_time_left(fired.due_at, calendar, now)
+    local_due = fired.due_at.astimezone(calendar.zone)
+    department = _department(dept, ticket.department, row.mail_from)
     context = {
-        "ticket": {"ref": draft.ref, "subject": draft.subject, "status": draft.status,
-                   "priority": draft.priority, "created_at": created,
-                   "assignee": draft.assignee},
-        "requester": {"name": draft.requester_name, "address": draft.requester},
-        "department": _department(dept, draft.department, row.mail_from),
-        "target": draft.target, "kind": draft.kind,
+        "ticket": {"ref": ticket.ref, "subject": ticket.subject, "status": ticket.status,
+                   "priority": ticket.priority.value, "created_at": ticket.created_at,
+                   "assignee": fired.assignee},
+        "requester": {"name": ticket.requester_name, "address": ticket.requester},
+        "department": department,
+        "target": fired.target, "kind": fired.kind.value,
         "due_at": local_due, "now": now, "due": local_due.strftime("%Y-%m-%d %H:%M %Z"),
-        "age": timedelta(seconds=calendar.elapsed(created, now)),
+        "age": timedelta(seconds=calendar.elapsed(ticket.created_at, now)),
         "left": timedelta(seconds=max(0.0, left)),
         "overdue": timedelta(seconds=max(0.0, -left)),
-        "roles": list(draft.roles),
+        "roles": list(sla.roles(dept, fired.kind.value)) if dept else [],
     }
-    body = renderer.render("escalation", draft.department, context)
+    body = renderer.render("escalation", ticket.department, context)
     envelope = Envelope(
-        from_name=context["department"]["name"], from_addr=row.mail_from, to=row.recipients,
-        subject=f"[{draft.ref}] {draft.headline}: {draft.subject}",
+        from_name=department["name"], from_addr=row.mail_from, to=row.recipients,
+        subject=f"[{ticket.ref}] {fired.headline}: {ticket.subject}",
         message_id=row.message_id, date=now, auto_submitted="auto-generated",
         extra=(("X-Mailgate-Instance", instance),
-               ("X-Mailgate-Ticket", draft.ref),
-               ("X-Mailgate-Escalation", f"{draft.target} {draft.kind}")))
+               ("X-Mailgate-Ticket", ticket.ref),
+               ("X-Mailgate-Escalation", f"{fired.target} {fired.kind.value}")))
     return compose(envelope, body.text, body.html)
 
 

@@ -23,14 +23,24 @@ _TICKET_KEYS = ("id", "ref", "department", "subject", "requester", "requester_na
 _TIMES = frozenset(k for k in _TICKET_KEYS if k.endswith("_at"))
 _CLOCKS = """SELECT target, started_at, due_at, met_at, paused_seconds, fired, round
              FROM sla_clocks WHERE ticket = ? ORDER BY started_at, target"""
+# The ticket's events, and its escalation levels (recorded in their own table; a level
+# whose mail could not go out is an event, with the reason), in the order they happened.
 _EVENTS = """
     SELECT e.at, e.kind, e.actor, e.visibility, e.detail, m.message_id, m.sender,
            m.sender_trust, coalesce(m.text, m.body), o.message_id, o.kind, o.recipients,
-           o.status, o.last_error
+           o.status, o.last_error, 0 AS source, e.id AS seq
     FROM events e
     LEFT JOIN messages m ON m.id = e.message
     LEFT JOIN outbox o ON o.id = e.outgoing
-    WHERE e.ticket = ? ORDER BY e.id"""
+    WHERE e.ticket = :ticket
+    UNION ALL
+    SELECT x.at, 'sla_' || x.kind, NULL, NULL,
+           json_object('target', x.target, 'level', x.level), NULL, NULL, NULL, NULL,
+           o.message_id, o.kind, o.recipients, o.status, o.last_error, 1, x.level
+    FROM escalations x
+    LEFT JOIN outbox o ON o.id = x.outgoing
+    WHERE x.ticket = :ticket AND (x.outgoing IS NOT NULL OR x.kind = 'skipped')
+    ORDER BY 1, source, seq"""
 _ATTACHMENTS = """SELECT a.filename, a.content_type, a.size, a.sha256, m.message_id, a.created_at
                   FROM attachments a JOIN messages m ON m.id = a.message
                   WHERE a.ticket = ? ORDER BY a.id"""
@@ -48,7 +58,7 @@ async def load(store: Store, ref: str, now: datetime) -> dict | None:
     ticket = {k: (_iso(v) if k in _TIMES else v) for k, v in zip(_TICKET_KEYS, row, strict=True)}
     async with store.conn.execute(_CLOCKS, (row[0],)) as cur:
         clocks = [_clock(r, row[14], now) for r in await cur.fetchall()]
-    async with store.conn.execute(_EVENTS, (row[0],)) as cur:
+    async with store.conn.execute(_EVENTS, {"ticket": row[0]}) as cur:
         events = [_event(r) for r in await cur.fetchall()]
     ticket["cc"] = json.loads(ticket["cc"]) if ticket["cc"] else []
     root = AttachmentStore(store.path.parent / "attachments")

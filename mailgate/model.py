@@ -112,4 +112,4 @@ class Outgoing:
     recipients: tuple[str, ...]
     raw: bytes
     ticket_id: int | None = None
-    draft: str | None = None  # JSON facts; raw is b"" until written (escalation_mail.py)
+    draft: str | None = None  # which writer fills raw when it is sent ("escalation")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -24,7 +24,7 @@ from mailgate.store import OutboxRow, Store
 from mailgate.transport import ServerUnavailable, Transport
 
 log = get_logger("mailgate.outbox")
-DraftWriter = Callable[[OutboxRow], bytes]
+DraftWriter = Callable[[OutboxRow], Awaitable[bytes]]
 MAX_ATTEMPTS = 25  # about three days with the backoff below
 IDLE_CLOSE = 30.0  # seconds without mail before the SMTP connection is closed
 
@@ -102,7 +102,7 @@ class Outbox:
         try:
             if self.write_draft is None:
                 raise RuntimeError("no writer for drafts in this process")
-            return replace(row, raw=self.write_draft(row))
+            return replace(row, raw=await self.write_draft(row))
         except Exception as exc:  # any failure: keep the row, retry it later
             log.exception("mail.write_failed", outbox=row.id, kind=row.kind)
             await self._retry(row, f"could not write the mail: {exc}")

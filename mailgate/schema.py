@@ -195,9 +195,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX attachments_ticket ON attachments(ticket, id);
     CREATE INDEX attachments_sha256 ON attachments(sha256) WHERE sha256 IS NOT NULL;
     """,
-    # 6: mail written when it is sent -- the facts it states, fixed when it was queued
+    # 6: mail written when it is sent (escalation mail: the facts are in `escalations`)
     """
-    -- JSON; raw is empty until the outbox writes the mail (see escalation_mail.py).
+    -- Which writer makes the mail ('escalation'); raw stays empty in the row.
     ALTER TABLE outbox ADD COLUMN draft TEXT;
+    -- A fired level is shown from its escalations row; the event that repeated it goes.
+    DELETE FROM events WHERE outgoing IS NOT NULL
+        AND kind IN ('sla_warning', 'sla_breach', 'sla_re_escalation');
     """,
 )

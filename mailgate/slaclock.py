@@ -16,15 +16,16 @@ from mailgate.businesstime import BusinessCalendar
 from mailgate.directory import Department, Directory, SlaPolicy
 from mailgate.model import Priority, Ticket
 from mailgate.sla import Clock, Escalation, Firing, Target, advance, next_level
-from mailgate.store import TICKET_COLUMNS as STORE_TICKET_COLUMNS
-from mailgate.store import Tx, from_ts, ticket_from_row, ts
+from mailgate.store import Tx, from_ts, ts
 
 
 @dataclass(frozen=True, slots=True)
 class DueLevel:
     """One level fired now on one ticket's clock: the scheduler mails it."""
 
-    ticket: Ticket
+    ticket_id: int
+    ref: str
+    department: str
     assignee: str | None
     clock: Clock
     round: int
@@ -44,9 +45,8 @@ class Tick:
     tickets: int = 0
 
 
-# The store's ticket columns (read back with ticket_from_row), then the assignee.
-TICKET_COLUMNS = ", ".join(f"t.{c.strip()}" for c in STORE_TICKET_COLUMNS.split(",")) + \
-    ", t.assignee"
+# What the tick needs of a ticket: the rest is read when the mail is written.
+TICKET_COLUMNS = "t.id, t.ref, t.department, t.assignee"
 CLOCK_COLUMNS = ("c.target, c.started_at, c.seconds, c.paused_seconds, c.fired, c.round, "
                  "c.due_at, c.next_at")
 # The ticket's next instant is the earliest next level of its running clocks: plain SQL.
@@ -59,6 +59,8 @@ RESCHEDULE = """UPDATE tickets SET next_escalation_at = CASE WHEN paused_at IS N
 class SlaBook:
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
+        # Per department; a reload builds a new SlaBook, so these never go stale.
+        self._escalations: dict[str, Escalation] = {}
 
     # --- policy lookups ----------------------------------------------------------------
 
@@ -72,11 +74,16 @@ class SlaBook:
         return self.directory.sla_for(dept) if dept else None
 
     def escalation(self, dept: Department | None) -> Escalation:
-        policy = self.policy(dept)
-        if policy is None:
+        if dept is None:
             return Escalation()
-        every = policy.re_escalate_every
-        return Escalation(policy.warn_at, every.total_seconds() if every else None)
+        found = self._escalations.get(dept.key)
+        if found is None:
+            policy = self.policy(dept)
+            every = policy.re_escalate_every if policy else None
+            found = self._escalations[dept.key] = Escalation(
+                policy.warn_at if policy else Escalation.warn_at,
+                every.total_seconds() if every else None)
+        return found
 
     def roles(self, dept: Department, kind: str) -> tuple[str, ...]:
         """Who hears about an escalation of this kind, as directory roles."""
@@ -214,28 +221,29 @@ class SlaBook:
         for row in rows:
             by_ticket.setdefault(row[0], []).append(row)
         for ticket_rows in by_ticket.values():
-            self._decide(tick, ticket_rows)
+            self._decide(tick, ticket_rows, ts(now))
         tick.tickets = len(by_ticket)
         return tick
 
-    def _decide(self, tick: Tick, rows: list[tuple]) -> None:
-        ticket, assignee = _ticket(rows[0][:11])
-        dept = self.department(ticket.department)
+    def _decide(self, tick: Tick, rows: list[tuple], now: float) -> None:
+        ticket_id, ref, department, assignee = rows[0][:4]
+        dept = self.department(department)
         calendar, escalation = self.calendar(dept), self.escalation(dept)
         nexts = []
         for row in rows:
-            clock, round_, due_at, next_at = _clock(row[11:]), row[16], row[17], row[18]
-            if next_at is not None and next_at <= ts(tick.now):
+            round_, due_at, next_at = row[9], row[10], row[11]
+            if next_at is not None and next_at <= now:
+                clock = _clock(row[4:])
                 due = advance(clock, escalation, calendar, tick.now)
                 next_at = ts(due.next_at) if due.next_at else None
                 if due.level is not None:
-                    tick.due.append(DueLevel(ticket, assignee, clock, round_, due,
-                                             from_ts(due_at)))
-                    tick.clocks.append((due.level.number, next_at, ticket.id,
+                    tick.due.append(DueLevel(ticket_id, ref, department, assignee, clock,
+                                             round_, due, from_ts(due_at)))
+                    tick.clocks.append((due.level.number, next_at, ticket_id,
                                         clock.target.value))
             if next_at is not None:
                 nexts.append(next_at)
-        tick.schedule.append((min(nexts) if nexts else None, ticket.id))
+        tick.schedule.append((min(nexts) if nexts else None, ticket_id))
 
     async def commit(self, tx: Tx, tick: Tick, sent: dict[int, str | None]) -> None:
         """Record the tick: each level once (the primary key makes a second time an error),
@@ -246,7 +254,7 @@ class SlaBook:
             assert due.firing.level is not None  # only firing clocks are in tick.due
             for level in (*due.firing.skipped, due.firing.level):
                 skipped = level is not due.firing.level
-                rows.append((due.ticket.id, due.clock.target.value, due.round, level.number,
+                rows.append((due.ticket_id, due.clock.target.value, due.round, level.number,
                              "skipped" if skipped else level.kind.value, ts(tick.now),
                              ts(due.due_at), None if skipped else sent.get(index)))
         await tx.conn.executemany(
@@ -263,6 +271,3 @@ class SlaBook:
 def _clock(row: tuple) -> Clock:
     return Clock(Target(row[0]), from_ts(row[1]), row[2], row[3], row[4])
 
-
-def _ticket(row: tuple) -> tuple[Ticket, str | None]:
-    return ticket_from_row(row[:10]), row[10]  # TICKET_COLUMNS as in store, then assignee

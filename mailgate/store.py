@@ -57,7 +57,7 @@ class OutboxRow:
     raw: bytes
     attempts: int
     created_at: float = 0.0  # when it was queued (Unix seconds): ack latency metric
-    draft: str | None = None  # set: raw is written from it just before sending
+    draft: str | None = None  # set: raw is written just before sending (Outbox.write_draft)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from mailgate import escalation_mail, history
 from mailgate.escalation import Escalator
-from mailgate.escalation_mail import EscalationDraft
 from mailgate.outbox import Outbox
 from mailgate.render import Renderer
 from mailgate.sentlog import SentLog
@@ -43,7 +43,7 @@ def escalator(h: Harness, store: Store | None = None) -> Escalator:
                      lambda: None)
 
 
-async def escalation_mail(h: Harness) -> list[tuple[str, str]]:
+async def queued_escalations(h: Harness) -> list[tuple[str, str]]:
     rows = await h.rows("SELECT kind, recipients FROM outbox WHERE kind LIKE 'escalation-%' "
                         "ORDER BY id")
     return [(kind, recipients) for kind, recipients in rows]
@@ -52,8 +52,8 @@ async def escalation_mail(h: Harness) -> list[tuple[str, str]]:
 async def written(h: Harness, kind: str) -> bytes:
     """The mail the outbox would send for the first queued row of this kind."""
     [row] = [r for r in await h.store.due_outgoing(h.clock(), limit=1000) if r.kind == kind]
-    assert row.raw == b"" and row.draft is not None  # written when sent, not when fired
-    return escalator(h).write(row)
+    assert row.raw == b"" and row.draft == "escalation"  # written when sent, not when fired
+    return await escalator(h).write(row)
 
 
 async def at(h: Harness, moment: datetime) -> int:
@@ -73,16 +73,20 @@ async def test_unanswered_request_warns_twice_breaches_then_re_escalates(h: Harn
     assert await at(h, utc(25, 9, 29)) == 0
     assert await at(h, utc(25, 9, 30)) == 1
     team = '["alice@example.com", "bob@example.com"]'
-    assert await escalation_mail(h) == [
+    assert await queued_escalations(h) == [
         ("escalation-warning", team), ("escalation-warning", team),
         ("escalation-breach", '["carol@example.com", "dave@example.com"]'),
         ("escalation-re_escalation", '["dave@example.com", "ivan@example.com"]')]
     text = (await written(h, "escalation-breach")).decode()
     assert "[IT-1001] SLA breached, first response overdue" in text
     assert "Auto-Submitted: auto-generated" in text
-    events = await h.rows("SELECT kind FROM events WHERE kind LIKE 'sla_%' ORDER BY id")
-    assert events == [("sla_warning",), ("sla_warning",), ("sla_breach",),
-                      ("sla_re_escalation",)]
+    story = await history.load(h.store, "IT-1001", h.clock())
+    assert story is not None
+    assert [(e["kind"], e["detail"]["level"], e["mail"]["kind"]) for e in story["events"]
+            if e["kind"].startswith("sla_")] == [
+        ("sla_warning", 1, "escalation-warning"), ("sla_warning", 2, "escalation-warning"),
+        ("sla_breach", 3, "escalation-breach"),
+        ("sla_re_escalation", 4, "escalation-re_escalation")]
 
 
 async def test_answered_request_never_escalates_its_first_response(h: Harness) -> None:
@@ -105,9 +109,15 @@ async def test_a_requester_reply_is_not_an_answer(h: Harness) -> None:
 async def test_after_downtime_only_the_breach_goes_out(h: Harness) -> None:
     await h.deliver(mail())
     assert await at(h, utc(25, 9)) == 1
-    assert [k for k, _ in await escalation_mail(h)] == ["escalation-breach"]
+    assert [k for k, _ in await queued_escalations(h)] == ["escalation-breach"]
     levels = await h.rows("SELECT level, kind FROM escalations ORDER BY level")
     assert levels == [(1, "skipped"), (2, "skipped"), (3, "breach")]
+    story = await history.load(h.store, "IT-1001", h.clock())
+    assert story is not None
+    shown = "\n".join(history.lines(story))
+    assert shown.count("sla_skipped") == 2
+    assert "sla_breach  -> carol@example.com, dave@example.com (queued)" in shown
+    assert "target: first_response, level: 3" in shown
 
 
 async def test_fired_levels_survive_a_restart(h: Harness, tmp_path: Path) -> None:
@@ -169,10 +179,10 @@ async def test_a_draft_that_cannot_be_written_is_kept_and_sent_later(
     outbox_dir = tmp_path / "outgoing"
     failing = True
 
-    def write(row: OutboxRow) -> bytes:
+    async def write(row: OutboxRow) -> bytes:
         if failing:
             raise RuntimeError("template exploded")
-        return escalator(h).write(row)
+        return await escalator(h).write(row)
 
     outbox = Outbox(h.store, DirectoryTransport(outbox_dir), h.clock,
                     SentLog(tmp_path / "sent.log"), write)
@@ -195,8 +205,9 @@ async def test_a_department_removed_by_a_reload_still_gets_its_mail_written(
     await h.deliver(mail())
     await at(h, utc(24, 13, 0))
     [row] = [r for r in await h.store.due_outgoing(h.clock(), 100) if r.draft]
-    draft = EscalationDraft.from_json(row.draft or "")
-    orphan = replace(row, draft=replace(draft, department="gone").to_json())
-    text = escalator(h).write(orphan).decode()
+    fired = await escalation_mail.load(h.store, row)
+    orphan = replace(fired, ticket=replace(fired.ticket, department="gone"))
+    text = escalation_mail.write(orphan, row, h.pipeline.sla, Renderer(TEMPLATES),
+                                 "mailgate").decode()
     assert "From: gone <it-help@example.com>" in text
     assert "SLA warning, first response due soon" in text
