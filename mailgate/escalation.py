@@ -69,13 +69,26 @@ class Escalator:
                 if unsent:
                     await tx.add_events(unsent, now)
             total += len(mails)
-            for due in tick.due:  # committed: count each fired level once
-                if due.firing.level is not None:
-                    metrics.METRICS.escalation(due.department, due.firing.level.kind)
+            self._committed(tick.due)
             if mails:
                 self.sent()
             if tick.tickets < BATCH:
                 return total
+
+    @staticmethod
+    def _committed(fired: list[DueLevel]) -> None:
+        """Count and log what a committed tick fired: one log line per tick, not per
+        level (a burst of 100 lines would cost the tick more than its SQL does); the
+        outbox logs each mail with its recipients when it is sent."""
+        levels = []
+        for due in fired:
+            assert due.firing.level is not None
+            kind = due.firing.level.kind
+            metrics.METRICS.escalation(due.department, kind)
+            skipped = f" ({len(due.firing.skipped)} skipped)" if due.firing.skipped else ""
+            levels.append(f"{due.ref} {due.clock.target.value} {kind.value}{skipped}")
+        if levels:
+            log.info("escalation.fired", count=len(levels), levels=levels)
 
     async def _sleep(self) -> float:
         async with self.store.conn.execute(
@@ -113,9 +126,6 @@ class Escalator:
                            "reason": "nobody in the directory fills " + " / ".join(roles)},
                           None)
         message_id = new_message_id(dept.address.partition("@")[2], due.ref)
-        log.info("escalation.fired", ticket=due.ref, target=due.clock.target.value,
-                 kind=kind.value, level=level.number,
-                 skipped=len(due.firing.skipped), to=list(recipients))
         return Outgoing(message_id=message_id, kind=f"escalation-{kind.value}",
                         mail_from=dept.address, recipients=recipients, raw=b"",
                         ticket_id=due.ticket_id, draft=escalation_mail.DRAFT), None
