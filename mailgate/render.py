@@ -48,7 +48,9 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # a snapshot: nothing to check for staleness on each use
         )
+        self._templates: dict[tuple[str, str | None], Template] = {}
         self.env.filters["duration"] = humanize_duration
 
     def render(self, name: str, department: str | None, context: dict) -> Rendered:
@@ -65,8 +67,14 @@ class Renderer:
         return filename in sources or f"{department}/{filename}" in sources
 
     def _template(self, filename: str, department: str | None) -> Template:
-        names = [f"{department}/{filename}", filename] if department else [filename]
-        return self.env.select_template(names)
+        # Memoised: select_template would raise and catch TemplateNotFound on every call
+        # for a department without its own copy. Sources never change within a Renderer.
+        key = (filename, department)
+        found = self._templates.get(key)
+        if found is None:
+            names = [f"{department}/{filename}", filename] if department else [filename]
+            found = self._templates[key] = self.env.select_template(names)
+        return found
 
     def check(self) -> list[str]:
         """Compile every template; one line per broken one."""
