@@ -23,39 +23,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.factories import ROOT, mail
-from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, find_dovecot
+from tests.mailservers import (
+    DovecotServer,
+    ImapAccount,
+    SmtpSink,
+    find_dovecot,
+    imap_mailbox,
+    write_daemon_config,
+)
 
 BOXES = (("it", "it-help@example.com"), ("facilities", "facilities@example.com"),
          ("payroll", "payroll@example.com"))
 
 
-def config_text(tmp: Path, sink: SmtpSink, accounts: dict[str, ImapAccount]) -> str:
-    blocks = []
-    for name, account in accounts.items():
-        secret = tmp / f"{name}.secret"
-        secret.write_text(account.password)
-        blocks.append(f"""
-[[mailbox]]
-name = "{name}"
-department = "{name}"
-host = "{account.host}"
-port = {account.port}
-tls = "none"
-username = "{account.username}"
-password_file = "{secret}"
-batch_size = 100
-""")
-    return f"""
-[state]
-dir = "state"
-[directory]
-path = "{ROOT / 'config' / 'directory.example.toml'}"
-[smtp]
-host = "{sink.host}"
-port = {sink.port}
-[limits]
-acks_per_sender_per_hour = 1000000
-""" + "".join(blocks)
+def write_config(tmp: Path, sink: SmtpSink, accounts: dict[str, ImapAccount]) -> Path:
+    return write_daemon_config(
+        tmp / "mailgate.toml", sink=sink, acks_per_sender_per_hour=1000000,
+        mailboxes=[imap_mailbox(name, account, tmp / f"{name}.secret", batch_size=100)
+                   for name, account in accounts.items()])
 
 
 def append_all(dovecot: DovecotServer, account: ImapAccount, box: str, address: str,
@@ -98,8 +83,7 @@ async def run(total: int) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         accounts = {box: dovecot.add_user() for box, _ in BOXES}
-        config = tmp / "mailgate.toml"
-        config.write_text(config_text(tmp, sink, accounts))
+        config = write_config(tmp, sink, accounts)
         daemon = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mailgate", "--log-level", "warning", "--config", str(config),
             "run", cwd=ROOT, stderr=open(tmp / "daemon.log", "wb"))  # noqa: SIM115

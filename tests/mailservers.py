@@ -1,4 +1,5 @@
-"""Real mail servers for end-to-end tests: a private Dovecot and an in-loop aiosmtpd sink.
+"""Real mail servers for end-to-end tests: a private Dovecot and an in-loop aiosmtpd sink,
+and the mailgate.toml that points the daemon at them.
 
 Dovecot runs from its own config in a temp dir (loopback, random port, passwd-file users,
 Maildir), as DESIGN.md describes; the sink runs inside the test's own event loop.
@@ -19,11 +20,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from imapclient import IMAPClient
+
+from tests.factories import EXAMPLE_DIRECTORY
 
 DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 
@@ -277,3 +281,91 @@ class SmtpSink:
             got = [m.message["Subject"] for m in self.messages]
             raise TimeoutError(f"expected {count} mail(s) at the sink, got {got}") from None
         return list(self.messages[:count])
+
+
+# --- mailgate.toml for the daemon under test --------------------------------------------
+
+def _table(header: str, values: dict[str, object]) -> str:
+    """A TOML table with the keys whose value is not None; "" when there are none."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()
+             if value is not None]
+    return "\n".join([header, *lines, ""]) if lines else ""
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return f'"{value}"'
+
+
+def _verbatim(text: str) -> str:
+    return text.rstrip("\n") + "\n" if text.strip() else ""
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One [[mailbox]] table. None leaves a key out, so the daemon's default applies;
+    `extra` is TOML text added to the table as it is (e.g. 'folder = "Requests"')."""
+
+    name: str
+    host: str
+    username: str
+    port: int | None = None
+    department: str | None = None  # the mailbox's name when None
+    tls: str | None = "none"
+    password_file: Path | None = None
+    password_env: str | None = None
+    poll_interval: str | None = None
+    timeout: float | None = None
+    batch_size: int | None = None
+    extra: str = ""
+
+    def toml(self) -> str:
+        return _table("[[mailbox]]", {
+            "name": self.name, "department": self.department or self.name, "host": self.host,
+            "port": self.port, "tls": self.tls, "username": self.username,
+            "password_file": self.password_file, "password_env": self.password_env,
+            "poll_interval": self.poll_interval, "timeout": self.timeout,
+            "batch_size": self.batch_size}) + _verbatim(self.extra)
+
+
+def imap_mailbox(name: str, account: ImapAccount, secret: Path, *, newline: bool = False,
+                 **options: object) -> Mailbox:
+    """A mailbox on ACCOUNT; its password goes into the file SECRET (ending in a newline,
+    as an editor would leave it, if NEWLINE). OPTIONS are further Mailbox fields."""
+    secret.write_text(account.password + ("\n" if newline else ""))
+    return Mailbox(name, account.host, account.username, port=account.port,
+                   password_file=secret, **options)  # type: ignore[arg-type]
+
+
+def write_daemon_config(
+        path: Path, *, sink: SmtpSink, smtp_timeout: float | None = None,
+        instance: str | None = None, state: str | Path = "state",
+        directory: str | Path = EXAMPLE_DIRECTORY, templates: str | Path | None = None,
+        acks_per_sender_per_hour: int | None = None, notify_team: bool | None = None,
+        tables: str = "", listen: str | None = None, metrics: str | None = None,
+        mailboxes: Iterable[Mailbox] = ()) -> Path:
+    """Write the mailgate.toml at PATH for a daemon that sends through SINK; return PATH.
+
+    Relative paths (state, directory, templates) are relative to PATH's directory, as in
+    any config. A section whose options are all None is left out: `notify_team=None` means
+    no [conversation] table, `listen` / `metrics` are the SMTP push listener's and the
+    metrics endpoint's HOST:PORT (off when None). `tables` is TOML text (whole tables)
+    written as it is, before the listener and the mailboxes."""
+    text = "".join([
+        _table("[mailgate]", {"instance": instance}),
+        _table("[state]", {"dir": state}),
+        _table("[directory]", {"path": directory}),
+        _table("[templates]", {"dir": templates}),
+        _table("[smtp]", {"host": sink.host, "port": sink.port, "timeout": smtp_timeout}),
+        _table("[limits]", {"acks_per_sender_per_hour": acks_per_sender_per_hour}),
+        _table("[conversation]", {"notify_team": notify_team}),
+        _verbatim(tables),
+        _table("[intake.smtp]", {"listen": listen}),
+        _table("[metrics]", {"listen": metrics}),
+        *(box.toml() for box in mailboxes),
+    ])
+    path.write_text(text)
+    return path

@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT, mail
-from tests.mailservers import DovecotServer, ImapAccount, SmtpSink
+from tests.mailservers import (
+    DovecotServer,
+    ImapAccount,
+    SmtpSink,
+    imap_mailbox,
+    write_daemon_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,33 +33,11 @@ KILLS = 20
 
 
 def write_config(tmp_path: Path, account: ImapAccount, sink: SmtpSink) -> Path:
-    secret = tmp_path / "imap.secret"
-    secret.write_text(account.password)
-    path = tmp_path / "mailgate.toml"
-    path.write_text(f"""
-[state]
-dir = "state"
-[directory]
-path = "{ROOT / 'config' / 'directory.example.toml'}"
-[smtp]
-host = "{sink.host}"
-port = {sink.port}
-[limits]
-acks_per_sender_per_hour = 100000
-[conversation]
-notify_team = false  # these tests count acknowledgements
-[[mailbox]]
-name = "it"
-department = "it"
-host = "{account.host}"
-port = {account.port}
-tls = "none"
-username = "{account.username}"
-password_file = "{secret}"
-batch_size = 20
-poll_interval = "1s"
-""")
-    return path
+    return write_daemon_config(
+        tmp_path / "mailgate.toml", sink=sink, acks_per_sender_per_hour=100000,
+        notify_team=False,  # these tests count acknowledgements
+        mailboxes=[imap_mailbox("it", account, tmp_path / "imap.secret", batch_size=20,
+                                poll_interval="1s")])
 
 
 async def start_daemon(config: Path, log: Path, crashpoint: str = "") -> asyncio.subprocess.Process:

@@ -13,7 +13,8 @@ import pytest
 
 from mailgate.loader import load_setup
 from mailgate.service import Daemon
-from tests.factories import ROOT, mail
+from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
+from tests.mailservers import imap_mailbox, write_daemon_config
 
 pytestmark = pytest.mark.e2e
 
@@ -28,43 +29,17 @@ class Env:
     sink: object
 
     def config(self, *, listener: bool = False, extra: str = "", tables: str = "",
-               notify_team: bool = False) -> Path:
+               notify_team: bool = False, directory: Path = EXAMPLE_DIRECTORY) -> Path:
         """`extra` goes into the [[mailbox]] table, `tables` before it. Team notifications
         are off unless asked for: most tests here count acknowledgements."""
-        secret = self.tmp_path / "imap.secret"
-        secret.write_text(self.account.password + "\n")
-        listen = '[intake.smtp]\nlisten = "127.0.0.1:0"\n' if listener else ""
-        path = self.tmp_path / "mailgate.toml"
-        path.write_text(f"""
-[mailgate]
-instance = "mailgate-e2e"
-[state]
-dir = "state"
-[directory]
-path = "{ROOT / 'config' / 'directory.example.toml'}"
-[templates]
-dir = "{ROOT / 'templates'}"
-[smtp]
-host = "{self.sink.host}"
-port = {self.sink.port}
-timeout = 10
-[conversation]
-notify_team = {"true" if notify_team else "false"}
-{tables}
-{listen}
-[[mailbox]]
-name = "it"
-department = "it"
-host = "{self.account.host}"
-port = {self.account.port}
-tls = "none"
-username = "{self.account.username}"
-password_file = "{secret}"
-poll_interval = "1s"
-timeout = 10
-{extra}
-""")
-        return path
+        return write_daemon_config(
+            self.tmp_path / "mailgate.toml", sink=self.sink, smtp_timeout=10,
+            instance="mailgate-e2e", directory=directory, templates=TEMPLATES,
+            notify_team=notify_team, tables=tables,
+            listen="127.0.0.1:0" if listener else None,
+            mailboxes=[imap_mailbox("it", self.account, self.tmp_path / "imap.secret",
+                                    newline=True, poll_interval="1s", timeout=10,
+                                    extra=extra)])
 
     def daemon(self, **kwargs: object) -> Daemon:
         setup = load_setup(self.config(**kwargs))  # type: ignore[arg-type]
@@ -229,12 +204,9 @@ async def test_push_listener_acknowledges(env: Env) -> None:
 async def test_push_listener_refuses_unknown_recipient_without_default(env: Env,
                                                                        tmp_path: Path) -> None:
     directory = tmp_path / "directory.toml"
-    directory.write_text((ROOT / "config" / "directory.example.toml").read_text()
+    directory.write_text(EXAMPLE_DIRECTORY.read_text()
                          .replace('default_department = "it"', ""))
-    path = env.config(listener=True)
-    path.write_text(path.read_text().replace(
-        str(ROOT / "config" / "directory.example.toml"), str(directory)))
-    setup = load_setup(path)
+    setup = load_setup(env.config(listener=True, directory=directory))
     running = Daemon(setup.config, setup.directory)
     await running.start()
     try:

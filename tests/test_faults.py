@@ -18,49 +18,33 @@ import pytest
 
 from mailgate.loader import load_setup
 from mailgate.service import Daemon
-from tests.factories import ROOT, mail
-from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, find_dovecot
+from tests.factories import mail
+from tests.mailservers import (
+    DovecotServer,
+    ImapAccount,
+    Mailbox,
+    SmtpSink,
+    find_dovecot,
+    imap_mailbox,
+    write_daemon_config,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def mailbox_block(name: str, account: ImapAccount, secret: Path, timeout: float = 10) -> str:
-    return f"""
-[[mailbox]]
-name = "{name}"
-department = "{'facilities' if name != 'it' else 'it'}"
-host = "{account.host}"
-port = {account.port}
-tls = "none"
-username = "{account.username}"
-password_file = "{secret}"
-poll_interval = "1s"
-timeout = {timeout}
-"""
+def mailbox(tmp_path: Path, name: str, account: ImapAccount, timeout: float = 10) -> Mailbox:
+    """Mailbox NAME on ACCOUNT (department it for "it", else facilities), its password in
+    NAME.secret."""
+    return imap_mailbox(name, account, tmp_path / f"{name}.secret",
+                        department="it" if name == "it" else "facilities",
+                        poll_interval="1s", timeout=timeout)
 
 
-def write_config(tmp_path: Path, sink: SmtpSink, mailboxes: str) -> Path:
-    path = tmp_path / "mailgate.toml"
-    path.write_text(f"""
-[state]
-dir = "state"
-[directory]
-path = "{ROOT / 'config' / 'directory.example.toml'}"
-[smtp]
-host = "{sink.host}"
-port = {sink.port}
-timeout = 5
-[conversation]
-notify_team = false  # these tests count acknowledgements
-{mailboxes}
-""")
-    return path
-
-
-def secret_for(tmp_path: Path, account: ImapAccount, name: str) -> Path:
-    path = tmp_path / f"{name}.secret"
-    path.write_text(account.password)
-    return path
+def write_config(tmp_path: Path, sink: SmtpSink, *mailboxes: Mailbox,
+                 state: str | Path = "state") -> Path:
+    return write_daemon_config(tmp_path / "mailgate.toml", sink=sink, smtp_timeout=5,
+                               state=state, notify_team=False,  # these tests count acknowledgements
+                               mailboxes=mailboxes)
 
 
 async def start(config: Path) -> Daemon:
@@ -103,9 +87,8 @@ async def test_hung_mailbox_does_not_delay_the_others(
         smtp_sink: SmtpSink, silent: SilentServer) -> None:
     port = await silent.start()
     hung = ImapAccount("127.0.0.1", port, "nobody", "x")
-    config = write_config(tmp_path, smtp_sink, mailbox_block(
-        "it", imap_account, secret_for(tmp_path, imap_account, "it"))
-        + mailbox_block("hung", hung, secret_for(tmp_path, hung, "hung"), timeout=1))
+    config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account),
+                          mailbox(tmp_path, "hung", hung, timeout=1))
     daemon = await start(config)
     try:
         started = time.monotonic()
@@ -126,9 +109,8 @@ async def test_mailbox_refusing_login_does_not_stop_the_others(
         tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
         smtp_sink: SmtpSink) -> None:
     wrong = ImapAccount(imap_account.host, imap_account.port, "ghost", "wrong")
-    config = write_config(tmp_path, smtp_sink, mailbox_block(
-        "it", imap_account, secret_for(tmp_path, imap_account, "it"))
-        + mailbox_block("ghost", wrong, secret_for(tmp_path, wrong, "ghost")))
+    config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account),
+                          mailbox(tmp_path, "ghost", wrong))
     daemon = await start(config)
     try:
         await asyncio.to_thread(dovecot.append, imap_account, mail())
@@ -154,8 +136,7 @@ async def test_imap_server_down_and_back_processes_what_arrived(
     private.start()
     try:
         account = private.add_user()
-        config = write_config(tmp_path, smtp_sink, mailbox_block(
-            "it", account, secret_for(tmp_path, account, "it"), timeout=3))
+        config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", account, timeout=3))
         daemon = await start(config)
         try:
             await asyncio.to_thread(private.append, account, mail("first", message_id="<1@x>"))
@@ -179,8 +160,7 @@ async def test_imap_server_down_and_back_processes_what_arrived(
 async def test_smtp_down_queues_then_sends_in_order(
         tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
         smtp_sink: SmtpSink) -> None:
-    config = write_config(tmp_path, smtp_sink, mailbox_block(
-        "it", imap_account, secret_for(tmp_path, imap_account, "it")))
+    config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account))
     await smtp_sink.stop()
     daemon = await start(config)
     try:
@@ -204,8 +184,7 @@ async def test_smtp_down_queues_then_sends_in_order(
 async def test_locked_database_delays_but_loses_nothing(
         tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
         smtp_sink: SmtpSink) -> None:
-    config = write_config(tmp_path, smtp_sink, mailbox_block(
-        "it", imap_account, secret_for(tmp_path, imap_account, "it")))
+    config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account))
     daemon = await start(config)
     try:
         await asyncio.sleep(0.5)
@@ -243,9 +222,8 @@ async def test_garbage_speaking_server_is_isolated_and_retried(
     garbage = GarbageServer()
     port = await garbage.start()
     bad = ImapAccount("127.0.0.1", port, "nobody", "x")
-    config = write_config(tmp_path, smtp_sink, mailbox_block(
-        "it", imap_account, secret_for(tmp_path, imap_account, "it"))
-        + mailbox_block("garbage", bad, secret_for(tmp_path, bad, "garbage"), timeout=2))
+    config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account),
+                          mailbox(tmp_path, "garbage", bad, timeout=2))
     daemon = await start(config)
     try:
         await asyncio.to_thread(dovecot.append, imap_account, mail())
@@ -264,8 +242,7 @@ async def test_no_secret_reaches_the_logs(
         smtp_sink: SmtpSink, capfd: pytest.CaptureFixture[str]) -> None:
     wrong = ImapAccount(imap_account.host, imap_account.port, imap_account.username,
                         "correct-horse-battery-staple")
-    config = write_config(tmp_path, smtp_sink, mailbox_block(
-        "it", wrong, secret_for(tmp_path, wrong, "it")))
+    config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", wrong))
     daemon = await start(config)
     try:
         watcher = daemon.watchers[0]
@@ -296,9 +273,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 async def test_disk_full_is_retried_and_loses_nothing(
         tmp_path: Path, small_disk: Path, dovecot: DovecotServer, imap_account: ImapAccount,
         smtp_sink: SmtpSink) -> None:
-    config = write_config(tmp_path, smtp_sink, mailbox_block(
-        "it", imap_account, secret_for(tmp_path, imap_account, "it")))
-    config.write_text(config.read_text().replace('dir = "state"', f'dir = "{small_disk}"'))
+    config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account),
+                          state=small_disk)
     daemon = await start(config)
     try:
         await asyncio.sleep(0.5)

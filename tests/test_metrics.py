@@ -20,8 +20,8 @@ from mailgate.config import MetricsConfig, load_config
 from mailgate.errors import ConfigError
 from mailgate.loader import load_setup
 from mailgate.service import Daemon
-from tests.factories import ROOT, FakeClock, mail
-from tests.mailservers import SmtpSink, free_port
+from tests.factories import TEMPLATES, FakeClock, mail
+from tests.mailservers import Mailbox, SmtpSink, free_port, write_daemon_config
 
 
 def samples(text: str) -> dict[str, float]:
@@ -76,31 +76,11 @@ def test_metrics_config(tmp_path: Path) -> None:
 
 
 def write_config(tmp_path: Path, sink: SmtpSink, imap_port: int) -> Path:
-    path = tmp_path / "mailgate.toml"
-    path.write_text(f"""
-[state]
-dir = "state"
-[directory]
-path = "{ROOT / 'config' / 'directory.example.toml'}"
-[templates]
-dir = "{ROOT / 'templates'}"
-[smtp]
-host = "{sink.host}"
-port = {sink.port}
-[intake.smtp]
-listen = "127.0.0.1:0"
-[metrics]
-listen = "127.0.0.1:0"
-[[mailbox]]
-name = "it"
-department = "it"
-host = "127.0.0.1"
-port = {imap_port}
-tls = "none"
-username = "it"
-password_env = "MAILGATE_METRICS_TEST"
-""")
-    return path
+    return write_daemon_config(
+        tmp_path / "mailgate.toml", sink=sink, templates=TEMPLATES, listen="127.0.0.1:0",
+        metrics="127.0.0.1:0",
+        mailboxes=[Mailbox("it", "127.0.0.1", "it", port=imap_port,
+                           password_env="MAILGATE_METRICS_TEST")])
 
 
 async def scrape(port: int, path: str = "/metrics") -> tuple[str, str]:

@@ -33,7 +33,15 @@ from mailgate.render import Renderer
 from mailgate.schema import MIGRATIONS
 from mailgate.service import Daemon, fingerprint, needs_restart
 from tests.factories import ROOT, mail
-from tests.mailservers import DovecotServer, ImapAccount, Received, SmtpSink, free_port
+from tests.mailservers import (
+    DovecotServer,
+    ImapAccount,
+    Received,
+    SmtpSink,
+    free_port,
+    imap_mailbox,
+    write_daemon_config,
+)
 
 MAILGATE = [sys.executable, "-m", "mailgate"]
 OLD_TEXT = "we have received your request"
@@ -245,38 +253,14 @@ class Service:
         return self.tmp_path / "daemon.log"
 
     def write(self, poll: str = "1s", state: str = "state") -> None:
-        secret = self.tmp_path / "imap.secret"
-        secret.write_text(self.account.password)
-        self.config.write_text(f"""
-[mailgate]
-instance = "mailgate-service-test"
-[state]
-dir = "{state}"
-[directory]
-path = "directory.toml"
-[templates]
-dir = "templates"
-[smtp]
-host = "{self.sink.host}"
-port = {self.sink.port}
-timeout = 10
-[limits]
-acks_per_sender_per_hour = 100000
-[conversation]
-notify_team = false  # these tests count acknowledgements
-[intake.smtp]
-listen = "127.0.0.1:{self.push_port}"
-[[mailbox]]
-name = "it"
-department = "it"
-host = "{self.account.host}"
-port = {self.account.port}
-tls = "none"
-username = "{self.account.username}"
-password_file = "{secret}"
-poll_interval = "{poll}"
-batch_size = 10
-""")
+        write_daemon_config(
+            self.config, sink=self.sink, smtp_timeout=10, instance="mailgate-service-test",
+            state=state, directory="directory.toml", templates="templates",
+            acks_per_sender_per_hour=100000,
+            notify_team=False,  # these tests count acknowledgements
+            listen=f"127.0.0.1:{self.push_port}",
+            mailboxes=[imap_mailbox("it", self.account, self.tmp_path / "imap.secret",
+                                    poll_interval=poll, batch_size=10)])
 
     def prepare(self) -> None:
         shutil.copy(ROOT / "config" / "directory.example.toml",
@@ -609,17 +593,7 @@ async def test_reload_rebinds_the_listener_and_switches_the_smtp_server(
     config = tmp_path / "mailgate.toml"
 
     def write(listen: int, sink: SmtpSink) -> None:
-        config.write_text(f"""
-[state]
-dir = "state"
-[directory]
-path = "{ROOT / 'config' / 'directory.example.toml'}"
-[smtp]
-host = "{sink.host}"
-port = {sink.port}
-[intake.smtp]
-listen = "127.0.0.1:{listen}"
-""")
+        write_daemon_config(config, sink=sink, listen=f"127.0.0.1:{listen}")
 
     write(first_port, smtp_sink)
     setup = load_setup(config)
