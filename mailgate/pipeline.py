@@ -29,9 +29,9 @@ from mailgate.render import Renderer
 from mailgate.routing import Route, routes_for
 from mailgate.sla import Target
 from mailgate.slaclock import SlaBook
-from mailgate.store import Tx
+from mailgate.store import Seen, Tx
 from mailgate.trust import TrustPolicy, sender_trust
-from mailgate.workflow import ConversationSettings, Incoming, Workflow
+from mailgate.workflow import ConversationSettings, Incoming, Opened, Workflow
 
 log = get_logger("mailgate.pipeline")
 Clock = Callable[[], datetime]
@@ -115,7 +115,8 @@ class Pipeline:
                        now: datetime) -> Outcome:
         if msg is None:
             raise BadMessage("the parser could not read this message")
-        msg, fp, covered = await self._distinct(tx, msg)
+        msg, fp, seen = await self._distinct(tx, msg)
+        covered = seen.departments
         routes = {r.department: r for r in routes_for(msg, origin, self.directory)}
         targets = list(routes)
         if not targets:
@@ -133,28 +134,29 @@ class Pipeline:
                           for t in stale if t.department in self.directory.departments}
                 if routes:
                     return await self._open(tx, raw, msg, fp, verdict, list(routes), origin,
-                                            now, routes, predecessors=stale)
+                                            now, routes, seen.message, predecessors=stale)
         if existing:
             return await self._append(tx, raw, msg, fp, verdict, existing, pending, origin,
-                                      now)
+                                      now, seen.message)
         if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
             return await self._quarantine(
                 tx, raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
                 f"{verdict.reason}", now)
         if msg.sender is None:
             raise BadMessage("no usable From address")
-        return await self._open(tx, raw, msg, fp, verdict, pending, origin, now, routes)
+        return await self._open(tx, raw, msg, fp, verdict, pending, origin, now, routes,
+                                seen.message)
 
-    async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str, set[str]]:
+    async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str, Seen]:
         """Give a re-used Message-ID with different content a key of its own; return the
-        message, its fingerprint and the departments that already received it."""
+        message, its fingerprint and what is stored under its key."""
         fp = fingerprint(msg)
-        known, covered = await tx.seen(msg.dedupe_key)
-        if known is not None and known != fp:
+        seen = await tx.seen(msg.dedupe_key)
+        if seen.fingerprint is not None and seen.fingerprint != fp:
             log.warning("message.id_reused", message_id=msg.message_id)
             msg = replace(msg, dedupe_key=f"{msg.dedupe_key}#{fp}")
-            covered = await tx.receipted_departments(msg.dedupe_key)
-        return msg, fp, covered
+            seen = await tx.seen(msg.dedupe_key)
+        return msg, fp, seen
 
     async def _thread(self, tx: Tx, msg: Inbound, verdict: Verdict) -> list[Ticket]:
         hints = thread_hints(msg, self.prefixes)
@@ -168,10 +170,10 @@ class Pipeline:
 
     async def _append(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
                       tickets: list[Ticket], pending: list[str], origin: Origin,
-                      now: datetime) -> Outcome:
+                      now: datetime, stored: int | None) -> Outcome:
         """A follow-up to known tickets: record it on each; automatic mail is only noted."""
         message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
-                                         sender_trust(msg, self.settings.trust))
+                                         sender_trust(msg, self.settings.trust), stored=stored)
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
@@ -198,29 +200,37 @@ class Pipeline:
 
     async def _open(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
                     pending: list[str], origin: Origin, now: datetime,
-                    routes: dict[str, Route],
+                    routes: dict[str, Route], stored: int | None,
                     predecessors: list[Ticket] | None = None) -> Outcome:
-        """A new request: one ticket per department, linked, and one acknowledgement."""
+        """A new request: one ticket per department, linked, and one acknowledgement.
+
+        A new request is kept whole as the conversation's text: what looks like quoted
+        history in it (a forwarded mail, "see below") is often the request itself."""
         assert msg.sender is not None
         message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
-                                         sender_trust(msg, self.settings.trust))
+                                         sender_trust(msg, self.settings.trust), stored=stored,
+                                         text=msg.body.strip())
         await tx.add_receipts(msg.dedupe_key, pending, message, "ticket")
         subject = clean_subject(msg.subject)
         own = self.directory.own_addresses()
-        cc = list(dict.fromkeys(a.addr for a in msg.cc
-                                if a.addr not in own and a.addr != msg.sender.addr))
-        tickets = []
+        cc = tuple(dict.fromkeys(a.addr for a in msg.cc
+                                 if a.addr not in own and a.addr != msg.sender.addr))
+        cc = cc[:ops.MAX_CC]
+        tickets, opened = [], []
         for key in pending:
             dept = self.directory.departments[key]
+            priority = routes[key].priority
+            clocks = self.sla.plan(key, priority, now)
             ticket = await tx.create_ticket(key, dept.prefix, subject, msg.sender.addr,
-                                            msg.sender.name, routes[key].priority, now)
+                                            msg.sender.name, priority, now, cc=cc,
+                                            next_escalation_at=clocks.next_escalation_at)
             await tx.add_event(ticket.id, "created", now, actor=msg.sender.addr,
                                message=message,
                                detail={"kind": verdict.kind.value} if verdict.reason else None)
-            if cc:
-                await ops.set_cc(tx, ticket.id, cc)
-            await self.sla.open(tx, ticket, now)
+            await self.sla.open(tx, ticket.id, clocks)
             tickets.append(ticket)
+            opened.append(Opened(ops.TicketState.new(ticket, cc), msg.message_id or None,
+                                 clocks.first_response_due))
             log.info("ticket.created", ticket=ticket.ref, dept=key, message_id=msg.message_id,
                      source=origin.source, priority=ticket.priority.value,
                      rule=routes[key].rule)
@@ -236,8 +246,8 @@ class Pipeline:
                 await tx.add_event(ticket.id, "follows", now, detail={"ticket": old.ref})
         dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
         acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now, dropped)
-        for ticket in tickets:
-            await self.workflow.opened(tx, ticket, msg, raw, message, now)
+        for new in opened:
+            await self.workflow.opened(tx, new, msg, raw, now)
         return Outcome("ticket", tuple(t.ref for t in tickets), acknowledged=acknowledged)
 
     async def _keep_attachments(self, tx: Tx, raw: bytes, msg: Inbound, message: int,

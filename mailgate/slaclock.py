@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from mailgate.businesstime import BusinessCalendar
 from mailgate.directory import Department, Directory, SlaPolicy
-from mailgate.model import Priority, Ticket
+from mailgate.model import Priority
 from mailgate.sla import Clock, Escalation, Firing, Target, advance, next_level
 from mailgate.store import Tx, from_ts, ts
 
@@ -31,6 +31,15 @@ class DueLevel:
     round: int
     firing: Firing
     due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """A new ticket's clocks as rows (target, started_at, seconds, due_at, next_at)."""
+
+    rows: tuple[tuple, ...]
+    next_escalation_at: float | None  # for the ticket row
+    first_response_due: datetime | None
 
 
 @dataclass
@@ -108,20 +117,23 @@ class SlaBook:
 
     # --- changes -----------------------------------------------------------------------
 
-    async def open(self, tx: Tx, ticket: Ticket, now: datetime) -> None:
-        """A new ticket: first-response and resolution clocks start now (two statements)."""
-        dept = self.department(ticket.department)
+    def plan(self, department: str, priority: Priority, now: datetime) -> Opening:
+        """A new ticket's first-response and resolution clocks, starting now (pure: the
+        ticket row is written with its next instant, then `open` adds the clocks)."""
+        dept = self.department(department)
         clocks = [Clock(target, now, budget.total_seconds())
                   for target in (Target.FIRST_RESPONSE, Target.RESOLUTION)
-                  if (budget := self.budget(dept, target, ticket.priority)) is not None]
-        rows = [(ticket.id, c.target.value, ts(now), c.budget, *self.clock_row(dept, c))
-                for c in clocks]
+                  if (budget := self.budget(dept, target, priority)) is not None]
+        rows = tuple((c.target.value, ts(now), c.budget, *self.clock_row(dept, c))
+                     for c in clocks)
+        nexts = [r[4] for r in rows if r[4] is not None]
+        due = next((from_ts(r[3]) for r in rows if r[0] == Target.FIRST_RESPONSE.value), None)
+        return Opening(rows, min(nexts) if nexts else None, due)
+
+    async def open(self, tx: Tx, ticket_id: int, opening: Opening) -> None:
         await tx.conn.executemany(
             "INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, next_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", rows)
-        nexts = [r[5] for r in rows if r[5] is not None]
-        await tx.execute("UPDATE tickets SET next_escalation_at = ? WHERE id = ?",
-                         (min(nexts) if nexts else None, ticket.id))
+            "VALUES (?, ?, ?, ?, ?, ?)", [(ticket_id, *row) for row in opening.rows])
 
     async def start(self, tx: Tx, ticket_id: int, target: Target, now: datetime) -> None:
         """Start (or restart) a clock; a restart is a new round that escalates afresh."""

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +44,15 @@ def ticket_from_row(row: sqlite3.Row | tuple) -> Ticket:
         requester_name=row[5], status=Status(row[6]), priority=Priority(row[7]),
         created_at=from_ts(row[8]), updated_at=from_ts(row[9]),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A message key as stored: its messages row and the departments that received it."""
+
+    message: int | None
+    fingerprint: str | None
+    departments: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,20 +340,15 @@ class Tx:
 
     # --- dedupe ---------------------------------------------------------------------
 
-    async def seen(self, dedupe_key: str) -> tuple[str | None, set[str]]:
-        """The stored fingerprint under this key and the departments that received it,
-        in one round trip (the hot path asks both for every message)."""
+    async def seen(self, dedupe_key: str) -> Seen:
+        """What is stored under this key, in one round trip (asked for every message)."""
         row = await self.fetch_one(
-            "SELECT (SELECT fingerprint FROM messages WHERE dedupe_key = ?1), "
-            "(SELECT group_concat(department, char(31)) FROM receipts WHERE dedupe_key = ?1)",
-            (dedupe_key,))
-        fingerprint, departments = row if row else (None, None)
-        return fingerprint, set(departments.split("\x1f")) if departments else set()
-
-    async def receipted_departments(self, dedupe_key: str) -> set[str]:
-        rows = await self.fetch_all("SELECT department FROM receipts WHERE dedupe_key = ?",
-                               (dedupe_key,))
-        return {r[0] for r in rows}
+            "SELECT m.id, m.fingerprint, (SELECT group_concat(department, char(31)) "
+            "FROM receipts WHERE dedupe_key = ?1) FROM (SELECT 1) "
+            "LEFT JOIN messages m ON m.dedupe_key = ?1", (dedupe_key,))
+        message, fingerprint, departments = row if row else (None, None, None)
+        return Seen(message, fingerprint,
+                    frozenset(departments.split("\x1f")) if departments else frozenset())
 
     async def add_receipts(self, dedupe_key: str, departments: Iterable[str], message: int,
                            outcome: str) -> None:
@@ -353,25 +357,25 @@ class Tx:
             "VALUES (?, ?, ?, ?)", [(dedupe_key, d, message, outcome) for d in departments])
 
     async def store_message(self, msg: Inbound, fingerprint: str, kind: MailKind, raw: bytes,
-                            source: str, now: datetime, trust: str = "") -> int:
-        """Insert the message once; a second department's copy reuses the first row."""
-        row = await self.fetch_one("SELECT id FROM messages WHERE dedupe_key = ?",
-                                   (msg.dedupe_key,))
-        if row:
-            return int(row[0])
+                            source: str, now: datetime, trust: str = "", *,
+                            stored: int | None = None, text: str | None = None) -> int:
+        """Insert the message once: `stored` is its row if an earlier copy (for another
+        department) has one (see seen()). `text` is what the conversation shows of it."""
+        if stored is not None:
+            return stored
         recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
         cur = await self.execute(
             """INSERT INTO messages (dedupe_key, message_id, fingerprint, kind, sender,
                    sender_name, recipients, subject, sent_date, body, attachments, defects,
-                   size, source, received_at, raw, sender_trust)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   size, source, received_at, raw, sender_trust, text)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (msg.dedupe_key, msg.message_id, fingerprint, kind.value,
              msg.sender.addr if msg.sender else "", msg.sender.name if msg.sender else "",
              json.dumps(recipients), msg.subject, msg.date.isoformat() if msg.date else None,
              msg.body, json.dumps([[a.filename, a.content_type, a.size]
                                    for a in msg.attachments]),
              json.dumps(list(msg.defects)), msg.size, source, ts(now),
-             zlib.compress(raw, 1), trust))
+             zlib.compress(raw, 1), trust, text))
         return int(cur.lastrowid or 0)
 
     # --- threading --------------------------------------------------------------------
@@ -404,7 +408,9 @@ class Tx:
     # --- tickets and events ---------------------------------------------------------
 
     async def create_ticket(self, department: str, prefix: str, subject: str, requester: str,
-                            requester_name: str, priority: Priority, now: datetime) -> Ticket:
+                            requester_name: str, priority: Priority, now: datetime, *,
+                            cc: Sequence[str] = (), next_escalation_at: float | None = None,
+                            ) -> Ticket:
         row = await self.fetch_one(  # one round trip: the first ticket of a prefix, or the next
             "INSERT INTO counters (prefix, next_number) VALUES (?, ?) "
             "ON CONFLICT (prefix) DO UPDATE SET next_number = next_number + 1 "
@@ -413,10 +419,12 @@ class Tx:
         ref = f"{prefix}-{number}"
         cur = await self.execute(
             """INSERT INTO tickets (ref, department, number, subject, requester,
-                   requester_name, status, priority, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   requester_name, status, priority, created_at, updated_at, cc,
+                   next_escalation_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (ref, department, number, subject, requester, requester_name, Status.NEW.value,
-             priority.value, ts(now), ts(now)))
+             priority.value, ts(now), ts(now), json.dumps(list(cc)) if cc else None,
+             next_escalation_at))
         return Ticket(int(cur.lastrowid or 0), ref, department, subject, requester,
                       requester_name, Status.NEW, priority, now, now)
 

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailgate.model import Priority, Status
-from mailgate.store import Tx, from_ts, ts
+from mailgate.model import Status, Ticket
+from mailgate.store import TICKET_COLUMNS, Tx, from_ts, ticket_from_row, ts
 
 # Mail we send to the requester, and to the team: each side threads among its own.
 REQUESTER_KINDS = ("ack", "reply", "summary", "thanks", "transferred")
@@ -17,27 +17,24 @@ TEAM_KINDS = ("notify-team", "relay-team", "note-team")
 
 
 @dataclass(frozen=True, slots=True)
-class TicketState:
-    id: int
-    ref: str
-    department: str
-    subject: str
-    requester: str
-    requester_name: str
-    status: Status
-    priority: Priority
-    created_at: datetime
-    assignee: str | None
-    resolved_at: datetime | None
-    closed_at: datetime | None
-    survey_at: datetime | None
-    rating: int | None
+class TicketState(Ticket):
+    """A ticket with what the conversation needs beyond the list view's fields."""
+
+    assignee: str | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    survey_at: datetime | None = None
+    rating: int | None = None
     cc: tuple[str, ...] = ()  # the request's Cc (not us, not the requester), at most 20
 
+    @classmethod
+    def new(cls, ticket: Ticket, cc: tuple[str, ...]) -> TicketState:
+        """A ticket just created: nothing beyond its fields and its Cc yet."""
+        return cls(*(getattr(ticket, name) for name in Ticket.__slots__), cc=cc)
 
-_STATE = """SELECT id, ref, department, subject, requester, requester_name, status, priority,
-                   created_at, assignee, resolved_at, closed_at, survey_at, rating, cc
-            FROM tickets WHERE id = ?"""
+
+_STATE = f"""SELECT {TICKET_COLUMNS}, assignee, resolved_at, closed_at, survey_at, rating, cc
+             FROM tickets WHERE id = ?"""
 MAX_CC = 20
 
 
@@ -48,14 +45,10 @@ def _maybe(value: float | None) -> datetime | None:
 async def state(tx: Tx, ticket_id: int) -> TicketState:
     r = await tx.fetch_one(_STATE, (ticket_id,))
     assert r is not None, f"ticket {ticket_id} vanished inside its transaction"
-    return TicketState(r[0], r[1], r[2], r[3], r[4], r[5], Status(r[6]), Priority(r[7]),
-                       from_ts(r[8]), r[9], _maybe(r[10]), _maybe(r[11]), _maybe(r[12]), r[13],
-                       tuple(json.loads(r[14])) if r[14] else ())
-
-
-async def set_cc(tx: Tx, ticket_id: int, cc: list[str]) -> None:
-    await tx.execute("UPDATE tickets SET cc = ? WHERE id = ?",
-                     (json.dumps(cc[:MAX_CC]) if cc else None, ticket_id))
+    ticket = ticket_from_row(r)
+    return TicketState(*(getattr(ticket, name) for name in Ticket.__slots__), r[10],
+                       _maybe(r[11]), _maybe(r[12]), _maybe(r[13]), r[14],
+                       tuple(json.loads(r[15])) if r[15] else ())
 
 
 async def event(tx: Tx, ticket_id: int, kind: str, now: datetime, *, actor: str | None = None,

@@ -71,6 +71,16 @@ class Incoming:
         return self.msg.sender.addr
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A ticket the team is told about, with what the pipeline already knows of it (a new
+    ticket needs no second look at the rows it has just written)."""
+
+    state: ops.TicketState
+    request_id: str | None  # the request's Message-ID, for References
+    first_response_due: datetime | None
+
+
 class Workflow:
     def __init__(self, directory: Directory, renderer: Renderer, sla: SlaBook,
                  settings: ConversationSettings) -> None:
@@ -97,17 +107,13 @@ class Workflow:
 
     # --- new tickets ---------------------------------------------------------------------
 
-    async def opened(self, tx: Tx, ticket: Ticket, msg: Inbound, raw: bytes, message: int,
+    async def opened(self, tx: Tx, new: Opened, msg: Inbound, raw: bytes,
                      now: datetime) -> None:
-        """A new ticket: tell the department's team. A new request is kept whole: what
-        looks like quoted history in it (a forwarded mail, "see below") is often the
-        request itself."""
-        text = msg.body.strip()
-        await ops.set_text(tx, message, text)
+        """A new ticket: tell the department's team (with what the pipeline knows)."""
         if not self.settings.notify_team:
             return
-        await self.notify_team(tx, ticket.id, text, self._parts(raw, msg),
-                               now, actor=None, transferred_from=None)
+        await self.notify_team(tx, new, msg.body.strip(), self._parts(raw, msg), now,
+                               actor=None, transferred_from=None)
 
     def _parts(self, raw: bytes, msg: Inbound) -> RelayParts:
         """Attachments to relay. A single text body has none: skip the second parse."""
@@ -115,17 +121,17 @@ class Workflow:
             return NO_PARTS
         return relay_parts(raw, self.settings.max_relay_bytes)
 
-    async def notify_team(self, tx: Tx, ticket_id: int, text: str, parts: RelayParts,
+    async def notify_team(self, tx: Tx, ticket: Opened, text: str, parts: RelayParts,
                           now: datetime, actor: str | None,
                           transferred_from: str | None) -> None:
-        st = await ops.state(tx, ticket_id)
+        st = ticket.state
         dept = self.directory.departments[st.department]
         to = self.directory.recipients(dept, ("team",), None)
         if not to:
             await ops.event(tx, st.id, "team_notify_unsent", now,
                             detail={"reason": f"{dept.key} has no team and no notify address"})
             return
-        due = await ops.first_response_due(tx, st.id)
+        due = ticket.first_response_due
         calendar = self.directory.calendar_for(dept)
         context = self._context(st, dept) | {
             "text": text[:MAX_QUOTED_CHARS], "help": HELP, "actor": actor,
@@ -135,7 +141,7 @@ class Workflow:
             + [f"{name} (too large, not attached)" for name, _ in parts.left_out],
         }
         body = self.renderer.render("notify_team", dept.key, context)
-        request = await ops.request_message_id(tx, st.id)
+        request = ticket.request_id
         headline = "Transferred" if transferred_from else "New request"
         mail = self._mail(st, dept, "notify-team", to, f"[{st.ref}] {headline}: {st.subject}",
                           body.text, now, references=[request], auto="auto-generated",
@@ -382,7 +388,9 @@ class Workflow:
         await ops.event(tx, st.id, "transferred", now, actor=actor,
                         detail={"command": str(command), "from": dept.key, "to": target.key})
         text = await ops.request_text(tx, st.id)
-        await self.notify_team(tx, st.id, text, NO_PARTS, now, actor=actor,
+        moved = Opened(await ops.state(tx, st.id), await ops.request_message_id(tx, st.id),
+                       await ops.first_response_due(tx, st.id))
+        await self.notify_team(tx, moved, text, NO_PARTS, now, actor=actor,
                                transferred_from=dept.name)
         log.info("ticket.transferred", ticket=st.ref, dept=target.key, by=actor)
 
