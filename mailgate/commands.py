@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 PRIORITIES = ("low", "normal", "high")
 # name -> what its argument is: None (none; optional free text is kept as a reason),
@@ -134,6 +135,18 @@ def _conflicts(commands: list[Command]) -> list[str]:
 
 
 _RATING = re.compile(r"^\s*([1-5])\s*(?:/\s*5)?\s*[.!]?\s*$")
+
+
+RATING_LABELS = {1: "not at all", 2: "not really", 3: "partly", 4: "mostly", 5: "very"}
+
+
+def rating_links(address: str, ref: str) -> list[dict[str, str | int]]:
+    """One mailto: link per score: a click opens a reply that parse_rating reads (the
+    score alone on the first line) and that threads by the [REF] in its subject."""
+    return [{"score": n, "label": label,
+             "url": f"mailto:{quote(address, safe='@')}?subject="
+                    f"{quote(f'[{ref}] Rating: {n}', safe='')}&body={n}"}
+            for n, label in RATING_LABELS.items()]
 
 
 def parse_rating(text: str) -> tuple[int, str] | None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailgate import ticketops as ops
-from mailgate.commands import HELP, Command, Parsed, parse_commands, parse_rating
+from mailgate.commands import HELP, Command, Parsed, parse_commands, parse_rating, rating_links
 from mailgate.compose import Envelope, RelayParts, compose, new_message_id, relay_parts
 from mailgate.conversation import tagged_subject
 from mailgate.directory import Department, Directory, is_agent
@@ -362,7 +362,8 @@ class Workflow:
         asked = await ops.request_text(tx, st.id)
         context = self._context(st, dept) | {
             "asked": asked.strip()[:MAX_QUOTED_CHARS], "done": done[:MAX_QUOTED_CHARS],
-            "time_to_resolve": span(now - st.created_at)}
+            "time_to_resolve": span(now - st.created_at),
+            "rating_links": rating_links(dept.address, st.ref)}
         body = self.renderer.render("resolved", dept.key, context)
         cc = self._cc(st, mail.sender)
         mail_out = self._mail(st, dept, "summary", (st.requester,),

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from email.message import Message
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -599,3 +600,22 @@ def test_attachment_limit_config(tmp_path: Path) -> None:
     assert load_config(path).limits.max_attachment_bytes == 25 * 1024 * 1024
     path.write_text('[outbox]\ndir = "out"\n[limits]\nmax_attachment_bytes = 1000\n')
     assert load_config(path).limits.max_attachment_bytes == 1000
+
+
+async def test_a_rating_link_in_the_summary_opens_a_reply_that_is_stored(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#resolve\nReplaced the power supply."))
+    [summary] = await sent(h, "summary")
+    links = [line.split(": ", 1)[1] for line in text_of(summary).splitlines()
+             if line.startswith("  3 partly: ")]
+    assert len(links) == 1
+    url = urlsplit(links[0])
+    assert (url.scheme, url.path) == ("mailto", "it-help@example.com")
+    fields = parse_qs(url.query)
+    assert fields == {"subject": ["[IT-1001] Rating: 3"], "body": ["3"]}
+    clicked = mail(fields["subject"][0], message_id="<click@example.com>",
+                   body=fields["body"][0])
+    await h.deliver(clicked)
+    assert await ticket(h, "rating") == 3
+    assert await ticket(h, "status") == "resolved"
+    assert len(await sent(h, "thanks")) == 1
