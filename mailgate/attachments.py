@@ -5,8 +5,8 @@ directory) *before* it inserts the attachments rows that name it, and those rows
 with the message's transaction. So:
 
 - a crash before the commit leaves at most a file nobody references (an orphan, harmless:
-  the next copy of the same mail writes the same name again, and a sweep may delete
-  files no row names);
+  the next copy of the same mail writes the same name again); the daily sweep
+  (attachment_sweep.py) deletes files no row names once they are a day old;
 - a committed row always names a complete, durable file (it was renamed into place and
   fsynced before the row existed), never a missing or half-written one;
 - os.replace is atomic, so a reader never sees a partial file under the final name, and
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
 from pathlib import Path
@@ -88,6 +89,7 @@ class AttachmentStore:
         digest = hashlib.sha256(data).hexdigest()
         final = self.path(digest)
         if final.exists() and final.stat().st_size == len(data):
+            os.utime(final)  # fresh again: the orphan sweep spares recent files
             return digest  # identical content is already there
         _mkdir(self.root)
         _mkdir(final.parent)
@@ -104,6 +106,22 @@ class AttachmentStore:
             raise
         _fsync_dir(final.parent)
         return digest
+
+
+    def candidates(self, older_than: float) -> Iterator[tuple[Path, str | None]]:
+        """Files not modified since `older_than` (Unix seconds): (path, its SHA-256), or
+        (path, None) for a temp file a crash left behind. Blocking: call it in a thread."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for path in sorted(folder.iterdir()):
+                try:
+                    if path.stat().st_mtime >= older_than:
+                        continue
+                except FileNotFoundError:
+                    continue
+                stored = len(path.name) == 62 and not path.name.startswith(".")
+                yield path, folder.name + path.name if stored else None
 
 
 def _mkdir(path: Path) -> None:

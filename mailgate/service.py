@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from mailgate import metrics
+from mailgate.attachment_sweep import AttachmentSweeper
 from mailgate.autoclose import AutoCloser
 from mailgate.config import Config, ListenerConfig, MailboxConfig, MetricsConfig, Secret
 from mailgate.digest import Digester
@@ -162,6 +163,8 @@ class Daemon:
         self.autocloser = AutoCloser(self.store, lambda: self.config.conversation.auto_close_after,
                                      self.clock)
         self._spawn(self.autocloser.run(), "autoclose")
+        sweeper = AttachmentSweeper(self.store, self.store.path.parent / "attachments")
+        self._spawn(sweeper.run(), "attachments.sweep")
         for box in self.config.mailboxes:
             self._start_watcher(box)
         self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)
