@@ -12,11 +12,12 @@ after a crash is the same mail, and it states the time left as it was then.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from mailgate.compose import Envelope, compose
 from mailgate.directory import Department
+from mailgate.errors import PermanentError
 from mailgate.model import Ticket
 from mailgate.render import Renderer
 from mailgate.sla import LevelKind, business_time_left
@@ -26,14 +27,19 @@ from mailgate.store import TICKET_COLUMNS, OutboxRow, Store, from_ts, ticket_fro
 DRAFT = "escalation"  # the outbox rows' draft marker for mail written by this module
 
 _COLUMNS = ", ".join(f"t.{c.strip()}" for c in TICKET_COLUMNS.split(","))
-_FIRED = f"""SELECT {_COLUMNS}, t.assignee, e.target, e.kind, e.level, e.at, e.due_at
+# The ticket as it is now, but its department and assignee as they were when the level
+# fired (a transfer in between must not re-address the mail).
+_FIRED = f"""SELECT {_COLUMNS}, coalesce(e.department, t.department),
+                    CASE WHEN e.department IS NULL THEN t.assignee ELSE e.assignee END,
+                    e.target, e.kind, e.level, e.at, e.due_at
              FROM escalations e JOIN tickets t ON t.id = e.ticket
              WHERE e.ticket = ? AND e.outgoing = ?"""  # the primary key's prefix, then a scan
 
 
 @dataclass(frozen=True, slots=True)
 class Fired:
-    """One escalation level as recorded when it fired, and its ticket as it is now."""
+    """One escalation level as recorded when it fired, and its ticket as it is now (but
+    with the department it had then)."""
 
     ticket: Ticket
     assignee: str | None
@@ -53,14 +59,18 @@ class Fired:
 
 
 async def load(store: Store, row: OutboxRow) -> Fired:
-    """What was recorded for this outbox row; LookupError if nothing was (a bug)."""
-    found = next(iter(await store.conn.execute_fetchall(_FIRED, (row.ticket, row.id))), None)
+    """What was recorded for this outbox row (as committed); PermanentError if nothing
+    was or the row is not an escalation draft (retrying cannot help)."""
+    if row.draft != DRAFT:
+        raise PermanentError(f"outbox row {row.id} is not an escalation draft: {row.draft!r}")
+    found = next(iter(await store.read_committed(_FIRED, (row.ticket, row.id))), None)
     if found is None:
-        raise LookupError(f"no escalation is recorded for outbox row {row.id}")
+        raise PermanentError(f"no escalation is recorded for outbox row {row.id}")
     columns = len(TICKET_COLUMNS.split(","))
-    target, kind, level, fired_at, due_at = found[columns + 1:]
-    return Fired(ticket_from_row(found[:columns]), found[columns], target, LevelKind(kind),
-                 level, from_ts(fired_at), from_ts(due_at))
+    department, assignee, target, kind, level, fired_at, due_at = found[columns:]
+    ticket = replace(ticket_from_row(found[:columns]), department=department)
+    return Fired(ticket, assignee, target, LevelKind(kind), level, from_ts(fired_at),
+                 from_ts(due_at))
 
 
 def write(fired: Fired, row: OutboxRow, sla: SlaBook, renderer: Renderer,

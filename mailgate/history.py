@@ -28,7 +28,7 @@ _CLOCKS = """SELECT target, started_at, due_at, met_at, paused_seconds, fired, r
 _EVENTS = """
     SELECT e.at, e.kind, e.actor, e.visibility, e.detail, m.message_id, m.sender,
            m.sender_trust, coalesce(m.text, m.body), o.message_id, o.kind, o.recipients,
-           o.status, o.last_error, 0 AS source, e.id AS seq
+           o.status, o.last_error, 0 AS source, '' AS clock, e.id AS seq
     FROM events e
     LEFT JOIN messages m ON m.id = e.message
     LEFT JOIN outbox o ON o.id = e.outgoing
@@ -36,11 +36,11 @@ _EVENTS = """
     UNION ALL
     SELECT x.at, 'sla_' || x.kind, NULL, NULL,
            json_object('target', x.target, 'level', x.level), NULL, NULL, NULL, NULL,
-           o.message_id, o.kind, o.recipients, o.status, o.last_error, 1, x.level
+           o.message_id, o.kind, o.recipients, o.status, o.last_error, 1, x.target, x.level
     FROM escalations x
     LEFT JOIN outbox o ON o.id = x.outgoing
     WHERE x.ticket = :ticket AND (x.outgoing IS NOT NULL OR x.kind = 'skipped')
-    ORDER BY 1, source, seq"""
+    ORDER BY 1, source, clock, seq"""
 _ATTACHMENTS = """SELECT a.filename, a.content_type, a.size, a.sha256, m.message_id, a.created_at
                   FROM attachments a JOIN messages m ON m.id = a.message
                   WHERE a.ticket = ? ORDER BY a.id"""

@@ -25,6 +25,7 @@ from mailgate.transport import ServerUnavailable, Transport
 
 log = get_logger("mailgate.outbox")
 DraftWriter = Callable[[OutboxRow], Awaitable[bytes]]
+WRITE_RETRY = timedelta(minutes=5)  # a draft that failed to be written is tried again
 MAX_ATTEMPTS = 25  # about three days with the backoff below
 IDLE_CLOSE = 30.0  # seconds without mail before the SMTP connection is closed
 
@@ -97,16 +98,24 @@ class Outbox:
             self.sent_log.applied(ids)
 
     async def _write(self, row: OutboxRow) -> OutboxRow | None:
-        """The row with its mail written from the draft; None (and retried later) if that
-        failed: a bug or a template problem must not lose the mail."""
+        """The row with its mail written from the draft, or None when it could not be.
+
+        A draft that can never be written (PermanentError: nothing recorded for it) fails
+        and is recorded on the ticket. Any other failure -- a bug, a template problem --
+        keeps the row queued and retries it every WRITE_RETRY without counting attempts,
+        like an unreachable server: the mail goes out once the cause is fixed, however
+        long that takes, and `mailgate status` shows the queue growing old meanwhile."""
         try:
             if self.write_draft is None:
                 raise RuntimeError("no writer for drafts in this process")
             return replace(row, raw=await self.write_draft(row))
-        except Exception as exc:  # any failure: keep the row, retry it later
+        except PermanentError as exc:
+            await self._failed(row, f"could not write the mail: {exc}")
+        except Exception as exc:  # anything else: keep the row, try again later
             log.exception("mail.write_failed", outbox=row.id, kind=row.kind)
-            await self._retry(row, f"could not write the mail: {exc}")
-            return None
+            await self.store.mark_retry(row.id, self.clock() + WRITE_RETRY,
+                                        f"could not write the mail: {exc}", count=False)
+        return None
 
     def _server_down(self, error: str) -> None:
         self.server_backoff += 1

@@ -229,7 +229,7 @@ class Pipeline:
                                detail={"kind": verdict.kind.value} if verdict.reason else None)
             await self.sla.open(tx, ticket.id, clocks)
             tickets.append(ticket)
-            opened.append(Opened(ops.TicketState.new(ticket, cc), msg.message_id or None,
+            opened.append(Opened(ops.TicketState.of(ticket, cc=cc), msg.message_id or None,
                                  clocks.first_response_due))
             log.info("ticket.created", ticket=ticket.ref, dept=key, message_id=msg.message_id,
                      source=origin.source, priority=ticket.priority.value,

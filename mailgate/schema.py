@@ -199,6 +199,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- Which writer makes the mail ('escalation'); raw stays empty in the row.
     ALTER TABLE outbox ADD COLUMN draft TEXT;
+    -- Whose escalation it was when it fired: a transfer before the mail goes out must not
+    -- re-address it (NULL on levels recorded before this version).
+    ALTER TABLE escalations ADD COLUMN department TEXT;
+    ALTER TABLE escalations ADD COLUMN assignee TEXT;
     -- A fired level is shown from its escalations row; the event that repeated it goes.
     DELETE FROM events WHERE outgoing IS NOT NULL
         AND kind IN ('sla_warning', 'sla_breach', 'sla_re_escalation');

@@ -90,8 +90,8 @@ class SlaBook:
             policy = self.policy(dept)
             every = policy.re_escalate_every if policy else None
             found = self._escalations[dept.key] = Escalation(
-                policy.warn_at if policy else Escalation.warn_at,
-                every.total_seconds() if every else None)
+                policy.warn_at, every.total_seconds() if every else None) if policy \
+                else Escalation()
         return found
 
     def roles(self, dept: Department, kind: str) -> tuple[str, ...]:
@@ -268,10 +268,11 @@ class SlaBook:
                 skipped = level is not due.firing.level
                 rows.append((due.ticket_id, due.clock.target.value, due.round, level.number,
                              "skipped" if skipped else level.kind.value, ts(tick.now),
-                             ts(due.due_at), None if skipped else sent.get(index)))
+                             ts(due.due_at), due.department, due.assignee,
+                             None if skipped else sent.get(index)))
         await tx.conn.executemany(
             """INSERT INTO escalations (ticket, target, round, level, kind, at, due_at,
-                   outgoing) VALUES (?, ?, ?, ?, ?, ?, ?,
+                   department, assignee, outgoing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,
                    (SELECT id FROM outbox WHERE message_id = ?))""", rows)
         await tx.conn.executemany(
             "UPDATE sla_clocks SET fired = ?, next_at = ? WHERE ticket = ? AND target = ?",

@@ -86,6 +86,8 @@ class Store:
         self.conn = conn
         self.path = path
         self._write_lock = asyncio.Lock()
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, migrate: bool = True) -> Store:
@@ -105,7 +107,22 @@ class Store:
         return store
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
         await self.conn.close()
+
+    async def read_committed(self, sql: str, args: Iterable = ()) -> list:
+        """Rows as committed, on a second connection. The sender reads through here: on
+        the writer connection it would also see the rows of a transaction still open (an
+        intake batch, a scheduler tick), and could send mail that a rollback then
+        un-queues -- and whose id the next insert reuses."""
+        async with self._reader_lock:
+            if self._reader is None:
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await reader.execute("PRAGMA query_only=ON")
+                await reader.execute("PRAGMA busy_timeout=10000")
+                self._reader = reader
+        return list(await self._reader.execute_fetchall(sql, tuple(args)))
 
     async def schema_version(self) -> int:
         async with self.conn.execute("PRAGMA user_version") as cur:
@@ -164,25 +181,6 @@ class Store:
         async with self.conn.execute(sql, (*args, limit)) as cur:
             return [ticket_from_row(row) for row in await cur.fetchall()]
 
-    async def conversation(self, ticket_id: int) -> list[dict]:
-        """Events of a ticket with the message or outgoing mail each one refers to."""
-        sql = """
-            SELECT e.at, e.kind, e.actor, e.detail, m.sender, m.subject, m.body,
-                   o.message_id, o.recipients, o.status, o.last_error, m.sender_trust
-            FROM events e
-            LEFT JOIN messages m ON m.id = e.message
-            LEFT JOIN outbox o ON o.id = e.outgoing
-            WHERE e.ticket = ? ORDER BY e.id"""
-        async with self.conn.execute(sql, (ticket_id,)) as cur:
-            rows = await cur.fetchall()
-        return [
-            {"at": from_ts(r[0]).isoformat(), "kind": r[1], "actor": r[2],
-             "detail": json.loads(r[3]) if r[3] else None, "from": r[4], "subject": r[5],
-             "body": r[6], "outgoing_message_id": r[7], "outgoing_to": r[8],
-             "outgoing_status": r[9], "outgoing_error": r[10], "sender_trust": r[11]}
-            for r in rows
-        ]
-
     async def linked_refs(self, ticket_id: int) -> list[str]:
         sql = ("SELECT t.ref FROM ticket_links l JOIN tickets t ON t.id = l.other "
                "WHERE l.ticket = ? ORDER BY t.id")
@@ -200,16 +198,14 @@ class Store:
                         created_at, draft
                  FROM outbox WHERE status = 'queued' AND next_attempt <= ?
                  ORDER BY next_attempt, id LIMIT ?"""
-        async with self.conn.execute(sql, (ts(now), limit)) as cur:
-            rows = await cur.fetchall()
+        rows = await self.read_committed(sql, (ts(now), limit))
         return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7],
                           r[8], r[9]) for r in rows]
 
     async def next_outgoing_at(self) -> datetime | None:
-        async with self.conn.execute(
-                "SELECT MIN(next_attempt) FROM outbox WHERE status = 'queued'") as cur:
-            row = await cur.fetchone()
-        return from_ts(row[0]) if row and row[0] is not None else None
+        [row] = await self.read_committed(
+            "SELECT MIN(next_attempt) FROM outbox WHERE status = 'queued'")
+        return from_ts(row[0]) if row[0] is not None else None
 
     async def outbox_summary(self) -> dict[str, int]:
         async with self.conn.execute(
@@ -290,11 +286,13 @@ class Store:
                 "last_error = NULL WHERE id = ? AND status = 'queued'",
                 [(ts(now), outbox_id) for outbox_id in sorted(outbox_ids)])
 
-    async def mark_retry(self, outbox_id: int, next_attempt: datetime, error: str) -> None:
+    async def mark_retry(self, outbox_id: int, next_attempt: datetime, error: str,
+                         count: bool = True) -> None:
+        """Try again at next_attempt; `count`: this was a delivery attempt."""
         async with self.transaction() as tx:
-            await tx.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, "
+            await tx.execute("UPDATE outbox SET attempts = attempts + ?, next_attempt = ?, "
                              "last_error = ? WHERE id = ?",
-                             (ts(next_attempt), error[:500], outbox_id))
+                             (int(count), ts(next_attempt), error[:500], outbox_id))
 
     async def mark_failed(self, row: OutboxRow, error: str, now: datetime) -> None:
         """A permanent failure: kept on the outbox row and recorded on the ticket."""
@@ -401,8 +399,11 @@ class Tx:
                     WHERE m.message_id IN ({marks})
                     UNION
                     SELECT e.ticket FROM outbox o JOIN events e ON e.outgoing = o.id
-                    WHERE o.message_id IN ({marks}))
-                ORDER BY id""", ids + ids)
+                    WHERE o.message_id IN ({marks})
+                    UNION  -- escalation mail has no event: its row names the ticket
+                    SELECT o.ticket FROM outbox o
+                    WHERE o.message_id IN ({marks}) AND o.draft IS NOT NULL)
+                ORDER BY id""", ids * 3)
         return [ticket_from_row(r) for r in rows]
 
     # --- tickets and events ---------------------------------------------------------

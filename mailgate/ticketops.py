@@ -5,8 +5,9 @@ threading lookups and visible events. Called by conversation.py and autoclose.py
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from mailgate.model import Status, Ticket
 from mailgate.store import TICKET_COLUMNS, Tx, from_ts, ticket_from_row, ts
@@ -28,9 +29,9 @@ class TicketState(Ticket):
     cc: tuple[str, ...] = ()  # the request's Cc (not us, not the requester), at most 20
 
     @classmethod
-    def new(cls, ticket: Ticket, cc: tuple[str, ...]) -> TicketState:
-        """A ticket just created: nothing beyond its fields and its Cc yet."""
-        return cls(*(getattr(ticket, name) for name in Ticket.__slots__), cc=cc)
+    def of(cls, ticket: Ticket, **extra: Any) -> TicketState:
+        """The ticket's fields and these; a ticket just created has only its Cc."""
+        return cls(**{f.name: getattr(ticket, f.name) for f in fields(Ticket)}, **extra)
 
 
 _STATE = f"""SELECT {TICKET_COLUMNS}, assignee, resolved_at, closed_at, survey_at, rating, cc
@@ -45,10 +46,9 @@ def _maybe(value: float | None) -> datetime | None:
 async def state(tx: Tx, ticket_id: int) -> TicketState:
     r = await tx.fetch_one(_STATE, (ticket_id,))
     assert r is not None, f"ticket {ticket_id} vanished inside its transaction"
-    ticket = ticket_from_row(r)
-    return TicketState(*(getattr(ticket, name) for name in Ticket.__slots__), r[10],
-                       _maybe(r[11]), _maybe(r[12]), _maybe(r[13]), r[14],
-                       tuple(json.loads(r[15])) if r[15] else ())
+    return TicketState.of(ticket_from_row(r), assignee=r[10], resolved_at=_maybe(r[11]),
+                          closed_at=_maybe(r[12]), survey_at=_maybe(r[13]), rating=r[14],
+                          cc=tuple(json.loads(r[15])) if r[15] else ())
 
 
 async def event(tx: Tx, ticket_id: int, kind: str, now: datetime, *, actor: str | None = None,

@@ -18,12 +18,13 @@ import pytest
 
 from mailgate import escalation_mail, history
 from mailgate.escalation import Escalator
-from mailgate.outbox import Outbox
+from mailgate.outbox import MAX_ATTEMPTS, Outbox
 from mailgate.render import Renderer
 from mailgate.sentlog import SentLog
 from mailgate.store import OutboxRow, Store
 from mailgate.transport import DirectoryTransport
-from tests.factories import TEMPLATES, Harness, harness, mail
+from tests.factories import IT, TEMPLATES, Harness, harness, mail
+from tests.test_pipeline import dsn_for
 
 
 def utc(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
@@ -173,7 +174,8 @@ async def test_mail_written_later_states_the_moment_the_level_fired(h: Harness) 
 async def test_a_draft_that_cannot_be_written_is_kept_and_sent_later(
         h: Harness, tmp_path: Path) -> None:
     """A writer that fails (a bug, a broken template) must not lose the escalation: the
-    row stays queued with the error, and the next round sends it."""
+    row stays queued with the error, without using up delivery attempts however long the
+    cause lasts, and the first round after it is fixed sends it."""
     await h.deliver(mail())
     await at(h, utc(24, 13, 0))
     outbox_dir = tmp_path / "outgoing"
@@ -187,12 +189,15 @@ async def test_a_draft_that_cannot_be_written_is_kept_and_sent_later(
     outbox = Outbox(h.store, DirectoryTransport(outbox_dir), h.clock,
                     SentLog(tmp_path / "sent.log"), write)
     await outbox.drain_once()  # the ack and the team notification go; the warning waits
+    for _ in range(MAX_ATTEMPTS + 5):  # days of a broken template
+        h.clock.advance(minutes=5)
+        assert await outbox.drain_once() == 0
     [(status, attempts, error)] = await h.rows(
         "SELECT status, attempts, last_error FROM outbox WHERE kind = 'escalation-warning'")
-    assert (status, attempts) == ("queued", 1)
+    assert (status, attempts) == ("queued", 0)
     assert "could not write the mail: template exploded" in error
     failing = False
-    h.clock.advance(hours=2)  # past the retry delay
+    h.clock.advance(minutes=5)
     assert await outbox.drain_once() == 1
     [sent] = sorted(outbox_dir.glob("*-escalation-warning.eml"))
     assert b"SLA warning, first response due soon" in sent.read_bytes()
@@ -211,3 +216,55 @@ async def test_a_department_removed_by_a_reload_still_gets_its_mail_written(
                                  "mailgate").decode()
     assert "From: gone <it-help@example.com>" in text
     assert "SLA warning, first response due soon" in text
+
+
+async def test_a_draft_with_nothing_recorded_fails_on_its_ticket(
+        h: Harness, tmp_path: Path) -> None:
+    await h.deliver(mail())
+    await at(h, utc(24, 13, 0))
+    await h.store.conn.execute("UPDATE escalations SET outgoing = NULL")
+    outbox = Outbox(h.store, DirectoryTransport(tmp_path / "out"), h.clock,
+                    SentLog(tmp_path / "sent.log"), escalator(h).write)
+    await outbox.drain_once()
+    [(status, error)] = await h.rows(
+        "SELECT status, last_error FROM outbox WHERE kind = 'escalation-warning'")
+    assert status == "failed" and "no escalation is recorded" in error
+    assert await h.count("events", "kind = 'delivery_failed'") == 1
+
+
+async def test_mail_keeps_the_department_it_fired_for_when_transferred_before_sending(
+        h: Harness) -> None:
+    await h.deliver(mail())
+    await at(h, utc(24, 13, 0))
+    h.clock.now = utc(24, 13, 5)  # the ticket moves to Facilities before the mail goes out
+    await h.deliver(mail("Re: [IT-1001] Laptop won't boot", sender="alice@example.com",
+                         message_id="<move@example.com>", body="#transfer facilities"))
+    assert (await h.rows("SELECT department FROM tickets"))[0][0] == "facilities"
+    message = email.message_from_bytes(await written(h, "escalation-warning"))
+    text = message.get_payload(decode=True).decode()
+    assert message["From"] == "IT Service Desk <it-help@example.com>"
+    assert "You receive this as assignee / team of IT Service Desk." in text
+    assert "in the subject.\r\nYou receive" in text  # not run together
+
+
+async def test_replies_and_bounces_to_escalation_mail_find_their_ticket(h: Harness) -> None:
+    await h.deliver(mail())
+    await at(h, utc(24, 13, 0))
+    [(message_id,)] = await h.rows("SELECT message_id FROM outbox WHERE draft IS NOT NULL")
+    lead = await h.deliver(mail("Re: what is going on?", sender="carol@example.com",
+                                message_id="<lead@example.com>",
+                                headers={"In-Reply-To": f"<{message_id}>"}))
+    assert lead.action == "reply" and lead.tickets == ("IT-1001",)
+    bounce = await h.deliver(dsn_for(message_id))
+    assert bounce.action == "reply" and bounce.tickets == ("IT-1001",)
+    assert await h.count("tickets") == 1
+
+
+async def test_the_sender_never_sees_a_queued_row_before_its_transaction_commits(
+        h: Harness) -> None:
+    """One connection for everything would let the outbox read (and send) a row that a
+    rollback then removes, and whose id the next insert takes."""
+    async with h.store.transaction() as tx:
+        await h.pipeline.handle(tx, mail(), IT)
+        assert await h.store.due_outgoing(h.clock(), 100) == []  # not committed yet
+    assert len(await h.store.due_outgoing(h.clock(), 100)) == 2  # ack, team notification
