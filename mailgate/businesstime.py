@@ -141,17 +141,22 @@ class BusinessCalendar:
         raise self._never_open(start)
 
     def elapsed(self, start: datetime, end: datetime) -> float:
+        return self.elapsed_us(start, end) / 1e6
+
+    def elapsed_us(self, start: datetime, end: datetime) -> int:
+        """Business time from start to end in whole microseconds, the unit add() counts
+        in: add(start, s) <= end exactly when business_us(s) <= elapsed_us(start, end)."""
         begin, stop = _to_us(start), _to_us(end)
         if stop <= begin:
-            return 0.0
+            return 0
         if self._always:
-            return (stop - begin) / 1e6
+            return stop - begin
         total = 0
         for a, b in self._spans(begin, self._local_ordinal(stop)):
             if a >= stop:
                 break
             total += min(b, stop) - a
-        return total / 1e6
+        return total
 
     # -- internals: spans are (start_us, end_us) pairs of real instants --------------------
 
@@ -205,6 +210,11 @@ def _to_us(at: datetime) -> int:
 
 def _from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
+
+
+def business_us(seconds: float) -> int:
+    """Business seconds as the whole microseconds add() walks (see elapsed_us)."""
+    return _seconds_to_us(seconds)
 
 
 def _seconds_to_us(seconds: float) -> int:

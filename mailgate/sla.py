@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from mailgate.businesstime import BusinessCalendar
+from mailgate.businesstime import BusinessCalendar, business_us
 
 MAX_RE_ESCALATIONS = 10  # an abandoned ticket must not mail its head forever
 
@@ -101,14 +101,21 @@ def advance(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
     Normally one level is due at a time. After downtime several may be: only the latest
     of them is sent (a 75 % warning after the breach is noise), the earlier ones are
     recorded as skipped so that none of them ever fires later.
+
+    One business-time measurement (how long the clock has run) decides which levels are
+    due, however many; one more finds when the next one is: a tick after a long downtime
+    costs what a normal one does.
     """
-    due: list[Level] = []
-    for level in escalation.levels(clock.budget)[clock.fired:]:
-        at = clock.instant(calendar, level.offset)
-        if at > now:  # levels are in time order: none after this one is due either
-            return Firing(due[-1] if due else None, tuple(due[:-1]), at)
-        due.append(level)
-    return Firing(due[-1] if due else None, tuple(due[:-1]), None)
+    levels = escalation.levels(clock.budget)[clock.fired:]
+    ran = calendar.elapsed_us(clock.started_at, now)
+    count = 0
+    for level in levels:  # in time order: the first one not reached ends the due ones
+        if business_us(clock.paused_seconds + level.offset) > ran:
+            break
+        count += 1
+    due = levels[:count]
+    next_at = clock.instant(calendar, levels[count].offset) if count < len(levels) else None
+    return Firing(due[-1] if due else None, tuple(due[:-1]), next_at)
 
 
 def time_left(clock: Clock, calendar: BusinessCalendar, now: datetime) -> float:

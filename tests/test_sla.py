@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailgate.businesstime import BusinessCalendar, calendar_from_table
-from mailgate.sla import Clock, Escalation, LevelKind, Target, advance, next_level, time_left
+from mailgate.sla import (
+    Clock,
+    Escalation,
+    Firing,
+    LevelKind,
+    Target,
+    advance,
+    next_level,
+    time_left,
+)
+from tests.test_businesstime import INSTANTS, calendars
 
 OFFICE = calendar_from_table("office", {
     "timezone": "Europe/Berlin",
@@ -84,3 +94,37 @@ def test_on_24x7_levels_are_plain_arithmetic(budget: float, start: int) -> None:
     clock = Clock(Target.RESOLUTION, begin, budget)
     due = clock.due_at(BusinessCalendar.always())
     assert abs((due - begin).total_seconds() - budget) < 1e-3
+
+
+def stepwise(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
+             now: datetime) -> Firing:
+    """advance() as first written: each level's instant in turn (the reference)."""
+    due: list = []
+    for level in escalation.levels(clock.budget)[clock.fired:]:
+        at = clock.instant(calendar, level.offset)
+        if at > now:
+            return Firing(due[-1] if due else None, tuple(due[:-1]), at)
+        due.append(level)
+    return Firing(due[-1] if due else None, tuple(due[:-1]), None)
+
+
+@settings(deadline=None, max_examples=300)
+@given(calendar=calendars(), start=INSTANTS, now=INSTANTS,
+       budget=st.integers(60, 40 * 3600), paused=st.integers(0, 20 * 3600),
+       fired=st.integers(0, 6), every=st.one_of(st.none(), st.integers(600, 8 * 3600)),
+       warn=st.lists(st.floats(0.05, 0.95), max_size=3),
+       at_level=st.one_of(st.none(), st.integers(0, 14)), nudge=st.sampled_from([-1, 0, 1]))
+def test_advance_measures_once_and_agrees_with_each_level_in_turn(
+        calendar: BusinessCalendar, start: datetime, now: datetime, budget: int,
+        paused: int, fired: int, every: int | None, warn: list[float],
+        at_level: int | None, nudge: int) -> None:
+    """Deciding by one elapsed-time measurement must fire exactly the levels that
+    computing every level's instant would: same level, same skipped, same next instant,
+    also at a level's very instant and a microsecond either side of it."""
+    clock = Clock(Target.FIRST_RESPONSE, start, float(budget), float(paused), fired)
+    escalation = Escalation(tuple(warn) or (0.75, 0.9), every)
+    levels = escalation.levels(clock.budget)
+    if at_level is not None and at_level < len(levels):
+        now = clock.instant(calendar, levels[at_level].offset) + timedelta(microseconds=nudge)
+    assert advance(clock, escalation, calendar, now) == \
+        stepwise(clock, escalation, calendar, now)
