@@ -18,7 +18,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from mailgate import __version__
-from mailgate.config import config_path, load_config
+from mailgate.config import config_path, load_config, unread_secrets
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
 from mailgate.loader import Setup, check, load_setup
@@ -141,14 +141,18 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = config_path(args.config)
-    problems = check(path)
+    problems = check(path, secrets="available")
     for line in problems:
         print(line)
     if problems:
         return 1
-    setup = load_setup(path)
+    setup = load_setup(path, secrets="available")
     print(f"{path}: OK ({len(setup.directory.departments)} departments, "
           f"{len(setup.config.mailboxes)} mailboxes)")
+    unread = unread_secrets(path)
+    if unread:
+        print(f"  not read from this shell (the service reads them when it starts): "
+              f"{', '.join(unread)}")
     return 0
 
 
@@ -402,7 +406,7 @@ async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str
     from mailgate.render import Renderer
     from mailgate.service import system_clock
 
-    setup = load_setup(config_path(args.config))
+    setup = load_setup(config_path(args.config), secrets="none")
     settings = PipelineSettings.from_config(setup.config)
     pipeline = Pipeline(setup.directory, Renderer(setup.config.templates_dir), settings,
                         system_clock)
@@ -425,7 +429,7 @@ def _departments_of_source(setup: Setup, source: str) -> tuple[str, ...]:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     target = Path(args.file).absolute()
-    database = load_config(config_path(args.config)).database
+    database = load_config(config_path(args.config), secrets="none").database
     refusal = _backup_refusal(target, database, args.force)
     if refusal:
         print(refusal, file=sys.stderr)
@@ -503,7 +507,7 @@ async def _backup(store: Store, target: Path, progress: Progress | None = None) 
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    database = load_config(config_path(args.config)).database
+    database = load_config(config_path(args.config), secrets="none").database
     if args.check and not database.exists():
         return _migrate_report(args, database, 0, 0, "no database yet")
 
@@ -619,7 +623,7 @@ def cmd_directory(args: argparse.Namespace) -> int:
 
 def _with_store(args: argparse.Namespace,
                 work: Callable[[Store], Awaitable[int]]) -> int:
-    config = load_config(config_path(args.config))
+    config = load_config(config_path(args.config), secrets="none")
     if not config.database.exists():
         print(f"{config.database}: no database yet (has `mailgate run` been started?)",
               file=sys.stderr)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
+from typing import Literal
 
 from mailgate.errors import ConfigError
 from mailgate.settings import Table
@@ -163,7 +165,14 @@ def read_toml(path: Path) -> dict:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
 
 
-def load_config(path: Path) -> Config:
+# How load_config treats passwords: "read" every one (the daemon); "available" reads what
+# this environment has (`mailgate check` from a shell: the files, but systemd credentials
+# and the unit's environment only when present); "none" reads none (admin commands, which
+# never log in).
+SecretsMode = Literal["read", "available", "none"]
+
+
+def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
     """Read and validate mailgate.toml; raise ConfigError listing every problem."""
     problems: list[str] = []
     root = Table(read_toml(path), path, "", problems)
@@ -179,12 +188,12 @@ def load_config(path: Path) -> Config:
     smtp_table = root.table("smtp")
     outbox_table = root.table("outbox")
     outbox_dir = _outbox_dir(base, outbox_table)
-    smtp = _smtp(smtp_table) if smtp_table else None
+    smtp = _smtp(smtp_table, secrets) if smtp_table else None
     if smtp is None and outbox_dir is None:
         problems.append(f"{path}: smtp: missing; outgoing mail needs [smtp] (or [outbox] dir)")
     intake = root.table("intake")
     listener = _listener(intake.table("smtp")) if intake else None
-    mailboxes = tuple(_mailbox(t) for t in root.tables("mailbox"))
+    mailboxes = tuple(_mailbox(t, secrets) for t in root.tables("mailbox"))
     _unique_names(root, mailboxes)
     limits_table = root.table("limits")
     limits = _limits(limits_table) if limits_table else LimitsConfig()
@@ -221,8 +230,16 @@ def _path(base: Path, value: str | None) -> Path:
 def _templates_dir(base: Path, table: Table | None) -> Path:
     if table and "dir" in table.data:
         return _path(base, table.str("dir"))
-    # Installed next to the package in a checkout; overridable for packaged installs.
-    return Path(__file__).resolve().parent.parent / "templates"
+    return default_templates_dir()
+
+
+def default_templates_dir() -> Path:
+    """The templates shipped with mailgate: the checkout's templates/ (a source or
+    editable install), else <prefix>/share/mailgate/templates (pip install .)."""
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "mailgate" / "templates"
 
 
 def _outbox_dir(base: Path, table: Table | None) -> Path | None:
@@ -232,22 +249,29 @@ def _outbox_dir(base: Path, table: Table | None) -> Path | None:
     return _path(base, value) if value else None
 
 
-def _secret(table: Table, what: str) -> Secret | None:
-    """A password from password_file, password_env or a systemd credential; never inline."""
+def _secret(table: Table, what: str, mode: SecretsMode) -> Secret | None:
+    """A password from password_file, password_env or a systemd credential; never inline.
+    A relative password_file is relative to the configuration file's folder."""
     if "password" in table.data:
         table._read.add("password")
         table.problem("password", "inline passwords are not accepted; use password_file, "
                       "password_env or password_credential")
         return None
     if (name := table.str("password_file", None)) is not None:
-        return _read_secret_file(table, "password_file", Path(name))
+        if mode == "none":
+            return None
+        return _read_secret_file(table, "password_file", _path(table.file.parent, name))
     if (name := table.str("password_env", None)) is not None:
+        if mode == "none" or (mode == "available" and name not in os.environ):
+            return None
         if name not in os.environ:
             table.problem("password_env", f"environment variable {name} is not set")
             return None
         return Secret(os.environ[name], f"env {name}")
     if (name := table.str("password_credential", None)) is not None:
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if mode == "none" or (mode == "available" and not creds):
+            return None
         if not creds:
             table.problem("password_credential", "CREDENTIALS_DIRECTORY is not set "
                           "(use LoadCredential= in the systemd unit)")
@@ -259,6 +283,23 @@ def _secret(table: Table, what: str) -> Secret | None:
     return None
 
 
+def unread_secrets(path: Path) -> list[str]:
+    """The password settings `mailgate check` cannot read from a shell: systemd
+    credentials without $CREDENTIALS_DIRECTORY, environment variables that are not set."""
+    data = read_toml(path)
+    tables = [("smtp", data.get("smtp"))] + [
+        (f"mailbox[{i}]", t) for i, t in enumerate(data.get("mailbox") or [])]
+    found = []
+    for name, table in tables:
+        if not isinstance(table, dict):
+            continue
+        if "password_credential" in table and not os.environ.get("CREDENTIALS_DIRECTORY"):
+            found.append(f"{name}.password_credential")
+        if "password_env" in table and str(table["password_env"]) not in os.environ:
+            found.append(f"{name}.password_env")
+    return found
+
+
 def _read_secret_file(table: Table, key: str, path: Path) -> Secret | None:
     try:
         value = path.read_text(encoding="utf-8").rstrip("\r\n")
@@ -268,10 +309,10 @@ def _read_secret_file(table: Table, key: str, path: Path) -> Secret | None:
     return Secret(value, f"file {path}")
 
 
-def _smtp(t: Table) -> SmtpConfig | None:
+def _smtp(t: Table, secrets: SecretsMode) -> SmtpConfig | None:
     tls = t.choice("tls", TLS_MODES, "none")
     username = t.str("username", None)
-    password = _secret(t, "required" if username else "optional")
+    password = _secret(t, "required" if username else "optional", secrets)
     config = SmtpConfig(
         host=t.str("host"), port=t.int("port", 465 if tls == "implicit" else 25, minimum=1),
         tls=tls, username=username, password=password, timeout=t.float("timeout", 30.0),
@@ -319,7 +360,7 @@ def _digest(t: Table) -> DigestConfig | None:
         return None
 
 
-def _mailbox(t: Table) -> MailboxConfig:
+def _mailbox(t: Table, secrets: SecretsMode) -> MailboxConfig:
     tls = t.choice("tls", TLS_MODES, "implicit")
     after = t.choice("after", ("keep", "flag", "move"), "keep")
     move_to = t.str("move_to", None)
@@ -329,7 +370,7 @@ def _mailbox(t: Table) -> MailboxConfig:
     box = MailboxConfig(
         name=t.str("name"), department=t.str("department"), host=t.str("host"),
         port=t.int("port", 993 if tls == "implicit" else 143, minimum=1), tls=tls,
-        username=t.str("username"), password=_secret(t, "required"),  # type: ignore[arg-type]
+        username=t.str("username"), password=_secret(t, "required", secrets),  # type: ignore[arg-type]
         folder=t.str("folder", "INBOX"), poll_interval=poll, idle=t.bool("idle", True),
         batch_size=t.int("batch_size", 50, minimum=1), after=after, move_to=move_to,
         flag=t.str("flag", "$MailgateProcessed"), timeout=t.float("timeout", 60.0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailgate.config import Config, load_config, read_toml
+from mailgate.config import Config, SecretsMode, load_config, read_toml
 from mailgate.directory import Directory, load_directory
 from mailgate.errors import ConfigError
 from mailgate.render import Renderer
@@ -17,14 +17,14 @@ class Setup:
     directory: Directory
 
 
-def load_setup(path: Path) -> Setup:
+def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
     """Everything the daemon needs, or ConfigError with one line per problem.
 
     A broken mailgate.toml does not hide the directory's problems: `mailgate check` shows
     both files' at once whenever the directory can still be found.
     """
     try:
-        config = load_config(path)
+        config = load_config(path, secrets)
     except ConfigError as exc:
         raise ConfigError(exc.problems + _directory_problems(path)) from None
     directory = load_directory(config.directory_path)
@@ -62,10 +62,10 @@ def _directory_problems(path: Path) -> list[str]:
     return []
 
 
-def check(path: Path) -> list[str]:
+def check(path: Path, secrets: SecretsMode = "read") -> list[str]:
     """Problems found, as lines; empty when all is well."""
     try:
-        load_setup(path)
+        load_setup(path, secrets)
     except ConfigError as exc:
         return exc.problems
     return []

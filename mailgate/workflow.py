@@ -330,7 +330,7 @@ class Workflow:
             await self.sla.pause(tx, st.id, now)  # closed: clocks stop, none counts as met
             await ops.event(tx, st.id, "closed", now, actor=actor, detail=detail)
         elif name == "resolve":
-            await self._resolve(tx, st, dept, mail, parsed, parts, now)
+            await self._resolve(tx, st, dept, mail, parsed, parts, now, command.arg)
         elif name == "transfer":
             await self._transfer(tx, st, dept, command, actor, now)
 
@@ -352,13 +352,17 @@ class Workflow:
             await ops.set_status(tx, st.id, Status.OPEN, now)
 
     async def _resolve(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
-                       parsed: Parsed, parts: RelayParts, now: datetime) -> None:
+                       parsed: Parsed, parts: RelayParts, now: datetime,
+                       summary: str | None) -> None:
+        """`#resolve [summary]`: what was done is the summary, else the mail's text, else
+        the last public answer."""
         await ops.set_status(tx, st.id, Status.RESOLVED, now)
         met = await self.sla.meet(
             tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE, Target.RESOLUTION), now)
         await ops.event(tx, st.id, "resolved", now, actor=mail.sender,
                         detail={"command": "#resolve", "met": [t.value for t in met]})
-        done = parsed.text.strip() or await ops.last_public_answer(tx, st.id)
+        done = "\n\n".join(part for part in ((summary or "").strip(), parsed.text.strip())
+                             if part) or await ops.last_public_answer(tx, st.id)
         asked = await ops.request_text(tx, st.id)
         context = self._context(st, dept) | {
             "asked": asked.strip()[:MAX_QUOTED_CHARS], "done": done[:MAX_QUOTED_CHARS],

@@ -154,3 +154,53 @@ def test_quarantine_list_show_retry_drop(tmp_path: Path) -> None:
     assert held == []
     missing = run("--config", str(config), "quarantine", "show", "999", env=env)
     assert missing.returncode == 1 and "no quarantine entry 999" in missing.stderr
+
+
+SERVICE_CONFIG = GOOD.replace('password_env = "MAILGATE_TEST_SECRET"',
+                              'password_credential = "imap-it"') + """
+[smtp]
+host = "smtp.example.com"
+username = "mailgate@example.com"
+password_credential = "smtp"
+"""
+
+
+def test_admin_commands_run_outside_the_service_without_its_credentials(
+        tmp_path: Path) -> None:
+    """As root from a shell (cron, an admin): no $CREDENTIALS_DIRECTORY, as on a real
+    install. Only the daemon logs in, so only `run` needs the passwords."""
+    path = write_config(tmp_path, SERVICE_CONFIG)
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    for args in (["migrate"], ["status"], ["tickets"], ["report"],
+                 ["backup", str(tmp_path / "copy.sqlite3")]):
+        result = subprocess.run([*MAILGATE, "--config", str(path), *args], capture_output=True,
+                                text=True, timeout=60, cwd=ROOT, env=env)
+        assert result.returncode == 0, (args, result.stdout + result.stderr)
+    checked = subprocess.run([*MAILGATE, "--config", str(path), "check"], capture_output=True,
+                             text=True, timeout=60, cwd=ROOT, env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "not read from this shell (the service reads them when it starts): " \
+        "smtp.password_credential, mailbox[0].password_credential" in checked.stdout
+    daemon = subprocess.run([*MAILGATE, "--config", str(path), "run"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=env)
+    assert daemon.returncode != 0
+    assert "CREDENTIALS_DIRECTORY is not set" in daemon.stdout + daemon.stderr
+
+
+def test_check_reads_systemd_credentials_when_they_are_there(tmp_path: Path) -> None:
+    path = write_config(tmp_path, SERVICE_CONFIG)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "smtp").write_text("x")  # imap-it is missing: check must say so
+    result = run("--config", str(path), "check", env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert result.returncode == 1
+    assert "mailbox[0].password_credential: cannot read" in result.stdout
+
+
+def test_a_relative_password_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = GOOD.replace('password_env = "MAILGATE_TEST_SECRET"', 'password_file = "it.pw"')
+    path = write_config(tmp_path, config)
+    (tmp_path / "it.pw").write_text("secret\n")
+    result = subprocess.run([*MAILGATE, "--config", str(path), "check"], capture_output=True,
+                            text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stdout + result.stderr

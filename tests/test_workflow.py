@@ -619,3 +619,20 @@ async def test_a_rating_link_in_the_summary_opens_a_reply_that_is_stored(h: Harn
     assert await ticket(h, "rating") == 3
     assert await ticket(h, "status") == "resolved"
     assert len(await sent(h, "thanks")) == 1
+
+
+async def test_resolve_summary_on_the_command_line_is_what_was_done(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#resolve Replaced the battery"))
+    [summary] = await sent(h, "summary")
+    body = text_of(summary)
+    assert "What was done:\n  Replaced the battery\n" in body.replace("\r\n", "\n")
+
+
+async def test_resolve_with_nothing_said_leaves_out_what_was_done(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("#resolve"))
+    [summary] = await sent(h, "summary")
+    body = text_of(summary)
+    assert "What was done" not in body and "earlier replies" not in body
+    assert "Time to resolve:" in body
