@@ -1,5 +1,5 @@
 """The command line: run, demo, check, status, tickets, show, report, send, quarantine,
-backup, migrate, version."""
+route, directory, backup, migrate, version."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
     parser.add_argument("--config", help="mailgate.toml (default: $MAILGATE_CONFIG, "
                         "else /etc/mailgate/mailgate.toml)")
-    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    parser.add_argument("--log-level", default="info",
+                        choices=("debug", "info", "warning", "error"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int],
@@ -249,6 +250,9 @@ def cmd_tickets(args: argparse.Namespace) -> int:
                        breached=args.breached, requester=args.requester, older_than=older,
                        limit=args.limit)
     directory = _directory_or_none(args)
+    if not _known_departments("tickets", directory, [args.department] if args.department
+                              else []):
+        return 2
 
     async def work(store: Store) -> int:
         now = datetime.now(UTC)
@@ -269,6 +273,17 @@ def cmd_tickets(args: argparse.Namespace) -> int:
 
 
 _SLA_LABELS = {"breached": "BREACHED", "at_risk": "at risk", "ok": "ok"}
+
+
+def _known_departments(command: str, directory: Directory | None,
+                       keys: Sequence[str]) -> bool:
+    """A typo in --department would silently match nothing: say so instead."""
+    unknown = [k for k in keys if directory and k not in directory.departments]
+    if unknown and directory:
+        print(f"mailgate {command}: --department {unknown[0]!r}: unknown department "
+              f"(known: {', '.join(directory.departments)})", file=sys.stderr)
+        return False
+    return True
 
 
 def _statuses(value: str | None) -> tuple[str, ...]:
@@ -306,6 +321,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("mailgate report: --since must be longer than 0", file=sys.stderr)
         return 2
     directory = _directory_or_none(args)
+    if not _known_departments("report", directory, args.department or []):
+        return 2
 
     async def work(store: Store) -> int:
         from mailgate.queries import department_report
@@ -397,6 +414,10 @@ async def _quarantine_action(store: Store, args: argparse.Namespace) -> int:
             await tx.execute("UPDATE quarantine SET status = 'dropped' WHERE id = ?", (args.id,))
         print(f"quarantine {args.id} dropped")
         return 0
+    if status != "held":
+        print(f"quarantine {args.id} is {status}; only held entries can be retried",
+              file=sys.stderr)
+        return 1
     return await _retry(store, args, bytes(raw), source)
 
 
@@ -655,7 +676,7 @@ def _ticket_json(ticket: Ticket) -> dict:
 
 
 def _when(moment: datetime) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")  # this machine's local time
 
 
 def _when_ts(value: float | None) -> str:

@@ -180,7 +180,8 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
     state = root.table("state")
     state_dir = _path(base, state.str("dir", "state") if state else "state")
     directory = root.table("directory")
-    directory_path = _path(base, directory.str("path") if directory else "directory.toml")
+    directory_path = _path(base, directory.str("path", "directory.toml") if directory
+                           else "directory.toml")
     templates = root.table("templates")
     templates_dir = _templates_dir(base, templates)
     general = root.table("mailgate")

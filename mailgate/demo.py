@@ -61,7 +61,18 @@ def prepare(folder: Path, port: int) -> Path:
     return config
 
 
+def command_name() -> str:
+    """How to call mailgate from another terminal: the bare name only if the shell's
+    PATH finds this very installation (a fresh .venv usually is not on it)."""
+    here = Path(sys.executable).parent / "mailgate"
+    found = shutil.which("mailgate")
+    if found and here.exists() and Path(found).resolve() == here.resolve():
+        return "mailgate"
+    return str(here) if here.exists() else f"{sys.executable} -m mailgate"
+
+
 def banner(config_path: Path, port: int, addresses: list[str]) -> str:
+    mailgate = command_name()
     cfg = f"--config {config_path}"
     return f"""
 mailgate demo is running (Ctrl-C stops it).
@@ -70,12 +81,12 @@ mailgate demo is running (Ctrl-C stops it).
   database        {config_path.parent / 'state' / 'mailgate.sqlite3'}
 
 Send a request from another terminal:
-  mailgate send --server 127.0.0.1:{port} --to it-help@example.com --subject "Laptop won't boot"
+  {mailgate} send --server 127.0.0.1:{port} --to it-help@example.com --subject "Laptop won't boot"
 or with plain Python:
   python3 -c "import smtplib; smtplib.SMTP('127.0.0.1', {port}).sendmail('ann@example.com', ['it-help@example.com'], b'From: Ann <ann@example.com>\\r\\nTo: it-help@example.com\\r\\nSubject: Printer jammed\\r\\n\\r\\nPaper everywhere.\\r\\n')"
 Then look at it:
-  mailgate {cfg} tickets
-  mailgate {cfg} show IT-1001
+  {mailgate} {cfg} tickets
+  {mailgate} {cfg} show IT-1001
 """
 
 

@@ -153,11 +153,18 @@ def _event_lines(event: dict) -> list[str]:
     if commands:
         out.append("  commands: " + " ".join(commands))
     if detail:
-        out.append("  " + ", ".join(f"{k}: {v}" for k, v in detail.items()))
+        out.append("  " + ", ".join(f"{k}: {_plain(v)}" for k, v in detail.items()))
     if message and message["text"]:
         out += [f"  | {line}" for line in message["text"].strip().splitlines()[:40]]
     return out
 
 
+def _plain(value: object) -> str:
+    """A detail value for people: lists as "a, b", not Python's ['a', 'b']."""
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
 def _when(iso: str) -> str:
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M %Z")

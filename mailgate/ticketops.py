@@ -82,8 +82,10 @@ async def set_field(tx: Tx, ticket_id: int, column: str, value: object, now: dat
 
 
 async def rate(tx: Tx, ticket_id: int, rating: int, comment: str, now: datetime) -> None:
-    await tx.execute("UPDATE tickets SET rating = ?, rating_comment = ?, rated_at = ? "
-                     "WHERE id = ?", (rating, comment or None, ts(now), ticket_id))
+    """A later rating without a comment keeps the earlier comment."""
+    await tx.execute("UPDATE tickets SET rating = ?, rated_at = ?, "
+                     "rating_comment = coalesce(?, rating_comment) WHERE id = ?",
+                     (rating, ts(now), comment or None, ticket_id))
 
 
 async def request_message_id(tx: Tx, ticket_id: int) -> str | None:

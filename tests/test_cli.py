@@ -152,6 +152,12 @@ def test_quarantine_list_show_retry_drop(tmp_path: Path) -> None:
     held = json.loads(run("--config", str(config), "quarantine", "list", "--json",
                           env=env).stdout)
     assert held == []
+    revived = run("--config", str(config), "quarantine", "retry", str(junk_id), env=env)
+    assert revived.returncode == 1 and "is dropped; only held entries" in revived.stderr
+    unknown = run("--config", str(config), "tickets", "--department", "itt", env=env)
+    assert unknown.returncode == 2 and "unknown department (known: it," in unknown.stderr
+    report = run("--config", str(config), "report", "--department", "itt", env=env)
+    assert report.returncode == 2
     missing = run("--config", str(config), "quarantine", "show", "999", env=env)
     assert missing.returncode == 1 and "no quarantine entry 999" in missing.stderr
 

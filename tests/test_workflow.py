@@ -301,6 +301,7 @@ async def test_resolve_sends_summary_and_survey_then_rating_is_stored(h: Harness
     assert len(await sent(h, "thanks")) == 1
     await h.deliver(requester("5", n=2))
     assert await ticket(h, "rating") == 5
+    assert await ticket(h, "rating_comment") == "Quick, thanks!"  # a bare digit keeps it
     assert len(await sent(h, "thanks")) == 1  # thanked once
     assert await sent(h, "relay-team") == []
 
