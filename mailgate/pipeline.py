@@ -177,13 +177,17 @@ class Pipeline:
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
+        dropped = []
         if kind == "reply":
-            await self._keep_attachments(tx, raw, msg, message, tickets, now)
+            dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
         if verdict.kind is MailKind.REQUEST and actor:
             # A person wrote: answers, notes, commands, replies (workflow.py).
             incoming = Incoming(msg, raw, message, sender_trust(msg, self.settings.trust))
             for ticket in tickets:
                 kind = await self.workflow.follow_up(tx, ticket, incoming, now)
+            if dropped:  # what they sent did not all arrive: they should know
+                await self.workflow.not_kept(tx, tickets[0], incoming, dropped,
+                                             _size(self.settings.max_attachment_bytes), now)
             log.info("ticket.appended", tickets=[t.ref for t in tickets], kind=kind,
                      message_id=msg.message_id, source=origin.source)
             return Outcome("reply", tuple(t.ref for t in tickets))

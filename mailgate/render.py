@@ -25,9 +25,14 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
+from mailgate.config import default_templates_dir
+
 # Every mail mailgate writes; a department may override any of them (templates/<key>/).
 REQUIRED = ("ack", "escalation", "notify_team", "reply_requester", "relay_team",
             "command_reply", "resolved", "thanks")
+# Mail added after the first release: a templates folder without them (an admin's copy
+# from an older version) uses the ones shipped with mailgate instead of failing `check`.
+OPTIONAL = ("not_kept",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +42,11 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path, shipped: Path | None = None) -> None:
         self.templates_dir = templates_dir
         self.loader = SnapshotLoader(templates_dir)
+        self.loader.add_missing(shipped or default_templates_dir(),
+                                [f"{name}.txt.j2" for name in OPTIONAL])
         self.env = SandboxedEnvironment(
             loader=self.loader,
             undefined=StrictUndefined,
@@ -106,6 +113,16 @@ class SnapshotLoader(BaseLoader):
                 self.sources[name] = (path.read_text(encoding="utf-8"), str(path))
             except (OSError, UnicodeDecodeError) as exc:  # reported by check(), not a crash
                 self.sources[name] = exc
+
+    def add_missing(self, folder: Path, names: list[str]) -> None:
+        """Take these templates from `folder` where the snapshot has none of its own."""
+        for name in names:
+            path = folder / name
+            if name not in self.sources and path.is_file():
+                try:
+                    self.sources[name] = (path.read_text(encoding="utf-8"), str(path))
+                except (OSError, UnicodeDecodeError) as exc:
+                    self.sources[name] = exc
 
     def get_source(self, environment: Environment,
                    template: str) -> tuple[str, str | None, Callable[[], bool]]:

@@ -495,6 +495,28 @@ class Workflow:
         await self._send(tx, st.id, out, "command_reply", now, detail={"to": [mail.sender]},
                          visibility="internal")
 
+    async def not_kept(self, tx: Tx, ticket: Ticket, mail: Incoming, files: list[str],
+                       limit: str, now: datetime) -> None:
+        """Tell a person whose reply brought more attachments than [limits] allows which
+        files were not kept (and so reached nobody); rate-limited per sender."""
+        st = await ops.state(tx, ticket.id)
+        dept = self.directory.departments.get(st.department)
+        if dept is None:
+            return
+        sent = await ops.recent_count(tx, "not-kept", mail.sender, now - timedelta(hours=1))
+        if sent >= self.settings.replies_per_sender_per_hour:
+            return
+        context = self._context(st, dept) | {
+            "name": mail.msg.sender.name if mail.msg.sender else "", "files": files,
+            "max_attachment_size": limit}
+        body = self.renderer.render("not_kept", dept.key, context)
+        mid = mail.msg.message_id
+        out = self._mail(st, dept, "not-kept", (mail.sender,),
+                         tagged_subject([st.ref], mail.msg.subject or st.subject), body.text,
+                         now, in_reply_to=mid or None, references=[mid], auto="auto-replied")
+        await self._send(tx, st.id, out, "not_kept_notice", now,
+                         detail={"to": [mail.sender], "files": files}, visibility="internal")
+
     async def _requester_thread(self, tx: Tx, st: ops.TicketState) -> dict:
         last = await ops.last_from(tx, st.id, st.requester)
         ours = await ops.sent_ids(tx, st.id, ops.REQUESTER_KINDS)

@@ -575,6 +575,43 @@ async def test_oversized_attachments_are_dropped_and_named_in_the_ack(tmp_path: 
         await h.store.close()
 
 
+async def test_a_reply_whose_files_were_not_kept_tells_its_sender(tmp_path: Path) -> None:
+    h = await make(tmp_path, max_attachment_bytes=1000)
+    try:
+        await h.deliver(mail())
+        reply = with_files([("photo.jpg", b"p" * 400), ("scan.pdf", b"s" * 5000)], n=2,
+                           subject="Re: [IT-1001] Laptop won't boot")
+        outcome = await h.deliver(reply)
+        assert outcome.action == "reply"
+        [notice] = await sent(h, "not-kept")
+        assert notice["To"] == "ann@example.com"
+        assert notice["In-Reply-To"] == "<files-2@example.com>"
+        assert notice["Auto-Submitted"] == "auto-replied"
+        body = text_of(notice)
+        assert "- scan.pdf" in body and "photo.jpg" not in body
+        assert "may total 0.977 KB at most" in body.replace("\r\n", " ").replace("\n", " ")
+        for n in range(3, 15):  # a sender who keeps trying is told at most 10 times an hour
+            await h.deliver(with_files([("scan.pdf", b"s" * 5000)], n=n,
+                                       subject="Re: [IT-1001] Laptop won't boot"))
+        assert len(await sent(h, "not-kept")) == 10
+    finally:
+        await h.store.close()
+
+
+async def test_a_templates_folder_from_before_not_kept_still_loads(tmp_path: Path) -> None:
+    """An admin's copy of the templates from an older version lacks not_kept.txt.j2: the
+    one shipped with mailgate is used, and check() does not fail."""
+    import shutil
+
+    from mailgate.render import Renderer
+    old = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, old)
+    (old / "not_kept.txt.j2").unlink()
+    renderer = Renderer(old)
+    assert renderer.check() == []
+    assert renderer.loader.sources["not_kept.txt.j2"][1] == str(TEMPLATES / "not_kept.txt.j2")
+
+
 async def test_attachment_files_are_written_before_the_transaction_commits(
         h: Harness, tmp_path: Path) -> None:
     # A crash (here: an exception) after the files are written rolls the rows back: what is
