@@ -237,9 +237,10 @@ def import_people(csv_path: Path, output: Path | None, directory: Path | None,
     say(f"reading {csv_path.name} (1/4)")
     rows, problems = parse_people_csv(_read_csv(csv_path), str(csv_path))
     say(f"checking {len(rows)} people (2/4)")
-    if directory is not None and not problems:
+    if directory is not None:  # the well-formed rows too, so one run shows every problem
         departments, others = _outline(directory)
-        problems = check_against(rows, str(csv_path), departments, others)
+        problems = _by_line(problems + check_against(rows, str(csv_path), departments,
+                                                     others))
     if problems:
         raise ConfigError(problems)
     check = _trial_load(directory) if directory and _same(target, people_file_of(directory)) \
@@ -251,6 +252,14 @@ def import_people(csv_path: Path, output: Path | None, directory: Path | None,
         raise ConfigError(problems)
     say(f"done: {len(rows)} people (4/4)")
     return Imported(target, len(rows))
+
+
+def _by_line(problems: list[str]) -> list[str]:
+    """"FILE:LINE: ..." lines in line order (stable for lines without a number)."""
+    def line(text: str) -> int:
+        number = text.split(":", 2)[1] if text.count(":") >= 2 else ""
+        return int(number) if number.isdigit() else 0
+    return sorted(problems, key=line)
 
 
 def _read_csv(path: Path) -> str:

@@ -438,6 +438,18 @@ def test_import_refuses_what_would_break_the_directory(tmp_path: Path) -> None:
     assert (tmp_path / "people.toml").read_text() == PEOPLE
 
 
+def test_import_reports_format_and_directory_problems_in_one_run(tmp_path: Path) -> None:
+    setup_files(tmp_path)
+    (tmp_path / "hr.csv").write_text("email,department\nnot-an-address,it\n"
+                                     "erin@example.com,hr\n")
+    with pytest.raises(ConfigError) as caught:
+        import_people(tmp_path / "hr.csv", None, tmp_path / "directory.toml")
+    found = caught.value.problems
+    assert len(found) == 2, found
+    assert found[0].startswith(f"{tmp_path / 'hr.csv'}:2: email")
+    assert found[1].startswith(f"{tmp_path / 'hr.csv'}:3: department: unknown department")
+
+
 def test_import_without_a_people_file_needs_output(tmp_path: Path) -> None:
     (tmp_path / "directory.toml").write_text(BASE)
     (tmp_path / "hr.csv").write_text("email\na@example.com\n")
@@ -474,7 +486,8 @@ def test_cli_directory_import_reports_bad_rows_and_writes_nothing(tmp_path: Path
     result = run("--config", str(config), "directory", "import", str(tmp_path / "hr.csv"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"{tmp_path / 'hr.csv'}:3: email: not an email address: 'bad'"]
+        f"{tmp_path / 'hr.csv'}:3: email: not an email address: 'bad'",
+        f"{tmp_path / 'hr.csv'}:4: department: unknown department 'hr' (known: fac, it)"]
     assert not (tmp_path / "people.toml").exists()
 
 
