@@ -72,9 +72,11 @@ class PipelineSettings:
                    max_attachment_bytes=config.limits.max_attachment_bytes)
 
     def conversation(self) -> ConversationSettings:
-        return ConversationSettings(self.instance, self.reopen_window, self.max_relay_bytes,
-                                    self.acks_per_sender_per_hour, self.notify_team,
-                                    self.keep_cc_informed)
+        return ConversationSettings(
+            instance=self.instance, reopen_window=self.reopen_window,
+            max_relay_bytes=self.max_relay_bytes,
+            replies_per_sender_per_hour=self.acks_per_sender_per_hour,
+            notify_team=self.notify_team, keep_cc_informed=self.keep_cc_informed)
 
 
 class Pipeline:

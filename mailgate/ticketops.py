@@ -142,6 +142,14 @@ async def resolved_before(tx: Tx, cutoff: datetime, limit: int) -> list[tuple[in
     return [(r[0], r[1]) for r in rows]
 
 
+async def relays_from(tx: Tx, ticket_id: int, sender: str, since: datetime) -> int:
+    """Mail from this sender relayed to the team on this ticket since then."""
+    row = await tx.fetch_one(
+        "SELECT COUNT(*) FROM events WHERE ticket = ? AND kind = 'relayed' AND actor = ? "
+        "AND at >= ?", (ticket_id, sender, ts(since)))
+    return int(row[0]) if row else 0
+
+
 async def recent_count(tx: Tx, kind: str, recipient: str, since: datetime) -> int:
     row = await tx.fetch_one(
         "SELECT COUNT(*) FROM outbox WHERE kind = ? AND recipients = ? AND created_at >= ?",

@@ -52,6 +52,7 @@ class ConversationSettings:
     reopen_window: timedelta = timedelta(days=7)
     max_relay_bytes: int = 10 * 1024 * 1024
     replies_per_sender_per_hour: int = 10  # command refusals and errors, per recipient
+    relays_per_sender_per_hour: int = 20  # mail relayed to the team, per sender and ticket
     notify_team: bool = True
     keep_cc_informed: bool = True
 
@@ -451,6 +452,16 @@ class Workflow:
         to = tuple(a for a in self.directory.recipients(dept, roles, st.assignee)
                    if a != mail.sender)
         if not to:
+            return
+        relayed = await ops.relays_from(tx, st.id, mail.sender, now - timedelta(hours=1))
+        if relayed >= self.settings.relays_per_sender_per_hour:
+            # A flood on one ticket (a script, a misbehaving client) is kept on the ticket
+            # but stops filling the team's inboxes; the next hour relays again.
+            await ops.event(tx, st.id, "relay_suppressed", now, actor=mail.sender,
+                            message=mail.message, visibility="internal",
+                            detail={"reason": f"rate limit: {relayed} relayed in the last "
+                                              "hour from this sender on this ticket"})
+            log.warning("relay.suppressed", ticket=st.ref, sender=mail.sender)
             return
         author = mail.msg.sender
         context = self._context(st, dept) | {

@@ -674,3 +674,16 @@ async def test_resolve_with_nothing_said_leaves_out_what_was_done(h: Harness) ->
     body = text_of(summary)
     assert "What was done" not in body and "earlier replies" not in body
     assert "Time to resolve:" in body
+
+
+async def test_a_flood_of_replies_on_one_ticket_is_kept_but_not_all_relayed(
+        h: Harness) -> None:
+    await h.deliver(mail())
+    for n in range(1, 26):  # a script replying 25 times within the hour
+        await h.deliver(requester(f"Any news? ({n})", n=n))
+    assert len(await sent(h, "relay-team")) == 20
+    assert await h.count("events", "kind = 'relay_suppressed'") == 5
+    assert await h.count("messages") == 26  # every mail is kept on the ticket
+    h.clock.advance(hours=1, minutes=1)
+    await h.deliver(requester("Still there?", n=26))
+    assert len(await sent(h, "relay-team")) == 21
