@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
     parser.add_argument("--config", help="mailgate.toml (default: $MAILGATE_CONFIG, "
                         "else /etc/mailgate/mailgate.toml)")
-    parser.add_argument("--log-level", default="info",
+    parser.add_argument("--log-level", default="info", type=str.lower,
                         choices=("debug", "info", "warning", "error"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -142,12 +142,15 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = config_path(args.config)
-    problems = check(path, secrets="available")
+    # Under systemd (ExecStartPre/ExecReload) the service's secrets are there: check them
+    # as the daemon will read them; from an admin's shell, check what this shell has.
+    mode = "read" if os.environ.get("INVOCATION_ID") else "available"
+    problems = check(path, secrets=mode)
     for line in problems:
         print(line)
     if problems:
         return 1
-    setup = load_setup(path, secrets="available")
+    setup = load_setup(path, secrets=mode)
     print(f"{path}: OK ({len(setup.directory.departments)} departments, "
           f"{len(setup.config.mailboxes)} mailboxes)")
     unread = unread_secrets(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import site
 import sys
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -236,11 +237,18 @@ def _templates_dir(base: Path, table: Table | None) -> Path:
 
 def default_templates_dir() -> Path:
     """The templates shipped with mailgate: the checkout's templates/ (a source or
-    editable install), else <prefix>/share/mailgate/templates (pip install .)."""
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "mailgate" / "templates"
+    editable install), else where pip put its data files: <prefix>/share/mailgate/templates
+    (a venv or system install), or the user base's (pip install --user)."""
+    return shipped("templates", "ack.txt.j2")
+
+
+def shipped(folder: str, marker: str) -> Path:
+    """A folder installed with mailgate (templates, config); the first place that holds
+    `marker` (a stray site-packages/templates of another package does not)."""
+    candidates = [Path(__file__).resolve().parent.parent / folder,
+                  Path(sys.prefix) / "share" / "mailgate" / folder,
+                  Path(site.getuserbase()) / "share" / "mailgate" / folder]
+    return next((c for c in candidates if (c / marker).is_file()), candidates[0])
 
 
 def _outbox_dir(base: Path, table: Table | None) -> Path | None:
@@ -294,10 +302,13 @@ def unread_secrets(path: Path) -> list[str]:
     for name, table in tables:
         if not isinstance(table, dict):
             continue
-        if "password_credential" in table and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        if "password_file" in table:  # read first (see _secret): the others are unused
+            continue
+        if "password_env" in table:
+            if str(table["password_env"]) not in os.environ:
+                found.append(f"{name}.password_env")
+        elif "password_credential" in table and not os.environ.get("CREDENTIALS_DIRECTORY"):
             found.append(f"{name}.password_credential")
-        if "password_env" in table and str(table["password_env"]) not in os.environ:
-            found.append(f"{name}.password_env")
     return found
 
 

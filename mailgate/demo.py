@@ -12,12 +12,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from mailgate.config import default_templates_dir, shipped
 from mailgate.loader import load_setup
 from mailgate.service import Daemon, run_forever
 from mailgate.store import OutboxRow
 from mailgate.transport import DirectoryTransport
 
-PROJECT = Path(__file__).resolve().parent.parent
+EXAMPLE = "directory.example.toml"  # in the checkout's config/, or installed by pip
 DEMO_CONFIG = """\
 # Written by `mailgate demo` at every start; directory.toml beside it is yours to edit.
 [mailgate]
@@ -54,10 +55,10 @@ class ConsoleTransport(DirectoryTransport):
 def prepare(folder: Path, port: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "mailgate.toml"
-    config.write_text(DEMO_CONFIG.format(port=port, templates=PROJECT / "templates"))
+    config.write_text(DEMO_CONFIG.format(port=port, templates=default_templates_dir()))
     directory = folder / "directory.toml"
     if not directory.exists():
-        shutil.copy(PROJECT / "config" / "directory.example.toml", directory)
+        shutil.copy(shipped("config", EXAMPLE) / EXAMPLE, directory)
     return config
 
 

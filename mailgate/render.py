@@ -94,7 +94,8 @@ class Renderer:
                 self.env.get_template(name)
             except Exception as exc:
                 problems.append(f"{self.templates_dir / name}: {type(exc).__name__}: {exc}")
-        missing = [f"{name}.txt.j2" for name in REQUIRED if f"{name}.txt.j2" not in names]
+        missing = [f"{name}.txt.j2" for name in (*REQUIRED, *OPTIONAL)
+                   if f"{name}.txt.j2" not in names]
         if missing:
             problems.append(f"{self.templates_dir}: missing {', '.join(missing)} (copy them "
                             "from mailgate's templates/ folder)")

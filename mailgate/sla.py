@@ -107,7 +107,10 @@ def advance(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
     costs what a normal one does.
     """
     levels = escalation.levels(clock.budget)[clock.fired:]
-    ran = calendar.elapsed_us(clock.started_at, now)
+    if not levels:
+        return Firing(None, (), None)
+    # Before the start (a clock stepped back) nothing is reached, not even an offset of 0.
+    ran = calendar.elapsed_us(clock.started_at, now) if now >= clock.started_at else -1
     count = 0
     for level in levels:  # in time order: the first one not reached ends the due ones
         if business_us(clock.paused_seconds + level.offset) > ran:

@@ -145,8 +145,9 @@ async def resolved_before(tx: Tx, cutoff: datetime, limit: int) -> list[tuple[in
 async def relays_from(tx: Tx, ticket_id: int, sender: str, since: datetime) -> int:
     """Mail from this sender relayed to the team on this ticket since then."""
     row = await tx.fetch_one(
-        "SELECT COUNT(*) FROM events WHERE ticket = ? AND kind = 'relayed' AND actor = ? "
-        "AND at >= ?", (ticket_id, sender, ts(since)))
+        "SELECT COUNT(*) FROM events e JOIN outbox o ON o.id = e.outgoing "
+        "WHERE e.ticket = ? AND e.kind = 'relayed' AND e.actor = ? AND e.at >= ? "
+        "AND o.kind = 'relay-team'", (ticket_id, sender, ts(since)))
     return int(row[0]) if row else 0
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from jinja2 import TemplateNotFound
+
 from mailgate import ticketops as ops
 from mailgate.commands import HELP, Command, Parsed, parse_commands, parse_rating, rating_links
 from mailgate.compose import Envelope, RelayParts, compose, new_message_id, relay_parts
@@ -355,15 +357,16 @@ class Workflow:
     async def _resolve(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
                        parsed: Parsed, parts: RelayParts, now: datetime,
                        summary: str | None) -> None:
-        """`#resolve [summary]`: what was done is the summary, else the mail's text, else
-        the last public answer."""
+        """`#resolve [summary]`: what was done is the summary and the mail's text (not when
+        the mail is a #note: that stays internal), else the last public answer."""
         await ops.set_status(tx, st.id, Status.RESOLVED, now)
         met = await self.sla.meet(
             tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE, Target.RESOLUTION), now)
         await ops.event(tx, st.id, "resolved", now, actor=mail.sender,
                         detail={"command": "#resolve", "met": [t.value for t in met]})
-        done = "\n\n".join(part for part in ((summary or "").strip(), parsed.text.strip())
-                             if part) or await ops.last_public_answer(tx, st.id)
+        said = "" if parsed.note else parsed.text.strip()  # a #note's text stays internal
+        done = "\n\n".join(part for part in ((summary or "").strip(), said) if part) \
+            or await ops.last_public_answer(tx, st.id)
         asked = await ops.request_text(tx, st.id)
         context = self._context(st, dept) | {
             "asked": asked.strip()[:MAX_QUOTED_CHARS], "done": done[:MAX_QUOTED_CHARS],
@@ -453,7 +456,8 @@ class Workflow:
                    if a != mail.sender)
         if not to:
             return
-        relayed = await ops.relays_from(tx, st.id, mail.sender, now - timedelta(hours=1))
+        relayed = 0 if is_agent(dept, mail.sender) else await ops.relays_from(
+            tx, st.id, mail.sender, now - timedelta(hours=1))
         if relayed >= self.settings.relays_per_sender_per_hour:
             # A flood on one ticket (a script, a misbehaving client) is kept on the ticket
             # but stops filling the team's inboxes; the next hour relays again.
@@ -520,7 +524,11 @@ class Workflow:
         context = self._context(st, dept) | {
             "name": mail.msg.sender.name if mail.msg.sender else "", "files": files,
             "max_attachment_size": limit}
-        body = self.renderer.render("not_kept", dept.key, context)
+        try:
+            body = self.renderer.render("not_kept", dept.key, context)
+        except TemplateNotFound:  # a notice must never cost the reply itself
+            log.warning("template.missing", template="not_kept", ticket=st.ref)
+            return
         mid = mail.msg.message_id
         out = self._mail(st, dept, "not-kept", (mail.sender,),
                          tagged_subject([st.ref], mail.msg.subject or st.subject), body.text,

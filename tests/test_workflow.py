@@ -687,3 +687,37 @@ async def test_a_flood_of_replies_on_one_ticket_is_kept_but_not_all_relayed(
     h.clock.advance(hours=1, minutes=1)
     await h.deliver(requester("Still there?", n=26))
     assert len(await sent(h, "relay-team")) == 21
+
+
+async def test_a_note_with_resolve_keeps_its_text_out_of_the_summary(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(agent("Try holding the power button."))
+    await h.deliver(agent("#note\n#resolve\nBetween us: the board is cracked.", n=2))
+    [summary] = await sent(h, "summary")
+    body = text_of(summary)
+    assert "cracked" not in body
+    assert "Try holding the power button." in body  # the last public answer
+
+
+async def test_the_relay_limit_never_silences_an_agent(h: Harness) -> None:
+    await h.deliver(mail())
+    for n in range(1, 23):  # a busy agent: answers and notes
+        await h.deliver(agent(f"#note\nStep {n} done.", n=n))
+    assert len(await sent(h, "note-team")) == 22
+    assert await h.count("events", "kind = 'relay_suppressed'") == 0
+
+
+async def test_a_missing_not_kept_template_costs_the_notice_not_the_reply(
+        tmp_path: Path) -> None:
+    h = await make(tmp_path, max_attachment_bytes=1000)
+    try:
+        h.pipeline.workflow.renderer.loader.sources.pop("not_kept.txt.j2")
+        h.pipeline.workflow.renderer._templates.clear()
+        await h.deliver(mail())
+        outcome = await h.deliver(with_files([("scan.pdf", b"s" * 5000)], n=2,
+                                             subject="Re: [IT-1001] Laptop won't boot"))
+        assert outcome.action == "reply"
+        assert await sent(h, "not-kept") == []
+        assert await h.count("quarantine") == 0
+    finally:
+        await h.store.close()
