@@ -36,9 +36,12 @@ class Row:
 
 # --- parsing ------------------------------------------------------------------------------
 
-def parse_people_csv(text: str, source: str) -> tuple[list[Row], list[str]]:
+def parse_people_csv(text: str, source: str,
+                     dropped: set[str] | None = None) -> tuple[list[Row], list[str]]:
     """Rows and problems ("SOURCE:LINE: what is wrong"); header names are case-insensitive,
-    unknown columns are ignored, blank lines skipped."""
+    unknown columns are ignored, blank lines skipped. `dropped` collects the (valid)
+    addresses of rows left out for a problem, so others naming them as manager are not
+    reported a second time."""
     problems: list[str] = []
     reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
     try:
@@ -53,6 +56,11 @@ def parse_people_csv(text: str, source: str) -> tuple[list[Row], list[str]]:
     rows: dict[str, Row] = {}
     for line, record in _records(reader, reader.line_num + 1, source, problems):
         row = _row(line, record, columns, f"{source}:{line}", problems)
+        if row is None and dropped is not None and "email" in columns:
+            email = record[columns["email"]].strip().lower() \
+                if columns["email"] < len(record) else ""
+            if email and clean_address(email) == email:
+                dropped.add(email)
         if row is not None and row.person.email in rows:
             problems.append(f"{source}:{line}: email: {row.person.email} is already on line "
                             f"{rows[row.person.email].line}")
@@ -115,7 +123,8 @@ def _row(line: int, record: list[str], columns: Mapping[str, int], where: str,
 
 
 def check_against(rows: list[Row], source: str, departments: Collection[str],
-                  others: Mapping[str, str | None]) -> list[str]:
+                  others: Mapping[str, str | None],
+                  dropped: Collection[str] = ()) -> list[str]:
     """Problems of the rows with the rest of the directory: departments that do not exist,
     managers who are not people, people also written by hand (others: email -> manager of
     the [[person]] tables in directory.toml), and manager cycles."""
@@ -130,7 +139,8 @@ def check_against(rows: list[Row], source: str, departments: Collection[str],
         if person.department and person.department not in departments:
             problems.append(f"{where}: department: unknown department {person.department!r} "
                             f"(known: {', '.join(sorted(departments))})")
-        if person.manager and person.manager not in managers:
+        if person.manager and person.manager not in managers \
+                and person.manager not in dropped:
             problems.append(f"{where}: manager: {person.manager} is not a person")
     for cycle in manager_cycles(managers):
         if cycle[0] in line_of:
@@ -235,12 +245,13 @@ def import_people(csv_path: Path, output: Path | None, directory: Path | None,
         raise ConfigError([f"{where}: no people file to write; set people_file = "
                            '"people.toml" in directory.toml or pass --output PATH'])
     say(f"reading {csv_path.name} (1/4)")
-    rows, problems = parse_people_csv(_read_csv(csv_path), str(csv_path))
+    dropped: set[str] = set()
+    rows, problems = parse_people_csv(_read_csv(csv_path), str(csv_path), dropped)
     say(f"checking {len(rows)} people (2/4)")
     if directory is not None:  # the well-formed rows too, so one run shows every problem
         departments, others = _outline(directory)
         problems = _by_line(problems + check_against(rows, str(csv_path), departments,
-                                                     others))
+                                                     others, dropped))
     if problems:
         raise ConfigError(problems)
     check = _trial_load(directory) if directory and _same(target, people_file_of(directory)) \

@@ -450,6 +450,17 @@ def test_import_reports_format_and_directory_problems_in_one_run(tmp_path: Path)
     assert found[1].startswith(f"{tmp_path / 'hr.csv'}:3: department: unknown department")
 
 
+def test_a_row_left_out_is_not_reported_again_as_someone_s_manager(tmp_path: Path) -> None:
+    setup_files(tmp_path)
+    (tmp_path / "hr.csv").write_text("email,department,manager\n"
+                                     "boss@example.com,it,not an address\n"
+                                     "ann@example.com,it,boss@example.com\n")
+    with pytest.raises(ConfigError) as caught:
+        import_people(tmp_path / "hr.csv", None, tmp_path / "directory.toml")
+    assert caught.value.problems == [
+        f"{tmp_path / 'hr.csv'}:2: manager: not an email address: 'not an address'"]
+
+
 def test_import_without_a_people_file_needs_output(tmp_path: Path) -> None:
     (tmp_path / "directory.toml").write_text(BASE)
     (tmp_path / "hr.csv").write_text("email\na@example.com\n")
