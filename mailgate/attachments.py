@@ -35,14 +35,6 @@ class Part:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Kept:
-    filename: str
-    content_type: str
-    size: int
-    sha256: str | None  # None: not kept (over the per-message limit)
-
-
 def extract(raw: bytes) -> list[Part]:
     """The attachments of a mail, decoded (body text parts excluded, as for relaying)."""
     try:

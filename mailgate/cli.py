@@ -21,6 +21,7 @@ from mailgate import __version__
 from mailgate.config import config_path, load_config, unread_secrets
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
+from mailgate.history import local_time
 from mailgate.loader import Setup, check, load_setup
 from mailgate.log import setup_logging
 from mailgate.model import Origin, Status, Ticket
@@ -213,7 +214,7 @@ def cmd_status(args: argparse.Namespace) -> int:
              m["last_uid"], (m["last_error"] or "-")[:60]) for m in report["mailboxes"]])
         outbox = report["outbox"]
         print(f"\noutbox      queued {outbox.get('queued', 0)} (oldest "
-              f"{_when(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "
+              f"{local_time(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "
               f"failed {outbox.get('failed', 0)}")
         print(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)\n")
         print_table(("DEPARTMENT", "OPEN", "AT RISK", "BREACHED"),
@@ -264,9 +265,9 @@ def cmd_tickets(args: argparse.Namespace) -> int:
             print(json.dumps([row.as_json() for row in found], indent=2))
             return 0
         rows = [(r.ticket.ref, r.ticket.department, r.ticket.status.value,
-                 r.ticket.priority.value, _when(r.ticket.created_at),
+                 r.ticket.priority.value, local_time(r.ticket.created_at),
                  _age(now - r.ticket.created_at), _SLA_LABELS.get(r.sla or "", "-"),
-                 _when(r.next_due) if r.next_due else "-", r.ticket.requester,
+                 local_time(r.next_due) if r.next_due else "-", r.ticket.requester,
                  r.ticket.subject[:50]) for r in found]
         print_table(("TICKET", "DEPT", "STATUS", "PRIORITY", "CREATED", "AGE", "SLA", "DUE",
                      "REQUESTER", "SUBJECT"), rows)
@@ -388,7 +389,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 print(json.dumps(rows, indent=2))
                 return 0
             print_table(("ID", "AT", "SOURCE", "FROM", "SIZE", "REASON"),
-                        [(e.id, _when(e.at), e.source, e.sender, e.size, e.reason[:60])
+                        [(e.id, local_time(e.at), e.source, e.sender, e.size, e.reason[:60])
                          for e in entries])
             return 0
         if args.id is None:
@@ -678,12 +679,8 @@ def _ticket_json(ticket: Ticket) -> dict:
             "updated_at": ticket.updated_at.isoformat()}
 
 
-def _when(moment: datetime) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")  # this machine's local time
-
-
 def _when_ts(value: float | None) -> str:
-    return _when(datetime.fromtimestamp(value, UTC)) if value else "-"
+    return local_time(datetime.fromtimestamp(value, UTC)) if value else "-"
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]],

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from mailgate.businesstime import BusinessCalendar
-from mailgate.report import Stat, duration
+from mailgate.report import Stat, duration, html_page
 
 UNKNOWN = "unknown"
 
@@ -173,14 +173,7 @@ def as_html_section(view: DependencyView) -> str:
 
 def as_html(view: DependencyView) -> str:
     """The view alone as one self-contained page (`mailgate report --dependencies --html`)."""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title(view))}</title></head>
-<body style="font-family:Arial,Helvetica,sans-serif;color:#222;margin:16px;">
-<h1 style="font-size:20px;">{escape(title(view))}</h1>
-{as_html_section(view)}</body></html>
-"""
+    return html_page(title(view), as_html_section(view))
 
 
 def _shade(share: float) -> str:

@@ -167,4 +167,9 @@ def _plain(value: object) -> str:
 
 
 def _when(iso: str) -> str:
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return local_time(datetime.fromisoformat(iso))
+
+
+def local_time(moment: datetime) -> str:
+    """A moment as the CLI shows it: this machine's local time, with its zone."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")

@@ -274,12 +274,7 @@ def as_html(report: Report, extra: str = "") -> str:
     sections = "".join(_department_html(f) for f in report.departments)
     notes = "".join(f'<p style="font-size:13px;color:#555;">Note: {escape(n)}</p>'
                     for n in report.notes)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title(report))}</title></head>
-<body style="{_FONT}margin:16px;background:#ffffff;">
-<h1 style="font-size:20px;">{escape(title(report))}</h1>
+    return html_page(title(report), f"""\
 <p style="font-size:13px;color:#555;">Times are business time in each department's calendar
 (median / 90th percentile) for the requests received in the period; backlog is open
 tickets now.</p>
@@ -287,7 +282,18 @@ tickets now.</p>
 <thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {notes}
 {sections}{extra}
-</body></html>
+""")
+
+
+def html_page(heading: str, body: str) -> str:
+    """A self-contained page: inline styles, no script, the heading as its title."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(heading)}</title></head>
+<body style="{_FONT}margin:16px;background:#ffffff;">
+<h1 style="font-size:20px;">{escape(heading)}</h1>
+{body}</body></html>
 """
 
 
