@@ -131,12 +131,16 @@ class Pipeline:
         if existing and verdict.kind is MailKind.REQUEST:
             stale = [t for t in existing if await self.workflow.is_stale(tx, t, msg, now)]
             if stale and len(stale) == len(existing):
-                # Too long after the resolution: a new ticket that links the old one.
+                # Too long after the resolution: a new ticket that links the old one, for
+                # the old tickets' departments; the message counts as received for every
+                # pending one, so its copies through other mailboxes are duplicates.
                 routes = {t.department: Route(t.department, t.priority, "follow-up")
-                          for t in stale if t.department in self.directory.departments}
+                          for t in stale if t.department in self.directory.departments
+                          and t.department in pending}
                 if routes:
                     return await self._open(tx, raw, msg, fp, verdict, list(routes), origin,
-                                            now, routes, seen.message, predecessors=stale)
+                                            now, routes, seen.message, predecessors=stale,
+                                            received=pending)
         if existing:
             return await self._append(tx, raw, msg, fp, verdict, existing, pending, origin,
                                       now, seen.message)
@@ -207,8 +211,10 @@ class Pipeline:
     async def _open(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
                     pending: list[str], origin: Origin, now: datetime,
                     routes: dict[str, Route], stored: int | None,
-                    predecessors: list[Ticket] | None = None) -> Outcome:
-        """A new request: one ticket per department, linked, and one acknowledgement.
+                    predecessors: list[Ticket] | None = None,
+                    received: list[str] | None = None) -> Outcome:
+        """A new request: one ticket per department, linked, and one acknowledgement;
+        `received` (default: those departments) are the ones its receipts cover.
 
         A new request is kept whole as the conversation's text: what looks like quoted
         history in it (a forwarded mail, "see below") is often the request itself."""
@@ -216,7 +222,7 @@ class Pipeline:
         message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
                                          sender_trust(msg, self.settings.trust), stored=stored,
                                          text=msg.body.strip())
-        await tx.add_receipts(msg.dedupe_key, pending, message, "ticket")
+        await tx.add_receipts(msg.dedupe_key, received or pending, message, "ticket")
         subject = clean_subject(msg.subject)
         own = self.directory.own_addresses()
         cc = tuple(dict.fromkeys(a.addr for a in msg.cc

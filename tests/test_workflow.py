@@ -17,7 +17,15 @@ from mailgate.pipeline import Pipeline, PipelineSettings
 from mailgate.render import Renderer
 from mailgate.store import Store
 from mailgate.trust import TrustPolicy
-from tests.factories import IT, TEMPLATES, FakeClock, Harness, example_directory, mail
+from tests.factories import (
+    FACILITIES,
+    IT,
+    TEMPLATES,
+    FakeClock,
+    Harness,
+    example_directory,
+    mail,
+)
 
 A_R = "Authentication-Results"
 
@@ -721,3 +729,21 @@ async def test_a_missing_not_kept_template_costs_the_notice_not_the_reply(
         assert await h.count("quarantine") == 0
     finally:
         await h.store.close()
+
+
+async def test_a_late_follow_up_copied_to_another_desk_is_one_new_ticket(h: Harness) -> None:
+    """After the reopen window a reply opens a new linked ticket. When it was also sent to
+    another desk, its copy through that desk's mailbox (and any re-delivery) is the same
+    message: no further tickets, no further acknowledgements."""
+    await h.deliver(mail())
+    await h.deliver(agent("#resolve Fixed."))
+    h.clock.advance(days=30)
+    late = mail("Re: [IT-1001] Laptop won't boot", message_id="<late@example.com>",
+                cc="facilities@example.com", body="It broke again.", headers=verified())
+    first = await h.deliver(late)
+    assert first.action == "ticket" and first.tickets == ("IT-1002",)
+    for _ in range(2):
+        again = await h.deliver(late, FACILITIES)
+        assert again.action == "duplicate", again
+    assert await h.count("tickets") == 2
+    assert len(await sent(h, "ack")) == 2
