@@ -478,7 +478,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
                   f"{report['seconds']:.2f} s (schema {report['schema_version']})")
         return 0
 
-    return _with_store(args, work)
+    return _with_store(args, work, any_schema=True)
 
 
 def _backup_refusal(target: Path, database: Path, force: bool) -> str | None:
@@ -646,8 +646,10 @@ def cmd_directory(args: argparse.Namespace) -> int:
 
 # --- helpers ---------------------------------------------------------------------------
 
-def _with_store(args: argparse.Namespace,
-                work: Callable[[Store], Awaitable[int]]) -> int:
+def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]],
+                any_schema: bool = False) -> int:
+    """Run work on the database; unless any_schema (backup), only on one at this
+    version's schema: an older one would fail halfway with a bare SQLite error."""
     config = load_config(config_path(args.config), secrets="none")
     if not config.database.exists():
         print(f"{config.database}: no database yet (has `mailgate run` been started?)",
@@ -657,6 +659,14 @@ def _with_store(args: argparse.Namespace,
     async def go() -> int:
         store = await Store.open(config.database, migrate=False)
         try:
+            version = await store.schema_version()
+            if not any_schema and version != len(MIGRATIONS):
+                print(f"{config.database}: schema {version}, this mailgate needs "
+                      f"{len(MIGRATIONS)}; "
+                      + ("run `mailgate migrate` (with the service stopped)"
+                         if version < len(MIGRATIONS) else "upgrade mailgate"),
+                      file=sys.stderr)
+                return 1
             return await work(store)
         finally:
             await store.close()

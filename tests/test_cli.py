@@ -210,3 +210,21 @@ def test_a_relative_password_file_is_relative_to_the_config_file(tmp_path: Path)
     result = subprocess.run([*MAILGATE, "--config", str(path), "check"], capture_output=True,
                             text=True, timeout=60, cwd="/")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_old_database_gets_a_clear_message_not_a_traceback(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mailgate.schema import MIGRATIONS
+    path = write_config(tmp_path, GOOD)
+    (tmp_path / "state").mkdir()
+    db = sqlite3.connect(tmp_path / "state" / "mailgate.sqlite3")
+    db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    db.close()
+    for args in (["status"], ["tickets"], ["report"]):
+        result = run("--config", str(path), *args)
+        assert result.returncode == 1, result.stderr
+        assert "schema 1, this mailgate needs" in result.stderr
+        assert "run `mailgate migrate`" in result.stderr and "Traceback" not in result.stderr
+    backup = run("--config", str(path), "backup", str(tmp_path / "copy.sqlite3"))
+    assert backup.returncode == 0, backup.stderr  # an old database can still be saved
