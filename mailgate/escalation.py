@@ -16,6 +16,7 @@ from datetime import datetime
 
 from mailgate import escalation_mail, metrics
 from mailgate.compose import new_message_id
+from mailgate.directory import Department
 from mailgate.log import get_logger
 from mailgate.model import Outgoing
 from mailgate.periodic import repeat
@@ -120,12 +121,24 @@ class Escalator:
                              if dept else ())
         roles, recipients = audience[key]
         if dept is None or not recipients:
-            log.warning("escalation.no_recipients", ticket=due.ref, kind=kind.value)
+            reason = _unsent_reason(due.department, dept, kind.value, roles)
+            log.warning("escalation.no_recipients", ticket=due.ref, kind=kind.value,
+                        reason=reason)
             return None, (due.ticket_id, f"sla_{kind.value}_unsent",
                           {"target": due.clock.target.value, "level": level.number,
-                           "reason": "nobody in the directory fills " + " / ".join(roles)},
-                          None)
+                           "reason": reason}, None)
         message_id = new_message_id(dept.address.partition("@")[2], due.ref)
         return Outgoing(message_id=message_id, kind=f"escalation-{kind.value}",
                         mail_from=dept.address, recipients=recipients, raw=b"",
                         ticket_id=due.ticket_id, draft=escalation_mail.DRAFT), None
+
+
+def _unsent_reason(key: str, dept: Department | None, kind: str,
+                   roles: tuple[str, ...]) -> str:
+    """Why an escalation found nobody to tell, as something an admin can fix."""
+    if dept is None:
+        return f"department {key!r} is not in the directory (any more)"
+    if not roles:
+        return f"the SLA policy names no roles to notify for {kind} ([sla.NAME.notify])"
+    return (f"nobody in the directory fills {' / '.join(roles)} for {dept.key}; add them "
+            "to the department or change [sla.NAME.notify]")

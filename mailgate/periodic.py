@@ -1,9 +1,11 @@
 """The loop every background worker runs: a round, then sleep until due or woken.
 
 Shared by the escalation scheduler, auto-close and the digest so each one is just its
-`run_once`: a locked or full database is logged and retried with backoff (the worker never
-dies of it), and the sleep uses asyncio.timeout, not wait_for, which on Python 3.11 can
-swallow a cancellation arriving together with the wake-up (stop() would then hang).
+`run_once`: a locked or full database is logged and retried with backoff, and so is any
+other error (a bug in one round is logged with its traceback): the worker never dies of
+it, so one bad ticket cannot stop escalations for all the others. The sleep uses
+asyncio.timeout, not wait_for, which on Python 3.11 can swallow a cancellation arriving
+together with the wake-up (stop() would then hang).
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ async def repeat(name: str, run_once: Callable[[], Awaitable[object]], wake: asy
         try:
             await run_once()
             errors = 0
+            timeout = await next_wait()
         except sqlite3.OperationalError as exc:  # locked, disk full: retry, never die
             errors += 1
             log.warning(f"{name}.retry", error=str(exc), round=errors)
-        timeout = min(2.0 ** errors, MAX_BACKOFF) if errors else await next_wait()
+        except Exception:  # a bug in one round must not stop every later one
+            errors += 1
+            log.exception(f"{name}.failed", round=errors)
+        if errors:
+            timeout = min(2.0 ** errors, MAX_BACKOFF)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await wake.wait()

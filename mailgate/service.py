@@ -125,6 +125,7 @@ class Daemon:
         self.metrics: metrics.Registry | None = None
         self.metrics_server: asyncio.Server | None = None
         self.reload_problem: str | None = None  # why the last reload failed, for STATUS=
+        self.start_problem: str | None = None  # what did not start (a metrics port in use)
         self._tasks: list[asyncio.Task] = []
         self._watcher_tasks: dict[str, asyncio.Task] = {}
 
@@ -146,7 +147,7 @@ class Daemon:
             # Before any task runs, so no event goes uncounted.
             self.metrics = metrics.Registry()
             metrics.install(self.metrics)
-            await self._start_metrics(self.config.metrics)
+            await self._start_metrics(self.config.metrics, at_start=True)
         self.pipeline = self._pipeline(self.config, self.directory, self.renderer)
         self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
         self.escalator = Escalator(self.store, lambda: self._current().sla,
@@ -173,7 +174,7 @@ class Daemon:
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=str(self.config.database))
 
-    async def _start_metrics(self, config: MetricsConfig) -> None:
+    async def _start_metrics(self, config: MetricsConfig, at_start: bool = False) -> None:
         assert self.metrics is not None
         try:
             self.metrics_server = await metrics.serve(config.host, config.port, self.metrics,
@@ -181,7 +182,11 @@ class Daemon:
         except OSError as exc:  # a metrics port in use must not stop mail from flowing
             log.error("metrics.listen_failed", listen=f"{config.host}:{config.port}",
                       error=str(exc))
-            self.reload_problem = f"cannot serve metrics on {config.host}:{config.port}"
+            problem = f"cannot serve metrics on {config.host}:{config.port}"
+            if at_start:
+                self.start_problem = problem
+            else:
+                self.reload_problem = problem
 
     async def _gauges(self) -> list[tuple[str, metrics.Labels, float]]:
         """Read at each scrape: outbox depth, quarantine, open tickets and SLA state."""
@@ -275,7 +280,9 @@ class Daemon:
             metrics=self.config.metrics != setup.config.metrics)
 
     async def apply_reload(self, plan: Reload) -> None:
-        """Swap in the new setup between transactions, then restart only what changed."""
+        """Swap in the new setup between transactions, then restart only what changed;
+        a listener or metrics port that cannot be bound is this reload's problem."""
+        self.reload_problem = None
         old = self.config
         pipeline = self._pipeline(plan.setup.config, plan.setup.directory, plan.renderer)
         doomed: list[asyncio.Task] = []
@@ -296,7 +303,6 @@ class Daemon:
             await self.transport.replace(make_transport(self.config))
         if plan.listener:
             await self._replace_listener(old.listener, self.config.listener)
-        self.reload_problem = None
         if plan.metrics:
             await self._replace_metrics(self.config.metrics)
         log.info("reload.applied", **plan.summary())
@@ -363,6 +369,8 @@ class Daemon:
         line += f"; outbox {depth} queued"
         if self.outbox and self.outbox.server_backoff:
             line += " (SMTP server unavailable)"
+        if self.start_problem:
+            line += f"; at start: {self.start_problem}"
         if self.reload_problem:
             line += f"; last reload failed: {self.reload_problem}"
         return line

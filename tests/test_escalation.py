@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from mailgate import escalation_mail, history
-from mailgate.escalation import Escalator
+from mailgate.escalation import Escalator, _unsent_reason
 from mailgate.outbox import MAX_ATTEMPTS, Outbox
 from mailgate.render import Renderer
 from mailgate.sentlog import SentLog
 from mailgate.store import OutboxRow, Store
 from mailgate.transport import DirectoryTransport
-from tests.factories import IT, TEMPLATES, Harness, harness, mail
+from tests.factories import IT, TEMPLATES, Harness, example_directory, harness, mail
 from tests.test_pipeline import dsn_for
 
 
@@ -268,3 +268,12 @@ async def test_the_sender_never_sees_a_queued_row_before_its_transaction_commits
         await h.pipeline.handle(tx, mail(), IT)
         assert await h.store.due_outgoing(h.clock(), 100) == []  # not committed yet
     assert len(await h.store.due_outgoing(h.clock(), 100)) == 2  # ack, team notification
+
+
+def test_an_unsent_escalation_says_what_to_fix() -> None:
+    it = example_directory().departments["it"]
+    assert "department 'gone' is not in the directory" in _unsent_reason("gone", None,
+                                                                          "breach", ())
+    assert "names no roles to notify for breach" in _unsent_reason("it", it, "breach", ())
+    assert "nobody in the directory fills lead / head for it" in _unsent_reason(
+        "it", it, "breach", ("lead", "head"))
