@@ -46,7 +46,7 @@ class AutoCloser:
                 due = await ops.resolved_before(tx, now - after, BATCH)
                 for ticket_id, ref in due:
                     await ops.set_status(tx, ticket_id, Status.CLOSED, now)
-                    await ops.event(tx, ticket_id, "closed", now,
+                    await tx.add_event(ticket_id, "closed", now,
                                     detail={"reason": "resolved and not answered",
                                             "after_days": after / timedelta(days=1)})
                     log.info("ticket.auto_closed", ticket=ref)

@@ -24,7 +24,7 @@ from mailgate.errors import ConfigError
 from mailgate.history import local_time
 from mailgate.loader import Setup, check, load_setup
 from mailgate.log import setup_logging
-from mailgate.model import Origin, Status, Ticket
+from mailgate.model import Origin, Status
 from mailgate.progress import Progress
 from mailgate.schema import MIGRATIONS
 from mailgate.store import Store
@@ -679,14 +679,6 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} bytes"
-
-
-def _ticket_json(ticket: Ticket) -> dict:
-    return {"ref": ticket.ref, "department": ticket.department, "status": ticket.status.value,
-            "priority": ticket.priority.value, "subject": ticket.subject,
-            "requester": ticket.requester, "requester_name": ticket.requester_name,
-            "created_at": ticket.created_at.isoformat(),
-            "updated_at": ticket.updated_at.isoformat()}
 
 
 def _when_ts(value: float | None) -> str:

@@ -26,14 +26,12 @@ import aiosqlite
 
 from mailgate.businesstime import BusinessCalendar
 from mailgate.dependencies import DependencyView, RequestFacts, build_dependencies
-from mailgate.directory import Directory
-from mailgate.model import Priority, Status, Ticket
-from mailgate.pipeline import is_agent
+from mailgate.directory import Directory, is_agent
+from mailgate.model import Ticket
 from mailgate.report import ClockFacts, Report, TicketFacts, build_report
-from mailgate.store import from_ts, ts
+from mailgate.store import from_ts, maybe_ts, ticket_from_row, ts
 
 RISK_HORIZON = 3600.0  # business seconds: this much or less left counts as at risk
-CLOSED = ("resolved", "closed")
 # Event kinds that are an agent's answer on the ticket (pipeline._follow_clocks). Only
 # events whose actor is an agent of the ticket's department count.
 RESPONSE_EVENTS = ("reply",)
@@ -156,13 +154,8 @@ async def find_tickets(conn: aiosqlite.Connection, flt: TicketFilter, now: datet
         FROM tickets t LEFT JOIN state s ON s.ticket = t.id
         {clause} ORDER BY t.id DESC LIMIT :limit"""
     rows = await conn.execute_fetchall(sql, params)
-    return [TicketRow(_ticket(r), _sla(r[10], r[11], r[12]),
+    return [TicketRow(ticket_from_row(r), _sla(r[10], r[11], r[12]),
                       from_ts(r[12]) if r[12] is not None else None) for r in rows]
-
-
-def _ticket(r: tuple) -> Ticket:
-    return Ticket(r[0], r[1], r[2], r[3], r[4], r[5], Status(r[6]), Priority(r[7]),
-                  from_ts(r[8]), from_ts(r[9]))
 
 
 def _sla(breached: int | None, at_risk: int | None, next_due: float | None) -> str | None:
@@ -216,21 +209,17 @@ async def report_rows(conn: aiosqlite.Connection, directory: Directory | None,
         dept = directory.departments.get(dept_key) if directory else None
         if dept is not None and is_agent(dept, actor):
             responses[ticket] = responses.get(ticket, 0) + 1
-    tickets = [TicketFacts(r[1], from_ts(r[2]), _maybe(r[3]), _maybe(r[4]),
+    tickets = [TicketFacts(r[1], from_ts(r[2]), maybe_ts(r[3]), maybe_ts(r[4]),
                            responses.get(r[0], 0), r[5]) for r in rows]
     clock_rows = await conn.execute_fetchall(
         f"""SELECT t.department, c.target, c.due_at, c.met_at FROM sla_clocks c
             JOIN tickets t ON t.id = c.ticket WHERE {cohort}""", params)
-    clocks = [ClockFacts(r[0], r[1], from_ts(r[2]), _maybe(r[3])) for r in clock_rows]
+    clocks = [ClockFacts(r[0], r[1], from_ts(r[2]), maybe_ts(r[3])) for r in clock_rows]
     backlog_rows = await conn.execute_fetchall(
         f"""SELECT t.department, COUNT(*) FROM tickets t
             WHERE t.status NOT IN ('resolved', 'closed') AND {in_depts}
             GROUP BY t.department""", params)
     return ReportRows(tickets, clocks, {r[0]: r[1] for r in backlog_rows}, ratings)
-
-
-def _maybe(value: float | None) -> datetime | None:
-    return from_ts(value) if value is not None else None
 
 
 def calendar_lookup(directory: Directory | None) -> dict[str, BusinessCalendar]:
@@ -267,7 +256,7 @@ async def dependency_view(conn: aiosqlite.Connection, directory: Directory | Non
         """SELECT t.requester, t.department, t.created_at, t.first_response_at
            FROM tickets t WHERE t.created_at >= :since AND t.created_at < :until
            ORDER BY t.id""", {"since": ts(since), "until": ts(until)})
-    requests = [RequestFacts((r[0] or "").lower(), r[1], from_ts(r[2]), _maybe(r[3]))
+    requests = [RequestFacts((r[0] or "").lower(), r[1], from_ts(r[2]), maybe_ts(r[3]))
                 for r in rows]
 
     def department_of(address: str) -> str | None:

@@ -38,6 +38,11 @@ def from_ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+def maybe_ts(value: float | None) -> datetime | None:
+    """from_ts for a column that may be NULL."""
+    return from_ts(value) if value is not None else None
+
+
 def ticket_from_row(row: sqlite3.Row | tuple) -> Ticket:
     return Ticket(
         id=row[0], ref=row[1], department=row[2], subject=row[3], requester=row[4],
@@ -167,20 +172,6 @@ class Store:
             row = await cur.fetchone()
         return ticket_from_row(row) if row else None
 
-    async def tickets(self, department: str | None = None, status: str | None = None,
-                      limit: int = 200) -> list[Ticket]:
-        where, args = [], []
-        if department:
-            where.append("department = ?")
-            args.append(department)
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        sql = f"SELECT {TICKET_COLUMNS} FROM tickets {clause} ORDER BY id DESC LIMIT ?"
-        async with self.conn.execute(sql, (*args, limit)) as cur:
-            return [ticket_from_row(row) for row in await cur.fetchall()]
-
     async def linked_refs(self, ticket_id: int) -> list[str]:
         sql = ("SELECT t.ref FROM ticket_links l JOIN tickets t ON t.id = l.other "
                "WHERE l.ticket = ? ORDER BY t.id")
@@ -226,12 +217,6 @@ class Store:
         keys = ("name", "state", "state_at", "last_error", "last_message_at", "last_uid",
                 "uidvalidity")
         return [dict(zip(keys, row, strict=True)) for row in rows]
-
-    async def open_tickets_by_department(self) -> dict[str, int]:
-        sql = """SELECT department, COUNT(*) FROM tickets
-                 WHERE status NOT IN ('resolved', 'closed') GROUP BY department"""
-        async with self.conn.execute(sql) as cur:
-            return {r[0]: r[1] for r in await cur.fetchall()}
 
     async def oldest_queued_at(self) -> datetime | None:
         async with self.conn.execute(
@@ -434,12 +419,14 @@ class Tx:
 
     async def add_event(self, ticket_id: int, kind: str, now: datetime, *,
                         actor: str | None = None, message: int | None = None,
-                        outgoing: int | None = None, detail: dict | None = None) -> None:
+                        outgoing: int | None = None, detail: dict | None = None,
+                        visibility: str | None = None) -> None:
+        """visibility: public | internal for the conversation's events, else None."""
         await self.execute(
-            "INSERT INTO events (ticket, at, kind, actor, message, outgoing, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (ticket, at, kind, actor, message, outgoing, detail, "
+            "visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (ticket_id, ts(now), kind, actor, message, outgoing,
-             json.dumps(detail) if detail else None))
+             json.dumps(detail) if detail else None, visibility))
 
     async def link_tickets(self, ticket_ids: list[int]) -> None:
         pairs = [(a, b) for a in ticket_ids for b in ticket_ids if a != b]

@@ -1,5 +1,5 @@
-"""The conversation's SQL inside an open transaction: ticket state, status changes,
-threading lookups and visible events. Called by conversation.py and autoclose.py.
+"""The conversation's SQL inside an open transaction: ticket state, status changes and
+threading lookups. Called by workflow.py and autoclose.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from mailgate.model import Status, Ticket
-from mailgate.store import TICKET_COLUMNS, Tx, from_ts, ticket_from_row, ts
+from mailgate.store import TICKET_COLUMNS, Tx, from_ts, maybe_ts, ticket_from_row, ts
 
 # Mail we send to the requester, and to the team: each side threads among its own.
 REQUESTER_KINDS = ("ack", "reply", "summary", "thanks", "transferred")
@@ -39,26 +39,12 @@ _STATE = f"""SELECT {TICKET_COLUMNS}, assignee, resolved_at, closed_at, survey_a
 MAX_CC = 20
 
 
-def _maybe(value: float | None) -> datetime | None:
-    return from_ts(value) if value is not None else None
-
-
 async def state(tx: Tx, ticket_id: int) -> TicketState:
     r = await tx.fetch_one(_STATE, (ticket_id,))
     assert r is not None, f"ticket {ticket_id} vanished inside its transaction"
-    return TicketState.of(ticket_from_row(r), assignee=r[10], resolved_at=_maybe(r[11]),
-                          closed_at=_maybe(r[12]), survey_at=_maybe(r[13]), rating=r[14],
+    return TicketState.of(ticket_from_row(r), assignee=r[10], resolved_at=maybe_ts(r[11]),
+                          closed_at=maybe_ts(r[12]), survey_at=maybe_ts(r[13]), rating=r[14],
                           cc=tuple(json.loads(r[15])) if r[15] else ())
-
-
-async def event(tx: Tx, ticket_id: int, kind: str, now: datetime, *, actor: str | None = None,
-                message: int | None = None, outgoing: int | None = None,
-                detail: dict | None = None, visibility: str | None = None) -> None:
-    await tx.execute(
-        "INSERT INTO events (ticket, at, kind, actor, message, outgoing, detail, visibility) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (ticket_id, ts(now), kind, actor, message, outgoing,
-         json.dumps(detail) if detail else None, visibility))
 
 
 async def set_text(tx: Tx, message: int, text: str) -> None:
@@ -151,8 +137,3 @@ async def relays_from(tx: Tx, ticket_id: int, sender: str, since: datetime) -> i
     return int(row[0]) if row else 0
 
 
-async def recent_count(tx: Tx, kind: str, recipient: str, since: datetime) -> int:
-    row = await tx.fetch_one(
-        "SELECT COUNT(*) FROM outbox WHERE kind = ? AND recipients = ? AND created_at >= ?",
-        (kind, json.dumps([recipient]), ts(since)))
-    return int(row[0]) if row else 0

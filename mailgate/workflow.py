@@ -131,7 +131,7 @@ class Workflow:
         dept = self.directory.departments[st.department]
         to = self.directory.recipients(dept, ("team",), None)
         if not to:
-            await ops.event(tx, st.id, "team_notify_unsent", now,
+            await tx.add_event(st.id, "team_notify_unsent", now,
                             detail={"reason": f"{dept.key} has no team and no notify address"})
             return
         due = ticket.first_response_due
@@ -170,7 +170,7 @@ class Workflow:
         problems = list(parsed.errors) or self._problems(st, dept, parsed.actions)
         if problems:
             await ops.set_text(tx, mail.message, parsed.text)
-            await ops.event(tx, st.id, "command_rejected", now, actor=mail.sender,
+            await tx.add_event(st.id, "command_rejected", now, actor=mail.sender,
                             message=mail.message, detail={"problems": problems},
                             visibility="internal")
             await self._command_reply(tx, st, dept, mail, now, problems=problems)
@@ -182,7 +182,7 @@ class Workflow:
         detail: dict = {"role": "agent"}
         if parsed.commands:
             detail["commands"] = [str(c) for c in parsed.commands]
-        await ops.event(tx, st.id, kind, now, actor=mail.sender, message=mail.message,
+        await tx.add_event(st.id, kind, now, actor=mail.sender, message=mail.message,
                         detail=detail, visibility="public" if kind == "reply" else "internal")
         await tx.touch_ticket(st.id, now)
         if kind == "reply":
@@ -202,7 +202,7 @@ class Workflow:
                                mail: Incoming, text: str, now: datetime) -> str:
         """An agent's address, but the From: cannot be believed: kept, never relayed."""
         await ops.set_text(tx, mail.message, text)
-        await ops.event(tx, st.id, "reply", now, actor=mail.sender, message=mail.message,
+        await tx.add_event(st.id, "reply", now, actor=mail.sender, message=mail.message,
                         detail={"untrusted": mail.trust.value}, visibility="internal")
         parsed = parse_commands(text)
         if parsed.has_commands and not parsed.unknown_only:
@@ -226,7 +226,7 @@ class Workflow:
             # Someone else (a colleague in Cc, another employee): a comment. It is relayed
             # to the team like a reply, but only the requester reopens, resumes a waiting
             # ticket or asks for the next response.
-            await ops.event(tx, st.id, "comment", now, actor=mail.sender,
+            await tx.add_event(st.id, "comment", now, actor=mail.sender,
                             message=mail.message, detail={"role": "other"},
                             visibility="public")
             await tx.touch_ticket(st.id, now)
@@ -240,7 +240,7 @@ class Workflow:
             reopened = True
         elif st.status is Status.WAITING:
             await ops.set_status(tx, st.id, Status.OPEN, now)
-        await ops.event(tx, st.id, "reply", now, actor=mail.sender, message=mail.message,
+        await tx.add_event(st.id, "reply", now, actor=mail.sender, message=mail.message,
                         detail={"role": "requester"}, visibility="public")
         await tx.touch_ticket(st.id, now)
         await self.sla.resume(tx, st.id, now)
@@ -316,22 +316,22 @@ class Workflow:
             await ops.set_field(tx, st.id, "assignee", who, now)
             if st.status is Status.NEW:
                 await ops.set_status(tx, st.id, Status.OPEN, now)
-            await ops.event(tx, st.id, "assigned", now, actor=actor,
+            await tx.add_event(st.id, "assigned", now, actor=actor,
                             detail=detail | {"assignee": who})
         elif name == "priority":
             await ops.set_field(tx, st.id, "priority", Priority(command.arg).value, now)
-            await ops.event(tx, st.id, "priority", now, actor=actor,
+            await tx.add_event(st.id, "priority", now, actor=actor,
                             detail=detail | {"from": st.priority.value, "to": command.arg})
         elif name == "waiting":
             await ops.set_status(tx, st.id, Status.WAITING, now)
             await self.sla.pause(tx, st.id, now)
-            await ops.event(tx, st.id, "waiting", now, actor=actor, detail=detail)
+            await tx.add_event(st.id, "waiting", now, actor=actor, detail=detail)
         elif name == "reopen":
             await self._reopen(tx, st, now, actor=actor, why=str(command))
         elif name == "close":
             await ops.set_status(tx, st.id, Status.CLOSED, now)
             await self.sla.pause(tx, st.id, now)  # closed: clocks stop, none counts as met
-            await ops.event(tx, st.id, "closed", now, actor=actor, detail=detail)
+            await tx.add_event(st.id, "closed", now, actor=actor, detail=detail)
         elif name == "resolve":
             await self._resolve(tx, st, dept, mail, parsed, parts, now, command.arg)
         elif name == "transfer":
@@ -342,14 +342,14 @@ class Workflow:
         await ops.set_status(tx, st.id, Status.OPEN, now)
         await self.sla.resume(tx, st.id, now)  # a closed ticket's clocks were paused
         await self.sla.start(tx, st.id, Target.RESOLUTION, now)  # a new round, full budget
-        await ops.event(tx, st.id, "reopened", now, actor=actor,
+        await tx.add_event(st.id, "reopened", now, actor=actor,
                         detail={"from": st.status.value, "why": why})
         log.info("ticket.reopened", ticket=st.ref, by=actor)
 
     async def _answered(self, tx: Tx, st: ops.TicketState, actor: str, now: datetime) -> None:
         met = await self.sla.meet(tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE), now)
         if met:
-            await ops.event(tx, st.id, "sla_met", now, actor=actor,
+            await tx.add_event(st.id, "sla_met", now, actor=actor,
                             detail={"targets": [t.value for t in met]})
         if st.status is Status.NEW:
             await ops.set_status(tx, st.id, Status.OPEN, now)
@@ -362,7 +362,7 @@ class Workflow:
         await ops.set_status(tx, st.id, Status.RESOLVED, now)
         met = await self.sla.meet(
             tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE, Target.RESOLUTION), now)
-        await ops.event(tx, st.id, "resolved", now, actor=mail.sender,
+        await tx.add_event(st.id, "resolved", now, actor=mail.sender,
                         detail={"command": "#resolve", "met": [t.value for t in met]})
         said = "" if parsed.note else parsed.text.strip()  # a #note's text stays internal
         done = "\n\n".join(part for part in ((summary or "").strip(), said) if part) \
@@ -394,7 +394,7 @@ class Workflow:
         await self.sla.meet(tx, st.id, (Target.NEXT_RESPONSE,), now)
         for clock in (Target.FIRST_RESPONSE, Target.RESOLUTION):
             await self.sla.start(tx, st.id, clock, now)
-        await ops.event(tx, st.id, "transferred", now, actor=actor,
+        await tx.add_event(st.id, "transferred", now, actor=actor,
                         detail={"command": str(command), "from": dept.key, "to": target.key})
         text = await ops.request_text(tx, st.id)
         moved = Opened(await ops.state(tx, st.id), await ops.request_message_id(tx, st.id),
@@ -406,7 +406,7 @@ class Workflow:
     async def _rated(self, tx: Tx, st: ops.TicketState, dept: Department | None,
                      mail: Incoming, rating: int, comment: str, now: datetime) -> str:
         await ops.rate(tx, st.id, rating, comment, now)
-        await ops.event(tx, st.id, "rated", now, actor=mail.sender, message=mail.message,
+        await tx.add_event(st.id, "rated", now, actor=mail.sender, message=mail.message,
                         detail={"rating": rating, "comment": comment[:500]},
                         visibility="internal")
         if st.rating is None and dept is not None:  # thanked once, not for a changed mind
@@ -461,7 +461,7 @@ class Workflow:
         if relayed >= self.settings.relays_per_sender_per_hour:
             # A flood on one ticket (a script, a misbehaving client) is kept on the ticket
             # but stops filling the team's inboxes; the next hour relays again.
-            await ops.event(tx, st.id, "relay_suppressed", now, actor=mail.sender,
+            await tx.add_event(st.id, "relay_suppressed", now, actor=mail.sender,
                             message=mail.message, visibility="internal",
                             detail={"reason": f"rate limit: {relayed} relayed in the last "
                                               "hour from this sender on this ticket"})
@@ -485,7 +485,7 @@ class Workflow:
 
     async def _refuse(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
                       now: datetime, reason: str) -> None:
-        await ops.event(tx, st.id, "command_refused", now, actor=mail.sender,
+        await tx.add_event(st.id, "command_refused", now, actor=mail.sender,
                         detail={"reason": reason}, visibility="internal")
         log.warning("command.refused", ticket=st.ref, sender=mail.sender, reason=reason)
         await self._command_reply(tx, st, dept, mail, now, refused=reason)
@@ -494,9 +494,9 @@ class Workflow:
                              mail: Incoming, now: datetime, problems: list[str] | None = None,
                              refused: str | None = None) -> None:
         """Tell the sender why nothing happened: once per mail, rate-limited per sender."""
-        sent = await ops.recent_count(tx, "command-reply", mail.sender, now - timedelta(hours=1))
+        sent = await tx.recent_mail_count("command-reply", mail.sender, now - timedelta(hours=1))
         if sent >= self.settings.replies_per_sender_per_hour:
-            await ops.event(tx, st.id, "command_reply_suppressed", now, actor=mail.sender,
+            await tx.add_event(st.id, "command_reply_suppressed", now, actor=mail.sender,
                             detail={"reason": f"rate limit: {sent} in the last hour"})
             return
         context = self._context(st, dept) | {"problems": problems or [], "help": HELP,
@@ -518,7 +518,7 @@ class Workflow:
         dept = self.directory.departments.get(st.department)
         if dept is None:
             return
-        sent = await ops.recent_count(tx, "not-kept", mail.sender, now - timedelta(hours=1))
+        sent = await tx.recent_mail_count("not-kept", mail.sender, now - timedelta(hours=1))
         if sent >= self.settings.replies_per_sender_per_hour:
             return
         context = self._context(st, dept) | {
@@ -569,7 +569,7 @@ class Workflow:
                     *, actor: str | None = None, detail: dict | None = None,
                     visibility: str | None = None) -> None:
         outgoing = await tx.enqueue(mail, now)
-        await ops.event(tx, ticket_id, event, now, actor=actor, outgoing=outgoing,
+        await tx.add_event(ticket_id, event, now, actor=actor, outgoing=outgoing,
                         detail=detail, visibility=visibility)
 
     def _context(self, st: ops.TicketState, dept: Department) -> dict:
