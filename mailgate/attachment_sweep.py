@@ -33,9 +33,10 @@ class Swept:
 
 
 class AttachmentSweeper:
-    def __init__(self, store: Store, root: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, files: AttachmentStore,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.files = AttachmentStore(root)
+        self.files = files
         self.clock = clock
         self.wake = asyncio.Event()
 

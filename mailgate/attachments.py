@@ -72,6 +72,11 @@ class AttachmentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @classmethod
+    def of(cls, state_dir: Path) -> AttachmentStore:
+        """The store beside the database: <state>/attachments."""
+        return cls(state_dir / "attachments")
+
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:]
 

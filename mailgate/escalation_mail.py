@@ -22,14 +22,13 @@ from mailgate.model import Ticket
 from mailgate.render import Renderer
 from mailgate.sla import LevelKind, business_time_left
 from mailgate.slaclock import SlaBook
-from mailgate.store import TICKET_COLUMNS, OutboxRow, Store, from_ts, ticket_from_row
+from mailgate.store import TICKET_FIELDS, OutboxRow, Store, from_ts, ticket_columns, ticket_from_row
 
 DRAFT = "escalation"  # the outbox rows' draft marker for mail written by this module
 
-_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TICKET_COLUMNS.split(","))
 # The ticket as it is now, but its department and assignee as they were when the level
 # fired (a transfer in between must not re-address the mail).
-_FIRED = f"""SELECT {_COLUMNS}, coalesce(e.department, t.department),
+_FIRED = f"""SELECT {ticket_columns('t')}, coalesce(e.department, t.department),
                     CASE WHEN e.department IS NULL THEN t.assignee ELSE e.assignee END,
                     e.target, e.kind, e.level, e.at, e.due_at
              FROM escalations e JOIN tickets t ON t.id = e.ticket
@@ -66,9 +65,8 @@ async def load(store: Store, row: OutboxRow) -> Fired:
     found = next(iter(await store.read_committed(_FIRED, (row.ticket, row.id))), None)
     if found is None:
         raise PermanentError(f"no escalation is recorded for outbox row {row.id}")
-    columns = len(TICKET_COLUMNS.split(","))
-    department, assignee, target, kind, level, fired_at, due_at = found[columns:]
-    ticket = replace(ticket_from_row(found[:columns]), department=department)
+    department, assignee, target, kind, level, fired_at, due_at = found[TICKET_FIELDS:]
+    ticket = replace(ticket_from_row(found[:TICKET_FIELDS]), department=department)
     return Fired(ticket, assignee, target, LevelKind(kind), level, from_ts(fired_at),
                  from_ts(due_at))
 

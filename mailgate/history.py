@@ -61,7 +61,7 @@ async def load(store: Store, ref: str, now: datetime) -> dict | None:
     async with store.conn.execute(_EVENTS, {"ticket": row[0]}) as cur:
         events = [_event(r) for r in await cur.fetchall()]
     ticket["cc"] = json.loads(ticket["cc"]) if ticket["cc"] else []
-    root = AttachmentStore(store.path.parent / "attachments")
+    root = AttachmentStore.of(store.path.parent)
     async with store.conn.execute(_ATTACHMENTS, (row[0],)) as cur:
         attachments = [{"filename": r[0], "content_type": r[1], "size": r[2], "sha256": r[3],
                         "path": str(root.path(r[3])) if r[3] else None, "message_id": r[4],

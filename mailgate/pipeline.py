@@ -178,8 +178,9 @@ class Pipeline:
                       tickets: list[Ticket], pending: list[str], origin: Origin,
                       now: datetime, stored: int | None) -> Outcome:
         """A follow-up to known tickets: record it on each; automatic mail is only noted."""
+        trust = sender_trust(msg, self.settings.trust)
         message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
-                                         sender_trust(msg, self.settings.trust), stored=stored)
+                                         trust, stored=stored)
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
@@ -188,7 +189,7 @@ class Pipeline:
             dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
         if verdict.kind is MailKind.REQUEST and actor:
             # A person wrote: answers, notes, commands, replies (workflow.py).
-            incoming = Incoming(msg, raw, message, sender_trust(msg, self.settings.trust))
+            incoming = Incoming(msg, raw, message, trust)
             for ticket in tickets:
                 kind = await self.workflow.follow_up(tx, ticket, incoming, now)
             if dropped:  # what they sent did not all arrive: they should know
@@ -276,23 +277,18 @@ class Pipeline:
         if not parts:
             return []
         kept, dropped = select(parts, self.settings.max_attachment_bytes)
-        store = AttachmentStore(tx.state_dir / "attachments")
+        store = AttachmentStore.of(tx.state_dir)
         rows = []
         for part in kept:
             digest = await asyncio.to_thread(store.put, part.data)  # durable before the rows
             rows.append((part, digest))
         rows += [(part, None) for part in dropped]
-        await tx.conn.executemany(
-            "INSERT INTO attachments (ticket, message, filename, content_type, size, "
-            "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(ticket.id, message, part.filename, part.content_type, len(part.data), digest,
-              now.timestamp()) for ticket in tickets for part, digest in rows])
-        for ticket in tickets:
-            if dropped:
+        await tx.add_attachments([t.id for t in tickets], message, rows, now)
+        if dropped:
+            for ticket in tickets:
                 await tx.add_event(ticket.id, "attachments_dropped", now, message=message,
                                    detail={"files": [[p.filename, len(p.data)] for p in dropped],
                                            "limit": self.settings.max_attachment_bytes})
-        if dropped:
             log.warning("attachments.dropped", message_id=msg.message_id,
                         files=[p.filename for p in dropped])
         return [p.filename for p in dropped]

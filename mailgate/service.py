@@ -23,6 +23,7 @@ from typing import Any
 
 from mailgate import metrics
 from mailgate.attachment_sweep import AttachmentSweeper
+from mailgate.attachments import AttachmentStore
 from mailgate.autoclose import AutoCloser
 from mailgate.config import Config, ListenerConfig, MailboxConfig, MetricsConfig, Secret
 from mailgate.digest import Digester
@@ -164,7 +165,7 @@ class Daemon:
         self.autocloser = AutoCloser(self.store, lambda: self.config.conversation.auto_close_after,
                                      self.clock)
         self._spawn(self.autocloser.run(), "autoclose")
-        sweeper = AttachmentSweeper(self.store, self.store.path.parent / "attachments")
+        sweeper = AttachmentSweeper(self.store, AttachmentStore.of(self.store.path.parent))
         self._spawn(sweeper.run(), "attachments.sweep")
         for box in self.config.mailboxes:
             self._start_watcher(box)

@@ -55,7 +55,7 @@ class Tick:
 
 
 # What the tick needs of a ticket: the rest is read when the mail is written.
-TICKET_COLUMNS = "t.id, t.ref, t.department, t.assignee"
+DUE_TICKET_COLUMNS = "t.id, t.ref, t.department, t.assignee"
 CLOCK_COLUMNS = ("c.target, c.started_at, c.seconds, c.paused_seconds, c.fired, c.round, "
                  "c.due_at, c.next_at")
 # The ticket's next instant is the earliest next level of its running clocks: plain SQL.
@@ -85,13 +85,12 @@ class SlaBook:
     def escalation(self, dept: Department | None) -> Escalation:
         if dept is None:
             return Escalation()
-        found = self._escalations.get(dept.key)
+        found = self._escalations.get(dept.key)  # asked for every due clock in a tick
         if found is None:
-            policy = self.policy(dept)
-            every = policy.re_escalate_every if policy else None
+            policy = self.directory.sla_for(dept)
+            every = policy.re_escalate_every
             found = self._escalations[dept.key] = Escalation(
-                policy.warn_at, every.total_seconds() if every else None) if policy \
-                else Escalation()
+                policy.warn_at, every.total_seconds() if every else None)
         return found
 
     def roles(self, dept: Department, kind: str) -> tuple[str, ...]:
@@ -222,7 +221,7 @@ class SlaBook:
     async def due(self, tx: Tx, now: datetime, limit: int) -> Tick:
         """Decide, for up to `limit` due tickets, which levels fire now (reads only)."""
         rows = await tx.fetch_all(
-            f"""SELECT {TICKET_COLUMNS}, {CLOCK_COLUMNS}
+            f"""SELECT {DUE_TICKET_COLUMNS}, {CLOCK_COLUMNS}
                 FROM (SELECT id FROM tickets WHERE next_escalation_at <= ?
                       ORDER BY next_escalation_at LIMIT ?) d
                 JOIN tickets t ON t.id = d.id

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from mailgate.attachments import Part
 from mailgate.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
 from mailgate.parse import fingerprint
 from mailgate.schema import MIGRATIONS
@@ -28,6 +29,12 @@ from mailgate.schema import MIGRATIONS
 FIRST_TICKET_NUMBER = 1001
 TICKET_COLUMNS = ("id, ref, department, subject, requester, requester_name, status, priority, "
                   "created_at, updated_at")
+TICKET_FIELDS = len(TICKET_COLUMNS.split(","))  # how many of a row's first values they are
+
+
+def ticket_columns(alias: str) -> str:
+    """TICKET_COLUMNS for a query that names the tickets table `alias`."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in TICKET_COLUMNS.split(","))
 
 
 def ts(moment: datetime) -> float:
@@ -427,6 +434,15 @@ class Tx:
             "visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (ticket_id, ts(now), kind, actor, message, outgoing,
              json.dumps(detail) if detail else None, visibility))
+
+    async def add_attachments(self, tickets: list[int], message: int,
+                              files: list[tuple[Part, str | None]], now: datetime) -> None:
+        """One row per ticket and file: (part, its SHA-256, or None when not kept)."""
+        await self.conn.executemany(
+            "INSERT INTO attachments (ticket, message, filename, content_type, size, "
+            "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(ticket, message, part.filename, part.content_type, len(part.data), digest,
+              ts(now)) for ticket in tickets for part, digest in files])
 
     async def link_tickets(self, ticket_ids: list[int]) -> None:
         pairs = [(a, b) for a in ticket_ids for b in ticket_ids if a != b]

@@ -48,12 +48,12 @@ async def test_sweep_deletes_only_old_unnamed_files(tmp_path: Path) -> None:
             age(path, 2 * DAY)
         age(recent, 60)
 
-        swept = await AttachmentSweeper(h.store, root).run_once()
+        swept = await AttachmentSweeper(h.store, AttachmentStore(root)).run_once()
 
         assert (swept.files, swept.bytes) == (2, len(b"from a crash before the commit") + 4)
         assert named.exists() and recent.exists()
         assert not orphan.exists() and not leftover.exists()
-        again = await AttachmentSweeper(h.store, root).run_once()
+        again = await AttachmentSweeper(h.store, AttachmentStore(root)).run_once()
         assert again.files == 0
     finally:
         await h.store.close()
@@ -70,7 +70,7 @@ async def test_reusing_an_old_orphan_makes_it_recent_again(tmp_path: Path) -> No
         age(orphan, 2 * DAY)
         await h.deliver(attachment_mail(b"the same log twice"))
         assert time.time() - orphan.stat().st_mtime < MIN_AGE
-        assert (await AttachmentSweeper(h.store, root).run_once()).files == 0
+        assert (await AttachmentSweeper(h.store, AttachmentStore(root)).run_once()).files == 0
         assert orphan.exists()
     finally:
         await h.store.close()
@@ -79,7 +79,7 @@ async def test_reusing_an_old_orphan_makes_it_recent_again(tmp_path: Path) -> No
 async def test_sweep_without_an_attachments_folder_does_nothing(tmp_path: Path) -> None:
     h = await harness(tmp_path)
     try:
-        swept = await AttachmentSweeper(h.store, tmp_path / "none").run_once()
+        swept = await AttachmentSweeper(h.store, AttachmentStore(tmp_path / "none")).run_once()
         assert swept.files == 0
     finally:
         await h.store.close()
