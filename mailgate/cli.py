@@ -22,7 +22,7 @@ from mailgate.config import config_path, load_config, unread_secrets
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
 from mailgate.history import local_time
-from mailgate.loader import Setup, check, load_setup
+from mailgate.loader import Setup, load_setup
 from mailgate.log import setup_logging
 from mailgate.model import Origin, Status
 from mailgate.progress import Progress
@@ -146,12 +146,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     # Under systemd (ExecStartPre/ExecReload) the service's secrets are there: check them
     # as the daemon will read them; from an admin's shell, check what this shell has.
     mode = "read" if os.environ.get("INVOCATION_ID") else "available"
-    problems = check(path, secrets=mode)
-    for line in problems:
-        print(line)
-    if problems:
+    try:
+        setup = load_setup(path, secrets=mode)
+    except ConfigError as exc:
+        print("\n".join(exc.problems))
         return 1
-    setup = load_setup(path, secrets=mode)
     print(f"{path}: OK ({len(setup.directory.departments)} departments, "
           f"{len(setup.config.mailboxes)} mailboxes)")
     unread = unread_secrets(path)
@@ -165,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mailgate.service import Daemon, run_forever
 
     setup = load_setup(config_path(args.config))
-    asyncio.run(run_forever(Daemon(setup.config, setup.directory)))
+    asyncio.run(run_forever(Daemon(setup.config, setup.directory, renderer=setup.renderer)))
     return 0
 
 
@@ -428,12 +427,11 @@ async def _quarantine_action(store: Store, args: argparse.Namespace) -> int:
 async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str) -> int:
     """Run the message through the pipeline again, e.g. after fixing the directory."""
     from mailgate.pipeline import Pipeline, PipelineSettings
-    from mailgate.render import Renderer
     from mailgate.service import system_clock
 
     setup = load_setup(config_path(args.config), secrets="none")
     settings = PipelineSettings.from_config(setup.config)
-    pipeline = Pipeline(setup.directory, Renderer(setup.config.templates_dir), settings,
+    pipeline = Pipeline(setup.directory, setup.renderer, settings,
                         system_clock)
     departments = _departments_of_source(setup, source)
     async with store.transaction() as tx:

@@ -95,7 +95,7 @@ async def run_demo(folder: Path, port: int) -> int:
     config_path = prepare(folder.resolve(), port)
     setup = load_setup(config_path)
     assert setup.config.outbox_dir is not None
-    daemon = Daemon(setup.config, setup.directory,
+    daemon = Daemon(setup.config, setup.directory, renderer=setup.renderer,
                     transport=ConsoleTransport(setup.config.outbox_dir))
     addresses = [a for d in setup.directory.departments.values() for a in d.addresses]
 

@@ -15,6 +15,7 @@ from mailgate.render import Renderer
 class Setup:
     config: Config
     directory: Directory
+    renderer: Renderer  # the template snapshot that was checked: the one to use
 
 
 def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
@@ -33,10 +34,11 @@ def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
         f"(known: {', '.join(directory.departments)})"
         for i, box in enumerate(config.mailboxes) if box.department not in directory.departments
     ]
-    problems += Renderer(config.templates_dir).check()
+    renderer = Renderer(config.templates_dir)
+    problems += renderer.check()
     if problems:
         raise ConfigError(problems)
-    return Setup(config, directory)
+    return Setup(config, directory, renderer)
 
 
 def directory_path(path: Path) -> Path:
@@ -59,13 +61,4 @@ def _directory_problems(path: Path) -> list[str]:
     except ConfigError as exc:
         # An unreadable mailgate.toml is reported once, by load_config, not again here.
         return [line for line in exc.problems if not line.startswith(f"{path}: ")]
-    return []
-
-
-def check(path: Path, secrets: SecretsMode = "read") -> list[str]:
-    """Problems found, as lines; empty when all is well."""
-    try:
-        load_setup(path, secrets)
-    except ConfigError as exc:
-        return exc.problems
     return []

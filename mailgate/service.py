@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -106,14 +105,15 @@ class Reload:
 
 class Daemon:
     def __init__(self, config: Config, directory: Directory, *, clock: Clock = system_clock,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, renderer: Renderer | None = None) -> None:
         self.config = config
         self.directory = directory
         self.clock = clock
         # An injected transport (demo, tests) is the caller's: a reload leaves it alone.
         self._own_transport = transport is None
         self.transport = SwappableTransport(transport or make_transport(config))
-        self.renderer = Renderer(config.templates_dir)
+        # The snapshot load_setup checked, when the caller has one (no second read).
+        self.renderer = renderer or Renderer(config.templates_dir)
         self.store: Store | None = None
         self.outbox: Outbox | None = None
         self.pipeline: Pipeline | None = None
@@ -264,7 +264,8 @@ class Daemon:
 
     async def prepare_reload(self) -> Reload:
         """Read and check the new setup; ConfigError (one line per problem) if unusable."""
-        setup, renderer = await asyncio.to_thread(load_checked, self.config.path)
+        setup = await asyncio.to_thread(load_setup, self.config.path)
+        renderer = setup.renderer
         problems = needs_restart(self.config, setup.config)
         if problems:
             raise ConfigError(problems)
@@ -429,16 +430,6 @@ class Daemon:
 
 
 # --- comparing setups ---------------------------------------------------------------
-
-def load_checked(path: Path) -> tuple[Setup, Renderer]:
-    """load_setup, plus a check of the very template snapshot the daemon will use."""
-    setup = load_setup(path)
-    renderer = Renderer(setup.config.templates_dir)
-    problems = renderer.check()
-    if problems:
-        raise ConfigError(problems)
-    return setup, renderer
-
 
 def needs_restart(old: Config, new: Config) -> list[str]:
     """Changes a reload cannot apply: the open database and sent log live in [state] dir."""
