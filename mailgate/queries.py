@@ -57,10 +57,8 @@ def risk_horizons(directory: Directory | None, now: datetime) -> dict[str, float
     Departments the database knows but the directory no longer does fall back to one
     wall-clock hour in the SQL.
     """
-    if directory is None:
-        return {}
-    return {key: ts(directory.calendar_for(dept).add(now, RISK_HORIZON))
-            for key, dept in directory.departments.items()}
+    return {key: ts(calendar.add(now, RISK_HORIZON))
+            for key, calendar in calendar_lookup(directory).items()}
 
 
 def _params(now: datetime, horizons: Mapping[str, float]) -> dict[str, object]:

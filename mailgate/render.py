@@ -109,21 +109,14 @@ class SnapshotLoader(BaseLoader):
         self.sources: dict[str, tuple[str, str] | Exception] = {}
         files = sorted(folder.rglob("*.j2")) if folder.is_dir() else []
         for path in (f for f in files if f.is_file()):
-            name = path.relative_to(folder).as_posix()
-            try:
-                self.sources[name] = (path.read_text(encoding="utf-8"), str(path))
-            except (OSError, UnicodeDecodeError) as exc:  # reported by check(), not a crash
-                self.sources[name] = exc
+            self.sources[path.relative_to(folder).as_posix()] = _read(path)
 
     def add_missing(self, folder: Path, names: list[str]) -> None:
         """Take these templates from `folder` where the snapshot has none of its own."""
         for name in names:
             path = folder / name
             if name not in self.sources and path.is_file():
-                try:
-                    self.sources[name] = (path.read_text(encoding="utf-8"), str(path))
-                except (OSError, UnicodeDecodeError) as exc:
-                    self.sources[name] = exc
+                self.sources[name] = _read(path)
 
     def get_source(self, environment: Environment,
                    template: str) -> tuple[str, str | None, Callable[[], bool]]:
@@ -137,6 +130,15 @@ class SnapshotLoader(BaseLoader):
 
     def list_templates(self) -> list[str]:
         return sorted(self.sources)
+
+
+def _read(path: Path) -> tuple[str, str] | Exception:
+    """A template's text and file name, or why it cannot be read (reported by check(),
+    not a crash)."""
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        return exc
 
 
 def humanize_duration(value: timedelta, business: bool = False) -> str:

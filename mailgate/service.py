@@ -198,7 +198,8 @@ class Daemon:
         if self.outbox:  # accepted by the server, not yet marked in the database
             depth = max(0, depth - len(self.outbox.sent_log.pending))
         now = self.clock()
-        load = await sla_overview(self.store.conn, now, risk_horizons(self.directory, now))
+        load = await sla_overview(await self.store.reader(), now,
+                                  risk_horizons(self.directory, now))
         found: list[tuple[str, metrics.Labels, float]] = [
             ("mailgate_outbox_depth", (), depth),
             ("mailgate_quarantine_held", (), await self.store.quarantine_count())]

@@ -128,13 +128,19 @@ class Store:
         the writer connection it would also see the rows of a transaction still open (an
         intake batch, a scheduler tick), and could send mail that a rollback then
         un-queues -- and whose id the next insert reuses."""
+        return list(await (await self.reader()).execute_fetchall(sql, tuple(args)))
+
+    async def reader(self) -> aiosqlite.Connection:
+        """The read-only second connection, with a thread of its own: also for the
+        daemon's long reads (metrics, status), which on the writer connection would wait
+        for intake and make it wait in turn."""
         async with self._reader_lock:
             if self._reader is None:
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
                 await reader.execute("PRAGMA query_only=ON")
                 await reader.execute("PRAGMA busy_timeout=10000")
                 self._reader = reader
-        return list(await self._reader.execute_fetchall(sql, tuple(args)))
+        return self._reader
 
     async def schema_version(self) -> int:
         async with self.conn.execute("PRAGMA user_version") as cur:
@@ -232,17 +238,14 @@ class Store:
         return from_ts(row[0]) if row and row[0] is not None else None
 
     async def quarantine_count(self) -> int:
-        async with self.conn.execute(
-                "SELECT COUNT(*) FROM quarantine WHERE status = 'held'") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        [row] = await self.read_committed(
+            "SELECT COUNT(*) FROM quarantine WHERE status = 'held'")
+        return int(row[0])
 
     async def queued_count(self) -> int:
         """Outbox depth; answered from the partial index, cheap enough to ask every few s."""
-        async with self.conn.execute(
-                "SELECT COUNT(*) FROM outbox WHERE status = 'queued'") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        [row] = await self.read_committed("SELECT COUNT(*) FROM outbox WHERE status = 'queued'")
+        return int(row[0])
 
     # --- writes outside message processing ---------------------------------------------
 
