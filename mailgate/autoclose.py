@@ -47,7 +47,7 @@ class AutoCloser:
                 for ticket_id, ref in due:
                     await ops.set_status(tx, ticket_id, Status.CLOSED, now)
                     await tx.add_event(ticket_id, "closed", now,
-                                    detail={"reason": "resolved and not answered",
+                                       detail={"reason": "resolved and not answered",
                                             "after_days": after / timedelta(days=1)})
                     log.info("ticket.auto_closed", ticket=ref)
             total += len(due)

@@ -27,7 +27,6 @@ from mailgate.model import Inbound, MailKind, Origin, Outgoing, Ticket
 from mailgate.parse import fingerprint, parse
 from mailgate.render import Renderer
 from mailgate.routing import Route, routes_for
-from mailgate.sla import Target
 from mailgate.slaclock import SlaBook
 from mailgate.store import Seen, Tx
 from mailgate.trust import TrustPolicy, sender_trust
@@ -298,14 +297,9 @@ class Pipeline:
         """An agent's mail answers (stops response clocks); anyone else's asks again."""
         dept = self.directory.departments.get(ticket.department)
         if dept and is_agent(dept, sender):
-            met = await self.sla.meet(tx, ticket.id,
-                                      (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE), now)
-            if met:
-                await tx.add_event(ticket.id, "sla_met", now, actor=sender,
-                                   detail={"targets": [t.value for t in met]})
-            return
-        await self.sla.resume(tx, ticket.id, now)
-        await self.sla.start_next_response(tx, ticket.id, now)
+            await self.workflow.clocks_answered(tx, ticket.id, sender, now)
+        else:
+            await self.sla.requester_wrote(tx, ticket.id, now)
 
     async def _acknowledge(self, tx: Tx, msg: Inbound, verdict: Verdict,
                            tickets: list[Ticket], now: datetime,

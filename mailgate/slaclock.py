@@ -171,6 +171,12 @@ class SlaBook:
         if not running:
             await self.start(tx, ticket_id, Target.NEXT_RESPONSE, now)
 
+    async def requester_wrote(self, tx: Tx, ticket_id: int, now: datetime) -> None:
+        """The requester (or someone for them) wrote: paused clocks go on, and an answer
+        is owed again if one was already given."""
+        await self.resume(tx, ticket_id, now)
+        await self.start_next_response(tx, ticket_id, now)
+
     async def meet(self, tx: Tx, ticket_id: int, targets: tuple[Target, ...],
                    now: datetime) -> list[Target]:
         """Stop running clocks: the answer came (or the ticket was resolved)."""

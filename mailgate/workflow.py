@@ -132,7 +132,7 @@ class Workflow:
         to = self.directory.recipients(dept, ("team",), None)
         if not to:
             await tx.add_event(st.id, "team_notify_unsent", now,
-                            detail={"reason": f"{dept.key} has no team and no notify address"})
+                               detail={"reason": f"{dept.key} has no team and no notify address"})
             return
         due = ticket.first_response_due
         calendar = self.directory.calendar_for(dept)
@@ -171,8 +171,8 @@ class Workflow:
         if problems:
             await ops.set_text(tx, mail.message, parsed.text)
             await tx.add_event(st.id, "command_rejected", now, actor=mail.sender,
-                            message=mail.message, detail={"problems": problems},
-                            visibility="internal")
+                               message=mail.message, detail={"problems": problems},
+                               visibility="internal")
             await self._command_reply(tx, st, dept, mail, now, problems=problems)
             return "rejected"
         parts = self._parts(mail.raw, mail.msg)
@@ -183,7 +183,7 @@ class Workflow:
         if parsed.commands:
             detail["commands"] = [str(c) for c in parsed.commands]
         await tx.add_event(st.id, kind, now, actor=mail.sender, message=mail.message,
-                        detail=detail, visibility="public" if kind == "reply" else "internal")
+                           detail=detail, visibility="public" if kind == "reply" else "internal")
         await tx.touch_ticket(st.id, now)
         if kind == "reply":
             await self._answered(tx, st, mail.sender, now)
@@ -203,7 +203,7 @@ class Workflow:
         """An agent's address, but the From: cannot be believed: kept, never relayed."""
         await ops.set_text(tx, mail.message, text)
         await tx.add_event(st.id, "reply", now, actor=mail.sender, message=mail.message,
-                        detail={"untrusted": mail.trust.value}, visibility="internal")
+                           detail={"untrusted": mail.trust.value}, visibility="internal")
         parsed = parse_commands(text)
         if parsed.has_commands and not parsed.unknown_only:
             await self._refuse(tx, st, dept, mail, now,
@@ -227,8 +227,8 @@ class Workflow:
             # to the team like a reply, but only the requester reopens, resumes a waiting
             # ticket or asks for the next response.
             await tx.add_event(st.id, "comment", now, actor=mail.sender,
-                            message=mail.message, detail={"role": "other"},
-                            visibility="public")
+                               message=mail.message, detail={"role": "other"},
+                               visibility="public")
             await tx.touch_ticket(st.id, now)
             if dept is not None:
                 parts = self._parts(mail.raw, mail.msg)
@@ -241,10 +241,9 @@ class Workflow:
         elif st.status is Status.WAITING:
             await ops.set_status(tx, st.id, Status.OPEN, now)
         await tx.add_event(st.id, "reply", now, actor=mail.sender, message=mail.message,
-                        detail={"role": "requester"}, visibility="public")
+                           detail={"role": "requester"}, visibility="public")
         await tx.touch_ticket(st.id, now)
-        await self.sla.resume(tx, st.id, now)
-        await self.sla.start_next_response(tx, st.id, now)
+        await self.sla.requester_wrote(tx, st.id, now)
         if dept is not None:
             parts = self._parts(mail.raw, mail.msg)
             await self._relay_to_team(tx, await ops.state(tx, st.id), mail, text, parts, now,
@@ -317,11 +316,11 @@ class Workflow:
             if st.status is Status.NEW:
                 await ops.set_status(tx, st.id, Status.OPEN, now)
             await tx.add_event(st.id, "assigned", now, actor=actor,
-                            detail=detail | {"assignee": who})
+                               detail=detail | {"assignee": who})
         elif name == "priority":
             await ops.set_field(tx, st.id, "priority", Priority(command.arg).value, now)
             await tx.add_event(st.id, "priority", now, actor=actor,
-                            detail=detail | {"from": st.priority.value, "to": command.arg})
+                               detail=detail | {"from": st.priority.value, "to": command.arg})
         elif name == "waiting":
             await ops.set_status(tx, st.id, Status.WAITING, now)
             await self.sla.pause(tx, st.id, now)
@@ -343,16 +342,22 @@ class Workflow:
         await self.sla.resume(tx, st.id, now)  # a closed ticket's clocks were paused
         await self.sla.start(tx, st.id, Target.RESOLUTION, now)  # a new round, full budget
         await tx.add_event(st.id, "reopened", now, actor=actor,
-                        detail={"from": st.status.value, "why": why})
+                           detail={"from": st.status.value, "why": why})
         log.info("ticket.reopened", ticket=st.ref, by=actor)
 
     async def _answered(self, tx: Tx, st: ops.TicketState, actor: str, now: datetime) -> None:
-        met = await self.sla.meet(tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE), now)
-        if met:
-            await tx.add_event(st.id, "sla_met", now, actor=actor,
-                            detail={"targets": [t.value for t in met]})
+        await self.clocks_answered(tx, st.id, actor, now)
         if st.status is Status.NEW:
             await ops.set_status(tx, st.id, Status.OPEN, now)
+
+    async def clocks_answered(self, tx: Tx, ticket_id: int, actor: str,
+                              now: datetime) -> None:
+        """An agent answered: the response clocks that ran are met (recorded once)."""
+        met = await self.sla.meet(tx, ticket_id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE),
+                                  now)
+        if met:
+            await tx.add_event(ticket_id, "sla_met", now, actor=actor,
+                               detail={"targets": [t.value for t in met]})
 
     async def _resolve(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
                        parsed: Parsed, parts: RelayParts, now: datetime,
@@ -363,7 +368,7 @@ class Workflow:
         met = await self.sla.meet(
             tx, st.id, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE, Target.RESOLUTION), now)
         await tx.add_event(st.id, "resolved", now, actor=mail.sender,
-                        detail={"command": "#resolve", "met": [t.value for t in met]})
+                           detail={"command": "#resolve", "met": [t.value for t in met]})
         said = "" if parsed.note else parsed.text.strip()  # a #note's text stays internal
         done = "\n\n".join(part for part in ((summary or "").strip(), said) if part) \
             or await ops.last_public_answer(tx, st.id)
@@ -395,7 +400,7 @@ class Workflow:
         for clock in (Target.FIRST_RESPONSE, Target.RESOLUTION):
             await self.sla.start(tx, st.id, clock, now)
         await tx.add_event(st.id, "transferred", now, actor=actor,
-                        detail={"command": str(command), "from": dept.key, "to": target.key})
+                           detail={"command": str(command), "from": dept.key, "to": target.key})
         text = await ops.request_text(tx, st.id)
         moved = Opened(await ops.state(tx, st.id), await ops.request_message_id(tx, st.id),
                        await ops.first_response_due(tx, st.id))
@@ -407,8 +412,8 @@ class Workflow:
                      mail: Incoming, rating: int, comment: str, now: datetime) -> str:
         await ops.rate(tx, st.id, rating, comment, now)
         await tx.add_event(st.id, "rated", now, actor=mail.sender, message=mail.message,
-                        detail={"rating": rating, "comment": comment[:500]},
-                        visibility="internal")
+                           detail={"rating": rating, "comment": comment[:500]},
+                           visibility="internal")
         if st.rating is None and dept is not None:  # thanked once, not for a changed mind
             context = self._context(st, dept) | {"rating": rating}
             body = self.renderer.render("thanks", dept.key, context)
@@ -462,8 +467,8 @@ class Workflow:
             # A flood on one ticket (a script, a misbehaving client) is kept on the ticket
             # but stops filling the team's inboxes; the next hour relays again.
             await tx.add_event(st.id, "relay_suppressed", now, actor=mail.sender,
-                            message=mail.message, visibility="internal",
-                            detail={"reason": f"rate limit: {relayed} relayed in the last "
+                               message=mail.message, visibility="internal",
+                               detail={"reason": f"rate limit: {relayed} relayed in the last "
                                               "hour from this sender on this ticket"})
             log.warning("relay.suppressed", ticket=st.ref, sender=mail.sender)
             return
@@ -486,7 +491,7 @@ class Workflow:
     async def _refuse(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
                       now: datetime, reason: str) -> None:
         await tx.add_event(st.id, "command_refused", now, actor=mail.sender,
-                        detail={"reason": reason}, visibility="internal")
+                           detail={"reason": reason}, visibility="internal")
         log.warning("command.refused", ticket=st.ref, sender=mail.sender, reason=reason)
         await self._command_reply(tx, st, dept, mail, now, refused=reason)
 
@@ -497,7 +502,7 @@ class Workflow:
         sent = await tx.recent_mail_count("command-reply", mail.sender, now - timedelta(hours=1))
         if sent >= self.settings.replies_per_sender_per_hour:
             await tx.add_event(st.id, "command_reply_suppressed", now, actor=mail.sender,
-                            detail={"reason": f"rate limit: {sent} in the last hour"})
+                               detail={"reason": f"rate limit: {sent} in the last hour"})
             return
         context = self._context(st, dept) | {"problems": problems or [], "help": HELP,
                                              "refused": refused is not None,
@@ -570,7 +575,7 @@ class Workflow:
                     visibility: str | None = None) -> None:
         outgoing = await tx.enqueue(mail, now)
         await tx.add_event(ticket_id, event, now, actor=actor, outgoing=outgoing,
-                        detail=detail, visibility=visibility)
+                           detail=detail, visibility=visibility)
 
     def _context(self, st: ops.TicketState, dept: Department) -> dict:
         return {
