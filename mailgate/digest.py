@@ -17,7 +17,7 @@ comes from that department's address, and is queued exactly once per week the sa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -93,17 +93,11 @@ class Digester:
             if now - slot > LATE_LIMIT:
                 continue
             message_id = digest_id(dept, slot)
-            if await self._queued(message_id):
-                continue
-            mail = await self._mail(directory, dept, slot, message_id)
-            async with self.store.transaction() as tx:
-                row = await tx.fetch_one("SELECT 1 FROM outbox WHERE message_id = ?",
-                                         (message_id,))
-                if row is None:
-                    await tx.enqueue(mail, now)
-                    queued.append(message_id)
-            log.info("digest.queued", department=dept.key, to=dept.head,
-                     period_end=slot.isoformat())
+            if await self._queue_once(message_id, self._mail,
+                                      (directory, dept, slot, message_id), now,
+                                      department=dept.key, to=dept.head,
+                                      period_end=slot.isoformat()):
+                queued.append(message_id)
         if config.organisation:
             message_id = await self._organisation(config, config.organisation, directory,
                                                   now)
@@ -122,18 +116,10 @@ class Digester:
         if now - slot > LATE_LIMIT:
             return None
         message_id = organisation_id(sender, slot)
-        if await self._queued(message_id):
-            return None
-        mail = await self._organisation_mail(directory, sender, to, slot, message_id)
-        async with self.store.transaction() as tx:
-            row = await tx.fetch_one("SELECT 1 FROM outbox WHERE message_id = ?",
-                                     (message_id,))
-            if row is not None:
-                return None
-            await tx.enqueue(mail, now)
-        log.info("digest.queued", department="organisation", to=to,
-                 period_end=slot.isoformat())
-        return message_id
+        queued = await self._queue_once(
+            message_id, self._organisation_mail, (directory, sender, to, slot, message_id),
+            now, department="organisation", to=to, period_end=slot.isoformat())
+        return message_id if queued else None
 
     async def _organisation_mail(self, directory: Directory, sender: Department, to: str,
                                  slot: datetime, message_id: str) -> Outgoing:
@@ -155,10 +141,21 @@ class Digester:
         return Outgoing(message_id=message_id, kind="digest", mail_from=sender.address,
                         recipients=(to,), raw=compose(envelope, text, html))
 
-    async def _queued(self, message_id: str) -> bool:
-        async with self.store.conn.execute(
-                "SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)) as cur:
-            return await cur.fetchone() is not None
+    async def _queue_once(self, message_id: str, build: Callable[..., Awaitable[Outgoing]],
+                          args: tuple, now: datetime, **about: object) -> bool:
+        """Build and queue the digest with this Message-ID unless it is queued already
+        (checked before building, which reads the period's figures, and again in the
+        transaction); True when this call queued it."""
+        if await self.store.read_committed("SELECT 1 FROM outbox WHERE message_id = ?",
+                                           (message_id,)):
+            return False
+        mail = await build(*args)
+        async with self.store.transaction() as tx:
+            if await tx.fetch_one("SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)):
+                return False
+            await tx.enqueue(mail, now)
+        log.info("digest.queued", **about)
+        return True
 
     async def _mail(self, directory: Directory, dept: Department, slot: datetime,
                     message_id: str) -> Outgoing:
