@@ -52,6 +52,11 @@ class ListenerConfig:
     port: int
     protocol: str = "smtp"  # smtp | lmtp
     max_message_size: int = 50 * 1024 * 1024
+    # Bounded under abuse: idle connections must not lock a real sender out (the MTA
+    # hears 421 and retries), and the cap stays well under the unit's LimitNOFILE.
+    max_connections: int = 100
+    max_connections_per_client: int = 20  # Postfix delivers 20 at a time by default
+    idle_timeout: float = 60.0  # seconds without a command (or DATA bytes) before 421
 
 
 @dataclass(frozen=True)
@@ -339,8 +344,20 @@ def _listener(t: Table | None) -> ListenerConfig | None:
     host, port = _host_port(t, listen or "")
     protocol = t.choice("protocol", ("smtp", "lmtp"), "smtp")
     size = t.int("max_message_size", 50 * 1024 * 1024, minimum=1024)
+    default = ListenerConfig(host, port)
+    total = t.int("max_connections", default.max_connections, minimum=1)
+    per_client = t.int("max_connections_per_client", default.max_connections_per_client,
+                       minimum=1)
+    if isinstance(total, int) and isinstance(per_client, int) and per_client > total:
+        t.problem("max_connections_per_client",
+                  f"{per_client} is more than max_connections ({total}); lower it")
+    idle = t.duration("idle_timeout", timedelta(seconds=default.idle_timeout))
+    if idle is not None and idle.total_seconds() < 1:
+        t.problem("idle_timeout", f"must be at least 1s, got {idle.total_seconds()}s")
     t.reject_unknown()
-    return ListenerConfig(host=host, port=port, protocol=protocol, max_message_size=size)
+    return ListenerConfig(host=host, port=port, protocol=protocol, max_message_size=size,
+                          max_connections=total, max_connections_per_client=per_client,
+                          idle_timeout=idle.total_seconds() if idle else default.idle_timeout)
 
 
 def _host_port(t: Table, listen: str) -> tuple[str, int]:

@@ -2,12 +2,33 @@
 
 The reply to DATA is sent only after the message and its effects are committed, so a 250
 means "stored": if storing fails the MTA hears 451 and keeps the message to retry.
+
+Bounded under abuse (DESIGN.md, invariant 10):
+
+- connections: at most `max_connections` in all and `max_connections_per_client` from one
+  address; one more hears `421 4.3.2` and is closed, so the MTA retries later. A client
+  silent for `idle_timeout` hears `421 4.4.2` and is closed.
+- accept errors (out of file descriptors): logged at most once a second with a count,
+  never a traceback per failed accept().
+- memory: DATA above SPOOL_AT bytes goes to a file under <state>/spool as it arrives
+  instead of a list of lines; at most LARGE_AT_ONCE such messages are read back and
+  processed at a time, the others' senders wait (within their own SMTP timeout). The
+  spool file is removed in every path: stored, refused, failed, disconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import tempfile
+import time
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -22,15 +43,34 @@ from mailgate.pipeline import Pipeline
 from mailgate.store import Store
 
 log = get_logger("mailgate.smtp")
+SPOOL_AT = 1024 * 1024  # DATA beyond this many bytes is written to disk while it arrives
+LARGE_AT_ONCE = 2  # spooled messages read back and processed at the same time
+# While a message is stored the client waits for our answer; that is not idleness.
+# Postfix waits 600 s for the answer to the final dot (smtp_data_done_timeout).
+PROCESSING_TIMEOUT = 600.0
+# DATA is read in pieces of up to this size (commands stay capped by aiosmtpd's
+# command_size_limit); aiosmtpd's 1001 would cost one await per line of a 50 MB message.
+READ_LIMIT = 64 * 1024
+REFUSED = b"421 4.3.2 too many connections, try again later\r\n"
+IDLE = b"421 4.4.2 idle for too long, closing connection\r\n"
+# This process's spool files start with it; others' are left over from a crash.
+_SPOOL_TOKEN = secrets.token_hex(6)
+_ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class PushHandler:
     def __init__(self, store: Store, pipeline: Pipeline, directory: Directory,
-                 on_commit: Callable[[], None]) -> None:
+                 on_commit: Callable[[], None], large_at_once: int = LARGE_AT_ONCE) -> None:
         self.store = store
         self.pipeline = pipeline
         self.directory = directory
         self.on_commit = on_commit
+        # Shared by every listener this handler serves, so a reload keeps the bound.
+        self.large = asyncio.Semaphore(large_at_once)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.store.path.parent / "spool"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -41,9 +81,20 @@ class PushHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "surrogateescape")
+        spool = getattr(envelope, "spool", None)
+        if spool is None:  # small: received in memory, the fast path
+            raw = envelope.original_content or b""
+            if isinstance(raw, str):
+                raw = raw.encode("utf-8", "surrogateescape")
+            return await self._store(server, envelope, raw)
+        async with self.large:  # a waiting sender just waits for its answer
+            try:
+                raw = await asyncio.to_thread(spool.read_bytes)
+            except OSError as exc:
+                return self._failed(server, envelope, exc)
+            return await self._store(server, envelope, raw)
+
+    async def _store(self, server: SMTP, envelope: Envelope, raw: bytes) -> str:
         try:
             async with self.store.transaction() as tx:
                 # Inside the transaction: a reload swaps directory and pipeline only between
@@ -51,13 +102,16 @@ class PushHandler:
                 origin = self._origin(envelope)
                 outcome = await self.pipeline.handle(tx, raw, origin)
         except Exception as exc:
-            log.error("smtp.store_failed", error=f"{type(exc).__name__}: {exc}")
-            return self._reply(server, envelope, "451 4.3.0 cannot store the message now; "
-                                                 "try again later")
+            return self._failed(server, envelope, exc)
         self.on_commit()
         metrics.METRICS.message_in("smtp", outcome.action)
         detail = " ".join(outcome.tickets) or outcome.action
         return self._reply(server, envelope, f"250 2.0.0 OK {detail}")
+
+    def _failed(self, server: SMTP, envelope: Envelope, exc: Exception) -> str:
+        log.error("smtp.store_failed", error=f"{type(exc).__name__}: {exc}")
+        return self._reply(server, envelope, "451 4.3.0 cannot store the message now; "
+                                             "try again later")
 
     def _origin(self, envelope: Envelope) -> Origin:
         recipients = tuple(a for a in (clean_address(r) for r in envelope.rcpt_tos) if a)
@@ -75,16 +129,312 @@ class PushHandler:
         return line
 
 
+# --- logging a storm calmly -----------------------------------------------------------
+
+class Throttled:
+    """Log an event at most once per `interval` seconds; the ones held back are counted
+    and reported with the next line, or on their own when the storm is over."""
+
+    def __init__(self, event: str, interval: float = 1.0) -> None:
+        self.event = event
+        self.interval = interval
+        self.last = -float("inf")
+        self.held = 0
+        self.fields: dict[str, Any] = {}
+        self._flush: asyncio.TimerHandle | None = None
+
+    def __call__(self, **fields: Any) -> None:
+        self.fields = fields
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self._emit(now)
+            return
+        self.held += 1
+        if self._flush is None:
+            delay = self.last + self.interval - now
+            self._flush = asyncio.get_running_loop().call_later(delay, self._emit_held)
+
+    def _emit_held(self) -> None:
+        self._flush = None
+        if self.held:
+            self._emit(time.monotonic())
+
+    def _emit(self, now: float) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        log.warning(self.event, suppressed=self.held, **self.fields)
+        self.held, self.last = 0, now
+
+
+def calm_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio reports every failed accept() (EMFILE: out of file descriptors) through
+    the loop's exception handler with a traceback -- on Linux the listening socket stays
+    readable, so that is a storm of tracebacks. Count them instead, one line a second;
+    every other report goes where it went before."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "calms_accept_errors", False):
+        return  # a reload starts the listener again on the same loop
+    throttle = Throttled("smtp.accept_failed")
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS \
+                and "accept" in str(context.get("message", "")):
+            throttle(error=str(exc), hint="out of file descriptors: raise LimitNOFILE= or "
+                                          "lower [intake.smtp] max_connections")
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.calms_accept_errors = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
+
+
+# --- connection limits ----------------------------------------------------------------
+
+class ConnectionLimits:
+    """Open connections of one listener, in all and per client address."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self.open: Counter[str] = Counter()
+        self.refusals = Throttled("smtp.connection_refused")
+
+    def admit(self, client: str) -> bool:
+        if sum(self.open.values()) >= self.total or self.open[client] >= self.per_client:
+            self.refusals(client=client, open=sum(self.open.values()),
+                          from_client=self.open[client])
+            return False
+        self.open[client] += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self.open[client] -= 1
+        if self.open[client] <= 0:
+            del self.open[client]
+
+
+# --- spooling DATA ---------------------------------------------------------------------
+
+class Spool:
+    """One message's DATA as it arrives: in memory up to `memory_limit` bytes, then
+    appended to a file in `folder` (written from a worker thread, a MB at a time)."""
+
+    def __init__(self, folder: Path, memory_limit: int) -> None:
+        self.folder = folder
+        self.memory_limit = memory_limit
+        self.buffer = bytearray()
+        self.path: Path | None = None
+        self._file: IO[bytes] | None = None
+
+    async def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > self.memory_limit:
+            await self._flush()
+
+    async def finish(self) -> bytes | Path:
+        """The whole message: bytes if it stayed small, else the closed file's path."""
+        if self._file is None:
+            return bytes(self.buffer)
+        await self._flush()
+        self._file.close()
+        return self.path  # type: ignore[return-value]
+
+    async def _flush(self) -> None:
+        if self._file is None:
+            self._file, self.path = await asyncio.to_thread(self._open)
+        data, self.buffer = self.buffer, bytearray()
+        await asyncio.to_thread(self._file.write, data)
+
+    def _open(self) -> tuple[IO[bytes], Path]:
+        fd, name = tempfile.mkstemp(prefix=f"{_SPOOL_TOKEN}.", suffix=".eml", dir=self.folder)
+        return os.fdopen(fd, "wb"), Path(name)
+
+    def discard(self) -> None:
+        self.buffer = bytearray()
+        if self._file is not None:
+            self._file.close()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def prepare_spool(folder: Path) -> None:
+    """Create <state>/spool (0700) and remove what a crashed process left there: its
+    senders never heard 250, so their MTAs deliver those messages again."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in folder.glob("*.eml"):
+        if not stale.name.startswith(f"{_SPOOL_TOKEN}."):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def unstuff(before: bytes, data: bytes) -> bytes:
+    """Undo dot-stuffing (RFC 5321 4.5.2) in `data`, which follows the 2 bytes `before`."""
+    return (before + data).replace(b"\r\n.", b"\r\n")[len(before):]
+
+
+class SpooledEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.spool: Path | None = None  # DATA on disk instead of original_content
+
+
+# --- the protocol ----------------------------------------------------------------------
+
+class MailgateSMTP(SMTP):
+    """aiosmtpd's SMTP with connection limits, a 421 on idle timeout, and a DATA command
+    that keeps at most SPOOL_AT bytes of a message in memory."""
+
+    line_length_limit = READ_LIMIT  # the stream reader's limit; see READ_LIMIT
+
+    def __init__(self, handler: PushHandler, *, limits: ConnectionLimits, spool_dir: Path,
+                 spool_at: int, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.limits = limits
+        self.spool_dir = spool_dir
+        self.spool_at = spool_at
+        self.client: str | None = None  # set once admitted
+        self.refused = False
+        self.receiving = False  # inside DATA: any bytes arriving count as activity
+
+    def _create_envelope(self) -> Envelope:
+        return SpooledEnvelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.client is None and not self.refused:  # not the STARTTLS re-entry
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+            if not self.limits.admit(client):
+                self.refused = True
+                transport.write(REFUSED)  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self.client = client
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return  # aiosmtpd never saw this connection
+        if self.client is not None:
+            self.limits.release(self.client)
+            self.client = None
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if self.receiving:  # a slow sender that keeps sending is not idle
+            self._reset_timeout()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None:
+            self.transport.write(IDLE)  # type: ignore[attr-defined]
+        super()._timeout_cb()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # As aiosmtpd's smtp_DATA up to the 354; the data itself is read in pieces.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        spool = Spool(self.spool_dir, self.spool_at)
+        try:
+            self.receiving = True
+            fits = await self._receive(spool)
+            self.receiving = False
+            if not fits:
+                self._set_post_data_state()
+                await self.push(f"552 5.3.4 message larger than {self.data_size_limit} bytes")
+                return
+            await self._deliver(await spool.finish())
+        finally:
+            spool.discard()
+
+    async def _receive(self, spool: Spool) -> bool:
+        """Read DATA up to the lone dot into `spool`; False if it was over the size limit
+        (then the rest is read and dropped, and nothing is kept).
+
+        Pieces end at ".\\r\\n" or where the reader's limit cuts them, never inside the
+        end marker: so the last two bytes before a piece (`before`) are all it takes to
+        recognise the end and the stuffed dots across piece boundaries."""
+        limit = self.data_size_limit
+        before, size, fits = b"\r\n", 0, True  # DATA starts at the beginning of a line
+        while True:
+            try:
+                piece = await self._reader.readuntil(b".\r\n")
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._reader.read(exc.consumed)
+            last = (before + piece).endswith(b"\r\n.\r\n")
+            data = piece[:-3] if last else piece
+            size += len(data)
+            if fits and limit and size > limit:
+                fits = False
+                spool.discard()
+            if fits:
+                await spool.write(unstuff(before, data))
+            if last:
+                return fits
+            before = (before + piece)[-2:]
+
+    async def _deliver(self, content: bytes | Path) -> None:
+        assert isinstance(self.envelope, SpooledEnvelope)
+        if isinstance(content, Path):
+            self.envelope.spool = content
+        else:
+            self.envelope.content = self.envelope.original_content = content
+        self._reset_timeout(PROCESSING_TIMEOUT)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        if self.transport is not None:
+            self._reset_timeout()
+        await self.push(status)
+
+
+class MailgateLMTP(MailgateSMTP, LMTP):
+    """The same listener speaking LMTP (LHLO, one DATA answer per recipient)."""
+
+
+# --- starting it ------------------------------------------------------------------------
+
 async def start_listener(config: ListenerConfig, handler: PushHandler) -> asyncio.Server:
-    protocol = LMTP if config.protocol == "lmtp" else SMTP
+    protocol = MailgateLMTP if config.protocol == "lmtp" else MailgateSMTP
+    limits = ConnectionLimits(config.max_connections, config.max_connections_per_client)
+    spool_dir = handler.spool_dir
+    await asyncio.to_thread(prepare_spool, spool_dir)
+    loop = asyncio.get_running_loop()
+    calm_accept_errors(loop)
 
     def factory() -> SMTP:
-        return protocol(handler, data_size_limit=config.max_message_size,
-                        enable_SMTPUTF8=True, ident="mailgate", hostname="mailgate")
+        return protocol(handler, limits=limits, spool_dir=spool_dir, spool_at=SPOOL_AT,
+                        data_size_limit=config.max_message_size, enable_SMTPUTF8=True,
+                        ident="mailgate", hostname="mailgate", timeout=config.idle_timeout)
 
-    server = await asyncio.get_running_loop().create_server(factory, config.host, config.port)
-    log.info("smtp.listening", host=config.host, port=_port(server), protocol=config.protocol)
+    server = await loop.create_server(factory, config.host, config.port)
+    log.info("smtp.listening", host=config.host, port=_port(server), protocol=config.protocol,
+             max_connections=config.max_connections,
+             max_connections_per_client=config.max_connections_per_client,
+             idle_timeout=config.idle_timeout)
+    _warn_if_few_descriptors(config.max_connections)
     return server
+
+
+def _warn_if_few_descriptors(connections: int) -> None:
+    """Each connection is a file descriptor; SQLite, IMAP and the spool need some too."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < connections + 100:
+        log.warning("smtp.few_descriptors", limit_nofile=soft, max_connections=connections,
+                    hint="raise LimitNOFILE= (the unit sets 8192) or lower max_connections")
 
 
 def _port(server: asyncio.Server) -> int:
