@@ -12,10 +12,11 @@ import smtplib
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import TextIO
 
 from mailgate import __version__
 from mailgate.config import config_path, load_config, unread_secrets
@@ -28,6 +29,7 @@ from mailgate.model import Origin, Status
 from mailgate.progress import Progress
 from mailgate.schema import MIGRATIONS
 from mailgate.store import Store
+from mailgate.terminal import visible, visible_lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,8 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+        say_lines(exc.problems, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- commands --------------------------------------------------------------------------
 
 def cmd_version(args: argparse.Namespace) -> int:
-    print(f"mailgate {__version__}")
+    say(f"mailgate {__version__}")
     return 0
 
 
@@ -149,14 +150,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         setup = load_setup(path, secrets=mode)
     except ConfigError as exc:
-        print("\n".join(exc.problems))
+        say_lines(exc.problems)
         return 1
-    print(f"{path}: OK ({len(setup.directory.departments)} departments, "
-          f"{len(setup.config.mailboxes)} mailboxes)")
+    say(f"{path}: OK ({len(setup.directory.departments)} departments, "
+        f"{len(setup.config.mailboxes)} mailboxes)")
     unread = unread_secrets(path)
     if unread:
-        print(f"  not read from this shell (the service reads them when it starts): "
-              f"{', '.join(unread)}")
+        say(f"  not read from this shell (the service reads them when it starts): "
+            f"{', '.join(unread)}")
     return 0
 
 
@@ -183,7 +184,7 @@ def cmd_send(args: argparse.Namespace) -> int:
            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{args.body}\r\n").encode()
     with smtplib.SMTP(host or "127.0.0.1", int(port), timeout=30) as client:
         client.sendmail(args.sender, [args.to], raw)
-    print(f"sent to {args.to} via {args.server}")
+    say(f"sent to {args.to} via {args.server}")
     return 0
 
 
@@ -206,22 +207,22 @@ def cmd_status(args: argparse.Namespace) -> int:
                                    "breached": d.breached} for d in load},
         }
         if args.json:
-            print(json.dumps(report, indent=2))
+            print_json(report)
             return 0
         print_table(("MAILBOX", "STATE", "SINCE", "LAST MESSAGE", "LAST UID", "ERROR"), [
             (m["name"], m["state"], _when_ts(m["state_at"]), _when_ts(m["last_message_at"]),
              m["last_uid"], (m["last_error"] or "-")[:60]) for m in report["mailboxes"]])
         outbox = report["outbox"]
-        print(f"\noutbox      queued {outbox.get('queued', 0)} (oldest "
-              f"{local_time(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "
-              f"failed {outbox.get('failed', 0)}")
-        print(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)\n")
+        say(f"\noutbox      queued {outbox.get('queued', 0)} (oldest "
+            f"{local_time(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "
+            f"failed {outbox.get('failed', 0)}")
+        say(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)\n")
         print_table(("DEPARTMENT", "OPEN", "AT RISK", "BREACHED"),
                     [(d.department, d.open, d.at_risk, d.breached) for d in load],
                     empty="open        none")
         if any(d.at_risk or d.breached for d in load):
-            print("\nat risk: a warning fired or at most one business hour left "
-                  "(mailgate tickets --at-risk / --breached lists them)")
+            say("\nat risk: a warning fired or at most one business hour left "
+                "(mailgate tickets --at-risk / --breached lists them)")
         return 0
 
     return _with_store(args, work)
@@ -234,8 +235,8 @@ def _directory_or_none(args: argparse.Namespace) -> Directory | None:
     try:
         return load_directory_of(config_path(args.config))
     except ConfigError as exc:
-        print(f"note: directory not loaded ({exc.problems[0]}); counting business time as "
-              f"24x7", file=sys.stderr)
+        say(f"note: directory not loaded ({exc.problems[0]}); counting business time as "
+            f"24x7", file=sys.stderr)
         return None
 
 
@@ -247,7 +248,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         statuses = _statuses(args.status)
         older = parse_duration(args.older_than) if args.older_than else None
     except ValueError as exc:
-        print(f"mailgate tickets: {exc}", file=sys.stderr)
+        say(f"mailgate tickets: {exc}", file=sys.stderr)
         return 2
     flt = TicketFilter(department=args.department, statuses=statuses, at_risk=args.at_risk,
                        breached=args.breached, requester=args.requester, older_than=older,
@@ -261,7 +262,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         found = await find_tickets(store.conn, flt, now, risk_horizons(directory, now))
         if args.json:
-            print(json.dumps([row.as_json() for row in found], indent=2))
+            print_json([row.as_json() for row in found])
             return 0
         rows = [(r.ticket.ref, r.ticket.department, r.ticket.status.value,
                  r.ticket.priority.value, local_time(r.ticket.created_at),
@@ -283,8 +284,8 @@ def _known_departments(command: str, directory: Directory | None,
     """A typo in --department would silently match nothing: say so instead."""
     unknown = [k for k in keys if directory and k not in directory.departments]
     if unknown and directory:
-        print(f"mailgate {command}: --department {unknown[0]!r}: unknown department "
-              f"(known: {', '.join(directory.departments)})", file=sys.stderr)
+        say(f"mailgate {command}: --department {unknown[0]!r}: unknown department "
+            f"(known: {', '.join(directory.departments)})", file=sys.stderr)
         return False
     return True
 
@@ -318,10 +319,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         period = parse_duration(args.since)
     except ValueError as exc:
-        print(f"mailgate report: --since: {exc}", file=sys.stderr)
+        say(f"mailgate report: --since: {exc}", file=sys.stderr)
         return 2
     if period.total_seconds() <= 0:
-        print("mailgate report: --since must be longer than 0", file=sys.stderr)
+        say("mailgate report: --since must be longer than 0", file=sys.stderr)
         return 2
     directory = _directory_or_none(args)
     if not _known_departments("report", directory, args.department or []):
@@ -337,11 +338,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = await department_report(store.conn, directory, now - period, now,
                                          args.department)
         if args.json:
-            print(json.dumps(as_json(report), indent=2))
+            print_json(as_json(report))
         elif args.html:
             sys.stdout.write(as_html(report))
         else:
-            sys.stdout.write(as_text(report))
+            say(as_text(report), end="")
         return 0
 
     return _with_store(args, work)
@@ -354,11 +355,11 @@ async def _dependencies(store: Store, directory: Directory | None, since: dateti
 
     view = await dependency_view(store.conn, directory, since, until, args.department)
     if args.json:
-        print(json.dumps(dependencies.as_json(view), indent=2))
+        print_json(dependencies.as_json(view))
     elif args.html:
         sys.stdout.write(dependencies.as_html(view))
     else:
-        sys.stdout.write(dependencies.as_text(view))
+        say(dependencies.as_text(view), end="")
     return 0
 
 
@@ -368,12 +369,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     async def work(store: Store) -> int:
         story = await history.load(store, args.ref, datetime.now(UTC))
         if story is None:
-            print(f"no ticket {args.ref}", file=sys.stderr)
+            say(f"no ticket {args.ref}", file=sys.stderr)
             return 1
         if args.json:
-            print(json.dumps(story, indent=2, default=str))
+            print_json(story)
             return 0
-        print("\n".join(history.lines(story)))
+        say_lines(history.lines(story))
         return 0
 
     return _with_store(args, work)
@@ -385,15 +386,15 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             entries = await store.quarantined()
             if args.json:
                 rows = [dataclasses.asdict(e) | {"at": e.at.isoformat()} for e in entries]
-                print(json.dumps(rows, indent=2))
+                print_json(rows)
                 return 0
             print_table(("ID", "AT", "SOURCE", "FROM", "SIZE", "REASON"),
                         [(e.id, local_time(e.at), e.source, e.sender, e.size, e.reason[:60])
                          for e in entries])
             return 0
         if args.id is None:
-            print(f"mailgate quarantine {args.action} needs an ID (see quarantine list)",
-                  file=sys.stderr)
+            say(f"mailgate quarantine {args.action} needs an ID (see quarantine list)",
+                file=sys.stderr)
             return 2
         return await _quarantine_action(store, args)
 
@@ -405,32 +406,34 @@ async def _quarantine_action(store: Store, args: argparse.Namespace) -> int:
             "SELECT source, reason, raw, status FROM quarantine WHERE id = ?", (args.id,)) as cur:
         row = await cur.fetchone()
     if row is None:
-        print(f"no quarantine entry {args.id}", file=sys.stderr)
+        say(f"no quarantine entry {args.id}", file=sys.stderr)
         return 1
     source, reason, raw, status = row
     if args.action == "show":
-        print(f"quarantine {args.id} ({status}) from {source}\nreason: {reason}\n")
-        sys.stdout.write(bytes(raw[:20000]).decode("utf-8", "replace"))
+        say_lines([f"quarantine {args.id} ({status}) from {source}", f"reason: {reason}", ""])
+        say(bytes(raw[:20000]).decode("utf-8", "replace"), end="")
         return 0
     if args.action == "drop":
         async with store.transaction() as tx:
             await tx.execute("UPDATE quarantine SET status = 'dropped' WHERE id = ?", (args.id,))
-        print(f"quarantine {args.id} dropped")
+        say(f"quarantine {args.id} dropped")
         return 0
     if status != "held":
-        print(f"quarantine {args.id} is {status}; only held entries can be retried",
-              file=sys.stderr)
+        say(f"quarantine {args.id} is {status}; only held entries can be retried",
+            file=sys.stderr)
         return 1
     return await _retry(store, args, bytes(raw), source)
 
 
 async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str) -> int:
     """Run the message through the pipeline again, e.g. after fixing the directory."""
+    from mailgate import keyfile
     from mailgate.pipeline import Pipeline, PipelineSettings
     from mailgate.service import system_clock
 
     setup = load_setup(config_path(args.config), secrets="none")
-    settings = PipelineSettings.from_config(setup.config)
+    settings = PipelineSettings.from_config(setup.config,
+                                            keyfile.ring_for(setup.config, system_clock()))
     pipeline = Pipeline(setup.directory, setup.renderer, settings,
                         system_clock)
     departments = _departments_of_source(setup, source)
@@ -441,7 +444,7 @@ async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str
             await tx.execute("DELETE FROM quarantine WHERE id = ?", (outcome.quarantine,))
             await tx.execute("UPDATE quarantine SET status = 'held', reason = ? WHERE id = ?",
                              (outcome.reason, args.id))
-    print(f"quarantine {args.id}: {outcome.action} {' '.join(outcome.tickets)} {outcome.reason}")
+    say(f"quarantine {args.id}: {outcome.action} {' '.join(outcome.tickets)} {outcome.reason}")
     return 0 if outcome.action != "quarantined" else 1
 
 
@@ -455,7 +458,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     database = load_config(config_path(args.config), secrets="none").database
     refusal = _backup_refusal(target, database, args.force)
     if refusal:
-        print(refusal, file=sys.stderr)
+        say(refusal, file=sys.stderr)
         return 1
 
     async def work(store: Store) -> int:
@@ -464,16 +467,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
         try:
             await _backup(store, target, progress)
         except (OSError, sqlite3.Error) as exc:
-            print(f"backup to {target} failed: {exc}", file=sys.stderr)
+            say(f"backup to {target} failed: {exc}", file=sys.stderr)
             return 1
         report = {"database": str(database), "file": str(target),
                   "bytes": target.stat().st_size, "seconds": round(time.monotonic() - started, 3),
                   "schema_version": await store.schema_version()}
         if args.json:
-            print(json.dumps(report, indent=2))
+            print_json(report)
         else:
-            print(f"backed up {database} to {target}: {_size(report['bytes'])} in "
-                  f"{report['seconds']:.2f} s (schema {report['schema_version']})")
+            say(f"backed up {database} to {target}: {_size(report['bytes'])} in "
+                f"{report['seconds']:.2f} s (schema {report['schema_version']})")
         return 0
 
     return _with_store(args, work, any_schema=True)
@@ -542,7 +545,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 await store.migrate()
             after = await store.schema_version()
         except RuntimeError as exc:  # newer than this mailgate, or a migration failed
-            print(exc, file=sys.stderr)
+            say(exc, file=sys.stderr)
             return 1
         finally:
             await store.close()
@@ -556,18 +559,18 @@ def _migrate_report(args: argparse.Namespace, database: Path, before: int, after
     latest = len(MIGRATIONS)
     pending = max(0, latest - after)
     if args.json:
-        print(json.dumps({"database": str(database), "from": before, "to": after,
-                          "latest": latest, "pending": pending}, indent=2))
+        print_json({"database": str(database), "from": before, "to": after,
+                    "latest": latest, "pending": pending})
     elif after > latest:
-        print(f"{database}: schema {after} is newer than this mailgate ({latest}); "
-              f"upgrade mailgate", file=sys.stderr)
+        say(f"{database}: schema {after} is newer than this mailgate ({latest}); "
+            f"upgrade mailgate", file=sys.stderr)
     elif pending:
-        print(f"{database}: {note or f'schema {after}'}; {pending} migration(s) pending "
-              f"(latest {latest}); run `mailgate migrate`")
+        say(f"{database}: {note or f'schema {after}'}; {pending} migration(s) pending "
+            f"(latest {latest}); run `mailgate migrate`")
     elif before != after:
-        print(f"{database}: migrated from schema {before} to {after}")
+        say(f"{database}: migrated from schema {before} to {after}")
     else:
-        print(f"{database}: schema {after}, up to date")
+        say(f"{database}: schema {after}, up to date")
     return 1 if pending or after > latest else 0
 
 
@@ -581,22 +584,22 @@ def cmd_route(args: argparse.Namespace) -> int:
     try:
         raw = _sample_mail(args)
     except ValueError as exc:
-        print(f"mailgate route: {exc}", file=sys.stderr)
+        say(f"mailgate route: {exc}", file=sys.stderr)
         return 2
     for name in (h.partition(":")[0].strip() for h in args.header):
         if name.lower() not in RULE_HEADERS:
-            print(f"note: mailgate does not keep the header {name}; no rule can match it",
-                  file=sys.stderr)
+            say(f"note: mailgate does not keep the header {name}; no rule can match it",
+                file=sys.stderr)
     routes = routes_for(parse(raw), Origin(source="route"), directory)
     rows = [{"department": r.department, "name": directory.departments[r.department].name,
              "priority": r.priority.value, "rule": r.rule} for r in routes]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
     else:
         print_table(("DEPARTMENT", "NAME", "PRIORITY", "RULE"), [list(r.values()) for r in rows])
     if not routes:
-        print("no rule, department address or default_department matches: mailgate would "
-              "quarantine this message", file=sys.stderr)
+        say("no rule, department address or default_department matches: mailgate would "
+            "quarantine this message", file=sys.stderr)
         return 1
     return 0
 
@@ -638,7 +641,7 @@ def cmd_directory(args: argparse.Namespace) -> int:
         done = import_people(Path(args.file), output, directory, progress=progress.step)
     finally:
         progress.done()
-    print(f"{done.path}: wrote {done.people} people")
+    say(f"{done.path}: wrote {done.people} people")
     return 0
 
 
@@ -650,8 +653,8 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]
     version's schema: an older one would fail halfway with a bare SQLite error."""
     config = load_config(config_path(args.config), secrets="none")
     if not config.database.exists():
-        print(f"{config.database}: no database yet (has `mailgate run` been started?)",
-              file=sys.stderr)
+        say(f"{config.database}: no database yet (has `mailgate run` been started?)",
+            file=sys.stderr)
         return 1
 
     async def go() -> int:
@@ -659,11 +662,11 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]
         try:
             version = await store.schema_version()
             if not any_schema and version != len(MIGRATIONS):
-                print(f"{config.database}: schema {version}, this mailgate needs "
-                      f"{len(MIGRATIONS)}; "
-                      + ("run `mailgate migrate` (with the service stopped)"
+                say(f"{config.database}: schema {version}, this mailgate needs "
+                    f"{len(MIGRATIONS)}; "
+                    + ("run `mailgate migrate` (with the service stopped)"
                          if version < len(MIGRATIONS) else "upgrade mailgate"),
-                      file=sys.stderr)
+                    file=sys.stderr)
                 return 1
             return await work(store)
         finally:
@@ -686,9 +689,32 @@ def _when_ts(value: float | None) -> str:
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
                 empty: str = "(none)") -> None:
     if not rows:
-        print(empty)
+        say(empty)
         return
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    # Each cell is one line: a newline or tab from mail is escaped too, not only ESC.
+    cells = [[visible(str(c)) for c in row] for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --- the output edge -------------------------------------------------------------------
+# Everything a person reads goes through say/say_lines/print_table, so text from mail
+# (subjects, names, file names, bodies, reasons) never reaches a terminal as a control
+# sequence (mailgate.terminal). --json goes through print_json, exact: json.dumps
+# escapes control characters itself (ensure_ascii, the default, also every non-ASCII one).
+
+def say(text: object = "", file: TextIO | None = None, end: str = "\n") -> None:
+    """Print free text, possibly several lines: line breaks and tabs stay, every other
+    control or format character is shown as an escape."""
+    print(visible_lines(str(text)), file=file or sys.stdout, end=end)
+
+
+def say_lines(lines: Iterable[str], file: TextIO | None = None) -> None:
+    """Print lines that are one line each: a newline inside one is escaped too."""
+    for line in lines:
+        print(visible(line, tab=True), file=file or sys.stdout)
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))

@@ -140,12 +140,16 @@ _RATING = re.compile(r"^\s*([1-5])\s*(?:/\s*5)?\s*[.!]?\s*$")
 RATING_LABELS = {1: "not at all", 2: "not really", 3: "partly", 4: "mostly", 5: "very"}
 
 
-def rating_links(address: str, ref: str) -> list[dict[str, str | int]]:
+def rating_links(address: str, ref: str, key: str = "") -> list[dict[str, str | int]]:
     """One mailto: link per score: a click opens a reply that parse_rating reads (the
-    score alone on the first line) and that threads by the [REF] in its subject."""
+    score alone on the first line) and that threads by the [REF] in its subject. A mail
+    opened from a link has no In-Reply-To, so the requester's reply key rides in the body,
+    below a signature line (trim_reply leaves it out of the text)."""
+    signed = f"{{n}}\r\n\r\n-- \r\n{key}" if key else "{n}"
     return [{"score": n, "label": label,
              "url": f"mailto:{quote(address, safe='@')}?subject="
-                    f"{quote(f'[{ref}] Rating: {n}', safe='')}&body={n}"}
+                    f"{quote(f'[{ref}] Rating: {n}', safe='')}"
+                    f"&body={quote(signed.format(n=n), safe='')}"}
             for n, label in RATING_LABELS.items()]
 
 

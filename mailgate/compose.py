@@ -200,3 +200,14 @@ def address(name: str, addr: str) -> str:
     addr = header_safe(addr, 320)
     name = header_safe(name, 200)
     return formataddr((name, addr), charset="utf-8") if name else addr
+
+
+PLACEHOLDER_ID = "mailgate-copy-placeholder@invalid"
+
+
+def with_message_id(raw: bytes, message_id: str) -> bytes:
+    """A copy of a mail composed with PLACEHOLDER_ID, under its own Message-ID: one
+    compose for every recipient of a mail that carries a reply key per recipient."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    new = head.replace(f"<{PLACEHOLDER_ID}>".encode(), f"<{header_safe(message_id)}>".encode(), 1)
+    return new + sep + body

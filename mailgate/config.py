@@ -80,7 +80,11 @@ class MailboxConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
+    # Automatic mail (acks, command replies, notices) to one mailbox an hour; the key was
+    # called acks_per_sender_per_hour before it covered every kind, and still reads so.
     acks_per_sender_per_hour: int = 10
+    auto_mail_per_domain_per_hour: int = 100  # to one domain outside the organisation
+    team_notifications_per_sender_per_hour: int = 5  # new requests from one sender
     max_body_chars: int = 200_000
     max_attachment_bytes: int = 25 * 1024 * 1024  # attachments kept per message, decoded
 
@@ -89,6 +93,8 @@ class LimitsConfig:
 class SecurityConfig:
     trusted_domains: frozenset[str] = frozenset()  # empty: every sender domain is ours
     authserv_id: str | None = None  # our MTA's Authentication-Results id, if it adds them
+    from_header_is_proof: bool = False  # the old, forgeable behaviour; see README Security
+    reply_key_days: int = 60  # how long a reply key in our mail stays valid
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class ConversationConfig:
     max_relay_bytes: int = 10 * 1024 * 1024  # attachments relayed per mail, encoded size
     notify_team: bool = True  # mail the team about each new ticket
     keep_cc_informed: bool = True  # the request's Cc get the answers and the summary too
+    comments_from: str = "ticket"  # who else may write: ticket (Cc) | organisation
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -418,7 +425,12 @@ def _unique_names(root: Table, mailboxes: tuple[MailboxConfig, ...]) -> None:
 
 def _limits(t: Table) -> LimitsConfig:
     return LimitsConfig(
-        acks_per_sender_per_hour=t.int("acks_per_sender_per_hour", 10, minimum=0),
+        acks_per_sender_per_hour=t.int(
+            "auto_mail_per_recipient_per_hour", t.int("acks_per_sender_per_hour", 10, minimum=0),
+            minimum=0),
+        auto_mail_per_domain_per_hour=t.int("auto_mail_per_domain_per_hour", 100, minimum=0),
+        team_notifications_per_sender_per_hour=t.int(
+            "team_notifications_per_sender_per_hour", 5, minimum=0),
         max_body_chars=t.int("max_body_chars", 200_000, minimum=1000),
         max_attachment_bytes=t.int("max_attachment_bytes", 25 * 1024 * 1024, minimum=0),
     )
@@ -430,7 +442,9 @@ def _security(t: Table) -> SecurityConfig:
         if not domain or "@" in domain or " " in domain:
             t.problem("trusted_domains", f"{domain!r} is not a domain name like example.com")
     authserv_id = t.str("authserv_id", None)
-    return SecurityConfig(frozenset(domains), authserv_id.strip().lower() if authserv_id else None)
+    return SecurityConfig(frozenset(domains), authserv_id.strip().lower() if authserv_id else None,
+                          from_header_is_proof=t.bool("from_header_is_proof", False),
+                          reply_key_days=t.int("reply_key_days", 60, minimum=1))
 
 
 def _conversation(t: Table) -> ConversationConfig:
@@ -441,4 +455,6 @@ def _conversation(t: Table) -> ConversationConfig:
         max_relay_bytes=t.int("max_relay_bytes", default.max_relay_bytes, minimum=0),
         notify_team=t.bool("notify_team", default.notify_team),
         keep_cc_informed=t.bool("keep_cc_informed", default.keep_cc_informed),
+        comments_from=t.choice("comments_from", ("ticket", "organisation"),
+                               default.comments_from),
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import regex
 
+from mailgate.addresses import canonical
 from mailgate.businesstime import BusinessCalendar, HolidayLookup, calendar_from_table
 from mailgate.config import read_toml
 from mailgate.errors import ConfigError
@@ -191,6 +192,15 @@ def is_agent(dept: Department, addr: str) -> bool:
     """Someone who answers for the department: a team member, its lead, head or notify list."""
     addr = addr.lower()
     return addr in dept.team or addr in (dept.lead, dept.head, dept.notify)
+
+
+def member_address(dept: Department, addr: str) -> str | None:
+    """The directory's spelling of the team member, lead or head who wrote from `addr`
+    (plus tag and case aside), or None. A notify list is not a member: a list that
+    rewrites From: would hand every poster a member's authority."""
+    key = canonical(addr)
+    return next((a for a in (*dept.team, dept.lead, dept.head) if a and canonical(a) == key),
+                None)
 
 
 def strip_plus(addr: str) -> str:

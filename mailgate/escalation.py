@@ -15,12 +15,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from mailgate import escalation_mail, metrics
-from mailgate.compose import new_message_id
 from mailgate.directory import Department
 from mailgate.log import get_logger
 from mailgate.model import Outgoing
 from mailgate.periodic import repeat
 from mailgate.render import Renderer
+from mailgate.replykey import KeyRing, keyed_message_id
 from mailgate.slaclock import DueLevel, SlaBook
 from mailgate.store import OutboxRow, Store
 
@@ -33,9 +33,11 @@ Clock = Callable[[], datetime]
 
 class Escalator:
     def __init__(self, store: Store, sla: Callable[[], SlaBook], renderer: Callable[[], Renderer],
-                 clock: Clock, sent: Callable[[], None], instance: str = "mailgate") -> None:
-        # sla and renderer are getters: a reload swaps them between rounds.
+                 clock: Clock, sent: Callable[[], None], instance: str = "mailgate",
+                 keys: Callable[[], KeyRing] = KeyRing) -> None:
+        # sla, renderer and keys are getters: a reload swaps them between rounds.
         self.store = store
+        self.keys = keys
         self.sla = sla
         self.renderer = renderer
         self.clock = clock
@@ -50,7 +52,8 @@ class Escalator:
         await repeat("escalation", self.run_once, self.wake, self._sleep)
 
     async def run_once(self) -> int:
-        """Fire everything due now, oldest first, in batches; return the mails enqueued."""
+        """Fire everything due now, oldest first, in batches; return how many levels went
+        out as mail (each as one copy per recipient)."""
         now, total = self.clock(), 0
         while True:
             sla = self.sla()
@@ -58,18 +61,19 @@ class Escalator:
                 tick = await sla.due(tx, now, BATCH)
                 mails, unsent, sent = [], [], {}
                 audience: dict[tuple, tuple] = {}  # (dept, kind, assignee) -> roles, to
+                keys = self.keys()
                 for index, due in enumerate(tick.due):
-                    mail, event = self._draft(sla, due, audience)
-                    if mail is not None:
-                        mails.append(mail)
-                        sent[index] = mail.message_id
+                    copies, event = self._draft(sla, due, audience, keys, now)
+                    if copies:
+                        mails += copies
+                        sent[index] = copies[0].message_id
                     if event is not None:
                         unsent.append(event)
                 await tx.enqueue_many(mails, now)
                 await sla.commit(tx, tick, sent)
                 if unsent:
                     await tx.add_events(unsent, now)
-            total += len(mails)
+            total += len(sent)
             self._committed(tick.due)
             if mails:
                 self.sent()
@@ -106,10 +110,12 @@ class Escalator:
         return escalation_mail.write(fired, row, self.sla(), self.renderer(), self.instance)
 
     def _draft(self, sla: SlaBook, due: DueLevel, audience: dict[tuple, tuple],
-               ) -> tuple[Outgoing | None, tuple[int, str, dict, str | None] | None]:
-        """The escalation mail for one level as a draft (written when sent), or else the
-        event that says why none goes out. A mail needs no event: the escalations row
-        names it, and `mailgate show` reads both."""
+               keys: KeyRing, now: datetime,
+               ) -> tuple[list[Outgoing], tuple[int, str, dict, str | None] | None]:
+        """The escalation mail for one level as drafts (written when sent), one copy per
+        recipient with that person's reply key, or else the event that says why none goes
+        out. A mail needs no event: the escalations row names its first copy, the others
+        name that one (copy_of), and `mailgate show` reads both."""
         level = due.firing.level
         assert level is not None  # only clocks with a level to fire are in tick.due
         kind = level.kind
@@ -124,13 +130,16 @@ class Escalator:
             reason = _unsent_reason(due.department, dept, kind.value, roles)
             log.warning("escalation.no_recipients", ticket=due.ref, kind=kind.value,
                         reason=reason)
-            return None, (due.ticket_id, f"sla_{kind.value}_unsent",
+            return [], (due.ticket_id, f"sla_{kind.value}_unsent",
                           {"target": due.clock.target.value, "level": level.number,
                            "reason": reason}, None)
-        message_id = new_message_id(dept.address.partition("@")[2], due.ref)
-        return Outgoing(message_id=message_id, kind=f"escalation-{kind.value}",
-                        mail_from=dept.address, recipients=recipients, raw=b"",
-                        ticket_id=due.ticket_id, draft=escalation_mail.DRAFT), None
+        domain = dept.address.partition("@")[2]
+        ids = [keyed_message_id(keys, (due.ref,), r, domain, now) for r in recipients]
+        return [Outgoing(message_id=mid, kind=f"escalation-{kind.value}",
+                         mail_from=dept.address, recipients=(recipient,), raw=b"",
+                         ticket_id=due.ticket_id, draft=escalation_mail.DRAFT,
+                         copy_of=ids[0] if i else None)
+                for i, (mid, recipient) in enumerate(zip(ids, recipients, strict=True))], None
 
 
 def _unsent_reason(key: str, dept: Department | None, kind: str,

@@ -60,15 +60,28 @@ class Fired:
 async def load(store: Store, row: OutboxRow) -> Fired:
     """What was recorded for this outbox row (as committed); PermanentError if nothing
     was or the row is not an escalation draft (retrying cannot help)."""
-    if row.draft != DRAFT:
-        raise PermanentError(f"outbox row {row.id} is not an escalation draft: {row.draft!r}")
-    found = next(iter(await store.read_committed(_FIRED, (row.ticket, row.id))), None)
+    primary = await _first_copy(store, row)
+    found = next(iter(await store.read_committed(_FIRED, (row.ticket, primary))), None)
     if found is None:
         raise PermanentError(f"no escalation is recorded for outbox row {row.id}")
     department, assignee, target, kind, level, fired_at, due_at = found[TICKET_FIELDS:]
     ticket = replace(ticket_from_row(found[:TICKET_FIELDS]), department=department)
     return Fired(ticket, assignee, target, LevelKind(kind), level, from_ts(fired_at),
                  from_ts(due_at))
+
+
+async def _first_copy(store: Store, row: OutboxRow) -> int:
+    """The outbox row the escalations table names for this mail's level: its own, or
+    for a further recipient's copy the first copy's."""
+    if row.draft != DRAFT:
+        raise PermanentError(f"outbox row {row.id} is not an escalation draft: {row.draft!r}")
+    if row.copy_of is None:
+        return row.id
+    found = await store.read_committed("SELECT id FROM outbox WHERE message_id = ?",
+                                       (row.copy_of,))
+    if not found:
+        raise PermanentError(f"outbox row {row.id} is a copy of a mail that is not queued")
+    return int(found[0][0])
 
 
 def write(fired: Fired, row: OutboxRow, sla: SlaBook, renderer: Renderer,

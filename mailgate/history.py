@@ -60,6 +60,7 @@ async def load(store: Store, ref: str, now: datetime) -> dict | None:
         clocks = [_clock(r, row[14], now) for r in await cur.fetchall()]
     async with store.conn.execute(_EVENTS, {"ticket": row[0]}) as cur:
         events = [_event(r) for r in await cur.fetchall()]
+    await _add_copies(store, events)
     ticket["cc"] = json.loads(ticket["cc"]) if ticket["cc"] else []
     root = AttachmentStore.of(store.path.parent)
     async with store.conn.execute(_ATTACHMENTS, (row[0],)) as cur:
@@ -69,6 +70,16 @@ async def load(store: Store, ref: str, now: datetime) -> dict | None:
     linked = await store.linked_refs(row[0])
     return {"ticket": ticket, "linked": linked, "sla": clocks, "events": events,
             "attachments": attachments}
+
+
+async def _add_copies(store: Store, events: list[dict]) -> None:
+    """Mail to several people went out as one copy each: show every recipient."""
+    mails = [e["mail"] for e in events if "mail" in e]
+    if not mails:
+        return
+    copies = await store.copies_of([m["message_id"] for m in mails])
+    for mail in mails:
+        mail["to"] = [*mail["to"], *copies.get(mail["message_id"], [])]
 
 
 def _clock(r: tuple, paused_at: float | None, now: datetime) -> dict:
@@ -155,8 +166,15 @@ def _event_lines(event: dict) -> list[str]:
     if detail:
         out.append("  " + ", ".join(f"{k}: {_plain(v)}" for k, v in detail.items()))
     if message and message["text"]:
-        out += [f"  | {line}" for line in message["text"].strip().splitlines()[:40]]
+        out += [f"  | {line}" for line in _text_lines(message["text"])[:40]]
     return out
+
+
+def _text_lines(text: str) -> list[str]:
+    """A body's lines, split at line feeds only: str.splitlines would also break at a
+    lone CR, a form feed or U+2028, hiding them from the admin instead of showing them
+    (the CLI escapes what is left, see mailgate.terminal)."""
+    return text.replace("\r\n", "\n").strip("\n ").split("\n")
 
 
 def _plain(value: object) -> str:

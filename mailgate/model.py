@@ -70,6 +70,7 @@ class Inbound:
     auth_results: tuple[str, ...] = ()  # Authentication-Results headers, topmost first
     defects: tuple[str, ...] = ()
     size: int = 0
+    from_count: int = 1  # addresses in From: in all; only exactly one can be verified
 
     def recipients(self) -> tuple[str, ...]:
         """Every address the message was sent to, To first, without duplicates."""
@@ -113,3 +114,6 @@ class Outgoing:
     raw: bytes
     ticket_id: int | None = None
     draft: str | None = None  # which writer fills raw when it is sent ("escalation")
+    budget: str | None = None  # whose budget it draws on (see schema migration 7)
+    budget_domain: str | None = None  # the recipient's domain, when that is limited too
+    copy_of: str | None = None  # another recipient's copy of this mail: the first's Message-ID

@@ -9,15 +9,18 @@ its reason and the batch goes on.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailgate import ticketops as ops
+from mailgate.addresses import domain_of
 from mailgate.attachments import AttachmentStore, extract, select
+from mailgate.budget import MailBudget
 from mailgate.classify import LoopContext, Verdict, classify
-from mailgate.compose import Envelope, compose, new_message_id
+from mailgate.compose import Envelope, compose
 from mailgate.config import Config
 from mailgate.conversation import clean_subject, tagged_subject, thread_hints
 from mailgate.directory import Department, Directory, is_agent
@@ -26,6 +29,7 @@ from mailgate.log import get_logger
 from mailgate.model import Inbound, MailKind, Origin, Outgoing, Ticket
 from mailgate.parse import fingerprint, parse
 from mailgate.render import Renderer
+from mailgate.replykey import KeyRing, keyed_message_id, proven_refs
 from mailgate.routing import Route, routes_for
 from mailgate.slaclock import SlaBook
 from mailgate.store import Seen, Tx
@@ -56,11 +60,19 @@ class PipelineSettings:
     notify_team: bool = True
     keep_cc_informed: bool = True
     max_attachment_bytes: int = 25 * 1024 * 1024
+    keys: KeyRing = field(default_factory=KeyRing)
+    from_header_is_proof: bool = False
+    comments_from: str = "ticket"
+    auto_mail_per_domain_per_hour: int = 100
+    team_notices_per_sender_per_hour: int = 5
 
     @classmethod
-    def from_config(cls, config: Config) -> PipelineSettings:
+    def from_config(cls, config: Config, keys: KeyRing | None = None) -> PipelineSettings:
+        """`keys`: the reply-key ring from the state directory (keyfile.load); without
+        one, no mail carries a key and only Authentication-Results can prove a sender."""
+        limits, security = config.limits, config.security
         return cls(instance=config.instance,
-                   acks_per_sender_per_hour=config.limits.acks_per_sender_per_hour,
+                   acks_per_sender_per_hour=limits.acks_per_sender_per_hour,
                    max_body_chars=config.limits.max_body_chars,
                    trust=TrustPolicy(config.security.trusted_domains,
                                      config.security.authserv_id),
@@ -68,14 +80,27 @@ class PipelineSettings:
                    max_relay_bytes=config.conversation.max_relay_bytes,
                    notify_team=config.conversation.notify_team,
                    keep_cc_informed=config.conversation.keep_cc_informed,
-                   max_attachment_bytes=config.limits.max_attachment_bytes)
+                   max_attachment_bytes=config.limits.max_attachment_bytes,
+                   keys=keys or KeyRing(),
+                   from_header_is_proof=security.from_header_is_proof,
+                   comments_from=config.conversation.comments_from,
+                   auto_mail_per_domain_per_hour=limits.auto_mail_per_domain_per_hour,
+                   team_notices_per_sender_per_hour=limits.team_notifications_per_sender_per_hour)
 
-    def conversation(self) -> ConversationSettings:
+    def budget(self, own_domains: frozenset[str]) -> MailBudget:
+        """The automatic-mail budget; the organisation's domains (trusted_domains and the
+        departments' own) have no domain-wide limit, only the per-mailbox one."""
+        return MailBudget(self.acks_per_sender_per_hour, self.auto_mail_per_domain_per_hour,
+                          own_domains | self.trust.trusted_domains)
+
+    def conversation(self, budget: MailBudget) -> ConversationSettings:
         return ConversationSettings(
             instance=self.instance, reopen_window=self.reopen_window,
-            max_relay_bytes=self.max_relay_bytes,
-            replies_per_sender_per_hour=self.acks_per_sender_per_hour,
-            notify_team=self.notify_team, keep_cc_informed=self.keep_cc_informed)
+            max_relay_bytes=self.max_relay_bytes, notify_team=self.notify_team,
+            keep_cc_informed=self.keep_cc_informed, keys=self.keys, budget=budget,
+            from_header_is_proof=self.from_header_is_proof,
+            team_notices_per_sender_per_hour=self.team_notices_per_sender_per_hour,
+            comments_from=self.comments_from, organisation=self.trust.trusted_domains)
 
 
 class Pipeline:
@@ -88,11 +113,14 @@ class Pipeline:
         self.loop_context = LoopContext(directory.own_addresses(), settings.instance)
         self.prefixes = frozenset(d.prefix for d in directory.departments.values())
         self.sla = SlaBook(directory)
-        self.workflow = Workflow(directory, renderer, self.sla, settings.conversation())
+        self.budget = settings.budget(frozenset(
+            domain_of(d.address) for d in directory.departments.values()))
+        self.workflow = Workflow(directory, renderer, self.sla,
+                                 settings.conversation(self.budget))
 
     async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
         now = self.clock()
-        msg = _safe_parse(raw, self.settings.max_body_chars)
+        msg = await _safe_parse(raw, self.settings.max_body_chars)
         try:
             async with tx.savepoint():
                 return await self._process(tx, raw, msg, origin, now)
@@ -188,7 +216,7 @@ class Pipeline:
             dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
         if verdict.kind is MailKind.REQUEST and actor:
             # A person wrote: answers, notes, commands, replies (workflow.py).
-            incoming = Incoming(msg, raw, message, trust)
+            incoming = Incoming(msg, raw, message, trust, self._proven(msg, now))
             for ticket in tickets:
                 kind = await self.workflow.follow_up(tx, ticket, incoming, now)
             if dropped:  # what they sent did not all arrive: they should know
@@ -323,11 +351,7 @@ class Pipeline:
         assert msg.sender is not None
         if verdict.kind is not MailKind.REQUEST:
             return f"{verdict.kind.value}: {verdict.reason}"
-        limit = self.settings.acks_per_sender_per_hour
-        sent = await tx.recent_mail_count("ack", msg.sender.addr, now - timedelta(hours=1))
-        if sent >= limit:
-            return f"rate limit: {sent} acknowledgements to {msg.sender.addr} in the last hour"
-        return None
+        return await self.budget.refusal(tx, msg.sender.addr, now)
 
     def _ack_mail(self, msg: Inbound, tickets: list[Ticket], now: datetime,
                   dropped: list[str]) -> Outgoing:
@@ -343,7 +367,10 @@ class Pipeline:
         }
         body = self.renderer.render("ack", first.key, context)
         refs = [t.ref for t in tickets]
-        message_id = new_message_id(first.address.partition("@")[2], refs[0])
+        # The requester's reply key for every ticket of this request: a reply to the
+        # acknowledgement proves who wrote it (replykey.py).
+        message_id = keyed_message_id(self.settings.keys, refs, msg.sender.addr,
+                                      first.address.partition("@")[2], now)
         envelope = Envelope(
             from_name=first.name, from_addr=first.address, to=(msg.sender.addr,),
             subject=tagged_subject(refs, msg.subject), message_id=message_id, date=now,
@@ -352,10 +379,11 @@ class Pipeline:
             extra=(("X-Mailgate-Instance", self.settings.instance),
                    ("X-Mailgate-Ticket", " ".join(refs))),
         )
+        mailbox, domain = self.budget.keys(msg.sender.addr)
         return Outgoing(message_id=message_id, kind="ack", mail_from=first.address,
                         recipients=(msg.sender.addr,), raw=compose(envelope, body.text,
                                                                     body.html),
-                        ticket_id=tickets[0].id)
+                        ticket_id=tickets[0].id, budget=mailbox, budget_domain=domain)
 
     def _ticket_context(self, ticket: Ticket) -> dict:
         dept: Department = self.directory.departments[ticket.department]
@@ -369,8 +397,28 @@ class Pipeline:
         }
 
 
-def _safe_parse(raw: bytes, max_body_chars: int) -> Inbound | None:
+    def _proven(self, msg: Inbound, now: datetime) -> frozenset[str]:
+        """Tickets a reply key in this mail proves its sender for: In-Reply-To and
+        References echo our Message-IDs; a rating link's mail carries the key in its body."""
+        if not self.settings.keys.active or msg.sender is None:
+            return frozenset()
+        candidates = [*msg.in_reply_to, *msg.references]
+        if "mgk1." in msg.body:
+            candidates += KEY_IN_TEXT.findall(msg.body)[:20]
+        return proven_refs(self.settings.keys, candidates, msg.sender.addr, now)
+
+
+KEY_IN_TEXT = re.compile(r"mgk1\.[A-Za-z0-9._-]{20,300}")
+
+
+async def _safe_parse(raw: bytes, max_body_chars: int,
+                      in_thread_above: int = 1024 * 1024) -> Inbound | None:
+    """Parse; a large message in a worker thread (seconds of CPU for 50 MB would stall
+    every connection and the metrics endpoint), small mail inline (a thread hop would
+    cost more than parsing it)."""
     try:
+        if len(raw) > in_thread_above:
+            return await asyncio.to_thread(parse, raw, max_body_chars)
         return parse(raw, max_body_chars)
     except Exception:  # parse promises not to raise; if it does, quarantine, don't crash
         log.exception("parse.failed")

@@ -32,7 +32,7 @@ REQUIRED = ("ack", "escalation", "notify_team", "reply_requester", "relay_team",
             "command_reply", "resolved", "thanks")
 # Mail added after the first release: a templates folder without them (an admin's copy
 # from an older version) uses the ones shipped with mailgate instead of failing `check`.
-OPTIONAL = ("not_kept",)
+OPTIONAL = ("not_kept", "unproven", "flood_summary")
 
 
 @dataclass(frozen=True, slots=True)

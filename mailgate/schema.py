@@ -207,4 +207,29 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM events WHERE outgoing IS NOT NULL
         AND kind IN ('sla_warning', 'sla_breach', 'sla_re_escalation');
     """,
+    # 7: one budget for automatic mail per mailbox and domain; team notifications held in a flood
+    """
+    -- Whose budget a mail draws on: the recipient's canonical mailbox (plus tag removed,
+    -- case folded) for mail to one person, or 'team:<dept>:<sender>' for a team
+    -- notification about a request from <sender>; and the recipient's domain.
+    ALTER TABLE outbox ADD COLUMN budget TEXT;
+    ALTER TABLE outbox ADD COLUMN budget_domain TEXT;
+    -- Mail to several people goes out as one copy each (each with its own reply key);
+    -- the copies after the first name the first one's Message-ID.
+    ALTER TABLE outbox ADD COLUMN copy_of TEXT;
+    CREATE INDEX outbox_copy_of ON outbox(copy_of) WHERE copy_of IS NOT NULL;
+    CREATE INDEX outbox_budget ON outbox(budget, created_at) WHERE budget IS NOT NULL;
+    CREATE INDEX outbox_budget_domain ON outbox(budget_domain, created_at)
+        WHERE budget_domain IS NOT NULL;
+    -- New requests whose team notification was held back (a flood from one sender); one
+    -- summary mail an hour names them (summary: its outbox row).
+    CREATE TABLE held_notifications (
+        ticket INTEGER PRIMARY KEY REFERENCES tickets(id),
+        department TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        at REAL NOT NULL,
+        summary INTEGER REFERENCES outbox(id)
+    );
+    CREATE INDEX held_pending ON held_notifications(department, sender) WHERE summary IS NULL;
+    """,
 )

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from mailgate import metrics
+from mailgate import keyfile, metrics
 from mailgate.attachment_sweep import AttachmentSweeper
 from mailgate.attachments import AttachmentStore
 from mailgate.autoclose import AutoCloser
@@ -29,6 +29,7 @@ from mailgate.digest import Digester
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
 from mailgate.escalation import Escalator
+from mailgate.flood import FloodSummaries
 from mailgate.intake.imap import MailboxWatcher
 from mailgate.intake.smtp import PushHandler, start_listener
 from mailgate.loader import Setup, load_setup
@@ -153,7 +154,7 @@ class Daemon:
         self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
         self.escalator = Escalator(self.store, lambda: self._current().sla,
                                    lambda: self.renderer, self.clock, self._mail_queued,
-                                   self.config.instance)
+                                   self.config.instance, lambda: self._current().settings.keys)
         self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log,
                              self.escalator.write)
         self._spawn(self.outbox.run(), "outbox")
@@ -165,6 +166,9 @@ class Daemon:
         self.autocloser = AutoCloser(self.store, lambda: self.config.conversation.auto_close_after,
                                      self.clock)
         self._spawn(self.autocloser.run(), "autoclose")
+        floods = FloodSummaries(self.store, lambda: self.directory, lambda: self.renderer,
+                                self.clock, self._mail_queued, self.config.instance)
+        self._spawn(floods.run(), "flood")
         sweeper = AttachmentSweeper(self.store, AttachmentStore.of(self.store.path.parent))
         self._spawn(sweeper.run(), "attachments.sweep")
         for box in self.config.mailboxes:
@@ -226,7 +230,11 @@ class Daemon:
         return self.pipeline
 
     def _pipeline(self, config: Config, directory: Directory, renderer: Renderer) -> Pipeline:
-        return Pipeline(directory, renderer, PipelineSettings.from_config(config), self.clock)
+        # The reply-key ring is read again on every reload: `mailgate keys rotate`, then
+        # a reload, and new mail is signed with the new secret.
+        keys = keyfile.ring_for(config, self.clock())
+        return Pipeline(directory, renderer, PipelineSettings.from_config(config, keys),
+                        self.clock)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)

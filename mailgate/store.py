@@ -79,6 +79,7 @@ class OutboxRow:
     attempts: int
     created_at: float = 0.0  # when it was queued (Unix seconds): ack latency metric
     draft: str | None = None  # set: raw is written just before sending (Outbox.write_draft)
+    copy_of: str | None = None  # another recipient's copy: the first copy's Message-ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,19 @@ class Store:
         async with self.conn.execute(sql, (ticket_id,)) as cur:
             return [r[0] for r in await cur.fetchall()]
 
+    async def copies_of(self, message_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The further recipients of each mail that went out as one copy per person."""
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(message_ids), 500):
+            chunk = message_ids[start:start + 500]
+            async with self.conn.execute(
+                f"SELECT copy_of, recipients FROM outbox WHERE copy_of IN "
+                f"({','.join('?' * len(chunk))}) ORDER BY id", chunk) as cur:
+                rows = await cur.fetchall()
+            for first, recipients in rows:
+                found.setdefault(first, []).extend(json.loads(recipients))
+        return found
+
     async def mailbox_position(self, name: str) -> tuple[int | None, int] | None:
         async with self.conn.execute(
                 "SELECT uidvalidity, last_uid FROM mailboxes WHERE name = ?", (name,)) as cur:
@@ -199,12 +213,12 @@ class Store:
 
     async def due_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         sql = """SELECT id, message_id, kind, ticket, mail_from, recipients, raw, attempts,
-                        created_at, draft
+                        created_at, draft, copy_of
                  FROM outbox WHERE status = 'queued' AND next_attempt <= ?
                  ORDER BY next_attempt, id LIMIT ?"""
         rows = await self.read_committed(sql, (ts(now), limit))
         return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7],
-                          r[8], r[9]) for r in rows]
+                          r[8], r[9], r[10]) for r in rows]
 
     async def next_outgoing_at(self) -> datetime | None:
         [row] = await self.read_committed(
@@ -462,18 +476,14 @@ class Tx:
 
     async def enqueue(self, mail: Outgoing, now: datetime) -> int:
         cur = await self.execute(
-            """INSERT INTO outbox (message_id, kind, ticket, mail_from, recipients, raw,
-                   next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            (mail.message_id, mail.kind, mail.ticket_id, mail.mail_from,
-             json.dumps(list(mail.recipients)), mail.raw, ts(now), ts(now)))
+            f"INSERT INTO outbox ({_OUTBOX_INSERT}) VALUES ({_OUTBOX_MARKS})",
+            _outbox_values(mail, now))
         return int(cur.lastrowid or 0)
 
     async def enqueue_many(self, mails: list[Outgoing], now: datetime) -> None:
         await self.conn.executemany(
-            """INSERT INTO outbox (message_id, kind, ticket, mail_from, recipients, raw,
-                   draft, next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [(m.message_id, m.kind, m.ticket_id, m.mail_from, json.dumps(list(m.recipients)),
-              m.raw, m.draft, ts(now), ts(now)) for m in mails])
+            f"INSERT INTO outbox ({_OUTBOX_INSERT}) VALUES ({_OUTBOX_MARKS})",
+            [_outbox_values(m, now) for m in mails])
 
     async def add_events(self, events: list[tuple[int, str, dict, str | None]],
                          now: datetime) -> None:
@@ -484,11 +494,65 @@ class Tx:
             [(ticket, ts(now), kind, json.dumps(detail), message_id)
              for ticket, kind, detail, message_id in events])
 
-    async def recent_mail_count(self, kind: str, recipient: str, since: datetime) -> int:
+    async def budget_used(self, mailbox: str, domain: str | None,
+                          since: datetime) -> tuple[int, int]:
+        """Automatic mail queued since then to this mailbox, and to this domain."""
         row = await self.fetch_one(
-            "SELECT COUNT(*) FROM outbox WHERE kind = ? AND recipients = ? AND created_at >= ?",
-            (kind, json.dumps([recipient]), ts(since)))
+            """SELECT (SELECT COUNT(*) FROM outbox WHERE budget = ? AND created_at >= ?),
+                      (SELECT COUNT(*) FROM outbox WHERE budget_domain = ? AND created_at >= ?)""",
+            (mailbox, ts(since), domain, ts(since)))
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def tickets_notified(self, budget: str, since: datetime) -> int:
+        """Tickets whose team notification drew on this budget since then."""
+        row = await self.fetch_one(
+            "SELECT COUNT(DISTINCT ticket) FROM outbox WHERE budget = ? AND created_at >= ?",
+            (budget, ts(since)))
         return int(row[0]) if row else 0
+
+    async def hold_notification(self, ticket_id: int, department: str, sender: str,
+                                now: datetime) -> None:
+        await self.execute(
+            "INSERT OR IGNORE INTO held_notifications (ticket, department, sender, at) "
+            "VALUES (?, ?, ?, ?)", (ticket_id, department, sender, ts(now)))
+
+    async def held_since(self, department: str, sender: str, since: datetime) -> int:
+        """Notifications held back for this sender since then (summarised or not)."""
+        row = await self.fetch_one(
+            "SELECT COUNT(*) FROM held_notifications WHERE department = ? AND sender = ? "
+            "AND at >= ?", (department, sender, ts(since)))
+        return int(row[0]) if row else 0
+
+    async def pending_holds(self) -> list[tuple[str, str, float, int]]:
+        """(department, sender, last summary's time or 0, tickets waiting) per flood."""
+        rows = await self.fetch_all(
+            """SELECT h.department, h.sender,
+                      coalesce((SELECT max(o.created_at) FROM held_notifications s
+                                JOIN outbox o ON o.id = s.summary
+                                WHERE s.department = h.department AND s.sender = h.sender), 0),
+                      COUNT(*)
+               FROM held_notifications h WHERE h.summary IS NULL
+               GROUP BY h.department, h.sender""")
+        return [(r[0], r[1], float(r[2]), int(r[3])) for r in rows]
+
+    async def held_tickets(self, department: str, sender: str) -> list[tuple[int, str, str]]:
+        """(ticket id, ref, subject) of the held notifications not summarised yet."""
+        rows = await self.fetch_all(
+            "SELECT t.id, t.ref, t.subject FROM held_notifications h "
+            "JOIN tickets t ON t.id = h.ticket "
+            "WHERE h.department = ? AND h.sender = ? AND h.summary IS NULL ORDER BY h.ticket",
+            (department, sender))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def mark_summarised(self, tickets: list[int], outgoing: int | None) -> None:
+        """Held notifications named in a summary (its outbox row), or dropped (None)."""
+        if outgoing is None:
+            await self.conn.executemany("DELETE FROM held_notifications WHERE ticket = ?",
+                                        [(t,) for t in tickets])
+            return
+        await self.conn.executemany(
+            "UPDATE held_notifications SET summary = ? WHERE ticket = ?",
+            [(outgoing, t) for t in tickets])
 
     # --- intake positions and quarantine ------------------------------------------------
 
@@ -516,6 +580,17 @@ class Tx:
                RETURNING id""",
             (ts(now), source, reason[:1000], key, sender, subject[:500], raw))
         return int(row[0]) if row else 0
+
+
+_OUTBOX_INSERT = ("message_id, kind, ticket, mail_from, recipients, raw, draft, budget, "
+                  "budget_domain, copy_of, next_attempt, created_at")
+_OUTBOX_MARKS = ", ".join("?" * len(_OUTBOX_INSERT.split(",")))
+
+
+def _outbox_values(mail: Outgoing, now: datetime) -> tuple:
+    return (mail.message_id, mail.kind, mail.ticket_id, mail.mail_from,
+            json.dumps(list(mail.recipients)), mail.raw, mail.draft, mail.budget,
+            mail.budget_domain, mail.copy_of, ts(now), ts(now))
 
 
 def _prepare_file(path: Path) -> None:

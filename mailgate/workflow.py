@@ -2,41 +2,57 @@
 
 The pipeline calls `follow_up` for every human mail (MailKind.REQUEST) that threads into
 a ticket, inside the message's savepoint; automatic mail never gets here, so nothing here
-can answer an auto-reply or a bounce. In order:
+can answer an auto-reply or a bounce.
 
-1. an agent of the ticket's department whose sender trust allows commands
-   (trust.may_command) answers publicly (relayed to the requester from the department
-   address), writes an internal #note (sent to the team), and/or runs commands;
-2. an agent address we cannot believe (spoofable From:) is recorded, never relayed and
-   never obeyed;
-3. anyone else -- the requester, a colleague -- is a reply: relayed to the assignee or the
-   team; the requester's reply reopens a resolved ticket and resumes paused clocks, and a
-   single digit 1-5 answers the satisfaction question. Anyone else's mail is a "comment":
-   relayed the same way, but it never reopens, resumes or restarts a clock.
+A From: line proves nothing. What a mail may *do* depends on its proof (`Incoming.proof`):
+a reply key for this ticket and this sender (replykey.py: the reply echoes the Message-ID
+of mail we sent that person about the ticket), or a pass from our own MTA's
+Authentication-Results (trust.py). In order:
 
-People copied (Cc) on the request are stored on the ticket (tickets.cc) and, with
-[conversation] keep_cc_informed, copied on the answers relayed to the requester and on the
-resolution summary.
+1. a member of the ticket's department (team, lead, head; never a notify list) with proof
+   answers publicly (relayed to the requester from the department address), writes an
+   internal #note (sent to the team), and/or runs commands;
+2. a member's address without proof is kept on the ticket, internal: never relayed to the
+   requester, never obeyed; the member's directory address (not the From:) gets one notice
+   saying how to act -- a keyed mail, so answering it works;
+3. the requester is a reply: relayed to the assignee or the team; with proof it reopens a
+   resolved ticket, resumes paused clocks and answers the satisfaction question; without,
+   it changes nothing and reaches the team marked as unverified;
+4. people on the ticket's Cc (and, with [conversation] comments_from = "organisation",
+   anyone in the organisation's domains) comment: relayed the same way (marked unverified
+   without proof), never reopening or restarting a clock;
+5. anyone else is kept on the ticket and reaches nobody.
 
 Commands are all or nothing (see commands.py): one line that cannot be carried out and
-nothing changes; the agent is told why.
+nothing changes; the agent is told why. Every mail to a person carries that person's own
+reply key, so mail to several people goes out as one copy each (`_mails`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from jinja2 import TemplateNotFound
 
 from mailgate import ticketops as ops
+from mailgate.addresses import canonical, domain_of
+from mailgate.budget import MailBudget
 from mailgate.commands import HELP, Command, Parsed, parse_commands, parse_rating, rating_links
-from mailgate.compose import Envelope, RelayParts, compose, new_message_id, relay_parts
+from mailgate.compose import (
+    PLACEHOLDER_ID,
+    Envelope,
+    RelayParts,
+    compose,
+    relay_parts,
+    with_message_id,
+)
 from mailgate.conversation import tagged_subject
-from mailgate.directory import Department, Directory, is_agent
+from mailgate.directory import Department, Directory, is_agent, member_address
 from mailgate.log import get_logger
 from mailgate.model import Inbound, Outgoing, Priority, Status, Ticket
 from mailgate.render import Renderer
+from mailgate.replykey import KeyRing, keyed_message_id
 from mailgate.sla import Target
 from mailgate.slaclock import SlaBook
 from mailgate.store import Tx
@@ -45,6 +61,7 @@ from mailgate.trust import Trust, may_command
 
 log = get_logger("mailgate.workflow")
 NO_PARTS = RelayParts((), ())
+HOUR = timedelta(hours=1)
 MAX_QUOTED_CHARS = 20_000  # request text shown in a notification or summary
 
 
@@ -53,10 +70,17 @@ class ConversationSettings:
     instance: str = "mailgate"
     reopen_window: timedelta = timedelta(days=7)
     max_relay_bytes: int = 10 * 1024 * 1024
-    replies_per_sender_per_hour: int = 10  # command refusals and errors, per recipient
     relays_per_sender_per_hour: int = 20  # mail relayed to the team, per sender and ticket
     notify_team: bool = True
     keep_cc_informed: bool = True
+    keys: KeyRing = field(default_factory=KeyRing)  # signs every mail to a person
+    budget: MailBudget = field(default_factory=MailBudget)  # automatic mail per recipient
+    # [security] from_header_is_proof: believe a trusted domain's From: without a key or
+    # Authentication-Results (the old behaviour; only behind an MTA that rejects forgery).
+    from_header_is_proof: bool = False
+    team_notices_per_sender_per_hour: int = 5  # new requests from one sender, per department
+    comments_from: str = "ticket"  # ticket: requester, Cc, agents | organisation: + domains
+    organisation: frozenset[str] = frozenset()  # [security] trusted_domains (empty: all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +91,22 @@ class Incoming:
     raw: bytes
     message: int  # its messages row
     trust: Trust
+    proven: frozenset[str] = frozenset()  # tickets a reply key in this mail proves
 
     @property
     def sender(self) -> str:
         assert self.msg.sender is not None  # the pipeline only hands over mail with a From
         return self.msg.sender.addr
+
+    def proof(self, ref: str, from_header_is_proof: bool) -> str | None:
+        """How this mail proves its sender for ticket `ref`, or None."""
+        if ref in self.proven:
+            return "key"
+        if self.trust is Trust.VERIFIED:
+            return "verified"
+        if from_header_is_proof and may_command(self.trust):
+            return "from-header"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +150,20 @@ class Workflow:
         """A new ticket: tell the department's team (with what the pipeline knows)."""
         if not self.settings.notify_team:
             return
+        st = new.state
+        flood = f"team:{st.department}:{canonical(st.requester)}"
+        sent = await tx.tickets_notified(flood, now - HOUR)
+        if sent >= self.settings.team_notices_per_sender_per_hour:
+            # One sender's flood (a script, a forged From:) must not land in every team
+            # member's inbox: the ticket is kept, and an hourly summary names it (flood.py).
+            await tx.hold_notification(st.id, st.department, canonical(st.requester), now)
+            await tx.add_event(st.id, "team_notify_held", now, visibility="internal",
+                               detail={"reason": f"{sent} new requests from {st.requester} "
+                                                 "in the last hour were notified already"})
+            log.info("team_notify.held", ticket=st.ref, sender=st.requester)
+            return
         await self.notify_team(tx, new, msg.body.strip(), self._parts(raw, msg), now,
-                               actor=None, transferred_from=None)
+                               actor=None, transferred_from=None, budget=flood)
 
     def _parts(self, raw: bytes, msg: Inbound) -> RelayParts:
         """Attachments to relay. A single text body has none: skip the second parse."""
@@ -125,8 +172,8 @@ class Workflow:
         return relay_parts(raw, self.settings.max_relay_bytes)
 
     async def notify_team(self, tx: Tx, ticket: Opened, text: str, parts: RelayParts,
-                          now: datetime, actor: str | None,
-                          transferred_from: str | None) -> None:
+                          now: datetime, actor: str | None, transferred_from: str | None,
+                          budget: str | None = None) -> None:
         st = ticket.state
         dept = self.directory.departments[st.department]
         to = self.directory.recipients(dept, ("team",), None)
@@ -146,9 +193,9 @@ class Workflow:
         body = self.renderer.render("notify_team", dept.key, context)
         request = ticket.request_id
         headline = "Transferred" if transferred_from else "New request"
-        mail = self._mail(st, dept, "notify-team", to, f"[{st.ref}] {headline}: {st.subject}",
-                          body.text, now, references=[request], auto="auto-generated",
-                          attachments=parts.parts)
+        mail = self._mails(st, dept, "notify-team", to, f"[{st.ref}] {headline}: {st.subject}",
+                           body.text, now, in_reply_to=request, references=[request],
+                           auto="auto-generated", attachments=parts.parts, budget=budget)
         await self._send(tx, st.id, mail, "team_notified", now, detail={"to": list(to)},
                          visibility="internal")
 
@@ -159,11 +206,13 @@ class Workflow:
         st = await ops.state(tx, ticket.id)
         dept = self.directory.departments.get(st.department)
         text = trim_reply(mail.msg.body)
-        if dept is not None and is_agent(dept, mail.sender):
-            if may_command(mail.trust):
+        proof = mail.proof(st.ref, self.settings.from_header_is_proof)
+        member = member_address(dept, mail.sender) if dept is not None else None
+        if dept is not None and member is not None:
+            if proof:
                 return await self._from_agent(tx, st, dept, mail, parse_commands(text), now)
-            return await self._untrusted_agent(tx, st, dept, mail, text, now)
-        return await self._from_other(tx, st, dept, mail, text, now)
+            return await self._unproven_member(tx, st, dept, member, mail, text, now)
+        return await self._from_other(tx, st, dept, mail, text, proof, now)
 
     async def _from_agent(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
                           parsed: Parsed, now: datetime) -> str:
@@ -198,41 +247,53 @@ class Workflow:
                                            parts, now)
         return kind
 
-    async def _untrusted_agent(self, tx: Tx, st: ops.TicketState, dept: Department,
-                               mail: Incoming, text: str, now: datetime) -> str:
-        """An agent's address, but the From: cannot be believed: kept, never relayed."""
+    async def _unproven_member(self, tx: Tx, st: ops.TicketState, dept: Department,
+                               member: str, mail: Incoming, text: str, now: datetime) -> str:
+        """A member's address, but nothing proves the mail is theirs: kept, internal,
+        never relayed or obeyed; the member's own address is told how to act."""
         await ops.set_text(tx, mail.message, text)
         await tx.add_event(st.id, "reply", now, actor=mail.sender, message=mail.message,
-                           detail={"untrusted": mail.trust.value}, visibility="internal")
-        parsed = parse_commands(text)
-        if parsed.has_commands and not parsed.unknown_only:
-            await self._refuse(tx, st, dept, mail, now,
-                               f"the sender could not be verified (trust: {mail.trust.value})")
-        log.warning("agent.untrusted", ticket=st.ref, sender=mail.sender, trust=mail.trust.value)
-        return "untrusted"
+                           detail={"unproven": mail.trust.value}, visibility="internal")
+        log.warning("member.unproven", ticket=st.ref, sender=mail.sender,
+                    trust=mail.trust.value)
+        await self._notice(tx, st, dept, "unproven", "unproven-notice", member, mail, now,
+                           {"name": self._name(member, mail), "text": text[:2000]})
+        return "unproven"
 
     async def _from_other(self, tx: Tx, st: ops.TicketState, dept: Department | None,
-                          mail: Incoming, text: str, now: datetime) -> str:
+                          mail: Incoming, text: str, proof: str | None, now: datetime) -> str:
+        requester = canonical(mail.sender) == canonical(st.requester)
+        await ops.set_text(tx, mail.message, text)
+        if not requester and not self._may_comment(st, mail.sender):
+            # A stranger who knows (or guessed) a ticket number: kept, reaches nobody.
+            await tx.add_event(st.id, "comment", now, actor=mail.sender, message=mail.message,
+                               detail={"role": "outside", "not_relayed": "not on the ticket"},
+                               visibility="internal")
+            log.info("comment.kept", ticket=st.ref, sender=mail.sender)
+            return "kept"
         parsed = parse_commands(text)
         if dept is not None and parsed.has_commands and not parsed.unknown_only:
             await self._refuse(tx, st, dept, mail, now,
-                               f"{mail.sender} is not a member of {dept.name}")
-        await ops.set_text(tx, mail.message, text)
-        requester = mail.sender == st.requester
+                               f"{mail.sender} is not a member of {dept.name}",
+                               reply=proof is not None)  # a forged From: gets no mail
         rating = parse_rating(text) if requester and st.survey_at else None
+        if requester and proof is None:
+            return await self._unproven_requester(tx, st, dept, mail, text, rating, now)
         if rating is not None:
             return await self._rated(tx, st, dept, mail, *rating, now)
         if not requester:
-            # Someone else (a colleague in Cc, another employee): a comment. It is relayed
-            # to the team like a reply, but only the requester reopens, resumes a waiting
+            # Someone else on the ticket (a colleague in Cc): a comment. It is relayed to
+            # the team like a reply, but only the requester reopens, resumes a waiting
             # ticket or asks for the next response.
             await tx.add_event(st.id, "comment", now, actor=mail.sender,
-                               message=mail.message, detail={"role": "other"},
+                               message=mail.message,
+                               detail={"role": "other"} | self._unverified(proof),
                                visibility="public")
             await tx.touch_ticket(st.id, now)
             if dept is not None:
                 parts = self._parts(mail.raw, mail.msg)
-                await self._relay_to_team(tx, st, mail, text, parts, now, kind="comment")
+                await self._relay_to_team(tx, st, mail, text, parts, now, kind="comment",
+                                          unverified=proof is None)
             return "comment"
         reopened = False
         if st.status in (Status.RESOLVED, Status.CLOSED):
@@ -249,6 +310,43 @@ class Workflow:
             await self._relay_to_team(tx, await ops.state(tx, st.id), mail, text, parts, now,
                                       kind="reply", reopened=reopened)
         return "reopened" if reopened else "reply"
+
+    async def _unproven_requester(self, tx: Tx, st: ops.TicketState, dept: Department | None,
+                                  mail: Incoming, text: str, rating: tuple[int, str] | None,
+                                  now: datetime) -> str:
+        """The requester's address, but not a reply to our mail and not vouched for by our
+        MTA: it may be forged. No reopen, no rating, no clock; the team sees it, marked."""
+        detail = {"role": "requester", "unproven": mail.trust.value}
+        if rating is not None:
+            detail["rating_ignored"] = rating[0]
+        await tx.add_event(st.id, "reply", now, actor=mail.sender, message=mail.message,
+                           detail=detail, visibility="public")
+        log.warning("requester.unproven", ticket=st.ref, sender=mail.sender,
+                    trust=mail.trust.value)
+        if dept is not None:
+            parts = self._parts(mail.raw, mail.msg)
+            await self._relay_to_team(tx, st, mail, text, parts, now, kind="reply",
+                                      unverified=True)
+        return "unverified"
+
+    def _may_comment(self, st: ops.TicketState, sender: str) -> bool:
+        """People on the ticket's Cc, agents of other roles (notify lists), and with
+        comments_from = "organisation" anyone in the organisation's domains."""
+        key = canonical(sender)
+        if any(canonical(a) == key for a in st.cc):
+            return True
+        dept = self.directory.departments.get(st.department)
+        if dept is not None and is_agent(dept, sender):
+            return True
+        if self.settings.comments_from != "organisation":
+            return False
+        domain = domain_of(sender)
+        return not self.settings.organisation or any(
+            domain == d or domain.endswith("." + d) for d in self.settings.organisation)
+
+    @staticmethod
+    def _unverified(proof: str | None) -> dict:
+        return {} if proof else {"unverified": True}
 
     # --- commands -------------------------------------------------------------------------
 
@@ -286,7 +384,8 @@ class Workflow:
         who = who.strip().strip("<>").lower()
         agents = [a for a in (*dept.team, dept.lead, dept.head) if a]
         if "@" in who:
-            return (who, "") if is_agent(dept, who) else (None, f"not a member of {dept.name}")
+            found = member_address(dept, who)
+            return (found, "") if found else (None, f"not a member of {dept.name}")
         matches = [a for a in agents if a.partition("@")[0] == who]
         if not matches:
             matches = [a for a in agents
@@ -376,13 +475,14 @@ class Workflow:
         context = self._context(st, dept) | {
             "asked": asked.strip()[:MAX_QUOTED_CHARS], "done": done[:MAX_QUOTED_CHARS],
             "time_to_resolve": span(now - st.created_at),
-            "rating_links": rating_links(dept.address, st.ref)}
+            "rating_links": rating_links(dept.address, st.ref, keyed_message_id(
+                self.settings.keys, (st.ref,), st.requester, "rating", now))}
         body = self.renderer.render("resolved", dept.key, context)
         cc = self._cc(st, mail.sender)
-        mail_out = self._mail(st, dept, "summary", (st.requester,),
-                              tagged_subject([st.ref], st.subject), body.text, now,
-                              **await self._requester_thread(tx, st), auto="auto-generated",
-                              attachments=parts.parts, cc=cc)
+        mail_out = self._mails(st, dept, "summary", (st.requester,),
+                               tagged_subject([st.ref], st.subject), body.text, now,
+                               **await self._requester_thread(tx, st), auto="auto-generated",
+                               attachments=parts.parts, cc=cc)
         await self._send(tx, st.id, mail_out, "summary_sent", now, visibility="public",
                          detail={"to": [st.requester]} | ({"cc": list(cc)} if cc else {}))
         await ops.set_field(tx, st.id, "survey_at", now.timestamp(), now)
@@ -417,9 +517,10 @@ class Workflow:
         if st.rating is None and dept is not None:  # thanked once, not for a changed mind
             context = self._context(st, dept) | {"rating": rating}
             body = self.renderer.render("thanks", dept.key, context)
-            out = self._mail(st, dept, "thanks", (st.requester,),
-                             tagged_subject([st.ref], st.subject), body.text, now,
-                             **await self._requester_thread(tx, st), auto="auto-replied")
+            out = self._mails(st, dept, "thanks", (st.requester,),
+                              tagged_subject([st.ref], st.subject), body.text, now,
+                              **await self._requester_thread(tx, st), auto="auto-replied",
+                              budget=True)
             await self._send(tx, st.id, out, "thanks_sent", now, visibility="public")
         log.info("ticket.rated", ticket=st.ref, rating=rating)
         return "rated"
@@ -429,22 +530,26 @@ class Workflow:
     async def _relay_to_requester(self, tx: Tx, st: ops.TicketState, mail: Incoming,
                                   text: str, parts: RelayParts, now: datetime) -> None:
         dept = self.directory.departments[st.department]
-        person = self.directory.person(mail.sender)
-        name = (person.name if person and person.name else None) or (
-            mail.msg.sender.name if mail.msg.sender else "")
+        name = self._name(mail.sender, mail)
         context = self._context(st, dept) | {"text": text, "agent": {"name": name},
                                              "left_out": list(parts.left_out)}
         body = self.renderer.render("reply_requester", dept.key, context)
         # A person's answer: not auto-submitted, so the requester's client treats it so.
         cc = self._cc(st, mail.sender)
-        out = self._mail(st, dept, "reply", (st.requester,),
-                         tagged_subject([st.ref], st.subject), body.text, now,
-                         **await self._requester_thread(tx, st), auto="no",
-                         from_name=f"{name} via {dept.name}" if name else dept.name,
-                         attachments=parts.parts, cc=cc)
+        out = self._mails(st, dept, "reply", (st.requester,),
+                          tagged_subject([st.ref], st.subject), body.text, now,
+                          **await self._requester_thread(tx, st), auto="no",
+                          from_name=f"{name} via {dept.name}" if name else dept.name,
+                          attachments=parts.parts, cc=cc)
         await self._send(tx, st.id, out, "relayed", now, actor=mail.sender,
                          detail={"to": [st.requester]} | ({"cc": list(cc)} if cc else {}),
                          visibility="public")
+
+    def _name(self, address: str, mail: Incoming) -> str:
+        """A person's name: the directory's, else what their From: says."""
+        person = self.directory.person(address)
+        return (person.name if person and person.name else None) or (
+            mail.msg.sender.name if mail.msg.sender else "")
 
     def _cc(self, st: ops.TicketState, author: str) -> tuple[str, ...]:
         """Who is copied on mail to the requester: the request's Cc, when so configured."""
@@ -454,7 +559,7 @@ class Workflow:
 
     async def _relay_to_team(self, tx: Tx, st: ops.TicketState, mail: Incoming, text: str,
                              parts: RelayParts, now: datetime, kind: str,
-                             reopened: bool = False) -> None:
+                             reopened: bool = False, unverified: bool = False) -> None:
         dept = self.directory.departments[st.department]
         roles = ("assignee",) if st.assignee and kind != "note" else ("team",)
         to = tuple(a for a in self.directory.recipients(dept, roles, st.assignee)
@@ -474,107 +579,125 @@ class Workflow:
             return
         author = mail.msg.sender
         context = self._context(st, dept) | {
-            "text": text, "kind": kind, "reopened": reopened,
+            "text": text, "kind": kind, "reopened": reopened, "unverified": unverified,
             "author": {"name": author.name if author else "", "address": mail.sender},
             "left_out": list(parts.left_out)}
         body = self.renderer.render("relay_team", dept.key, context)
         prefix = "Note" if kind == "note" else "Re"
-        out = self._mail(st, dept, "note-team" if kind == "note" else "relay-team", to,
-                         f"[{st.ref}] {prefix}: {st.subject}", body.text, now,
-                         **await self._team_thread(tx, st), auto="no",
-                         from_name=f"{author.name if author and author.name else mail.sender}"
-                                   f" via {dept.name}",
-                         attachments=parts.parts)
+        name = author.name if author and author.name else mail.sender
+        out = self._mails(st, dept, "note-team" if kind == "note" else "relay-team", to,
+                          f"[{st.ref}] {prefix}: {'(unverified) ' * unverified}{st.subject}",
+                          body.text, now, **await self._team_thread(tx, st), auto="no",
+                          from_name=f"{name}{' (unverified)' * unverified} via {dept.name}",
+                          attachments=parts.parts)
         await self._send(tx, st.id, out, "relayed", now, actor=mail.sender,
-                         detail={"to": list(to)}, visibility="internal")
+                         detail={"to": list(to)} | ({"unverified": True} if unverified else {}),
+                         visibility="internal")
 
     async def _refuse(self, tx: Tx, st: ops.TicketState, dept: Department, mail: Incoming,
-                      now: datetime, reason: str) -> None:
+                      now: datetime, reason: str, reply: bool = True) -> None:
         await tx.add_event(st.id, "command_refused", now, actor=mail.sender,
                            detail={"reason": reason}, visibility="internal")
         log.warning("command.refused", ticket=st.ref, sender=mail.sender, reason=reason)
-        await self._command_reply(tx, st, dept, mail, now, refused=reason)
+        if reply:
+            await self._command_reply(tx, st, dept, mail, now, refused=reason)
 
     async def _command_reply(self, tx: Tx, st: ops.TicketState, dept: Department,
                              mail: Incoming, now: datetime, problems: list[str] | None = None,
                              refused: str | None = None) -> None:
-        """Tell the sender why nothing happened: once per mail, rate-limited per sender."""
-        sent = await tx.recent_mail_count("command-reply", mail.sender, now - timedelta(hours=1))
-        if sent >= self.settings.replies_per_sender_per_hour:
-            await tx.add_event(st.id, "command_reply_suppressed", now, actor=mail.sender,
-                               detail={"reason": f"rate limit: {sent} in the last hour"})
-            return
-        context = self._context(st, dept) | {"problems": problems or [], "help": HELP,
-                                             "refused": refused is not None,
-                                             "reason": refused or ""}
-        body = self.renderer.render("command_reply", dept.key, context)
-        mid = mail.msg.message_id
-        out = self._mail(st, dept, "command-reply", (mail.sender,),
-                         tagged_subject([st.ref], mail.msg.subject or st.subject), body.text,
-                         now, in_reply_to=mid or None, references=[mid], auto="auto-replied")
-        await self._send(tx, st.id, out, "command_reply", now, detail={"to": [mail.sender]},
-                         visibility="internal")
+        """Tell the sender why nothing happened: once per mail, within their budget."""
+        await self._notice(tx, st, dept, "command_reply", "command-reply", mail.sender, mail,
+                           now, {"problems": problems or [], "help": HELP,
+                                 "refused": refused is not None, "reason": refused or ""})
 
     async def not_kept(self, tx: Tx, ticket: Ticket, mail: Incoming, files: list[str],
                        limit: str, now: datetime) -> None:
         """Tell a person whose reply brought more attachments than [limits] allows which
-        files were not kept (and so reached nobody); rate-limited per sender."""
+        files were not kept (and so reached nobody), within their budget."""
         st = await ops.state(tx, ticket.id)
         dept = self.directory.departments.get(st.department)
         if dept is None:
             return
-        sent = await tx.recent_mail_count("not-kept", mail.sender, now - timedelta(hours=1))
-        if sent >= self.settings.replies_per_sender_per_hour:
-            return
-        context = self._context(st, dept) | {
-            "name": mail.msg.sender.name if mail.msg.sender else "", "files": files,
-            "max_attachment_size": limit}
         try:
-            body = self.renderer.render("not_kept", dept.key, context)
+            await self._notice(tx, st, dept, "not_kept", "not-kept", mail.sender, mail, now,
+                               {"name": mail.msg.sender.name if mail.msg.sender else "",
+                                "files": files, "max_attachment_size": limit},
+                               event_detail={"files": files})
         except TemplateNotFound:  # a notice must never cost the reply itself
             log.warning("template.missing", template="not_kept", ticket=st.ref)
+
+    async def _notice(self, tx: Tx, st: ops.TicketState, dept: Department, template: str,
+                      kind: str, to: str, mail: Incoming, now: datetime, extra: dict,
+                      event_detail: dict | None = None) -> None:
+        """An automatic answer to one person's mail, threaded on it; drawn from their
+        budget of automatic mail (budget.py), so a flood of forged mail cannot turn us
+        into a mail bomb."""
+        refusal = await self.settings.budget.refusal(tx, to, now)
+        if refusal:
+            await tx.add_event(st.id, f"{kind.replace('-', '_')}_suppressed", now,
+                               actor=mail.sender, detail={"reason": refusal},
+                               visibility="internal")
+            log.info("notice.suppressed", ticket=st.ref, kind=kind, reason=refusal)
             return
+        body = self.renderer.render(template, dept.key, self._context(st, dept) | extra)
         mid = mail.msg.message_id
-        out = self._mail(st, dept, "not-kept", (mail.sender,),
-                         tagged_subject([st.ref], mail.msg.subject or st.subject), body.text,
-                         now, in_reply_to=mid or None, references=[mid], auto="auto-replied")
-        await self._send(tx, st.id, out, "not_kept_notice", now,
-                         detail={"to": [mail.sender], "files": files}, visibility="internal")
+        out = self._mails(st, dept, kind, (to,),
+                          tagged_subject([st.ref], mail.msg.subject or st.subject), body.text,
+                          now, in_reply_to=mid or None, references=[mid], auto="auto-replied",
+                          budget=True)
+        await self._send(tx, st.id, out, kind.replace("-", "_"), now,
+                         detail={"to": [to]} | (event_detail or {}), visibility="internal")
 
     async def _requester_thread(self, tx: Tx, st: ops.TicketState) -> dict:
+        """Threading by the requester's own Message-IDs: ours carry reply keys, and the
+        copy for one person must not carry another person's key in its References."""
         last = await ops.last_from(tx, st.id, st.requester)
-        ours = await ops.sent_ids(tx, st.id, ops.REQUESTER_KINDS)
         request = await ops.request_message_id(tx, st.id)
-        return {"in_reply_to": last, "references": [request, *ours[:1], *ours[1:][-2:], last]}
+        return {"in_reply_to": last, "references": [request, last]}
 
     async def _team_thread(self, tx: Tx, st: ops.TicketState) -> dict:
-        ours = await ops.sent_ids(tx, st.id, ops.TEAM_KINDS)
         request = await ops.request_message_id(tx, st.id)
-        return {"in_reply_to": ours[-1] if ours else None,
-                "references": [request, *ours[:1], *ours[1:][-2:]]}
+        return {"in_reply_to": request, "references": [request]}
 
-    def _mail(self, st: ops.TicketState, dept: Department, kind: str, to: tuple[str, ...],
-              subject: str, text: str, now: datetime, *, in_reply_to: str | None = None,
-              references: list[str | None] | None = None, auto: str = "auto-generated",
-              from_name: str | None = None, attachments: tuple[bytes, ...] = (),
-              cc: tuple[str, ...] = ()) -> Outgoing:
-        message_id = new_message_id(dept.address.partition("@")[2], st.ref)
+    def _mails(self, st: ops.TicketState, dept: Department, kind: str, to: tuple[str, ...],
+               subject: str, text: str, now: datetime, *, in_reply_to: str | None = None,
+               references: list[str | None] | None = None, auto: str = "auto-generated",
+               from_name: str | None = None, attachments: tuple[bytes, ...] = (),
+               cc: tuple[str, ...] = (), budget: bool | str | None = None) -> list[Outgoing]:
+        """One mail, composed once, sent as one copy per recipient: each copy's
+        Message-ID carries that recipient's reply key for this ticket (replykey.py).
+        `budget`: True draws on each recipient's budget of automatic mail, a string
+        names a budget of its own (a team notification's), None draws on none."""
         refs = tuple(dict.fromkeys(r for r in (references or []) if r))
         envelope = Envelope(
             from_name=from_name or dept.name, from_addr=dept.address, to=to, subject=subject,
-            message_id=message_id, date=now, in_reply_to=in_reply_to, references=refs,
+            message_id=PLACEHOLDER_ID, date=now, in_reply_to=in_reply_to, references=refs,
             reply_to=dept.address, auto_submitted=auto, cc=cc,
             extra=(("X-Mailgate-Instance", self.settings.instance),
                    ("X-Mailgate-Ticket", st.ref)))
-        return Outgoing(message_id=message_id, kind=kind, mail_from=dept.address,
-                        recipients=(*to, *cc), raw=compose(envelope, text, None, attachments),
-                        ticket_id=st.id)
+        raw = compose(envelope, text, None, attachments)
+        domain = dept.address.partition("@")[2]
+        copies: list[Outgoing] = []
+        for recipient in dict.fromkeys((*to, *cc)):
+            message_id = keyed_message_id(self.settings.keys, (st.ref,), recipient, domain, now)
+            mailbox, on_domain = self.settings.budget.keys(recipient)
+            copies.append(Outgoing(
+                message_id=message_id, kind=kind, mail_from=dept.address,
+                recipients=(recipient,), raw=with_message_id(raw, message_id), ticket_id=st.id,
+                budget=budget if isinstance(budget, str) else mailbox if budget else None,
+                budget_domain=on_domain if budget is True else None,
+                copy_of=copies[0].message_id if copies else None))
+        return copies
 
-    async def _send(self, tx: Tx, ticket_id: int, mail: Outgoing, event: str, now: datetime,
-                    *, actor: str | None = None, detail: dict | None = None,
+    async def _send(self, tx: Tx, ticket_id: int, mails: list[Outgoing], event: str,
+                    now: datetime, *, actor: str | None = None, detail: dict | None = None,
                     visibility: str | None = None) -> None:
-        outgoing = await tx.enqueue(mail, now)
-        await tx.add_event(ticket_id, event, now, actor=actor, outgoing=outgoing,
+        """Queue the copies; the event names the first (the others are its twins)."""
+        first = None
+        for mail in mails:
+            outgoing = await tx.enqueue(mail, now)
+            first = first or outgoing
+        await tx.add_event(ticket_id, event, now, actor=actor, outgoing=first,
                            detail=detail, visibility=visibility)
 
     def _context(self, st: ops.TicketState, dept: Department) -> dict:

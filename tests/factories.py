@@ -11,6 +11,7 @@ from mailgate.directory import Directory, load_directory
 from mailgate.model import Origin
 from mailgate.pipeline import Outcome, Pipeline, PipelineSettings
 from mailgate.render import Renderer
+from mailgate.replykey import KeyRing
 from mailgate.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,7 @@ def find_corpus() -> Path | None:
     return None
 TEMPLATES = ROOT / "templates"
 IT = Origin(source="imap:it", departments=("it",))
+TEST_KEYS = KeyRing((("t1", b"test secret, not for production"),))
 FACILITIES = Origin(source="imap:facilities", departments=("facilities",))
 
 
@@ -76,6 +78,16 @@ class Harness:
         async with self.store.conn.execute(sql, args) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
+    async def key_from(self, recipient: str, kind: str | None = None) -> str:
+        """The Message-ID of our newest mail to `recipient` (of `kind`), bracketed: what a
+        reply to it echoes in In-Reply-To, carrying that person's reply key."""
+        kinds = "AND kind = ?" if kind else ""
+        rows = await self.rows(
+            f"SELECT message_id FROM outbox WHERE recipients = ? {kinds} ORDER BY id DESC "
+            "LIMIT 1", f'["{recipient}"]', *([kind] if kind else []))
+        assert rows, f"no mail to {recipient} ({kind or 'any kind'}) was queued"
+        return f"<{rows[0][0]}>"
+
     async def count(self, table: str, where: str = "1") -> int:
         rows = await self.rows(f"SELECT COUNT(*) FROM {table} WHERE {where}")
         return int(rows[0][0])
@@ -85,6 +97,7 @@ async def harness(tmp_path: Path, acks_per_hour: int = 10,
                   instance: str = "mailgate-test") -> Harness:
     clock = FakeClock()
     store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
-    settings = PipelineSettings(instance=instance, acks_per_sender_per_hour=acks_per_hour)
+    settings = PipelineSettings(instance=instance, acks_per_sender_per_hour=acks_per_hour,
+                                keys=TEST_KEYS)
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES), settings, clock)
     return Harness(store, pipeline, clock)

@@ -113,9 +113,10 @@ async def test_reply_threads_into_the_ticket_without_new_ack(env: Env, daemon: D
     await eventually(lambda: _at_least(position(daemon), uid))
     assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 1
     assert await count(daemon, "SELECT COUNT(*) FROM events WHERE kind = 'reply'") == 1
-    # The reply is relayed to the team (workflow.py), never acknowledged again.
-    [_, relayed] = await env.sink.wait_for(count=2)
-    assert sorted(relayed.rcpt_tos) == ["alice@example.com", "bob@example.com"]
+    # The reply is relayed to the team (workflow.py), one copy each, never acknowledged
+    # again.
+    relayed = (await env.sink.wait_for(count=3))[1:]
+    assert sorted(r.rcpt_tos[0] for r in relayed) == ["alice@example.com", "bob@example.com"]
     await asyncio.sleep(0.3)
     assert [m.rcpt_tos for m in env.sink.messages].count(["ann@example.com"]) == 1
 
@@ -266,7 +267,7 @@ async def test_sla_warning_and_breach_reach_the_sink_and_an_answer_stops_them(
     from tests.factories import FakeClock
 
     clock = FakeClock(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
-    setup = load_setup(env.config())
+    setup = load_setup(env.config(tables='[security]\nauthserv_id = "mx.example.com"\n'))
     daemon = Daemon(setup.config, setup.directory, clock=clock)
     await daemon.start()
     try:
@@ -275,7 +276,8 @@ async def test_sla_warning_and_breach_reach_the_sink_and_an_answer_stops_them(
         await env.sink.wait_for(count=2)  # the two acknowledgements
         await asyncio.to_thread(env.append, mail(
             "Re: [IT-1002] New mouse", sender="Alice <alice@example.com>",
-            message_id="<answer@example.com>", body="On its way."))
+            message_id="<answer@example.com>", body="On its way.", headers={
+                "Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}))
         await eventually(lambda: _answered(daemon))
         [relayed] = (await env.sink.wait_for(count=3))[2:]  # alice's answer, to ann
         assert relayed.rcpt_tos == ["ann@example.com"]
@@ -283,20 +285,21 @@ async def test_sla_warning_and_breach_reach_the_sink_and_an_answer_stops_them(
         assert daemon.escalator is not None
         clock.now = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)  # 14:00 Berlin: 75 %
         daemon.escalator.notify()
-        [warning] = (await env.sink.wait_for(count=4))[3:]
-        assert warning.message["Subject"].startswith("[IT-1001] SLA warning, first response")
-        assert sorted(warning.rcpt_tos) == ["alice@example.com", "bob@example.com"]
-        assert warning.message["Auto-Submitted"] == "auto-generated"
+        warnings = (await env.sink.wait_for(count=5))[3:]  # one copy each: alice, bob
+        for warning in warnings:
+            assert warning.message["Subject"].startswith("[IT-1001] SLA warning, first response")
+            assert warning.message["Auto-Submitted"] == "auto-generated"
+        assert sorted(w.rcpt_tos[0] for w in warnings) == ["alice@example.com", "bob@example.com"]
 
         clock.now = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # 15:00 Berlin: breach
         daemon.escalator.notify()  # the 90 % warning is overtaken by the breach: skipped
-        received = await env.sink.wait_for(count=5)
-        subjects = [r.message["Subject"] for r in received[4:]]
-        assert any(s.startswith("[IT-1001] SLA breached") for s in subjects), subjects
+        received = await env.sink.wait_for(count=7)  # the breach: carol's and dave's copy
+        subjects = [r.message["Subject"] for r in received[5:]]
+        assert all(s.startswith("[IT-1001] SLA breached") for s in subjects), subjects
         assert not any("IT-1002" in s for r in received[3:]
                        for s in [r.message["Subject"]]), "an answered ticket escalated"
         await asyncio.sleep(0.5)
-        assert len(env.sink.messages) == 5  # nothing twice
+        assert len(env.sink.messages) == 7  # nothing twice
     finally:
         await daemon.stop()
 

@@ -9,6 +9,7 @@ clock starts on Tuesday 2026-11-24 at 10:00 Berlin (09:00 UTC), so a request the
 from __future__ import annotations
 
 import email
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -45,14 +46,19 @@ def escalator(h: Harness, store: Store | None = None) -> Escalator:
 
 
 async def queued_escalations(h: Harness) -> list[tuple[str, str]]:
-    rows = await h.rows("SELECT kind, recipients FROM outbox WHERE kind LIKE 'escalation-%' "
-                        "ORDER BY id")
-    return [(kind, recipients) for kind, recipients in rows]
+    """(kind, recipients) per escalation mail: its copies (one per person) taken together."""
+    rows = await h.rows("SELECT kind, recipients, message_id, copy_of FROM outbox "
+                        "WHERE kind LIKE 'escalation-%' ORDER BY id")
+    mails: dict[str, tuple[str, list[str]]] = {}
+    for kind, recipients, message_id, copy_of in rows:
+        mails.setdefault(copy_of or message_id, (kind, []))[1].extend(json.loads(recipients))
+    return [(kind, json.dumps(to)) for kind, to in mails.values()]
 
 
-async def written(h: Harness, kind: str) -> bytes:
-    """The mail the outbox would send for the first queued row of this kind."""
-    [row] = [r for r in await h.store.due_outgoing(h.clock(), limit=1000) if r.kind == kind]
+async def written(h: Harness, kind: str, copy: int = 0) -> bytes:
+    """The mail the outbox would send for a queued row of this kind (its first copy)."""
+    rows = [r for r in await h.store.due_outgoing(h.clock(), limit=1000) if r.kind == kind]
+    row = rows[copy]
     assert row.raw == b"" and row.draft == "escalation"  # written when sent, not when fired
     return await escalator(h).write(row)
 
@@ -94,7 +100,8 @@ async def test_answered_request_never_escalates_its_first_response(h: Harness) -
     await h.deliver(mail())
     h.clock.now = utc(24, 10)
     await h.deliver(mail("Re: [IT-1001] Laptop won't boot", sender="alice@example.com",
-                         message_id="<answer@example.com>"))
+                         message_id="<answer@example.com>",
+                         headers={"In-Reply-To": await h.key_from("alice@example.com")}))
     for hour in range(10, 18):
         assert await at(h, utc(25, hour)) == 0
     met = await h.rows("SELECT first_response_at FROM tickets")
@@ -166,9 +173,13 @@ async def test_mail_written_later_states_the_moment_the_level_fired(h: Harness) 
     assert "Due        2026-11-24 15:00 CET" in text
     assert "Opened     3 business hours ago" in text
     assert message["Date"] == "Tue, 24 Nov 2026 13:00:00 +0000"
-    [(message_id,)] = await h.rows("SELECT message_id FROM outbox WHERE kind LIKE 'esc%'")
-    assert message["Message-ID"] == f"<{message_id}>"
-    assert message["To"] == "alice@example.com, bob@example.com"
+    [(alice, _), (bob, first)] = await h.rows(
+        "SELECT message_id, copy_of FROM outbox WHERE kind LIKE 'esc%' ORDER BY id")
+    assert message["Message-ID"] == f"<{alice}>" and first == alice
+    assert message["To"] == "alice@example.com"  # one copy each: each has its own key
+    copy = email.message_from_bytes(await written(h, "escalation-warning", copy=1))
+    assert copy["To"] == "bob@example.com" and copy["Message-ID"] == f"<{bob}>"
+    assert copy.get_payload(decode=True).decode() == text  # the same mail
 
 
 async def test_a_draft_that_cannot_be_written_is_kept_and_sent_later(
@@ -188,28 +199,29 @@ async def test_a_draft_that_cannot_be_written_is_kept_and_sent_later(
 
     outbox = Outbox(h.store, DirectoryTransport(outbox_dir), h.clock,
                     SentLog(tmp_path / "sent.log"), write)
-    await outbox.drain_once()  # the ack and the team notification go; the warning waits
+    await outbox.drain_once()  # the ack and the team notifications go; the warnings wait
     for _ in range(MAX_ATTEMPTS + 5):  # days of a broken template
         h.clock.advance(minutes=5)
         assert await outbox.drain_once() == 0
-    [(status, attempts, error)] = await h.rows(
-        "SELECT status, attempts, last_error FROM outbox WHERE kind = 'escalation-warning'")
-    assert (status, attempts) == ("queued", 0)
-    assert "could not write the mail: template exploded" in error
+    for status, attempts, error in await h.rows(
+            "SELECT status, attempts, last_error FROM outbox WHERE kind = 'escalation-warning'"):
+        assert (status, attempts) == ("queued", 0)
+        assert "could not write the mail: template exploded" in error
     failing = False
     h.clock.advance(minutes=5)
-    assert await outbox.drain_once() == 1
-    [sent] = sorted(outbox_dir.glob("*-escalation-warning.eml"))
-    assert b"SLA warning, first response due soon" in sent.read_bytes()
+    assert await outbox.drain_once() == 2  # alice's copy and bob's
+    sent = sorted(outbox_dir.glob("*-escalation-warning.eml"))
+    assert len(sent) == 2
+    assert all(b"SLA warning, first response due soon" in f.read_bytes() for f in sent)
     assert await h.rows("SELECT status FROM outbox WHERE kind = 'escalation-warning'") == \
-        [("sent",)]
+        [("sent",), ("sent",)]
 
 
 async def test_a_department_removed_by_a_reload_still_gets_its_mail_written(
         h: Harness) -> None:
     await h.deliver(mail())
     await at(h, utc(24, 13, 0))
-    [row] = [r for r in await h.store.due_outgoing(h.clock(), 100) if r.draft]
+    row = next(r for r in await h.store.due_outgoing(h.clock(), 100) if r.draft)
     fired = await escalation_mail.load(h.store, row)
     orphan = replace(fired, ticket=replace(fired.ticket, department="gone"))
     text = escalation_mail.write(orphan, row, h.pipeline.sla, Renderer(TEMPLATES),
@@ -226,10 +238,10 @@ async def test_a_draft_with_nothing_recorded_fails_on_its_ticket(
     outbox = Outbox(h.store, DirectoryTransport(tmp_path / "out"), h.clock,
                     SentLog(tmp_path / "sent.log"), escalator(h).write)
     await outbox.drain_once()
-    [(status, error)] = await h.rows(
-        "SELECT status, last_error FROM outbox WHERE kind = 'escalation-warning'")
-    assert status == "failed" and "no escalation is recorded" in error
-    assert await h.count("events", "kind = 'delivery_failed'") == 1
+    for status, error in await h.rows(
+            "SELECT status, last_error FROM outbox WHERE kind = 'escalation-warning'"):
+        assert status == "failed" and "no escalation is recorded" in error
+    assert await h.count("events", "kind = 'delivery_failed'") == 2
 
 
 async def test_mail_keeps_the_department_it_fired_for_when_transferred_before_sending(
@@ -238,7 +250,9 @@ async def test_mail_keeps_the_department_it_fired_for_when_transferred_before_se
     await at(h, utc(24, 13, 0))
     h.clock.now = utc(24, 13, 5)  # the ticket moves to Facilities before the mail goes out
     await h.deliver(mail("Re: [IT-1001] Laptop won't boot", sender="alice@example.com",
-                         message_id="<move@example.com>", body="#transfer facilities"))
+                         message_id="<move@example.com>", body="#transfer facilities",
+                         headers={"In-Reply-To": await h.key_from("alice@example.com",
+                                                                  "notify-team")}))
     assert (await h.rows("SELECT department FROM tickets"))[0][0] == "facilities"
     message = email.message_from_bytes(await written(h, "escalation-warning"))
     text = message.get_payload(decode=True).decode()
@@ -250,7 +264,7 @@ async def test_mail_keeps_the_department_it_fired_for_when_transferred_before_se
 async def test_replies_and_bounces_to_escalation_mail_find_their_ticket(h: Harness) -> None:
     await h.deliver(mail())
     await at(h, utc(24, 13, 0))
-    [(message_id,)] = await h.rows("SELECT message_id FROM outbox WHERE draft IS NOT NULL")
+    [(message_id,), _] = await h.rows("SELECT message_id FROM outbox WHERE draft IS NOT NULL")
     lead = await h.deliver(mail("Re: what is going on?", sender="carol@example.com",
                                 message_id="<lead@example.com>",
                                 headers={"In-Reply-To": f"<{message_id}>"}))
@@ -267,7 +281,7 @@ async def test_the_sender_never_sees_a_queued_row_before_its_transaction_commits
     async with h.store.transaction() as tx:
         await h.pipeline.handle(tx, mail(), IT)
         assert await h.store.due_outgoing(h.clock(), 100) == []  # not committed yet
-    assert len(await h.store.due_outgoing(h.clock(), 100)) == 2  # ack, team notification
+    assert len(await h.store.due_outgoing(h.clock(), 100)) == 3  # ack, alice's, bob's notice
 
 
 def test_an_unsent_escalation_says_what_to_fix() -> None:

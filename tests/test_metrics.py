@@ -129,7 +129,8 @@ async def test_a_running_daemon_serves_its_metrics(tmp_path: Path, smtp_sink: Sm
         await asyncio.to_thread(push, daemon.listen_port, request)
         await asyncio.to_thread(push, daemon.listen_port, request)  # the same mail again
         await smtp_sink.wait_for(count=1)
-        got = await until(port, lambda s: s.get("mailgate_acks_sent_total") == 1)
+        got = await until(port, lambda s: s.get("mailgate_acks_sent_total") == 1
+                          and s.get("mailgate_outbox_depth") == 0)  # team copies sent too
         assert got['mailgate_messages_total{mailbox="smtp",outcome="ticket"}'] == 1
         assert got['mailgate_messages_total{mailbox="smtp",outcome="duplicate"}'] == 1
         assert got['mailgate_mail_sent_total{kind="ack"}'] == 1
@@ -148,7 +149,7 @@ async def test_a_running_daemon_serves_its_metrics(tmp_path: Path, smtp_sink: Sm
             'mailgate_sla_escalations_total{department="it",kind="warning"}') == 1)
         assert got['mailgate_tickets{department="it",state="at_risk"}'] == 1
         warned = 'mailgate_mail_sent_total{kind="escalation-warning"}'
-        await until(port, lambda s: s.get(warned) == 1)
+        await until(port, lambda s: s.get(warned) == 2)  # a copy each for alice and bob
         assert "metrics on port" in await daemon.status_line()
     finally:
         await daemon.stop()

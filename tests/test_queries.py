@@ -67,7 +67,8 @@ async def test_an_answer_stops_the_response_clock_and_resolution_runs_on(h: Harn
     await request(h, utc(24, 8), 1)
     h.clock.now = utc(24, 9)
     await h.deliver(mail("Re: [IT-1001] Request 1", sender="alice@example.com",
-                         message_id="<a1@example.com>"))
+                         message_id="<a1@example.com>",
+                         headers={"In-Reply-To": await h.key_from("alice@example.com")}))
     # The resolution clock (24 business hours) is far from due on Wednesday.
     assert await states(h, utc(25, 13)) == {"IT-1001": "ok"}
     assert await overview(h, utc(25, 13)) == {"it": (1, 0, 0)}

@@ -21,6 +21,7 @@ from tests.factories import (
     FACILITIES,
     IT,
     TEMPLATES,
+    TEST_KEYS,
     FakeClock,
     Harness,
     example_directory,
@@ -43,6 +44,7 @@ async def make(tmp_path: Path, **settings: object) -> Harness:
     policy = TrustPolicy(frozenset({"example.com"}), "mx.example.com")
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES),
                         PipelineSettings(instance="mailgate-test", trust=policy,
+                                         keys=TEST_KEYS,
                                          **settings),  # type: ignore[arg-type]
                         clock)
     return Harness(store, pipeline, clock)
@@ -65,7 +67,10 @@ def requester(body: str, n: int = 1, headers: dict[str, str] | None = None) -> b
 
 
 async def sent(h: Harness, kind: str) -> list[Message]:
-    rows = await h.rows("SELECT raw FROM outbox WHERE kind = ? ORDER BY id", kind)
+    """The mails of this kind, one each: a mail to several people goes out as one copy
+    per person (each with its own reply key); the copies after the first are left out."""
+    rows = await h.rows("SELECT raw FROM outbox WHERE kind = ? AND copy_of IS NULL "
+                        "ORDER BY id", kind)
     return [email.message_from_bytes(r[0]) for r in rows]
 
 
@@ -109,7 +114,10 @@ async def test_agent_answer_is_relayed_from_the_department_threaded(h: Harness) 
     assert reply["From"] == "Alice Adams via IT Service Desk <it-help@example.com>"
     assert reply["Subject"] == "[IT-1001] Re: Laptop won't boot"
     assert reply["In-Reply-To"] == "<req-1@example.com>"
-    assert reply["References"].split() == ["<req-1@example.com>", ack["Message-ID"]]
+    # Threaded on the requester's own mail only: our Message-IDs carry reply keys, and
+    # one person's copy must never carry another's key in its References.
+    assert reply["References"].split() == ["<req-1@example.com>"]
+    assert ack["Message-ID"].startswith("<mgk1.") and reply["Message-ID"].startswith("<mgk1.")
     assert reply["Auto-Submitted"] == "no"
     assert reply["X-Auto-Response-Suppress"] is None and reply["Precedence"] is None
     body = text_of(reply)
@@ -122,23 +130,23 @@ async def test_agent_answer_is_relayed_from_the_department_threaded(h: Harness) 
     assert await sent(h, "relay-team") == []  # the author is not sent their own answer
 
 
-async def test_requester_reply_threads_to_our_last_mail_and_goes_to_the_team(h: Harness) -> None:
+async def test_requester_reply_threads_on_her_own_mail_and_goes_to_the_team(
+        h: Harness) -> None:
     await h.deliver(mail())
     await h.deliver(agent("Which model is it?"))
-    [reply] = await sent(h, "reply")
     await h.deliver(requester("A T14.\n\nOn Tue, IT wrote:\n> Which model is it?"))
     [relay] = await sent(h, "relay-team")
     assert relay["To"] == "alice@example.com, bob@example.com"
     assert relay["Reply-To"] == "it-help@example.com"
     [notify] = await sent(h, "notify-team")
-    assert relay["In-Reply-To"] == notify["Message-ID"]
-    assert notify["Message-ID"] in relay["References"]
+    assert relay["In-Reply-To"] == notify["In-Reply-To"] == "<req-1@example.com>"
+    assert relay["References"] == notify["References"] == "<req-1@example.com>"
     assert "A T14." in text_of(relay) and "Which model" not in text_of(relay)
     # The agent's next answer replies to ann's latest mail.
     await h.deliver(agent("Thanks, a new one is on its way.", n=2))
     second = (await sent(h, "reply"))[1]
     assert second["In-Reply-To"] == "<ann-1@example.com>"
-    assert reply["Message-ID"] in second["References"]
+    assert second["References"].split() == ["<req-1@example.com>", "<ann-1@example.com>"]
 
 
 async def test_reply_goes_to_the_assignee_once_assigned(h: Harness) -> None:
@@ -236,15 +244,27 @@ async def test_bad_assignee_or_department_changes_nothing(h: Harness) -> None:
     assert "#transfer accounting: no such department" in texts[1]
 
 
-async def test_outsider_cannot_run_commands(h: Harness) -> None:
+async def test_a_stranger_on_a_ticket_changes_nothing_reaches_nobody_and_gets_no_mail(
+        h: Harness) -> None:
     await h.deliver(mail())
-    await h.deliver(mail("Re: [IT-1001] Laptop", sender="mallory@evil.example",
-                         message_id="<m@evil.example>", body="#resolve\nall done"))
+    outcome = await h.deliver(mail("Re: [IT-1001] Laptop", sender="mallory@evil.example",
+                                   message_id="<m@evil.example>", body="#resolve\nall done"))
+    assert outcome.action == "reply"  # kept on the ticket
+    assert await ticket(h, "status") == "new"
+    assert await sent(h, "command-reply") == [] and await sent(h, "relay-team") == []
+    assert await sent(h, "summary") == []
+    [(detail, visibility)] = await h.rows(
+        "SELECT detail, visibility FROM events WHERE actor = 'mallory@evil.example'")
+    assert json.loads(detail)["not_relayed"] == "not on the ticket" and visibility == "internal"
+
+
+async def test_a_proven_non_member_is_refused_by_mail(h: Harness) -> None:
+    await h.deliver(mail())
+    await h.deliver(requester("#resolve\nall done"))
     assert await ticket(h, "status") == "new"
     [refusal] = await sent(h, "command-reply")
-    assert refusal["To"] == "mallory@evil.example"
+    assert refusal["To"] == "ann@example.com"
     assert "not a member of IT Service Desk" in text_of(refusal)
-    assert await sent(h, "summary") == []
 
 
 async def test_spoofed_agent_address_cannot_run_commands_or_reach_the_requester(
@@ -258,19 +278,27 @@ async def test_spoofed_agent_address_cannot_run_commands_or_reach_the_requester(
     await h.deliver(spoof)
     assert await ticket(h, "status") == "new"
     assert await sent(h, "reply") == [] and await sent(h, "summary") == []
-    [refusal] = await sent(h, "command-reply")
-    assert "could not be verified" in text_of(refusal)
+    assert await sent(h, "command-reply") == []
+    [notice] = await sent(h, "unproven-notice")  # to alice's own address, with her key
+    assert notice["To"] == "alice@example.com"
+    assert notice["Message-ID"].startswith("<mgk1.")
+    assert "nothing proves that you wrote it" in text_of(notice)
     assert await ticket(h, "first_response_at") is None
+    # The real alice answers that notice: her reply carries her key, and now it counts.
+    await h.deliver(mail("Re: [IT-1001] Laptop", sender="Alice <alice@example.com>",
+                         message_id="<real@example.com>", body="#take",
+                         headers={"In-Reply-To": notice["Message-ID"]}))
+    assert await ticket(h, "assignee") == "alice@example.com"
 
 
 async def test_refusals_are_rate_limited(tmp_path: Path) -> None:
-    h = await make(tmp_path, acks_per_sender_per_hour=2)
+    h = await make(tmp_path, acks_per_sender_per_hour=3)
     try:
-        await h.deliver(mail())
+        await h.deliver(mail())  # the acknowledgement draws on the same budget
         for n in range(4):
-            await h.deliver(mail("Re: [IT-1001] Laptop", sender="mallory@evil.example",
-                                 message_id=f"<m{n}@evil.example>", body="#close"))
+            await h.deliver(requester("#close", n=n))
         assert len(await sent(h, "command-reply")) == 2
+        assert await h.count("events", "kind = 'command_reply_suppressed'") == 2
     finally:
         await h.store.close()
 
@@ -462,8 +490,10 @@ async def test_cc_of_the_request_is_stored_and_copied_on_answers_and_summary(
     [reply] = await sent(h, "reply")
     assert reply["To"] == "ann@example.com"
     assert reply["Cc"] == "carl@example.com, dora@example.com"
-    [(recipients,)] = await h.rows("SELECT recipients FROM outbox WHERE kind = 'reply'")
-    assert json.loads(recipients) == ["ann@example.com", "carl@example.com", "dora@example.com"]
+    copies = await h.rows("SELECT recipients, message_id FROM outbox WHERE kind = 'reply'")
+    assert [json.loads(r)[0] for r, _ in copies] == [
+        "ann@example.com", "carl@example.com", "dora@example.com"]  # one copy each
+    assert len({mid for _, mid in copies}) == 3  # each with its own key
     await h.deliver(agent("#resolve\nFixed.", n=2))
     [summary] = await sent(h, "summary")
     assert summary["Cc"] == "carl@example.com, dora@example.com"
@@ -601,7 +631,8 @@ async def test_a_reply_whose_files_were_not_kept_tells_its_sender(tmp_path: Path
         for n in range(3, 15):  # a sender who keeps trying is told at most 10 times an hour
             await h.deliver(with_files([("scan.pdf", b"s" * 5000)], n=n,
                                        subject="Re: [IT-1001] Laptop won't boot"))
-        assert len(await sent(h, "not-kept")) == 10
+        # One budget of 10 automatic mails an hour: the acknowledgement took one.
+        assert len(await sent(h, "not-kept")) == 9
     finally:
         await h.store.close()
 
@@ -658,11 +689,18 @@ async def test_a_rating_link_in_the_summary_opens_a_reply_that_is_stored(h: Harn
     url = urlsplit(links[0])
     assert (url.scheme, url.path) == ("mailto", "it-help@example.com")
     fields = parse_qs(url.query)
-    assert fields == {"subject": ["[IT-1001] Rating: 3"], "body": ["3"]}
+    assert fields["subject"] == ["[IT-1001] Rating: 3"]
+    # A mail opened from a link has no In-Reply-To: the key rides below a signature line.
+    score, key = fields["body"][0].split("\r\n\r\n-- \r\n")
+    assert score == "3" and key.startswith("mgk1.")
+    forged = mail(fields["subject"][0], message_id="<forged@example.com>", body="1")
+    await h.deliver(forged)  # the same click without the key: no proof, no rating
+    assert await ticket(h, "rating") is None
     clicked = mail(fields["subject"][0], message_id="<click@example.com>",
                    body=fields["body"][0])
     await h.deliver(clicked)
     assert await ticket(h, "rating") == 3
+    assert not await ticket(h, "rating_comment")  # the key line is not a comment
     assert await ticket(h, "status") == "resolved"
     assert len(await sent(h, "thanks")) == 1
 
