@@ -32,6 +32,8 @@ MAX_PARTS = 500
 MAX_DEPTH = 50
 _MSGID = re.compile(r"<([^<>\s]{1,900})>")
 _WHITESPACE = re.compile(r"[\s\x00]+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # CRLF + WSP is the WSP (RFC 5322 unfolding)
+_UNDECLARED_8BIT = re.compile("[\udc80-\udcff]")  # compat32's surrogate-escaped raw bytes
 
 
 def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
@@ -72,6 +74,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         | _content_type_headers(msg),
         defects=tuple(defects),
         size=len(raw),
+        from_count=_from_count(msg),
     )
 
 
@@ -120,8 +123,21 @@ def _raw_header(msg: Message, name: str) -> str:
 
 
 def _auth_results(msg: Message) -> tuple[str, ...]:
-    values = msg.get_all("authentication-results") or []
-    return tuple(decode_text(str(v)) for v in values[:10])
+    """The headers as the MTA wrote them, only unfolded, for authres.py's grammar. Never
+    RFC 2047-decoded (an encoded word in a copied envelope sender would become structure)
+    and never cut (a cut header could end in a pass); undeclared 8-bit bytes become U+FFFD."""
+    values = _raw_values(msg, "authentication-results")[:10]
+    return tuple(_UNDECLARED_8BIT.sub("\ufffd", _FOLD.sub("", v)) for v in values)
+
+
+def _from_count(msg: Message) -> int:
+    """How many addresses From: carries in all, usable or not (0 when none or unreadable)."""
+    values = [_undo_surrogates(v)[: MAX_ADDRESSES * 200] for v in _raw_values(msg, "from")]
+    try:
+        pairs = getaddresses(values)
+    except Exception:
+        return 0
+    return sum(1 for _, addr in pairs if addr.strip())
 
 
 def _header(msg: Message, name: str) -> str:

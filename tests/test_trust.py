@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from mailgate.config import load_config
 from mailgate.errors import ConfigError
+from mailgate.model import Address, Inbound
 from mailgate.parse import parse
 from mailgate.trust import Trust, TrustPolicy, may_command, sender_trust
 from tests.factories import harness, mail
+from tests.test_authres import ATTACKER_TEXT, DECODING_BAIT, mta_header
 
 OURS = TrustPolicy(frozenset({"example.com"}), "mx.example.com")
 
@@ -97,3 +102,176 @@ def test_security_config(tmp_path: Path) -> None:
     text = "\n".join(error.value.problems)
     assert "security.trusted_domains: 'ann@example.com' is not a domain name" in text
     assert "authserve_id" in text
+
+
+# --- Authentication-Results read by the grammar (authres.py) --------------------------------
+
+ANN = "ann@example.com"
+PASS = "mx.example.com; dmarc=pass header.from=example.com"
+
+
+def test_parse_hands_the_headers_over_raw_only_unfolded() -> None:
+    raw = (b"Authentication-Results: mx.example.com;\r\n\tspf=fail\r\n"
+           b" smtp.mailfrom==?us-ascii?q?x=3B_dmarc=3Dpass?=@evil.org (\xc3\xa9)\r\n"
+           + mail())
+    assert parse(raw).auth_results == (
+        "mx.example.com;\tspf=fail smtp.mailfrom==?us-ascii?q?x=3B_dmarc=3Dpass?=@evil.org"
+        " (\ufffd\ufffd)",)
+
+
+@pytest.mark.parametrize("result", [
+    # The finding: an encoded word in the envelope sender, which decoding turned into results.
+    "mx.example.com; spf=fail smtp.mailfrom==?us-ascii?q?x=3B_dmarc=3Dpass?=@evil.org;"
+    " dmarc=fail header.from=example.com",
+    # ... and one that decodes into a complete, well-formed pass.
+    "mx.example.com; spf=fail smtp.mailfrom==?us-ascii?q?x=3B_dmarc=3Dpass_header.from=3D"
+    "example.com_policy.x=3D?=@evil.org",
+    'mx.example.com; spf=fail smtp.mailfrom="x;dmarc=pass"@evil.org',
+    'mx.example.com; spf=fail smtp.mailfrom="x;dmarc=pass header.from=example.com"@evil.org',
+    "mx.example.com; spf=fail (a (b;dmarc=pass) c) smtp.mailfrom=x@evil.org",
+    "mx.example.com; spf=fail (a (b) ;dmarc=pass header.from=example.com) smtp.helo=x",
+    r"mx.example.com; spf=fail (a\); dmarc=pass header.from=example.com (\(b))",
+    r'mx.example.com; spf=fail smtp.helo="a\"; dmarc=pass header.from=example.com smtp.x="\"',
+    r'mx.example.com; spf=fail reason="\"; dmarc=pass header.from=example.com"',
+    "mx.example.com; dmarc=pass",  # for which From:?
+    "mx.example.com; dmarc=pass (header.from=example.com)",
+    "mx.example.com; dmarc=pass header.from=ann@example.com",
+    "mx.example.com; dmarc=pass header.from=example.com.evil.test",
+    "mx.example.com; dmarc=pass header.from=notexample.com",
+    "mx.example.com; dkim=pass header.d=hq.example.com",  # a child signs only for itself
+    "mx.example.com; dkim=pass header.d=ample.com",
+    "mx.example.com; dkim=pass header.d=evil.test header.i=@example.com",
+    "mx.example.com; dkim=pass header.d=example.com header.d=evil.test",
+    "mx.example.com; dkim=pass header.d=evil.test header.d=example.com",
+    "mx.example.com; dkim=pass header.d=ann@example.com",
+    'mx.example.com; dkim=pass header.d="example.com"',
+    "mx.example.com; spf=pass smtp.helo=example.com",
+    "mx.example.com; spf=pass smtp.mailfrom=ann@evil.test (ann@example.com)",
+    "mx.example.com; iprev=pass policy.iprev=example.com",
+    "mx.example.com; dkim=pass header.d=example.com; dmarc=fail header.from=example.com",
+    "mx.example.com; dmarc=fail; spf=pass smtp.mailfrom=example.com",
+    # Our MTA read another From: than we did: nothing it says about this mail counts.
+    "mx.example.com; dkim=pass header.d=example.com; dmarc=pass header.from=evil.test",
+    "mx.example.com; none",
+    "mx.example.com; none; dmarc=pass header.from=example.com",  # bad grammar
+    "mx.example.com; dmarc=pass header.from=example.com;",
+    "mx.example.com 2; dmarc=pass header.from=example.com",  # a version we do not know
+    "mx.example.com.evil.test; dmarc=pass header.from=example.com",
+])
+def test_results_that_do_not_vouch(result: str) -> None:
+    assert trust_of(ANN, result) is Trust.UNVERIFIED
+
+
+@pytest.mark.parametrize("result", [
+    "MX.Example.COM; DMARC=Pass Header.From=Example.COM",
+    '"mx.example.com"; dmarc=pass header.from=example.com',
+    "mx.example.com 1 (v1); dmarc=pass header.from=example.com",
+    "  (a comment) mx.example.com;dmarc=pass header.from=example.com (p=reject)",
+    "mx.example.com; dkim=pass (2048-bit key) header.d=example.com header.i=@example.com"
+    " header.a=rsa-sha256 header.s=sel header.b=\"AbC/dE+f\"",
+    "mx.example.com; dkim=pass header.i=ann@example.com",
+    "mx.example.com; spf=pass smtp.mailfrom=example.com",
+    'mx.example.com; spf=pass smtp.mailfrom="ann x"@example.com',
+    "mx.example.com; dmarc=none header.from=example.com; dkim=pass header.d=example.com",
+    "mx.example.com; spf=fail smtp.mailfrom=x@evil.test; dkim=pass header.d=example.com",
+])
+def test_results_that_vouch(result: str) -> None:
+    assert trust_of(ANN, result) is Trust.VERIFIED
+
+
+def test_a_parent_domain_signature_covers_a_subdomain_sender() -> None:
+    assert trust_of("ann@hq.example.com", "mx.example.com; dkim=pass header.d=example.com"
+                    ) is Trust.VERIFIED
+    assert trust_of("ann@hq.example.com", "mx.example.com; spf=pass smtp.mailfrom=b@example.com"
+                    ) is Trust.VERIFIED
+    assert trust_of("ann@hq.example.com", PASS) is Trust.UNVERIFIED  # DMARC is exact
+
+
+def test_the_policy_id_is_matched_whatever_its_case() -> None:
+    policy = TrustPolicy(frozenset({"example.com"}), "MX.Example.com")
+    assert trust_of(ANN, PASS, policy=policy) is Trust.VERIFIED
+
+
+def test_only_ascii_case_is_folded_in_the_id() -> None:
+    # str.lower() makes KELVIN SIGN "k"; the MTA stripping forged headers does not.
+    policy = TrustPolicy(frozenset({"example.com"}), "mk.example.com")
+    forged = '"m\u212a.example.com"; dmarc=pass header.from=example.com'
+    msg = Inbound(message_id="", dedupe_key="x", sender=Address(ANN), auth_results=(forged,))
+    assert sender_trust(msg, policy) is Trust.UNVERIFIED
+    assert sender_trust(replace(msg, auth_results=(forged.replace("\u212a", "K"),)), policy
+                        ) is Trust.VERIFIED
+
+
+def test_several_headers_of_our_mta_count_together() -> None:
+    # OpenDMARC above OpenDKIM, say: each adds its own header.
+    assert trust_of(ANN, "mx.example.com; spf=none smtp.mailfrom=example.com",
+                    "mx.example.com; dkim=pass header.d=example.com") is Trust.VERIFIED
+    assert trust_of(ANN, "mx.example.com; dkim=pass header.d=example.com",
+                    "mx.example.com; dmarc=fail header.from=example.com") is Trust.UNVERIFIED
+    assert trust_of(ANN, "mx.example.com; none", PASS) is Trust.VERIFIED
+
+
+def test_a_forged_header_with_our_id_below_another_id_does_not_count() -> None:
+    relay = "relay.example.net; spf=pass smtp.mailfrom=example.com"
+    assert trust_of(ANN, "mx.example.com; spf=none smtp.helo=x", relay, PASS
+                    ) is Trust.UNVERIFIED
+    # Topmost is somebody else's: our MTA wrote nothing, whatever is below is the sender's.
+    assert trust_of(ANN, relay, PASS) is Trust.UNVERIFIED
+    assert trust_of(ANN, PASS, relay) is Trust.VERIFIED
+
+
+def test_a_forged_header_right_below_ours_cannot_undo_a_dmarc_fail() -> None:
+    # Adjacent headers with our id all count (an MTA that does not strip forged ones lets
+    # them in: see the README); a DMARC fail of ours still wins over a forged pass.
+    assert trust_of(ANN, "mx.example.com; dmarc=fail header.from=example.com",
+                    "mx.example.com; dkim=pass header.d=example.com") is Trust.UNVERIFIED
+
+
+@pytest.mark.parametrize("headers", [
+    ("mx.example.com; dmarc=pass header.from=example.com junk",),
+    (PASS, "mx.example.com; dmarc=fail header.from=example.com junk"),
+    ("mx.example.com; dmarc=fail (unterminated", PASS),
+    (PASS, 'MX.EXAMPLE.COM; spf=fail smtp.helo="x'),
+])
+def test_a_header_of_ours_that_does_not_parse_makes_the_sender_unverified(
+        headers: tuple[str, ...]) -> None:
+    assert trust_of(ANN, *headers) is Trust.UNVERIFIED
+
+
+def test_an_unreadable_header_of_someone_else_only_ends_the_run() -> None:
+    assert trust_of(ANN, PASS, "relay.example.net; dmarc=pass junk") is Trust.VERIFIED
+    assert trust_of(ANN, "(unterminated", PASS) is Trust.UNVERIFIED
+
+
+@pytest.mark.parametrize(("from_lines", "count"), [
+    (b"From: ann@example.com\r\n", 1),
+    (b"From: Ann <ann@example.com>, Bob <bob@example.com>\r\n", 2),
+    (b"From: ann@example.com\r\nFrom: mallory@evil.test\r\n", 2),
+    (b"From: ann@example.com, ann@example.com\r\n", 2),
+    (b"From: group: ann@example.com, bob@example.com;\r\n", 2),
+    (b"Sender: ann@example.com\r\n", 0),
+    (b"From: undisclosed:;\r\nSender: ann@example.com\r\n", 0),
+])
+def test_only_one_from_address_can_be_verified(from_lines: bytes, count: int) -> None:
+    raw = (f"Authentication-Results: {PASS}\r\n".encode() + from_lines
+           + mail().split(b"\r\n", 1)[1])
+    msg = parse(raw)
+    assert msg.from_count == count
+    assert msg.sender is not None and msg.sender.addr == ANN
+    expected = Trust.VERIFIED if count == 1 else Trust.UNVERIFIED
+    assert sender_trust(msg, OURS) is expected
+
+
+# Where an MTA copies what the sender chose: the envelope sender (in smtp.mailfrom and in a
+# comment), the HELO name, a reason. Written as a careful MTA writes them, none may vouch.
+@settings(max_examples=300, deadline=None)
+@given(local=ATTACKER_TEXT, helo=ATTACKER_TEXT, reason=ATTACKER_TEXT, dmarc_fail=st.booleans(),
+       fold=st.booleans())
+@example(local=DECODING_BAIT, helo="h", reason="r", dmarc_fail=False, fold=False)
+@example(local="x;dmarc=pass header.from=example.com", helo="x;dkim=pass header.d=example.com",
+         reason="(;dmarc=pass header.from=example.com)", dmarc_fail=False, fold=True)
+def test_what_the_sender_chose_never_verifies(local: str, helo: str, reason: str,
+                                              dmarc_fail: bool, fold: bool) -> None:
+    header = mta_header(local, helo, reason, dmarc_fail=dmarc_fail, fold=fold)
+    raw = f"Authentication-Results: {header}\r\n".encode() + mail(sender=ANN)
+    assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
