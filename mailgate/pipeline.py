@@ -16,14 +16,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailgate import ticketops as ops
-from mailgate.addresses import domain_of
+from mailgate.addresses import canonical, domain_of
 from mailgate.attachments import AttachmentStore, extract, select
 from mailgate.budget import MailBudget
 from mailgate.classify import LoopContext, Verdict, classify
 from mailgate.compose import Envelope, compose
 from mailgate.config import Config
 from mailgate.conversation import clean_subject, tagged_subject, thread_hints
-from mailgate.directory import Department, Directory, is_agent
+from mailgate.directory import Department, Directory, member_address
 from mailgate.errors import BadMessage
 from mailgate.log import get_logger
 from mailgate.model import Inbound, MailKind, Origin, Outgoing, Ticket
@@ -214,9 +214,9 @@ class Pipeline:
         dropped = []
         if kind == "reply":
             dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
+        incoming = Incoming(msg, raw, message, trust, self._proven(msg, now))
         if verdict.kind is MailKind.REQUEST and actor:
             # A person wrote: answers, notes, commands, replies (workflow.py).
-            incoming = Incoming(msg, raw, message, trust, self._proven(msg, now))
             for ticket in tickets:
                 kind = await self.workflow.follow_up(tx, ticket, incoming, now)
             if dropped:  # what they sent did not all arrive: they should know
@@ -230,7 +230,7 @@ class Pipeline:
                                detail={"reason": verdict.reason} if verdict.reason else None)
             await tx.touch_ticket(ticket.id, now)
             if kind == "reply" and actor:
-                await self._follow_clocks(tx, ticket, actor, now)
+                await self._follow_clocks(tx, ticket, incoming, now)
         refs = tuple(t.ref for t in tickets)
         log.info("ticket.appended", tickets=refs, kind=kind, message_id=msg.message_id,
                  source=origin.source)
@@ -320,13 +320,17 @@ class Pipeline:
                         files=[p.filename for p in dropped])
         return [p.filename for p in dropped]
 
-    async def _follow_clocks(self, tx: Tx, ticket: Ticket, sender: str,
+    async def _follow_clocks(self, tx: Tx, ticket: Ticket, mail: Incoming,
                              now: datetime) -> None:
-        """An agent's mail answers (stops response clocks); anyone else's asks again."""
+        """Bulk-looking mail from a person: a member's answers (stops the response
+        clocks), the requester's asks again -- each only with proof of who wrote it, or
+        a forged "Precedence: bulk" mail would silence an SLA."""
+        if not mail.proof(ticket.ref, self.settings.from_header_is_proof):
+            return
         dept = self.directory.departments.get(ticket.department)
-        if dept and is_agent(dept, sender):
-            await self.workflow.clocks_answered(tx, ticket.id, sender, now)
-        else:
+        if dept and member_address(dept, mail.sender):
+            await self.workflow.clocks_answered(tx, ticket.id, mail.sender, now)
+        elif canonical(mail.sender) == canonical(ticket.requester):
             await self.sla.requester_wrote(tx, ticket.id, now)
 
     async def _acknowledge(self, tx: Tx, msg: Inbound, verdict: Verdict,

@@ -1,0 +1,111 @@
+"""Reply keys (pure) and their secret file: what proves that a mail answers ours."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailgate import keyfile
+from mailgate.replykey import KeyRing, keyed_message_id, proven_refs
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+RING = KeyRing((("k1", b"one secret"),), ttl=timedelta(days=60))
+
+
+def key(recipient: str = "alice@example.com", refs: tuple[str, ...] = ("IT-1042",),
+        ring: KeyRing = RING, now: datetime = NOW) -> str:
+    return keyed_message_id(ring, refs, recipient, "example.com", now)
+
+
+def test_a_key_proves_its_ticket_for_its_recipient_only() -> None:
+    mid = key()
+    assert mid.startswith("mgk1.k1.") and mid.endswith("@example.com")
+    assert proven_refs(RING, [mid], "alice@example.com", NOW) == {"IT-1042"}
+    assert proven_refs(RING, [f"<{mid}>"], "alice@example.com", NOW) == {"IT-1042"}
+    assert proven_refs(RING, [mid], "bob@example.com", NOW) == frozenset()
+    assert proven_refs(RING, [mid], "alice@example.org", NOW) == frozenset()
+
+
+def test_plus_tags_and_case_are_one_mailbox() -> None:
+    mid = key("Alice+IT@Example.com")
+    assert proven_refs(RING, [mid], "alice@example.com", NOW) == {"IT-1042"}
+    assert proven_refs(RING, [mid], "ALICE+other@example.COM", NOW) == {"IT-1042"}
+
+
+def test_one_key_for_a_request_with_several_tickets() -> None:
+    mid = key("ann@example.com", ("IT-1042", "FAC-1001"))
+    assert proven_refs(RING, [mid], "ann@example.com", NOW) == {"IT-1042", "FAC-1001"}
+
+
+def test_tampering_with_any_part_breaks_the_key() -> None:
+    mid = key()
+    version, key_id, expiry, refs, mac, rest = mid.split(".", 5)
+    forged = [
+        ".".join((version, key_id, expiry, "IT-1043", mac, rest)),  # another ticket
+        ".".join((version, key_id, "zzzzz", refs, mac, rest)),  # a later expiry
+        ".".join((version, key_id, expiry, refs, mac[:-1] + ("a" if mac[-1] != "a" else "b"),
+                  rest)),
+        ".".join((version, "k2", expiry, refs, mac, rest)),  # a key id nobody has
+    ]
+    for value in forged:
+        assert proven_refs(RING, [value], "alice@example.com", NOW) == frozenset(), value
+
+
+def test_keys_expire() -> None:
+    mid = key()
+    assert proven_refs(RING, [mid], "alice@example.com", NOW + timedelta(days=59))
+    assert not proven_refs(RING, [mid], "alice@example.com", NOW + timedelta(days=62))
+
+
+def test_an_empty_ring_signs_and_proves_nothing() -> None:
+    mid = keyed_message_id(KeyRing(), ("IT-1042",), "alice@example.com", "example.com", NOW)
+    assert not mid.startswith("mgk1.")
+    assert proven_refs(KeyRing(), [key()], "alice@example.com", NOW) == frozenset()
+
+
+def test_a_key_signed_elsewhere_proves_nothing() -> None:
+    other = KeyRing((("k1", b"another installation"),))
+    assert proven_refs(other, [key()], "alice@example.com", NOW) == frozenset()
+
+
+@given(st.text(max_size=300))
+def test_no_string_without_the_secret_proves_anything(value: str) -> None:
+    assert proven_refs(RING, [value, f"mgk1.k1.zz.IT-1.{value}"], "alice@example.com",
+                       NOW) == frozenset()
+
+
+def test_the_secret_file_is_made_private_and_rotates(tmp_path: Path) -> None:
+    ttl = timedelta(days=60)
+    ring = keyfile.load(tmp_path, ttl, NOW)
+    path = tmp_path / keyfile.FILENAME
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert keyfile.load(tmp_path, ttl, NOW) == ring  # the same secret next time
+    old = key(ring=ring)
+    new_id, kept = keyfile.rotate(tmp_path, ttl, NOW + timedelta(days=1))
+    assert kept == 1
+    rotated = keyfile.load(tmp_path, ttl, NOW + timedelta(days=1))
+    assert rotated.secrets[0][0] == new_id and len(rotated.secrets) == 2
+    assert key(ring=rotated).split(".")[1] == new_id  # new mail: the new secret
+    assert proven_refs(rotated, [old], "alice@example.com", NOW + timedelta(days=1))
+    # Once every key the old secret signed has expired, it is gone.
+    later = keyfile.load(tmp_path, ttl, NOW + timedelta(days=62))
+    assert [k for k, _ in later.secrets] == [new_id]
+
+
+def test_a_damaged_secret_file_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / keyfile.FILENAME).write_text(json.dumps({"keys": [{"id": "x"}]}))
+    with pytest.raises(keyfile.KeyFileError, match="restore it from a backup"):
+        keyfile.load(tmp_path, timedelta(days=60), NOW)
+
+
+def test_without_create_a_missing_file_is_an_empty_ring(tmp_path: Path) -> None:
+    assert keyfile.load(tmp_path, timedelta(days=60), NOW, create=False) == KeyRing(
+        (), timedelta(days=60))
+    assert not (tmp_path / keyfile.FILENAME).exists()
