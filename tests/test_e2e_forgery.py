@@ -1,0 +1,93 @@
+"""End-to-end: forged mail through the real SMTP listener, on the real daemon, with an
+aiosmtpd sink for what mailgate sends. Configured as behind a stock Postfix: trusted
+domains set, no Authentication-Results -- the From: line is all an attacker needs to
+fake, and it must not be enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mailgate.loader import load_setup
+from mailgate.service import Daemon
+from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
+from tests.mailservers import SmtpSink, write_daemon_config
+from tests.test_e2e import count, eventually
+
+pytestmark = pytest.mark.e2e
+STOCK = '[security]\ntrusted_domains = ["example.com"]\n'
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, smtp_sink: SmtpSink) -> AsyncIterator[Daemon]:
+    path = write_daemon_config(tmp_path / "mailgate.toml", sink=smtp_sink, smtp_timeout=10,
+                               instance="mailgate-e2e", directory=EXAMPLE_DIRECTORY,
+                               templates=TEMPLATES, notify_team=True, tables=STOCK,
+                               listen="127.0.0.1:0")
+    setup = load_setup(path)
+    running = Daemon(setup.config, setup.directory)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def push(daemon: Daemon, raw: bytes, envelope_from: str = "ann@example.com") -> None:
+    """What `swaks --from ENVELOPE --h-From ...` does: the envelope is anyone's to choose."""
+    assert daemon.listen_port
+    with smtplib.SMTP("127.0.0.1", daemon.listen_port, timeout=10) as client:
+        client.sendmail(envelope_from, ["it-help@example.com"], raw)
+
+
+async def status(daemon: Daemon) -> str:
+    assert daemon.store is not None
+    ticket = await daemon.store.ticket("IT-1001")
+    assert ticket is not None
+    return ticket.status.value
+
+
+async def test_a_forged_agent_closes_nothing_and_the_real_one_can(
+        daemon: Daemon, smtp_sink: SmtpSink) -> None:
+    await asyncio.to_thread(push, daemon, mail())
+    first = {m.rcpt_tos[0]: m.message for m in await smtp_sink.wait_for(count=3)}
+    # ann, a local user, forges alice: swaks --from ann@ --h-From "Alice Adams <alice@>"
+    await asyncio.to_thread(push, daemon, mail(
+        "Re: [IT-1001] Laptop", sender="Alice Adams <alice@example.com>",
+        message_id="<forged@example.com>", body="#close"))
+    [notice] = (await smtp_sink.wait_for(count=4))[3:]
+    assert notice.rcpt_tos == ["alice@example.com"]
+    assert "nothing proves that you wrote it" in notice.message.get_payload(decode=True).decode()
+    assert await status(daemon) == "new"
+    # The real alice answers her notification: the key in its Message-ID is her proof.
+    await asyncio.to_thread(push, daemon, mail(
+        "Re: [IT-1001] New request", sender="Alice Adams <alice@example.com>",
+        message_id="<real@example.com>", body="#close",
+        headers={"In-Reply-To": first["alice@example.com"]["Message-ID"]}),
+        "alice@example.com")
+    assert await status(daemon) == "closed"
+
+
+async def test_a_flood_reaches_each_agent_five_times_and_one_victim_ten_times(
+        daemon: Daemon, smtp_sink: SmtpSink) -> None:
+    for n in range(20):
+        await asyncio.to_thread(push, daemon, mail(
+            f"Request {n}", sender=f"victim+{n}@example.com", message_id=f"<v{n}@example.com>"))
+    await eventually(lambda: _tickets(daemon, 20))
+    await eventually(lambda: _outbox_empty(daemon))
+    await asyncio.sleep(0.3)
+    to = [m.rcpt_tos[0] for m in smtp_sink.messages]
+    assert to.count("alice@example.com") == to.count("bob@example.com") == 5
+    assert sum(a.startswith("victim+") for a in to) == 10  # one budget, plus tags or not
+    assert await count(daemon, "SELECT COUNT(*) FROM held_notifications") == 15
+
+
+async def _tickets(daemon: Daemon, wanted: int) -> bool:
+    return await count(daemon, "SELECT COUNT(*) FROM tickets") >= wanted
+
+
+async def _outbox_empty(daemon: Daemon) -> bool:
+    return await count(daemon, "SELECT COUNT(*) FROM outbox WHERE status = 'queued'") == 0
