@@ -18,7 +18,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import TextIO
 
-from mailgate import __version__
+from mailgate import __version__, keys_command
 from mailgate.config import config_path, load_config, unread_secrets
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "manager,role")
     directory.add_argument("--output", help="people TOML to write (default: the "
                            "directory's people_file)")
+    keys_command.register(command)
     command("version", cmd_version, "print the version")
     return parser
 

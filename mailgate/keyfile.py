@@ -87,4 +87,9 @@ def _write(path: Path, entries: list[dict]) -> None:
         json.dump({"keys": entries}, out, indent=1)
         out.flush()
         os.fsync(out.fileno())
+    owner = os.stat(path.parent)
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        # An admin rotating as root must leave the file readable by the service's user
+        # (systemd's DynamicUser owns the state directory).
+        os.chown(tmp, owner.st_uid, owner.st_gid)
     os.replace(tmp, path)

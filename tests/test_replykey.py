@@ -109,3 +109,19 @@ def test_without_create_a_missing_file_is_an_empty_ring(tmp_path: Path) -> None:
     assert keyfile.load(tmp_path, timedelta(days=60), NOW, create=False) == KeyRing(
         (), timedelta(days=60))
     assert not (tmp_path / keyfile.FILENAME).exists()
+
+
+def test_keys_command_rotates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          ) -> None:
+    from mailgate.cli import main
+
+    config = tmp_path / "mailgate.toml"
+    config.write_text('[state]\ndir = "state"\n[outbox]\ndir = "out"\n')
+    assert main(["--config", str(config), "keys", "status"]) == 0
+    assert "no reply-key file yet" in capsys.readouterr().out
+    assert main(["--config", str(config), "keys", "rotate"]) == 0
+    assert main(["--config", str(config), "keys", "rotate"]) == 0
+    assert "1 older secret(s) keep verifying" in capsys.readouterr().out
+    assert main(["--config", str(config), "keys", "status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["verifying"]) == 2 and report["signing"] == report["verifying"][:1]
