@@ -1,12 +1,25 @@
-"""structlog setup: JSON lines for journald and files, readable colours on a terminal."""
+"""structlog setup: JSON lines for journald and files, readable colours on a terminal.
+
+Under systemd, stderr goes to the journal as a stream; systemd reads a `<N>` syslog
+priority prefix on each line (SyslogLevelPrefix=, on by default), so every line carries its
+own and `journalctl -u mailgate -p warning` shows just warnings and errors. The prefix is
+added only when stderr really is that journal stream ($JOURNAL_STREAM names its device and
+inode), never on a terminal or into a file.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
+
+# syslog priorities (RFC 5424) for structlog's method names
+PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
+            "critical": 2, "fatal": 2}
 
 
 def setup_logging(level: str = "info", json: bool | None = None,
@@ -24,6 +37,7 @@ def setup_logging(level: str = "info", json: bool | None = None,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
+            *([_journal_priority] if is_journal_stream(stream) else []),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
@@ -34,3 +48,17 @@ def setup_logging(level: str = "info", json: bool | None = None,
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(name)
+
+
+def is_journal_stream(stream: TextIO) -> bool:
+    """stream is the journal's stdout/stderr stream ($JOURNAL_STREAM is "device:inode")."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        info = os.fstat(stream.fileno())
+        return (info.st_dev, info.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def _journal_priority(logger: Any, method: str, line: str | MutableMapping[str, Any]) -> str:
+    return f"<{PRIORITY.get(method, 6)}>{line}"

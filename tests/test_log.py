@@ -1,0 +1,56 @@
+"""Log lines carry their syslog priority when stderr is the journal's stream."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import structlog
+
+from mailgate.log import get_logger, setup_logging
+
+
+def lines_logged(stream: io.TextIOBase, path: Path) -> list[str]:
+    log = get_logger("test")
+    log.info("hello", n=1)
+    log.warning("careful")
+    log.error("broken", error="disk full")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("crashed")
+    log.debug("quiet")
+    stream.flush()
+    return path.read_text().splitlines()
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    yield
+    structlog.reset_defaults()
+
+
+def test_on_the_journal_stream_each_line_has_its_priority(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "journal"
+    with path.open("w") as stream:
+        info = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
+        setup_logging("info", stream=stream)
+        lines = lines_logged(stream, path)
+    assert [line[:3] for line in lines] == ["<6>", "<4>", "<3>", "<3>"]  # no debug line
+    assert json.loads(lines[3][3:])["event"] == "crashed"  # one line, traceback inside
+    assert "Traceback" in json.loads(lines[3][3:])["exception"]
+
+
+def test_elsewhere_lines_are_plain_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # someone else's journal stream
+    path = tmp_path / "file.log"
+    with path.open("w") as stream:
+        setup_logging("info", stream=stream)
+        lines = lines_logged(stream, path)
+    assert all(line.startswith("{") for line in lines)
+    assert json.loads(lines[1])["level"] == "warning"
