@@ -16,6 +16,7 @@ from mailgate.config import default_templates_dir, shipped
 from mailgate.loader import load_setup
 from mailgate.service import Daemon, run_forever
 from mailgate.store import OutboxRow
+from mailgate.terminal import visible
 from mailgate.transport import DirectoryTransport
 
 EXAMPLE = "directory.example.toml"  # in the checkout's config/, or installed by pip
@@ -47,8 +48,9 @@ class ConsoleTransport(DirectoryTransport):
     async def send(self, row: OutboxRow) -> None:
         await super().send(row)
         headers = email.message_from_bytes(row.raw.split(b"\r\n\r\n", 1)[0])
-        print(f"\n>>> {row.kind} sent to {', '.join(row.recipients)}\n"
-              f"    Subject: {headers['Subject']}\n"
+        # The subject and addresses come from the requester's mail: shown, never obeyed.
+        print(f"\n>>> {row.kind} sent to {visible(', '.join(row.recipients))}\n"
+              f"    Subject: {visible(str(headers['Subject']))}\n"
               f"    saved as {self.directory / f'{row.id:06d}-{row.kind}.eml'}\n", flush=True)
 
 
