@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from mailgate import __version__, keys_command
 from mailgate.config import config_path, load_config, unread_secrets
@@ -24,7 +24,7 @@ from mailgate.directory import Directory
 from mailgate.errors import ConfigError
 from mailgate.history import local_time
 from mailgate.loader import Setup, load_setup
-from mailgate.log import setup_logging
+from mailgate.log import get_logger, setup_logging
 from mailgate.model import Origin, Status
 from mailgate.progress import Progress
 from mailgate.schema import MIGRATIONS
@@ -44,8 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, with where to look: the full usage text is --help's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
+    parser = _Parser(prog="mailgate", description=__doc__)
     parser.add_argument("--config", help="mailgate.toml (default: $MAILGATE_CONFIG, "
                         "else /etc/mailgate/mailgate.toml)")
     parser.add_argument("--log-level", default="info", type=str.lower,
@@ -62,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", cmd_run, "run the daemon (systemd runs this)")
     demo = command("demo", cmd_demo, "run everything on localhost, no mail server needed")
     demo.add_argument("--dir", default="mailgate-demo", help="demo folder (default: %(default)s)")
-    demo.add_argument("--port", type=int, default=2525, help="SMTP port (default: %(default)s)")
+    demo.add_argument("--port", type=port_number, default=2525,
+                      help="SMTP port; 0 takes any free one (default: %(default)s)")
     status = command("status", cmd_status, "mailboxes, outbox, quarantine, open tickets and "
                      "SLA risk per department")
     status.add_argument("--json", action="store_true")
@@ -75,13 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_argument("--breached", action="store_true", help="a running SLA clock is "
                          "overdue (with --at-risk: either)")
     tickets.add_argument("--requester", help="address, or @domain for everyone there")
-    tickets.add_argument("--older-than", metavar="AGE", help="came in at least AGE ago "
-                         "(wall-clock), e.g. 2d, 4h, 1h30m")
-    tickets.add_argument("--limit", type=int, default=50)
+    tickets.add_argument("--older-than", metavar="AGE", type=age, help="came in at least "
+                         "AGE ago (wall-clock), e.g. 2d, 4h, 1h30m")
+    tickets.add_argument("--limit", type=count(MAX_LIMIT), default=50,
+                         help=f"at most this many, 1-{MAX_LIMIT} (default: %(default)s)")
     tickets.add_argument("--json", action="store_true")
     report = command("report", cmd_report, "figures per department for a period: requests, "
                      "response and resolution times, SLA compliance, backlog, satisfaction")
-    report.add_argument("--since", default="30d", metavar="AGE",
+    report.add_argument("--since", default="30d", metavar="AGE", type=age,
                         help="period ending now, e.g. 7d, 30d (default: %(default)s)")
     report.add_argument("--department", action="append", metavar="KEY",
                         help="only this department (repeatable)")
@@ -97,14 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("ref", help="ticket number, e.g. IT-1042")
     show.add_argument("--json", action="store_true")
     send = command("send", cmd_send, "send a test message to an SMTP listener (e.g. the demo)")
-    send.add_argument("--server", default="127.0.0.1:2525")
+    send.add_argument("--server", default="127.0.0.1:2525", type=server,
+                      help="HOST:PORT (default: %(default)s)")
     send.add_argument("--from", dest="sender", default="ann@example.com")
     send.add_argument("--to", default="it-help@example.com")
     send.add_argument("--subject", default="Laptop won't boot")
     send.add_argument("--body", default="It only beeps three times. Could someone look at it?")
     quarantine = command("quarantine", cmd_quarantine, "messages that could not be processed")
     quarantine.add_argument("action", choices=("list", "show", "retry", "drop"))
-    quarantine.add_argument("id", nargs="?", type=int)
+    quarantine.add_argument("id", nargs="?", type=count(SQLITE_MAX_INT))
     quarantine.add_argument("--json", action="store_true")
     backup = command("backup", cmd_backup, "copy the database to FILE, safe while mailgate "
                      "runs (SQLite online backup)")
@@ -136,6 +146,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --- numbers on the command line ---------------------------------------------------------
+# Checked by argparse, so a bad one is a usage error (exit 2) naming the option, never a
+# traceback from SQLite or datetime arithmetic further in.
+
+MAX_LIMIT = 100_000
+SQLITE_MAX_INT = 2**63 - 1
+MAX_AGE = timedelta(days=36_500)  # a century; beyond it datetime arithmetic overflows
+
+
+def count(maximum: int) -> Callable[[str], int]:
+    """A whole number from 1 to maximum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {maximum}, got {text}")
+        return value
+    return parse
+
+
+def port_number(text: str) -> int:
+    """A TCP port; 0 lets the system choose a free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {text}")
+    return value
+
+
+def server(text: str) -> str:
+    """HOST:PORT of an SMTP server."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not (port.isascii() and port.isdigit()) \
+            or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:2525, "
+                                         f"got {text!r}")
+    return text
+
+
+def age(text: str) -> timedelta:
+    """A duration such as 30d or 1h30m, more than nothing and at most a century."""
+    from mailgate.settings import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except OverflowError:  # "99999999999d": beyond what timedelta holds
+        value = MAX_AGE * 2
+    if not timedelta(0) < value <= MAX_AGE:
+        raise argparse.ArgumentTypeError(f"must be longer than 0 and at most "
+                                         f"{MAX_AGE.days}d, got {text!r}")
+    return value
+
+
 # --- commands --------------------------------------------------------------------------
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -155,6 +224,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     say(f"{path}: OK ({len(setup.directory.departments)} departments, "
         f"{len(setup.config.mailboxes)} mailboxes)")
+    say_lines(f"  warning: {line}" for line in setup.warnings)
     unread = unread_secrets(path)
     if unread:
         say(f"  not read from this shell (the service reads them when it starts): "
@@ -166,6 +236,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mailgate.service import Daemon, run_forever
 
     setup = load_setup(config_path(args.config))
+    log = get_logger("mailgate.cli")
+    for warning in setup.warnings:
+        log.warning("config.warning", problem=warning)
     asyncio.run(run_forever(Daemon(setup.config, setup.directory, renderer=setup.renderer)))
     return 0
 
@@ -183,8 +256,13 @@ def cmd_send(args: argparse.Namespace) -> int:
            f"Date: {format_datetime(datetime.now(UTC))}\r\n"
            f"Message-ID: {make_msgid(domain=domain)}\r\n"
            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{args.body}\r\n").encode()
-    with smtplib.SMTP(host or "127.0.0.1", int(port), timeout=30) as client:
-        client.sendmail(args.sender, [args.to], raw)
+    try:
+        with smtplib.SMTP(host or "127.0.0.1", int(port), timeout=30) as client:
+            client.sendmail(args.sender, [args.to], raw)
+    except (OSError, smtplib.SMTPException) as exc:
+        say(f"mailgate send: {args.server}: {exc} (is `mailgate demo` running there?)",
+            file=sys.stderr)
+        return 1
     say(f"sent to {args.to} via {args.server}")
     return 0
 
@@ -243,16 +321,15 @@ def _directory_or_none(args: argparse.Namespace) -> Directory | None:
 
 def cmd_tickets(args: argparse.Namespace) -> int:
     from mailgate.queries import TicketFilter, find_tickets, risk_horizons
-    from mailgate.settings import parse_duration
 
     try:
         statuses = _statuses(args.status)
-        older = parse_duration(args.older_than) if args.older_than else None
     except ValueError as exc:
         say(f"mailgate tickets: {exc}", file=sys.stderr)
         return 2
     flt = TicketFilter(department=args.department, statuses=statuses, at_risk=args.at_risk,
-                       breached=args.breached, requester=args.requester, older_than=older,
+                       breached=args.breached, requester=args.requester,
+                       older_than=args.older_than,
                        limit=args.limit)
     directory = _directory_or_none(args)
     if not _known_departments("tickets", directory, [args.department] if args.department
@@ -315,16 +392,7 @@ def _age(delta: timedelta) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mailgate.settings import parse_duration
-
-    try:
-        period = parse_duration(args.since)
-    except ValueError as exc:
-        say(f"mailgate report: --since: {exc}", file=sys.stderr)
-        return 2
-    if period.total_seconds() <= 0:
-        say("mailgate report: --since must be longer than 0", file=sys.stderr)
-        return 2
+    period: timedelta = args.since
     directory = _directory_or_none(args)
     if not _known_departments("report", directory, args.department or []):
         return 2

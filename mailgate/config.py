@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from mailgate.errors import ConfigError
+from mailgate.safefile import MAX_SECRET_BYTES, MAX_TOML_BYTES, decode_error, read_regular
 from mailgate.settings import Table
 
 DEFAULT_CONFIG = Path("/etc/mailgate/mailgate.toml")
@@ -168,10 +169,12 @@ def config_path(cli_value: str | None) -> Path:
 
 def read_toml(path: Path) -> dict:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        # A regular file of bounded size only: a path to /dev/zero or a FIFO must not hang.
+        return tomllib.loads(read_regular(path, MAX_TOML_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found (pass --config PATH)"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([decode_error(path, exc)]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
     except OSError as exc:
@@ -326,9 +329,12 @@ def unread_secrets(path: Path) -> list[str]:
 
 def _read_secret_file(table: Table, key: str, path: Path) -> Secret | None:
     try:
-        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        value = read_regular(path, MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
     except OSError as exc:
         table.problem(key, f"cannot read {path}: {exc.strerror}")
+        return None
+    except UnicodeDecodeError:
+        table.problem(key, f"{path}: not UTF-8 text; write the password as UTF-8")
         return None
     return Secret(value, f"file {path}")
 
@@ -338,7 +344,7 @@ def _smtp(t: Table, secrets: SecretsMode) -> SmtpConfig | None:
     username = t.str("username", None)
     password = _secret(t, "required" if username else "optional", secrets)
     config = SmtpConfig(
-        host=t.str("host"), port=t.int("port", 465 if tls == "implicit" else 25, minimum=1),
+        host=t.str("host"), port=_port(t, 465 if tls == "implicit" else 25),
         tls=tls, username=username, password=password, timeout=t.float("timeout", 30.0),
     )
     return config if config.host else None
@@ -369,10 +375,20 @@ def _listener(t: Table | None) -> ListenerConfig | None:
 
 def _host_port(t: Table, listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         t.problem("listen", f"expected HOST:PORT such as 127.0.0.1:2525, got {listen!r}")
         return "127.0.0.1", 0
+    if int(port) > 65535:
+        t.problem("listen", f"port {int(port)} is out of range (0-65535) in {listen!r}")
+        return "127.0.0.1", 0
     return host.strip("[]"), int(port)
+
+
+def _port(t: Table, default: int) -> int:
+    value = t.int("port", default, minimum=1)
+    if isinstance(value, int) and value > 65535:
+        t.problem("port", f"must be at most 65535, got {value}")
+    return value
 
 
 def _metrics(t: Table) -> MetricsConfig:
@@ -405,7 +421,7 @@ def _mailbox(t: Table, secrets: SecretsMode) -> MailboxConfig:
     poll = t.duration("poll_interval", timedelta(seconds=60))
     box = MailboxConfig(
         name=t.str("name"), department=t.str("department"), host=t.str("host"),
-        port=t.int("port", 993 if tls == "implicit" else 143, minimum=1), tls=tls,
+        port=_port(t, 993 if tls == "implicit" else 143), tls=tls,
         username=t.str("username"), password=_secret(t, "required", secrets),  # type: ignore[arg-type]
         folder=t.str("folder", "INBOX"), poll_interval=poll, idle=t.bool("idle", True),
         batch_size=t.int("batch_size", 50, minimum=1), after=after, move_to=move_to,

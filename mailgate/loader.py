@@ -1,14 +1,27 @@
-"""Load config + directory + templates together and cross-check them."""
+"""Load config + directory + templates together and cross-check them.
+
+Problems stop the start (ConfigError, one line each); warnings (Setup.warnings) are
+printed by `mailgate check` and logged by `mailgate run`: a listener reachable from
+other machines, a password file others can read, a rule regex that can backtrack.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+import regex
 
 from mailgate.config import Config, SecretsMode, load_config, read_toml
 from mailgate.directory import Directory, load_directory
 from mailgate.errors import ConfigError
 from mailgate.render import Renderer
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -16,6 +29,7 @@ class Setup:
     config: Config
     directory: Directory
     renderer: Renderer  # the template snapshot that was checked: the one to use
+    warnings: tuple[str, ...] = ()  # worth fixing, not worth refusing to start
 
 
 def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
@@ -25,10 +39,10 @@ def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
     both files' at once whenever the directory can still be found.
     """
     try:
-        config = load_config(path, secrets)
+        config = guarded(path, lambda: load_config(path, secrets))
     except ConfigError as exc:
         raise ConfigError(exc.problems + _directory_problems(path)) from None
-    directory = load_directory(config.directory_path)
+    directory = _load_directory(config.directory_path)
     problems = [
         f"{config.path}: mailbox[{i}].department: unknown department {box.department!r} "
         f"(known: {', '.join(directory.departments)})"
@@ -38,7 +52,7 @@ def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
     problems += renderer.check()
     if problems:
         raise ConfigError(problems)
-    return Setup(config, directory, renderer)
+    return Setup(config, directory, renderer, tuple(warnings(config, directory)))
 
 
 def directory_path(path: Path) -> Path:
@@ -52,13 +66,200 @@ def directory_path(path: Path) -> Path:
 
 def load_directory_of(path: Path) -> Directory:
     """The directory a mailgate.toml names, validated on its own."""
-    return load_directory(directory_path(path))
+    return _load_directory(directory_path(path))
 
 
 def _directory_problems(path: Path) -> list[str]:
     try:
-        load_directory(directory_path(path))
+        _load_directory(directory_path(path))
     except ConfigError as exc:
         # An unreadable mailgate.toml is reported once, by load_config, not again here.
         return [line for line in exc.problems if not line.startswith(f"{path}: ")]
     return []
+
+
+# --- no traceback, whatever the files hold ------------------------------------------------
+
+def guarded(path: Path, load: Callable[[], T]) -> T:
+    """load(), with anything it did not foresee turned into one line naming the file:
+    `mailgate check` and `mailgate run` report a bad file, they do not crash on it."""
+    try:
+        return load()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError([f"{path}: cannot be loaded: {type(exc).__name__}: {exc}"]) from None
+
+
+def _load_directory(path: Path) -> Directory:
+    try:
+        return guarded(path, lambda: load_directory(path))
+    except ConfigError as exc:
+        # A pattern the regex engine rejects with ValueError rather than regex.error
+        # ("(?V1)" against the V0 flag) escapes directory.py's check: name its key here.
+        raise ConfigError(_rule_pattern_problems(path) or exc.problems) from None
+
+
+def _rule_pattern_problems(path: Path) -> list[str]:
+    try:
+        rules = read_toml(path).get("rule")
+    except ConfigError:
+        return []
+    found = []
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        for key, text in _rule_patterns(rule):
+            try:
+                regex.compile(text, regex.IGNORECASE | regex.V0)
+            except Exception as exc:
+                found.append(f"{path}: rule[{index}].{key}: invalid regular expression "
+                             f"{text!r}: {exc}")
+    return found
+
+
+def _rule_patterns(rule: object) -> list[tuple[str, str]]:
+    if not isinstance(rule, dict):
+        return []
+    found = [(key, rule[key]) for key in ("subject", "body") if isinstance(rule.get(key), str)]
+    headers = rule.get("header")
+    if isinstance(headers, dict):
+        found += [(f"header.{k}", v) for k, v in headers.items() if isinstance(v, str)]
+    return found
+
+
+# --- warnings -----------------------------------------------------------------------------
+
+def warnings(config: Config, directory: Directory) -> list[str]:
+    return [*_listener_warnings(config), *_password_file_warnings(config),
+            *_rule_warnings(config.directory_path, directory)]
+
+
+def _listener_warnings(config: Config) -> list[str]:
+    found = []
+    if config.listener and not is_loopback(config.listener.host):
+        found.append(f"{config.path}: intake.smtp.listen: {config.listener.host} listens "
+                     f"beyond this machine: anyone who reaches port {config.listener.port} "
+                     f"can hand mailgate mail; keep it on 127.0.0.1 behind your MTA, or "
+                     f"firewall it")
+    if config.listener and config.listener.port == 0:
+        found.append(f"{config.path}: intake.smtp.listen: port 0 takes a different free "
+                     f"port at each start, which your MTA cannot know; set a fixed port")
+    if config.metrics and not is_loopback(config.metrics.host):
+        found.append(f"{config.path}: metrics.listen: {config.metrics.host} listens beyond "
+                     f"this machine and the endpoint has no authentication; keep it on "
+                     f"127.0.0.1, or firewall it")
+    return found
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
+
+
+def _password_file_warnings(config: Config) -> list[str]:
+    """password_file settings whose file the group or others may read (or write)."""
+    data = read_toml(config.path)
+    tables = [("smtp", data.get("smtp"))] + [
+        (f"mailbox[{i}]", t) for i, t in enumerate(data.get("mailbox") or [])]
+    found = []
+    for name, table in tables:
+        value = table.get("password_file") if isinstance(table, dict) else None
+        if not isinstance(value, str) or not value:
+            continue
+        path = (config.path.parent / value).resolve()  # as load_config reads it
+        try:
+            mode = path.stat().st_mode
+        except OSError:  # unreadable files are load_config's problem, not a warning
+            continue
+        if stat.S_ISREG(mode) and mode & 0o077:
+            found.append(f"{config.path}: {name}.password_file: {path} is readable by "
+                         f"{_who(mode)} (mode {stat.S_IMODE(mode):04o}); run chmod 600 {path}")
+    return found
+
+
+def _who(mode: int) -> str:
+    group, others = mode & 0o070, mode & 0o007
+    return "group and others" if group and others else "others" if others else "its group"
+
+
+def _rule_warnings(path: Path, directory: Directory) -> list[str]:
+    found = []
+    for rule in directory.rules:
+        where = rule.name if rule.name.startswith("rule[") else f"rule {rule.name!r}"
+        patterns = [("subject", rule.subject), ("body", rule.body),
+                    *((f"header.{name}", p) for name, p in rule.headers)]
+        for key, pattern in patterns:
+            if pattern is not None and nested_repetition(pattern.pattern):
+                found.append(f"{path}: {where}.{key}: {pattern.pattern!r} repeats a group "
+                             f"that itself repeats, like (a+)+, which a hostile mail can "
+                             f"make take exponential time; mailgate gives up such a search, "
+                             f"so the rule may silently not match: write it without the "
+                             f"nesting")
+    return found
+
+
+def nested_repetition(pattern: str) -> bool:
+    """Whether a group repeated without bound holds an unbounded repetition itself --
+    (a+)+, (\\w+\\s?)*, (x*y){2,} -- the shape of catastrophic backtracking. A cheap look
+    at the text: it finds the common case, not every slow pattern ((a|aa)+ passes), and
+    bounded counts such as (\\d{1,3}\\.){3} are fine."""
+    inner: list[bool] = []  # per open group: something inside it repeats without bound
+    closed_repeats = False  # the group that just closed held such a repetition
+    i = 0
+    while i < len(pattern):
+        length, unbounded = _quantifier_at(pattern, i)
+        if length:
+            if unbounded and closed_repeats:
+                return True
+            if unbounded and inner:
+                inner[-1] = True
+            i += length
+            i += pattern[i:i + 1] in ("?", "+")  # lazy or possessive form, not another one
+            closed_repeats = False
+            continue
+        closed_repeats = False
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            i = _class_end(pattern, i)
+            continue
+        if char == "(":
+            inner.append(False)
+        elif char == ")" and inner:
+            closed_repeats = inner.pop()
+            if inner and closed_repeats:
+                inner[-1] = True
+        i += 1
+    return False
+
+
+_COUNT = regex.compile(r"\{(\d*)(,?)(\d*)\}")
+
+
+def _quantifier_at(pattern: str, i: int) -> tuple[int, bool]:
+    """(length, unbounded) of a quantifier at i: *, + and {n,} are unbounded; ?, {n} and
+    {n,m} are not. (0, False) where there is none ("(?" opens a group, it repeats nothing)."""
+    char = pattern[i]
+    if char in "*+?":
+        return (0, False) if i and pattern[i - 1] == "(" else (1, char != "?")
+    found = _COUNT.match(pattern, i) if char == "{" else None
+    if found is None or not (found.group(1) or found.group(3)):
+        return 0, False
+    return len(found.group()), bool(found.group(2)) and not found.group(3)
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """The index after the character class that opens at i ("[]x]" and "[^]x]" included)."""
+    j = i + 1
+    if pattern[j:j + 1] == "^":
+        j += 1
+    if pattern[j:j + 1] == "]":
+        j += 1
+    while j < len(pattern) and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1

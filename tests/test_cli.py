@@ -228,3 +228,45 @@ def test_an_old_database_gets_a_clear_message_not_a_traceback(tmp_path: Path) ->
         assert "run `mailgate migrate`" in result.stderr and "Traceback" not in result.stderr
     backup = run("--config", str(path), "backup", str(tmp_path / "copy.sqlite3"))
     assert backup.returncode == 0, backup.stderr  # an old database can still be saved
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["tickets", "--limit", "99999999999999999999"], "argument --limit: must be from 1 to"),
+    (["tickets", "--limit", "-1"], "argument --limit: must be from 1 to"),
+    (["tickets", "--limit", "0"], "argument --limit: must be from 1 to"),
+    (["tickets", "--limit", "ten"], "argument --limit: expected a whole number, got 'ten'"),
+    (["tickets", "--older-than", "99999999999d"], "argument --older-than: must be longer"),
+    (["tickets", "--older-than", "soon"], "argument --older-than: not a duration"),
+    (["report", "--since", "0s"], "argument --since: must be longer than 0 and at most"),
+    (["report", "--since", "36501d"], "argument --since: must be longer than 0 and at most"),
+    (["report", "--since", "1e400d"], "argument --since: not a duration"),
+    (["demo", "--port", "99999"], "argument --port: must be from 0 to 65535, got 99999"),
+    (["demo", "--port", "-1"], "argument --port: must be from 0 to 65535"),
+    (["quarantine", "show", "99999999999999999999"], "argument id: must be from 1 to"),
+    (["quarantine", "show", "-3"], "argument id: must be from 1 to"),
+    (["send", "--server", "127.0.0.1:70000"], "argument --server: expected HOST:PORT"),
+])
+def test_numbers_on_the_command_line_are_checked(
+        args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad number is a one-line usage error (exit 2), not a traceback from SQLite or
+    datetime arithmetic, and not a silent 'everything' (--limit -1 meant no limit)."""
+    from mailgate import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert expected in err and "(see mailgate " in err
+
+
+def test_send_to_nothing_says_so_in_one_line() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = run("send", "--server", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert f"mailgate send: 127.0.0.1:{port}:" in result.stderr

@@ -121,3 +121,55 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_ports_out_of_range(tmp_path: Path) -> None:
+    found = problems(tmp_path, "mailgate.toml", """
+[smtp]
+host = "mail"
+port = 70000
+[intake.smtp]
+listen = "127.0.0.1:65536"
+[metrics]
+listen = "127.0.0.1:1e3"
+[[mailbox]]
+name = "it"
+department = "it"
+host = "imap"
+port = 0
+username = "u"
+password_env = "NOT_SET_ANYWHERE"
+""", lambda path: load_config(path, secrets="none"))
+    text = "\n".join(found)
+    for expected in ("smtp.port: must be at most 65535, got 70000",
+                     "intake.smtp.listen: port 65536 is out of range",
+                     "metrics.listen: expected HOST:PORT", "mailbox[0].port: must be at least 1"):
+        assert expected in text, expected
+
+
+def test_files_that_would_hang_or_are_not_text(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer for ever
+    for path, expected in ((fifo, "not a regular file but a FIFO"),
+                           (Path("/dev/zero"),
+                            "not a regular file but a device (such as /dev/zero)"),
+                           (tmp_path, "not a regular file but a directory")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.problems == [f"{path}: cannot read: {expected}; name a file"]
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[state]\ndir = "\xe9"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(latin1)
+    assert caught.value.problems == [f"{latin1}: not UTF-8 text (byte 0xe9 on line 2); "
+                                     f"save it as UTF-8"]
+
+
+def test_a_password_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_bytes(b"caf\xe9")
+    found = problems(tmp_path, "mailgate.toml", '[smtp]\nhost = "mail"\nusername = "u"\n'
+                     'password_file = "pw"\n', load_config)
+    assert found == [f"{tmp_path / 'mailgate.toml'}: smtp.password_file: {tmp_path / 'pw'}: "
+                     f"not UTF-8 text; write the password as UTF-8"]
