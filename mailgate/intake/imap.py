@@ -37,6 +37,10 @@ IDLE_RENEW = 600.0  # re-issue IDLE well inside the 29 minutes RFC 2177 allows
 IDLE_SLICE = 1.0  # idle_check granularity: how fast a stop request is noticed
 MAX_BACKOFF = 300.0
 NETWORK_ERRORS = (OSError, IMAPClientError, ssl.SSLError, EOFError)
+# A FETCH brings whole messages into memory: a batch of 50 mails of 50 MB would be 2.5 GB.
+# Messages are fetched in groups of at most this many bytes (RFC822.SIZE), a larger one
+# alone; each group commits with the mailbox position, as a batch does.
+FETCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -149,8 +153,11 @@ class MailboxWatcher:
         done = 0
         for start in range(0, len(uids), self.config.batch_size):
             batch = uids[start:start + self.config.batch_size]
-            fetched = await self._in_thread(self._fetch, batch)
-            await self._process(uidvalidity, batch, fetched)
+            sizes = await self._in_thread(self._sizes, batch)
+            for group in by_size(batch, sizes, FETCH_BYTES):
+                fetched = await self._in_thread(self._fetch, group)
+                await self._process(uidvalidity, group, fetched)
+                del fetched  # one group's messages in memory at a time
             done += len(batch)
         return done
 
@@ -232,6 +239,10 @@ class MailboxWatcher:
         self._check_still_valid(client)
         return sorted(u for u in uids if u > last_uid)
 
+    def _sizes(self, uids: list[int]) -> dict[int, int]:
+        response = self._require().fetch(uids, ["RFC822.SIZE"])
+        return {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in response.items()}
+
     def _fetch(self, uids: list[int]) -> dict[int, bytes]:
         # BODY.PEEK leaves \Seen alone: people reading the shared inbox still see new mail.
         response = self._require().fetch(uids, ["BODY.PEEK[]"])
@@ -300,6 +311,21 @@ class MailboxWatcher:
     def stop(self) -> None:
         """Ask a running IDLE wait to return soon (called from the event loop)."""
         self._stop.set()
+
+
+def by_size(uids: list[int], sizes: dict[int, int], limit: int) -> list[list[int]]:
+    """Consecutive groups of `uids` of at most `limit` bytes together; a message larger
+    than `limit` is a group of its own. In order: the position moves forward per group."""
+    groups: list[list[int]] = []
+    total = limit + 1  # start a new group with the first message
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if total + size > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(uid)
+        total += size
+    return groups
 
 
 def _forget_announcements(client: IMAPClient) -> bool:
