@@ -130,7 +130,17 @@ def _rule_patterns(rule: object) -> list[tuple[str, str]]:
 
 def warnings(config: Config, directory: Directory) -> list[str]:
     return [*_listener_warnings(config), *_password_file_warnings(config),
-            *_rule_warnings(config.directory_path, directory)]
+            *_rule_warnings(config.directory_path, directory), *_trust_warnings(config)]
+
+
+def _trust_warnings(config: Config) -> list[str]:
+    if not config.security.from_header_is_proof:
+        return []
+    return [f"{config.path}: security.from_header_is_proof: a From: line in "
+            f"{', '.join(sorted(config.security.trusted_domains)) or 'any domain'} is "
+            f"believed without a reply key or your MTA's pass: anyone who gets mail to you "
+            f"with such a From: can act as that person; remove it unless your MTA rejects "
+            f"forged internal senders"]
 
 
 def _listener_warnings(config: Config) -> list[str]:

@@ -125,3 +125,21 @@ def test_keys_command_rotates_and_reports(tmp_path: Path, capsys: pytest.Capture
     assert main(["--config", str(config), "keys", "status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["verifying"]) == 2 and report["signing"] == report["verifying"][:1]
+
+
+def test_check_warns_when_the_from_line_is_believed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.factories import EXAMPLE_DIRECTORY
+
+    (tmp_path / "directory.toml").write_text(EXAMPLE_DIRECTORY.read_text())
+    (tmp_path / "mailgate.toml").write_text(
+        '[state]\ndir = "state"\n[outbox]\ndir = "out"\n[directory]\npath = "directory.toml"\n'
+        '[security]\ntrusted_domains = ["example.com"]\nfrom_header_is_proof = true\n')
+    result = subprocess.run([sys.executable, "-m", "mailgate", "--config",
+                             str(tmp_path / "mailgate.toml"), "check"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [warning] = [line for line in result.stdout.splitlines() if "warning:" in line]
+    assert "from_header_is_proof" in warning and "can act as that person" in warning
