@@ -28,6 +28,7 @@ from mailgate.log import get_logger, setup_logging
 from mailgate.model import Origin, Status
 from mailgate.progress import Progress
 from mailgate.schema import MIGRATIONS
+from mailgate.startup import StartError, daemon_lock
 from mailgate.store import Store
 from mailgate.terminal import visible, visible_lines
 
@@ -39,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         say_lines(exc.problems, file=sys.stderr)
+        return 1
+    except StartError as exc:  # one line with what to do; systemd sees a failed start
+        say_lines([f"mailgate: {exc}"], file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -239,7 +243,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = get_logger("mailgate.cli")
     for warning in setup.warnings:
         log.warning("config.warning", problem=warning)
-    asyncio.run(run_forever(Daemon(setup.config, setup.directory, renderer=setup.renderer)))
+    # Before the database is opened: a second daemon on it would double every mail.
+    with daemon_lock(setup.config.state_dir):
+        asyncio.run(run_forever(Daemon(setup.config, setup.directory, renderer=setup.renderer)))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from mailgate.config import default_templates_dir, shipped
 from mailgate.loader import load_setup
 from mailgate.service import Daemon, run_forever
+from mailgate.startup import ListenError, StartError, daemon_lock
 from mailgate.store import OutboxRow
 from mailgate.terminal import visible
 from mailgate.transport import DirectoryTransport
@@ -94,16 +95,27 @@ Then look at it:
 
 
 async def run_demo(folder: Path, port: int) -> int:
-    config_path = prepare(folder.resolve(), port)
-    setup = load_setup(config_path)
-    assert setup.config.outbox_dir is not None
-    daemon = Daemon(setup.config, setup.directory, renderer=setup.renderer,
-                    transport=ConsoleTransport(setup.config.outbox_dir))
-    addresses = [a for d in setup.directory.departments.values() for a in d.addresses]
+    folder = folder.resolve()
+    # Before the config is rewritten: a second demo must not change the first one's port.
+    with daemon_lock(folder / "state", hint="stop it (Ctrl-C in its terminal), or give "
+                     "this one its own folder with --dir"):
+        config_path = prepare(folder, port)
+        setup = load_setup(config_path)
+        assert setup.config.outbox_dir is not None
+        daemon = Daemon(setup.config, setup.directory, renderer=setup.renderer,
+                        transport=ConsoleTransport(setup.config.outbox_dir))
+        addresses = [a for d in setup.directory.departments.values() for a in d.addresses]
 
-    def announce() -> None:
-        print(banner(config_path, daemon.listen_port or port, addresses), flush=True)
+        def announce() -> None:
+            print(banner(config_path, daemon.listen_port or port, addresses), flush=True)
 
-    await run_forever(daemon, on_ready=announce)
+        try:
+            await run_forever(daemon, on_ready=announce)
+        except ListenError as exc:
+            if exc.setting != "[intake.smtp] listen":
+                raise
+            raise StartError(f"cannot listen on 127.0.0.1:{port}: {exc.reason}; choose "
+                             f"another port with --port, e.g. --port {port % 65535 + 1} "
+                             f"(--port 0 takes any free one)") from None
     print("mailgate demo stopped.", file=sys.stderr)
     return 0

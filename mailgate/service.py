@@ -39,6 +39,7 @@ from mailgate.outbox import Outbox
 from mailgate.pipeline import Clock, Pipeline, PipelineSettings
 from mailgate.render import Renderer
 from mailgate.sentlog import SentLog
+from mailgate.startup import ListenError
 from mailgate.store import OutboxRow, Store
 from mailgate.transport import DirectoryTransport, SmtpTransport, Transport
 
@@ -127,7 +128,6 @@ class Daemon:
         self.metrics: metrics.Registry | None = None
         self.metrics_server: asyncio.Server | None = None
         self.reload_problem: str | None = None  # why the last reload failed, for STATUS=
-        self.start_problem: str | None = None  # what did not start (a metrics port in use)
         self._tasks: list[asyncio.Task] = []
         self._watcher_tasks: dict[str, asyncio.Task] = {}
 
@@ -144,6 +144,17 @@ class Daemon:
         return None
 
     async def start(self) -> None:
+        """Start everything, or stop what did start before raising (StartError: a port in
+        use...): a leftover task, socket or database thread would keep the process alive
+        after a failed start, a hang instead of an exit."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._abandon()
+            raise
+
+    async def _start(self) -> None:
         self.store = await Store.open(self.config.database)
         if self.config.metrics:
             # Before any task runs, so no event goes uncounted.
@@ -157,6 +168,11 @@ class Daemon:
                                    self.config.instance, lambda: self._current().settings.keys)
         self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log,
                              self.escalator.write)
+        # Bound before any task runs: a port in use ends the start before mail is sent or
+        # an IMAP login starts in a worker thread (which would hold up the exit).
+        self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)
+        if self.config.listener:
+            self.listener = await _listen(self.config.listener, self.handler)
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.escalator.run(), "escalation")
         # Reads config and directory through getters, so a reload can switch it on or off.
@@ -173,9 +189,6 @@ class Daemon:
         self._spawn(sweeper.run(), "attachments.sweep")
         for box in self.config.mailboxes:
             self._start_watcher(box)
-        self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)
-        if self.config.listener:
-            self.listener = await start_listener(self.config.listener, self.handler)
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=str(self.config.database))
 
@@ -184,14 +197,14 @@ class Daemon:
         try:
             self.metrics_server = await metrics.serve(config.host, config.port, self.metrics,
                                                       self._gauges)
-        except OSError as exc:  # a metrics port in use must not stop mail from flowing
+        except OSError as exc:
+            if at_start:  # the admin sees it at once and fixes it, as for the SMTP port
+                raise ListenError(config.host, config.port, exc, "[metrics] listen",
+                                  "serve metrics") from None
+            # On reload, a metrics port in use must not stop mail from flowing.
             log.error("metrics.listen_failed", listen=f"{config.host}:{config.port}",
                       error=str(exc))
-            problem = f"cannot serve metrics on {config.host}:{config.port}"
-            if at_start:
-                self.start_problem = problem
-            else:
-                self.reload_problem = problem
+            self.reload_problem = f"cannot serve metrics on {config.host}:{config.port}"
 
     async def _gauges(self) -> list[tuple[str, metrics.Labels, float]]:
         """Read at each scrape: outbox depth, quarantine, open tickets and SLA state."""
@@ -380,8 +393,6 @@ class Daemon:
         line += f"; outbox {depth} queued"
         if self.outbox and self.outbox.server_backoff:
             line += " (SMTP server unavailable)"
-        if self.start_problem:
-            line += f"; at start: {self.start_problem}"
         if self.reload_problem:
             line += f"; last reload failed: {self.reload_problem}"
         return line
@@ -406,6 +417,16 @@ class Daemon:
         await _cancel(self._tasks)
         await self._close_resources()
         log.info("daemon.stopped")
+
+    async def _abandon(self) -> None:
+        """Undo a start that failed halfway. Nothing is flushed: queued mail goes out at
+        the next start."""
+        if self.listener is not None:
+            self.listener.close()
+        for watcher in self.watchers:
+            watcher.stop()
+        await _cancel(self._tasks)
+        await self._close_resources()
 
     async def _close_listener(self) -> None:
         if self.listener is None:
@@ -464,6 +485,13 @@ def transport_key(config: Config) -> object:
 
 
 # --- running under systemd ----------------------------------------------------------
+
+async def _listen(config: ListenerConfig, handler: PushHandler) -> asyncio.Server:
+    try:
+        return await start_listener(config, handler)
+    except OSError as exc:
+        raise ListenError(config.host, config.port, exc, "[intake.smtp] listen") from None
+
 
 def _cancel_now(tasks: list[asyncio.Task]) -> None:
     for task in tasks:
