@@ -28,7 +28,7 @@ from mailgate.log import get_logger, setup_logging
 from mailgate.model import Origin, Status
 from mailgate.progress import Progress
 from mailgate.schema import MIGRATIONS
-from mailgate.startup import StartError, daemon_lock
+from mailgate.startup import StartError, check_database, daemon_lock
 from mailgate.store import Store
 from mailgate.terminal import visible, visible_lines
 
@@ -245,6 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("config.warning", problem=warning)
     # Before the database is opened: a second daemon on it would double every mail.
     with daemon_lock(setup.config.state_dir):
+        check_database(setup.config.database)
         asyncio.run(run_forever(Daemon(setup.config, setup.directory, renderer=setup.renderer)))
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from mailgate.config import default_templates_dir, shipped
 from mailgate.loader import load_setup
 from mailgate.service import Daemon, run_forever
-from mailgate.startup import ListenError, StartError, daemon_lock
+from mailgate.startup import ListenError, StartError, check_database, daemon_lock
 from mailgate.store import OutboxRow
 from mailgate.terminal import visible
 from mailgate.transport import DirectoryTransport
@@ -101,6 +101,7 @@ async def run_demo(folder: Path, port: int) -> int:
                      "this one its own folder with --dir"):
         config_path = prepare(folder, port)
         setup = load_setup(config_path)
+        check_database(setup.config.database)
         assert setup.config.outbox_dir is not None
         daemon = Daemon(setup.config, setup.directory, renderer=setup.renderer,
                         transport=ConsoleTransport(setup.config.outbox_dir))

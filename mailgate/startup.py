@@ -18,11 +18,13 @@ import errno
 import fcntl
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mailgate.errors import MailgateError
+from mailgate.schema import MIGRATIONS
 
 LOCK_NAME = "mailgate.lock"
 
@@ -73,6 +75,26 @@ def daemon_lock(state_dir: Path, hint: str = "stop it first (systemctl stop mail
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays (unlinking it would race)
+
+
+def check_database(path: Path) -> None:
+    """StartError if the database exists but cannot be used: SQLite cannot read it (a
+    stray file, a damaged copy), or a newer mailgate wrote it. Said before the daemon
+    opens it, which would stop halfway through with a traceback."""
+    if not path.exists():
+        return  # the daemon creates it
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StartError(f"database {path} cannot be opened: {exc}; restore it from a "
+                         f"backup, or move it away to start with an empty one") from None
+    if version > len(MIGRATIONS):
+        raise StartError(f"database {path} has schema {version}, newer than this mailgate "
+                         f"({len(MIGRATIONS)}); upgrade mailgate")
 
 
 def _open_lock(state_dir: Path) -> int:

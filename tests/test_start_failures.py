@@ -92,6 +92,27 @@ def test_state_directory_that_is_a_file(tmp_path: Path) -> None:
     assert f"state directory {tmp_path / 'blocker' / 'state'} is not usable" in line
 
 
+def test_a_database_that_cannot_be_used(tmp_path: Path) -> None:
+    """Store.open stopped halfway on these, with a traceback (and, for the first, its
+    database thread left running: a hang)."""
+    import sqlite3
+
+    config = str(write_config(tmp_path))
+    (tmp_path / "state").mkdir()
+    database = tmp_path / "state" / "mailgate.sqlite3"
+    database.write_bytes(b"this is not SQLite" * 300)
+    line = start_failure("--config", config, "run")
+    assert line == (f"mailgate: database {database} cannot be opened: file is not a "
+                    f"database; restore it from a backup, or move it away to start with an "
+                    f"empty one")
+    database.unlink()
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA user_version = 999")
+    line = start_failure("--config", config, "run")
+    assert line.startswith(f"mailgate: database {database} has schema 999, newer than this "
+                           f"mailgate")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_state_directory_not_writable(tmp_path: Path) -> None:
     state = tmp_path / "state"
