@@ -28,7 +28,8 @@ _CLOCKS = """SELECT target, started_at, due_at, met_at, paused_seconds, fired, r
 _EVENTS = """
     SELECT e.at, e.kind, e.actor, e.visibility, e.detail, m.message_id, m.sender,
            m.sender_trust, coalesce(m.text, m.body), o.message_id, o.kind, o.recipients,
-           o.status, o.last_error, 0 AS source, '' AS clock, e.id AS seq
+           o.status, o.last_error, 0 AS source, '' AS clock, e.id AS seq,
+           m.deliveries, m.last_delivered_at
     FROM events e
     LEFT JOIN messages m ON m.id = e.message
     LEFT JOIN outbox o ON o.id = e.outgoing
@@ -36,7 +37,8 @@ _EVENTS = """
     UNION ALL
     SELECT x.at, 'sla_' || x.kind, NULL, NULL,
            json_object('target', x.target, 'level', x.level), NULL, NULL, NULL, NULL,
-           o.message_id, o.kind, o.recipients, o.status, o.last_error, 1, x.target, x.level
+           o.message_id, o.kind, o.recipients, o.status, o.last_error, 1, x.target, x.level,
+           NULL, NULL
     FROM escalations x
     LEFT JOIN outbox o ON o.id = x.outgoing
     WHERE x.ticket = :ticket AND (x.outgoing IS NOT NULL OR x.kind = 'skipped')
@@ -100,7 +102,8 @@ def _event(r: tuple) -> dict:
     event: dict = {"at": _iso(r[0]), "kind": r[1], "actor": r[2], "visibility": r[3],
                    "detail": detail}
     if r[5] is not None:
-        event["message"] = {"message_id": r[5], "from": r[6], "trust": r[7], "text": r[8]}
+        event["message"] = {"message_id": r[5], "from": r[6], "trust": r[7], "text": r[8],
+                            "deliveries": r[17], "last_delivered_at": _iso(r[18])}
     if r[9] is not None:
         event["mail"] = {"message_id": r[9], "kind": r[10], "to": json.loads(r[11]),
                          "status": r[12], "error": r[13]}
@@ -151,6 +154,10 @@ def _event_lines(event: dict) -> list[str]:
     message = event.get("message")
     if message and message["trust"]:
         head += f"  [{message['trust']}]"
+    if message and (message.get("deliveries") or 1) > 1:
+        # The same mail arrived again (a second mailbox, an MTA retry): kept once.
+        head += (f"  (arrived {message['deliveries']} times, last "
+                 f"{_when(message['last_delivered_at'])})")
     mail = event.get("mail")
     if mail:
         head += f"  -> {', '.join(mail['to'])} ({mail['status']}"

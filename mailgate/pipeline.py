@@ -152,6 +152,11 @@ class Pipeline:
             raise BadMessage("addressed to no known department and no default_department set")
         pending = [d for d in targets if d not in covered]
         if not pending:
+            # A re-delivery (a copy through a second mailbox, an MTA retrying after a lost
+            # 250, a re-read after a crash): nothing to do, but it leaves a trace.
+            times = await tx.record_redelivery(seen.message, now) if seen.message else 0
+            log.info("message.duplicate", message_id=msg.message_id, source=origin.source,
+                     departments=targets, deliveries=times)
             return Outcome("duplicate", reason="already received for " + ", ".join(targets))
         verdict = classify(msg, self.loop_context)
         existing = await self._thread(tx, msg, verdict)

@@ -231,5 +231,8 @@ MIGRATIONS: tuple[str, ...] = (
         summary INTEGER REFERENCES outbox(id)
     );
     CREATE INDEX held_pending ON held_notifications(department, sender) WHERE summary IS NULL;
+    -- The same message (same key and content) arriving again: counted, not processed.
+    ALTER TABLE messages ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE messages ADD COLUMN last_delivered_at REAL;
     """,
 )

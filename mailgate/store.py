@@ -357,6 +357,13 @@ class Tx:
         return Seen(message, fingerprint,
                     frozenset(departments.split("\x1f")) if departments else frozenset())
 
+    async def record_redelivery(self, message: int, now: datetime) -> int:
+        """The stored message arrived once more; returns how often it has arrived."""
+        row = await self.fetch_one(
+            "UPDATE messages SET deliveries = deliveries + 1, last_delivered_at = ? "
+            "WHERE id = ? RETURNING deliveries", (ts(now), message))
+        return int(row[0]) if row else 0
+
     async def add_receipts(self, dedupe_key: str, departments: Iterable[str], message: int,
                            outcome: str) -> None:
         await self.conn.executemany(

@@ -272,3 +272,23 @@ async def test_two_instances_pointed_at_each_other_exchange_one_message(tmp_path
     finally:
         await a.store.close()
         await b.store.close()
+
+
+async def test_a_redelivery_is_logged_counted_and_shown(
+        h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailgate import history
+
+    await h.deliver(mail())
+    capsys.readouterr()
+    h.clock.advance(minutes=5)
+    assert (await h.deliver(mail())).action == "duplicate"
+    assert (await h.deliver(mail(), FACILITIES)).action == "ticket"  # another desk: new
+    assert (await h.deliver(mail(), FACILITIES)).action == "duplicate"
+    logged = capsys.readouterr().out
+    assert logged.count("message.duplicate") == 2 and "req-1@example.com" in logged
+    assert await h.rows("SELECT deliveries FROM messages") == [(3,)]
+    story = await history.load(h.store, "IT-1001", h.clock())
+    assert story is not None
+    [created] = [e for e in story["events"] if e["kind"] == "created"]
+    assert created["message"]["deliveries"] == 3
+    assert any("arrived 3 times, last" in line for line in history.lines(story))
