@@ -22,10 +22,13 @@ import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email import message_from_bytes
+from email.message import Message
 from pathlib import Path
 
-from mailgate.compose import _attachment_leaves, _part_name
+from mailgate import tnef, uuencode
+from mailgate.parse import body_part, charset_hint, guess_type, part_filename, read_message
+
+MAX_FILES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +39,16 @@ class Part:
 
 
 def extract(raw: bytes) -> list[Part]:
-    """The attachments of a mail, decoded (body text parts excluded, as for relaying)."""
+    """The attachments of a mail, decoded (body text parts excluded, as for relaying):
+    the files uuencoded in its body text first, a winmail.dat's files instead of it.
+    Names as parse.py reads them, so the stored files match Inbound.attachments."""
     try:
-        msg = message_from_bytes(raw)
+        msg = read_message(raw, [])
     except Exception:
         return []
-    found = []
-    for part in _attachment_leaves(msg):
+    found = _uuencoded(msg)
+    hint = charset_hint(msg)
+    for part in _leaves(msg, hint):
         try:
             data = part.get_payload(decode=True)
         except Exception:
@@ -52,8 +58,58 @@ def extract(raw: bytes) -> list[Part]:
                 data = part.as_bytes()
             except Exception:
                 continue
-        found.append(Part(_part_name(part)[:255], part.get_content_type(), data))
+        name = part_filename(part, hint=hint)[:255] or "unnamed"
+        found += _unwrapped(Part(name, part.get_content_type(), data))
     return found
+
+
+def _leaves(msg: Message, hint: str | None) -> list[Message]:
+    """The parts that are attachments, in order: as compose.py chooses them for relaying
+    (the first unnamed inline text/plain and text/html are the body), but robust against
+    8-bit header values, which compat32 hands out as Header objects, not strings."""
+    found: list[Message] = []
+    body_types: set[str] = set()
+    stack = [msg]
+    while stack and len(found) < MAX_FILES:
+        part = stack.pop(0)
+        try:
+            ctype = part.get_content_type()
+            payload = part.get_payload()
+            if part.is_multipart() and ctype != "message/rfc822" and isinstance(payload, list):
+                stack = [p for p in payload if isinstance(p, Message)] + stack
+                continue
+            disposition = str(part.get("content-disposition") or "").split(";")[0]
+            named = bool(part_filename(part, hint=hint))
+        except Exception:  # an unreadable part is not an attachment we could store
+            continue
+        attachment = named or disposition.strip().lower() == "attachment"
+        if ctype in ("text/plain", "text/html") and not attachment and ctype not in body_types:
+            body_types.add(ctype)
+            continue
+        if part is not msg:
+            found.append(part)
+    return found
+
+
+def _uuencoded(msg: Message) -> list[Part]:
+    part = body_part(msg)
+    try:
+        data = part.get_payload(decode=True) if part is not None else None
+    except Exception:
+        return []
+    if not isinstance(data, bytes):
+        return []
+    return [Part(f.filename, guess_type(f.filename), f.data) for f in uuencode.split(data)[1]]
+
+
+def _unwrapped(part: Part) -> list[Part]:
+    """A winmail.dat becomes the files inside it; one that cannot be read stays."""
+    if not tnef.is_tnef(part.content_type, part.filename):
+        return [part]
+    inside = tnef.files(part.data)
+    if not inside:
+        return [part]
+    return [Part(f.filename, guess_type(f.filename), f.data) for f in inside]
 
 
 def select(parts: list[Part], limit: int) -> tuple[list[Part], list[Part]]:

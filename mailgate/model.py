@@ -71,6 +71,11 @@ class Inbound:
     defects: tuple[str, ...] = ()
     size: int = 0
     from_count: int = 1  # addresses in From: in all; only exactly one can be verified
+    # The headers that tell automatic and list mail (parse.AUTOMATIC_HEADERS), as sent:
+    # unfolded, never RFC 2047-decoded, every occurrence, topmost first. classify.py reads
+    # them by their grammar; decoded text could be made to say anything.
+    raw_headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    part_types: tuple[str, ...] = ()  # content types of all MIME parts, containers too
 
     def recipients(self) -> tuple[str, ...]:
         """Every address the message was sent to, To first, without duplicates."""

@@ -1,27 +1,44 @@
 """bytes -> Inbound. Never raises: whatever cannot be understood becomes a defect.
 
 The compat32 parser is used on purpose: policy.default is several times slower on whole
-messages, and we decode only the few headers decisions need, ourselves, tolerantly.
+messages, and we decode only the few headers decisions need, ourselves, tolerantly:
+charset labels through the WHATWG table (charsets.py), encoded words exactly by RFC 2047
+(rfc2047.py), a damaged header block mended and parsed again (headerblock.py). The body
+text loses its inline uuencoded files (uuencode.py) to the attachments, winmail.dat gives
+up the files inside it (tnef.py), format=flowed paragraphs are joined (flowed.py) and line
+ends are "\\n" whatever the sender used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import re
+from dataclasses import dataclass, field
 from datetime import datetime
-from email import message_from_bytes
-from email.header import decode_header
+from email import errors, message_from_bytes
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 
+from mailgate import charsets, flowed, headerblock, rfc2047, tnef, uuencode
 from mailgate.model import Address, Attachment, Inbound
 
-# Headers that loop detection and bounce handling look at.
+# Headers kept decoded in Inbound.headers, where routing rules can match them.
 LOOP_HEADERS = (
     "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-post",
     "x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-failed-recipients",
     "return-path", "x-mailgate-instance", "x-loop", "feedback-type", "from",
+)
+# Headers that tell automatic and list mail, kept raw in Inbound.raw_headers for
+# classify.py, which reads them by their grammar.
+AUTOMATIC_HEADERS = (
+    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-unsubscribe-post",
+    "list-post", "list-help", "list-subscribe", "list-owner", "list-archive", "mailing-list",
+    "x-mailman-version", "x-mailing-list", "x-ml-name", "x-loop", "sender", "return-path",
+    "x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-response-suppress",
+    "x-ms-exchange-inbox-rules-loop", "x-ms-exchange-generated-message-source",
+    "feedback-id", "x-failed-recipients", "x-mailgate-instance", "feedback-type",
 )
 # Headers routing rules may match on ([[rule]] header = {...}); kept beside the loop ones.
 ROUTING_HEADERS = ("x-priority", "importance", "priority", "x-msmail-priority", "sensitivity",
@@ -30,10 +47,41 @@ MAX_HEADER_CHARS = 4096  # a decoded header longer than this is cut: nobody read
 MAX_ADDRESSES = 1000  # per header; mail to 10,000 recipients is still one request
 MAX_PARTS = 500
 MAX_DEPTH = 50
+MAX_DEFECTS = 50
 _MSGID = re.compile(r"<([^<>\s]{1,900})>")
 _WHITESPACE = re.compile(r"[\s\x00]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # CRLF + WSP is the WSP (RFC 5322 unfolding)
 _UNDECLARED_8BIT = re.compile("[\udc80-\udcff]")  # compat32's surrogate-escaped raw bytes
+_LINE_ENDS = re.compile(r"\r+\n|\r")  # CRLF, CR alone, and QP's "=0D" before a line end
+_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+_HTML_META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([\w.:-]{1,40})",
+                                re.IGNORECASE)
+
+
+@dataclass
+class _Reading:
+    """One message being read: its headers indexed once, the defects found so far."""
+
+    msg: Message
+    defects: list[str]
+    index: dict[str, list[str]] = field(default_factory=dict)  # lower-case name -> values
+    hint: str | None = None  # the body's charset, for raw 8-bit bytes in headers
+
+    @classmethod
+    def of(cls, msg: Message, defects: list[str]) -> _Reading:
+        index: dict[str, list[str]] = {}
+        for name, value in _raw_items(msg):
+            index.setdefault(name.lower(), []).append(str(value))
+        return cls(msg, defects, index, charset_hint(msg))
+
+    def values(self, name: str) -> list[str]:
+        return self.index.get(name, [])
+
+    def header(self, name: str) -> str:
+        values = self.index.get(name)
+        if not values:
+            return ""
+        return decode_text(values[0], self.defects, hint=self.hint, what=f"{name} header")
 
 
 def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
@@ -46,35 +94,39 @@ def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
 def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
     defects: list[str] = []
     try:
-        msg = message_from_bytes(raw)
+        msg = read_message(raw, defects)
     except Exception as exc:  # the parser is tolerant; this is a last resort
         return _unparseable(raw, f"unparseable: {type(exc).__name__}")
-    message_id = _first_id(_header(msg, "message-id"))
-    sender = _sender(msg, defects)
-    body, attachments = _body_and_attachments(msg, max_body_chars, defects)
+    r = _Reading.of(msg, defects)
+    message_id = _first_id(r.header("message-id"))
+    senders = _address_pairs(r, "from")
+    body, attachments, part_types = _body_and_attachments(r, max_body_chars)
     defects.extend(type(d).__name__ for d in msg.defects[:20])
     return Inbound(
         message_id=message_id,
         dedupe_key=message_id or _content_key(raw),
-        sender=sender,
-        to=_addresses(msg, "to", defects),
-        cc=_addresses(msg, "cc", defects),
-        delivered_to=tuple(a.addr for a in _addresses(msg, "delivered-to", defects)),
-        reply_to=_addresses(msg, "reply-to", defects),
-        subject=_header(msg, "subject"),
-        date=_date(_header(msg, "date")),
-        in_reply_to=tuple(_MSGID.findall(_header(msg, "in-reply-to")))[:10],
-        references=tuple(_MSGID.findall(_header(msg, "references")))[-50:],
+        sender=_sender(r),
+        to=_addresses(r, "to"),
+        cc=_addresses(r, "cc"),
+        delivered_to=tuple(a.addr for a in _addresses(r, "delivered-to")),
+        reply_to=_addresses(r, "reply-to"),
+        subject=r.header("subject"),
+        date=_date(r.header("date")),
+        in_reply_to=tuple(_MSGID.findall(r.header("in-reply-to")))[:10],
+        references=tuple(_MSGID.findall(r.header("references")))[-50:],
         body=body,
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
-        auth_results=_auth_results(msg),
-        headers={name: _header(msg, name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
-                 if name in msg}
+        auth_results=_auth_results(r),
+        headers={name: r.header(name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
+                 if name in r.index}
         | _content_type_headers(msg),
-        defects=tuple(defects),
+        defects=tuple(dict.fromkeys(defects))[:MAX_DEFECTS],
         size=len(raw),
-        from_count=_from_count(msg),
+        from_count=sum(1 for _, addr in senders if addr.strip()),
+        raw_headers={name: tuple(_unfolded(v) for v in r.values(name)[:20])
+                     for name in AUTOMATIC_HEADERS if name in r.index},
+        part_types=part_types,
     )
 
 
@@ -89,6 +141,17 @@ def fingerprint(msg: Inbound) -> str:
     parts = (sender, msg.subject, date, msg.body.strip()[:20000],
              ",".join(f"{a.filename}:{a.size}" for a in msg.attachments))
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def read_message(raw: bytes, defects: list[str]) -> Message:
+    """compat32's reading; a header block it gave up on is mended and read again."""
+    msg = message_from_bytes(raw)
+    if any(isinstance(d, errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        mended, repairs = headerblock.mend(raw)
+        if repairs:
+            defects.extend(repairs)
+            msg = message_from_bytes(mended)
+    return msg
 
 
 def _unparseable(raw: bytes, reason: str) -> Inbound:
@@ -108,97 +171,72 @@ def _first_id(value: str) -> str:
     return token[:900]
 
 
-def _raw_values(msg: Message, name: str) -> list[str]:
+def _raw_items(msg: Message) -> list[tuple[str, str]]:
     """Header values as stored. compat32's get() turns undeclared 8-bit bytes into
     replacement characters (via an unknown-8bit Header); raw_items() keeps the bytes."""
     try:
-        return [str(v) for k, v in msg.raw_items() if k.lower() == name]
+        return list(msg.raw_items())
     except Exception:
         return []
 
 
-def _raw_header(msg: Message, name: str) -> str:
-    values = _raw_values(msg, name)
-    return values[0] if values else ""
+def _unfolded(value: str) -> str:
+    """A header as the sender wrote it, only unfolded; raw 8-bit bytes become U+FFFD."""
+    return _UNDECLARED_8BIT.sub("\ufffd", _FOLD.sub("", value))
 
 
-def _auth_results(msg: Message) -> tuple[str, ...]:
+def _auth_results(r: _Reading) -> tuple[str, ...]:
     """The headers as the MTA wrote them, only unfolded, for authres.py's grammar. Never
     RFC 2047-decoded (an encoded word in a copied envelope sender would become structure)
-    and never cut (a cut header could end in a pass); undeclared 8-bit bytes become U+FFFD."""
-    values = _raw_values(msg, "authentication-results")[:10]
-    return tuple(_UNDECLARED_8BIT.sub("\ufffd", _FOLD.sub("", v)) for v in values)
+    and never cut (a cut header could end in a pass)."""
+    return tuple(_unfolded(v) for v in r.values("authentication-results")[:10])
 
 
-def _from_count(msg: Message) -> int:
-    """How many addresses From: carries in all, usable or not (0 when none or unreadable)."""
-    values = [_undo_surrogates(v)[: MAX_ADDRESSES * 200] for v in _raw_values(msg, "from")]
-    try:
-        pairs = getaddresses(values)
-    except Exception:
-        return 0
-    return sum(1 for _, addr in pairs if addr.strip())
-
-
-def _header(msg: Message, name: str) -> str:
-    return decode_text(_raw_header(msg, name))
-
-
-def decode_text(value: str) -> str:
+def decode_text(value: str, defects: list[str] | None = None, *, hint: str | None = None,
+                what: str = "header") -> str:
     """Decode RFC 2047 words and raw 8-bit bytes into one clean line of text."""
-    value = _undo_surrogates(value[: MAX_HEADER_CHARS * 4])
-    try:
-        pieces = decode_header(value)
-    except Exception:
-        pieces = [(value, None)]
-    text = "".join(_decode_piece(data, charset) for data, charset in pieces)
+    text = rfc2047.decode(value[: MAX_HEADER_CHARS * 4], defects, what=what, hint=hint)
     return _WHITESPACE.sub(" ", text).strip()[:MAX_HEADER_CHARS]
 
 
-def _undo_surrogates(value: str) -> str:
-    """compat32 smuggles undeclared 8-bit header bytes as surrogates; try UTF-8, then Latin-1."""
+def decode_bytes(data: bytes, charset: str | None, defects: list[str] | None = None) -> str:
+    """Text of `data` in the charset its label names, read as browsers read labels."""
+    return charsets.decode(data, charset, defects)
+
+
+def _address_pairs(r: _Reading, name: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs of a header, display names decoded.
+
+    Encoded words are set aside before the address grammar runs and decoded after it:
+    decoded, "=?utf-8?q?Doe=2C_John?=" would be two addresses. Quoted or not, they are
+    decoded (RFC 2047 forbids them in quoted strings; mailers put them there anyway)."""
+    words: list[str] = []
+
+    def set_aside(match: re.Match[str]) -> str:
+        words.append(match.group(0))
+        return f"\ue000{len(words) - 1}\ue001"
+
+    def restore(text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: words[int(m.group(1))], text) if words else text
+
+    what = f"{name} header"
+    values = [rfc2047.plain(rfc2047.WORD.sub(set_aside, v[: MAX_ADDRESSES * 200]),
+                            r.defects, what, r.hint) for v in r.values(name)]
     try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        data = value.encode("utf-8", "surrogateescape")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def _decode_piece(data: bytes | str, charset: str | None) -> str:
-    if isinstance(data, str):
-        return data
-    return decode_bytes(data, charset)
-
-
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode with the declared charset, then UTF-8, then Latin-1 (which always works)."""
-    for candidate in (charset, "utf-8"):
-        if not candidate or candidate.lower() in ("unknown-8bit", "x-unknown"):
-            continue
-        try:
-            return data.decode(candidate)
-        except (LookupError, ValueError):  # unknown name, bad bytes, NUL in the name
-            continue
-    return data.decode("latin-1")
-
-
-def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
-    values = _raw_values(msg, name)
-    raw_values = [_undo_surrogates(str(v))[: MAX_ADDRESSES * 200] for v in values]
-    try:
-        pairs = getaddresses(raw_values)
+        pairs = getaddresses(values)
     except Exception:
-        defects.append(f"unparseable {name} header")
-        return ()
+        r.defects.append(f"unparseable {name} header")
+        return []
+    return [(decode_text(restore(display), r.defects, hint=r.hint, what=what), restore(addr))
+            for display, addr in pairs[:MAX_ADDRESSES]]
+
+
+def _addresses(r: _Reading, name: str) -> tuple[Address, ...]:
     found: dict[str, Address] = {}
-    for display, addr in pairs[: MAX_ADDRESSES]:
+    for display, addr in _address_pairs(r, name):
         clean = clean_address(addr)
         if clean and clean not in found:
-            found[clean] = Address(clean, decode_text(display))
+            found[clean] = Address(clean, display)
     return tuple(found.values())
 
 
@@ -213,20 +251,15 @@ def clean_address(addr: str) -> str:
     return addr
 
 
-def _sender(msg: Message, defects: list[str]) -> Address | None:
+def _sender(r: _Reading) -> Address | None:
     """From, else the next best header that names who wrote or answers for the mail."""
     for name in ("from", "sender", "reply-to", "return-path"):
-        found = _first_address(msg, name, defects)
+        found = _addresses(r, name)
         if found:
             if name != "from":
-                defects.append(f"no usable From address; using {name}")
-            return found
+                r.defects.append(f"no usable From address; using {name}")
+            return found[0]
     return None
-
-
-def _first_address(msg: Message, name: str, defects: list[str]) -> Address | None:
-    found = _addresses(msg, name, defects)
-    return found[0] if found else None
 
 
 def _date(value: str) -> datetime | None:
@@ -250,13 +283,30 @@ def _content_type_headers(msg: Message) -> dict[str, str]:
     return found
 
 
-def _walk(msg: Message, defects: list[str]) -> list[Message]:
-    """Leaf parts in order, iteratively (deep nesting must not hit the recursion limit)."""
+def charset_hint(msg: Message) -> str | None:
+    """The charset of the message's first text: what raw 8-bit header bytes most likely
+    use too (the same program wrote both)."""
+    part = msg
+    for _ in range(10):
+        try:
+            payload = part.get_payload()
+            if not (part.is_multipart() and isinstance(payload, list) and payload):
+                return part.get_content_charset()
+        except Exception:
+            return None
+        part = payload[0]
+    return None
+
+
+def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Message]:
+    """Leaf parts in order, iteratively (deep nesting must not hit the recursion limit);
+    `types` gets the content type of every part met, containers too."""
     leaves: list[Message] = []
     stack: list[tuple[Message, int]] = [(msg, 0)]
     while stack and len(leaves) < MAX_PARTS:
         part, depth = stack.pop()
         try:
+            types.append(part.get_content_type())
             payload = part.get_payload()
         except Exception:  # e.g. a charset parameter the codec machinery chokes on
             defects.append("unreadable part structure")
@@ -286,7 +336,7 @@ def _embedded_ids(msg: Message) -> tuple[str, ...]:
             ctype = part.get_content_type()
             payload = part.get_payload()
             if ctype == "message/rfc822" and isinstance(payload, list) and payload:
-                found.append(_first_id(_header(payload[0], "message-id")))
+                found.append(_first_id(decode_text(str(payload[0].get("message-id") or ""))))
             elif ctype == "text/rfc822-headers":
                 data = part.get_payload(decode=True) or b""
                 found += [m.decode("ascii", "replace") for m in _HEADER_MSGID.findall(data)]
@@ -297,51 +347,135 @@ def _embedded_ids(msg: Message) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in found if i))[:10]
 
 
-def _body_and_attachments(msg: Message, max_chars: int,
-                          defects: list[str]) -> tuple[str, tuple[Attachment, ...]]:
+def _body_and_attachments(r: _Reading, max_chars: int
+                          ) -> tuple[str, tuple[Attachment, ...], tuple[str, ...]]:
     plain: str | None = None
     html: str | None = None
+    fallback: str | None = None  # text a client shows although it is no proper body part
     attachments: list[Attachment] = []
-    for part in _walk(msg, defects):
+    types: list[str] = []
+    for part in _walk(r.msg, r.defects, types):
         try:
             ctype = part.get_content_type()
-            filename = _filename(part)
-            disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
-            is_attachment = bool(filename) or disposition == "attachment"
-            if ctype == "text/plain" and plain is None and not is_attachment:
-                plain = _part_text(part)
-            elif ctype == "text/html" and html is None and not is_attachment:
-                html = _part_text(part)
-            elif not ctype.startswith("multipart/"):
-                data = part.get_payload(decode=True)
-                size = len(data) if isinstance(data, bytes) else 0
-                attachments.append(Attachment(filename or "unnamed", ctype, size))
+            filename = part_filename(part, r.defects, r.hint)
+            inline = _disposition(part) != "attachment"
+            if ctype == "text/plain" and plain is None and inline and not filename:
+                plain, files = _plain_text(part, r.defects)
+                attachments += files
+            elif ctype == "text/html" and html is None and inline and not filename:
+                html = _html_text(part, r.defects)
+            elif ctype.startswith("multipart/"):
+                # A multipart whose boundary never comes: its text is all there is.
+                if fallback is None and isinstance(part.get_payload(), str):
+                    fallback, _ = _plain_text(part, r.defects)
+            else:
+                if ctype == "text/plain" and fallback is None and inline:
+                    fallback, _ = _plain_text(part, r.defects)  # named, shown inline
+                attachments += _attachments(part, ctype, filename, r.defects)
         except Exception as exc:
-            defects.append(f"unreadable part: {type(exc).__name__}")
-    body = plain if plain is not None else html_to_text(html) if html else ""
+            r.defects.append(f"unreadable part: {type(exc).__name__}")
+    body = plain if plain is not None else html_to_text(html) if html else fallback or ""
+    body = _LINE_ENDS.sub("\n", body).replace("\x00", "")
     if len(body) > max_chars:
-        defects.append(f"body longer than {max_chars} characters; cut")
+        r.defects.append(f"body longer than {max_chars} characters; cut")
         body = body[:max_chars]
-    return body.replace("\r\n", "\n").replace("\x00", ""), tuple(attachments[:MAX_PARTS])
+    return body, tuple(attachments[:MAX_PARTS]), tuple(types)
 
 
-def _filename(part: Message) -> str:
+def body_part(msg: Message) -> Message | None:
+    """The text/plain part the body text comes from (attachments.py takes its uuencoded
+    files from the same part), or None."""
+    for part in _walk(msg, [], []):
+        try:
+            if (part.get_content_type() == "text/plain" and _disposition(part) != "attachment"
+                    and not part_filename(part)):
+                return part
+        except Exception:
+            continue
+    return None
+
+
+def _disposition(part: Message) -> str:
+    return str(part.get("content-disposition") or "").split(";")[0].strip().lower()
+
+
+def part_filename(part: Message, defects: list[str] | None = None,
+                  hint: str | None = None) -> str:
+    """The part's file name: RFC 2231 (compat32) and RFC 2047 (us) decoded; "" if none."""
     try:
         name = part.get_filename()
+        if name and "\ufffd" in name:  # compat32 replaced raw 8-bit bytes: read them
+            name = _filename_from_raw(part, defects, hint) or name
     except Exception:
         return ""
-    return decode_text(name) if name else ""
+    if not name:
+        return ""
+    name = decode_text(str(name), defects, hint=hint, what="file name")
+    # A name is a name, never a path: "../../x" and "C:\\TEMP\\x.png" keep their last part.
+    return name.replace("\\", "/").rsplit("/", 1)[-1].strip()
 
 
-def _part_text(part: Message) -> str:
+def _filename_from_raw(part: Message, defects: list[str] | None,
+                       hint: str | None) -> str | None:
+    """get_filename() over the raw headers with their 8-bit bytes decoded first."""
+    decoded = Message()
+    for name, value in _raw_items(part):
+        if name.lower() in ("content-disposition", "content-type"):
+            decoded[name] = rfc2047.plain(str(value), defects or [], "file name", hint)
+    return decoded.get_filename()
+
+
+def _payload(part: Message) -> bytes:
     data = part.get_payload(decode=True)
-    if not isinstance(data, bytes):
-        return ""
+    return data if isinstance(data, bytes) else b""
+
+
+def _attachments(part: Message, ctype: str, filename: str,
+                 defects: list[str]) -> list[Attachment]:
+    """One attachment, or the files a winmail.dat carries."""
+    data = _payload(part)
+    if tnef.is_tnef(ctype, filename):
+        inside = tnef.files(data)
+        if inside:
+            return [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in inside]
+        if inside is None:
+            defects.append("winmail.dat (TNEF) could not be read; kept as it is")
+    return [Attachment(filename or "unnamed", ctype, len(data))]
+
+
+def guess_type(filename: str) -> str:
+    return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+
+
+def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment]]:
+    """The text of a text/plain body part, and the files uuencoded inside it."""
+    data, files = uuencode.split(_payload(part))
+    text = charsets.decode(data, _charset(part), defects, what="body")
+    if str(part.get_param("format") or "").lower() == "flowed":
+        delsp = str(part.get_param("delsp") or "").lower() == "yes"
+        text = flowed.unflow(_LINE_ENDS.sub("\n", text), delsp)
+    return text, [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in files]
+
+
+def _charset(part: Message) -> str | None:
     try:
-        charset = part.get_content_charset()
+        return part.get_content_charset()
     except Exception:
-        charset = None
-    return decode_bytes(data, charset)
+        return None
+
+
+def _html_charset(part: Message, data: bytes) -> str | None:
+    """The part's charset, else the one its <meta> names (what a browser would use)."""
+    label = _charset(part)
+    if label:
+        return label
+    meta = _HTML_META_CHARSET.search(data[:2048])
+    return meta.group(1).decode("ascii") if meta else None
+
+
+def _html_text(part: Message, defects: list[str]) -> str:
+    data = _payload(part)
+    return charsets.decode(data, _html_charset(part, data), defects, what="body")
 
 
 class _TextExtractor(HTMLParser):

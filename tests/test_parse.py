@@ -1,9 +1,25 @@
 """parse(): bytes -> Inbound, tolerant of everything real mail does."""
+# ruff: noqa: RUF001  (text in other scripts, and their punctuation, is the point here)
 
 from __future__ import annotations
 
+import email.policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailgate import flowed, headerblock, rfc2047
 from mailgate.parse import clean_address, decode_text, fingerprint, html_to_text, parse
 from tests.factories import mail
+
+DATA = Path(__file__).parent / "data" / "mail"
+
+
+def fixture(name: str) -> bytes:
+    return (DATA / name).read_bytes()
 
 
 def test_rfc2047_subjects_in_several_charsets() -> None:
@@ -101,3 +117,139 @@ def test_fingerprint_ignores_transport_headers_but_not_content() -> None:
     relayed = b"Received: from mx by mx2\r\nDelivered-To: it-help@example.com\r\n" + base
     assert fingerprint(parse(base)) == fingerprint(parse(relayed))
     assert fingerprint(parse(base)) != fingerprint(parse(mail(body="different")))
+
+
+# --- RFC 2047, exactly -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "text"), [
+    ("Abrechnung im\r\n =?utf-8?q?M=C3=A4rz?=", "Abrechnung im März"),  # fold kept as space
+    ("Abrechnung im =?utf-8?q?M=C3=A4rz?= 2026", "Abrechnung im März 2026"),
+    ("=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),  # between two words: dropped
+    ("=?utf-8?q?a?=\r\n =?iso-8859-1?q?=FC?=", "aü"),  # also across a fold and charsets
+    ("=?utf-8?q?a?= b =?utf-8?q?c?=", "a b c"),  # text between words keeps its spaces
+    ("=?utf-8?Q?=E4=B8?= =?utf-8?Q?=AD?=", "中"),  # a character split over two words
+    ("=?utf-8?B?5Lit5paH?= =?UTF-8?q?=E6=96?= =?utf-8?b?hw==?=", "中文文"),  # B and Q mixed
+    ("=?utf-8*de?q?Gr=C3=BC=C3=9Fe?=", "Grüße"),  # RFC 2231 language tag
+    ("Re:=?utf-8?q?Drucker?=", "Re:Drucker"),  # glued to text: decoded anyway
+    ("=?utf-8?B?####?=", "=?utf-8?B?####?="),  # not base64: left as written
+    ("=?utf-8?B?SGFsbG8?=", "Hallo"),  # missing padding
+    ("=?gb2312?B?1tDOxJUygjY=?=", "中文𠀀"),  # GB2312 label, GB18030 bytes
+    ("=?iso-8859-8-i?Q?=F9=EC=E5=ED?=", "שלום"),
+])
+def test_encoded_words(raw: str, text: str) -> None:
+    assert decode_text(raw) == text
+
+
+def test_subjects_python_itself_folds_survive() -> None:
+    subject = "Abrechnung im März – bitte prüfen, die Kostenstelle 4711 fehlt noch immer"
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"], msg["To"], msg["Subject"] = "a@example.com", "b@example.com", subject
+    msg.set_content("x")
+    assert b"\r\n " in msg.as_bytes().split(b"\r\n\r\n")[0]  # it is folded
+    assert parse(msg.as_bytes()).subject == subject
+
+
+def test_encoded_words_in_display_names_quoted_or_not() -> None:
+    msg = parse(fixture("encoded-words.eml"))
+    assert msg.sender is not None and msg.sender.name == "Müller, Jürgen"
+    assert msg.sender.addr == "juergen.mueller@example.de"  # the comma split nothing
+    assert [(a.name, a.addr) for a in msg.to] == [
+        ("IT Service Desk", "it-help@example.com"), ("François", "francois@example.fr")]
+    assert [(a.name, a.addr) for a in msg.cc] == [("小林太郎", "kobayashi@example.jp")]
+    assert msg.subject == "Abrechnung im März und Straße fehlt"
+
+
+def test_gb2312_label_is_read_as_gb18030() -> None:
+    msg = parse(fixture("gb18030-labelled-gb2312.eml"))
+    assert msg.subject == "关于朱镕基的报告"
+    assert msg.sender is not None and msg.sender.name == "王芳"
+    assert msg.body == "您好，\n朱镕基总理的讲话稿请见附件。𠀀\n"
+    assert msg.defects == ()
+
+
+def test_iso_8859_8_i_is_hebrew() -> None:
+    msg = parse(fixture("hebrew-iso-8859-8-i.eml"))
+    assert msg.subject == "בקשה לסיסמה חדשה"
+    assert msg.sender is not None and msg.sender.name == "דנה כהן"
+    assert msg.body == "שלום,\nשכחתי את הסיסמה שלי למערכת.\nתודה\n"
+
+
+def test_raw_8bit_headers_use_the_body_charset_before_guessing() -> None:
+    raw = (b"From: Ann <ann@example.com>\r\nSubject: Die Fr\xf6sche\r\n"
+           b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nx")
+    msg = parse(raw)
+    assert msg.subject == "Die Frösche"
+    assert any("the message's charset" in d for d in msg.defects)
+    utf8 = parse("From: a@example.com\r\nSubject: 日本語\r\n\r\nx".encode())
+    assert utf8.subject == "日本語" and utf8.defects == ()  # RFC 6532: no defect
+
+
+@given(st.text(max_size=200))
+def test_decoding_never_raises(value: str) -> None:
+    rfc2047.decode(value)
+    decode_text(value)
+
+
+# --- damaged header blocks ---------------------------------------------------------------
+
+def test_a_line_without_colon_inside_the_headers_is_a_continuation() -> None:
+    msg = parse(fixture("damaged-header-block.eml"))
+    assert msg.sender is not None and msg.sender.addr == "ann@example.com"
+    assert msg.subject == "Drucker im 2. Stock druckt nicht"
+    assert msg.message_id == "damaged-1@example.com"
+    assert msg.body == "Der Drucker zeigt Fehler 49.\n"
+    assert any("read as a continuation" in d and "by mx.example.com" in d
+               for d in msg.defects)
+
+
+def test_mbox_from_line_at_the_top_is_skipped() -> None:
+    msg = parse(b"From ann@example.com Tue Nov 24 09:00:00 2026\nFrom: ann@example.com\n"
+                b"Subject: hi\n\nbody\n")
+    assert msg.subject == "hi" and msg.body == "body\n"
+    escaped = parse(b">From ann@example.com Tue Nov 24 09:00:00 2026\nFrom: ann@example.com\n"
+                    b"Subject: hi\n\nbody\n")
+    assert escaped.subject == "hi" and escaped.sender is not None
+
+
+def test_space_before_colon_and_body_without_separator() -> None:
+    msg = parse(b"From: ann@example.com\nSubject : Laptop\nTo: it@example.com\n\nx\n")
+    assert msg.subject == "Laptop" and msg.to[0].addr == "it@example.com"
+    # A body that starts without a blank line stays a body: no header follows it.
+    msg = parse(b"From: ann@example.com\nSubject: hi\nthis is the text\nof the mail\n")
+    assert msg.subject == "hi" and msg.body.startswith("this is the text")
+
+
+@given(st.binary(max_size=300))
+def test_mending_never_raises(raw: bytes) -> None:
+    headerblock.mend(raw)
+    parse(raw)
+
+
+# --- line ends, format=flowed ------------------------------------------------------------
+
+def test_qp_carriage_returns_and_cr_only_line_ends_become_newlines() -> None:
+    msg = parse(fixture("qp-carriage-returns.eml"))
+    assert msg.body == "Der Scanner im Flur\nscannt nur noch schwarz.\nGrüße\n"
+    mac = parse(b"From: a@example.com\rSubject: old mac\r\rline one\rline two\r")
+    assert mac.subject == "old mac" and mac.body == "line one\nline two\n"
+
+
+def test_format_flowed_is_joined() -> None:
+    body = parse(fixture("flowed-delsp.eml")).body
+    assert body == ("The VPN client disconnects every ten minutes since the update of "
+                    "Tuesday.\n\n> Did you try restarting?\n\nYes.\n\n-- \nCarol\n")
+
+
+@pytest.mark.parametrize(("text", "delsp", "joined"), [
+    ("a \nb", False, "a b"),
+    ("a \nb", True, "ab"),
+    (" From the start\n", False, "From the start\n"),  # space-stuffing removed
+    ("> a \n>> b\nc", False, "> a \n>> b\nc"),  # a depth change ends the paragraph
+    ("-- \nsig", False, "-- \nsig"),  # the signature separator never flows
+])
+def test_unflow(text: str, delsp: bool, joined: str) -> None:
+    assert flowed.unflow(text, delsp) == joined
+
+
+def test_flowed_without_the_parameter_is_left_alone() -> None:
+    assert parse(mail(body="one \r\ntwo")).body == "one \ntwo\n"

@@ -1,0 +1,141 @@
+"""Files people really send inside other things: uuencoded in the body text, and in
+Outlook's winmail.dat (TNEF). parse() lists them, attachments.extract() stores them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailgate import tnef, uuencode
+from mailgate.attachments import extract
+from mailgate.parse import parse
+
+DATA = Path(__file__).parent / "data" / "mail"
+INVENTORY = b"Name;Abteilung;Raum\nAnn;IT;2.14\nBob;HR;1.02\n" * 3
+
+
+def test_inline_uuencode_becomes_an_attachment_and_leaves_the_text() -> None:
+    raw = (DATA / "uuencoded-attachment.eml").read_bytes()
+    msg = parse(raw)
+    assert "begin 644" not in msg.body and "\nend\n" not in msg.body
+    assert msg.body == "Hallo,\n\nanbei die Inventarliste.\n\n\nGruss\nBob\n"
+    assert [(a.filename, a.content_type, a.size) for a in msg.attachments] == [
+        ("inventory.csv", "text/csv", len(INVENTORY))]
+    [part] = extract(raw)
+    assert (part.filename, part.data) == ("inventory.csv", INVENTORY)
+
+
+def test_uuencode_needs_a_complete_block() -> None:
+    prose = b"We begin 644 tests today.\nbegin 644 plan.txt\nfirst we talk\nend\n"
+    assert uuencode.split(prose) == (prose, [])
+    unfinished = b"begin 644 a.bin\n" + binascii.b2a_uu(b"abc")  # no end line
+    assert uuencode.split(unfinished) == (unfinished, [])
+
+
+def test_uuencode_variants() -> None:
+    data = bytes(range(256)) * 2
+    lines = b"".join(binascii.b2a_uu(data[i:i + 45]) for i in range(0, len(data), 45))
+    crlf = b"begin 600 ../../etc/x.bin\r\n" + lines.replace(b"\n", b"\r\n") + b"`\r\nend\r\n"
+    text, [found] = uuencode.split(b"before\r\n" + crlf + b"after\r\n")
+    assert text == b"before\r\nafter\r\n"
+    assert found == uuencode.UUFile("x.bin", data)  # a name, never a path
+    b64 = b"begin-base64 644 y.bin\n" + base64.encodebytes(data) + b"====\n"
+    assert uuencode.split(b64)[1] == [uuencode.UUFile("y.bin", data)]
+
+
+@given(st.binary(max_size=400))
+def test_uuencode_never_raises(data: bytes) -> None:
+    uuencode.split(b"begin 644 f\n" + data + b"\nend\n")
+
+
+# --- TNEF ----------------------------------------------------------------------------------
+# A winmail.dat written here, by the structure of [MS-OXTNEF]: signature, key, then
+# attributes (level, id, length, data, checksum). Outlook writes more attributes; these
+# are the ones that carry a file.
+
+LVL_MESSAGE, LVL_ATTACHMENT = 1, 2
+
+
+def _attribute(level: int, kind: int, name: int, data: bytes) -> bytes:
+    checksum = sum(data) & 0xFFFF
+    return struct.pack("<BHHI", level, name, kind, len(data)) + data + struct.pack("<H", checksum)
+
+
+def _long_filename(name: str) -> bytes:
+    """attAttachment: MAPI properties with PR_ATTACH_LONG_FILENAME (PT_UNICODE)."""
+    value = name.encode("utf-16-le") + b"\x00\x00"
+    padded = value + b"\x00" * (-len(value) % 4)
+    return struct.pack("<IHHII", 1, 0x001F, 0x3707, 1, len(value)) + padded
+
+
+def winmail(files: list[tuple[str, str, bytes]]) -> bytes:
+    out = [struct.pack("<IH", 0x223E9F78, 0x1234),
+           _attribute(LVL_MESSAGE, 0x0008, 0x9006, struct.pack("<I", 0x00010000)),  # version
+           _attribute(LVL_MESSAGE, 0x0006, 0x9007, struct.pack("<II", 1252, 0))]  # code page
+    for short, long, data in files:
+        out += [_attribute(LVL_ATTACHMENT, 0x0006, 0x9002, b"\x01\x00" + b"\xff" * 12),
+                _attribute(LVL_ATTACHMENT, 0x0001, 0x8010, short.encode() + b"\x00"),
+                _attribute(LVL_ATTACHMENT, 0x0006, 0x800F, data),
+                _attribute(LVL_ATTACHMENT, 0x0006, 0x9005, _long_filename(long))]
+    return b"".join(out)
+
+
+def outlook_mail(attachment: bytes) -> bytes:
+    encoded = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
+    return (b"From: Frank <frank@example.com>\r\nTo: it-help@example.com\r\n"
+            b"Subject: Angebot\r\nMessage-ID: <tnef-1@example.com>\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\nSiehe Anhang.\r\n--b\r\n"
+            b'Content-Type: application/ms-tnef; name="winmail.dat"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="winmail.dat"\r\n\r\n'
+            + encoded + b"--b--\r\n")
+
+
+PDF = b"%PDF-1.4\n% a tiny pdf\n%%EOF\n"
+SHEET = b"PK\x03\x04 not really a spreadsheet"
+
+
+def test_winmail_dat_gives_up_its_files() -> None:
+    raw = outlook_mail(winmail([("ANGEBO~1.PDF", "Angebot März.pdf", PDF),
+                                ("KALKUL~1.XLS", "Kalkulation.xlsx", SHEET)]))
+    msg = parse(raw)
+    assert msg.body == "Siehe Anhang."
+    assert [(a.filename, a.content_type, a.size) for a in msg.attachments] == [
+        ("Angebot März.pdf", "application/pdf", len(PDF)),
+        ("Kalkulation.xlsx",
+         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", len(SHEET))]
+    assert [(p.filename, p.data) for p in extract(raw)] == [
+        ("Angebot März.pdf", PDF), ("Kalkulation.xlsx", SHEET)]
+
+
+def test_unreadable_winmail_dat_is_kept_as_it_came() -> None:
+    broken = b"\x78\x9f\x3e\x22" + b"\x00\x01" + b"\xff" * 40
+    msg = parse(outlook_mail(broken))
+    assert [a.filename for a in msg.attachments] == ["winmail.dat"]
+    assert [p.data for p in extract(outlook_mail(broken))] == [broken]
+    not_tnef = parse(outlook_mail(b"just bytes"))
+    assert [a.filename for a in not_tnef.attachments] == ["winmail.dat"]
+    assert any("winmail.dat" in d for d in not_tnef.defects)
+
+
+@given(st.binary(max_size=300))
+def test_tnef_never_raises(data: bytes) -> None:
+    tnef.files(b"\x78\x9f\x3e\x22" + data)
+
+
+def test_attachment_names_are_decoded_and_never_paths() -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nsee file\r\n--b\r\n"
+           b"Content-Type: application/octet-stream\r\n"
+           b"Content-Disposition: attachment; "
+           b'filename="=?utf-8?q?..=2F..=2FRechnung_M=C3=A4rz.pdf?="\r\n\r\n'
+           b"xyz\r\n--b\r\nContent-Type: text/plain\r\n"
+           b'Content-Disposition: attachment; filename="Gr\xfc\xdfe.txt"\r\n\r\nhi\r\n--b--\r\n')
+    assert [a.filename for a in parse(raw).attachments] == ["Rechnung März.pdf", "Grüße.txt"]
+    assert [p.filename for p in extract(raw)] == ["Rechnung März.pdf", "Grüße.txt"]
