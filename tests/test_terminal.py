@@ -75,6 +75,7 @@ SUBJECT = f"Help {HOSTILE} now"
 NAME = f"Ann {HOSTILE}"
 BODY = f"Line one {HOSTILE} end\n\tindented\nlast"
 REASON = f"no usable sender {HOSTILE}"
+FILENAME = f"invoice{HOSTILE}fdp.exe"
 
 
 @pytest.fixture
@@ -86,12 +87,13 @@ def hostile_db(tmp_path: Path) -> Path:
         try:
             outcome = await h.deliver(hostile_mail())
             assert outcome.tickets == ("IT-1001",), outcome
-            # The parser may tidy some of these away (NUL, CR in headers); put every one
+            # The parser may tidy some away (NUL, CR in headers, file names); put each one
             # back, so the views are tested against all of them whatever parse keeps.
             async with h.store.transaction() as tx:
                 await tx.execute("UPDATE tickets SET subject = ?, requester_name = ?",
                                  (SUBJECT, NAME))
                 await tx.execute("UPDATE messages SET text = ?, body = ?", (BODY, BODY))
+                await tx.execute("UPDATE attachments SET filename = ?", (FILENAME,))
                 await tx.quarantine(b"From: x\r\n\r\nbody " + HOSTILE.encode() + b"\r\n",
                                     "imap:it", REASON, None, datetime.now(UTC))
                 await tx.execute("INSERT INTO mailboxes (name, updated_at, state, last_error) "
@@ -136,7 +138,7 @@ def test_tickets_show_status_and_quarantine_escape_what_came_by_mail(
     _, show, _ = run_cli(capsys, monkeypatch, "--config", config, "show", "IT-1001")
     assert "  | \tindented" in show  # a body keeps its tabs and line breaks
     assert "  | last" in show
-    assert f"invoice{visible(HOSTILE)}fdp.exe" in show  # the attachment's name
+    assert visible(FILENAME) in show  # the attachment's name
     assert f"Ann {visible(HOSTILE)} <ann@example.com>" in show
 
 
@@ -150,7 +152,7 @@ def test_json_gives_the_text_back_exactly(
     _, out, _ = run_cli(capsys, monkeypatch, "--config", config, "show", "IT-1001", "--json")
     story = json.loads(out)
     assert story["ticket"]["requester_name"] == NAME
-    assert story["attachments"][0]["filename"] == f"invoice{HOSTILE}fdp.exe"
+    assert story["attachments"][0]["filename"] == FILENAME
     assert any((e.get("message") or {}).get("text") == BODY for e in story["events"])
     _, out, _ = run_cli(capsys, monkeypatch, "--config", config, "quarantine", "list",
                         "--json")
