@@ -26,7 +26,7 @@ from email.message import Message
 from pathlib import Path
 
 from mailgate import tnef, uuencode
-from mailgate.parse import body_part, charset_hint, guess_type, part_filename, read_message
+from mailgate.parse import body_parts, charset_hint, guess_type, part_filename, read_message
 
 MAX_FILES = 100
 
@@ -46,9 +46,10 @@ def extract(raw: bytes) -> list[Part]:
         msg = read_message(raw, [])
     except Exception:
         return []
-    found = _uuencoded(msg)
+    texts = body_parts(msg)
+    found = [file for part in texts for file in _uuencoded(part)]
     hint = charset_hint(msg)
-    for part in _leaves(msg, hint):
+    for part in _leaves(msg, {id(p) for p in texts}, hint):
         try:
             data = part.get_payload(decode=True)
         except Exception:
@@ -63,12 +64,12 @@ def extract(raw: bytes) -> list[Part]:
     return found
 
 
-def _leaves(msg: Message, hint: str | None) -> list[Message]:
-    """The parts that are attachments, in order: as compose.py chooses them for relaying
-    (the first unnamed inline text/plain and text/html are the body), but robust against
-    8-bit header values, which compat32 hands out as Header objects, not strings."""
+def _leaves(msg: Message, texts: set[int], hint: str | None) -> list[Message]:
+    """The parts that are attachments, in order: every leaf but the body's text parts
+    (`texts`, by identity) and its first unnamed inline text/html. Robust against 8-bit
+    header values, which compat32 hands out as Header objects, not strings."""
     found: list[Message] = []
-    body_types: set[str] = set()
+    html_seen = False
     stack = [msg]
     while stack and len(found) < MAX_FILES:
         part = stack.pop(0)
@@ -82,19 +83,20 @@ def _leaves(msg: Message, hint: str | None) -> list[Message]:
             named = bool(part_filename(part, hint=hint))
         except Exception:  # an unreadable part is not an attachment we could store
             continue
-        attachment = named or disposition.strip().lower() == "attachment"
-        if ctype in ("text/plain", "text/html") and not attachment and ctype not in body_types:
-            body_types.add(ctype)
+        if id(part) in texts:
             continue
-        if part is not msg:
-            found.append(part)
+        inline_html = (ctype == "text/html" and not named
+                       and disposition.strip().lower() != "attachment")
+        if inline_html and not html_seen:
+            html_seen = True
+            continue
+        found.append(part)
     return found
 
 
-def _uuencoded(msg: Message) -> list[Part]:
-    part = body_part(msg)
+def _uuencoded(part: Message) -> list[Part]:
     try:
-        data = part.get_payload(decode=True) if part is not None else None
+        data = part.get_payload(decode=True)
     except Exception:
         return []
     if not isinstance(data, bytes):

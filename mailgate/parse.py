@@ -298,15 +298,17 @@ def charset_hint(msg: Message) -> str | None:
     return None
 
 
-def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Message]:
-    """Leaf parts in order, iteratively (deep nesting must not hit the recursion limit);
-    `types` gets the content type of every part met, containers too."""
-    leaves: list[Message] = []
-    stack: list[tuple[Message, int]] = [(msg, 0)]
+def _walk(msg: Message, defects: list[str], types: list[str]) -> list[tuple[Message, str]]:
+    """Leaf parts in order with their parent's content type ("" for the message itself),
+    iteratively (deep nesting must not hit the recursion limit); `types` gets the content
+    type of every part met, containers too."""
+    leaves: list[tuple[Message, str]] = []
+    stack: list[tuple[Message, int, str]] = [(msg, 0, "")]
     while stack and len(leaves) < MAX_PARTS:
-        part, depth = stack.pop()
+        part, depth, parent = stack.pop()
         try:
-            types.append(part.get_content_type())
+            ctype = part.get_content_type()
+            types.append(ctype)
             payload = part.get_payload()
         except Exception:  # e.g. a charset parameter the codec machinery chokes on
             defects.append("unreadable part structure")
@@ -315,9 +317,10 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Message]:
             if depth >= MAX_DEPTH:
                 defects.append(f"multipart nesting deeper than {MAX_DEPTH}; inner parts ignored")
                 continue
-            stack.extend((p, depth + 1) for p in reversed(payload) if isinstance(p, Message))
+            stack.extend((p, depth + 1, ctype) for p in reversed(payload)
+                         if isinstance(p, Message))
         else:
-            leaves.append(part)
+            leaves.append((part, parent))
     if stack:
         defects.append(f"more than {MAX_PARTS} parts; the rest ignored")
     return leaves
@@ -354,13 +357,16 @@ def _body_and_attachments(r: _Reading, max_chars: int
     fallback: str | None = None  # text a client shows although it is no proper body part
     attachments: list[Attachment] = []
     types: list[str] = []
-    for part in _walk(r.msg, r.defects, types):
+    for part, parent in _walk(r.msg, r.defects, types):
         try:
             ctype = part.get_content_type()
             filename = part_filename(part, r.defects, r.hint)
             inline = _disposition(part) != "attachment"
-            if ctype == "text/plain" and plain is None and inline and not filename:
-                plain, files = _plain_text(part, r.defects)
+            if ctype == "text/plain" and inline and not filename and (
+                    plain is None or parent == "multipart/mixed"):
+                # Text, an inline picture, more text (Apple Mail, phones): one body.
+                text, files = _plain_text(part, r.defects)
+                plain = text if plain is None else _joined(plain, text)
                 attachments += files
             elif ctype == "text/html" and html is None and inline and not filename:
                 html = _html_text(part, r.defects)
@@ -382,17 +388,23 @@ def _body_and_attachments(r: _Reading, max_chars: int
     return body, tuple(attachments[:MAX_PARTS]), tuple(types)
 
 
-def body_part(msg: Message) -> Message | None:
-    """The text/plain part the body text comes from (attachments.py takes its uuencoded
-    files from the same part), or None."""
-    for part in _walk(msg, [], []):
+def body_parts(msg: Message) -> list[Message]:
+    """The text/plain parts the body text comes from, in order: the first unnamed inline
+    one, and the unnamed inline ones beside it in a multipart/mixed (attachments.py takes
+    the uuencoded files from these and stores the other parts)."""
+    found: list[Message] = []
+    for part, parent in _walk(msg, [], []):
         try:
             if (part.get_content_type() == "text/plain" and _disposition(part) != "attachment"
-                    and not part_filename(part)):
-                return part
+                    and not part_filename(part) and (not found or parent == "multipart/mixed")):
+                found.append(part)
         except Exception:
             continue
-    return None
+    return found
+
+
+def _joined(first: str, more: str) -> str:
+    return f"{first.rstrip()}\n\n{more.lstrip()}" if first.strip() else more
 
 
 def _disposition(part: Message) -> str:

@@ -139,3 +139,19 @@ def test_attachment_names_are_decoded_and_never_paths() -> None:
            b'Content-Disposition: attachment; filename="Gr\xfc\xdfe.txt"\r\n\r\nhi\r\n--b--\r\n')
     assert [a.filename for a in parse(raw).attachments] == ["Rechnung März.pdf", "Grüße.txt"]
     assert [p.filename for p in extract(raw)] == ["Rechnung März.pdf", "Grüße.txt"]
+
+
+def test_extract_stores_what_parse_lists() -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nText\r\n"
+           b"--b\r\nContent-Type: image/png; name=p.png\r\nContent-Disposition: inline\r\n\r\n"
+           b"png\r\n--b\r\nContent-Type: text/plain\r\n\r\nmore text\r\n"
+           + b"begin 644 inventory.csv\r\n"
+           + binascii.b2a_uu(INVENTORY[:45]).replace(b"\n", b"\r\n")
+           + b"`\r\nend\r\n--b--\r\n")
+    listed = [(a.filename, a.size) for a in parse(raw).attachments]
+    stored = [(p.filename, len(p.data)) for p in extract(raw)]
+    assert sorted(listed) == sorted(stored) == [("inventory.csv", 45), ("p.png", 3)]
+    single = b"From: a@example.com\r\nContent-Type: application/pdf; name=scan.pdf\r\n\r\n%PDF"
+    assert [a.filename for a in parse(single).attachments] == ["scan.pdf"]
+    assert [p.filename for p in extract(single)] == ["scan.pdf"]

@@ -253,3 +253,22 @@ def test_unflow(text: str, delsp: bool, joined: str) -> None:
 
 def test_flowed_without_the_parameter_is_left_alone() -> None:
     assert parse(mail(body="one \r\ntwo")).body == "one \ntwo\n"
+
+
+def test_text_an_inline_picture_and_more_text_is_one_body() -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nFirst the text, then a picture:\r\n"
+           b"--b\r\nContent-Type: image/jpeg; name=x.jpg\r\nContent-Disposition: inline\r\n\r\n"
+           b"jpeg\r\n--b\r\nContent-Type: text/plain\r\n\r\n-- sent from my phone\r\n--b--\r\n")
+    msg = parse(raw)
+    assert msg.body == "First the text, then a picture:\n\n-- sent from my phone"
+    assert [a.filename for a in msg.attachments] == ["x.jpg"]
+
+
+def test_a_named_inline_text_or_a_boundaryless_multipart_is_still_read() -> None:
+    named = (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+             b'--b\r\nContent-Type: text/plain; name="note.txt"\r\n\r\nthe text\r\n--b--\r\n')
+    assert parse(named).body == "the text"
+    lost = (b"From: a@example.com\r\nContent-Type: multipart/report; boundary=gone\r\n\r\n"
+            b"The original message was received at ...\r\n")
+    assert parse(lost).body.startswith("The original message was received")
