@@ -6,6 +6,7 @@ a mailbox full of real-world mail would.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,9 +14,21 @@ from pathlib import Path
 import pytest
 
 from mailgate.parse import fingerprint, parse
+from tests.corpus_table import TABLE, actual_rows, read_table
 from tests.factories import IT, Harness, find_corpus, harness
 
 CORPUS = find_corpus()
+
+
+def skip_without_corpus() -> Path:
+    """The corpus, or a skip that says what was not checked (loudly under CI)."""
+    if CORPUS is not None:
+        return CORPUS
+    reason = "shared corpus not found (set MAILGATE_CORPUS to its folder)"
+    if os.environ.get("CI") == "true":
+        reason = (f"CI=true and {reason}: the corpus expectations ({TABLE.name}) were NOT "
+                  "checked; generated hostile mail (test_hostile.py) and fuzzing still ran")
+    pytest.skip(reason)
 
 
 def corpus_files() -> list[tuple[str, str]]:
@@ -34,11 +47,8 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 async def test_every_corpus_message_has_an_outcome(h: Harness) -> None:
+    skip_without_corpus()
     files = corpus_files()
-    if not files:
-        # The corpus lives outside the repository (../shared/corpus); generated hostile
-        # mail (test_hostile.py) and fuzzing cover the same ground where it is absent.
-        pytest.skip("shared corpus not found (set MAILGATE_CORPUS to its folder)")
     outcomes: Counter[tuple[str, str]] = Counter()
     seen: set[tuple[str, str]] = set()
     async with h.store.transaction() as tx:
@@ -71,3 +81,30 @@ async def test_every_corpus_message_has_an_outcome(h: Harness) -> None:
 def _identity(raw: bytes) -> tuple[str, str]:
     msg = parse(raw)
     return msg.dedupe_key, fingerprint(msg)
+
+
+async def test_every_corpus_message_reads_as_the_table_says(h: Harness) -> None:
+    """Outcome and why, sender, subject and the start of the text of each message, as
+    checked by hand in tests/data/corpus-expected.tsv (see tests/corpus_table.py)."""
+    corpus = skip_without_corpus()
+    expected = read_table()
+    rows = await actual_rows(corpus, h)
+    assert sorted(r.path for r in rows) == sorted(expected), "the table must list every message"
+    problems = []
+    for row in rows:
+        want = expected[row.path]
+        if want.wrong and row.reading() == want.reading():
+            problems.append(f"{row.path}: now read right; clear its 'wrong' note ({want.wrong})")
+        elif not want.wrong and row.reading() != want.reading():
+            problems.append(f"{row.path}:\n  want {want.reading()}\n  got  {row.reading()}")
+    assert not problems, "\n".join(problems)
+    totals = Counter(r.outcome for r in expected.values())
+    print("\ncorpus table:", dict(sorted(totals.items())))
+
+
+def test_a_missing_corpus_under_ci_is_a_skip_that_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "CORPUS", None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.skip.Exception, match=r"CI=true .* were NOT checked"):
+        skip_without_corpus()
