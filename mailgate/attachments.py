@@ -26,7 +26,14 @@ from email.message import Message
 from pathlib import Path
 
 from mailgate import tnef, uuencode
-from mailgate.parse import body_parts, charset_hint, guess_type, part_filename, read_message
+from mailgate.parse import (
+    body_parts,
+    charset_hint,
+    guess_type,
+    part_filename,
+    payload_bytes,
+    read_message,
+)
 
 MAX_FILES = 100
 
@@ -51,10 +58,10 @@ def extract(raw: bytes) -> list[Part]:
     hint = charset_hint(msg)
     for part in _leaves(msg, {id(p) for p in texts}, hint):
         try:
-            data = part.get_payload(decode=True)
+            data = payload_bytes(part)
         except Exception:
             data = None
-        if data is None:  # message/rfc822 and other containers: keep their bytes
+        if data is None:  # message/rfc822 and other attached messages: kept whole
             try:
                 data = part.as_bytes()
             except Exception:
@@ -76,7 +83,8 @@ def _leaves(msg: Message, texts: set[int], hint: str | None) -> list[Message]:
         try:
             ctype = part.get_content_type()
             payload = part.get_payload()
-            if part.is_multipart() and ctype != "message/rfc822" and isinstance(payload, list):
+            if (part.is_multipart() and not ctype.startswith("message/")
+                    and isinstance(payload, list)):
                 stack = [p for p in payload if isinstance(p, Message)] + stack
                 continue
             disposition = str(part.get("content-disposition") or "").split(";")[0]
@@ -96,10 +104,10 @@ def _leaves(msg: Message, texts: set[int], hint: str | None) -> list[Message]:
 
 def _uuencoded(part: Message) -> list[Part]:
     try:
-        data = part.get_payload(decode=True)
+        data = payload_bytes(part)
     except Exception:
         return []
-    if not isinstance(data, bytes):
+    if not data:
         return []
     return [Part(f.filename, guess_type(f.filename), f.data) for f in uuencode.split(data)[1]]
 

@@ -313,7 +313,9 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[tuple[Mess
         except Exception:  # e.g. a charset parameter the codec machinery chokes on
             defects.append("unreadable part structure")
             continue
-        if part.is_multipart() and isinstance(payload, list):
+        # An attached message (message/rfc822, a delivery-status block) is one attachment:
+        # its text is not this message's text, and it is stored whole.
+        if part.is_multipart() and isinstance(payload, list) and not ctype.startswith("message/"):
             if depth >= MAX_DEPTH:
                 defects.append(f"multipart nesting deeper than {MAX_DEPTH}; inner parts ignored")
                 continue
@@ -380,7 +382,11 @@ def _body_and_attachments(r: _Reading, max_chars: int
                 attachments += _attachments(part, ctype, filename, r.defects)
         except Exception as exc:
             r.defects.append(f"unreadable part: {type(exc).__name__}")
-    body = plain if plain is not None else html_to_text(html) if html else fallback or ""
+    # Plain text first; an empty plain alternative beside a real HTML one is no text.
+    if plain is not None and (plain.strip() or not html):
+        body = plain
+    else:
+        body = html_to_text(html) if html else fallback or ""
     body = _LINE_ENDS.sub("\n", body).replace("\x00", "")
     if len(body) > max_chars:
         r.defects.append(f"body longer than {max_chars} characters; cut")
@@ -437,22 +443,45 @@ def _filename_from_raw(part: Message, defects: list[str] | None,
     return decoded.get_filename()
 
 
-def _payload(part: Message) -> bytes:
+def payload_bytes(part: Message) -> bytes | None:
+    """The decoded content of a leaf part; None for an attached message (message/*).
+
+    compat32 compares Content-Transfer-Encoding exactly, so "quoted-printable " with a
+    trailing space went undecoded: the value is cleaned first."""
+    if isinstance(part.get_payload(), list):
+        return None
+    cte = str(part.get("content-transfer-encoding") or "")
+    clean = cte.strip().lower()
+    if clean != cte and clean in ("quoted-printable", "base64", "7bit", "8bit", "binary"):
+        part.replace_header("content-transfer-encoding", clean)
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
+
+
+def _payload(part: Message) -> bytes:
+    return payload_bytes(part) or b""
+
+
+def _size(part: Message) -> int:
+    data = payload_bytes(part)
+    if data is not None:
+        return len(data)
+    try:
+        return len(part.as_bytes())  # an attached message is stored whole
+    except Exception:
+        return 0
 
 
 def _attachments(part: Message, ctype: str, filename: str,
                  defects: list[str]) -> list[Attachment]:
     """One attachment, or the files a winmail.dat carries."""
-    data = _payload(part)
     if tnef.is_tnef(ctype, filename):
-        inside = tnef.files(data)
+        inside = tnef.files(_payload(part))
         if inside:
             return [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in inside]
         if inside is None:
             defects.append("winmail.dat (TNEF) could not be read; kept as it is")
-    return [Attachment(filename or "unnamed", ctype, len(data))]
+    return [Attachment(filename or "unnamed", ctype, _size(part))]
 
 
 def guess_type(filename: str) -> str:

@@ -272,3 +272,24 @@ def test_a_named_inline_text_or_a_boundaryless_multipart_is_still_read() -> None
     lost = (b"From: a@example.com\r\nContent-Type: multipart/report; boundary=gone\r\n\r\n"
             b"The original message was received at ...\r\n")
     assert parse(lost).body.startswith("The original message was received")
+
+
+def test_attached_messages_and_odd_transfer_encodings() -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: message/rfc822\r\n"
+           b'Content-Disposition: attachment; filename="original.eml"\r\n\r\n'
+           b"From: x@example.com\r\nSubject: inner\r\n\r\nnot my text\r\n"
+           b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: quoted-printable   \r\n\r\n=E2=99=9A my text\r\n--b--\r\n")
+    msg = parse(raw)
+    assert msg.body == "\u265a my text"  # the forwarded message's text is not the body
+    [attached] = msg.attachments
+    assert (attached.filename, attached.content_type) == ("original.eml", "message/rfc822")
+    assert attached.size > 0
+
+
+def test_an_empty_plain_alternative_gives_way_to_html() -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/html\r\n\r\n<p>HTML Body</p>\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\n\r\n--b--\r\n")
+    assert parse(raw).body == "HTML Body"
