@@ -66,13 +66,15 @@ class _Reading:
     defects: list[str]
     index: dict[str, list[str]] = field(default_factory=dict)  # lower-case name -> values
     hint: str | None = None  # the body's charset, for raw 8-bit bytes in headers
+    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # read addresses
 
     @classmethod
-    def of(cls, msg: Message, defects: list[str]) -> _Reading:
+    def of(cls, msg: Message, defects: list[str], raw: bytes) -> _Reading:
         index: dict[str, list[str]] = {}
         for name, value in _raw_items(msg):
             index.setdefault(name.lower(), []).append(str(value))
-        return cls(msg, defects, index, charset_hint(msg))
+        # Only raw 8-bit bytes need the hint: all-ASCII mail (most of it) skips the lookup.
+        return cls(msg, defects, index, None if raw.isascii() else charset_hint(msg))
 
     def values(self, name: str) -> list[str]:
         return self.index.get(name, [])
@@ -97,7 +99,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         msg = read_message(raw, defects)
     except Exception as exc:  # the parser is tolerant; this is a last resort
         return _unparseable(raw, f"unparseable: {type(exc).__name__}")
-    r = _Reading.of(msg, defects)
+    r = _Reading.of(msg, defects, raw)
     message_id = _first_id(r.header("message-id"))
     senders = _address_pairs(r, "from")
     body, attachments, part_types = _body_and_attachments(r, max_body_chars)
@@ -210,6 +212,12 @@ def _address_pairs(r: _Reading, name: str) -> list[tuple[str, str]]:
     Encoded words are set aside before the address grammar runs and decoded after it:
     decoded, "=?utf-8?q?Doe=2C_John?=" would be two addresses. Quoted or not, they are
     decoded (RFC 2047 forbids them in quoted strings; mailers put them there anyway)."""
+    if name not in r.pairs:
+        r.pairs[name] = _read_addresses(r, name)
+    return r.pairs[name]
+
+
+def _read_addresses(r: _Reading, name: str) -> list[tuple[str, str]]:
     words: list[str] = []
 
     def set_aside(match: re.Match[str]) -> str:
@@ -463,13 +471,16 @@ def _payload(part: Message) -> bytes:
 
 
 def _size(part: Message) -> int:
+    """Bytes of a leaf's content; of an attached message, its encoded content summed
+    (serialising it again just to count would cost more than parsing it did)."""
     data = payload_bytes(part)
     if data is not None:
         return len(data)
-    try:
-        return len(part.as_bytes())  # an attached message is stored whole
-    except Exception:
-        return 0
+    total = 0
+    for inner in list(part.walk())[:MAX_PARTS]:
+        payload = inner.get_payload()
+        total += len(payload) if isinstance(payload, str) else 0
+    return total
 
 
 def _attachments(part: Message, ctype: str, filename: str,
