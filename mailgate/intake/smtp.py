@@ -22,9 +22,12 @@ import asyncio
 import contextlib
 import errno
 import os
+import resource
 import secrets
+import socket
 import tempfile
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -168,6 +171,40 @@ class Throttled:
             self._flush = None
         log.warning(self.event, suppressed=self.held, **self.fields)
         self.held, self.last = 0, now
+
+
+class _CalmListeningSocket(socket.socket):
+    """A listening socket that fails accept() with a resource error once per round.
+
+    CPython before the fix of cpython#151615 goes on calling accept() after EMFILE in the
+    same round (up to the backlog, 100 times) and schedules one retry for each failure;
+    every retry does the same, so the retries multiply by the second (measured: 50 failed
+    accepts in the first second, 7,600 thirty seconds later). After the first resource
+    error, the rest of the round hears "nothing to accept", which is what the fix does.
+    """
+
+    __slots__ = ()  # the same layout as socket.socket, so __class__ can be swapped
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self in _FAILED_THIS_ROUND:
+            raise BlockingIOError(errno.EAGAIN, "out of resources; asyncio retries later")
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno in _ACCEPT_ERRNOS:
+                _FAILED_THIS_ROUND.add(self)
+                asyncio.get_running_loop().call_soon(_FAILED_THIS_ROUND.discard, self)
+            raise
+
+
+_FAILED_THIS_ROUND: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def calm_accept_rounds(server: asyncio.Server) -> None:
+    for wrapper in server.sockets:
+        raw = getattr(wrapper, "_sock", None)  # asyncio's TransportSocket keeps it there
+        if type(raw) is socket.socket:
+            raw.__class__ = _CalmListeningSocket
 
 
 def calm_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
@@ -422,6 +459,7 @@ async def start_listener(config: ListenerConfig, handler: PushHandler) -> asynci
                         ident="mailgate", hostname="mailgate", timeout=config.idle_timeout)
 
     server = await loop.create_server(factory, config.host, config.port)
+    calm_accept_rounds(server)
     log.info("smtp.listening", host=config.host, port=_port(server), protocol=config.protocol,
              max_connections=config.max_connections,
              max_connections_per_client=config.max_connections_per_client,
@@ -432,8 +470,6 @@ async def start_listener(config: ListenerConfig, handler: PushHandler) -> asynci
 
 def _warn_if_few_descriptors(connections: int) -> None:
     """Each connection is a file descriptor; SQLite, IMAP and the spool need some too."""
-    import resource
-
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < connections + 100:
         log.warning("smtp.few_descriptors", limit_nofile=soft, max_connections=connections,
