@@ -18,7 +18,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from mailgate import __version__, keys_command
+from mailgate import __version__, keys_command, tls
 from mailgate.config import config_path, load_config, unread_secrets
 from mailgate.directory import Directory
 from mailgate.errors import ConfigError
@@ -228,7 +228,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     say(f"{path}: OK ({len(setup.directory.departments)} departments, "
         f"{len(setup.config.mailboxes)} mailboxes)")
-    say_lines(f"  warning: {line}" for line in setup.warnings)
+    say_lines(f"  warning: {line}" for line in (*setup.warnings, *tls.warnings(setup.config)))
     unread = unread_secrets(path)
     if unread:
         say(f"  not read from this shell (the service reads them when it starts): "

@@ -45,6 +45,8 @@ class SmtpConfig:
     username: str | None = None
     password: Secret | None = None
     timeout: float = 30.0
+    ca_file: Path | None = None  # trusted besides the system store ([tls] ca_file default)
+    tls_verify: bool = True  # false: any certificate is accepted (warned by check, logged)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class MailboxConfig:
     move_to: str | None = None
     flag: str = "$MailgateProcessed"
     timeout: float = 60.0
+    ca_file: Path | None = None  # trusted besides the system store ([tls] ca_file default)
+    tls_verify: bool = True  # false: any certificate is accepted (warned by check, logged)
 
 
 @dataclass(frozen=True)
@@ -205,12 +209,14 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
     smtp_table = root.table("smtp")
     outbox_table = root.table("outbox")
     outbox_dir = _outbox_dir(base, outbox_table)
-    smtp = _smtp(smtp_table, secrets) if smtp_table else None
+    tls_table = root.table("tls")
+    ca_default = _ca_file(base, tls_table, None) if tls_table else None
+    smtp = _smtp(smtp_table, secrets, ca_default) if smtp_table else None
     if smtp is None and outbox_dir is None:
         problems.append(f"{path}: smtp: missing; outgoing mail needs [smtp] (or [outbox] dir)")
     intake = root.table("intake")
     listener = _listener(intake.table("smtp")) if intake else None
-    mailboxes = tuple(_mailbox(t, secrets) for t in root.tables("mailbox"))
+    mailboxes = tuple(_mailbox(t, secrets, ca_default) for t in root.tables("mailbox"))
     _unique_names(root, mailboxes)
     limits_table = root.table("limits")
     limits = _limits(limits_table) if limits_table else LimitsConfig()
@@ -225,7 +231,7 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
                     else ConversationConfig())
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
                   limits_table, security_table, metrics_table,
-                  digest_table, conversation_table):
+                  digest_table, conversation_table, tls_table):
         if table:
             table.reject_unknown()
     if problems:
@@ -339,15 +345,29 @@ def _read_secret_file(table: Table, key: str, path: Path) -> Secret | None:
     return Secret(value, f"file {path}")
 
 
-def _smtp(t: Table, secrets: SecretsMode) -> SmtpConfig | None:
+def _smtp(t: Table, secrets: SecretsMode, ca_default: Path | None) -> SmtpConfig | None:
     tls = t.choice("tls", TLS_MODES, "none")
     username = t.str("username", None)
     password = _secret(t, "required" if username else "optional", secrets)
     config = SmtpConfig(
         host=t.str("host"), port=_port(t, 465 if tls == "implicit" else 25),
         tls=tls, username=username, password=password, timeout=t.float("timeout", 30.0),
+        ca_file=_ca_file(t.file.parent, t, ca_default), tls_verify=t.bool("tls_verify", True),
     )
     return config if config.host else None
+
+
+def _ca_file(base: Path, t: Table, default: Path | None) -> Path | None:
+    """`ca_file`: a PEM file of CA certificates trusted besides the system store."""
+    from mailgate.tls import ca_file_problem
+
+    value = t.str("ca_file", None)
+    if not value:
+        return default
+    path = _path(base, value)
+    if (problem := ca_file_problem(path)) is not None:
+        t.problem("ca_file", problem)
+    return path
 
 
 def _listener(t: Table | None) -> ListenerConfig | None:
@@ -412,7 +432,7 @@ def _digest(t: Table) -> DigestConfig | None:
         return None
 
 
-def _mailbox(t: Table, secrets: SecretsMode) -> MailboxConfig:
+def _mailbox(t: Table, secrets: SecretsMode, ca_default: Path | None) -> MailboxConfig:
     tls = t.choice("tls", TLS_MODES, "implicit")
     after = t.choice("after", ("keep", "flag", "move"), "keep")
     move_to = t.str("move_to", None)
@@ -426,6 +446,7 @@ def _mailbox(t: Table, secrets: SecretsMode) -> MailboxConfig:
         folder=t.str("folder", "INBOX"), poll_interval=poll, idle=t.bool("idle", True),
         batch_size=t.int("batch_size", 50, minimum=1), after=after, move_to=move_to,
         flag=t.str("flag", "$MailgateProcessed"), timeout=t.float("timeout", 60.0),
+        ca_file=_ca_file(t.file.parent, t, ca_default), tls_verify=t.bool("tls_verify", True),
     )
     t.reject_unknown()
     return box

@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from mailgate import diagnose
 from mailgate.config import SmtpConfig
+from mailgate.diagnose import Endpoint, StartTlsMissing
 from mailgate.errors import PermanentError, TransientError
+from mailgate.log import get_logger
 from mailgate.store import OutboxRow
+from mailgate.tls import TlsSettings, client_context
+
+log = get_logger("mailgate.transport")
 
 
 class ServerUnavailable(TransientError):
@@ -62,36 +67,38 @@ class SmtpTransport:
                 self._drop()
                 if attempt == 1 and not fresh:
                     continue
-                raise ServerUnavailable(f"{type(exc).__name__}: {exc}") from None
+                raise ServerUnavailable(self.explain(exc)) from None
             if refused:
                 raise _classify_refusal(refused)
             return
+
+    def explain(self, exc: BaseException) -> str:
+        return diagnose.explain(exc, endpoint_of(self.config)).text
 
     def _connect(self) -> smtplib.SMTP:
         if self._client is not None:
             return self._client
         cfg = self.config
-        if cfg.tls == "implicit":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
-                                                    context=ssl.create_default_context())
-        else:
-            client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+        if cfg.tls != "none" and not cfg.tls_verify:
+            log.warning("smtp.tls_unverified", host=cfg.host,
+                        note="tls_verify = false: any certificate is accepted")
+        client = open_smtp(cfg)
         try:
-            client.ehlo_or_helo_if_needed()
-            if cfg.tls == "starttls":
-                client.starttls(context=ssl.create_default_context())
-                client.ehlo()
-            if cfg.username and cfg.password:
-                client.login(cfg.username, cfg.password.reveal())
+            self._login(client)
         except smtplib.SMTPAuthenticationError as exc:
             client.close()
             # Retried: credentials are often fixed without restarting the daemon's queue.
-            raise ServerUnavailable(f"authentication failed ({exc.smtp_code})") from None
+            raise ServerUnavailable(self.explain(exc)) from None
         except BaseException:
             client.close()
             raise
         self._client = client
         return client
+
+    def _login(self, client: smtplib.SMTP) -> None:
+        cfg = self.config
+        if cfg.username and cfg.password:
+            client.login(cfg.username, cfg.password.reveal())
 
     def _reset(self) -> None:
         try:
@@ -111,6 +118,36 @@ class SmtpTransport:
             pass
         finally:
             client.close()
+
+
+def endpoint_of(cfg: SmtpConfig) -> Endpoint:
+    return Endpoint(what="the SMTP server", table="[smtp]", host=cfg.host, port=cfg.port,
+                    tls=cfg.tls, timeout=cfg.timeout, username=cfg.username,
+                    ca_file=cfg.ca_file)
+
+
+def open_smtp(cfg: SmtpConfig) -> smtplib.SMTP:
+    """Connected, greeted, with TLS as configured, not logged in. A server that does not
+    offer STARTTLS when tls = "starttls" is an error: smtplib would raise too, but we say
+    so in words, and never go on in plain text."""
+    context = client_context(TlsSettings(cfg.ca_file, cfg.tls_verify)) \
+        if cfg.tls != "none" else None
+    if cfg.tls == "implicit":
+        client: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
+                                                context=context)
+    else:
+        client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+    try:
+        client.ehlo_or_helo_if_needed()
+        if cfg.tls == "starttls":
+            if not client.has_extn("starttls"):
+                raise StartTlsMissing(f"{cfg.host}:{cfg.port} does not offer STARTTLS")
+            client.starttls(context=context)
+            client.ehlo()
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def _text(value: bytes | str) -> str:

@@ -53,14 +53,31 @@ class ImapAccount:
     password: str
 
 
-class DovecotServer:
-    """A throw-away Dovecot on 127.0.0.1; users are added while it runs."""
+@dataclass(frozen=True)
+class DovecotOAuth2:
+    """Dovecot's oauth2 passdb: XOAUTH2/OAUTHBEARER tokens are checked by POSTing them to
+    `introspection_url` (RFC 7662 style: {"active": true, "username": ...})."""
 
-    def __init__(self, binary: str) -> None:
+    introspection_url: str
+    ca_file: Path | None = None  # for an https introspection endpoint
+
+
+class DovecotServer:
+    """A throw-away Dovecot on 127.0.0.1; users are added while it runs.
+
+    With `tls` (a certificate and key, e.g. from tests/certs.py) it offers STARTTLS on
+    `port` and implicit TLS on `tls_port`; with `oauth2` it also takes OAuth2 tokens.
+    """
+
+    def __init__(self, binary: str, *, tls: object | None = None,
+                 oauth2: DovecotOAuth2 | None = None) -> None:
         self.binary = binary
         self.root = Path(tempfile.mkdtemp(prefix="mailgate-dovecot-"))
         self.root.chmod(0o755)  # Dovecot's auth process runs as its own user
         self.port = free_port()
+        self.tls = tls  # has .cert and .key paths
+        self.tls_port = free_port() if tls else 0
+        self.oauth2 = oauth2
         self.process: subprocess.Popen | None = None
         self._names = itertools.count(1)
         self.uid, self.gid, self.login_user = self._identity()
@@ -93,9 +110,9 @@ log_path = {self.root}/dovecot.log
 info_log_path = {self.root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{self._ssl_settings()}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2 else ""}
 mail_location = maildir:{mail}/%u
 mailbox_idle_check_interval = 1 secs
 {user_settings}
@@ -103,6 +120,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.root}/users/%u
 }}
+{self._oauth2_passdb()}
 userdb {{
   driver = static
   args = uid={self.uid} gid={self.gid} home={mail}/%u
@@ -113,7 +131,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
   }}
 }}
 service anvil {{
@@ -127,6 +146,32 @@ namespace inbox {{
   separator = /
 }}
 """)
+
+    def _ssl_settings(self) -> str:
+        if not self.tls:
+            return "ssl = no"
+        return (f"ssl = yes\nssl_cert = <{self.tls.cert}\n"  # type: ignore[attr-defined]
+                f"ssl_key = <{self.tls.key}")  # type: ignore[attr-defined]
+
+    def _oauth2_passdb(self) -> str:
+        if not self.oauth2:
+            return ""
+        settings = self.root / "dovecot-oauth2.conf.ext"
+        ca = f"tls_ca_cert_file = {self.oauth2.ca_file}\n" if self.oauth2.ca_file else ""
+        settings.write_text(f"""introspection_mode = post
+introspection_url = {self.oauth2.introspection_url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+{ca}""")
+        # A refused token answers at once: tests look at refusals on purpose.
+        return f"""auth_failure_delay = 0
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {settings}
+}}"""
 
     def start(self, timeout: float = 20.0) -> None:
         self._write_config()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import imaplib
 import random
 import sqlite3
 import ssl
@@ -24,13 +25,15 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
 
-from mailgate import metrics
+from mailgate import diagnose, metrics
 from mailgate.config import MailboxConfig
+from mailgate.diagnose import Diagnosis, Endpoint, FolderMissing, StartTlsMissing
 from mailgate.faults import crashpoint
 from mailgate.log import get_logger
 from mailgate.model import Origin
 from mailgate.pipeline import Clock, Pipeline
 from mailgate.store import Store
+from mailgate.tls import TlsSettings, client_context
 
 log = get_logger("mailgate.imap")
 IDLE_RENEW = 600.0  # re-issue IDLE well inside the 29 minutes RFC 2177 allows
@@ -49,7 +52,9 @@ class MailboxState:
 
     name: str
     connected: bool = False
-    mode: str = "starting"  # idle | polling | reconnecting
+    # idle | polling | reconnecting (a network problem) | error (needs someone: a refused
+    # login or certificate, a missing folder, an OAuth2 failure)
+    mode: str = "starting"
     last_message_at: float | None = None
     last_error: str | None = None
     reconnects: int = 0
@@ -108,11 +113,16 @@ class MailboxWatcher:
         self.state.connected = False
         self.state.reconnects += 1
         metrics.METRICS.imap_reconnect(self.config.name)
-        await self._set_mode("reconnecting", f"{type(exc).__name__}: {exc}")
-        log.warning("imap.error", mailbox=self.config.name, error=self.state.last_error,
-                    retry_in=round(delay, 1))
+        found = self.diagnose(exc)
+        await self._set_mode("error" if found.needs_admin else "reconnecting", found.text)
+        log.warning("imap.error", mailbox=self.config.name, kind=found.kind,
+                    error=found.text, retry_in=round(delay, 1))
         await self._in_thread(self._logout)
         await asyncio.sleep(delay)
+
+    def diagnose(self, exc: BaseException) -> Diagnosis:
+        """The failure in words, naming the setting to change (see diagnose.py)."""
+        return diagnose.explain(exc, endpoint_of(self.config))
 
     async def watch(self) -> None:
         """Process what is new, then wait for more: IDLE when offered, else poll."""
@@ -203,15 +213,12 @@ class MailboxWatcher:
 
     def _connect(self) -> None:
         cfg = self.config
-        context = ssl.create_default_context() if cfg.tls != "none" else None
-        client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "implicit",
-                            ssl_context=context,
-                            timeout=SocketTimeout(connect=min(cfg.timeout, 30.0),
-                                                  read=cfg.timeout))
+        if cfg.tls != "none" and not cfg.tls_verify:
+            log.warning("imap.tls_unverified", mailbox=cfg.name, host=cfg.host,
+                        note="tls_verify = false: any certificate is accepted")
+        client = open_client(cfg)
         try:
-            if cfg.tls == "starttls":
-                client.starttls(context)
-            client.login(cfg.username, cfg.password.reveal())
+            self._login(client)
             self._idle = cfg.idle and client.has_capability("IDLE")
             self._client = client
             # Selected once per connection: re-selecting every round costs a server-side
@@ -222,10 +229,15 @@ class MailboxWatcher:
             _close_quietly(client)
             raise
 
+    def _login(self, client: IMAPClient) -> None:
+        cfg = self.config
+        assert cfg.password is not None  # load_config requires one
+        client.login(cfg.username, cfg.password.reveal())
+
     def _select(self) -> int:
         client = self._require()
         readonly = self.config.after == "keep"
-        info = client.select_folder(self.config.folder, readonly=readonly)
+        info = select(client, self.config.folder, readonly)
         client._imap.untagged_responses.pop("UIDVALIDITY", None)  # seen; only changes count
         return int(info[b"UIDVALIDITY"])
 
@@ -311,6 +323,42 @@ class MailboxWatcher:
     def stop(self) -> None:
         """Ask a running IDLE wait to return soon (called from the event loop)."""
         self._stop.set()
+
+
+def endpoint_of(cfg: MailboxConfig) -> Endpoint:
+    return Endpoint(what=f"mailbox {cfg.name!r}", table=f"[[mailbox]] {cfg.name!r}",
+                    host=cfg.host, port=cfg.port, tls=cfg.tls, timeout=cfg.timeout,
+                    username=cfg.username, ca_file=cfg.ca_file, folder=cfg.folder)
+
+
+def open_client(cfg: MailboxConfig) -> IMAPClient:
+    """Connected, with TLS as configured, not logged in. STARTTLS is required when
+    configured: a server that does not offer it is an error, never a plain-text login."""
+    context = client_context(TlsSettings(cfg.ca_file, cfg.tls_verify)) \
+        if cfg.tls != "none" else None
+    client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "implicit",
+                        ssl_context=context,
+                        timeout=SocketTimeout(connect=min(cfg.timeout, 30.0), read=cfg.timeout))
+    try:
+        if cfg.tls == "starttls":
+            # imaplib would raise too, but with a message that reads like a bug.
+            if not client.has_capability("STARTTLS"):
+                raise StartTlsMissing(f"{cfg.host}:{cfg.port} does not offer STARTTLS")
+            client.starttls(context)
+    except BaseException:
+        _close_quietly(client)
+        raise
+    return client
+
+
+def select(client: IMAPClient, folder: str, readonly: bool) -> dict:
+    """SELECT folder; a refusal is FolderMissing (in words), not a bare NO."""
+    try:
+        return client.select_folder(folder, readonly=readonly)
+    except IMAPClientError as exc:
+        if isinstance(exc, imaplib.IMAP4.abort):  # the connection broke: not the folder
+            raise
+        raise FolderMissing(folder, diagnose.server_text(exc)) from None
 
 
 def by_size(uids: list[int], sizes: dict[int, int], limit: int) -> list[list[int]]:
