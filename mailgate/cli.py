@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    command("check", cmd_check, "validate config, directory and templates; exit 1 on problems")
+    check = command("check", cmd_check, "validate config, directory and templates; exit 1 "
+                    "on problems")
+    check.add_argument("--connect", action="store_true", help="also log in to every mailbox "
+                       "and the SMTP server and say how it went (no mail is sent)")
     command("run", cmd_run, "run the daemon (systemd runs this)")
     demo = command("demo", cmd_demo, "run everything on localhost, no mail server needed")
     demo.add_argument("--dir", default="mailgate-demo", help="demo folder (default: %(default)s)")
@@ -233,6 +236,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if unread:
         say(f"  not read from this shell (the service reads them when it starts): "
             f"{', '.join(unread)}")
+    if getattr(args, "connect", False):
+        from mailgate import connect_check
+
+        return connect_check.run(setup.config, say)
     return 0
 
 
@@ -298,6 +305,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_table(("MAILBOX", "STATE", "SINCE", "LAST MESSAGE", "LAST UID", "ERROR"), [
             (m["name"], m["state"], _when_ts(m["state_at"]), _when_ts(m["last_message_at"]),
              m["last_uid"], (m["last_error"] or "-")[:60]) for m in report["mailboxes"]])
+        # The whole explanation (it names the setting to change); the column is cut short.
+        say_lines(f"  {m['name']}: {m['last_error']}" for m in report["mailboxes"]
+                  if m["last_error"] and m["state"] in ("error", "reconnecting"))
         outbox = report["outbox"]
         say(f"\noutbox      queued {outbox.get('queued', 0)} (oldest "
             f"{local_time(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "

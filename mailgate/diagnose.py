@@ -11,6 +11,7 @@ alert at once).
 from __future__ import annotations
 
 import imaplib
+import re
 import smtplib
 import socket
 import ssl
@@ -274,8 +275,15 @@ def server_text(value: object) -> str:
     if isinstance(value, BaseException):
         value = _exception_text(value)
     text = " ".join(str(value).split())
+    text = _BYTES_REPR.sub(lambda m: m.group(2), text)  # imaplib's "b'...'" in messages
+    text = _NOISE.sub("", text).rstrip(" .")
     text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= MAX_SERVER_TEXT else text[:MAX_SERVER_TEXT - 3] + "..."
+
+
+_BYTES_REPR = re.compile(r"""\bb(['"])(.*?)\1""")
+# imaplib's "select failed: " prefix, Dovecot's command timing "(0.001 + 0.000 secs)"
+_NOISE = re.compile(r"^\w+ failed: |\s*\(\d+\.\d+( \+ \d+\.\d+)* secs\)")
 
 
 def _exception_text(exc: BaseException) -> str:

@@ -23,8 +23,8 @@ from mailgate.transport import ServerUnavailable, SmtpTransport, open_smtp
 from mailgate.transport import endpoint_of as smtp_endpoint
 from tests.certs import TestCA
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
-from tests.mailservers import DovecotServer, ImapAccount, Mailbox, find_dovecot
-from tests.tlsservers import TlsSmtpSink, bare_tls_server, server_context, start_dovecot
+from tests.mailservers import DovecotServer, ImapAccount, Mailbox
+from tests.tlsservers import TlsSmtpSink, bare_tls_server, server_context, tls_dovecot_for
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
 
 @pytest.fixture(scope="module")
 def tls_dovecot(ca: TestCA) -> Iterator[DovecotServer]:
-    if find_dovecot() is None:
-        pytest.skip("Dovecot is not installed")
-    server = start_dovecot(ca)
-    yield server
-    server.cleanup()
+    yield from tls_dovecot_for(ca)
 
 
 def box(account: ImapAccount, tls: str, port: int, **options: object) -> MailboxConfig:
@@ -283,7 +279,7 @@ def _row() -> object:
 
 async def test_daemon_reads_over_tls_and_reports_the_untrusted_one(
         tls_dovecot: DovecotServer, ca: TestCA, starttls_sink: TlsSmtpSink,
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good, bad = tls_dovecot.add_user(), tls_dovecot.add_user()
     (tmp_path / "good").write_text(good.password)
     (tmp_path / "bad").write_text(bad.password)
@@ -327,6 +323,13 @@ timeout = 10
         assert 'set ca_file = "/path/to/your-ca.pem" in [[mailbox]] \'facilities\'' \
             in broken["last_error"]
         assert states["it"]["state"] in ("idle", "polling")
+    from mailgate.cli import main
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["--config", str(path), "status"]) == 0
+    out = capsys.readouterr().out
+    # The table's column is cut short; the whole explanation follows it.
+    assert f"  facilities: {broken['last_error']}" in out.splitlines()
 
 
 def test_smtp_refused_login_is_in_words() -> None:

@@ -11,10 +11,21 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pytest
 from aiosmtpd.smtp import SMTP
 
 from tests.certs import Issued, TestCA
 from tests.mailservers import DovecotOAuth2, DovecotServer, SmtpSink, find_dovecot
+
+
+def tls_dovecot_for(ca: TestCA) -> Iterator[DovecotServer]:
+    """A Dovecot whose certificate the CA signed: STARTTLS on .port, TLS on .tls_port.
+    A generator for a module-scoped fixture of the test module."""
+    if find_dovecot() is None:
+        pytest.skip("Dovecot is not installed")
+    server = start_dovecot(ca)
+    yield server
+    server.cleanup()
 
 
 def server_context(issued: Issued) -> ssl.SSLContext:

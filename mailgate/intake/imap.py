@@ -230,9 +230,7 @@ class MailboxWatcher:
             raise
 
     def _login(self, client: IMAPClient) -> None:
-        cfg = self.config
-        assert cfg.password is not None  # load_config requires one
-        client.login(cfg.username, cfg.password.reveal())
+        login(client, self.config)
 
     def _select(self) -> int:
         client = self._require()
@@ -349,6 +347,12 @@ def open_client(cfg: MailboxConfig) -> IMAPClient:
         _close_quietly(client)
         raise
     return client
+
+
+def login(client: IMAPClient, cfg: MailboxConfig) -> None:
+    """Log in with the configured password."""
+    assert cfg.password is not None  # load_config requires one
+    client.login(cfg.username, cfg.password.reveal())
 
 
 def select(client: IMAPClient, folder: str, readonly: bool) -> dict:
