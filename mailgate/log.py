@@ -24,7 +24,9 @@ PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "excepti
 
 def setup_logging(level: str = "info", json: bool | None = None,
                   stream: TextIO | None = None) -> None:
-    """Log to stream (default stderr): JSON lines unless it is a terminal."""
+    """Log to stream (default: whatever sys.stderr is when a line is written): JSON lines
+    unless it is a terminal."""
+    target: TextIO = stream or _CurrentStderr()  # type: ignore[assignment]
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
@@ -41,7 +43,7 @@ def setup_logging(level: str = "info", json: bool | None = None,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=target),
         cache_logger_on_first_use=True,
     )
 
@@ -62,3 +64,15 @@ def is_journal_stream(stream: TextIO) -> bool:
 
 def _journal_priority(logger: Any, method: str, line: str | MutableMapping[str, Any]) -> str:
     return f"<{PRIORITY.get(method, 6)}>{line}"
+
+
+class _CurrentStderr:
+    """sys.stderr as it is at each write: loggers are cached on first use, and a cached
+    reference to a replaced stderr (a test's capture, a daemon's redirect) would write to a
+    closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
