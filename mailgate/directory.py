@@ -483,7 +483,7 @@ def _compile(t: Table, key: str, text: str) -> regex.Pattern[str] | None:
     stop a search after a time limit (routing.py), which Python's `re` cannot."""
     try:
         return regex.compile(text, regex.IGNORECASE | regex.V0)
-    except regex.error as exc:
+    except (regex.error, ValueError) as exc:  # (?V1) is a ValueError, not regex.error
         t.problem(key, f"invalid regular expression {text!r}: {exc}")
         return None
 

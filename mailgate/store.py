@@ -106,17 +106,19 @@ class Store:
     async def open(cls, path: Path, migrate: bool = True) -> Store:
         _prepare_file(path)
         conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=10000")
-        store = cls(conn, path)
-        if migrate:
-            try:
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=10000")
+            store = cls(conn, path)
+            if migrate:
                 await store.migrate()
-            except BaseException:
-                await conn.close()
-                raise
+        except BaseException:
+            # Close on any failure: aiosqlite's thread is not a daemon thread, and a
+            # connection left open keeps the process alive after the error.
+            await conn.close()
+            raise
         return store
 
     async def close(self) -> None:
