@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from mailgate.terminal import visible
+
 # syslog priorities (RFC 5424) for structlog's method names
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
             "critical": 2, "fatal": 2}
@@ -32,12 +34,16 @@ def setup_logging(level: str = "info", json: bool | None = None,
         json = not stream.isatty()
     renderer = (structlog.processors.JSONRenderer() if json
                 else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    # JSON escapes control characters itself; the console renderer prints values raw, and
+    # a Message-ID or subject from mail may carry ESC or bidi overrides.
+    safe = [] if json else [_visible_values]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *safe,
             renderer,
             *([_journal_priority] if is_journal_stream(stream) else []),
         ],
@@ -76,3 +82,11 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def _visible_values(logger: Any, method: str,
+                    event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and key != "exception":
+            event[key] = visible(value)
+    return event

@@ -54,3 +54,13 @@ def test_elsewhere_lines_are_plain_json(tmp_path: Path, monkeypatch: pytest.Monk
         lines = lines_logged(stream, path)
     assert all(line.startswith("{") for line in lines)
     assert json.loads(lines[1])["level"] == "warning"
+
+
+def test_the_console_shows_control_characters_from_mail_as_escapes(tmp_path: Path) -> None:
+    path = tmp_path / "console"
+    with path.open("w") as stream:
+        setup_logging("info", json=False, stream=stream)
+        get_logger("test").info("message.duplicate", message_id="<a\x1b[2J\u202eb@x>")
+    text = path.read_text()
+    assert "\x1b[2J" not in text and "\u202e" not in text
+    assert "\\x1b[2J" in text and "\\u202e" in text
