@@ -7,6 +7,7 @@ can print all problems at once.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,13 +18,19 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
+MAX_DURATION = timedelta(days=36_525)  # a timedelta overflows a little past 2.7 million years
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse "90s", "5m", "4h", "1d", "1h30m" into a timedelta; ValueError if malformed."""
     compact = text.replace(" ", "").lower()
     parts = _DURATION_PART.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 4h, 1d, 1h30m)")
-    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text!r} is longer than 100 years; use a shorter duration")
+    return timedelta(seconds=seconds)
 
 
 class _Missing:
@@ -77,6 +84,9 @@ class Table:
 
     def float(self, name: str, default: Any = REQUIRED) -> Any:
         value = self._get(name, default, (int, float), "a number")
+        if value is not None and not math.isfinite(value):  # TOML has nan and inf
+            self.problem(name, f"expected a finite number, got {value!r}")
+            return None if default is REQUIRED else default
         return float(value) if value is not None else None
 
     def bool(self, name: str, default: Any = REQUIRED) -> Any:
@@ -104,6 +114,9 @@ class Table:
         if isinstance(value, timedelta) or value is None:
             return value
         if isinstance(value, int | float):
+            if not math.isfinite(value) or abs(value) > MAX_DURATION.total_seconds():
+                self.problem(name, f"expected a duration such as \"30s\", got {value!r}")
+                return None if default is REQUIRED else default
             return timedelta(seconds=value)
         try:
             return parse_duration(value)

@@ -173,3 +173,18 @@ def test_a_password_file_that_is_not_utf8(tmp_path: Path) -> None:
                      'password_file = "pw"\n', load_config)
     assert found == [f"{tmp_path / 'mailgate.toml'}: smtp.password_file: {tmp_path / 'pw'}: "
                      f"not UTF-8 text; write the password as UTF-8"]
+
+
+def test_absurd_durations_and_non_finite_numbers_are_one_line_problems(tmp_path: Path) -> None:
+    from mailgate.config import load_config
+    from mailgate.errors import ConfigError
+
+    path = tmp_path / "mailgate.toml"
+    path.write_text('[outbox]\ndir = "out"\n[conversation]\nreopen_window = "99999999999d"\n'
+                    "auto_close_after = nan\n[smtp]\nhost = \"m\"\ntimeout = inf\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = "\n".join(caught.value.problems)
+    assert "conversation.reopen_window: '99999999999d' is longer than 100 years" in problems
+    assert "conversation.auto_close_after: expected a duration" in problems
+    assert "smtp.timeout: expected a finite number, got inf" in problems
