@@ -152,6 +152,11 @@ def read_message(raw: bytes, defects: list[str]) -> Message:
         mended, repairs = headerblock.mend(raw)
         if repairs:
             defects.extend(repairs)
+            raw, msg = mended, message_from_bytes(mended)
+    if any(isinstance(d, errors.NoBoundaryInMultipartDefect) for d in msg.defects):
+        mended, repairs = headerblock.mend_boundary(raw)
+        if repairs:
+            defects.extend(repairs)
             msg = message_from_bytes(mended)
     return msg
 

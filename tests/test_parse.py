@@ -293,3 +293,12 @@ def test_an_empty_plain_alternative_gives_way_to_html() -> None:
            b"--b\r\nContent-Type: text/html\r\n\r\n<p>HTML Body</p>\r\n"
            b"--b\r\nContent-Type: text/plain\r\n\r\n\r\n--b--\r\n")
     assert parse(raw).body == "HTML Body"
+
+
+def test_a_boundary_parameter_without_its_semicolon_is_mended() -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed\r\n\tboundary=\"b\"\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: image/png\r\n"
+           b"Content-Disposition: attachment; filename=x.png\r\n\r\npng\r\n--b--\r\n")
+    msg = parse(raw)
+    assert msg.body == "hi" and [a.filename for a in msg.attachments] == ["x.png"]
+    assert "multipart boundary parameter without ';' mended" in msg.defects
