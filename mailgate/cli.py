@@ -26,6 +26,7 @@ from mailgate.history import local_time
 from mailgate.loader import Setup, load_setup
 from mailgate.log import get_logger, setup_logging
 from mailgate.model import Origin, Status
+from mailgate.oauth import login as oauth_login
 from mailgate.progress import Progress
 from mailgate.schema import MIGRATIONS
 from mailgate.startup import StartError, check_database, daemon_lock
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     directory.add_argument("--output", help="people TOML to write (default: the "
                            "directory's people_file)")
     keys_command.register(command)
+    oauth_login.register(command)
     command("version", cmd_version, "print the version")
     return parser
 

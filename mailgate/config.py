@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from mailgate.errors import ConfigError
+from mailgate.oauth.profile import MECHANISMS, OAuthProfile, parse_profiles
 from mailgate.safefile import MAX_SECRET_BYTES, MAX_TOML_BYTES, decode_error, read_regular
 from mailgate.settings import Table
 
@@ -47,6 +48,8 @@ class SmtpConfig:
     timeout: float = 30.0
     ca_file: Path | None = None  # trusted besides the system store ([tls] ca_file default)
     tls_verify: bool = True  # false: any certificate is accepted (warned by check, logged)
+    oauth: OAuthProfile | None = None  # log in with an OAuth2 token instead of a password
+    oauth_mechanism: str = "auto"  # auto | xoauth2 | oauthbearer
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class MailboxConfig:
     port: int
     tls: str
     username: str
-    password: Secret
+    password: Secret | None  # None with oauth
     folder: str = "INBOX"
     poll_interval: timedelta = timedelta(seconds=60)
     idle: bool = True
@@ -81,6 +84,18 @@ class MailboxConfig:
     timeout: float = 60.0
     ca_file: Path | None = None  # trusted besides the system store ([tls] ca_file default)
     tls_verify: bool = True  # false: any certificate is accepted (warned by check, logged)
+    oauth: OAuthProfile | None = None  # log in with an OAuth2 token instead of a password
+    oauth_mechanism: str = "auto"  # auto | xoauth2 | oauthbearer
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Who hears about a mailbox that cannot be read, and how often."""
+
+    admin: str  # e.g. ops@example.com
+    sender: str | None = None  # From:; default: the failing mailbox's department address
+    repeat: timedelta = timedelta(days=1)  # while it stays failing, at most this often
+    after: timedelta = timedelta(minutes=15)  # network trouble this long before an alert
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,7 @@ class Config:
     metrics: MetricsConfig | None = None  # Prometheus endpoint, off unless [metrics] listen
     digest: DigestConfig | None = None  # weekly report mail to heads, off unless [digest]
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    alerts: AlertsConfig | None = None  # mail an admin about failing mailboxes
 
     @property
     def database(self) -> Path:
@@ -211,12 +227,18 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
     outbox_dir = _outbox_dir(base, outbox_table)
     tls_table = root.table("tls")
     ca_default = _ca_file(base, tls_table, None) if tls_table else None
-    smtp = _smtp(smtp_table, secrets, ca_default) if smtp_table else None
+    oauth_table = root.table("oauth")
+    profiles = parse_profiles(
+        oauth_table, state_dir / "oauth", ca_default,
+        lambda t, what, prefix: _secret(t, what, secrets, prefix),
+        lambda value: _path(base, value)) if oauth_table else {}
+    access = (secrets, ca_default, profiles)
+    smtp = _smtp(smtp_table, *access) if smtp_table else None
     if smtp is None and outbox_dir is None:
         problems.append(f"{path}: smtp: missing; outgoing mail needs [smtp] (or [outbox] dir)")
     intake = root.table("intake")
     listener = _listener(intake.table("smtp")) if intake else None
-    mailboxes = tuple(_mailbox(t, secrets, ca_default) for t in root.tables("mailbox"))
+    mailboxes = tuple(_mailbox(t, *access) for t in root.tables("mailbox"))
     _unique_names(root, mailboxes)
     limits_table = root.table("limits")
     limits = _limits(limits_table) if limits_table else LimitsConfig()
@@ -229,9 +251,11 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
     conversation_table = root.table("conversation")
     conversation = (_conversation(conversation_table) if conversation_table
                     else ConversationConfig())
+    alerts_table = root.table("alerts")
+    alerts = _alerts(alerts_table) if alerts_table else None
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
                   limits_table, security_table, metrics_table,
-                  digest_table, conversation_table, tls_table):
+                  digest_table, conversation_table, tls_table, oauth_table, alerts_table):
         if table:
             table.reject_unknown()
     if problems:
@@ -241,7 +265,7 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
         templates_dir=templates_dir, smtp=smtp, outbox_dir=outbox_dir, listener=listener,
         mailboxes=mailboxes, limits=limits, instance=instance, security=security,
         metrics=metrics, digest=digest,
-        conversation=conversation,
+        conversation=conversation, alerts=alerts,
     )
 
 
@@ -279,38 +303,57 @@ def _outbox_dir(base: Path, table: Table | None) -> Path | None:
     return _path(base, value) if value else None
 
 
-def _secret(table: Table, what: str, mode: SecretsMode) -> Secret | None:
-    """A password from password_file, password_env or a systemd credential; never inline.
-    A relative password_file is relative to the configuration file's folder."""
-    if "password" in table.data:
-        table._read.add("password")
-        table.problem("password", "inline passwords are not accepted; use password_file, "
-                      "password_env or password_credential")
+def _secret(table: Table, what: str, mode: SecretsMode,
+            prefix: str = "password") -> Secret | None:
+    """A password (or another secret: client_secret, certificate_key, service_account)
+    from PREFIX_file, PREFIX_env or a systemd credential PREFIX_credential; never inline.
+    A relative PREFIX_file is relative to the configuration file's folder."""
+    if prefix in table.data:
+        table._read.add(prefix)
+        noun = "passwords" if prefix == "password" else f"{prefix.replace('_', ' ')}s"
+        table.problem(prefix, f"inline {noun} are not accepted; use {prefix}_file, "
+                      f"{prefix}_env or {prefix}_credential")
         return None
-    if (name := table.str("password_file", None)) is not None:
+    if (name := table.str(f"{prefix}_file", None)) is not None:
         if mode == "none":
             return None
-        return _read_secret_file(table, "password_file", _path(table.file.parent, name))
-    if (name := table.str("password_env", None)) is not None:
+        return _read_secret_file(table, f"{prefix}_file", _path(table.file.parent, name))
+    if (name := table.str(f"{prefix}_env", None)) is not None:
         if mode == "none" or (mode == "available" and name not in os.environ):
             return None
         if name not in os.environ:
-            table.problem("password_env", f"environment variable {name} is not set")
+            table.problem(f"{prefix}_env", f"environment variable {name} is not set")
             return None
         return Secret(os.environ[name], f"env {name}")
-    if (name := table.str("password_credential", None)) is not None:
+    if (name := table.str(f"{prefix}_credential", None)) is not None:
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
         if mode == "none" or (mode == "available" and not creds):
             return None
         if not creds:
-            table.problem("password_credential", "CREDENTIALS_DIRECTORY is not set "
+            table.problem(f"{prefix}_credential", "CREDENTIALS_DIRECTORY is not set "
                           "(use LoadCredential= in the systemd unit)")
             return None
-        return _read_secret_file(table, "password_credential", Path(creds) / name)
+        return _read_secret_file(table, f"{prefix}_credential", Path(creds) / name)
     if what == "required":
-        table.problem("password_file", "missing; set password_file, password_env or "
-                      "password_credential")
+        table.problem(f"{prefix}_file", f"missing; set {prefix}_file, {prefix}_env or "
+                      f"{prefix}_credential")
     return None
+
+
+def _oauth(t: Table, profiles: dict[str, OAuthProfile]) -> OAuthProfile | None:
+    """The [oauth.NAME] profile a mailbox or [smtp] logs in with, if any."""
+    name = t.str("oauth", None)
+    if name is None:
+        return None
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none; add an [oauth.NAME] table"
+        t.problem("oauth", f"unknown OAuth2 profile {name!r} (known: {known})")
+        return None
+    for key in ("password", "password_file", "password_env", "password_credential"):
+        if key in t.data:
+            t._read.add(key)
+            t.problem(key, f"not used with oauth = {name!r}; remove it")
+    return profiles[name]
 
 
 def unread_secrets(path: Path) -> list[str]:
@@ -345,14 +388,20 @@ def _read_secret_file(table: Table, key: str, path: Path) -> Secret | None:
     return Secret(value, f"file {path}")
 
 
-def _smtp(t: Table, secrets: SecretsMode, ca_default: Path | None) -> SmtpConfig | None:
+def _smtp(t: Table, secrets: SecretsMode, ca_default: Path | None,
+          profiles: dict[str, OAuthProfile]) -> SmtpConfig | None:
     tls = t.choice("tls", TLS_MODES, "none")
     username = t.str("username", None)
-    password = _secret(t, "required" if username else "optional", secrets)
+    oauth = _oauth(t, profiles)
+    if oauth is not None and not username:
+        t.problem("username", "missing; an OAuth2 login names the mailbox it sends as")
+    password = None if "oauth" in t.data else _secret(
+        t, "required" if username else "optional", secrets)
     config = SmtpConfig(
         host=t.str("host"), port=_port(t, 465 if tls == "implicit" else 25),
         tls=tls, username=username, password=password, timeout=t.float("timeout", 30.0),
         ca_file=_ca_file(t.file.parent, t, ca_default), tls_verify=t.bool("tls_verify", True),
+        oauth=oauth, oauth_mechanism=t.choice("oauth_mechanism", MECHANISMS, "auto"),
     )
     return config if config.host else None
 
@@ -432,21 +481,25 @@ def _digest(t: Table) -> DigestConfig | None:
         return None
 
 
-def _mailbox(t: Table, secrets: SecretsMode, ca_default: Path | None) -> MailboxConfig:
+def _mailbox(t: Table, secrets: SecretsMode, ca_default: Path | None,
+             profiles: dict[str, OAuthProfile]) -> MailboxConfig:
     tls = t.choice("tls", TLS_MODES, "implicit")
     after = t.choice("after", ("keep", "flag", "move"), "keep")
     move_to = t.str("move_to", None)
     if after == "move" and not move_to:
         t.problem("move_to", 'missing; after = "move" needs the folder to move mail to')
     poll = t.duration("poll_interval", timedelta(seconds=60))
+    oauth = _oauth(t, profiles)
+    password = None if "oauth" in t.data else _secret(t, "required", secrets)
     box = MailboxConfig(
         name=t.str("name"), department=t.str("department"), host=t.str("host"),
         port=_port(t, 993 if tls == "implicit" else 143), tls=tls,
-        username=t.str("username"), password=_secret(t, "required", secrets),  # type: ignore[arg-type]
+        username=t.str("username"), password=password,
         folder=t.str("folder", "INBOX"), poll_interval=poll, idle=t.bool("idle", True),
         batch_size=t.int("batch_size", 50, minimum=1), after=after, move_to=move_to,
         flag=t.str("flag", "$MailgateProcessed"), timeout=t.float("timeout", 60.0),
         ca_file=_ca_file(t.file.parent, t, ca_default), tls_verify=t.bool("tls_verify", True),
+        oauth=oauth, oauth_mechanism=t.choice("oauth_mechanism", MECHANISMS, "auto"),
     )
     t.reject_unknown()
     return box
@@ -458,6 +511,30 @@ def _unique_names(root: Table, mailboxes: tuple[MailboxConfig, ...]) -> None:
         if box.name in seen:
             root.problem(f"mailbox[{index}].name", f"duplicate mailbox name {box.name!r}")
         seen.add(box.name)
+
+
+def _alerts(t: Table) -> AlertsConfig | None:
+    admin = _address(t, "admin", t.str("admin"))
+    sender = _address(t, "from", t.str("from", None))
+    repeat = t.duration("repeat", timedelta(days=1))
+    after = t.duration("after", timedelta(minutes=15))
+    if repeat is not None and repeat < timedelta(hours=1):
+        t.problem("repeat", f"must be at least 1h, got {repeat}; an alert a minute is noise")
+    if not admin:
+        return None
+    return AlertsConfig(admin=admin, sender=sender, repeat=repeat or timedelta(days=1),
+                        after=after if after is not None else timedelta(minutes=15))
+
+
+def _address(t: Table, key: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.count("@") != 1 or value.startswith("@") or value.endswith("@") \
+            or any(c.isspace() for c in value):
+        t.problem(key, f'expected one mail address such as "ops@example.com", got {value!r}')
+        return None
+    return value
 
 
 def _limits(t: Table) -> LimitsConfig:

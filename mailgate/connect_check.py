@@ -129,14 +129,17 @@ def _tls_words(mode: str, sock: object) -> str:
 
 def _missing_secret(cfg: MailboxConfig | SmtpConfig) -> bool:
     """A password this shell could not read (a systemd credential, an unset variable)."""
-    if getattr(cfg, "oauth", None) is not None:
-        return False
+    profile = cfg.oauth
+    if profile is not None:  # the profile's own secret, where it needs one
+        return (profile.provider == "microsoft" and profile.client_secret is None
+                and profile.certificate_key is None) or \
+            (profile.provider == "google" and profile.service_account is None)
     return bool(cfg.username) and cfg.password is None
 
 
 def _skipped(username: str | None) -> str:
-    return (f"not checked: the password for {username} cannot be read from this shell "
-            f"(password_credential or password_env); run it where the service's "
+    return (f"not checked: the secret for {username} cannot be read from this shell "
+            f"(a _credential or _env setting); run it where the service's "
             f"credentials are, e.g. systemd-run --pipe --wait -p LoadCredential=... "
             f"mailgate check --connect")
 

@@ -163,8 +163,9 @@ def _login(exc: BaseException, ep: Endpoint) -> Diagnosis:
         return Diagnosis(LOGIN, f"{ep.host}:{ep.port} refused the OAuth2 access token for "
                                 f"{user} ({said}): {hint}")
     return Diagnosis(LOGIN, f"{ep.host}:{ep.port} refused the login for {user} ({said}): "
-                            f"wrong user name or password, or the account may not use "
-                            f"IMAP/SMTP; check username and the password setting in {ep.table}")
+                            f"the user name or password is not right, or the account may "
+                            f"not use IMAP/SMTP; check username and the password setting in "
+                            f"{ep.table}")
 
 
 def _folder(exc: BaseException, ep: Endpoint) -> Diagnosis:
@@ -211,8 +212,9 @@ def _refused(exc: BaseException, ep: Endpoint) -> Diagnosis:
 
 
 def _timeout(exc: BaseException, ep: Endpoint) -> Diagnosis:
-    return Diagnosis(NETWORK, f"no answer from {ep.host}:{ep.port} within {ep.timeout:g} s: a "
-                              f"firewall, a wrong host or port, or a hung server")
+    return Diagnosis(NETWORK, f"no answer from {ep.host}:{ep.port} within {ep.timeout:g} s "
+                              f"(timed out): a firewall, a wrong host or port, or a hung "
+                              f"server")
 
 
 def _dns(exc: BaseException, ep: Endpoint) -> Diagnosis:

@@ -44,6 +44,12 @@ class Metrics:
     def imap_reconnect(self, mailbox: str) -> None:
         """A mailbox connection failed and will be retried."""
 
+    def mailbox_state(self, mailbox: str, state: str) -> None:
+        """A mailbox's watcher changed state (idle, polling, reconnecting, error)."""
+
+    def forget_mailbox(self, mailbox: str) -> None:
+        """The mailbox left the configuration (reload)."""
+
 
 METRICS: Metrics = Metrics()
 
@@ -88,13 +94,17 @@ FAMILIES = {
     "mailgate_quarantine_held": ("gauge", "Messages held in the quarantine."),
     "mailgate_tickets": ("gauge", "Open tickets by department and SLA state (open counts "
                          "all of them; at_risk and breached as in `mailgate status`)."),
+    "mailgate_mailbox_state": ("gauge", "1 for each mailbox's current state (starting, idle, "
+                               "polling, reconnecting, error), 0 for the others."),
 }
+MAILBOX_STATES = ("starting", "idle", "polling", "reconnecting", "error")
 
 
 class Registry(Metrics):
     def __init__(self) -> None:
         self.counters: dict[tuple[str, Labels], float] = {}
         self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
+        self.mailbox_states: dict[str, str] = {}
 
     def inc(self, name: str, labels: Labels = (), by: float = 1.0) -> None:
         key = (name, labels)
@@ -116,6 +126,12 @@ class Registry(Metrics):
     def imap_reconnect(self, mailbox: str) -> None:
         self.inc("mailgate_imap_reconnects_total", (("mailbox", mailbox),))
 
+    def mailbox_state(self, mailbox: str, state: str) -> None:
+        self.mailbox_states[mailbox] = state
+
+    def forget_mailbox(self, mailbox: str) -> None:
+        self.mailbox_states.pop(mailbox, None)
+
     def exposition(self, gauges: Iterable[tuple[str, Labels, float]] = ()) -> str:
         """The text format: counters, the histogram, then gauges read at scrape time."""
         samples: dict[str, list[str]] = {name: [] for name in FAMILIES}
@@ -127,6 +143,11 @@ class Registry(Metrics):
         samples["mailgate_ack_latency_seconds"] = self._histogram()
         for name, labels, value in gauges:
             samples[name].append(f"{name}{_labels(labels)} {_number(value)}")
+        for mailbox, current in sorted(self.mailbox_states.items()):
+            for state in MAILBOX_STATES:
+                labels = (("mailbox", mailbox), ("state", state))
+                samples["mailgate_mailbox_state"].append(
+                    f"mailgate_mailbox_state{_labels(labels)} {int(state == current)}")
         lines = []
         for name, (kind, text) in FAMILIES.items():
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples[name]]

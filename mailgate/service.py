@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from mailgate import keyfile, metrics
+from mailgate.alerts import Alerter
 from mailgate.attachment_sweep import AttachmentSweeper
 from mailgate.attachments import AttachmentStore
 from mailgate.autoclose import AutoCloser
@@ -124,6 +125,7 @@ class Daemon:
         self.digester: Digester | None = None
         self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
+        self.alerter: Alerter | None = None
         self.listener: asyncio.Server | None = None
         self.metrics: metrics.Registry | None = None
         self.metrics_server: asyncio.Server | None = None
@@ -261,15 +263,30 @@ class Daemon:
 
     def _start_watcher(self, box: MailboxConfig) -> None:
         assert self.store and self.pipeline and self.outbox
-        watcher = MailboxWatcher(box, self.store, self.pipeline, self.committed, self.clock)
+        if self.alerter is None:  # one for the daemon's life: it remembers who failed
+            self.alerter = Alerter(self.store, self.config.state_dir,
+                                   lambda: self.config.alerts, self._department_address,
+                                   self._mail_queued, self.config.instance,
+                                   clock=self.clock)
+        # Each watcher has its own task, thread and error handling: one failing mailbox
+        # (refused login, revoked token) never stops another.
+        watcher = MailboxWatcher(box, self.store, self.pipeline, self.committed, self.clock,
+                                 reporter=self.alerter)
         self.watchers.append(watcher)
         self._watcher_tasks[box.name] = self._spawn(watcher.run(), f"mailbox:{box.name}")
+
+    def _department_address(self, mailbox: str) -> str | None:
+        """The address alerts about a mailbox come from: its department's."""
+        box = next((b for b in self.config.mailboxes if b.name == mailbox), None)
+        dept = self.directory.departments.get(box.department) if box else None
+        return dept.address if dept else None
 
     def _detach_watchers(self, names: tuple[str, ...]) -> list[asyncio.Task]:
         """Forget these mailboxes' watchers and return their tasks, still to be cancelled."""
         for watcher in [w for w in self.watchers if w.config.name in names]:
             watcher.stop()
             self.watchers.remove(watcher)
+            metrics.METRICS.forget_mailbox(watcher.config.name)
         tasks = [self._watcher_tasks.pop(name) for name in names]
         self._tasks = [t for t in self._tasks if t not in tasks]
         return tasks

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from mailgate import diagnose
 from mailgate.config import SmtpConfig
-from mailgate.diagnose import Endpoint, StartTlsMissing
+from mailgate.diagnose import Endpoint, OAuthFailure, StartTlsMissing
 from mailgate.errors import PermanentError, TransientError
 from mailgate.log import get_logger
 from mailgate.store import OutboxRow
@@ -89,6 +89,9 @@ class SmtpTransport:
             client.close()
             # Retried: credentials are often fixed without restarting the daemon's queue.
             raise ServerUnavailable(self.explain(exc)) from None
+        except OAuthFailure as exc:  # no token: retried like an unreachable server
+            client.close()
+            raise ServerUnavailable(exc.text) from None
         except BaseException:
             client.close()
             raise
@@ -97,7 +100,14 @@ class SmtpTransport:
 
     def _login(self, client: smtplib.SMTP) -> None:
         cfg = self.config
-        if cfg.username and cfg.password:
+        if cfg.oauth is not None and cfg.username:
+            from mailgate.oauth import sasl
+            from mailgate.oauth.sources import source_for
+
+            source = source_for(cfg.oauth, cfg.username)
+            sasl.smtp_login(client, cfg.oauth_mechanism, cfg.username, source, cfg.host,
+                            cfg.port)
+        elif cfg.username and cfg.password:
             client.login(cfg.username, cfg.password.reveal())
 
     def _reset(self) -> None:
@@ -123,7 +133,7 @@ class SmtpTransport:
 def endpoint_of(cfg: SmtpConfig) -> Endpoint:
     return Endpoint(what="the SMTP server", table="[smtp]", host=cfg.host, port=cfg.port,
                     tls=cfg.tls, timeout=cfg.timeout, username=cfg.username,
-                    ca_file=cfg.ca_file)
+                    ca_file=cfg.ca_file, oauth=cfg.oauth.provider if cfg.oauth else None)
 
 
 def open_smtp(cfg: SmtpConfig) -> smtplib.SMTP:

@@ -157,7 +157,13 @@ namespace inbox {{
         if not self.oauth2:
             return ""
         settings = self.root / "dovecot-oauth2.conf.ext"
-        ca = f"tls_ca_cert_file = {self.oauth2.ca_file}\n" if self.oauth2.ca_file else ""
+        ca = ""
+        if self.oauth2.ca_file:
+            # Dovecot's auth process runs as its own user: it must be able to read it.
+            copy = self.root / "oauth2-ca.pem"
+            shutil.copyfile(self.oauth2.ca_file, copy)
+            copy.chmod(0o644)
+            ca = f"tls_ca_cert_file = {copy}\n"
         settings.write_text(f"""introspection_mode = post
 introspection_url = {self.oauth2.introspection_url}
 force_introspection = yes

@@ -127,7 +127,7 @@ password_file = "{secret(tmp_path, 'smtp', 'smtp-secret')}"
     assert found["mailbox 'payroll'"].startswith(
         f"  mailbox 'payroll': FAILED: 127.0.0.1:{tls_dovecot.tls_port} refused the login "
         f"for {good.username} (")
-    assert "wrong user name or password" in found["mailbox 'payroll'"]
+    assert "the user name or password is not right" in found["mailbox 'payroll'"]
     assert found["mailbox 'payroll-archive'"].startswith(
         f"  mailbox 'payroll-archive': FAILED: folder 'Archive/2026' cannot be opened for "
         f"{good.username}: ")
@@ -167,7 +167,8 @@ password_file = "{secret(tmp_path, 'smtp', 'smtp-secret')}"
     code, out = await mailgate("--config", str(path), "check", "--connect")
     assert code == 1
     assert (f"  smtp: FAILED: 127.0.0.1:{submission.port} refused the login for mailgate "
-            f"(535 5.7.8 Authentication credentials invalid): wrong user name or password"
+            f"(535 5.7.8 Authentication credentials invalid): the user name or password "
+            f"is not right"
             in out), out
 
 

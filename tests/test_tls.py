@@ -337,9 +337,9 @@ def test_smtp_refused_login_is_in_words() -> None:
     cfg = smtp(587, "starttls", username="mailgate@example.com")
     text = explain(exc, smtp_endpoint(cfg)).text
     assert text == ("127.0.0.1:587 refused the login for mailgate@example.com (535 5.7.8 "
-                    "Authentication credentials invalid): wrong user name or password, or "
-                    "the account may not use IMAP/SMTP; check username and the password "
-                    "setting in [smtp]")
+                    "Authentication credentials invalid): the user name or password is not "
+                    "right, or the account may not use IMAP/SMTP; check username and the "
+                    "password setting in [smtp]")
 
 
 def test_check_warns_about_tls_verify_false(tmp_path: Path, ca: TestCA,

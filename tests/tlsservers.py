@@ -62,6 +62,8 @@ class TlsSmtpSink(SmtpSink):
             if self.auth is not None:
                 options.update(authenticator=self.auth, auth_required=False,
                                auth_require_tls=self.context is not None)
+            elif self.context is None:  # mechanisms of a subclass (auth_XOAUTH2) on loopback
+                options.update(auth_require_tls=False)
             return SMTP(self, **options)
 
         self._server = await loop.create_server(

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
@@ -66,10 +66,20 @@ class ConnectionDropped(ConnectionError):
     pass
 
 
+class Reporter(Protocol):
+    """Told about failures and recoveries (the alert mail, mailgate/alerts.py)."""
+
+    async def failing(self, mailbox: str, where: str, found: Diagnosis) -> None: ...
+
+    async def recovered(self, mailbox: str, where: str) -> None: ...
+
+
 class MailboxWatcher:
     def __init__(self, config: MailboxConfig, store: Store, pipeline: Pipeline,
-                 on_commit: Callable[[], None], clock: Clock) -> None:
+                 on_commit: Callable[[], None], clock: Clock,
+                 reporter: Reporter | None = None) -> None:
         self.config = config
+        self.reporter = reporter
         self.store = store
         self.pipeline = pipeline
         self.on_commit = on_commit
@@ -92,6 +102,7 @@ class MailboxWatcher:
                 try:
                     await self.connect()
                     failures = 0
+                    await self._report(None)
                     await self.watch()
                 except NETWORK_ERRORS as exc:
                     failures += 1
@@ -117,8 +128,23 @@ class MailboxWatcher:
         await self._set_mode("error" if found.needs_admin else "reconnecting", found.text)
         log.warning("imap.error", mailbox=self.config.name, kind=found.kind,
                     error=found.text, retry_in=round(delay, 1))
+        await self._report(found)
         await self._in_thread(self._logout)
         await asyncio.sleep(delay)
+
+    async def _report(self, found: Diagnosis | None) -> None:
+        """Tell the reporter; its trouble (a full disk) must never stop this mailbox."""
+        if self.reporter is None:
+            return
+        cfg = self.config
+        where = f"{cfg.username} at {cfg.host}:{cfg.port}, folder {cfg.folder}"
+        try:
+            if found is None:
+                await self.reporter.recovered(cfg.name, where)
+            else:
+                await self.reporter.failing(cfg.name, where, found)
+        except Exception as exc:
+            log.error("imap.report_failed", mailbox=cfg.name, error=repr(exc))
 
     def diagnose(self, exc: BaseException) -> Diagnosis:
         """The failure in words, naming the setting to change (see diagnose.py)."""
@@ -143,6 +169,7 @@ class MailboxWatcher:
         if (mode, error) == (self.state.mode, self.state.last_error):
             return
         self.state.mode, self.state.last_error = mode, error
+        metrics.METRICS.mailbox_state(self.config.name, mode)
         try:
             await self.store.record_mailbox_state(self.config.name, mode, error, self.clock())
         except sqlite3.Error as exc:  # status is best effort; intake must go on
@@ -326,7 +353,8 @@ class MailboxWatcher:
 def endpoint_of(cfg: MailboxConfig) -> Endpoint:
     return Endpoint(what=f"mailbox {cfg.name!r}", table=f"[[mailbox]] {cfg.name!r}",
                     host=cfg.host, port=cfg.port, tls=cfg.tls, timeout=cfg.timeout,
-                    username=cfg.username, ca_file=cfg.ca_file, folder=cfg.folder)
+                    username=cfg.username, ca_file=cfg.ca_file, folder=cfg.folder,
+                    oauth=cfg.oauth.provider if cfg.oauth else None)
 
 
 def open_client(cfg: MailboxConfig) -> IMAPClient:
@@ -350,8 +378,15 @@ def open_client(cfg: MailboxConfig) -> IMAPClient:
 
 
 def login(client: IMAPClient, cfg: MailboxConfig) -> None:
-    """Log in with the configured password."""
-    assert cfg.password is not None  # load_config requires one
+    """Log in with the configured password, or an OAuth2 token (XOAUTH2/OAUTHBEARER)."""
+    if cfg.oauth is not None:
+        from mailgate.oauth import sasl
+        from mailgate.oauth.sources import source_for
+
+        source = source_for(cfg.oauth, cfg.username)
+        sasl.imap_login(client, cfg.oauth_mechanism, cfg.username, source, cfg.host, cfg.port)
+        return
+    assert cfg.password is not None  # load_config requires one without oauth
     client.login(cfg.username, cfg.password.reveal())
 
 
