@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -43,6 +43,11 @@ class Part:
     filename: str
     content_type: str
     data: bytes
+    size: int | None = None  # when data is only a stand-in (largemail.py): the real size
+
+    @property
+    def length(self) -> int:
+        return len(self.data) if self.size is None else self.size
 
 
 def extract(raw: bytes) -> list[Part]:
@@ -126,10 +131,10 @@ def select(parts: list[Part], limit: int) -> tuple[list[Part], list[Part]]:
     """Kept and dropped: in order, as long as the decoded total stays within `limit`."""
     kept, dropped, total = [], [], 0
     for part in parts:
-        if total + len(part.data) > limit:
+        if total + part.length > limit:
             dropped.append(part)
         else:
-            total += len(part.data)
+            total += part.length
             kept.append(part)
     return kept, dropped
 
@@ -169,6 +174,31 @@ class AttachmentStore:
             raise
         _fsync_dir(final.parent)
         return digest
+
+    def put_chunks(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Store content that arrives in pieces (a large attachment decoded as it is
+        read), as durably as put(); returns its SHA-256 and size. Blocking."""
+        _mkdir(self.root)
+        tmp = self.root / f".incoming.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        digest, size = hashlib.sha256(), 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            final = self.path(digest.hexdigest())
+            _mkdir(final.parent)
+            os.replace(tmp, final)  # identical content: the same bytes under the same name
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        _fsync_dir(self.root)
+        return digest.hexdigest(), size
 
 
     def candidates(self, older_than: float) -> Iterator[tuple[Path, str | None]]:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from mailgate import ticketops as ops
 from mailgate.addresses import canonical, domain_of
-from mailgate.attachments import AttachmentStore, extract, select
+from mailgate.attachments import AttachmentStore, Part, extract, select
 from mailgate.budget import MailBudget
 from mailgate.classify import LoopContext, Verdict, classify
 from mailgate.compose import Envelope, compose
@@ -25,6 +25,7 @@ from mailgate.config import Config
 from mailgate.conversation import clean_subject, tagged_subject, thread_hints
 from mailgate.directory import Department, Directory, member_address
 from mailgate.errors import BadMessage
+from mailgate.largemail import LARGE, Light, decoded_chunks, lighten
 from mailgate.log import get_logger
 from mailgate.model import Inbound, MailKind, Origin, Outgoing, Ticket
 from mailgate.parse import fingerprint, parse
@@ -32,7 +33,7 @@ from mailgate.render import Renderer
 from mailgate.replykey import KeyRing, keyed_message_id, proven_refs
 from mailgate.routing import Route, routes_for
 from mailgate.slaclock import SlaBook
-from mailgate.store import Seen, Tx
+from mailgate.store import Seen, Tx, pack
 from mailgate.trust import TrustPolicy, sender_trust
 from mailgate.workflow import ConversationSettings, Incoming, Opened, Workflow
 
@@ -47,6 +48,57 @@ class Outcome:
     reason: str = ""
     acknowledged: bool = False
     quarantine: int | None = None  # the quarantine entry, when action is "quarantined"
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The raw mail, and for a large one its light view (largemail.py): everything that
+    reads the whole message reads `readable`, and a big attachment is decoded straight
+    from the raw bytes into the store, a piece at a time, off the event loop."""
+
+    raw: bytes
+    light: Light | None = None
+    packed: bytes | None = None  # the raw bytes as the database keeps them (large mail)
+
+    @classmethod
+    async def of(cls, raw: bytes) -> Received:
+        if len(raw) <= LARGE:
+            return cls(raw)
+        light, packed = await asyncio.gather(asyncio.to_thread(lighten, raw),
+                                             asyncio.to_thread(pack, raw))
+        return cls(raw, light, packed)
+
+    @property
+    def readable(self) -> bytes:
+        return self.light.slim if self.light else self.raw
+
+    def light_fixed(self, msg: Inbound) -> Inbound:
+        """What parse read from the light view, with the real size of the message and of
+        each lightened attachment (parse saw its stand-in)."""
+        assert self.light is not None
+        sizes = iter(self.light.sizes())
+        stand_in = self.light.stand_in_size
+        files = tuple(replace(a, size=next(sizes, a.size)) if a.size == stand_in else a
+                      for a in msg.attachments)
+        return replace(msg, size=len(self.raw), attachments=files)
+
+    async def attachments(self) -> list[Part]:
+        if self.light is None:
+            return extract(self.raw)
+        parts = await asyncio.to_thread(extract, self.light.slim)
+        return [self._real(part) for part in parts]
+
+    def _real(self, part: Part) -> Part:
+        assert self.light is not None
+        span = self.light.real(part.data)
+        return part if span is None else replace(part, size=span.size)
+
+    async def keep(self, store: AttachmentStore, part: Part) -> str:
+        span = self.light.real(part.data) if self.light else None
+        if span is None:
+            return await asyncio.to_thread(store.put, part.data)
+        digest, _ = await asyncio.to_thread(store.put_chunks, decoded_chunks(self.raw, span))
+        return digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +172,13 @@ class Pipeline:
 
     async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
         now = self.clock()
-        msg = await _safe_parse(raw, self.settings.max_body_chars)
+        mail = await Received.of(raw)
+        msg = await _safe_parse(mail.readable, self.settings.max_body_chars)
+        if msg is not None and mail.light is not None:
+            msg = mail.light_fixed(msg)
         try:
             async with tx.savepoint():
-                return await self._process(tx, raw, msg, origin, now)
+                return await self._process(tx, mail, msg, origin, now)
         except sqlite3.OperationalError:
             raise  # disk full, locked, I/O error: the caller retries the whole batch
         except BadMessage as exc:
@@ -140,7 +195,7 @@ class Pipeline:
                     message_id=_mid(msg), reason=reason)
         return Outcome("quarantined", reason=reason, quarantine=entry)
 
-    async def _process(self, tx: Tx, raw: bytes, msg: Inbound | None, origin: Origin,
+    async def _process(self, tx: Tx, mail: Received, msg: Inbound | None, origin: Origin,
                        now: datetime) -> Outcome:
         if msg is None:
             raise BadMessage("the parser could not read this message")
@@ -170,19 +225,19 @@ class Pipeline:
                           for t in stale if t.department in self.directory.departments
                           and t.department in pending}
                 if routes:
-                    return await self._open(tx, raw, msg, fp, verdict, list(routes), origin,
+                    return await self._open(tx, mail, msg, fp, verdict, list(routes), origin,
                                             now, routes, seen.message, predecessors=stale,
                                             received=pending)
         if existing:
-            return await self._append(tx, raw, msg, fp, verdict, existing, pending, origin,
+            return await self._append(tx, mail, msg, fp, verdict, existing, pending, origin,
                                       now, seen.message)
         if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
             return await self._quarantine(
-                tx, raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
+                tx, mail.raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
                 f"{verdict.reason}", now)
         if msg.sender is None:
             raise BadMessage("no usable From address")
-        return await self._open(tx, raw, msg, fp, verdict, pending, origin, now, routes,
+        return await self._open(tx, mail, msg, fp, verdict, pending, origin, now, routes,
                                 seen.message)
 
     async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str, Seen]:
@@ -206,20 +261,21 @@ class Pipeline:
             found = await tx.tickets_by_message_ids(msg.embedded_ids)
         return found
 
-    async def _append(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
+    async def _append(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
                       tickets: list[Ticket], pending: list[str], origin: Origin,
                       now: datetime, stored: int | None) -> Outcome:
         """A follow-up to known tickets: record it on each; automatic mail is only noted."""
         trust = sender_trust(msg, self.settings.trust)
-        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
-                                         trust, stored=stored)
+        message = await tx.store_message(msg, fp, verdict.kind, mail.raw, origin.source, now,
+                                         trust, stored=stored, packed=mail.packed)
         await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
         kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
         actor = msg.sender.addr if msg.sender else None
         dropped = []
         if kind == "reply":
-            dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
-        incoming = Incoming(msg, raw, message, trust, self._proven(msg, now))
+            dropped = await self._keep_attachments(tx, mail, msg, message, tickets, now)
+        incoming = Incoming(msg, mail.raw, message, trust, self._proven(msg, now),
+                            light=mail.light)
         if verdict.kind is MailKind.REQUEST and actor:
             # A person wrote: answers, notes, commands, replies (workflow.py).
             for ticket in tickets:
@@ -241,7 +297,7 @@ class Pipeline:
                  source=origin.source)
         return Outcome("reply", refs)
 
-    async def _open(self, tx: Tx, raw: bytes, msg: Inbound, fp: str, verdict: Verdict,
+    async def _open(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
                     pending: list[str], origin: Origin, now: datetime,
                     routes: dict[str, Route], stored: int | None,
                     predecessors: list[Ticket] | None = None,
@@ -252,9 +308,9 @@ class Pipeline:
         A new request is kept whole as the conversation's text: what looks like quoted
         history in it (a forwarded mail, "see below") is often the request itself."""
         assert msg.sender is not None
-        message = await tx.store_message(msg, fp, verdict.kind, raw, origin.source, now,
+        message = await tx.store_message(msg, fp, verdict.kind, mail.raw, origin.source, now,
                                          sender_trust(msg, self.settings.trust), stored=stored,
-                                         text=msg.body.strip())
+                                         text=msg.body.strip(), packed=mail.packed)
         await tx.add_receipts(msg.dedupe_key, received or pending, message, "ticket")
         subject = clean_subject(msg.subject)
         own = self.directory.own_addresses()
@@ -289,13 +345,13 @@ class Pipeline:
                 await tx.add_event(old.id, "followed_up", now, actor=msg.sender.addr,
                                    message=message, detail={"by": ticket.ref})
                 await tx.add_event(ticket.id, "follows", now, detail={"ticket": old.ref})
-        dropped = await self._keep_attachments(tx, raw, msg, message, tickets, now)
+        dropped = await self._keep_attachments(tx, mail, msg, message, tickets, now)
         acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now, dropped)
         for new in opened:
-            await self.workflow.opened(tx, new, msg, raw, now)
+            await self.workflow.opened(tx, new, msg, mail.raw, now, light=mail.light)
         return Outcome("ticket", tuple(t.ref for t in tickets), acknowledged=acknowledged)
 
-    async def _keep_attachments(self, tx: Tx, raw: bytes, msg: Inbound, message: int,
+    async def _keep_attachments(self, tx: Tx, mail: Received, msg: Inbound, message: int,
                                 tickets: list[Ticket], now: datetime) -> list[str]:
         """Store the mail's attachments (up to [limits] max_attachment_bytes in all) and
         record them on each ticket; returns the names of those not kept.
@@ -305,21 +361,21 @@ class Pipeline:
         never a row naming a missing file (see attachments.py)."""
         if not msg.attachments or tx.state_dir is None:
             return []
-        parts = extract(raw)
+        parts = await mail.attachments()
         if not parts:
             return []
         kept, dropped = select(parts, self.settings.max_attachment_bytes)
         store = AttachmentStore.of(tx.state_dir)
         rows = []
         for part in kept:
-            digest = await asyncio.to_thread(store.put, part.data)  # durable before the rows
+            digest = await mail.keep(store, part)  # durable before the rows
             rows.append((part, digest))
         rows += [(part, None) for part in dropped]
         await tx.add_attachments([t.id for t in tickets], message, rows, now)
         if dropped:
             for ticket in tickets:
                 await tx.add_event(ticket.id, "attachments_dropped", now, message=message,
-                                   detail={"files": [[p.filename, len(p.data)] for p in dropped],
+                                   detail={"files": [[p.filename, p.length] for p in dropped],
                                            "limit": self.settings.max_attachment_bytes})
             log.warning("attachments.dropped", message_id=msg.message_id,
                         files=[p.filename for p in dropped])

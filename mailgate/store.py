@@ -374,9 +374,11 @@ class Tx:
 
     async def store_message(self, msg: Inbound, fingerprint: str, kind: MailKind, raw: bytes,
                             source: str, now: datetime, trust: str = "", *,
-                            stored: int | None = None, text: str | None = None) -> int:
+                            stored: int | None = None, text: str | None = None,
+                            packed: bytes | None = None) -> int:
         """Insert the message once: `stored` is its row if an earlier copy (for another
-        department) has one (see seen()). `text` is what the conversation shows of it."""
+        department) has one (see seen()). `text` is what the conversation shows of it;
+        `packed` the raw bytes compressed already (off the event loop, for large mail)."""
         if stored is not None:
             return stored
         recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
@@ -391,7 +393,7 @@ class Tx:
              msg.body, json.dumps([[a.filename, a.content_type, a.size]
                                    for a in msg.attachments]),
              json.dumps(list(msg.defects)), msg.size, source, ts(now),
-             zlib.compress(raw, 1), trust, text))
+             packed if packed is not None else pack(raw), trust, text))
         return int(cur.lastrowid or 0)
 
     # --- threading --------------------------------------------------------------------
@@ -467,7 +469,7 @@ class Tx:
         await self.conn.executemany(
             "INSERT INTO attachments (ticket, message, filename, content_type, size, "
             "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(ticket, message, part.filename, part.content_type, len(part.data), digest,
+            [(ticket, message, part.filename, part.content_type, part.length, digest,
               ts(now)) for ticket in tickets for part, digest in files])
 
     async def link_tickets(self, ticket_ids: list[int]) -> None:
@@ -600,6 +602,17 @@ def _outbox_values(mail: Outgoing, now: datetime) -> tuple:
     return (mail.message_id, mail.kind, mail.ticket_id, mail.mail_from,
             json.dumps(list(mail.recipients)), mail.raw, mail.draft, mail.budget,
             mail.budget_domain, mail.copy_of, ts(now), ts(now))
+
+
+def pack(raw: bytes, piece: int = 1 << 20) -> bytes:
+    """How raw mail is kept in the database (zlib, fast level). Blocking for large mail:
+    call it in a worker thread; it compresses a piece at a time so the event loop's thread
+    gets the GIL between pieces (the same zlib stream as zlib.compress)."""
+    if len(raw) <= piece:
+        return zlib.compress(raw, 1)
+    packer, view = zlib.compressobj(1), memoryview(raw)
+    out = [packer.compress(view[at:at + piece]) for at in range(0, len(raw), piece)]
+    return b"".join([*out, packer.flush()])
 
 
 def _prepare_file(path: Path) -> None:

@@ -30,6 +30,7 @@ reply key, so mail to several people goes out as one copy each (`_mails`).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -49,6 +50,7 @@ from mailgate.compose import (
 )
 from mailgate.conversation import tagged_subject
 from mailgate.directory import Department, Directory, is_agent, member_address
+from mailgate.largemail import Light, restored_parts
 from mailgate.log import get_logger
 from mailgate.model import Inbound, Outgoing, Priority, Status, Ticket
 from mailgate.render import Renderer
@@ -92,6 +94,7 @@ class Incoming:
     message: int  # its messages row
     trust: Trust
     proven: frozenset[str] = frozenset()  # tickets a reply key in this mail proves
+    light: Light | None = None  # a large mail's light view (largemail.py)
 
     @property
     def sender(self) -> str:
@@ -146,7 +149,7 @@ class Workflow:
     # --- new tickets ---------------------------------------------------------------------
 
     async def opened(self, tx: Tx, new: Opened, msg: Inbound, raw: bytes,
-                     now: datetime) -> None:
+                     now: datetime, light: Light | None = None) -> None:
         """A new ticket: tell the department's team (with what the pipeline knows)."""
         if not self.settings.notify_team:
             return
@@ -162,14 +165,20 @@ class Workflow:
                                                  "in the last hour were notified already"})
             log.info("team_notify.held", ticket=st.ref, sender=st.requester)
             return
-        await self.notify_team(tx, new, msg.body.strip(), self._parts(raw, msg), now,
-                               actor=None, transferred_from=None, budget=flood)
+        await self.notify_team(tx, new, msg.body.strip(), await self._parts(raw, msg, light),
+                               now, actor=None, transferred_from=None, budget=flood)
 
-    def _parts(self, raw: bytes, msg: Inbound) -> RelayParts:
-        """Attachments to relay. A single text body has none: skip the second parse."""
+    async def _parts(self, raw: bytes, msg: Inbound, light: Light | None = None) -> RelayParts:
+        """Attachments to relay. A single text body has none: skip the second parse. A
+        large mail's are read from its light view, off the loop, and its big parts put
+        back as they came (or named as left out when they do not fit)."""
         if msg.headers.get("content-type", "text/plain") in ("text/plain", "text/html"):
             return NO_PARTS
-        return relay_parts(raw, self.settings.max_relay_bytes)
+        if light is None:
+            return relay_parts(raw, self.settings.max_relay_bytes)
+        found = await asyncio.to_thread(relay_parts, light.slim, self.settings.max_relay_bytes)
+        return await asyncio.to_thread(restored_parts, found, light, raw,
+                                       self.settings.max_relay_bytes)
 
     async def notify_team(self, tx: Tx, ticket: Opened, text: str, parts: RelayParts,
                           now: datetime, actor: str | None, transferred_from: str | None,
@@ -224,7 +233,7 @@ class Workflow:
                                visibility="internal")
             await self._command_reply(tx, st, dept, mail, now, problems=problems)
             return "rejected"
-        parts = self._parts(mail.raw, mail.msg)
+        parts = await self._parts(mail.raw, mail.msg, mail.light)
         has_content = bool(parsed.text.strip() or parts.parts)
         kind = "note" if parsed.note else "reply" if has_content else "commands"
         await ops.set_text(tx, mail.message, parsed.text)
@@ -291,7 +300,7 @@ class Workflow:
                                visibility="public")
             await tx.touch_ticket(st.id, now)
             if dept is not None:
-                parts = self._parts(mail.raw, mail.msg)
+                parts = await self._parts(mail.raw, mail.msg, mail.light)
                 await self._relay_to_team(tx, st, mail, text, parts, now, kind="comment",
                                           unverified=proof is None)
             return "comment"
@@ -306,7 +315,7 @@ class Workflow:
         await tx.touch_ticket(st.id, now)
         await self.sla.requester_wrote(tx, st.id, now)
         if dept is not None:
-            parts = self._parts(mail.raw, mail.msg)
+            parts = await self._parts(mail.raw, mail.msg, mail.light)
             await self._relay_to_team(tx, await ops.state(tx, st.id), mail, text, parts, now,
                                       kind="reply", reopened=reopened)
         return "reopened" if reopened else "reply"
@@ -324,7 +333,7 @@ class Workflow:
         log.warning("requester.unproven", ticket=st.ref, sender=mail.sender,
                     trust=mail.trust.value)
         if dept is not None:
-            parts = self._parts(mail.raw, mail.msg)
+            parts = await self._parts(mail.raw, mail.msg, mail.light)
             await self._relay_to_team(tx, st, mail, text, parts, now, kind="reply",
                                       unverified=True)
         return "unverified"
