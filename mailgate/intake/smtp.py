@@ -3,6 +3,10 @@
 The reply to DATA is sent only after the message and its effects are committed, so a 250
 means "stored": if storing fails the MTA hears 451 and keeps the message to retry.
 
+Line format never bounces a request: commands and DATA may end their lines in CRLF or a
+bare LF (the end-of-data dot too, as Postfix and Exim accept), DATA lines may be of any
+length (only max_message_size counts) and command lines up to READ_LIMIT bytes.
+
 Bounded under abuse (DESIGN.md, invariant 10):
 
 - connections: at most `max_connections` in all and `max_connections_per_client` from one
@@ -28,7 +32,7 @@ import socket
 import tempfile
 import time
 import weakref
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -54,8 +58,9 @@ LARGE_AT_ONCE = 1
 # While a message is stored the client waits for our answer; that is not idleness.
 # Postfix waits 600 s for the answer to the final dot (smtp_data_done_timeout).
 PROCESSING_TIMEOUT = 600.0
-# DATA is read in pieces of up to this size (commands stay capped by aiosmtpd's
-# command_size_limit); aiosmtpd's 1001 would cost one await per line of a 50 MB message.
+# DATA is read in pieces of up to this size; aiosmtpd's 1001 would cost one await per
+# line of a 50 MB message. It is also the longest command line taken (RFC 5321 says 512,
+# but a 5xx for a long MAIL FROM would bounce a real request): far above any real one.
 READ_LIMIT = 64 * 1024
 REFUSED = b"421 4.3.2 too many connections, try again later\r\n"
 IDLE = b"421 4.4.2 idle for too long, closing connection\r\n"
@@ -312,11 +317,6 @@ def prepare_spool(folder: Path) -> None:
                 stale.unlink()
 
 
-def unstuff(before: bytes, data: bytes) -> bytes:
-    """Undo dot-stuffing (RFC 5321 4.5.2) in `data`, which follows the 2 bytes `before`."""
-    return (before + data).replace(b"\r\n.", b"\r\n")[len(before):]
-
-
 class SpooledEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
@@ -340,6 +340,9 @@ class MailgateSMTP(SMTP):
         self.client: str | None = None  # set once admitted
         self.refused = False
         self.receiving = False  # inside DATA: any bytes arriving count as activity
+        # aiosmtpd's limits live in a dict shared by every instance; EHLO adds to it.
+        self.command_size_limit = READ_LIMIT
+        self.command_size_limits = defaultdict(lambda: READ_LIMIT)
 
     def _create_envelope(self) -> Envelope:
         return SpooledEnvelope()
@@ -403,27 +406,58 @@ class MailgateSMTP(SMTP):
         """Read DATA up to the lone dot into `spool`; False if it was over the size limit
         (then the rest is read and dropped, and nothing is kept).
 
-        Pieces end at ".\\r\\n" or where the reader's limit cuts them, never inside the
-        end marker: so the last two bytes before a piece (`before`) are all it takes to
-        recognise the end and the stuffed dots across piece boundaries."""
+        Line ends may be CRLF or a bare LF, the end marker too (".\\n" on a line of its
+        own ends DATA, as Postfix and Exim accept); lines may be of any length (only the
+        message size counts). Only a line that starts with a dot needs a look: the data
+        between such lines is read in pieces of up to READ_LIMIT bytes."""
         limit = self.data_size_limit
-        before, size, fits = b"\r\n", 0, True  # DATA starts at the beginning of a line
-        while True:
-            try:
-                piece = await self._reader.readuntil(b".\r\n")
-            except asyncio.LimitOverrunError as exc:
-                piece = await self._reader.read(exc.consumed)
-            last = (before + piece).endswith(b"\r\n.\r\n")
-            data = piece[:-3] if last else piece
+        size, fits = 0, True
+
+        async def keep(data: bytes) -> None:
+            nonlocal size, fits
             size += len(data)
             if fits and limit and size > limit:
                 fits = False
                 spool.discard()
-            if fits:
-                await spool.write(unstuff(before, data))
-            if last:
+            if fits and data:
+                await spool.write(data)
+
+        line_start = True  # DATA starts at the beginning of a line
+        while True:
+            if line_start:
+                first = await self._reader.readexactly(1)
+                line_start = first == b"\n"  # an empty line
+                if first != b".":
+                    await keep(first)
+                    continue
+                after = await self._dot_line()
+                if after is None:
+                    return fits
+                await keep(after)  # the stuffed dot is dropped (RFC 5321 4.5.2)
+                continue
+            try:
+                piece = await self._reader.readuntil(b"\n.")
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._reader.read(exc.consumed)
+                line_start = piece.endswith(b"\n")
+                await keep(piece)
+                continue
+            await keep(piece[:-1])
+            after = await self._dot_line()
+            if after is None:
                 return fits
-            before = (before + piece)[-2:]
+            await keep(after)
+
+    async def _dot_line(self) -> bytes | None:
+        """After a dot that starts a line: None if it is the end marker (".\\r\\n" or
+        ".\\n"), else the bytes read after the dot, which are data."""
+        following = await self._reader.readexactly(1)
+        if following == b"\n":
+            return None
+        if following != b"\r":
+            return following
+        following += await self._reader.readexactly(1)
+        return None if following == b"\r\n" else following
 
     async def _deliver(self, content: bytes | Path) -> None:
         assert isinstance(self.envelope, SpooledEnvelope)

@@ -1,0 +1,173 @@
+"""The push listener's protocol, spoken over real sockets: what a sending MTA may put on
+the wire must never turn a real request into a bounce.
+
+- Line format: long lines and bare LF line ends (in commands, in DATA, in the end
+  marker) are accepted; nothing about a line's format is answered with a 5xx.
+- SMTP and LMTP on one listener: `protocol = "auto"` answers whichever greeting comes;
+  the strict choices answer the other one with a temporary 421, so the MTA defers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.mailservers import SmtpSink
+from tests.test_listener_limits import IT, Client, greeted, running, stored
+
+FAC = "facilities@example.com"
+
+
+def request(message_id: str, body: str, eol: str = "\r\n") -> bytes:
+    head = ["From: Ann Example <ann@example.com>", f"To: {IT}", "Subject: Line format",
+            "Date: Tue, 24 Nov 2026 09:00:00 +0100", f"Message-ID: <{message_id}>",
+            "Content-Type: text/plain; charset=utf-8", ""]
+    return (eol.join(head) + eol + body).encode()
+
+
+async def command(client: Client, line: bytes) -> list[bytes]:
+    """Send one command line as it is (its own line end included); the reply lines."""
+    client.writer.write(line)
+    return await reply(client)
+
+
+async def reply(client: Client) -> list[bytes]:
+    lines = [await client.line()]
+    while lines[-1][3:4] == b"-":  # a multi-line reply goes on
+        lines.append(await client.line())
+    return lines
+
+
+async def transaction(port: int, raw: bytes, *, eol: bytes = b"\r\n",
+                      greeting: bytes = b"EHLO", rcpts: tuple[str, ...] = (IT,)) -> list[bytes]:
+    """One delivery with every command ending in EOL; RAW is sent exactly as given and
+    must bring its own end marker. The reply lines to the end of data."""
+    client = await greeted(port)
+    try:
+        assert (await command(client, greeting + b" mta.example.com" + eol))[-1][:1] == b"2"
+        assert (await command(client, b"MAIL FROM:<ann@example.com>" + eol))[0][:1] == b"2"
+        for rcpt in rcpts:
+            assert (await command(client, f"RCPT TO:<{rcpt}>".encode() + eol))[0][:1] == b"2"
+        assert (await command(client, b"DATA" + eol))[0][:3] == b"354"
+        client.writer.write(raw)
+        answers = [await client.line(timeout=30)]
+        if greeting == b"LHLO":
+            answers += [await client.line(timeout=30) for _ in rcpts[1:]]
+        return answers
+    finally:
+        await client.close()
+
+
+def message_ids(database: Path) -> list[str]:
+    with sqlite3.connect(database) as db:
+        found = [r[0] for r in db.execute("SELECT message_id FROM messages ORDER BY id")]
+    db.close()
+    return found
+
+
+# --- line format --------------------------------------------------------------------------
+
+async def test_long_lines_in_data_are_accepted_whole(tmp_path: Path,
+                                                     smtp_sink: SmtpSink) -> None:
+    long_line = "x" * 5000
+    huge_line = "y" * 300_000  # far past 998, beyond the reader's 64 KB pieces
+    body = f"{long_line}\r\n.{huge_line}\r\nthe end\r\n"
+    raw = request("long@x", body)
+    async with running(tmp_path, smtp_sink) as daemon:
+        port = daemon.listen_port
+        assert port
+        [answer] = await transaction(port, raw.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        assert answer.startswith(b"250 2.0.0 OK IT-"), answer
+    kept = stored(daemon.config.database, "long@x")
+    assert kept["raw"] == raw  # every byte, the stuffed dot removed
+    assert kept["tickets"] == 1
+
+
+async def test_bare_lf_everywhere_is_accepted(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    body = "It only beeps.\n..a line that starts with a dot\n.\nthe end\n"
+    raw = request("bare-lf@x", body, eol="\n")
+    async with running(tmp_path, smtp_sink) as daemon:
+        port = daemon.listen_port
+        assert port
+        # Commands, message and end marker all end in a bare LF.
+        [answer] = await transaction(port, raw.replace(b"\n.", b"\n..") + b".\n", eol=b"\n")
+        assert answer.startswith(b"250 2.0.0 OK IT-"), answer
+    kept = stored(daemon.config.database, "bare-lf@x")
+    assert kept["raw"] == raw
+    assert "..a line that starts with a dot\n.\nthe end" in kept["body"]
+    assert kept["tickets"] == 1
+
+
+@pytest.mark.parametrize("ending", [b"\r\n.\n", b"\n.\r\n", b"\r\n\r\n.\n"],
+                         ids=["crlf-then-dot-lf", "lf-then-dot-crlf", "empty-line"])
+async def test_mixed_line_ends_at_the_end_marker(tmp_path: Path, smtp_sink: SmtpSink,
+                                                 ending: bytes) -> None:
+    raw = request("mixed@x", "first line\r\nsecond line")
+    async with running(tmp_path, smtp_sink) as daemon:
+        port = daemon.listen_port
+        assert port
+        [answer] = await transaction(port, raw + ending)
+        assert answer.startswith(b"250 2.0.0 OK IT-"), answer
+    kept = stored(daemon.config.database, "mixed@x")
+    assert kept["raw"] == raw + ending[:-2 if ending.endswith(b".\n") else -3]
+
+
+async def test_a_dot_then_cr_without_lf_is_data(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    raw = request("dot-cr@x", "one\r\n.\rstill data\r\n")
+    async with running(tmp_path, smtp_sink) as daemon:
+        port = daemon.listen_port
+        assert port
+        [answer] = await transaction(port, raw + b".\r\n")
+        assert answer.startswith(b"250"), answer
+    assert stored(daemon.config.database, "dot-cr@x")["raw"] == raw.replace(b"\n.\r", b"\n\r")
+
+
+async def test_commands_pipelined_after_a_bare_lf_end_marker_are_answered(
+        tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    first, second = request("pipe-1@x", "one\n", "\n"), request("pipe-2@x", "two\n", "\n")
+    async with running(tmp_path, smtp_sink) as daemon:
+        port = daemon.listen_port
+        assert port
+        client = await greeted(port)
+        await command(client, b"EHLO mta\n")
+        # Everything in one write, as a PIPELINING client may (RFC 2920).
+        client.writer.write(b"MAIL FROM:<ann@example.com>\nRCPT TO:<" + IT.encode() +
+                            b">\nDATA\n")
+        assert [(await client.line())[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        client.writer.write(first + b".\nMAIL FROM:<ann@example.com>\nRCPT TO:<" +
+                            IT.encode() + b">\nDATA\n")
+        answers = [await client.line(timeout=30) for _ in range(4)]
+        assert [a[:3] for a in answers] == [b"250", b"250", b"250", b"354"], answers
+        client.writer.write(second + b".\nQUIT\n")
+        assert (await client.line(timeout=30))[:3] == b"250"
+        assert (await client.line())[:3] == b"221"
+        await client.close()
+    assert message_ids(daemon.config.database) == ["pipe-1@x", "pipe-2@x"]
+
+
+async def test_long_command_lines_are_accepted(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    sender = "a" * 1500 + "@example.com"  # far over RFC 5321's 512-octet command line
+    async with running(tmp_path, smtp_sink) as daemon:
+        port = daemon.listen_port
+        assert port
+        client = await greeted(port)
+        await command(client, b"EHLO " + b"h" * 2000 + b".example.com\r\n")
+        answer = await command(client, f"MAIL FROM:<{sender}> SIZE=100 BODY=8BITMIME\r\n"
+                               .encode())
+        assert answer[0].startswith(b"250"), answer
+        answer = await command(client, f"RCPT TO:<{IT}>\r\n".encode())
+        assert answer[0].startswith(b"250"), answer
+        await client.close()
+
+
+async def test_oversize_message_with_long_lines_is_still_refused_by_size(
+        tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    raw = request("too-big@x", "z" * 200_000 + "\r\n")
+    async with running(tmp_path, smtp_sink, max_message_size=100_000) as daemon:
+        port = daemon.listen_port
+        assert port
+        [answer] = await transaction(port, raw + b".\r\n")
+        assert answer.startswith(b"552 5.3.4"), answer  # the size, not the line
+    assert message_ids(daemon.config.database) == []
