@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from mailgate.businesstime import BusinessCalendar, business_us
@@ -110,7 +110,10 @@ def advance(clock: Clock, escalation: Escalation, calendar: BusinessCalendar,
     if not levels:
         return Firing(None, (), None)
     # Before the start (a clock stepped back) nothing is reached, not even an offset of 0.
-    ran = calendar.elapsed_us(clock.started_at, now) if now >= clock.started_at else -1
+    # Compared as instants: two datetimes with the same tzinfo compare by wall time, and
+    # a local time in a DST gap or fold would put "now" on the wrong side of the start.
+    started = clock.started_at.astimezone(UTC) <= now.astimezone(UTC)
+    ran = calendar.elapsed_us(clock.started_at, now) if started else -1
     count = 0
     for level in levels:  # in time order: the first one not reached ends the due ones
         if business_us(clock.paused_seconds + level.offset) > ran:

@@ -128,3 +128,19 @@ def test_advance_measures_once_and_agrees_with_each_level_in_turn(
         now = clock.instant(calendar, levels[at_level].offset) + timedelta(microseconds=nudge)
     assert advance(clock, escalation, calendar, now) == \
         stepwise(clock, escalation, calendar, now)
+
+
+def test_advance_compares_instants_not_wall_times_across_a_dst_gap() -> None:
+    """Found by the property above: 02:00 in New York's spring-forward gap (fold=1) is
+    06:00 UTC, a microsecond *before* a clock started at 01:00:00.000001 EST; compared by
+    wall time (same tzinfo), it looked later and a zero-budget clock fired early."""
+    from zoneinfo import ZoneInfo
+
+    york = ZoneInfo("America/New_York")
+    start = datetime(2026, 3, 8, 1, 0, 0, 1, tzinfo=york)
+    now = datetime(2026, 3, 8, 2, 0, fold=1, tzinfo=york)
+    clock = Clock(Target.FIRST_RESPONSE, start, 0.0)
+    calendar = BusinessCalendar.always()
+    assert advance(clock, Escalation(), calendar, now) == \
+        stepwise(clock, Escalation(), calendar, now)
+    assert advance(clock, Escalation(), calendar, now).level is None
