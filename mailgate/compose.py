@@ -128,7 +128,7 @@ def _attachment_leaves(msg: Message) -> list[Message]:
         if part.is_multipart() and ctype != "message/rfc822" and isinstance(payload, list):
             stack = [p for p in payload if isinstance(p, Message)] + stack
             continue
-        disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
+        disposition = str(part.get("content-disposition") or "").split(";")[0].strip().lower()
         attachment = bool(_part_name(part, "")) or disposition == "attachment"
         if ctype in ("text/plain", "text/html") and not attachment and ctype not in body_types:
             body_types.add(ctype)
