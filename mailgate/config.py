@@ -56,7 +56,7 @@ class SmtpConfig:
 class ListenerConfig:
     host: str
     port: int
-    protocol: str = "smtp"  # smtp | lmtp
+    protocol: str = "auto"  # auto (LHLO: LMTP, EHLO/HELO: SMTP) | smtp | lmtp
     max_message_size: int = 50 * 1024 * 1024
     # Bounded under abuse: idle connections must not lock a real sender out (the MTA
     # hears 421 and retries), and the cap stays well under the unit's LimitNOFILE.
@@ -424,7 +424,7 @@ def _listener(t: Table | None) -> ListenerConfig | None:
         return None
     listen = t.str("listen")
     host, port = _host_port(t, listen or "")
-    protocol = t.choice("protocol", ("smtp", "lmtp"), "smtp")
+    protocol = t.choice("protocol", ("auto", "smtp", "lmtp"), "auto")
     size = t.int("max_message_size", 50 * 1024 * 1024, minimum=1024)
     default = ListenerConfig(host, port)
     total = t.int("max_connections", default.max_connections, minimum=1)

@@ -9,11 +9,15 @@ the wire must never turn a real request into a bounce.
 
 from __future__ import annotations
 
+import asyncio
+import smtplib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from mailgate.config import load_config
+from mailgate.errors import ConfigError
 from tests.mailservers import SmtpSink
 from tests.test_listener_limits import IT, Client, greeted, running, stored
 
@@ -171,3 +175,93 @@ async def test_oversize_message_with_long_lines_is_still_refused_by_size(
         [answer] = await transaction(port, raw + b".\r\n")
         assert answer.startswith(b"552 5.3.4"), answer  # the size, not the line
     assert message_ids(daemon.config.database) == []
+
+
+# --- SMTP and LMTP on one listener ----------------------------------------------------------
+
+def test_protocol_is_auto_unless_chosen(tmp_path: Path) -> None:
+    config = tmp_path / "mailgate.toml"
+    base = '[outbox]\ndir = "out"\n[intake.smtp]\nlisten = "127.0.0.1:2525"\n'
+    config.write_text(base)
+    listener = load_config(config).listener
+    assert listener is not None and listener.protocol == "auto"
+    for choice in ("smtp", "lmtp", "auto"):
+        config.write_text(base + f'protocol = "{choice}"\n')
+        listener = load_config(config).listener
+        assert listener is not None and listener.protocol == choice
+    config.write_text(base + 'protocol = "esmtp"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert "intake.smtp.protocol: must be one of auto, smtp, lmtp; got 'esmtp'" in str(
+        raised.value)
+
+
+@pytest.mark.parametrize("protocol", ["auto", "lmtp"])
+async def test_lhlo_makes_an_lmtp_session_with_one_answer_per_recipient(
+        tmp_path: Path, smtp_sink: SmtpSink, protocol: str) -> None:
+    raw = request(f"lmtp-{protocol}@x", "two desks\r\n")
+    async with running(tmp_path, smtp_sink, protocol=protocol) as daemon:
+        port = daemon.listen_port
+        assert port
+        answers = await transaction(port, raw + b".\r\n", greeting=b"LHLO", rcpts=(IT, FAC))
+        assert len(answers) == 2 and all(a.startswith(b"250 2.0.0 OK") for a in answers)
+
+        def stdlib_lmtp() -> list[int]:  # Python's own LMTP client, as Postfix's lmtp:
+            with smtplib.LMTP("127.0.0.1", port, timeout=30) as client:
+                client.ehlo()  # sends LHLO
+                client.mail("ann@example.com")
+                client.rcpt(IT)
+                return [client.data(request(f"lmtp-lib-{protocol}@x", "x\r\n"))[0]]
+
+        assert await asyncio.to_thread(stdlib_lmtp) == [250]
+    assert message_ids(daemon.config.database) == [f"lmtp-{protocol}@x",
+                                                   f"lmtp-lib-{protocol}@x"]
+
+
+@pytest.mark.parametrize("protocol", ["auto", "smtp"])
+@pytest.mark.parametrize("greeting", [b"EHLO", b"HELO"])
+async def test_ehlo_or_helo_makes_an_smtp_session_with_one_answer(
+        tmp_path: Path, smtp_sink: SmtpSink, protocol: str, greeting: bytes) -> None:
+    raw = request("smtp@x", "two desks\r\n")
+    async with running(tmp_path, smtp_sink, protocol=protocol) as daemon:
+        port = daemon.listen_port
+        assert port
+        client = await greeted(port)
+        assert (await command(client, greeting + b" mta\r\n"))[-1][:3] == b"250"
+        for line in (b"MAIL FROM:<ann@example.com>", f"RCPT TO:<{IT}>".encode(),
+                     f"RCPT TO:<{FAC}>".encode(), b"DATA"):
+            assert (await command(client, line + b"\r\n"))[0][:1] in (b"2", b"3")
+        client.writer.write(raw + b".\r\nQUIT\r\n")
+        assert (await client.line(timeout=30)).startswith(b"250 2.0.0 OK")
+        assert (await client.line())[:3] == b"221"  # one answer to DATA, not two
+        await client.close()
+    assert message_ids(daemon.config.database) == ["smtp@x"]
+
+
+@pytest.mark.parametrize(("protocol", "greeting"), [
+    ("smtp", b"LHLO"), ("lmtp", b"EHLO"), ("lmtp", b"HELO")])
+async def test_the_other_greeting_on_a_strict_listener_is_deferred_not_bounced(
+        tmp_path: Path, smtp_sink: SmtpSink, protocol: str, greeting: bytes) -> None:
+    async with running(tmp_path, smtp_sink, protocol=protocol) as daemon:
+        port = daemon.listen_port
+        assert port
+        client = await greeted(port)
+        [answer] = await command(client, greeting + b" mta\r\n")
+        assert answer.startswith(b"421 4.3.5 "), answer  # 4xx: the MTA retries
+        assert protocol.upper().encode() in answer
+        assert await client.closed_by_server()
+        await client.close()
+        # The listener still serves its own protocol.
+        own = b"LHLO" if protocol == "lmtp" else b"EHLO"
+        [ok] = await transaction(port, request("own@x", "fine\r\n") + b".\r\n", greeting=own)
+        assert ok.startswith(b"250"), ok
+
+
+async def test_oversize_lmtp_message_is_refused_once_per_recipient(
+        tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    raw = request("big-lmtp@x", "z" * 200_000 + "\r\n")
+    async with running(tmp_path, smtp_sink, max_message_size=100_000) as daemon:
+        port = daemon.listen_port
+        assert port
+        answers = await transaction(port, raw + b".\r\n", greeting=b"LHLO", rcpts=(IT, FAC))
+        assert [a[:9] for a in answers] == [b"552 5.3.4"] * 2

@@ -37,8 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from mailgate import metrics
 from mailgate.config import ListenerConfig
@@ -135,7 +134,7 @@ class PushHandler:
     @staticmethod
     def _reply(server: SMTP, envelope: Envelope, line: str) -> str:
         # LMTP answers DATA once per recipient; we store once for all of them.
-        if isinstance(server, LMTP):
+        if getattr(server, "speaks_lmtp", False):
             return "\r\n".join([line] * max(1, len(envelope.rcpt_tos)))
         return line
 
@@ -326,14 +325,21 @@ class SpooledEnvelope(Envelope):
 # --- the protocol ----------------------------------------------------------------------
 
 class MailgateSMTP(SMTP):
-    """aiosmtpd's SMTP with connection limits, a 421 on idle timeout, and a DATA command
-    that keeps at most SPOOL_AT bytes of a message in memory."""
+    """aiosmtpd's SMTP with connection limits, a 421 on idle timeout, a DATA command
+    that keeps at most SPOOL_AT bytes of a message in memory, and LMTP on the same port.
+
+    `protocol` "auto": the greeting decides -- LHLO makes it an LMTP session (one answer
+    per recipient after DATA), EHLO or HELO an SMTP one. "smtp" or "lmtp" take only their
+    own greeting and answer the other with 421 (temporary: the MTA keeps the mail and
+    retries, where aiosmtpd's 500 "not recognized" made it bounce the mail)."""
 
     line_length_limit = READ_LIMIT  # the stream reader's limit; see READ_LIMIT
 
     def __init__(self, handler: PushHandler, *, limits: ConnectionLimits, spool_dir: Path,
-                 spool_at: int, **kwargs: Any) -> None:
+                 spool_at: int, protocol: str = "auto", **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self.protocol = protocol
+        self.speaks_lmtp = protocol == "lmtp"  # until the greeting says
         self.limits = limits
         self.spool_dir = spool_dir
         self.spool_at = spool_at
@@ -377,6 +383,39 @@ class MailgateSMTP(SMTP):
             self.transport.write(IDLE)  # type: ignore[attr-defined]
         super()._timeout_cb()
 
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, arg: str) -> None:
+        if await self._refused_greeting("lmtp", "LHLO"):
+            return
+        self.speaks_lmtp = True
+        await super().smtp_EHLO(arg)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, arg: str) -> None:
+        if await self._refused_greeting("smtp", "EHLO"):
+            return
+        self.speaks_lmtp = False
+        await super().smtp_EHLO(arg)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, arg: str) -> None:
+        if await self._refused_greeting("smtp", "HELO"):
+            return
+        self.speaks_lmtp = False
+        await super().smtp_HELO(arg)
+
+    async def _refused_greeting(self, kind: str, command: str) -> bool:
+        if self.protocol in ("auto", kind):
+            return False
+        log.warning("smtp.wrong_protocol", client=self.client, command=command,
+                    protocol=self.protocol, hint='set [intake.smtp] protocol = "auto", or '
+                    f"make the MTA's transport {self.protocol}:")
+        await self.push(f"421 4.3.5 {command}: this listener speaks {self.protocol.upper()} "
+                        f"only; try again later")
+        if self.transport is not None:
+            self.transport.close()
+        return True
+
     async def smtp_DATA(self, arg: str) -> None:
         # As aiosmtpd's smtp_DATA up to the 354; the data itself is read in pieces.
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -395,8 +434,9 @@ class MailgateSMTP(SMTP):
             fits = await self._receive(spool)
             self.receiving = False
             if not fits:
+                too_big = f"552 5.3.4 message larger than {self.data_size_limit} bytes"
+                await self.push(PushHandler._reply(self, self.envelope, too_big))
                 self._set_post_data_state()
-                await self.push(f"552 5.3.4 message larger than {self.data_size_limit} bytes")
                 return
             await self._deliver(await spool.finish())
         finally:
@@ -473,14 +513,9 @@ class MailgateSMTP(SMTP):
         await self.push(status)
 
 
-class MailgateLMTP(MailgateSMTP, LMTP):
-    """The same listener speaking LMTP (LHLO, one DATA answer per recipient)."""
-
-
 # --- starting it ------------------------------------------------------------------------
 
 async def start_listener(config: ListenerConfig, handler: PushHandler) -> asyncio.Server:
-    protocol = MailgateLMTP if config.protocol == "lmtp" else MailgateSMTP
     limits = ConnectionLimits(config.max_connections, config.max_connections_per_client)
     spool_dir = handler.spool_dir
     await asyncio.to_thread(prepare_spool, spool_dir)
@@ -488,9 +523,10 @@ async def start_listener(config: ListenerConfig, handler: PushHandler) -> asynci
     calm_accept_errors(loop)
 
     def factory() -> SMTP:
-        return protocol(handler, limits=limits, spool_dir=spool_dir, spool_at=SPOOL_AT,
-                        data_size_limit=config.max_message_size, enable_SMTPUTF8=True,
-                        ident="mailgate", hostname="mailgate", timeout=config.idle_timeout)
+        return MailgateSMTP(handler, limits=limits, spool_dir=spool_dir, spool_at=SPOOL_AT,
+                            protocol=config.protocol, data_size_limit=config.max_message_size,
+                            enable_SMTPUTF8=True, ident="mailgate", hostname="mailgate",
+                            timeout=config.idle_timeout)
 
     server = await loop.create_server(factory, config.host, config.port)
     calm_accept_rounds(server)
