@@ -275,3 +275,28 @@ def test_what_the_sender_chose_never_verifies(local: str, helo: str, reason: str
     header = mta_header(local, helo, reason, dmarc_fail=dmarc_fail, fold=fold)
     raw = f"Authentication-Results: {header}\r\n".encode() + mail(sender=ANN)
     assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
+
+
+# --- provider headers, in the shapes Google Workspace and Microsoft 365 write them --------
+
+GMAIL = TrustPolicy(frozenset({"example.com"}), "mx.google.com")
+GMAIL_PASS = ("mx.google.com;\r\n       dkim=pass header.i=@example.com header.s=google "
+              "header.b=AbCdEf12;\r\n       spf=pass (google.com: domain of alice@example.com "
+              "designates 209.85.220.41 as permitted sender) smtp.mailfrom=alice@example.com;"
+              "\r\n       dmarc=pass (p=REJECT sp=REJECT dis=NONE) header.from=example.com")
+# Exchange Online writes no authserv-id at all: the header starts with the first result.
+M365_PASS = ("spf=pass (sender IP is 40.107.22.55) smtp.mailfrom=example.com; dkim=pass "
+             "(signature was verified) header.d=example.com;dmarc=pass action=none "
+             "header.from=example.com;compauth=pass reason=100")
+
+
+def test_google_workspace_results_verify_with_its_authserv_id() -> None:
+    assert trust_of("alice@example.com", GMAIL_PASS, policy=GMAIL) is Trust.VERIFIED
+    forged_below = trust_of("alice@example.com", "mx.google.com; dmarc=fail "
+                            "header.from=example.com", GMAIL_PASS, policy=GMAIL)
+    assert forged_below is Trust.UNVERIFIED  # a DMARC fail in the run vetoes any pass
+
+
+def test_microsoft_365_results_have_no_authserv_id_and_never_verify() -> None:
+    for policy in (OURS, TrustPolicy(frozenset({"example.com"}), "spf=pass")):
+        assert trust_of("alice@example.com", M365_PASS, policy=policy) is not Trust.VERIFIED
