@@ -41,18 +41,40 @@ def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
     try:
         config = guarded(path, lambda: load_config(path, secrets))
     except ConfigError as exc:
-        raise ConfigError(exc.problems + _directory_problems(path)) from None
-    directory = _load_directory(config.directory_path)
-    problems = [
-        f"{config.path}: mailbox[{i}].department: unknown department {box.department!r} "
-        f"(known: {', '.join(directory.departments)})"
-        for i, box in enumerate(config.mailboxes) if box.department not in directory.departments
-    ]
+        raise ConfigError(exc.problems + _other_problems(path, exc.problems)) from None
+    directory = _load_directory(config.directory_path, path)
+    problems = _setup_problems(config, directory)
     renderer = Renderer(config.templates_dir)
     problems += renderer.check()
     if problems:
         raise ConfigError(problems)
     return Setup(config, directory, renderer, tuple(warnings(config, directory)))
+
+
+def _setup_problems(config: Config, directory: Directory) -> list[str]:
+    return [
+        f"{config.path}: mailbox[{i}].department: unknown department {box.department!r} "
+        f"(known: {', '.join(directory.departments)})"
+        for i, box in enumerate(config.mailboxes) if box.department not in directory.departments
+    ]
+
+
+def _other_problems(path: Path, found: list[str]) -> list[str]:
+    """When mailgate.toml has problems (a password this shell cannot read, say), the
+    problems of everything else, so that one `check` shows them all: the config read
+    without its secrets, the directory, the mailboxes' departments and the templates."""
+    try:
+        config = guarded(path, lambda: load_config(path, "none"))
+    except ConfigError:
+        return _directory_problems(path)  # the file itself is broken: its directory only
+    try:
+        directory = _load_directory(config.directory_path, path)
+    except ConfigError as exc:
+        more = exc.problems
+    else:
+        more = _setup_problems(config, directory)
+    more += Renderer(config.templates_dir).check()
+    return [line for line in more if line not in found]
 
 
 def directory_path(path: Path) -> Path:
@@ -66,12 +88,12 @@ def directory_path(path: Path) -> Path:
 
 def load_directory_of(path: Path) -> Directory:
     """The directory a mailgate.toml names, validated on its own."""
-    return _load_directory(directory_path(path))
+    return _load_directory(directory_path(path), path)
 
 
 def _directory_problems(path: Path) -> list[str]:
     try:
-        _load_directory(directory_path(path))
+        _load_directory(directory_path(path), path)
     except ConfigError as exc:
         # An unreadable mailgate.toml is reported once, by load_config, not again here.
         return [line for line in exc.problems if not line.startswith(f"{path}: ")]
@@ -91,13 +113,20 @@ def guarded(path: Path, load: Callable[[], T]) -> T:
         raise ConfigError([f"{path}: cannot be loaded: {type(exc).__name__}: {exc}"]) from None
 
 
-def _load_directory(path: Path) -> Directory:
+def _load_directory(path: Path, named_by: Path) -> Directory:
+    """The directory file; a missing one is named with the key that points at it (the fix
+    is in mailgate.toml, not on the command line)."""
     try:
         return guarded(path, lambda: load_directory(path))
     except ConfigError as exc:
+        missing = f"{path}: file not found (pass --config PATH)"
+        config = named_by.resolve()
+        problems = [f"{path}: file not found: set [directory] path in {config} to the "
+                    f"directory file (relative paths are relative to {config.parent})"
+                    if line == missing else line for line in exc.problems]
         # A pattern the regex engine rejects with ValueError rather than regex.error
         # ("(?V1)" against the V0 flag) escapes directory.py's check: name its key here.
-        raise ConfigError(_rule_pattern_problems(path) or exc.problems) from None
+        raise ConfigError(_rule_pattern_problems(path) or problems) from None
 
 
 def _rule_pattern_problems(path: Path) -> list[str]:

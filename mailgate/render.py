@@ -93,7 +93,9 @@ class Renderer:
             try:
                 self.env.get_template(name)
             except Exception as exc:
-                problems.append(f"{self.templates_dir / name}: {type(exc).__name__}: {exc}")
+                line = getattr(exc, "lineno", None)  # TemplateSyntaxError knows its line
+                where = f"{self.templates_dir / name}" + (f", line {line}" if line else "")
+                problems.append(f"{where}: {type(exc).__name__}: {exc}")
         missing = [f"{name}.txt.j2" for name in (*REQUIRED, *OPTIONAL)
                    if f"{name}.txt.j2" not in names]
         if missing:

@@ -216,3 +216,30 @@ def test_is_loopback() -> None:
     assert all(map(is_loopback, ("127.0.0.1", "127.0.0.2", "::1", "localhost")))
     assert not any(map(is_loopback, ("0.0.0.0", "::", "192.0.2.1", "mail.example.com")))
 
+
+
+def test_check_reports_every_problem_in_one_run(tmp_path: Path) -> None:
+    """Unreadable passwords do not hide the rest: an unknown mailbox department and a
+    template syntax error (with its line) are reported in the same run; a missing
+    directory file names the key to fix, not the command line."""
+    import shutil
+
+    from tests.factories import TEMPLATES
+
+    templates = tmp_path / "tpl"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "ack.txt.j2").write_text("{% if x %}\nhello\n")
+    setup_files(tmp_path, '[templates]\ndir = "tpl"\n[smtp]\nhost = "m"\nusername = "u"\n'
+                          'password_file = "/nonexistent/secret"\n[[mailbox]]\nname = "it"\n'
+                          'department = "nope"\nhost = "imap"\nusername = "u"\n'
+                          'password_file = "/nonexistent/imap"\n')
+    result = mailgate(tmp_path, "check")
+    assert result.returncode == 1
+    out = result.stdout.decode()
+    assert "smtp.password_file: cannot read /nonexistent/secret" in out
+    assert "mailbox[0].department: unknown department 'nope'" in out
+    assert "ack.txt.j2, line 2: TemplateSyntaxError" in out
+    setup_files(tmp_path, directory="gone.toml")
+    out = mailgate(tmp_path, "check").stdout.decode()
+    assert "gone.toml: file not found: set [directory] path in" in out
+    assert "--config" not in out
