@@ -125,6 +125,7 @@ class ConversationConfig:
     notify_team: bool = True  # mail the team about each new ticket
     keep_cc_informed: bool = True  # the request's Cc get the answers and the summary too
     comments_from: str = "ticket"  # who else may write: ticket (Cc) | organisation
+    bulk_mail: str = "ticket"  # list/bulk mail matching no ticket: ticket | ignore
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -571,4 +572,5 @@ def _conversation(t: Table) -> ConversationConfig:
         keep_cc_informed=t.bool("keep_cc_informed", default.keep_cc_informed),
         comments_from=t.choice("comments_from", ("ticket", "organisation"),
                                default.comments_from),
+        bulk_mail=t.choice("bulk_mail", ("ticket", "ignore"), default.bulk_mail),
     )

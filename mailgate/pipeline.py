@@ -43,7 +43,7 @@ Clock = Callable[[], datetime]
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    action: str  # ticket | reply | duplicate | quarantined
+    action: str  # ticket | reply | duplicate | quarantined | ignored
     tickets: tuple[str, ...] = ()
     reason: str = ""
     acknowledged: bool = False
@@ -117,6 +117,7 @@ class PipelineSettings:
     comments_from: str = "ticket"
     auto_mail_per_domain_per_hour: int = 100
     team_notices_per_sender_per_hour: int = 5
+    bulk_mail: str = "ticket"  # ticket | ignore: list and bulk mail matching no ticket
 
     @classmethod
     def from_config(cls, config: Config, keys: KeyRing | None = None) -> PipelineSettings:
@@ -137,7 +138,8 @@ class PipelineSettings:
                    from_header_is_proof=security.from_header_is_proof,
                    comments_from=config.conversation.comments_from,
                    auto_mail_per_domain_per_hour=limits.auto_mail_per_domain_per_hour,
-                   team_notices_per_sender_per_hour=limits.team_notifications_per_sender_per_hour)
+                   team_notices_per_sender_per_hour=limits.team_notifications_per_sender_per_hour,
+                   bulk_mail=config.conversation.bulk_mail)
 
     def budget(self, own_domains: frozenset[str]) -> MailBudget:
         """The automatic-mail budget; the organisation's domains (trusted_domains and the
@@ -235,10 +237,25 @@ class Pipeline:
             return await self._quarantine(
                 tx, mail.raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
                 f"{verdict.reason}", now)
+        if verdict.kind is MailKind.BULK and self.settings.bulk_mail == "ignore":
+            return await self._ignore(tx, mail, msg, fp, verdict, pending, origin, now,
+                                      seen.message)
         if msg.sender is None:
             raise BadMessage("no usable From address")
         return await self._open(tx, mail, msg, fp, verdict, pending, origin, now, routes,
                                 seen.message)
+
+    async def _ignore(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
+                      pending: list[str], origin: Origin, now: datetime,
+                      stored: int | None) -> Outcome:
+        """List and bulk mail with [conversation] bulk_mail = "ignore": kept (so a copy is
+        a duplicate and the raw mail is there to look at), but no ticket and no mail."""
+        message = await tx.store_message(msg, fp, verdict.kind, mail.raw, origin.source, now,
+                                         stored=stored, packed=mail.packed)
+        await tx.add_receipts(msg.dedupe_key, pending, message, "ignored")
+        log.info("message.ignored", message_id=msg.message_id, source=origin.source,
+                 reason=verdict.reason)
+        return Outcome("ignored", reason=f"bulk: {verdict.reason}")
 
     async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str, Seen]:
         """Give a re-used Message-ID with different content a key of its own; return the

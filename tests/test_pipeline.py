@@ -292,3 +292,25 @@ async def test_a_redelivery_is_logged_counted_and_shown(
     [created] = [e for e in story["events"] if e["kind"] == "created"]
     assert created["message"]["deliveries"] == 3
     assert any("arrived 3 times, last" in line for line in history.lines(story))
+
+
+async def test_bulk_mail_is_ticketed_or_ignored_as_configured(tmp_path: Path) -> None:
+    from mailgate.pipeline import Pipeline, PipelineSettings
+    from mailgate.render import Renderer
+    from mailgate.store import Store
+    from tests.factories import TEMPLATES, FakeClock, example_directory
+
+    digest = mail("Digest, Vol 12", message_id="<digest@lists.example.com>",
+                  headers={"List-Id": "<staff.lists.example.com>"})
+    for setting, action, tickets in (("ticket", "ticket", 1), ("ignore", "ignored", 0)):
+        store = await Store.open(tmp_path / setting / "mailgate.sqlite3")
+        pipeline = Pipeline(example_directory(), Renderer(TEMPLATES),
+                            PipelineSettings(bulk_mail=setting), FakeClock())
+        h = Harness(store, pipeline, FakeClock())
+        try:
+            assert (await h.deliver(digest)).action == action
+            assert await h.count("tickets") == tickets
+            assert await h.count("outbox", "kind = 'ack'") == 0  # never acknowledged
+            assert (await h.deliver(digest)).action == "duplicate"  # kept either way
+        finally:
+            await store.close()
