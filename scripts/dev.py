@@ -2,7 +2,7 @@
 """Bootstrap for a fresh clone: only Python and apt are assumed.
 
     python3 scripts/dev.py demo     # venv + mailgate, then `mailgate demo`
-    python3 scripts/dev.py test     # venv + test extras + Dovecot + Chromium, then pytest
+    python3 scripts/dev.py test     # venv + test extras + Dovecot + Postfix + Chromium, then pytest
 
 Extra arguments go to `mailgate demo` or to pytest. Standard library only, on purpose.
 """
@@ -90,6 +90,26 @@ def ensure_dovecot() -> None:
     say(message)
 
 
+def ensure_postfix() -> None:
+    """A private Postfix instance sits in front of mailgate in tests/test_postfix_e2e.py.
+    Debian's package asks what kind of mail server to set up: "No configuration" leaves
+    the system's Postfix unconfigured and stopped; the tests bring their own config."""
+    if shutil.which("postfix") or Path("/usr/sbin/postfix").exists():
+        return
+    if can_apt():
+        prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        subprocess.run([*prefix, "debconf-set-selections"], text=True,
+                       input="postfix postfix/main_mailer_type select No configuration\n")
+        if apt_install("postfix"):
+            return
+    message = ("Postfix is not installed and cannot be installed here (needs root or sudo and "
+               "apt-get): the Postfix end-to-end tests will be skipped. Install it with: "
+               "sudo apt-get install postfix (choose \"No configuration\")")
+    if os.environ.get("CI") == "true":
+        sys.exit(f"[dev] {message}")
+    say(message)
+
+
 def ensure_systemd_analyze() -> None:
     """Optional: lets the tests check the unit file with `systemd-analyze verify`."""
     if shutil.which("systemd-analyze") or not can_apt():
@@ -119,6 +139,7 @@ def main(argv: list[str]) -> int:
         os.execv(BIN / "mailgate", [str(BIN / "mailgate"), "demo", *argv[1:]])
     ensure_packages("test")
     ensure_dovecot()
+    ensure_postfix()
     ensure_systemd_analyze()
     ensure_chromium()
     os.chdir(ROOT)
