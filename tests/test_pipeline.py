@@ -274,18 +274,19 @@ async def test_two_instances_pointed_at_each_other_exchange_one_message(tmp_path
         await b.store.close()
 
 
-async def test_a_redelivery_is_logged_counted_and_shown(
-        h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_redelivery_is_logged_counted_and_shown(h: Harness) -> None:
+    from structlog.testing import capture_logs
+
     from mailgate import history
 
     await h.deliver(mail())
-    capsys.readouterr()
     h.clock.advance(minutes=5)
-    assert (await h.deliver(mail())).action == "duplicate"
-    assert (await h.deliver(mail(), FACILITIES)).action == "ticket"  # another desk: new
-    assert (await h.deliver(mail(), FACILITIES)).action == "duplicate"
-    logged = capsys.readouterr().out
-    assert logged.count("message.duplicate") == 2 and "req-1@example.com" in logged
+    with capture_logs() as logged:
+        assert (await h.deliver(mail())).action == "duplicate"
+        assert (await h.deliver(mail(), FACILITIES)).action == "ticket"  # another desk: new
+        assert (await h.deliver(mail(), FACILITIES)).action == "duplicate"
+    duplicates = [e for e in logged if e["event"] == "message.duplicate"]
+    assert [e["message_id"] for e in duplicates] == ["req-1@example.com"] * 2
     assert await h.rows("SELECT deliveries FROM messages") == [(3,)]
     story = await history.load(h.store, "IT-1001", h.clock())
     assert story is not None
