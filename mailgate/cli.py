@@ -287,6 +287,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from mailgate.queries import risk_horizons, sla_overview
 
     directory = _directory_or_none(args)
+    daemon = _daemon_status(args)
 
     async def work(store: Store) -> int:
         now = datetime.now(UTC)
@@ -294,12 +295,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         load = await sla_overview(store.conn, now, risk_horizons(directory, now))
         report = {
             "mailboxes": await store.mailbox_states(),
-            "outbox": await store.outbox_summary(),
+            "outbox": {"queued": 0, "sent": 0, "failed": 0, **await store.outbox_summary()},
             "outbox_oldest_queued": oldest.isoformat() if oldest else None,
             "quarantine_held": await store.quarantine_count(),
             "open_tickets": {d.department: d.open for d in load},
             "sla": {d.department: {"open": d.open, "at_risk": d.at_risk,
                                    "breached": d.breached} for d in load},
+            **daemon,
         }
         if args.json:
             print_json(report)
@@ -314,7 +316,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         say(f"\noutbox      queued {outbox.get('queued', 0)} (oldest "
             f"{local_time(oldest) if oldest else '-'}), sent {outbox.get('sent', 0)}, "
             f"failed {outbox.get('failed', 0)}")
-        say(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)\n")
+        say(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)")
+        say_lines(_daemon_lines(daemon))
+        say("")
         print_table(("DEPARTMENT", "OPEN", "AT RISK", "BREACHED"),
                     [(d.department, d.open, d.at_risk, d.breached) for d in load],
                     empty="open        none")
@@ -324,6 +328,44 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
     return _with_store(args, work)
+
+
+def _daemon_status(args: argparse.Namespace) -> dict:
+    """The push listener and the last reload: as the running daemon wrote them to
+    <state>/daemon-status.json, else the listener as the config sets it."""
+    from mailgate.service import STATUS_FILE
+
+    config = load_config(config_path(args.config), secrets="none")
+    try:
+        written = json.loads((config.state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        written = {}
+    running = written.get("running") is True
+    listener = written.get("listener") if running else None
+    if listener is None and config.listener is not None:
+        listener = {"listen": f"{config.listener.host}:{config.listener.port}",
+                    "protocol": config.listener.protocol}
+    if listener is not None:
+        listener = {"listen": listener.get("listen"), "protocol": listener.get("protocol"),
+                    "listening": running and written.get("listener") is not None}
+    return {"daemon_running": running, "listener": listener,
+            "last_reload": written.get("last_reload") if running else None}
+
+
+def _daemon_lines(daemon: dict) -> list[str]:
+    listener = daemon["listener"]
+    if listener is None:
+        lines = ["listener    off"]
+    else:
+        state = "listening" if listener["listening"] else "not listening (daemon not running)"
+        lines = [f"listener    {listener['listen']}, protocol {listener['protocol']}, {state}"]
+    reload = daemon["last_reload"]
+    if reload:
+        result = "ok" if reload.get("ok") else f"failed: {reload.get('problem')}"
+        lines.append(f"reload      last {reload.get('at')}, {result}")
+    elif daemon["daemon_running"]:
+        lines.append("reload      none since the daemon started")
+    return lines
 
 
 def _directory_or_none(args: argparse.Namespace) -> Directory | None:

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
+import os
 import signal
 import sqlite3
 from collections import Counter
@@ -51,6 +53,8 @@ SHUTDOWN_FLUSH = 10.0  # seconds SIGTERM allows the outbox to send what is queue
 QUIESCE_TIMEOUT = 10.0  # seconds SIGTERM waits for an open transaction to commit
 LISTENER_CLOSE = 5.0  # seconds SIGTERM waits for connected SMTP clients to finish
 STATUS_INTERVAL = 2.0  # seconds between STATUS= refreshes (only sent when changed)
+# What `mailgate status` learns from the running daemon: its push listener and last reload.
+STATUS_FILE = "daemon-status.json"
 
 
 def system_clock() -> datetime:
@@ -127,9 +131,12 @@ class Daemon:
         self.watchers: list[MailboxWatcher] = []
         self.alerter: Alerter | None = None
         self.listener: asyncio.Server | None = None
+        # What the open listener was started with; after a failed reload, not the config.
+        self.listener_config: ListenerConfig | None = None
         self.metrics: metrics.Registry | None = None
         self.metrics_server: asyncio.Server | None = None
         self.reload_problem: str | None = None  # why the last reload failed, for STATUS=
+        self.last_reload: dict[str, Any] | None = None  # at, ok, problem; for `status`
         self._tasks: list[asyncio.Task] = []
         self._watcher_tasks: dict[str, asyncio.Task] = {}
 
@@ -175,6 +182,7 @@ class Daemon:
         self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)
         if self.config.listener:
             self.listener = await _listen(self.config.listener, self.handler)
+            self.listener_config = self.config.listener
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.escalator.run(), "escalation")
         # Reads config and directory through getters, so a reload can switch it on or off.
@@ -191,6 +199,7 @@ class Daemon:
         self._spawn(sweeper.run(), "attachments.sweep")
         for box in self.config.mailboxes:
             self._start_watcher(box)
+        await self.record_status()
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=str(self.config.database))
 
@@ -361,13 +370,15 @@ class Daemon:
                                 new: ListenerConfig | None) -> None:
         """Listen where the new config says; if that bind fails, the old socket stays."""
         previous = self.listener
+        old = self.listener_config or old  # a failed reload left the older one open
         same_address = old and new and (old.host, old.port) == (new.host, new.port)
         if previous and (same_address or new is None):
             previous.close()  # connected clients finish their session; no new ones
-            previous = self.listener = None
+            previous = self.listener = self.listener_config = None
         if new and self.handler:
             try:
                 self.listener = await start_listener(new, self.handler)
+                self.listener_config = new
             except OSError as exc:
                 log.error("reload.listener_failed", listen=f"{new.host}:{new.port}",
                           error=str(exc))
@@ -414,9 +425,35 @@ class Daemon:
             line += f"; last reload failed: {self.reload_problem}"
         return line
 
+    def status_report(self, running: bool = True) -> dict[str, Any]:
+        listener = self.listener_config
+        return {
+            "running": running, "pid": os.getpid(), "at": self.clock().isoformat(),
+            "listener": None if not (running and listener and self.listener) else {
+                "listen": f"{listener.host}:{self.listen_port}",
+                "protocol": listener.protocol},
+            "last_reload": self.last_reload}
+
+    async def record_status(self, running: bool = True) -> None:
+        """Write <state>/daemon-status.json (temp file, then rename) for `mailgate status`;
+        best effort: a full disk must not stop mail."""
+        path = self.config.state_dir / STATUS_FILE
+        text = json.dumps(self.status_report(running), indent=1)
+
+        def write() -> None:
+            temp = path.with_suffix(".tmp")
+            temp.write_text(text)
+            os.replace(temp, path)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            log.warning("daemon.status_not_written", path=str(path), error=str(exc))
+
     async def stop(self) -> None:
         """Stop intake, let open transactions commit, flush the outbox (bounded), close."""
         await self._close_listener()
+        await self.record_status(running=False)
         for watcher in self.watchers:
             watcher.stop()
         intake = [t for t in self._tasks if t.get_name() != "outbox"]
@@ -562,14 +599,22 @@ async def reload(daemon: Daemon) -> bool:
     except Exception as exc:
         log.exception("reload.failed")
         daemon.reload_problem = f"{type(exc).__name__}: {exc}"
+    await _reloaded(daemon)
     sd_notify("READY=1", f"STATUS={await daemon.status_line()}")
     return daemon.reload_problem is None
+
+
+async def _reloaded(daemon: Daemon) -> None:
+    daemon.last_reload = {"at": daemon.clock().isoformat(), "ok": daemon.reload_problem is None,
+                          "problem": daemon.reload_problem}
+    await daemon.record_status()
 
 
 async def _rejected(daemon: Daemon, problems: list[str]) -> bool:
     log.error("reload.rejected", problems=problems,
               note="the previous configuration stays in effect")
     daemon.reload_problem = f"rejected, {len(problems)} problem(s) (see the log)"
+    await _reloaded(daemon)
     sd_notify(f"STATUS={await daemon.status_line()}")
     return False
 

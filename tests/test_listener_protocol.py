@@ -10,14 +10,20 @@ the wire must never turn a real request into a bounce.
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
+import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mailgate.config import load_config
 from mailgate.errors import ConfigError
+from mailgate.service import reload
+from tests.factories import ROOT
 from tests.mailservers import SmtpSink
 from tests.test_listener_limits import IT, Client, greeted, running, stored
 
@@ -265,3 +271,48 @@ async def test_oversize_lmtp_message_is_refused_once_per_recipient(
         assert port
         answers = await transaction(port, raw + b".\r\n", greeting=b"LHLO", rcpts=(IT, FAC))
         assert [a[:9] for a in answers] == [b"552 5.3.4"] * 2
+
+
+# --- mailgate status ------------------------------------------------------------------------
+
+def status(config: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mailgate", "--config", str(config),
+                           "status", *extra], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60, check=True)
+
+
+async def test_status_shows_the_listener_and_the_last_reload(
+        tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    async with running(tmp_path, smtp_sink, protocol="lmtp") as daemon:
+        config = daemon.config.path
+        port = daemon.listen_port
+        report = json.loads((await asyncio.to_thread(status, config, "--json")).stdout)
+        assert report["daemon_running"] is True
+        assert report["listener"] == {"listen": f"127.0.0.1:{port}", "protocol": "lmtp",
+                                      "listening": True}
+        assert report["last_reload"] is None
+        # Every key, zero counts too, on a database that has sent nothing yet.
+        assert report["outbox"] == {"queued": 0, "sent": 0, "failed": 0}
+        for key in ("mailboxes", "outbox_oldest_queued", "quarantine_held", "open_tickets",
+                    "sla"):
+            assert key in report
+        text = config.read_text()
+        with socket.socket() as taken:  # a port in use: the reload fails, the old one stays
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            config.write_text(text.replace(f":{port}", f":{taken.getsockname()[1]}"))
+            assert not await reload(daemon)
+            report = json.loads((await asyncio.to_thread(status, config, "--json")).stdout)
+        assert report["last_reload"]["ok"] is False
+        assert "cannot listen on" in report["last_reload"]["problem"]
+        assert report["listener"]["listen"] == f"127.0.0.1:{port}"  # still the old one
+        assert report["listener"]["protocol"] == "lmtp"
+        config.write_text(text.replace('protocol = "lmtp"', 'protocol = "auto"'))
+        assert await reload(daemon)
+        shown = (await asyncio.to_thread(status, config)).stdout
+        assert f"listener    127.0.0.1:{daemon.listen_port}, protocol auto, listening" in shown
+        assert ", ok" in shown.split("reload      last ", 1)[1].splitlines()[0]
+    report = json.loads((await asyncio.to_thread(status, config, "--json")).stdout)
+    assert report["daemon_running"] is False and report["last_reload"] is None
+    assert report["listener"]["listening"] is False  # as configured, not running
+    assert report["listener"]["protocol"] == "auto"
