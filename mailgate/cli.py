@@ -666,6 +666,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     database = load_config(config_path(args.config), secrets="none").database
     if args.check and not database.exists():
         return _migrate_report(args, database, 0, 0, "no database yet")
+    if args.check:
+        return _migrate_now(args, database)
+    from mailgate.startup import StartError, daemon_lock
+
+    try:  # changing the schema under a running daemon would break it halfway
+        with daemon_lock(database.parent, "stop it first (systemctl stop mailgate), then "
+                                          "run mailgate migrate again"):
+            return _migrate_now(args, database)
+    except StartError as exc:
+        say(f"mailgate migrate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _migrate_now(args: argparse.Namespace, database: Path) -> int:
 
     async def go() -> int:
         store = await Store.open(database, migrate=False)  # creates it when missing

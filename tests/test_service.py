@@ -226,6 +226,22 @@ def test_migrate_reports_applies_and_checks(tmp_path: Path) -> None:
     assert newer.returncode == 1 and "newer than this mailgate" in newer.stderr
 
 
+
+def test_migrate_refuses_while_a_daemon_runs(tmp_path: Path) -> None:
+    from mailgate.startup import daemon_lock
+
+    config = tmp_path / "mailgate.toml"
+    config.write_text(f'[state]\ndir = "state"\n[directory]\npath = '
+                      f'"{ROOT / "config" / "directory.example.toml"}"\n[outbox]\ndir = "out"\n')
+    (tmp_path / "state").mkdir()
+    with daemon_lock(tmp_path / "state"):  # as `mailgate run` holds it
+        busy = run_cli(config, "migrate")
+        assert busy.returncode == 1
+        assert "is already running" in busy.stderr and "stop it first" in busy.stderr
+        assert "no database yet" in run_cli(config, "migrate", "--check").stdout  # reads
+    assert run_cli(config, "migrate").returncode == 0
+
+
 # --- the real daemon as a subprocess --------------------------------------------------
 
 @dataclass
