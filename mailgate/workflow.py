@@ -31,6 +31,7 @@ reply key, so mail to several people goes out as one copy each (`_mails`).
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -483,19 +484,27 @@ class Workflow:
         asked = await ops.request_text(tx, st.id)
         context = self._context(st, dept) | {
             "asked": asked.strip()[:MAX_QUOTED_CHARS], "done": done[:MAX_QUOTED_CHARS],
-            "time_to_resolve": span(now - st.created_at),
-            "rating_links": rating_links(dept.address, st.ref, keyed_message_id(
-                self.settings.keys, (st.ref,), st.requester, "rating", now))}
-        body = self.renderer.render("resolved", dept.key, context)
+            "time_to_resolve": span(now - st.created_at)}
+        key = keyed_message_id(self.settings.keys, (st.ref,), st.requester, "rating", now)
         cc = self._cc(st, mail.sender)
-        mail_out = self._mails(st, dept, "summary", (st.requester,),
-                               tagged_subject([st.ref], st.subject), body.text, now,
-                               **await self._requester_thread(tx, st), auto="auto-generated",
-                               attachments=parts.parts, cc=cc)
+        summary_mail = functools.partial(
+            self._mails, st, dept, "summary", (st.requester,),
+            tagged_subject([st.ref], st.subject), now=now, auto="auto-generated",
+            attachments=parts.parts, cc=cc, **await self._requester_thread(tx, st))
+        # The rating links carry the requester's key: her copy only. The people in Cc get
+        # the same summary with plain links (a rating is the requester's to give anyway).
+        mail_out = summary_mail(self._summary_text(dept, context, key), only=(st.requester,))
+        if cc:
+            mail_out += summary_mail(self._summary_text(dept, context, ""), only=cc,
+                                     first=mail_out[0].message_id)
         await self._send(tx, st.id, mail_out, "summary_sent", now, visibility="public",
                          detail={"to": [st.requester]} | ({"cc": list(cc)} if cc else {}))
         await ops.set_field(tx, st.id, "survey_at", now.timestamp(), now)
         log.info("ticket.resolved", ticket=st.ref, by=mail.sender)
+
+    def _summary_text(self, dept: Department, context: dict, key: str) -> str:
+        links = rating_links(dept.address, context["ticket"]["ref"], key)
+        return self.renderer.render("resolved", dept.key, context | {"rating_links": links}).text
 
     async def _transfer(self, tx: Tx, st: ops.TicketState, dept: Department, command: Command,
                         actor: str, now: datetime) -> None:
@@ -672,11 +681,15 @@ class Workflow:
                subject: str, text: str, now: datetime, *, in_reply_to: str | None = None,
                references: list[str | None] | None = None, auto: str = "auto-generated",
                from_name: str | None = None, attachments: tuple[bytes, ...] = (),
-               cc: tuple[str, ...] = (), budget: bool | str | None = None) -> list[Outgoing]:
+               cc: tuple[str, ...] = (), budget: bool | str | None = None,
+               only: tuple[str, ...] | None = None, first: str | None = None,
+               ) -> list[Outgoing]:
         """One mail, composed once, sent as one copy per recipient: each copy's
         Message-ID carries that recipient's reply key for this ticket (replykey.py).
         `budget`: True draws on each recipient's budget of automatic mail, a string
-        names a budget of its own (a team notification's), None draws on none."""
+        names a budget of its own (a team notification's), None draws on none. `only`:
+        copies for just these of the recipients (a text of their own), `first`: the
+        Message-ID of the mail's first copy when that went out in another call."""
         refs = tuple(dict.fromkeys(r for r in (references or []) if r))
         envelope = Envelope(
             from_name=from_name or dept.name, from_addr=dept.address, to=to, subject=subject,
@@ -687,7 +700,7 @@ class Workflow:
         raw = compose(envelope, text, None, attachments)
         domain = dept.address.partition("@")[2]
         copies: list[Outgoing] = []
-        for recipient in dict.fromkeys((*to, *cc)):
+        for recipient in dict.fromkeys(only or (*to, *cc)):
             message_id = keyed_message_id(self.settings.keys, (st.ref,), recipient, domain, now)
             mailbox, on_domain = self.settings.budget.keys(recipient)
             copies.append(Outgoing(
@@ -695,7 +708,7 @@ class Workflow:
                 recipients=(recipient,), raw=with_message_id(raw, message_id), ticket_id=st.id,
                 budget=budget if isinstance(budget, str) else mailbox if budget else None,
                 budget_domain=on_domain if budget is True else None,
-                copy_of=copies[0].message_id if copies else None))
+                copy_of=copies[0].message_id if copies else first))
         return copies
 
     async def _send(self, tx: Tx, ticket_id: int, mails: list[Outgoing], event: str,

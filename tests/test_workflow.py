@@ -497,6 +497,12 @@ async def test_cc_of_the_request_is_stored_and_copied_on_answers_and_summary(
     await h.deliver(agent("#resolve\nFixed.", n=2))
     [summary] = await sent(h, "summary")
     assert summary["Cc"] == "carl@example.com, dora@example.com"
+    # The rating links carry the requester's key in her copy only.
+    copies = await h.rows("SELECT recipients, raw FROM outbox WHERE kind = 'summary'")
+    keyed = {json.loads(r)[0]: b"mgk1." in raw.split(b"\r\n\r\n", 1)[1]
+             for r, raw in copies}
+    assert keyed == {"ann@example.com": True, "carl@example.com": False,
+                     "dora@example.com": False}
     [ack] = await sent(h, "ack")
     assert ack["Cc"] is None  # the acknowledgement is the requester's alone
 
