@@ -38,8 +38,13 @@ def _sudo_ok() -> bool:
         ["sudo", "-n", "true"], capture_output=True).returncode == 0
 
 
+def as_root() -> list[str]:
+    """The command prefix that runs a command as root: none when we are root."""
+    return [] if os.geteuid() == 0 else ["sudo", "-n"]
+
+
 def apt_install(*packages: str) -> bool:
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    prefix = as_root()
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     say(f"apt-get install {' '.join(packages)}")
@@ -77,37 +82,37 @@ def ensure_packages(extra: str) -> None:
     stamp.write_text(digest)
 
 
-def ensure_dovecot() -> None:
-    if shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists():
+def ensure_server(program: str, package: str, skipped: str, hint: str = "",
+                  debconf: str = "") -> None:
+    """Install a mail server the tests run a private instance of, or say which tests
+    will be skipped (fatal under CI). `debconf` answers the package's questions first."""
+    if shutil.which(program) or Path(f"/usr/sbin/{program}").exists():
         return
-    if can_apt() and apt_install("dovecot-imapd"):
-        return
-    message = ("Dovecot is not installed and cannot be installed here (needs root or sudo and "
-               "apt-get): end-to-end tests will be skipped. Install it with: "
-               "sudo apt-get install dovecot-imapd")
+    if can_apt():
+        if debconf:
+            subprocess.run([*as_root(), "debconf-set-selections"], text=True, input=debconf)
+        if apt_install(package):
+            return
+    name = program.capitalize()
+    message = (f"{name} is not installed and cannot be installed here (needs root or sudo "
+               f"and apt-get): {skipped} will be skipped. Install it with: "
+               f"sudo apt-get install {package}{hint}")
     if os.environ.get("CI") == "true":
         sys.exit(f"[dev] {message}")
     say(message)
+
+
+def ensure_dovecot() -> None:
+    ensure_server("dovecot", "dovecot-imapd", "end-to-end tests")
 
 
 def ensure_postfix() -> None:
     """A private Postfix instance sits in front of mailgate in tests/test_postfix_e2e.py.
     Debian's package asks what kind of mail server to set up: "No configuration" leaves
     the system's Postfix unconfigured and stopped; the tests bring their own config."""
-    if shutil.which("postfix") or Path("/usr/sbin/postfix").exists():
-        return
-    if can_apt():
-        prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        subprocess.run([*prefix, "debconf-set-selections"], text=True,
-                       input="postfix postfix/main_mailer_type select No configuration\n")
-        if apt_install("postfix"):
-            return
-    message = ("Postfix is not installed and cannot be installed here (needs root or sudo and "
-               "apt-get): the Postfix end-to-end tests will be skipped. Install it with: "
-               "sudo apt-get install postfix (choose \"No configuration\")")
-    if os.environ.get("CI") == "true":
-        sys.exit(f"[dev] {message}")
-    say(message)
+    ensure_server("postfix", "postfix", "the Postfix end-to-end tests",
+                  hint=' (choose "No configuration")',
+                  debconf="postfix postfix/main_mailer_type select No configuration\n")
 
 
 def ensure_systemd_analyze() -> None:
