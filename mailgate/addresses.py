@@ -7,11 +7,21 @@ to either draws on one budget and a reply key issued to one is valid for the oth
 from __future__ import annotations
 
 
+def strip_plus(addr: str) -> str:
+    """The address without its plus tag: it-help+laptop@ is it-help@."""
+    local, at, domain = addr.partition("@")
+    return f"{local.split('+', 1)[0]}{at}{domain}"
+
+
 def canonical(addr: str) -> str:
     """The address with its plus tag removed and case folded."""
-    local, at, domain = addr.strip().partition("@")
-    return f"{local.split('+', 1)[0]}{at}{domain}".casefold()
+    return strip_plus(addr.strip()).casefold()
 
 
 def domain_of(addr: str) -> str:
     return addr.rpartition("@")[2].strip().casefold()
+
+
+def within(domain: str, domains: frozenset[str]) -> bool:
+    """The domain is one of these or a subdomain of one."""
+    return any(domain == d or domain.endswith("." + d) for d in domains)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mailgate.addresses import canonical, domain_of
+from mailgate.addresses import canonical, domain_of, within
 from mailgate.store import Tx
 
 HOUR = timedelta(hours=1)
@@ -28,8 +28,7 @@ class MailBudget:
     def keys(self, recipient: str) -> tuple[str, str | None]:
         """The mailbox and (outside the organisation) the domain a mail draws on."""
         domain = domain_of(recipient)
-        own = any(domain == d or domain.endswith("." + d) for d in self.own_domains)
-        return canonical(recipient), None if own else domain
+        return canonical(recipient), None if within(domain, self.own_domains) else domain
 
     async def refusal(self, tx: Tx, recipient: str, now: datetime) -> str | None:
         """Why no more automatic mail may go to `recipient` this hour, or None."""

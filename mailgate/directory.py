@@ -15,7 +15,7 @@ from pathlib import Path
 
 import regex
 
-from mailgate.addresses import canonical
+from mailgate.addresses import canonical, strip_plus
 from mailgate.businesstime import BusinessCalendar, HolidayLookup, calendar_from_table
 from mailgate.config import read_toml
 from mailgate.errors import ConfigError
@@ -201,11 +201,6 @@ def member_address(dept: Department, addr: str) -> str | None:
     key = canonical(addr)
     return next((a for a in (*dept.team, dept.lead, dept.head) if a and canonical(a) == key),
                 None)
-
-
-def strip_plus(addr: str) -> str:
-    local, at, domain = addr.partition("@")
-    return f"{local.split('+', 1)[0]}{at}{domain}"
 
 
 def _default_sla() -> SlaPolicy:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import regex
 
-from mailgate.directory import Directory, Rule, strip_plus
+from mailgate.addresses import strip_plus
+from mailgate.directory import Directory, Rule
 from mailgate.log import get_logger
 from mailgate.model import Inbound, Origin, Priority
 

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from jinja2 import TemplateNotFound
 
 from mailgate import ticketops as ops
-from mailgate.addresses import canonical, domain_of
+from mailgate.addresses import canonical, domain_of, within
 from mailgate.budget import MailBudget
 from mailgate.commands import HELP, Command, Parsed, parse_commands, parse_rating, rating_links
 from mailgate.compose import (
@@ -350,9 +350,8 @@ class Workflow:
             return True
         if self.settings.comments_from != "organisation":
             return False
-        domain = domain_of(sender)
-        return not self.settings.organisation or any(
-            domain == d or domain.endswith("." + d) for d in self.settings.organisation)
+        organisation = self.settings.organisation
+        return not organisation or within(domain_of(sender), organisation)
 
     @staticmethod
     def _unverified(proof: str | None) -> dict:
