@@ -20,6 +20,7 @@ from email import errors, message_from_bytes
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
+from itertools import islice
 
 from mailgate import charsets, flowed, headerblock, rfc2047, tnef, uuencode
 from mailgate.model import Address, Attachment, Inbound
@@ -482,7 +483,7 @@ def _size(part: Message) -> int:
     if data is not None:
         return len(data)
     total = 0
-    for inner in list(part.walk())[:MAX_PARTS]:
+    for inner in islice(part.walk(), MAX_PARTS):  # stops early, lists nothing
         payload = inner.get_payload()
         total += len(payload) if isinstance(payload, str) else 0
     return total
