@@ -16,12 +16,14 @@ from pathlib import Path
 
 from mailgate.config import Config
 from mailgate.replykey import KeyRing
+from mailgate.startup import StartError
 
 FILENAME = "reply-keys.json"
 
 
-class KeyFileError(Exception):
-    pass
+class KeyFileError(StartError):
+    """The secret file cannot be used: the daemon (and any command that needs the keys)
+    stops with this one line instead of a traceback."""
 
 
 def ring_for(config: Config, now: datetime) -> KeyRing:

@@ -143,3 +143,17 @@ def test_check_warns_when_the_from_line_is_believed(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     [warning] = [line for line in result.stdout.splitlines() if "warning:" in line]
     assert "from_header_is_proof" in warning and "can act as that person" in warning
+
+
+def test_a_damaged_secret_file_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / keyfile.FILENAME).write_text('{"keys": 3}')
+    (tmp_path / "mailgate.toml").write_text('[state]\ndir = "state"\n[outbox]\ndir = "out"\n')
+    result = subprocess.run([sys.executable, "-m", "mailgate", "--config",
+                             str(tmp_path / "mailgate.toml"), "run"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "unreadable reply-key file" in result.stderr and "restore it" in result.stderr
