@@ -149,6 +149,9 @@ def test_a_damaged_secret_file_stops_the_daemon_with_one_line(tmp_path: Path) ->
     import subprocess
     import sys
 
+    from tests.factories import EXAMPLE_DIRECTORY
+
+    (tmp_path / "directory.toml").write_text(EXAMPLE_DIRECTORY.read_text())
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / keyfile.FILENAME).write_text('{"keys": 3}')
     (tmp_path / "mailgate.toml").write_text('[state]\ndir = "state"\n[outbox]\ndir = "out"\n')
