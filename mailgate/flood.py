@@ -49,7 +49,7 @@ class FloodSummaries:
         """Send the summaries that are due; return how many."""
         now, queued = self.clock(), 0
         async with self.store.transaction() as tx:
-            for department, sender, last, _ in await tx.pending_holds():
+            for department, sender, last in await tx.pending_holds():
                 if now.timestamp() - last >= SUMMARY_EVERY.total_seconds():
                     queued += await self._summarise(tx, department, sender, now)
         if queued:

@@ -527,24 +527,16 @@ class Tx:
             "INSERT OR IGNORE INTO held_notifications (ticket, department, sender, at) "
             "VALUES (?, ?, ?, ?)", (ticket_id, department, sender, ts(now)))
 
-    async def held_since(self, department: str, sender: str, since: datetime) -> int:
-        """Notifications held back for this sender since then (summarised or not)."""
-        row = await self.fetch_one(
-            "SELECT COUNT(*) FROM held_notifications WHERE department = ? AND sender = ? "
-            "AND at >= ?", (department, sender, ts(since)))
-        return int(row[0]) if row else 0
-
-    async def pending_holds(self) -> list[tuple[str, str, float, int]]:
-        """(department, sender, last summary's time or 0, tickets waiting) per flood."""
+    async def pending_holds(self) -> list[tuple[str, str, float]]:
+        """(department, sender, last summary's time or 0) per flood with tickets waiting."""
         rows = await self.fetch_all(
             """SELECT h.department, h.sender,
                       coalesce((SELECT max(o.created_at) FROM held_notifications s
                                 JOIN outbox o ON o.id = s.summary
-                                WHERE s.department = h.department AND s.sender = h.sender), 0),
-                      COUNT(*)
+                                WHERE s.department = h.department AND s.sender = h.sender), 0)
                FROM held_notifications h WHERE h.summary IS NULL
                GROUP BY h.department, h.sender""")
-        return [(r[0], r[1], float(r[2]), int(r[3])) for r in rows]
+        return [(r[0], r[1], float(r[2])) for r in rows]
 
     async def held_tickets(self, department: str, sender: str) -> list[tuple[int, str, str]]:
         """(ticket id, ref, subject) of the held notifications not summarised yet."""
