@@ -112,11 +112,17 @@ def decoded_chunks(raw: bytes, span: Span) -> Iterator[bytes]:
 
 def restore(part: bytes, light: Light, raw: bytes) -> bytes:
     """A relayed MIME part as it came: its marker back to the original body bytes."""
-    for body, marker in light.encoded.items():
-        if body in part:
-            span = light.spans[marker]
-            return part.replace(body, raw[span.start:span.end].rstrip(b"\r\n"), 1)
-    return part
+    found = _marker_in(part, light)
+    if found is None:
+        return part
+    body, span = found
+    return part.replace(body, raw[span.start:span.end].rstrip(b"\r\n"), 1)
+
+
+def _marker_in(part: bytes, light: Light) -> tuple[bytes, Span] | None:
+    """The encoded marker a relayed part carries, and the leaf it stands for."""
+    return next(((body, light.spans[marker]) for body, marker in light.encoded.items()
+                 if body in part), None)
 
 
 def restored_parts(found: RelayParts, light: Light, raw: bytes, limit: int) -> RelayParts:
@@ -136,11 +142,11 @@ def restored_parts(found: RelayParts, light: Light, raw: bytes, limit: int) -> R
 
 
 def _restored_size(part: bytes, light: Light) -> int:
-    for body, marker in light.encoded.items():
-        if body in part:
-            span = light.spans[marker]
-            return len(part) - len(body) + span.end - span.start
-    return len(part)
+    found = _marker_in(part, light)
+    if found is None:
+        return len(part)
+    body, span = found
+    return len(part) - len(body) + span.end - span.start
 
 
 def _name(part: bytes) -> str:
