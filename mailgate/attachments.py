@@ -30,6 +30,7 @@ from mailgate.parse import (
     body_parts,
     charset_hint,
     guess_type,
+    leaf_parts,
     part_filename,
     payload_bytes,
     read_message,
@@ -58,10 +59,11 @@ def extract(raw: bytes) -> list[Part]:
         msg = read_message(raw, [])
     except Exception:
         return []
-    texts = body_parts(msg)
+    leaves = leaf_parts(msg)
+    texts = body_parts(leaves)
     found = [file for part in texts for file in _uuencoded(part)]
     hint = charset_hint(msg)
-    for part in _leaves(msg, {id(p) for p in texts}, hint):
+    for part in _attached(leaves, {id(p) for p in texts}, hint):
         try:
             data = payload_bytes(part)
         except Exception:
@@ -76,27 +78,23 @@ def extract(raw: bytes) -> list[Part]:
     return found
 
 
-def _leaves(msg: Message, texts: set[int], hint: str | None) -> list[Message]:
-    """The parts that are attachments, in order: every leaf but the body's text parts
-    (`texts`, by identity) and its first unnamed inline text/html. Robust against 8-bit
-    header values, which compat32 hands out as Header objects, not strings."""
+def _attached(leaves: list[tuple[Message, str]], texts: set[int],
+              hint: str | None) -> list[Message]:
+    """The leaves that are attachments, in order: all but the body's text parts (`texts`,
+    by identity) and its first unnamed inline text/html. Robust against 8-bit header
+    values, which compat32 hands out as Header objects, not strings."""
     found: list[Message] = []
     html_seen = False
-    stack = [msg]
-    while stack and len(found) < MAX_FILES:
-        part = stack.pop(0)
+    for part, _parent in leaves:
+        if len(found) >= MAX_FILES:
+            break
+        if id(part) in texts:
+            continue
         try:
             ctype = part.get_content_type()
-            payload = part.get_payload()
-            if (part.is_multipart() and not ctype.startswith("message/")
-                    and isinstance(payload, list)):
-                stack = [p for p in payload if isinstance(p, Message)] + stack
-                continue
             disposition = str(part.get("content-disposition") or "").split(";")[0]
             named = bool(part_filename(part, hint=hint))
         except Exception:  # an unreadable part is not an attachment we could store
-            continue
-        if id(part) in texts:
             continue
         inline_html = (ctype == "text/html" and not named
                        and disposition.strip().lower() != "attachment")

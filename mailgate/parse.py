@@ -408,12 +408,18 @@ def _body_and_attachments(r: _Reading, max_chars: int
     return body, tuple(attachments[:MAX_PARTS]), tuple(types)
 
 
-def body_parts(msg: Message) -> list[Message]:
-    """The text/plain parts the body text comes from, in order: the first unnamed inline
-    one, and the unnamed inline ones beside it in a multipart/mixed (attachments.py takes
-    the uuencoded files from these and stores the other parts)."""
+def leaf_parts(msg: Message) -> list[tuple[Message, str]]:
+    """Leaf parts in order with their parent's content type, within the bounds parse()
+    reads (MAX_PARTS, MAX_DEPTH)."""
+    return _walk(msg, [], [])
+
+
+def body_parts(leaves: list[tuple[Message, str]]) -> list[Message]:
+    """The text/plain parts (of leaf_parts()) the body text comes from, in order: the first
+    unnamed inline one, and the unnamed inline ones beside it in a multipart/mixed
+    (attachments.py takes the uuencoded files from these and stores the other parts)."""
     found: list[Message] = []
-    for part, parent in _walk(msg, [], []):
+    for part, parent in leaves:
         try:
             if (part.get_content_type() == "text/plain" and _disposition(part) != "attachment"
                     and not part_filename(part) and (not found or parent == "multipart/mixed")):
