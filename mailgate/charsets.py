@@ -188,9 +188,10 @@ def _decode(data: bytes, label: str | None, defects: list[str], what: str,
         return undeclared(data, defects, what=what, hint=hint)
     if name not in NOT_ASCII_COMPATIBLE and data.isascii():
         return Decoded(data.decode("ascii"), name, True)
-    if key in ASCII_LABELS and _valid_utf8(data):
+    text = _utf8(data) if key in ASCII_LABELS else None
+    if text is not None:
         defects.append(f"8-bit {what} labelled us-ascii read as UTF-8")
-        return Decoded(data.decode("utf-8"), "UTF-8", True)
+        return Decoded(text, "UTF-8", True)
     found = decode_as(data, name)
     if found.clean:
         return found
@@ -231,9 +232,10 @@ def undeclared(data: bytes, defects: list[str], *, what: str = "text",
                 defects.append(f"undeclared {what} read as ISO-2022-JP")
                 return found
         return Decoded(data.decode("ascii"), "UTF-8", True)
-    if utf8 and _valid_utf8(data):
-        return Decoded(data.decode("utf-8"), "UTF-8", True)
     if utf8:
+        text = _utf8(data)
+        if text is not None:
+            return Decoded(text, "UTF-8", True)
         mostly = _mostly_utf8(data)  # e.g. a name cut to a byte count inside a character
         if mostly is not None:
             defects.append(f"{what} is UTF-8 with some invalid bytes (replaced)")
@@ -249,12 +251,12 @@ def undeclared(data: bytes, defects: list[str], *, what: str = "text",
     return found
 
 
-def _valid_utf8(data: bytes) -> bool:
+def _utf8(data: bytes) -> str | None:
+    """The text, when `data` is valid UTF-8 (decoded once, not checked and decoded again)."""
     try:
-        data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
+        return None
 
 
 def _mostly_utf8(data: bytes) -> str | None:
