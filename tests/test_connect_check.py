@@ -6,29 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailgate.cli import main
+from tests import tlsservers
 from tests.certs import TestCA
-from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES
 from tests.mailservers import DovecotServer, Mailbox, free_port
-from tests.tlsservers import TlsSmtpSink, server_context, tls_dovecot_for
+from tests.tlsservers import TlsSmtpSink, server_context, write_config
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def tls_dovecot(ca: TestCA) -> Iterator[DovecotServer]:
-    yield from tls_dovecot_for(ca)
+ca, tls_dovecot = tlsservers.ca, tlsservers.tls_dovecot  # module-scoped fixtures
 
 
 def smtp_auth(server: object, session: object, envelope: object, mechanism: str,
@@ -50,20 +41,6 @@ def secret(tmp_path: Path, name: str, value: str) -> Path:
     path = tmp_path / name
     path.write_text(value)
     path.chmod(0o600)
-    return path
-
-
-def config(tmp_path: Path, smtp: str, boxes: list[Mailbox]) -> Path:
-    path = tmp_path / "mailgate.toml"
-    path.write_text(f"""
-[state]
-dir = "state"
-[directory]
-path = "{EXAMPLE_DIRECTORY}"
-[templates]
-dir = "{TEMPLATES}"
-{smtp}
-""" + "".join(b.toml() for b in boxes))
     return path
 
 
@@ -108,8 +85,8 @@ ca_file = "{ca.ca_file}"
 username = "mailgate"
 password_file = "{secret(tmp_path, 'smtp', 'smtp-secret')}"
 """
-    code, out = await mailgate("--config", str(config(tmp_path, smtp, boxes)), "check",
-                               "--connect")
+    path = write_config(tmp_path / "mailgate.toml", smtp, boxes)
+    code, out = await mailgate("--config", str(path), "check", "--connect")
     print(out)
     assert code == 1
     lines = out.splitlines()
@@ -159,7 +136,7 @@ tls = "starttls"
 username = "mailgate"
 password_file = "{secret(tmp_path, 'smtp', 'smtp-secret')}"
 """
-    path = config(tmp_path, smtp, boxes)
+    path = write_config(tmp_path / "mailgate.toml", smtp, boxes)
     code, out = await mailgate("--config", str(path), "check", "--connect")
     assert code == 0, out
     assert "  mailbox 'it': OK: " in out and "  smtp: OK: " in out
@@ -176,6 +153,6 @@ def test_check_without_connect_does_not_connect(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     boxes = [Mailbox("it", "127.0.0.1", "u", port=free_port(), tls="implicit",
                      password_file=secret(tmp_path, "it", "pw"))]
-    path = config(tmp_path, '[smtp]\nhost = "127.0.0.1"\n', boxes)
+    path = write_config(tmp_path / "mailgate.toml", '[smtp]\nhost = "127.0.0.1"\n', boxes)
     assert main(["--config", str(path), "check"]) == 0
     assert "connections:" not in capsys.readouterr().out

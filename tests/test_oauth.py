@@ -33,11 +33,19 @@ from mailgate.oauth.sources import source_for, thumbprint
 from mailgate.oauth.tokens import TokenFile, TokenSet, after_refresh, first_tokens, token_path
 from mailgate.service import Daemon
 from mailgate.transport import SmtpTransport, open_smtp
+from tests import tlsservers
 from tests.certs import TestCA, self_signed_rsa
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
 from tests.idp import IdP
-from tests.mailservers import DovecotOAuth2, DovecotServer, ImapAccount, find_dovecot
-from tests.tlsservers import TlsSmtpSink, server_context
+from tests.mailservers import (
+    DovecotOAuth2,
+    DovecotServer,
+    ImapAccount,
+    Mailbox,
+    find_dovecot,
+    write_daemon_config,
+)
+from tests.tlsservers import TlsSmtpSink, server_context, start_dovecot
 
 # --- the pure pieces --------------------------------------------------------------------
 
@@ -186,9 +194,7 @@ oauth_mechanism = "xoauth2"
 
 # --- servers: the identity provider, Dovecot with the oauth2 passdb, an SMTP server ------
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("ca"))
+ca = tlsservers.ca  # a module-scoped fixture
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +207,9 @@ def idp(ca: TestCA) -> Iterator[IdP]:
 
 @pytest.fixture(scope="module")
 def oauth_dovecot(ca: TestCA, idp: IdP) -> Iterator[DovecotServer]:
-    binary = find_dovecot()
-    if binary is None:
+    if find_dovecot() is None:
         pytest.skip("Dovecot is not installed")
-    server = DovecotServer(binary, tls=ca.issue("dovecot"),
-                           oauth2=DovecotOAuth2(f"{idp.url}/introspect", ca.ca_file))
-    server.start()
+    server = start_dovecot(ca, DovecotOAuth2(f"{idp.url}/introspect", ca.ca_file))
     yield server
     server.cleanup()
 
@@ -576,32 +579,16 @@ async def test_revoked_mailbox_alerts_once_and_the_other_keeps_working(
     seed(profile, fresh_idp, working.username, expired=True)
     fresh_idp.revoke(revoked.username)
     (tmp_path / "plain.pw").write_text(plain.password)
-    box = """
-[[mailbox]]
-name = "{name}"
-department = "{dept}"
-host = "127.0.0.1"
-port = {port}
-tls = "implicit"
-username = "{user}"
-{auth}
-poll_interval = "1s"
-timeout = 10
-"""
     port = oauth_dovecot.tls_port
-    path = tmp_path / "mailgate.toml"
-    path.write_text(f"""
-[state]
-dir = "{state}"
-[directory]
-path = "{EXAMPLE_DIRECTORY}"
-[templates]
-dir = "{TEMPLATES}"
-[conversation]
-notify_team = false
-[smtp]
-host = "127.0.0.1"
-port = {smtp_sink.port}
+    boxes = [Mailbox(name, "127.0.0.1", user, port=port, tls="implicit",
+                     poll_interval="1s", timeout=10, extra=auth)
+             for name, user, auth in [("payroll", revoked.username, 'oauth = "corp"'),
+                                      ("it", working.username, 'oauth = "corp"'),
+                                      ("facilities", plain.username,
+                                       'password_file = "plain.pw"')]]
+    path = write_daemon_config(tmp_path / "mailgate.toml", sink=smtp_sink,  # type: ignore[arg-type]
+                               state=state, templates=TEMPLATES, notify_team=False,
+                               mailboxes=boxes, tables=f"""
 [tls]
 ca_file = "{ca.ca_file}"
 [alerts]
@@ -610,12 +597,7 @@ admin = "ops@example.com"
 provider = "generic"
 client_id = "{fresh_idp.client_id}"
 token_url = "{fresh_idp.url}/token"
-""" + box.format(name="payroll", dept="payroll", port=port, user=revoked.username,
-                 auth='oauth = "corp"')
-        + box.format(name="it", dept="it", port=port, user=working.username,
-                     auth='oauth = "corp"')
-        + box.format(name="facilities", dept="facilities", port=port, user=plain.username,
-                     auth='password_file = "plain.pw"'))
+""")
     setup = load_setup(path)
     registry = metrics.Registry()
     metrics.install(registry)

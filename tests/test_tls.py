@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,20 +21,13 @@ from mailgate.service import Daemon
 from mailgate.tls import TlsSettings, ca_file_problem, client_context
 from mailgate.transport import ServerUnavailable, SmtpTransport, open_smtp
 from mailgate.transport import endpoint_of as smtp_endpoint
+from tests import tlsservers
 from tests.certs import TestCA
-from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
+from tests.factories import EXAMPLE_DIRECTORY, mail
 from tests.mailservers import DovecotServer, ImapAccount, Mailbox
-from tests.tlsservers import TlsSmtpSink, bare_tls_server, server_context, tls_dovecot_for
+from tests.tlsservers import TlsSmtpSink, bare_tls_server, server_context
 
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def tls_dovecot(ca: TestCA) -> Iterator[DovecotServer]:
-    yield from tls_dovecot_for(ca)
+ca, tls_dovecot = tlsservers.ca, tlsservers.tls_dovecot  # module-scoped fixtures
 
 
 def box(account: ImapAccount, tls: str, port: int, **options: object) -> MailboxConfig:
@@ -289,15 +282,7 @@ async def test_daemon_reads_over_tls_and_reports_the_untrusted_one(
              Mailbox("facilities", "127.0.0.1", bad.username, port=tls_dovecot.port,
                      tls="starttls", password_file=tmp_path / "bad", poll_interval="1s",
                      timeout=10)]
-    path = tmp_path / "mailgate.toml"
-    path.write_text(f"""
-[state]
-dir = "state"
-[directory]
-path = "{EXAMPLE_DIRECTORY}"
-[templates]
-dir = "{TEMPLATES}"
-[conversation]
+    path = tlsservers.write_config(tmp_path / "mailgate.toml", f"""[conversation]
 notify_team = false
 [smtp]
 host = "127.0.0.1"
@@ -305,7 +290,7 @@ port = {starttls_sink.port}
 tls = "starttls"
 ca_file = "{ca.ca_file}"
 timeout = 10
-""" + "".join(b.toml() for b in boxes))
+""", boxes)
     setup = load_setup(path)
     async with Daemon(setup.config, setup.directory) as daemon:
         await asyncio.to_thread(tls_dovecot.append, good, mail())

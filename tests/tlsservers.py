@@ -8,24 +8,49 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP
 
 from tests.certs import Issued, TestCA
-from tests.mailservers import DovecotOAuth2, DovecotServer, SmtpSink, find_dovecot
+from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES
+from tests.mailservers import DovecotOAuth2, DovecotServer, Mailbox, SmtpSink, find_dovecot
 
 
-def tls_dovecot_for(ca: TestCA) -> Iterator[DovecotServer]:
-    """A Dovecot whose certificate the CA signed: STARTTLS on .port, TLS on .tls_port.
-    A generator for a module-scoped fixture of the test module."""
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """A throw-away CA, one per test module (import the fixture into the module)."""
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def tls_dovecot(ca: TestCA) -> Iterator[DovecotServer]:
+    """A Dovecot whose certificate the CA signed: STARTTLS on .port, TLS on .tls_port."""
     if find_dovecot() is None:
         pytest.skip("Dovecot is not installed")
     server = start_dovecot(ca)
     yield server
     server.cleanup()
+
+
+def write_config(path: Path, tables: str, mailboxes: Iterable[Mailbox] = (), *,
+                 state: str | Path = "state") -> Path:
+    """Write the mailgate.toml at PATH: [state], the example directory and templates, then
+    TABLES (TOML text: [smtp], [tls], [oauth.NAME] ... as written), then MAILBOXES; return
+    PATH. For configs that tests.mailservers.write_daemon_config cannot spell (an [smtp]
+    with tls, ca_file or a login)."""
+    path.write_text(f"""
+[state]
+dir = "{state}"
+[directory]
+path = "{EXAMPLE_DIRECTORY}"
+[templates]
+dir = "{TEMPLATES}"
+""" + tables + "".join(box.toml() for box in mailboxes))
+    return path
 
 
 def server_context(issued: Issued) -> ssl.SSLContext:
