@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mailgate import authres
+from mailgate.addresses import within
 from mailgate.authres import Result
 from mailgate.model import Inbound
 
@@ -51,7 +52,7 @@ def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
     if msg.sender is None:
         return Trust.OUTSIDER
     domain = msg.sender.addr.rpartition("@")[2].lower()
-    if policy.trusted_domains and not _within(domain, policy.trusted_domains):
+    if policy.trusted_domains and not within(domain, policy.trusted_domains):
         return Trust.OUTSIDER
     if policy.authserv_id is None:
         return Trust.DOMAIN
@@ -63,10 +64,6 @@ def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
 
 def may_command(trust: Trust) -> bool:
     return trust in (Trust.VERIFIED, Trust.DOMAIN)
-
-
-def _within(domain: str, domains: frozenset[str]) -> bool:
-    return any(domain == d or domain.endswith("." + d) for d in domains)
 
 
 def _verified(headers: Iterable[str], authserv_id: str, domain: str) -> bool:
