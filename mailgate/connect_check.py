@@ -58,7 +58,7 @@ def check_mailbox(cfg: MailboxConfig) -> Result:
 
 def check_smtp(cfg: SmtpConfig) -> Result:
     """Connect, EHLO, STARTTLS, log in, QUIT: no mail is sent (blocking)."""
-    from mailgate.transport import SmtpTransport, endpoint_of, open_smtp
+    from mailgate.transport import endpoint_of, login, open_smtp
 
     if _missing_secret(cfg):
         return Result("smtp", "SKIPPED", _skipped(cfg.username))
@@ -68,11 +68,11 @@ def check_smtp(cfg: SmtpConfig) -> Result:
     except Exception as exc:
         return Result("smtp", "FAILED", explain(exc, endpoint_of(cfg)).text)
     try:
-        SmtpTransport(cfg)._login(client)
+        login(client, cfg)
         who = f"{cfg.username} at " if cfg.username else ""
-        login = ", login accepted" if cfg.username else ", no login configured"
+        logged = ", login accepted" if cfg.username else ", no login configured"
         return Result("smtp", "OK", f"{who}{cfg.host}:{cfg.port}, "
-                                    f"{_tls_words(cfg.tls, client.sock)}{login}")
+                                    f"{_tls_words(cfg.tls, client.sock)}{logged}")
     except Exception as exc:
         return Result("smtp", "FAILED", explain(exc, endpoint_of(cfg)).text)
     finally:

@@ -84,7 +84,7 @@ class SmtpTransport:
                         note="tls_verify = false: any certificate is accepted")
         client = open_smtp(cfg)
         try:
-            self._login(client)
+            login(client, cfg)
         except smtplib.SMTPAuthenticationError as exc:
             client.close()
             # Retried: credentials are often fixed without restarting the daemon's queue.
@@ -97,18 +97,6 @@ class SmtpTransport:
             raise
         self._client = client
         return client
-
-    def _login(self, client: smtplib.SMTP) -> None:
-        cfg = self.config
-        if cfg.oauth is not None and cfg.username:
-            from mailgate.oauth import sasl
-            from mailgate.oauth.sources import source_for
-
-            source = source_for(cfg.oauth, cfg.username)
-            sasl.smtp_login(client, cfg.oauth_mechanism, cfg.username, source, cfg.host,
-                            cfg.port)
-        elif cfg.username and cfg.password:
-            client.login(cfg.username, cfg.password.reveal())
 
     def _reset(self) -> None:
         try:
@@ -158,6 +146,20 @@ def open_smtp(cfg: SmtpConfig) -> smtplib.SMTP:
         client.close()
         raise
     return client
+
+
+def login(client: smtplib.SMTP, cfg: SmtpConfig) -> None:
+    """Log in with the configured password, or an OAuth2 token (XOAUTH2/OAUTHBEARER);
+    nothing when no username is configured."""
+    if cfg.oauth is not None and cfg.username:
+        from mailgate.oauth import sasl
+        from mailgate.oauth.sources import source_for
+
+        source = source_for(cfg.oauth, cfg.username)
+        sasl.smtp_login(client, cfg.oauth_mechanism, cfg.username, source, cfg.host,
+                        cfg.port)
+    elif cfg.username and cfg.password:
+        client.login(cfg.username, cfg.password.reveal())
 
 
 def _text(value: bytes | str) -> str:

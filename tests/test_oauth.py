@@ -33,6 +33,7 @@ from mailgate.oauth.sources import source_for, thumbprint
 from mailgate.oauth.tokens import TokenFile, TokenSet, after_refresh, first_tokens, token_path
 from mailgate.service import Daemon
 from mailgate.transport import SmtpTransport, open_smtp
+from mailgate.transport import login as smtp_login
 from tests import tlsservers
 from tests.certs import TestCA, self_signed_rsa
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
@@ -442,7 +443,7 @@ async def test_smtp_sends_with_an_oauth_token(oauth_sink: OAuthSink, fresh_idp: 
     auto = dataclasses.replace(cfg, oauth_mechanism="auto")
     client = await asyncio.to_thread(open_smtp, auto)
     try:
-        await asyncio.to_thread(SmtpTransport(auto)._login, client)
+        await asyncio.to_thread(smtp_login, client, auto)
     finally:
         client.close()
     assert oauth_sink.logins[-1] == ("OAUTHBEARER", "mailgate@example.com", True)
