@@ -312,10 +312,10 @@ def report(result: dict) -> None:
 
 
 def stages(megabytes: float) -> None:
-    from mailgate.attachments import extract
-    from mailgate.compose import relay_parts
-    from mailgate.largemail import decoded_chunks, lighten
-    from mailgate.parse import parse
+    from mailgate.core.mime.largemail import decoded_chunks, lighten
+    from mailgate.core.mime.parse import parse
+    from mailgate.outbound.compose import relay_parts
+    from mailgate.storage.attachments import extract
 
     raw = big_message(0, int(megabytes * 1e6), os.urandom(int(megabytes * 1e6)))
     light = lighten(raw)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailgate.classify import LoopContext
+from mailgate.core.classify import LoopContext
+from mailgate.core.model import Origin
 from mailgate.fuzzing import mutate, run_core
-from mailgate.model import Origin
 from tests.factories import example_directory, mail
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

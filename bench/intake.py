@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailgate.log import setup_logging
-from mailgate.parse import parse
+from mailgate.core.mime.parse import parse
+from mailgate.service.log import setup_logging
 from tests.factories import IT, harness, mail
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

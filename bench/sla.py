@@ -31,11 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailgate.escalation import Escalator
-from mailgate.log import setup_logging
-from mailgate.render import Renderer
-from mailgate.slaclock import SlaBook
-from mailgate.store import Store
+from mailgate.core.render import Renderer
+from mailgate.service.log import setup_logging
+from mailgate.storage.slaclock import SlaBook
+from mailgate.storage.store import Store
+from mailgate.workers.escalation import Escalator
 from tests.factories import TEMPLATES, example_directory
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)

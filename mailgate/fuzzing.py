@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 
-from mailgate.classify import LoopContext, classify
-from mailgate.conversation import thread_hints
-from mailgate.directory import Directory
-from mailgate.model import Origin
-from mailgate.parse import fingerprint, parse_without_safety_net
-from mailgate.routing import departments_for
+from mailgate.config.directory import Directory
+from mailgate.core.classify import LoopContext, classify
+from mailgate.core.mime.parse import fingerprint, parse_without_safety_net
+from mailgate.core.model import Origin
+from mailgate.core.routing import departments_for
+from mailgate.tickets.conversation import thread_hints
 
 SNIPPETS = (
     b"\r\n", b"\n\n", b"\x00", b"=?utf-8?B?", b"?=", b"=?", b"Content-Type: multipart/mixed; "

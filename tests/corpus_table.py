@@ -18,10 +18,10 @@ import tempfile
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from mailgate.classify import classify
-from mailgate.model import MailKind
-from mailgate.parse import parse
-from mailgate.pipeline import Outcome
+from mailgate.core.classify import classify
+from mailgate.core.mime.parse import parse
+from mailgate.core.model import MailKind
+from mailgate.intake.pipeline import Outcome
 from tests.factories import IT, Harness, find_corpus, harness
 
 TABLE = Path(__file__).parent / "data" / "corpus-expected.tsv"
@@ -107,7 +107,7 @@ async def _draft(corpus: Path) -> str:
 
 
 if __name__ == "__main__":
-    from mailgate.log import setup_logging
+    from mailgate.service.log import setup_logging
     setup_logging("critical", json=True, stream=sys.stderr)
     found = find_corpus()
     if found is None:

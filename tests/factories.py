@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mailgate.directory import Directory, load_directory
-from mailgate.model import Origin
-from mailgate.pipeline import Outcome, Pipeline, PipelineSettings
-from mailgate.render import Renderer
-from mailgate.replykey import KeyRing
-from mailgate.store import Store
+from mailgate.config.directory import Directory, load_directory
+from mailgate.core.model import Origin
+from mailgate.core.render import Renderer
+from mailgate.core.replykey import KeyRing
+from mailgate.intake.pipeline import Outcome, Pipeline, PipelineSettings
+from mailgate.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIRECTORY = ROOT / "config" / "directory.example.toml"

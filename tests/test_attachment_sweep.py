@@ -8,8 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from mailgate.attachment_sweep import MIN_AGE, AttachmentSweeper
-from mailgate.attachments import AttachmentStore
+from mailgate.storage.attachments import AttachmentStore
+from mailgate.workers.attachment_sweep import MIN_AGE, AttachmentSweeper
 from tests.factories import harness, mail
 
 DAY = 86400.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailgate.authres import MAX_CHARS, AuthResults, Property, Result, leading_id, parse
+from mailgate.core.authres import MAX_CHARS, AuthResults, Property, Result, leading_id, parse
 
 
 def unfolded(text: str) -> str:

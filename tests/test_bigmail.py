@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.config.loader import load_setup
 from mailgate.intake.imap import by_size
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
+from mailgate.service.daemon import Daemon
 from tests.factories import mail
 from tests.mailservers import (
     DovecotServer,

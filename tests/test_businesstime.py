@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailgate.businesstime import (
+from mailgate.core.businesstime import (
     HOLIDAY_YEARS,
     WEEKDAYS,
     BusinessCalendar,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate import charsets, whatwg_labels
-from mailgate.charsets import decode, encoding_for
+from mailgate.core.mime import charsets, whatwg_labels
+from mailgate.core.mime.charsets import decode, encoding_for
 from tests.data.make_whatwg_labels import SOURCE, render
 
 UPSTREAM = json.loads(SOURCE.read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.loader import is_loopback, nested_repetition
+from mailgate.config.loader import is_loopback, nested_repetition
 from tests.factories import EXAMPLE_DIRECTORY
 
 MAILGATE = [sys.executable, "-m", "mailgate"]

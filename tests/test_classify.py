@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mailgate import mailheaders
-from mailgate.classify import LoopContext, Verdict, classify
-from mailgate.model import MailKind
-from mailgate.parse import parse
+from mailgate.core.classify import LoopContext, Verdict, classify
+from mailgate.core.mime import mailheaders
+from mailgate.core.mime.parse import parse
+from mailgate.core.model import MailKind
 from tests.factories import mail
 
 CTX = LoopContext(frozenset({"it-help@example.com"}), "mailgate-test")

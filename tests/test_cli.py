@@ -116,7 +116,7 @@ def test_quarantine_list_show_retry_drop(tmp_path: Path) -> None:
     import asyncio
     from datetime import UTC, datetime
 
-    from mailgate.store import Store
+    from mailgate.storage.store import Store
     from tests.factories import mail
 
     config = write_config(tmp_path, GOOD.replace("imap.example.com", "127.0.0.1"))
@@ -215,7 +215,7 @@ def test_a_relative_password_file_is_relative_to_the_config_file(tmp_path: Path)
 def test_an_old_database_gets_a_clear_message_not_a_traceback(tmp_path: Path) -> None:
     import sqlite3
 
-    from mailgate.schema import MIGRATIONS
+    from mailgate.storage.schema import MIGRATIONS
     path = write_config(tmp_path, GOOD)
     (tmp_path / "state").mkdir()
     db = sqlite3.connect(tmp_path / "state" / "mailgate.sqlite3")
@@ -252,7 +252,7 @@ def test_numbers_on_the_command_line_are_checked(
         args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A bad number is a one-line usage error (exit 2), not a traceback from SQLite or
     datetime arithmetic, and not a silent 'everything' (--limit -1 meant no limit)."""
-    from mailgate import cli
+    from mailgate.cli import main as cli
 
     with pytest.raises(SystemExit) as exited:
         cli.main(args)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailgate.commands import Command, parse_commands
+from mailgate.core.commands import Command, parse_commands
 
 
 def test_no_commands_keeps_the_text() -> None:
@@ -73,7 +73,7 @@ def test_command_str() -> None:
 
 
 def test_rating_is_a_single_digit_on_the_first_line() -> None:
-    from mailgate.commands import parse_rating
+    from mailgate.core.commands import parse_rating
 
     assert parse_rating("\n 5 \n") == (5, "")
     assert parse_rating("4/5\nQuick, but the laptop is still slow.") == (

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.config import Secret, load_config
-from mailgate.directory import load_directory
+from mailgate.config.directory import load_directory
+from mailgate.config.readers import parse_duration
+from mailgate.config.settings import Secret, load_config
 from mailgate.errors import ConfigError
-from mailgate.settings import parse_duration
 from tests.factories import EXAMPLE_DIRECTORY
 
 
@@ -176,7 +176,7 @@ def test_a_password_file_that_is_not_utf8(tmp_path: Path) -> None:
 
 
 def test_absurd_durations_and_non_finite_numbers_are_one_line_problems(tmp_path: Path) -> None:
-    from mailgate.config import load_config
+    from mailgate.config.settings import load_config
     from mailgate.errors import ConfigError
 
     path = tmp_path / "mailgate.toml"

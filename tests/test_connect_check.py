@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from mailgate.cli import main
+from mailgate.cli.main import main
 from tests import tlsservers
 from tests.certs import TestCA
 from tests.mailservers import DovecotServer, Mailbox, free_port

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from mailgate.conversation import clean_subject, tagged_subject, thread_hints
-from mailgate.model import Origin
-from mailgate.parse import parse
-from mailgate.routing import departments_for
+from mailgate.core.mime.parse import parse
+from mailgate.core.model import Origin
+from mailgate.core.routing import departments_for
+from mailgate.tickets.conversation import clean_subject, tagged_subject, thread_hints
 from tests.factories import example_directory, mail
 
 PREFIXES = frozenset({"IT", "FAC"})

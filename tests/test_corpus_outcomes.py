@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.parse import fingerprint, parse
+from mailgate.core.mime.parse import fingerprint, parse
 from tests.corpus_table import TABLE, actual_rows, read_table
 from tests.factories import IT, Harness, find_corpus, harness
 

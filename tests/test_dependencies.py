@@ -34,14 +34,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailgate import dependencies
-from mailgate.config import DigestConfig, load_config
-from mailgate.dependencies import UNKNOWN, RequestFacts, build_dependencies
-from mailgate.digest import Digester
+from mailgate.config.settings import DigestConfig, load_config
+from mailgate.core import dependencies
+from mailgate.core.dependencies import UNKNOWN, RequestFacts, build_dependencies
+from mailgate.core.report import Stat
 from mailgate.errors import ConfigError
-from mailgate.queries import dependency_view
-from mailgate.report import Stat
-from mailgate.store import Store
+from mailgate.storage.queries import dependency_view
+from mailgate.storage.store import Store
+from mailgate.workers.digest import Digester
 from tests.factories import ROOT, Harness, example_directory, harness
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailgate.config import DigestConfig, load_config
-from mailgate.digest import Digester, last_slot
+from mailgate.config.settings import DigestConfig, load_config
 from mailgate.errors import ConfigError
+from mailgate.workers.digest import Digester, last_slot
 from tests.factories import Harness, harness, mail
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -9,16 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.businesstime import BusinessCalendar
-from mailgate.directory import (
-    Directory,
-    EscalationNotify,
-    load_directory,
-    manager_cycles,
-)
-from mailgate.errors import ConfigError
-from mailgate.model import Priority
-from mailgate.people_import import (
+from mailgate.cli.people import (
     check_against,
     import_people,
     parse_people_csv,
@@ -26,6 +17,15 @@ from mailgate.people_import import (
     toml_string,
     write_atomically,
 )
+from mailgate.config.directory import (
+    Directory,
+    EscalationNotify,
+    load_directory,
+    manager_cycles,
+)
+from mailgate.core.businesstime import BusinessCalendar
+from mailgate.core.model import Priority
+from mailgate.errors import ConfigError
 from tests.factories import EXAMPLE_DIRECTORY
 from tests.test_cli import run
 

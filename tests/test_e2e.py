@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
+from mailgate.config.loader import load_setup
+from mailgate.service.daemon import Daemon
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
 from tests.mailservers import imap_mailbox, write_daemon_config
 

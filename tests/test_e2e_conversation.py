@@ -15,8 +15,8 @@ from email.message import Message
 
 import pytest
 
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
+from mailgate.config.loader import load_setup
+from mailgate.service.daemon import Daemon
 from tests.factories import FakeClock, mail
 from tests.mailservers import Received
 from tests.test_e2e import Env, count, env, eventually  # noqa: F401 (env is a fixture)

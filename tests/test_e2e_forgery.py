@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
+from mailgate.config.loader import load_setup
+from mailgate.service.daemon import Daemon
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
 from tests.mailservers import SmtpSink, write_daemon_config
 from tests.test_e2e import count, eventually

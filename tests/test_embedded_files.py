@@ -11,9 +11,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailgate import tnef, uuencode
-from mailgate.attachments import extract
-from mailgate.parse import parse
+from mailgate.core.mime import tnef, uuencode
+from mailgate.core.mime.parse import parse
+from mailgate.storage.attachments import extract
 
 DATA = Path(__file__).parent / "data" / "mail"
 INVENTORY = b"Name;Abteilung;Raum\nAnn;IT;2.14\nBob;HR;1.02\n" * 3

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from mailgate import escalation_mail, history
-from mailgate.escalation import Escalator, _unsent_reason
-from mailgate.outbox import MAX_ATTEMPTS, Outbox
-from mailgate.render import Renderer
-from mailgate.sentlog import SentLog
-from mailgate.store import OutboxRow, Store
-from mailgate.transport import DirectoryTransport
+from mailgate.core.render import Renderer
+from mailgate.outbound import escalation_mail
+from mailgate.outbound.outbox import MAX_ATTEMPTS, Outbox
+from mailgate.outbound.sentlog import SentLog
+from mailgate.outbound.transport import DirectoryTransport
+from mailgate.storage import history
+from mailgate.storage.store import OutboxRow, Store
+from mailgate.workers.escalation import Escalator, _unsent_reason
 from tests.factories import IT, TEMPLATES, Harness, example_directory, harness, mail
 from tests.test_pipeline import dsn_for
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
+from mailgate.config.loader import load_setup
+from mailgate.service.daemon import Daemon
 from tests.factories import mail
 from tests.mailservers import (
     DovecotServer,

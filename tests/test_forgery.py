@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.flood import FloodSummaries
-from mailgate.pipeline import Pipeline, PipelineSettings
-from mailgate.render import Renderer
-from mailgate.store import Store
-from mailgate.trust import TrustPolicy
+from mailgate.core.render import Renderer
+from mailgate.core.trust import TrustPolicy
+from mailgate.intake.pipeline import Pipeline, PipelineSettings
+from mailgate.storage.store import Store
+from mailgate.workers.flood import FloodSummaries
 from tests.factories import TEMPLATES, TEST_KEYS, FakeClock, Harness, example_directory, mail
 
 ORG = frozenset({"example.com"})

@@ -7,9 +7,9 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailgate.classify import LoopContext
+from mailgate.core.classify import LoopContext
+from mailgate.core.model import Origin
 from mailgate.fuzzing import mutate, run_core
-from mailgate.model import Origin
 from tests.factories import example_directory, find_corpus, mail
 
 DIRECTORY = example_directory()

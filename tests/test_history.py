@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mailgate import history
+from mailgate.storage import history
 from tests.test_workflow import agent, mail, make, requester
 
 

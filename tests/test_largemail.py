@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate import largemail
-from mailgate.largemail import decoded_chunks, lighten
+from mailgate.core.mime import largemail
+from mailgate.core.mime.largemail import decoded_chunks, lighten
 from tests.factories import Harness, harness
 
 
@@ -99,7 +99,7 @@ async def test_the_light_and_the_normal_path_agree(h: Harness, monkeypatch: pyte
                                                    ) -> None:
     data = os.urandom(300_000)
     await h.deliver(big_mail(data, message_id="<normal@example.com>"))
-    monkeypatch.setattr("mailgate.pipeline.LARGE", 1000)  # the same size, the light path
+    monkeypatch.setattr("mailgate.intake.pipeline.LARGE", 1000)  # the same size, the light path
     await h.deliver(big_mail(data, message_id="<light@example.com>"))
     rows = await h.rows("SELECT filename, content_type, size, sha256 FROM attachments "
                         "ORDER BY id")

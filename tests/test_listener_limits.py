@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.config import ListenerConfig, load_config
+from mailgate.config.loader import load_setup
+from mailgate.config.settings import ListenerConfig, load_config
 from mailgate.errors import ConfigError
 from mailgate.intake import smtp as listener
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
+from mailgate.service.daemon import Daemon
 from tests.factories import EXAMPLE_DIRECTORY, ROOT, mail
 from tests.mailservers import SmtpSink, free_port, write_daemon_config
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.config import load_config
+from mailgate.config.settings import load_config
 from mailgate.errors import ConfigError
-from mailgate.service import reload
+from mailgate.service.daemon import reload
 from tests.factories import ROOT
 from tests.mailservers import SmtpSink
 from tests.test_listener_limits import IT, Client, greeted, running, stored

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from mailgate.log import get_logger, setup_logging
+from mailgate.service.log import get_logger, setup_logging
 
 
 def lines_logged(stream: io.TextIOBase, path: Path) -> list[str]:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mailgate import metrics
-from mailgate.config import MetricsConfig, load_config
+from mailgate.config.loader import load_setup
+from mailgate.config.settings import MetricsConfig, load_config
 from mailgate.errors import ConfigError
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
+from mailgate.service import metrics
+from mailgate.service.daemon import Daemon
 from tests.factories import TEMPLATES, FakeClock, mail
 from tests.mailservers import Mailbox, SmtpSink, free_port, write_daemon_config
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate import schema
-from mailgate.store import Store
+from mailgate.storage import schema
+from mailgate.storage.store import Store
 from tests.factories import ROOT, harness, mail
 
 CURRENT = len(schema.MIGRATIONS)
@@ -29,10 +29,10 @@ SLOW_MIGRATION = """
 MIGRATE_WITH_EXTRA = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from mailgate import schema
-    from mailgate.store import Store
-    import mailgate.store
-    mailgate.store.MIGRATIONS = (*schema.MIGRATIONS, sys.argv[2])
+    from mailgate.storage import schema
+    from mailgate.storage.store import Store
+    import mailgate.storage.store
+    mailgate.storage.store.MIGRATIONS = (*schema.MIGRATIONS, sys.argv[2])
     async def main():
         store = await Store.open(Path(sys.argv[1]))
         await store.close()
@@ -71,7 +71,7 @@ async def test_failing_migration_is_rolled_back(tmp_path: Path,
     await ticketed_database(path)
     broken = "CREATE TABLE half (x INTEGER); INSERT INTO half VALUES (1); THIS IS NOT SQL;"
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken))
-    monkeypatch.setattr("mailgate.store.MIGRATIONS", schema.MIGRATIONS)
+    monkeypatch.setattr("mailgate.storage.store.MIGRATIONS", schema.MIGRATIONS)
     with pytest.raises(RuntimeError, match=f"migration {CURRENT + 1} failed"):
         await Store.open(path)
     version, tables, tickets = version_and_tables(path)

@@ -18,22 +18,28 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult
 
-from mailgate import metrics
-from mailgate.alerts import Failing, on_failure, on_recovery
-from mailgate.config import AlertsConfig, MailboxConfig, SmtpConfig, load_config
-from mailgate.diagnose import Diagnosis, OAuthFailure, explain
+from mailgate.config.loader import load_setup
+from mailgate.config.settings import AlertsConfig, MailboxConfig, SmtpConfig, load_config
+from mailgate.connect.diagnose import Diagnosis, OAuthFailure, explain
+from mailgate.connect.oauth import sasl
+from mailgate.connect.oauth.login import Target, code_from
+from mailgate.connect.oauth.login import login as oauth_login
+from mailgate.connect.oauth.profile import OAuthProfile
+from mailgate.connect.oauth.sources import source_for, thumbprint
+from mailgate.connect.oauth.tokens import (
+    TokenFile,
+    TokenSet,
+    after_refresh,
+    first_tokens,
+    token_path,
+)
 from mailgate.errors import ConfigError
 from mailgate.intake.imap import endpoint_of, login, open_client
-from mailgate.loader import load_setup
-from mailgate.oauth import sasl
-from mailgate.oauth.login import Target, code_from
-from mailgate.oauth.login import login as oauth_login
-from mailgate.oauth.profile import OAuthProfile
-from mailgate.oauth.sources import source_for, thumbprint
-from mailgate.oauth.tokens import TokenFile, TokenSet, after_refresh, first_tokens, token_path
-from mailgate.service import Daemon
-from mailgate.transport import SmtpTransport, open_smtp
-from mailgate.transport import login as smtp_login
+from mailgate.outbound.alerts import Failing, on_failure, on_recovery
+from mailgate.outbound.transport import SmtpTransport, open_smtp
+from mailgate.outbound.transport import login as smtp_login
+from mailgate.service import metrics
+from mailgate.service.daemon import Daemon
 from tests import tlsservers
 from tests.certs import TestCA, self_signed_rsa
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
@@ -450,7 +456,7 @@ async def test_smtp_sends_with_an_oauth_token(oauth_sink: OAuthSink, fresh_idp: 
 
 
 def _row() -> object:
-    from mailgate.store import OutboxRow
+    from mailgate.storage.store import OutboxRow
 
     return OutboxRow(id=1, message_id="x@example.com", kind="ack", ticket=None,
                      mail_from="mailgate@example.com", recipients=("ann@example.com",),
@@ -472,7 +478,7 @@ def microsoft(tmp_path: Path, idp: IdP, ca: TestCA, **options: object) -> OAuthP
 def test_microsoft_app_only_with_a_client_secret(oauth_dovecot: DovecotServer,
                                                  fresh_idp: IdP, ca: TestCA,
                                                  tmp_path: Path) -> None:
-    from mailgate.config import Secret
+    from mailgate.config.settings import Secret
 
     shared = oauth_dovecot.add_user()
     fresh_idp.app_mailbox = shared.username  # the app's service principal: FullAccess
@@ -497,7 +503,7 @@ def test_microsoft_app_only_with_a_certificate(oauth_dovecot: DovecotServer, fre
                                                ca: TestCA, tmp_path: Path) -> None:
     import jwt
 
-    from mailgate.config import Secret
+    from mailgate.config.settings import Secret
 
     cert, _, key = self_signed_rsa(tmp_path, "app", "mailgate app")
     fresh_idp.app_certificate_pem = cert.read_bytes()
@@ -520,7 +526,7 @@ def test_google_service_account_with_domain_wide_delegation(
         tmp_path: Path) -> None:
     import jwt
 
-    from mailgate.config import Secret
+    from mailgate.config.settings import Secret
 
     cert, _, key = self_signed_rsa(tmp_path, "sa", "service account")
     from cryptography import x509
@@ -690,7 +696,7 @@ oauth = "corp"
 
 
 def test_secrets_never_reach_the_log_or_repr(tmp_path: Path) -> None:
-    from mailgate.config import Secret
+    from mailgate.config.settings import Secret
 
     profile = OAuthProfile(name="m", provider="microsoft", token_dir=tmp_path,
                            client_secret=Secret("very-secret", "env X"),

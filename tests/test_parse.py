@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailgate import flowed, headerblock, rfc2047
-from mailgate.parse import clean_address, decode_text, fingerprint, html_to_text, parse
+from mailgate.core.mime import flowed, headerblock, rfc2047
+from mailgate.core.mime.parse import clean_address, decode_text, fingerprint, html_to_text, parse
 from tests.factories import mail
 
 DATA = Path(__file__).parent / "data" / "mail"

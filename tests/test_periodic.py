@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from mailgate.periodic import every, repeat
+from mailgate.workers.periodic import every, repeat
 
 
 async def test_a_round_that_raises_is_logged_and_the_worker_goes_on() -> None:

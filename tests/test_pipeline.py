@@ -279,13 +279,14 @@ async def test_a_redelivery_is_logged_counted_and_shown(
     import structlog
     from structlog.testing import capture_logs
 
-    from mailgate import history, pipeline
+    from mailgate.intake import pipeline
+    from mailgate.storage import history
 
     await h.deliver(mail())
     h.clock.advance(minutes=5)
     with capture_logs() as logged:
         # A logger another test already used may be cached with that test's setup.
-        monkeypatch.setattr(pipeline, "log", structlog.get_logger("mailgate.pipeline"))
+        monkeypatch.setattr(pipeline, "log", structlog.get_logger("mailgate.intake.pipeline"))
         assert (await h.deliver(mail())).action == "duplicate"
         assert (await h.deliver(mail(), FACILITIES)).action == "ticket"  # another desk: new
         assert (await h.deliver(mail(), FACILITIES)).action == "duplicate"
@@ -300,9 +301,9 @@ async def test_a_redelivery_is_logged_counted_and_shown(
 
 
 async def test_bulk_mail_is_ticketed_or_ignored_as_configured(tmp_path: Path) -> None:
-    from mailgate.pipeline import Pipeline, PipelineSettings
-    from mailgate.render import Renderer
-    from mailgate.store import Store
+    from mailgate.core.render import Renderer
+    from mailgate.intake.pipeline import Pipeline, PipelineSettings
+    from mailgate.storage.store import Store
     from tests.factories import TEMPLATES, FakeClock, example_directory
 
     digest = mail("Digest, Vol 12", message_id="<digest@lists.example.com>",

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mailgate.cli import _backup
-from mailgate.people_import import import_people
-from mailgate.progress import Progress
-from mailgate.store import Store
+from mailgate.cli.main import _backup
+from mailgate.cli.people import import_people
+from mailgate.cli.progress import Progress
+from mailgate.storage.store import Store
 from tests.factories import ROOT
 
 

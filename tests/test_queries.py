@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.queries import TicketFilter, find_tickets, risk_horizons, sla_overview
+from mailgate.storage.queries import TicketFilter, find_tickets, risk_horizons, sla_overview
 from tests.factories import FACILITIES, Harness, harness, mail
 
 
@@ -122,7 +122,7 @@ def test_status_tickets_and_report_commands(tmp_path: Path) -> None:
     import asyncio
     import json
 
-    from mailgate.store import Store
+    from mailgate.storage.store import Store
     from tests.test_cli import GOOD, run, write_config
 
     config = write_config(tmp_path, GOOD.replace("imap.example.com", "127.0.0.1"))

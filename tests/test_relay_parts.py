@@ -6,7 +6,7 @@ import base64
 import email
 from datetime import UTC, datetime
 
-from mailgate.compose import Envelope, compose, relay_parts
+from mailgate.outbound.compose import Envelope, compose, relay_parts
 
 PDF = base64.b64encode(b"%PDF-1.4 fake" * 50).decode()
 RAW = (

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from jinja2 import UndefinedError
 
-from mailgate.compose import Envelope, compose
-from mailgate.render import Renderer, humanize_duration
+from mailgate.core.render import Renderer, humanize_duration
+from mailgate.outbound.compose import Envelope, compose
 from tests.factories import TEMPLATES
 
 

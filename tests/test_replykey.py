@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailgate import keyfile
-from mailgate.replykey import KeyRing, keyed_message_id, proven_refs
+from mailgate.core.replykey import KeyRing, keyed_message_id, proven_refs
+from mailgate.service import keyfile
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 RING = KeyRing((("k1", b"one secret"),), ttl=timedelta(days=60))
@@ -113,7 +113,7 @@ def test_without_create_a_missing_file_is_an_empty_ring(tmp_path: Path) -> None:
 
 def test_keys_command_rotates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           ) -> None:
-    from mailgate.cli import main
+    from mailgate.cli.main import main
 
     config = tmp_path / "mailgate.toml"
     config.write_text('[state]\ndir = "state"\n[outbox]\ndir = "out"\n')

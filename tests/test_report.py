@@ -36,9 +36,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailgate.queries import columns, department_report
-from mailgate.report import Rate, Satisfaction, Stat, as_html, as_json, as_text
-from mailgate.store import Store
+from mailgate.core.report import Rate, Satisfaction, Stat, as_html, as_json, as_text
+from mailgate.storage.queries import columns, department_report
+from mailgate.storage.store import Store
 from tests.factories import example_directory
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 import regex
 
-from mailgate.directory import Directory, load_directory
+from mailgate.config.directory import Directory, load_directory
+from mailgate.core.mime.parse import parse
+from mailgate.core.model import Origin, Priority
+from mailgate.core.routing import MAX_BODY_CHARS, Route, departments_for, routes_for
 from mailgate.errors import ConfigError
 from mailgate.intake.smtp import PushHandler
-from mailgate.model import Origin, Priority
-from mailgate.parse import parse
-from mailgate.routing import MAX_BODY_CHARS, Route, departments_for, routes_for
 from tests.factories import EXAMPLE_DIRECTORY, IT, Harness, example_directory, harness, mail
 from tests.test_cli import run
 

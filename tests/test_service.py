@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.config import Secret, load_config
-from mailgate.loader import load_setup
-from mailgate.notify import reloading, sd_notify, watchdog_interval
-from mailgate.render import Renderer
-from mailgate.schema import MIGRATIONS
-from mailgate.service import Daemon, fingerprint, needs_restart
+from mailgate.config.loader import load_setup
+from mailgate.config.settings import Secret, load_config
+from mailgate.core.render import Renderer
+from mailgate.service.daemon import Daemon, fingerprint, needs_restart
+from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
+from mailgate.storage.schema import MIGRATIONS
 from tests.factories import ROOT, mail
 from tests.mailservers import (
     DovecotServer,
@@ -228,7 +228,7 @@ def test_migrate_reports_applies_and_checks(tmp_path: Path) -> None:
 
 
 def test_migrate_refuses_while_a_daemon_runs(tmp_path: Path) -> None:
-    from mailgate.startup import daemon_lock
+    from mailgate.service.startup import daemon_lock
 
     config = tmp_path / "mailgate.toml"
     config.write_text(f'[state]\ndir = "state"\n[directory]\npath = '

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailgate.businesstime import BusinessCalendar, calendar_from_table
-from mailgate.sla import (
+from mailgate.core.businesstime import BusinessCalendar, calendar_from_table
+from mailgate.core.sla import (
     Clock,
     Escalation,
     Firing,

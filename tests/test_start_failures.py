@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.config import load_config
-from mailgate.directory import load_directory
-from mailgate.startup import ListenError, StartError, daemon_lock
+from mailgate.config.directory import load_directory
+from mailgate.config.settings import load_config
+from mailgate.service.startup import ListenError, StartError, daemon_lock
 from tests.factories import EXAMPLE_DIRECTORY, ROOT
 from tests.test_cli import _wait_for_port
 
@@ -181,7 +181,7 @@ def test_the_lock_names_its_owner_and_is_released(tmp_path: Path) -> None:
 
 def test_a_failed_start_stops_its_tasks_and_threads(tmp_path: Path, taken_port: int) -> None:
     """The database's worker thread (not a daemon thread) kept the process alive."""
-    from mailgate.service import Daemon
+    from mailgate.service.daemon import Daemon
 
     config = load_config(write_config(
         tmp_path, f'[intake.smtp]\nlisten = "127.0.0.1:{taken_port}"\n'))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate import cli
-from mailgate.terminal import visible, visible_lines
+from mailgate.cli import main as cli
+from mailgate.core.terminal import visible, visible_lines
 from tests.factories import EXAMPLE_DIRECTORY, harness
 
 HOSTILE = "\x1b[2J\x07\x00\r\u202e\x9b"  # clear screen, bell, NUL, CR, RLO, C1 CSI

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.config import MailboxConfig, Secret, SmtpConfig, load_config
-from mailgate.diagnose import StartTlsMissing, explain
+from mailgate.config.loader import load_setup
+from mailgate.config.settings import MailboxConfig, Secret, SmtpConfig, load_config
+from mailgate.connect.diagnose import StartTlsMissing, explain
+from mailgate.connect.tls import TlsSettings, ca_file_problem, client_context
 from mailgate.errors import ConfigError
 from mailgate.intake.imap import endpoint_of, open_client
-from mailgate.loader import load_setup
-from mailgate.service import Daemon
-from mailgate.tls import TlsSettings, ca_file_problem, client_context
-from mailgate.transport import ServerUnavailable, SmtpTransport, open_smtp
-from mailgate.transport import endpoint_of as smtp_endpoint
+from mailgate.outbound.transport import ServerUnavailable, SmtpTransport, open_smtp
+from mailgate.outbound.transport import endpoint_of as smtp_endpoint
+from mailgate.service.daemon import Daemon
 from tests import tlsservers
 from tests.certs import TestCA
 from tests.factories import EXAMPLE_DIRECTORY, mail
@@ -260,7 +260,7 @@ async def test_smtp_starttls_missing_is_an_error(smtp_sink: object) -> None:
 
 
 def _row() -> object:
-    from mailgate.store import OutboxRow
+    from mailgate.storage.store import OutboxRow
 
     fields = {f: None for f in OutboxRow.__dataclass_fields__}
     fields.update(id=1, kind="ack", mail_from="a@example.com", recipients=("b@example.com",),
@@ -308,7 +308,7 @@ timeout = 10
         assert 'set ca_file = "/path/to/your-ca.pem" in [[mailbox]] \'facilities\'' \
             in broken["last_error"]
         assert states["it"]["state"] in ("idle", "polling")
-    from mailgate.cli import main
+    from mailgate.cli.main import main
 
     capsys.readouterr()
     assert await asyncio.to_thread(main, ["--config", str(path), "status"]) == 0
@@ -329,7 +329,7 @@ def test_smtp_refused_login_is_in_words() -> None:
 
 def test_check_warns_about_tls_verify_false(tmp_path: Path, ca: TestCA,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from mailgate.cli import main
+    from mailgate.cli.main import main
 
     path = write_config(tmp_path, MAILBOX + "tls_verify = false\n")
     (tmp_path / "secret").chmod(0o600)

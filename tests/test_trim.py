@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgate.trim import trim_reply
+from mailgate.core.trim import trim_reply
 
 
 def test_plain_text_is_kept() -> None:

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailgate.config import load_config
+from mailgate.config.settings import load_config
+from mailgate.core.mime.parse import parse
+from mailgate.core.model import Address, Inbound
+from mailgate.core.trust import Trust, TrustPolicy, may_command, sender_trust
 from mailgate.errors import ConfigError
-from mailgate.model import Address, Inbound
-from mailgate.parse import parse
-from mailgate.trust import Trust, TrustPolicy, may_command, sender_trust
 from tests.factories import harness, mail
 from tests.test_authres import ATTACKER_TEXT, DECODING_BAIT, mta_header
 

@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from mailgate.pipeline import Pipeline, PipelineSettings
-from mailgate.render import Renderer
-from mailgate.store import Store
-from mailgate.trust import TrustPolicy
+from mailgate.core.render import Renderer
+from mailgate.core.trust import TrustPolicy
+from mailgate.intake.pipeline import Pipeline, PipelineSettings
+from mailgate.storage.store import Store
 from tests.factories import (
     FACILITIES,
     IT,
@@ -431,7 +431,7 @@ def test_reopen_window_default_is_a_week() -> None:
 
 
 async def test_resolved_tickets_close_automatically_after_n_days(h: Harness) -> None:
-    from mailgate.autoclose import AutoCloser
+    from mailgate.workers.autoclose import AutoCloser
 
     await h.deliver(mail())
     await h.deliver(mail("Second", message_id="<req-2@example.com>"))
@@ -454,7 +454,7 @@ async def test_resolved_tickets_close_automatically_after_n_days(h: Harness) -> 
 
 
 def test_conversation_config(tmp_path: Path) -> None:
-    from mailgate.config import load_config
+    from mailgate.config.settings import load_config
     from mailgate.errors import ConfigError
 
     path = tmp_path / "mailgate.toml"
@@ -594,7 +594,7 @@ async def test_identical_attachments_are_stored_once_with_private_modes(
                     ("copy.log", "application/octet-stream", len(log), digest),
                     ("boot.log", "application/octet-stream", len(log), digest)]
     assert not list((tmp_path / "state" / "attachments").rglob("*.tmp"))
-    from mailgate import history
+    from mailgate.storage import history
     story = await history.load(h.store, "IT-1001", h.clock())
     assert story is not None and story["attachments"][0]["path"] == str(path)
     assert any(str(path) in line for line in history.lines(story))
@@ -648,7 +648,7 @@ async def test_a_templates_folder_from_before_not_kept_still_loads(tmp_path: Pat
     one shipped with mailgate is used, and check() does not fail."""
     import shutil
 
-    from mailgate.render import Renderer
+    from mailgate.core.render import Renderer
     old = tmp_path / "templates"
     shutil.copytree(TEMPLATES, old)
     (old / "not_kept.txt.j2").unlink()
@@ -676,7 +676,7 @@ async def test_attachment_files_are_written_before_the_transaction_commits(
 
 
 def test_attachment_limit_config(tmp_path: Path) -> None:
-    from mailgate.config import load_config
+    from mailgate.config.settings import load_config
 
     path = tmp_path / "mailgate.toml"
     path.write_text('[outbox]\ndir = "out"\n')

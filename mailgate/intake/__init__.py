@@ -1,0 +1,1 @@
+"""Mail coming in: the IMAP watcher, the SMTP/LMTP listener and the per-message pipeline."""

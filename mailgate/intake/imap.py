@@ -25,15 +25,16 @@ from typing import Any, Protocol
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
 
-from mailgate import diagnose, metrics
-from mailgate.config import MailboxConfig
-from mailgate.diagnose import Diagnosis, Endpoint, FolderMissing, StartTlsMissing
-from mailgate.faults import crashpoint
-from mailgate.log import get_logger
-from mailgate.model import Origin
-from mailgate.pipeline import Clock, Pipeline
-from mailgate.store import Store
-from mailgate.tls import TlsSettings, client_context
+from mailgate.config.settings import MailboxConfig
+from mailgate.connect import diagnose
+from mailgate.connect.diagnose import Diagnosis, Endpoint, FolderMissing, StartTlsMissing
+from mailgate.connect.tls import TlsSettings, client_context
+from mailgate.core.model import Origin
+from mailgate.intake.pipeline import Clock, Pipeline
+from mailgate.service import metrics
+from mailgate.service.faults import crashpoint
+from mailgate.service.log import get_logger
+from mailgate.storage.store import Store
 
 log = get_logger("mailgate.imap")
 IDLE_RENEW = 600.0  # re-issue IDLE well inside the 29 minutes RFC 2177 allows
@@ -380,8 +381,8 @@ def open_client(cfg: MailboxConfig) -> IMAPClient:
 def login(client: IMAPClient, cfg: MailboxConfig) -> None:
     """Log in with the configured password, or an OAuth2 token (XOAUTH2/OAUTHBEARER)."""
     if cfg.oauth is not None:
-        from mailgate.oauth import sasl
-        from mailgate.oauth.sources import source_for
+        from mailgate.connect.oauth import sasl
+        from mailgate.connect.oauth.sources import source_for
 
         source = source_for(cfg.oauth, cfg.username)
         sasl.imap_login(client, cfg.oauth_mechanism, cfg.username, source, cfg.host, cfg.port)

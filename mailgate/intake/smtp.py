@@ -39,14 +39,14 @@ from typing import IO, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from mailgate import metrics
-from mailgate.config import ListenerConfig
-from mailgate.directory import Directory
-from mailgate.log import get_logger
-from mailgate.model import Origin
-from mailgate.parse import clean_address
-from mailgate.pipeline import Pipeline
-from mailgate.store import Store
+from mailgate.config.directory import Directory
+from mailgate.config.settings import ListenerConfig
+from mailgate.core.mime.parse import clean_address
+from mailgate.core.model import Origin
+from mailgate.intake.pipeline import Pipeline
+from mailgate.service import metrics
+from mailgate.service.log import get_logger
+from mailgate.storage.store import Store
 
 log = get_logger("mailgate.smtp")
 SPOOL_AT = 1024 * 1024  # DATA beyond this many bytes is written to disk while it arrives

@@ -1,0 +1,1 @@
+"""mailgate.toml and the directory: loading, typed reading and cross-checking."""

@@ -1,0 +1,1 @@
+"""The pure core: reading mail, classifying, routing, SLA arithmetic, trust, rendering. No I/O."""

@@ -1,0 +1,1 @@
+"""Reading mail: bytes to an Inbound, whatever the charset or damage. Pure; never raises."""

@@ -1,0 +1,579 @@
+"""bytes -> Inbound. Never raises: whatever cannot be understood becomes a defect.
+
+The compat32 parser is used on purpose: policy.default is several times slower on whole
+messages, and we decode only the few headers decisions need, ourselves, tolerantly:
+charset labels through the WHATWG table (charsets.py), encoded words exactly by RFC 2047
+(rfc2047.py), a damaged header block mended and parsed again (headerblock.py). The body
+text loses its inline uuencoded files (uuencode.py) to the attachments, winmail.dat gives
+up the files inside it (tnef.py), format=flowed paragraphs are joined (flowed.py) and line
+ends are "\\n" whatever the sender used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import errors, message_from_bytes
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+from html.parser import HTMLParser
+from itertools import islice
+
+from mailgate.core.mime import charsets, flowed, headerblock, rfc2047, tnef, uuencode
+from mailgate.core.model import Address, Attachment, Inbound
+
+# Headers kept decoded in Inbound.headers, where routing rules can match them.
+LOOP_HEADERS = (
+    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-post",
+    "x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-failed-recipients",
+    "return-path", "x-mailgate-instance", "x-loop", "feedback-type", "from",
+)
+# Headers that tell automatic and list mail, kept raw in Inbound.raw_headers for
+# classify.py, which reads them by their grammar.
+AUTOMATIC_HEADERS = (
+    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-unsubscribe-post",
+    "list-post", "list-help", "list-subscribe", "list-owner", "list-archive", "mailing-list",
+    "x-mailman-version", "x-mailing-list", "x-ml-name", "x-loop", "sender", "return-path",
+    "x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-response-suppress",
+    "x-ms-exchange-inbox-rules-loop", "x-ms-exchange-generated-message-source",
+    "feedback-id", "x-failed-recipients", "x-mailgate-instance", "feedback-type",
+)
+# Headers routing rules may match on ([[rule]] header = {...}); kept beside the loop ones.
+ROUTING_HEADERS = ("x-priority", "importance", "priority", "x-msmail-priority", "sensitivity",
+                   "keywords")
+MAX_HEADER_CHARS = 4096  # a decoded header longer than this is cut: nobody reads further
+MAX_ADDRESSES = 1000  # per header; mail to 10,000 recipients is still one request
+MAX_PARTS = 500
+MAX_DEPTH = 50
+MAX_DEFECTS = 50
+_MSGID = re.compile(r"<([^<>\s]{1,900})>")
+_WHITESPACE = re.compile(r"[\s\x00]+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # CRLF + WSP is the WSP (RFC 5322 unfolding)
+_UNDECLARED_8BIT = re.compile("[\udc80-\udcff]")  # compat32's surrogate-escaped raw bytes
+_LINE_ENDS = re.compile(r"\r+\n|\r")  # CRLF, CR alone, and QP's "=0D" before a line end
+_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+_HTML_META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([\w.:-]{1,40})",
+                                re.IGNORECASE)
+
+
+@dataclass
+class _Reading:
+    """One message being read: its headers indexed once, the defects found so far."""
+
+    msg: Message
+    defects: list[str]
+    index: dict[str, list[str]] = field(default_factory=dict)  # lower-case name -> values
+    hint: str | None = None  # the body's charset, for raw 8-bit bytes in headers
+    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # read addresses
+
+    @classmethod
+    def of(cls, msg: Message, defects: list[str], raw: bytes) -> _Reading:
+        index: dict[str, list[str]] = {}
+        for name, value in _raw_items(msg):
+            index.setdefault(name.lower(), []).append(str(value))
+        # Only raw 8-bit bytes need the hint: all-ASCII mail (most of it) skips the lookup.
+        return cls(msg, defects, index, None if raw.isascii() else charset_hint(msg))
+
+    def values(self, name: str) -> list[str]:
+        return self.index.get(name, [])
+
+    def header(self, name: str) -> str:
+        values = self.index.get(name)
+        if not values:
+            return ""
+        return decode_text(values[0], self.defects, hint=self.hint, what=f"{name} header")
+
+
+def parse(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
+    try:
+        return parse_without_safety_net(raw, max_body_chars)
+    except Exception as exc:  # a last resort: every known trap is handled inside
+        return _unparseable(raw, f"unparseable: {type(exc).__name__}: {exc}"[:200])
+
+
+def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbound:
+    defects: list[str] = []
+    try:
+        msg = read_message(raw, defects)
+    except Exception as exc:  # the parser is tolerant; this is a last resort
+        return _unparseable(raw, f"unparseable: {type(exc).__name__}")
+    r = _Reading.of(msg, defects, raw)
+    message_id = _first_id(r.header("message-id"))
+    senders = _address_pairs(r, "from")
+    body, attachments, part_types = _body_and_attachments(r, max_body_chars)
+    defects.extend(type(d).__name__ for d in msg.defects[:20])
+    return Inbound(
+        message_id=message_id,
+        dedupe_key=message_id or _content_key(raw),
+        sender=_sender(r),
+        to=_addresses(r, "to"),
+        cc=_addresses(r, "cc"),
+        delivered_to=tuple(a.addr for a in _addresses(r, "delivered-to")),
+        reply_to=_addresses(r, "reply-to"),
+        subject=r.header("subject"),
+        date=_date(r.header("date")),
+        in_reply_to=tuple(_MSGID.findall(r.header("in-reply-to")))[:10],
+        references=tuple(_MSGID.findall(r.header("references")))[-50:],
+        body=body,
+        attachments=attachments,
+        embedded_ids=_embedded_ids(msg),
+        auth_results=_auth_results(r),
+        headers={name: r.header(name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
+                 if name in r.index}
+        | _content_type_headers(msg),
+        defects=tuple(dict.fromkeys(defects))[:MAX_DEFECTS],
+        size=len(raw),
+        from_count=sum(1 for _, addr in senders if addr.strip()),
+        raw_headers={name: tuple(_unfolded(v) for v in r.values(name)[:20])
+                     for name in AUTOMATIC_HEADERS if name in r.index},
+        part_types=part_types,
+    )
+
+
+def fingerprint(msg: Inbound) -> str:
+    """What stays the same when one message is delivered twice (transport headers change).
+
+    Two messages with the same Message-ID but different fingerprints are different mail:
+    a broken client re-using IDs must not make the second request vanish as a duplicate.
+    """
+    sender = msg.sender.addr if msg.sender else msg.headers.get("from", "")
+    date = msg.date.isoformat() if msg.date else ""
+    parts = (sender, msg.subject, date, msg.body.strip()[:20000],
+             ",".join(f"{a.filename}:{a.size}" for a in msg.attachments))
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def read_message(raw: bytes, defects: list[str]) -> Message:
+    """compat32's reading; a header block it gave up on is mended and read again."""
+    msg = message_from_bytes(raw)
+    if any(isinstance(d, errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        mended, repairs = headerblock.mend(raw)
+        if repairs:
+            defects.extend(repairs)
+            raw, msg = mended, message_from_bytes(mended)
+    if any(isinstance(d, errors.NoBoundaryInMultipartDefect) for d in msg.defects):
+        mended, repairs = headerblock.mend_boundary(raw)
+        if repairs:
+            defects.extend(repairs)
+            msg = message_from_bytes(mended)
+    return msg
+
+
+def _unparseable(raw: bytes, reason: str) -> Inbound:
+    return Inbound(message_id="", dedupe_key=_content_key(raw), sender=None,
+                   defects=(reason,), size=len(raw))
+
+
+def _content_key(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _first_id(value: str) -> str:
+    found = _MSGID.search(value)
+    if found:
+        return found.group(1)
+    token = value.strip().split(" ")[0] if value.strip() else ""
+    return token[:900]
+
+
+def _raw_items(msg: Message) -> list[tuple[str, str]]:
+    """Header values as stored. compat32's get() turns undeclared 8-bit bytes into
+    replacement characters (via an unknown-8bit Header); raw_items() keeps the bytes."""
+    try:
+        return list(msg.raw_items())
+    except Exception:
+        return []
+
+
+def _unfolded(value: str) -> str:
+    """A header as the sender wrote it, only unfolded; raw 8-bit bytes become U+FFFD."""
+    return _UNDECLARED_8BIT.sub("\ufffd", _FOLD.sub("", value))
+
+
+def _auth_results(r: _Reading) -> tuple[str, ...]:
+    """The headers as the MTA wrote them, only unfolded, for authres.py's grammar. Never
+    RFC 2047-decoded (an encoded word in a copied envelope sender would become structure)
+    and never cut (a cut header could end in a pass)."""
+    return tuple(_unfolded(v) for v in r.values("authentication-results")[:10])
+
+
+def decode_text(value: str, defects: list[str] | None = None, *, hint: str | None = None,
+                what: str = "header") -> str:
+    """Decode RFC 2047 words and raw 8-bit bytes into one clean line of text."""
+    text = rfc2047.decode(value[: MAX_HEADER_CHARS * 4], defects, what=what, hint=hint)
+    return _WHITESPACE.sub(" ", text).strip()[:MAX_HEADER_CHARS]
+
+
+def decode_bytes(data: bytes, charset: str | None, defects: list[str] | None = None) -> str:
+    """Text of `data` in the charset its label names, read as browsers read labels."""
+    return charsets.decode(data, charset, defects)
+
+
+def _address_pairs(r: _Reading, name: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs of a header, display names decoded.
+
+    Encoded words are set aside before the address grammar runs and decoded after it:
+    decoded, "=?utf-8?q?Doe=2C_John?=" would be two addresses. Quoted or not, they are
+    decoded (RFC 2047 forbids them in quoted strings; mailers put them there anyway)."""
+    if name not in r.pairs:
+        r.pairs[name] = _read_addresses(r, name)
+    return r.pairs[name]
+
+
+def _read_addresses(r: _Reading, name: str) -> list[tuple[str, str]]:
+    words: list[str] = []
+
+    def set_aside(match: re.Match[str]) -> str:
+        words.append(match.group(0))
+        return f"\ue000{len(words) - 1}\ue001"
+
+    def restore(text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: words[int(m.group(1))], text) if words else text
+
+    what = f"{name} header"
+    values = [rfc2047.plain(rfc2047.WORD.sub(set_aside, v[: MAX_ADDRESSES * 200]),
+                            r.defects, what, r.hint) for v in r.values(name)]
+    try:
+        pairs = getaddresses(values)
+    except Exception:
+        r.defects.append(f"unparseable {name} header")
+        return []
+    return [(decode_text(restore(display), r.defects, hint=r.hint, what=what), restore(addr))
+            for display, addr in pairs[:MAX_ADDRESSES]]
+
+
+def _addresses(r: _Reading, name: str) -> tuple[Address, ...]:
+    found: dict[str, Address] = {}
+    for display, addr in _address_pairs(r, name):
+        clean = clean_address(addr)
+        if clean and clean not in found:
+            found[clean] = Address(clean, display)
+    return tuple(found.values())
+
+
+def clean_address(addr: str) -> str:
+    """Lower-cased local@domain, or "" if addr is not a plausible address."""
+    addr = addr.strip().strip("<>").lower()
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or ("." not in domain and domain != "localhost"):
+        return ""
+    if any(c in addr for c in " \t\r\n\x00<>,;\"()") or len(addr) > 320:
+        return ""
+    return addr
+
+
+def _sender(r: _Reading) -> Address | None:
+    """From, else the next best header that names who wrote or answers for the mail."""
+    for name in ("from", "sender", "reply-to", "return-path"):
+        found = _addresses(r, name)
+        if found:
+            if name != "from":
+                r.defects.append(f"no usable From address; using {name}")
+            return found[0]
+    return None
+
+
+def _date(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _content_type_headers(msg: Message) -> dict[str, str]:
+    try:
+        ctype = msg.get_content_type()
+        report = msg.get_param("report-type") if ctype == "multipart/report" else None
+    except Exception:
+        return {}
+    found = {"content-type": ctype}
+    if isinstance(report, str):
+        found["report-type"] = report.lower()
+    return found
+
+
+def charset_hint(msg: Message) -> str | None:
+    """The charset of the message's first text: what raw 8-bit header bytes most likely
+    use too (the same program wrote both)."""
+    part = msg
+    for _ in range(10):
+        try:
+            payload = part.get_payload()
+            if not (part.is_multipart() and isinstance(payload, list) and payload):
+                return part.get_content_charset()
+        except Exception:
+            return None
+        part = payload[0]
+    return None
+
+
+def _walk(msg: Message, defects: list[str], types: list[str]) -> list[tuple[Message, str]]:
+    """Leaf parts in order with their parent's content type ("" for the message itself),
+    iteratively (deep nesting must not hit the recursion limit); `types` gets the content
+    type of every part met, containers too."""
+    leaves: list[tuple[Message, str]] = []
+    stack: list[tuple[Message, int, str]] = [(msg, 0, "")]
+    while stack and len(leaves) < MAX_PARTS:
+        part, depth, parent = stack.pop()
+        try:
+            ctype = part.get_content_type()
+            types.append(ctype)
+            payload = part.get_payload()
+        except Exception:  # e.g. a charset parameter the codec machinery chokes on
+            defects.append("unreadable part structure")
+            continue
+        # An attached message (message/rfc822, a delivery-status block) is one attachment:
+        # its text is not this message's text, and it is stored whole.
+        if part.is_multipart() and isinstance(payload, list) and not ctype.startswith("message/"):
+            if depth >= MAX_DEPTH:
+                defects.append(f"multipart nesting deeper than {MAX_DEPTH}; inner parts ignored")
+                continue
+            stack.extend((p, depth + 1, ctype) for p in reversed(payload)
+                         if isinstance(p, Message))
+        else:
+            leaves.append((part, parent))
+    if stack:
+        defects.append(f"more than {MAX_PARTS} parts; the rest ignored")
+    return leaves
+
+
+_HEADER_MSGID = re.compile(rb"^message-id:\s*<([^<>\s]{1,900})>", re.IGNORECASE | re.MULTILINE)
+
+
+def _embedded_ids(msg: Message) -> tuple[str, ...]:
+    """Message-IDs of messages carried inside this one: what a bounce or report is about."""
+    found: list[str] = []
+    stack, seen = [msg], 0
+    while stack and seen < MAX_PARTS:
+        part, seen = stack.pop(), seen + 1
+        try:
+            ctype = part.get_content_type()
+            payload = part.get_payload()
+            if ctype == "message/rfc822" and isinstance(payload, list) and payload:
+                found.append(_first_id(decode_text(str(payload[0].get("message-id") or ""))))
+            elif ctype == "text/rfc822-headers":
+                data = part.get_payload(decode=True) or b""
+                found += [m.decode("ascii", "replace") for m in _HEADER_MSGID.findall(data)]
+            elif part.is_multipart() and isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+        except Exception:
+            continue
+    return tuple(dict.fromkeys(i for i in found if i))[:10]
+
+
+def _body_and_attachments(r: _Reading, max_chars: int
+                          ) -> tuple[str, tuple[Attachment, ...], tuple[str, ...]]:
+    plain: str | None = None
+    html: str | None = None
+    fallback: str | None = None  # text a client shows although it is no proper body part
+    attachments: list[Attachment] = []
+    types: list[str] = []
+    for part, parent in _walk(r.msg, r.defects, types):
+        try:
+            ctype = part.get_content_type()
+            filename = part_filename(part, r.defects, r.hint)
+            inline = _disposition(part) != "attachment"
+            if ctype == "text/plain" and inline and not filename and (
+                    plain is None or parent == "multipart/mixed"):
+                # Text, an inline picture, more text (Apple Mail, phones): one body.
+                text, files = _plain_text(part, r.defects)
+                plain = text if plain is None else _joined(plain, text)
+                attachments += files
+            elif ctype == "text/html" and html is None and inline and not filename:
+                html = _html_text(part, r.defects)
+            elif ctype.startswith("multipart/"):
+                # A multipart whose boundary never comes: its text is all there is.
+                if fallback is None and isinstance(part.get_payload(), str):
+                    fallback, _ = _plain_text(part, r.defects)
+            else:
+                if ctype == "text/plain" and fallback is None and inline:
+                    fallback, _ = _plain_text(part, r.defects)  # named, shown inline
+                attachments += _attachments(part, ctype, filename, r.defects)
+        except Exception as exc:
+            r.defects.append(f"unreadable part: {type(exc).__name__}")
+    # Plain text first; an empty plain alternative beside a real HTML one is no text.
+    if plain is not None and (plain.strip() or not html):
+        body = plain
+    else:
+        body = html_to_text(html) if html else fallback or ""
+    body = _LINE_ENDS.sub("\n", body).replace("\x00", "")
+    if len(body) > max_chars:
+        r.defects.append(f"body longer than {max_chars} characters; cut")
+        body = body[:max_chars]
+    return body, tuple(attachments[:MAX_PARTS]), tuple(types)
+
+
+def leaf_parts(msg: Message) -> list[tuple[Message, str]]:
+    """Leaf parts in order with their parent's content type, within the bounds parse()
+    reads (MAX_PARTS, MAX_DEPTH)."""
+    return _walk(msg, [], [])
+
+
+def body_parts(leaves: list[tuple[Message, str]]) -> list[Message]:
+    """The text/plain parts (of leaf_parts()) the body text comes from, in order: the first
+    unnamed inline one, and the unnamed inline ones beside it in a multipart/mixed
+    (attachments.py takes the uuencoded files from these and stores the other parts)."""
+    found: list[Message] = []
+    for part, parent in leaves:
+        try:
+            if (part.get_content_type() == "text/plain" and _disposition(part) != "attachment"
+                    and not part_filename(part) and (not found or parent == "multipart/mixed")):
+                found.append(part)
+        except Exception:
+            continue
+    return found
+
+
+def _joined(first: str, more: str) -> str:
+    return f"{first.rstrip()}\n\n{more.lstrip()}" if first.strip() else more
+
+
+def _disposition(part: Message) -> str:
+    return str(part.get("content-disposition") or "").split(";")[0].strip().lower()
+
+
+def part_filename(part: Message, defects: list[str] | None = None,
+                  hint: str | None = None) -> str:
+    """The part's file name: RFC 2231 (compat32) and RFC 2047 (us) decoded; "" if none."""
+    try:
+        name = part.get_filename()
+        if name and "\ufffd" in name:  # compat32 replaced raw 8-bit bytes: read them
+            name = _filename_from_raw(part, defects, hint) or name
+    except Exception:
+        return ""
+    if not name:
+        return ""
+    name = decode_text(str(name), defects, hint=hint, what="file name")
+    # A name is a name, never a path: "../../x" and "C:\\TEMP\\x.png" keep their last part.
+    return name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+
+
+def _filename_from_raw(part: Message, defects: list[str] | None,
+                       hint: str | None) -> str | None:
+    """get_filename() over the raw headers with their 8-bit bytes decoded first."""
+    decoded = Message()
+    for name, value in _raw_items(part):
+        if name.lower() in ("content-disposition", "content-type"):
+            decoded[name] = rfc2047.plain(str(value), defects or [], "file name", hint)
+    return decoded.get_filename()
+
+
+def payload_bytes(part: Message) -> bytes | None:
+    """The decoded content of a leaf part; None for an attached message (message/*).
+
+    compat32 compares Content-Transfer-Encoding exactly, so "quoted-printable " with a
+    trailing space went undecoded: the value is cleaned first."""
+    if isinstance(part.get_payload(), list):
+        return None
+    cte = str(part.get("content-transfer-encoding") or "")
+    clean = cte.strip().lower()
+    if clean != cte and clean in ("quoted-printable", "base64", "7bit", "8bit", "binary"):
+        part.replace_header("content-transfer-encoding", clean)
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _payload(part: Message) -> bytes:
+    return payload_bytes(part) or b""
+
+
+def _size(part: Message) -> int:
+    """Bytes of a leaf's content; of an attached message, its encoded content summed
+    (serialising it again just to count would cost more than parsing it did)."""
+    data = payload_bytes(part)
+    if data is not None:
+        return len(data)
+    total = 0
+    for inner in islice(part.walk(), MAX_PARTS):  # stops early, lists nothing
+        payload = inner.get_payload()
+        total += len(payload) if isinstance(payload, str) else 0
+    return total
+
+
+def _attachments(part: Message, ctype: str, filename: str,
+                 defects: list[str]) -> list[Attachment]:
+    """One attachment, or the files a winmail.dat carries."""
+    if tnef.is_tnef(ctype, filename):
+        inside = tnef.files(_payload(part))
+        if inside:
+            return [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in inside]
+        if inside is None:
+            defects.append("winmail.dat (TNEF) could not be read; kept as it is")
+    return [Attachment(filename or "unnamed", ctype, _size(part))]
+
+
+def guess_type(filename: str) -> str:
+    return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+
+
+def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment]]:
+    """The text of a text/plain body part, and the files uuencoded inside it."""
+    data, files = uuencode.split(_payload(part))
+    text = charsets.decode(data, _charset(part), defects, what="body")
+    if str(part.get_param("format") or "").lower() == "flowed":
+        delsp = str(part.get_param("delsp") or "").lower() == "yes"
+        text = flowed.unflow(_LINE_ENDS.sub("\n", text), delsp)
+    return text, [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in files]
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        return part.get_content_charset()
+    except Exception:
+        return None
+
+
+def _html_charset(part: Message, data: bytes) -> str | None:
+    """The part's charset, else the one its <meta> names (what a browser would use)."""
+    label = _charset(part)
+    if label:
+        return label
+    meta = _HTML_META_CHARSET.search(data[:2048])
+    return meta.group(1).decode("ascii") if meta else None
+
+
+def _html_text(part: Message, defects: list[str]) -> str:
+    data = _payload(part)
+    return charsets.decode(data, _html_charset(part, data), defects, what="body")
+
+
+class _TextExtractor(HTMLParser):
+    BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "hr"})
+    SKIP = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIP:
+            self.skipping += 1
+        elif tag in self.BLOCK:
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self.skipping:
+            self.skipping -= 1
+        elif tag in self.BLOCK:
+            self.chunks.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.chunks.append(data)
+
+
+def html_to_text(html: str) -> str:
+    extractor = _TextExtractor()
+    try:
+        extractor.feed(html)
+        extractor.close()
+    except Exception:
+        return re.sub(r"<[^>]*>", " ", html)
+    lines = (" ".join(line.split()) for line in "".join(extractor.chunks).splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -1,0 +1,142 @@
+"""How far a message's From: can be believed (pure; no I/O).
+
+From: is whatever the sender typed. mailgate believes it only as far as configured:
+- `trusted_domains` say which sender domains are the organisation's own; mail from any
+  other domain is from an outsider, whatever else it claims;
+- `authserv_id` names our own MTA's Authentication-Results (RFC 8601), read by the grammar
+  (authres.py), never RFC 2047-decoded. Walking the headers top-down, only the leading run
+  carrying our id counts (an MTA may add several, one per filter); the first header with
+  another id, or that does not parse, ends the run: headers further down may be the
+  sender's. A header with our id that does not parse, or of an unknown version, makes the
+  sender unverified: our MTA said something we cannot read, maybe a fail.
+- In the counted headers, the sender is verified by `dmarc=pass` with `header.from` equal to
+  the From: domain, or `dkim=pass` whose `header.d` (else the domain of `header.i`) is the
+  From: domain or a parent of it, or `spf=pass` whose `smtp.mailfrom` domain is. A DMARC
+  fail, or a DMARC result about another From: domain (the MTA read another From: than we
+  did), overrides every pass. Mail whose From: carries no address or more than one is never
+  verified: DMARC evaluators disagree about which address they checked.
+
+The MTA must remove incoming Authentication-Results carrying our id (RFC 8601 section 5),
+and must quote or escape what it copies into its own; nothing here can make up for that.
+
+Email commands (#resolve, #assign ...) are accepted only from senders `may_command`
+approves; everything else is still a ticket or a reply, just never an instruction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailgate.core import authres
+from mailgate.core.addresses import within
+from mailgate.core.authres import Result
+from mailgate.core.model import Inbound
+
+
+class Trust(StrEnum):
+    OUTSIDER = "outsider"  # the From: domain is not one of ours
+    UNVERIFIED = "unverified"  # one of ours, but our MTA did not vouch for it
+    DOMAIN = "domain"  # one of ours; no authserv_id configured, so the domain is all we have
+    VERIFIED = "verified"  # one of ours and SPF/DKIM/DMARC passed per our own MTA
+
+
+@dataclass(frozen=True, slots=True)
+class TrustPolicy:
+    trusted_domains: frozenset[str] = frozenset()  # empty: every domain is ours
+    authserv_id: str | None = None
+
+
+def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
+    if msg.sender is None:
+        return Trust.OUTSIDER
+    domain = msg.sender.addr.rpartition("@")[2].lower()
+    if policy.trusted_domains and not within(domain, policy.trusted_domains):
+        return Trust.OUTSIDER
+    if policy.authserv_id is None:
+        return Trust.DOMAIN
+    if msg.from_count == 1 and _verified(msg.auth_results, _ascii_lower(policy.authserv_id),
+                                         domain):
+        return Trust.VERIFIED
+    return Trust.UNVERIFIED
+
+
+def may_command(trust: Trust) -> bool:
+    return trust in (Trust.VERIFIED, Trust.DOMAIN)
+
+
+def _verified(headers: Iterable[str], authserv_id: str, domain: str) -> bool:
+    results = _counted(headers, authserv_id)
+    if results is None or not domain.isascii():  # AR domains are ASCII; so must ours be
+        return False
+    if any(_vetoes(r, domain) for r in results):
+        return False
+    return any(_passes(r, domain) for r in results)
+
+
+def _counted(headers: Iterable[str], authserv_id: str) -> list[Result] | None:
+    """Results of the leading run of our MTA's headers; None when one of ours is unreadable."""
+    counted: list[Result] = []
+    for header in headers:
+        parsed = authres.parse(header)
+        if parsed is None:
+            written_id = authres.leading_id(header)
+            return None if written_id is not None and _ours(written_id, authserv_id) else counted
+        if not _ours(parsed.authserv_id, authserv_id):
+            break
+        if parsed.version != 1:  # RFC 8601 is version 1; a later one may mean other things
+            return None
+        counted.extend(parsed.results)
+    return counted
+
+
+def _ours(written_id: str, authserv_id: str) -> bool:
+    # ASCII case only: str.lower() would turn a KELVIN SIGN into "k", and the MTA that
+    # strips forged headers carrying our id does not do that.
+    return written_id.isascii() and _ascii_lower(written_id) == authserv_id
+
+
+def _ascii_lower(text: str) -> str:
+    return text.lower() if text.isascii() else text
+
+
+def _vetoes(result: Result, domain: str) -> bool:
+    """A DMARC fail (for whichever From:), or any DMARC verdict about another From: domain."""
+    if result.method != "dmarc":
+        return False
+    header_from = _domain_of(result, "header", "from", address=False)
+    return result.result == "fail" or (header_from is not None and header_from != domain)
+
+
+def _passes(result: Result, domain: str) -> bool:
+    if result.result != "pass":
+        return False
+    if result.method == "dmarc":
+        return _domain_of(result, "header", "from", address=False) == domain
+    if result.method == "dkim":
+        signer = _domain_of(result, "header", "d", address=False)
+        if signer is None:  # header.i stands in only when header.d is missing
+            signer = _domain_of(result, "header", "i", address=True)
+        return _aligned(signer, domain)
+    if result.method == "spf":
+        return _aligned(_domain_of(result, "smtp", "mailfrom", address=True), domain)
+    return False
+
+
+def _domain_of(result: Result, ptype: str, name: str, *, address: bool) -> str | None:
+    """The domain a property names; None when it is missing, "" when it names no single
+    domain (not a domain, an address where only a domain belongs, or repeated differently)."""
+    found = {_domain_in(p.value, p.domain, address) for p in result.properties
+             if p.ptype == ptype and p.property == name}
+    if not found:
+        return None
+    return found.pop() if len(found) == 1 else ""
+
+
+def _domain_in(value: str, domain: str, address: bool) -> str:
+    return domain if address or "@" not in value else ""
+
+
+def _aligned(signer: str | None, domain: str) -> bool:
+    return bool(signer) and (domain == signer or domain.endswith(f".{signer}"))

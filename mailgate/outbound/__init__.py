@@ -1,0 +1,1 @@
+"""Mail going out: composing, the outbox and the transports."""

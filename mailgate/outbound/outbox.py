@@ -1,0 +1,168 @@
+"""The sender loop: deliver due outbox rows in order, retry with backoff, never drop.
+
+A row leaves the queue only when the server accepted it (status 'sent') or refused it for
+good (status 'failed', recorded on the ticket). Acceptance is written to the sent log at
+once and to the database in batches (see sentlog.py). A crash between the server's 250 and
+that one write resends that one mail on restart, with the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+
+from mailgate.errors import PermanentError, TransientError
+from mailgate.intake.pipeline import Clock
+from mailgate.outbound.sentlog import SentLog
+from mailgate.outbound.transport import ServerUnavailable, Transport
+from mailgate.service import metrics
+from mailgate.service.faults import crashpoint
+from mailgate.service.log import get_logger
+from mailgate.storage.store import OutboxRow, Store
+
+log = get_logger("mailgate.outbound.outbox")
+DraftWriter = Callable[[OutboxRow], Awaitable[bytes]]
+WRITE_RETRY = timedelta(minutes=5)  # a draft that failed to be written is tried again
+MAX_ATTEMPTS = 25  # about three days with the backoff below
+IDLE_CLOSE = 30.0  # seconds without mail before the SMTP connection is closed
+
+
+def retry_delay(attempts: int, base: float = 30.0, cap: float = 3600.0) -> timedelta:
+    """Exponential backoff with jitter: 30 s, 1 min, 2 min ... at most an hour."""
+    delay = min(cap, base * 2 ** max(0, attempts))
+    return timedelta(seconds=delay * random.uniform(0.8, 1.2))
+
+
+class Outbox:
+    def __init__(self, store: Store, transport: Transport, clock: Clock,
+                 sent_log: SentLog, write_draft: DraftWriter | None = None) -> None:
+        self.store = store
+        self.write_draft = write_draft  # turns a row's draft into the mail to send
+        self.transport = transport
+        self.clock = clock
+        self.sent_log = sent_log
+        self.wake = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.server_backoff = 0  # consecutive rounds the server was unreachable
+        self.last_error: str | None = None
+
+    def notify(self) -> None:
+        """Called after a transaction that enqueued mail has committed."""
+        self.wake.set()
+
+    async def drain_once(self) -> int:
+        """Send every due mail once; return how many were accepted by the server."""
+        sent = 0
+        while rows := await self.store.due_outgoing(self.clock(), limit=100):
+            fresh = [row for row in rows if row.id not in self.sent_log.pending]
+            if not fresh:  # everything due is sent already: let the database catch up
+                await self.apply_sent()
+                continue
+            for row in fresh:
+                if row.draft is not None:
+                    written = await self._write(row)
+                    if written is None:
+                        continue
+                    row = written
+                try:
+                    await self.transport.send(row)
+                except ServerUnavailable as exc:
+                    self._server_down(str(exc))
+                    return sent
+                except PermanentError as exc:
+                    await self._failed(row, str(exc))
+                    continue
+                except TransientError as exc:
+                    await self._retry(row, str(exc))
+                    continue
+                crashpoint("after_send")  # the server has it; our bookkeeping does not yet
+                self.sent_log.record(row.id)
+                metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
+                log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
+                         to=list(row.recipients))
+                self.server_backoff, self.last_error = 0, None
+                sent += 1
+            if not self.store.write_busy():  # opportunistic: never wait for intake here
+                await self.apply_sent()
+        await self.apply_sent()
+        return sent
+
+    async def apply_sent(self) -> None:
+        """Move accepted ids from the sent log into the database in one transaction."""
+        ids = set(self.sent_log.pending)
+        if ids:
+            await self.store.mark_sent(ids, self.clock())
+            self.sent_log.applied(ids)
+
+    async def _write(self, row: OutboxRow) -> OutboxRow | None:
+        """The row with its mail written from the draft, or None when it could not be.
+
+        A draft that can never be written (PermanentError: nothing recorded for it) fails
+        and is recorded on the ticket. Any other failure -- a bug, a template problem --
+        keeps the row queued and retries it every WRITE_RETRY without counting attempts,
+        like an unreachable server: the mail goes out once the cause is fixed, however
+        long that takes, and `mailgate status` shows the queue growing old meanwhile."""
+        try:
+            if self.write_draft is None:
+                raise RuntimeError("no writer for drafts in this process")
+            return replace(row, raw=await self.write_draft(row))
+        except PermanentError as exc:
+            await self._failed(row, f"could not write the mail: {exc}")
+        except Exception as exc:  # anything else: keep the row, try again later
+            log.exception("mail.write_failed", outbox=row.id, kind=row.kind)
+            await self.store.mark_retry(row.id, self.clock() + WRITE_RETRY,
+                                        f"could not write the mail: {exc}", count=False)
+        return None
+
+    def _server_down(self, error: str) -> None:
+        self.server_backoff += 1
+        self.last_error = error
+        log.warning("smtp.unavailable", error=error, round=self.server_backoff)
+
+    async def _retry(self, row: OutboxRow, error: str) -> None:
+        if row.attempts + 1 >= MAX_ATTEMPTS:
+            await self._failed(row, f"gave up after {row.attempts + 1} attempts: {error}")
+            return
+        await self.store.mark_retry(row.id, self.clock() + retry_delay(row.attempts), error)
+        log.warning("mail.deferred", outbox=row.id, error=error, attempts=row.attempts + 1)
+
+    async def _failed(self, row: OutboxRow, error: str) -> None:
+        await self.store.mark_failed(row, error, self.clock())
+        log.error("mail.failed", outbox=row.id, kind=row.kind, error=error,
+                  to=list(row.recipients))
+
+    def close(self) -> None:
+        """Finish the current round, send what is due, then let run() return."""
+        self.closing.set()
+        self.wake.set()
+
+    async def run(self) -> None:
+        # The only caller of drain_once while the daemon runs: two drainers could send the
+        # same row twice.
+        while True:
+            self.wake.clear()
+            await self.drain_once()
+            if self.closing.is_set():
+                return
+            timeout = await self._sleep_time()
+            # While the server is down, new mail must not hammer it: only closing wakes us.
+            event = self.closing if self.server_backoff else self.wake
+            try:  # asyncio.timeout: wait_for (3.11) can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+            except TimeoutError:
+                if timeout >= IDLE_CLOSE:
+                    await self.transport.close()
+
+    async def _sleep_time(self) -> float:
+        if self.server_backoff:
+            return retry_delay(self.server_backoff - 1, base=2.0, cap=300.0).total_seconds()
+        due = await self.store.next_outgoing_at()
+        if due is None:
+            return 60.0
+        return max(0.0, min(60.0, (due - self.clock()).total_seconds()))
+
+

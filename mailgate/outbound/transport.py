@@ -1,0 +1,205 @@
+"""How outgoing mail leaves: SMTP over one persistent connection, or files (demo, tests).
+
+smtplib is blocking, so the SMTP transport owns one worker thread; the connection lives in
+that thread and is reused for every mail until the server drops it or we go idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import smtplib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from mailgate.config.settings import SmtpConfig
+from mailgate.connect import diagnose
+from mailgate.connect.diagnose import Endpoint, OAuthFailure, StartTlsMissing
+from mailgate.connect.tls import TlsSettings, client_context
+from mailgate.errors import PermanentError, TransientError
+from mailgate.service.log import get_logger
+from mailgate.storage.store import OutboxRow
+
+log = get_logger("mailgate.outbound.transport")
+
+
+class ServerUnavailable(TransientError):
+    """The server cannot be reached or dropped us: retry the whole queue later, in order."""
+
+
+class Transport(Protocol):
+    async def send(self, row: OutboxRow) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class SmtpTransport:
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="smtp")
+        self._client: smtplib.SMTP | None = None
+
+    async def send(self, row: OutboxRow) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._send, row)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._drop, True)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _send(self, row: OutboxRow) -> None:
+        for attempt in (1, 2):  # a reused connection may have been closed by the server
+            fresh = self._client is None
+            try:
+                client = self._connect()
+                refused = client.sendmail(row.mail_from, list(row.recipients), row.raw)
+            except smtplib.SMTPRecipientsRefused as exc:
+                raise _classify_refusal(exc.recipients) from None
+            except smtplib.SMTPResponseException as exc:
+                if exc.smtp_code == 421:
+                    self._drop()
+                    raise ServerUnavailable(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+                self._reset()
+                raise _by_code(exc.smtp_code, _text(exc.smtp_error)) from None
+            except (smtplib.SMTPException, OSError) as exc:
+                self._drop()
+                if attempt == 1 and not fresh:
+                    continue
+                raise ServerUnavailable(self.explain(exc)) from None
+            if refused:
+                raise _classify_refusal(refused)
+            return
+
+    def explain(self, exc: BaseException) -> str:
+        return diagnose.explain(exc, endpoint_of(self.config)).text
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._client is not None:
+            return self._client
+        cfg = self.config
+        if cfg.tls != "none" and not cfg.tls_verify:
+            log.warning("smtp.tls_unverified", host=cfg.host,
+                        note="tls_verify = false: any certificate is accepted")
+        client = open_smtp(cfg)
+        try:
+            login(client, cfg)
+        except smtplib.SMTPAuthenticationError as exc:
+            client.close()
+            # Retried: credentials are often fixed without restarting the daemon's queue.
+            raise ServerUnavailable(self.explain(exc)) from None
+        except OAuthFailure as exc:  # no token: retried like an unreachable server
+            client.close()
+            raise ServerUnavailable(exc.text) from None
+        except BaseException:
+            client.close()
+            raise
+        self._client = client
+        return client
+
+    def _reset(self) -> None:
+        try:
+            if self._client:
+                self._client.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self, polite: bool = False) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if polite:
+                client.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            client.close()
+
+
+def endpoint_of(cfg: SmtpConfig) -> Endpoint:
+    return Endpoint(what="the SMTP server", table="[smtp]", host=cfg.host, port=cfg.port,
+                    tls=cfg.tls, timeout=cfg.timeout, username=cfg.username,
+                    ca_file=cfg.ca_file, oauth=cfg.oauth.provider if cfg.oauth else None)
+
+
+def open_smtp(cfg: SmtpConfig) -> smtplib.SMTP:
+    """Connected, greeted, with TLS as configured, not logged in. A server that does not
+    offer STARTTLS when tls = "starttls" is an error: smtplib would raise too, but we say
+    so in words, and never go on in plain text."""
+    context = client_context(TlsSettings(cfg.ca_file, cfg.tls_verify)) \
+        if cfg.tls != "none" else None
+    if cfg.tls == "implicit":
+        client: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
+                                                context=context)
+    else:
+        client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+    try:
+        client.ehlo_or_helo_if_needed()
+        if cfg.tls == "starttls":
+            if not client.has_extn("starttls"):
+                raise StartTlsMissing(f"{cfg.host}:{cfg.port} does not offer STARTTLS")
+            client.starttls(context=context)
+            client.ehlo()
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def login(client: smtplib.SMTP, cfg: SmtpConfig) -> None:
+    """Log in with the configured password, or an OAuth2 token (XOAUTH2/OAUTHBEARER);
+    nothing when no username is configured."""
+    if cfg.oauth is not None and cfg.username:
+        from mailgate.connect.oauth import sasl
+        from mailgate.connect.oauth.sources import source_for
+
+        source = source_for(cfg.oauth, cfg.username)
+        sasl.smtp_login(client, cfg.oauth_mechanism, cfg.username, source, cfg.host,
+                        cfg.port)
+    elif cfg.username and cfg.password:
+        client.login(cfg.username, cfg.password.reveal())
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _by_code(code: int, text: str) -> Exception:
+    error = f"{code} {text}"
+    return PermanentError(error) if code >= 500 else TransientError(error)
+
+
+def _classify_refusal(refused: dict) -> Exception:
+    """All recipients 5xx -> permanent; any 4xx -> try again later."""
+    details = "; ".join(f"{rcpt}: {code} {_text(msg)}" for rcpt, (code, msg) in refused.items())
+    if all(code >= 500 for code, _ in refused.values()):
+        return PermanentError(details)
+    return TransientError(details)
+
+
+class DirectoryTransport:
+    """Writes each mail to DIR/<id>-<kind>.eml atomically; used by the demo."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def send(self, row: OutboxRow) -> None:
+        await asyncio.to_thread(self._write, row)
+
+    def _write(self, row: OutboxRow) -> None:
+        final = self.directory / f"{row.id:06d}-{row.kind}.eml"
+        temp = final.with_suffix(".tmp")
+        try:
+            with temp.open("wb") as fh:
+                fh.write(row.raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            temp.replace(final)
+        except OSError as exc:
+            raise ServerUnavailable(f"cannot write {final}: {exc.strerror}") from None
+
+    async def close(self) -> None:
+        return None

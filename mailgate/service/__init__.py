@@ -1,0 +1,1 @@
+"""The daemon: wiring, reload, metrics, systemd notify, start checks and logging."""

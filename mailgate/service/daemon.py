@@ -1,0 +1,656 @@
+"""The daemon: wires store, pipeline, intake and outbox into tasks; starts, reloads, stops.
+
+`Daemon` is an async context manager so tests run the real daemon inside their own event
+loop; `run_forever` adds signals (SIGTERM/SIGINT stop, SIGHUP reloads) and sd_notify
+(READY, STATUS, WATCHDOG, RELOADING, STOPPING) for systemd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from mailgate.config.directory import Directory
+from mailgate.config.loader import Setup, load_setup
+from mailgate.config.settings import Config, ListenerConfig, MailboxConfig, MetricsConfig, Secret
+from mailgate.core.render import Renderer
+from mailgate.errors import ConfigError
+from mailgate.intake.imap import MailboxWatcher
+from mailgate.intake.pipeline import Clock, Pipeline, PipelineSettings
+from mailgate.intake.smtp import PushHandler, start_listener
+from mailgate.outbound.alerts import Alerter
+from mailgate.outbound.outbox import Outbox
+from mailgate.outbound.sentlog import SentLog
+from mailgate.outbound.transport import DirectoryTransport, SmtpTransport, Transport
+from mailgate.service import keyfile, metrics
+from mailgate.service.log import get_logger
+from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
+from mailgate.service.startup import ListenError
+from mailgate.storage.attachments import AttachmentStore
+from mailgate.storage.store import OutboxRow, Store
+from mailgate.workers.attachment_sweep import AttachmentSweeper
+from mailgate.workers.autoclose import AutoCloser
+from mailgate.workers.digest import Digester
+from mailgate.workers.escalation import Escalator
+from mailgate.workers.flood import FloodSummaries
+
+log = get_logger("mailgate.service.daemon")
+# Stopping takes at most LISTENER_CLOSE + QUIESCE_TIMEOUT + SHUTDOWN_FLUSH seconds, which
+# must stay below the unit's TimeoutStopSec=30s.
+SHUTDOWN_FLUSH = 10.0  # seconds SIGTERM allows the outbox to send what is queued
+QUIESCE_TIMEOUT = 10.0  # seconds SIGTERM waits for an open transaction to commit
+LISTENER_CLOSE = 5.0  # seconds SIGTERM waits for connected SMTP clients to finish
+STATUS_INTERVAL = 2.0  # seconds between STATUS= refreshes (only sent when changed)
+# What `mailgate status` learns from the running daemon: its push listener and last reload.
+STATUS_FILE = "daemon-status.json"
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_transport(config: Config) -> Transport:
+    if config.outbox_dir is not None:
+        return DirectoryTransport(config.outbox_dir)
+    assert config.smtp is not None  # load_config guarantees one of the two
+    return SmtpTransport(config.smtp)
+
+
+class SwappableTransport:
+    """The outbox's transport; a reload replaces the one inside, never during a send."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self._lock = asyncio.Lock()
+
+    async def send(self, row: OutboxRow) -> None:
+        async with self._lock:
+            await self.inner.send(row)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self.inner.close()
+
+    async def replace(self, new: Transport) -> None:
+        async with self._lock:
+            old, self.inner = self.inner, new
+            with contextlib.suppress(Exception):  # the old server's problems are not ours
+                await old.close()
+
+
+@dataclass(frozen=True)
+class Reload:
+    """A checked new setup and what applying it changes."""
+
+    setup: Setup
+    renderer: Renderer
+    added: tuple[str, ...]  # mailbox names
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    transport: bool
+    listener: bool
+    metrics: bool = False  # [metrics] listen changed
+
+    def summary(self) -> dict[str, Any]:
+        return {"added": list(self.added), "removed": list(self.removed),
+                "restarted": list(self.changed), "transport": self.transport,
+                "listener": self.listener, "metrics": self.metrics,
+                "departments": len(self.setup.directory.departments)}
+
+
+class Daemon:
+    def __init__(self, config: Config, directory: Directory, *, clock: Clock = system_clock,
+                 transport: Transport | None = None, renderer: Renderer | None = None) -> None:
+        self.config = config
+        self.directory = directory
+        self.clock = clock
+        # An injected transport (demo, tests) is the caller's: a reload leaves it alone.
+        self._own_transport = transport is None
+        self.transport = SwappableTransport(transport or make_transport(config))
+        # The snapshot load_setup checked, when the caller has one (no second read).
+        self.renderer = renderer or Renderer(config.templates_dir)
+        self.store: Store | None = None
+        self.outbox: Outbox | None = None
+        self.pipeline: Pipeline | None = None
+        self.escalator: Escalator | None = None
+        self.autocloser: AutoCloser | None = None
+        self.digester: Digester | None = None
+        self.handler: PushHandler | None = None
+        self.watchers: list[MailboxWatcher] = []
+        self.alerter: Alerter | None = None
+        self.listener: asyncio.Server | None = None
+        # What the open listener was started with; after a failed reload, not the config.
+        self.listener_config: ListenerConfig | None = None
+        self.metrics: metrics.Registry | None = None
+        self.metrics_server: asyncio.Server | None = None
+        self.reload_problem: str | None = None  # why the last reload failed, for STATUS=
+        self.last_reload: dict[str, Any] | None = None  # at, ok, problem; for `status`
+        self._tasks: list[asyncio.Task] = []
+        self._watcher_tasks: dict[str, asyncio.Task] = {}
+
+    @property
+    def listen_port(self) -> int | None:
+        if self.listener and self.listener.sockets:
+            return int(self.listener.sockets[0].getsockname()[1])
+        return None
+
+    @property
+    def metrics_port(self) -> int | None:
+        if self.metrics_server and self.metrics_server.sockets:
+            return int(self.metrics_server.sockets[0].getsockname()[1])
+        return None
+
+    async def start(self) -> None:
+        """Start everything, or stop what did start before raising (StartError: a port in
+        use...): a leftover task, socket or database thread would keep the process alive
+        after a failed start, a hang instead of an exit."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._abandon()
+            raise
+
+    async def _start(self) -> None:
+        self.store = await Store.open(self.config.database)
+        if self.config.metrics:
+            # Before any task runs, so no event goes uncounted.
+            self.metrics = metrics.Registry()
+            metrics.install(self.metrics)
+            await self._start_metrics(self.config.metrics, at_start=True)
+        self.pipeline = self._pipeline(self.config, self.directory, self.renderer)
+        self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
+        self.escalator = Escalator(self.store, lambda: self._current().sla,
+                                   lambda: self.renderer, self.clock, self._mail_queued,
+                                   self.config.instance, lambda: self._current().settings.keys)
+        self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log,
+                             self.escalator.write)
+        # Bound before any task runs: a port in use ends the start before mail is sent or
+        # an IMAP login starts in a worker thread (which would hold up the exit).
+        self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)
+        if self.config.listener:
+            self.listener = await _listen(self.config.listener, self.handler)
+            self.listener_config = self.config.listener
+        self._spawn(self.outbox.run(), "outbox")
+        self._spawn(self.escalator.run(), "escalation")
+        # Reads config and directory through getters, so a reload can switch it on or off.
+        self.digester = Digester(self.store, lambda: self.directory, lambda: self.config.digest,
+                                 self.clock, self.outbox.notify, self.config.instance)
+        self._spawn(self.digester.run(), "digest")
+        self.autocloser = AutoCloser(self.store, lambda: self.config.conversation.auto_close_after,
+                                     self.clock)
+        self._spawn(self.autocloser.run(), "autoclose")
+        floods = FloodSummaries(self.store, lambda: self.directory, lambda: self.renderer,
+                                self.clock, self._mail_queued, self.config.instance)
+        self._spawn(floods.run(), "flood")
+        sweeper = AttachmentSweeper(self.store, AttachmentStore.of(self.store.path.parent))
+        self._spawn(sweeper.run(), "attachments.sweep")
+        for box in self.config.mailboxes:
+            self._start_watcher(box)
+        await self.record_status()
+        log.info("daemon.started", mailboxes=len(self.watchers),
+                 listener=self.listen_port, database=str(self.config.database))
+
+    async def _start_metrics(self, config: MetricsConfig, at_start: bool = False) -> None:
+        assert self.metrics is not None
+        try:
+            self.metrics_server = await metrics.serve(config.host, config.port, self.metrics,
+                                                      self._gauges)
+        except OSError as exc:
+            if at_start:  # the admin sees it at once and fixes it, as for the SMTP port
+                raise ListenError(config.host, config.port, exc, "[metrics] listen",
+                                  "serve metrics") from None
+            # On reload, a metrics port in use must not stop mail from flowing.
+            log.error("metrics.listen_failed", listen=f"{config.host}:{config.port}",
+                      error=str(exc))
+            self.reload_problem = f"cannot serve metrics on {config.host}:{config.port}"
+
+    async def _gauges(self) -> list[tuple[str, metrics.Labels, float]]:
+        """Read at each scrape: outbox depth, quarantine, open tickets and SLA state."""
+        from mailgate.storage.queries import risk_horizons, sla_overview
+
+        assert self.store is not None
+        depth = await self.store.queued_count()
+        if self.outbox:  # accepted by the server, not yet marked in the database
+            depth = max(0, depth - len(self.outbox.sent_log.pending))
+        now = self.clock()
+        load = await sla_overview(await self.store.reader(), now,
+                                  risk_horizons(self.directory, now))
+        found: list[tuple[str, metrics.Labels, float]] = [
+            ("mailgate_outbox_depth", (), depth),
+            ("mailgate_quarantine_held", (), await self.store.quarantine_count())]
+        for dept in load:
+            for state, count in (("open", dept.open), ("at_risk", dept.at_risk),
+                                 ("breached", dept.breached)):
+                found.append(("mailgate_tickets",
+                              (("department", dept.department), ("state", state)), count))
+        return found
+
+    def _mail_queued(self) -> None:
+        if self.outbox:
+            self.outbox.notify()
+
+    def committed(self) -> None:
+        """Intake committed: mail may be queued and SLA clocks may have changed."""
+        if self.outbox:
+            self.outbox.notify()
+        if self.escalator:
+            self.escalator.notify()
+
+    def _current(self) -> Pipeline:
+        assert self.pipeline is not None  # set in start(), swapped whole on reload
+        return self.pipeline
+
+    def _pipeline(self, config: Config, directory: Directory, renderer: Renderer) -> Pipeline:
+        # The reply-key ring is read again on every reload: `mailgate keys rotate`, then
+        # a reload, and new mail is signed with the new secret.
+        keys = keyfile.ring_for(config, self.clock())
+        return Pipeline(directory, renderer, PipelineSettings.from_config(config, keys),
+                        self.clock)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task.died", task=task.get_name(), error=repr(task.exception()))
+
+    def _start_watcher(self, box: MailboxConfig) -> None:
+        assert self.store and self.pipeline and self.outbox
+        if self.alerter is None:  # one for the daemon's life: it remembers who failed
+            self.alerter = Alerter(self.store, self.config.state_dir,
+                                   lambda: self.config.alerts, self._department_address,
+                                   self._mail_queued, self.config.instance,
+                                   clock=self.clock)
+        # Each watcher has its own task, thread and error handling: one failing mailbox
+        # (refused login, revoked token) never stops another.
+        watcher = MailboxWatcher(box, self.store, self.pipeline, self.committed, self.clock,
+                                 reporter=self.alerter)
+        self.watchers.append(watcher)
+        self._watcher_tasks[box.name] = self._spawn(watcher.run(), f"mailbox:{box.name}")
+
+    def _department_address(self, mailbox: str) -> str | None:
+        """The address alerts about a mailbox come from: its department's."""
+        box = next((b for b in self.config.mailboxes if b.name == mailbox), None)
+        dept = self.directory.departments.get(box.department) if box else None
+        return dept.address if dept else None
+
+    def _detach_watchers(self, names: tuple[str, ...]) -> list[asyncio.Task]:
+        """Forget these mailboxes' watchers and return their tasks, still to be cancelled."""
+        for watcher in [w for w in self.watchers if w.config.name in names]:
+            watcher.stop()
+            self.watchers.remove(watcher)
+            metrics.METRICS.forget_mailbox(watcher.config.name)
+        tasks = [self._watcher_tasks.pop(name) for name in names]
+        self._tasks = [t for t in self._tasks if t not in tasks]
+        return tasks
+
+    async def _between_transactions(self, action: Callable[[], None]) -> None:
+        """Run a synchronous action while no transaction is open (see Store)."""
+        if self.store is None:
+            action()
+            return
+        async with self.store.between_transactions():
+            action()
+
+    # --- reload ---------------------------------------------------------------------
+
+    async def prepare_reload(self) -> Reload:
+        """Read and check the new setup; ConfigError (one line per problem) if unusable."""
+        setup = await asyncio.to_thread(load_setup, self.config.path)
+        renderer = setup.renderer
+        problems = needs_restart(self.config, setup.config)
+        if problems:
+            raise ConfigError(problems)
+        old = {b.name: fingerprint(b) for b in self.config.mailboxes}
+        new = {b.name: fingerprint(b) for b in setup.config.mailboxes}
+        return Reload(
+            setup, renderer,
+            added=tuple(n for n in new if n not in old),
+            removed=tuple(n for n in old if n not in new),
+            changed=tuple(n for n in new if n in old and new[n] != old[n]),
+            transport=self._own_transport and transport_key(self.config) != transport_key(
+                setup.config),
+            listener=self.config.listener != setup.config.listener,
+            metrics=self.config.metrics != setup.config.metrics)
+
+    async def apply_reload(self, plan: Reload) -> None:
+        """Swap in the new setup between transactions, then restart only what changed;
+        a listener or metrics port that cannot be bound is this reload's problem."""
+        self.reload_problem = None
+        old = self.config
+        pipeline = self._pipeline(plan.setup.config, plan.setup.directory, plan.renderer)
+        doomed: list[asyncio.Task] = []
+
+        def swap() -> None:
+            # Cancelled here, a watcher can never start another transaction with the
+            # mailbox settings (e.g. department) that the new directory may not know.
+            doomed.extend(self._detach_watchers(plan.removed + plan.changed))
+            _cancel_now(doomed)
+            self._swap(plan, pipeline)
+
+        await self._between_transactions(swap)
+        await _cancel(doomed)
+        boxes = {b.name: b for b in self.config.mailboxes}
+        for name in plan.added + plan.changed:
+            self._start_watcher(boxes[name])
+        if plan.transport:
+            await self.transport.replace(make_transport(self.config))
+        if plan.listener:
+            await self._replace_listener(old.listener, self.config.listener)
+        if plan.metrics:
+            await self._replace_metrics(self.config.metrics)
+        log.info("reload.applied", **plan.summary())
+
+    def _swap(self, plan: Reload, pipeline: Pipeline) -> None:
+        """Point every user of the setup at the new one; runs between transactions."""
+        self.config, self.directory = plan.setup.config, plan.setup.directory
+        self.renderer, self.pipeline = plan.renderer, pipeline
+        for watcher in self.watchers:
+            watcher.pipeline = pipeline
+        if self.handler:
+            self.handler.pipeline, self.handler.directory = pipeline, plan.setup.directory
+
+    async def _replace_listener(self, old: ListenerConfig | None,
+                                new: ListenerConfig | None) -> None:
+        """Listen where the new config says; if that bind fails, the old socket stays."""
+        previous = self.listener
+        old = self.listener_config or old  # a failed reload left the older one open
+        same_address = old and new and (old.host, old.port) == (new.host, new.port)
+        if previous and (same_address or new is None):
+            previous.close()  # connected clients finish their session; no new ones
+            previous = self.listener = self.listener_config = None
+        if new and self.handler:
+            try:
+                self.listener = await start_listener(new, self.handler)
+                self.listener_config = new
+            except OSError as exc:
+                log.error("reload.listener_failed", listen=f"{new.host}:{new.port}",
+                          error=str(exc))
+                self.reload_problem = f"cannot listen on {new.host}:{new.port}"
+                return
+        if previous:
+            previous.close()
+
+    async def _replace_metrics(self, new: MetricsConfig | None) -> None:
+        """Serve metrics where the new config says; counters carry on across reloads."""
+        await self._close_metrics()
+        if new is None:
+            return
+        if self.metrics is None:
+            self.metrics = metrics.Registry()
+            metrics.install(self.metrics)
+        await self._start_metrics(new)
+
+    async def _close_metrics(self) -> None:
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), LISTENER_CLOSE)
+
+    # --- status and stop ------------------------------------------------------------
+
+    async def status_line(self) -> str:
+        """One line for `systemctl status`: mailbox modes, outbox depth, reload trouble."""
+        modes = Counter(w.state.mode for w in self.watchers)
+        detail = ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items()))
+        line = f"{len(self.watchers)} mailbox(es)" + (f" ({detail})" if detail else "")
+        if self.listener:
+            line += f", SMTP push on port {self.listen_port}"
+        if self.metrics_server:
+            line += f", metrics on port {self.metrics_port}"
+        depth = await self.store.queued_count() if self.store else 0
+        if self.outbox:  # accepted by the server, not yet marked in the database
+            depth = max(0, depth - len(self.outbox.sent_log.pending))
+        line += f"; outbox {depth} queued"
+        if self.outbox and self.outbox.server_backoff:
+            line += " (SMTP server unavailable)"
+        if self.reload_problem:
+            line += f"; last reload failed: {self.reload_problem}"
+        return line
+
+    def status_report(self, running: bool = True) -> dict[str, Any]:
+        listener = self.listener_config
+        return {
+            "running": running, "pid": os.getpid(), "at": self.clock().isoformat(),
+            "listener": None if not (running and listener and self.listener) else {
+                "listen": f"{listener.host}:{self.listen_port}",
+                "protocol": listener.protocol},
+            "last_reload": self.last_reload}
+
+    async def record_status(self, running: bool = True) -> None:
+        """Write <state>/daemon-status.json (temp file, then rename) for `mailgate status`;
+        best effort: a full disk must not stop mail."""
+        path = self.config.state_dir / STATUS_FILE
+        text = json.dumps(self.status_report(running), indent=1)
+
+        def write() -> None:
+            temp = path.with_suffix(".tmp")
+            temp.write_text(text)
+            os.replace(temp, path)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            log.warning("daemon.status_not_written", path=str(path), error=str(exc))
+
+    async def stop(self) -> None:
+        """Stop intake, let open transactions commit, flush the outbox (bounded), close."""
+        await self._close_listener()
+        await self.record_status(running=False)
+        for watcher in self.watchers:
+            watcher.stop()
+        intake = [t for t in self._tasks if t.get_name() != "outbox"]
+        try:
+            async with asyncio.timeout(QUIESCE_TIMEOUT):
+                await self._between_transactions(lambda: _cancel_now(intake))
+        except TimeoutError:  # cut off, it rolls back; its batch is read again next start
+            log.warning("daemon.transaction_interrupted", waited=QUIESCE_TIMEOUT)
+        await _cancel(intake)
+        sender = [t for t in self._tasks if t.get_name() == "outbox"]
+        if self.outbox and sender:
+            self.outbox.close()
+            # Bounded: a hung SMTP server must not keep systemd waiting.
+            await asyncio.wait(sender, timeout=SHUTDOWN_FLUSH)
+        await _cancel(self._tasks)
+        await self._close_resources()
+        log.info("daemon.stopped")
+
+    async def _abandon(self) -> None:
+        """Undo a start that failed halfway. Nothing is flushed: queued mail goes out at
+        the next start."""
+        if self.listener is not None:
+            self.listener.close()
+        for watcher in self.watchers:
+            watcher.stop()
+        await _cancel(self._tasks)
+        await self._close_resources()
+
+    async def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        self.listener.close()
+        # Since Python 3.12 this waits for connected clients; an MTA idling on a cached
+        # connection must not hold up the stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listener.wait_closed(), LISTENER_CLOSE)
+
+    async def _close_resources(self) -> None:
+        await self._close_metrics()
+        if self.metrics is not None and metrics.METRICS is self.metrics:
+            metrics.install(metrics.Metrics())
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+        if self.outbox:
+            with contextlib.suppress(Exception):
+                await self.outbox.apply_sent()
+            self.outbox.sent_log.close()
+        if self.store:
+            await self.store.close()
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+# --- comparing setups ---------------------------------------------------------------
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """Changes a reload cannot apply: the open database and sent log live in [state] dir."""
+    if old.state_dir == new.state_dir:
+        return []
+    return [f"{new.path}: state.dir: changed from {old.state_dir} to {new.state_dir}; the "
+            f"database cannot move while mailgate runs: restart it to use the new one "
+            f"(systemctl restart mailgate)"]
+
+
+def fingerprint(value: object) -> object:
+    """A comparable form of a config dataclass; secrets by digest (Secret has no __eq__)."""
+    if isinstance(value, Secret):
+        return hashlib.sha256(value.reveal().encode()).hexdigest()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return tuple((f.name, fingerprint(getattr(value, f.name)))
+                     for f in dataclasses.fields(value))
+    return value
+
+
+def transport_key(config: Config) -> object:
+    return fingerprint(config.smtp), config.outbox_dir
+
+
+# --- running under systemd ----------------------------------------------------------
+
+async def _listen(config: ListenerConfig, handler: PushHandler) -> asyncio.Server:
+    try:
+        return await start_listener(config, handler)
+    except OSError as exc:
+        raise ListenError(config.host, config.port, exc, "[intake.smtp] listen") from None
+
+
+def _cancel_now(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    _cancel_now(tasks)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_forever(daemon: Daemon, on_ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, reload on SIGHUP, telling systemd where we are."""
+    stop, hup = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Before start: an early SIGHUP is applied once we run instead of killing the process.
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    watchdog = _start_watchdog()
+    try:
+        await daemon.start()
+        if on_ready:
+            on_ready()
+        sd_notify("READY=1", f"STATUS={await daemon.status_line()}")
+        helpers = [asyncio.create_task(_reload_on(hup, daemon), name="reload"),
+                   asyncio.create_task(_report_status(daemon), name="status")]
+        await stop.wait()
+        sd_notify("STOPPING=1", "STATUS=stopping: finishing transactions, flushing the outbox")
+        log.info("daemon.stopping")
+        await _cancel(helpers)
+        await daemon.stop()
+    finally:
+        if watchdog:
+            await _cancel([watchdog])
+
+
+async def reload(daemon: Daemon) -> bool:
+    """One SIGHUP: check the new setup, then apply it between RELOADING=1 and READY=1."""
+    log.info("reload.requested", config=str(daemon.config.path))
+    try:
+        plan = await daemon.prepare_reload()
+    except ConfigError as exc:
+        return await _rejected(daemon, exc.problems)
+    except Exception as exc:  # a bug in checking must not take the running daemon down
+        log.exception("reload.check_failed")
+        return await _rejected(daemon, [f"{type(exc).__name__}: {exc}"])
+    sd_notify(*reloading())
+    try:
+        await daemon.apply_reload(plan)
+    except Exception as exc:
+        log.exception("reload.failed")
+        daemon.reload_problem = f"{type(exc).__name__}: {exc}"
+    await _reloaded(daemon)
+    sd_notify("READY=1", f"STATUS={await daemon.status_line()}")
+    return daemon.reload_problem is None
+
+
+async def _reloaded(daemon: Daemon) -> None:
+    daemon.last_reload = {"at": daemon.clock().isoformat(), "ok": daemon.reload_problem is None,
+                          "problem": daemon.reload_problem}
+    await daemon.record_status()
+
+
+async def _rejected(daemon: Daemon, problems: list[str]) -> bool:
+    log.error("reload.rejected", problems=problems,
+              note="the previous configuration stays in effect")
+    daemon.reload_problem = f"rejected, {len(problems)} problem(s) (see the log)"
+    await _reloaded(daemon)
+    sd_notify(f"STATUS={await daemon.status_line()}")
+    return False
+
+
+async def _reload_on(hup: asyncio.Event, daemon: Daemon) -> None:
+    # One reload at a time; signals arriving meanwhile are folded into one more reload.
+    while True:
+        await hup.wait()
+        hup.clear()
+        await reload(daemon)
+
+
+async def _report_status(daemon: Daemon) -> None:
+    last = ""
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL)
+        try:
+            line = await daemon.status_line()
+        except sqlite3.Error:  # status is best effort; the database may be busy or full
+            continue
+        if line != last:
+            sd_notify(f"STATUS={line}")
+            last = line
+
+
+def _start_watchdog() -> asyncio.Task | None:
+    interval = watchdog_interval()
+    if interval is None:
+        return None
+    log.info("watchdog.enabled", interval=interval)
+    return asyncio.create_task(_feed_watchdog(interval), name="watchdog")
+
+
+async def _feed_watchdog(interval: float) -> None:
+    # A task on the event loop, not a thread: when the loop is stuck the pings stop, which
+    # is exactly what systemd's watchdog is there to notice (it then restarts us).
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

@@ -1,0 +1,92 @@
+"""structlog setup: JSON lines for journald and files, readable colours on a terminal.
+
+Under systemd, stderr goes to the journal as a stream; systemd reads a `<N>` syslog
+priority prefix on each line (SyslogLevelPrefix=, on by default), so every line carries its
+own and `journalctl -u mailgate -p warning` shows just warnings and errors. The prefix is
+added only when stderr really is that journal stream ($JOURNAL_STREAM names its device and
+inode), never on a terminal or into a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from mailgate.core.terminal import visible
+
+# syslog priorities (RFC 5424) for structlog's method names
+PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
+            "critical": 2, "fatal": 2}
+
+
+def setup_logging(level: str = "info", json: bool | None = None,
+                  stream: TextIO | None = None) -> None:
+    """Log to stream (default: whatever sys.stderr is when a line is written): JSON lines
+    unless it is a terminal."""
+    target: TextIO = stream or _CurrentStderr()  # type: ignore[assignment]
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    renderer = (structlog.processors.JSONRenderer() if json
+                else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    # JSON escapes control characters itself; the console renderer prints values raw, and
+    # a Message-ID or subject from mail may carry ESC or bidi overrides.
+    safe = [] if json else [_visible_values]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            *safe,
+            renderer,
+            *([_journal_priority] if is_journal_stream(stream) else []),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=target),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger(name)
+
+
+def is_journal_stream(stream: TextIO) -> bool:
+    """stream is the journal's stdout/stderr stream ($JOURNAL_STREAM is "device:inode")."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        info = os.fstat(stream.fileno())
+        return (info.st_dev, info.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def _journal_priority(logger: Any, method: str, line: str | MutableMapping[str, Any]) -> str:
+    return f"<{PRIORITY.get(method, 6)}>{line}"
+
+
+class _CurrentStderr:
+    """sys.stderr as it is at each write: loggers are cached on first use, and a cached
+    reference to a replaced stderr (a test's capture, a daemon's redirect) would write to a
+    closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _visible_values(logger: Any, method: str,
+                    event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and key != "exception":
+            event[key] = visible(value)
+    return event

@@ -1,0 +1,230 @@
+"""Attachments kept on disk, content-addressed: <state>/attachments/ab/cdef... (SHA-256).
+
+Crash safety. The pipeline writes every file (temp file, fsync, os.replace, fsync of the
+directory) *before* it inserts the attachments rows that name it, and those rows commit
+with the message's transaction. So:
+
+- a crash before the commit leaves at most a file nobody references (an orphan, harmless:
+  the next copy of the same mail writes the same name again); the daily sweep
+  (attachment_sweep.py) deletes files no row names once they are a day old;
+- a committed row always names a complete, durable file (it was renamed into place and
+  fsynced before the row existed), never a missing or half-written one;
+- os.replace is atomic, so a reader never sees a partial file under the final name, and
+  two writers of the same content simply replace identical bytes.
+
+Identical files are stored once: the name is the content's hash, and a file already
+present is not written again. Files are mode 0600, directories 0700 (mail is private).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+from mailgate.core.mime import tnef, uuencode
+from mailgate.core.mime.parse import (
+    body_parts,
+    charset_hint,
+    guess_type,
+    leaf_parts,
+    part_filename,
+    payload_bytes,
+    read_message,
+)
+
+MAX_FILES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    filename: str
+    content_type: str
+    data: bytes
+    size: int | None = None  # when data is only a stand-in (largemail.py): the real size
+
+    @property
+    def length(self) -> int:
+        return len(self.data) if self.size is None else self.size
+
+
+def extract(raw: bytes) -> list[Part]:
+    """The attachments of a mail, decoded (body text parts excluded, as for relaying):
+    the files uuencoded in its body text first, a winmail.dat's files instead of it.
+    Names as parse.py reads them, so the stored files match Inbound.attachments."""
+    try:
+        msg = read_message(raw, [])
+    except Exception:
+        return []
+    leaves = leaf_parts(msg)
+    texts = body_parts(leaves)
+    found = [file for part in texts for file in _uuencoded(part)]
+    hint = charset_hint(msg)
+    for part in _attached(leaves, {id(p) for p in texts}, hint):
+        try:
+            data = payload_bytes(part)
+        except Exception:
+            data = None
+        if data is None:  # message/rfc822 and other attached messages: kept whole
+            try:
+                data = part.as_bytes()
+            except Exception:
+                continue
+        name = part_filename(part, hint=hint)[:255] or "unnamed"
+        found += _unwrapped(Part(name, part.get_content_type(), data))
+    return found
+
+
+def _attached(leaves: list[tuple[Message, str]], texts: set[int],
+              hint: str | None) -> list[Message]:
+    """The leaves that are attachments, in order: all but the body's text parts (`texts`,
+    by identity) and its first unnamed inline text/html. Robust against 8-bit header
+    values, which compat32 hands out as Header objects, not strings."""
+    found: list[Message] = []
+    html_seen = False
+    for part, _parent in leaves:
+        if len(found) >= MAX_FILES:
+            break
+        if id(part) in texts:
+            continue
+        try:
+            ctype = part.get_content_type()
+            disposition = str(part.get("content-disposition") or "").split(";")[0]
+            named = bool(part_filename(part, hint=hint))
+        except Exception:  # an unreadable part is not an attachment we could store
+            continue
+        inline_html = (ctype == "text/html" and not named
+                       and disposition.strip().lower() != "attachment")
+        if inline_html and not html_seen:
+            html_seen = True
+            continue
+        found.append(part)
+    return found
+
+
+def _uuencoded(part: Message) -> list[Part]:
+    try:
+        data = payload_bytes(part)
+    except Exception:
+        return []
+    if not data:
+        return []
+    return [Part(f.filename, guess_type(f.filename), f.data) for f in uuencode.split(data)[1]]
+
+
+def _unwrapped(part: Part) -> list[Part]:
+    """A winmail.dat becomes the files inside it; one that cannot be read stays."""
+    if not tnef.is_tnef(part.content_type, part.filename):
+        return [part]
+    inside = tnef.files(part.data)
+    if not inside:
+        return [part]
+    return [Part(f.filename, guess_type(f.filename), f.data) for f in inside]
+
+
+def select(parts: list[Part], limit: int) -> tuple[list[Part], list[Part]]:
+    """Kept and dropped: in order, as long as the decoded total stays within `limit`."""
+    kept, dropped, total = [], [], 0
+    for part in parts:
+        if total + part.length > limit:
+            dropped.append(part)
+        else:
+            total += part.length
+            kept.append(part)
+    return kept, dropped
+
+
+class AttachmentStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def of(cls, state_dir: Path) -> AttachmentStore:
+        """The store beside the database: <state>/attachments."""
+        return cls(state_dir / "attachments")
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:]
+
+    def put(self, data: bytes) -> str:
+        """Store the bytes once, durably; returns their SHA-256 (hex). Blocking: call it
+        in a thread."""
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path(digest)
+        if final.exists() and final.stat().st_size == len(data):
+            os.utime(final)  # fresh again: the orphan sweep spares recent files
+            return digest  # identical content is already there
+        _mkdir(self.root)
+        _mkdir(final.parent)
+        tmp = final.parent / f".{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return digest
+
+    def put_chunks(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Store content that arrives in pieces (a large attachment decoded as it is
+        read), as durably as put(); returns its SHA-256 and size. Blocking."""
+        _mkdir(self.root)
+        tmp = self.root / f".incoming.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        digest, size = hashlib.sha256(), 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            final = self.path(digest.hexdigest())
+            _mkdir(final.parent)
+            os.replace(tmp, final)  # identical content: the same bytes under the same name
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        _fsync_dir(self.root)
+        return digest.hexdigest(), size
+
+
+    def candidates(self, older_than: float) -> Iterator[tuple[Path, str | None]]:
+        """Files not modified since `older_than` (Unix seconds): (path, its SHA-256), or
+        (path, None) for a temp file a crash left behind. Blocking: call it in a thread."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for path in sorted(folder.iterdir()):
+                try:
+                    if path.stat().st_mtime >= older_than:
+                        continue
+                except FileNotFoundError:
+                    continue
+                stored = len(path.name) == 62 and not path.name.startswith(".")
+                yield path, folder.name + path.name if stored else None
+
+
+def _mkdir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

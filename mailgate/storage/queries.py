@@ -1,0 +1,270 @@
+"""Read-only questions the admin CLI and the reports ask the database.
+
+Nothing here writes. SLA state is derived from sla_clocks as follows (README, "Reports and
+metrics"):
+
+- a clock is *running* while it is not met (met_at IS NULL) and its ticket is not
+  resolved or closed;
+- a running clock is *breached* once its due_at has passed; a ticket waiting on the
+  requester (paused) is breached only if it was already overdue when it was paused;
+- a running clock that is not breached is *at risk* when one of its warning levels has
+  already fired (fired >= 1) or when at most one business hour of the department's
+  calendar is left (due_at <= calendar.add(now, 1 h)); paused tickets are never at risk.
+
+A ticket is breached if any of its clocks is, and at risk if it is not breached and any
+clock is at risk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aiosqlite
+
+from mailgate.config.directory import Directory, is_agent
+from mailgate.core.businesstime import BusinessCalendar
+from mailgate.core.dependencies import DependencyView, RequestFacts, build_dependencies
+from mailgate.core.model import Ticket
+from mailgate.core.report import ClockFacts, Report, TicketFacts, build_report
+from mailgate.storage.store import from_ts, maybe_ts, ticket_from_row, ts
+
+RISK_HORIZON = 3600.0  # business seconds: this much or less left counts as at risk
+# Event kinds that are an agent's answer on the ticket (pipeline._follow_clocks). Only
+# events whose actor is an agent of the ticket's department count.
+RESPONSE_EVENTS = ("reply",)
+
+_STATE = """
+    horizon(department, at) AS (SELECT key, value FROM json_each(:horizons)),
+    state AS (
+        SELECT c.ticket AS ticket,
+               MAX(c.due_at <= COALESCE(t.paused_at, :now)) AS breached,
+               MAX(t.paused_at IS NULL AND c.due_at > :now
+                   AND (c.fired >= 1 OR c.due_at <= COALESCE(h.at, :now + :risk))) AS at_risk,
+               MIN(c.due_at) AS next_due
+        FROM sla_clocks c
+        JOIN tickets t ON t.id = c.ticket
+        LEFT JOIN horizon h ON h.department = t.department
+        WHERE c.met_at IS NULL AND t.status NOT IN ('resolved', 'closed')
+        GROUP BY c.ticket)"""
+
+
+def risk_horizons(directory: Directory | None, now: datetime) -> dict[str, float]:
+    """Per department, the instant one business hour from now (Unix seconds).
+
+    Departments the database knows but the directory no longer does fall back to one
+    wall-clock hour in the SQL.
+    """
+    return {key: ts(calendar.add(now, RISK_HORIZON))
+            for key, calendar in calendar_lookup(directory).items()}
+
+
+def _params(now: datetime, horizons: Mapping[str, float]) -> dict[str, object]:
+    return {"now": ts(now), "horizons": json.dumps(dict(horizons)), "risk": RISK_HORIZON}
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentLoad:
+    department: str
+    open: int
+    at_risk: int
+    breached: int
+
+
+async def sla_overview(conn: aiosqlite.Connection, now: datetime,
+                       horizons: Mapping[str, float]) -> list[DepartmentLoad]:
+    """Open, at-risk and breached tickets per department (departments with open tickets)."""
+    sql = f"""WITH {_STATE}
+        SELECT t.department, COUNT(*),
+               COALESCE(SUM(s.at_risk AND NOT s.breached), 0), COALESCE(SUM(s.breached), 0)
+        FROM tickets t LEFT JOIN state s ON s.ticket = t.id
+        WHERE t.status NOT IN ('resolved', 'closed')
+        GROUP BY t.department ORDER BY t.department"""
+    rows = await conn.execute_fetchall(sql, _params(now, horizons))
+    return [DepartmentLoad(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFilter:
+    department: str | None = None
+    statuses: tuple[str, ...] = ()
+    at_risk: bool = False
+    breached: bool = False
+    requester: str | None = None  # an address, or "@domain" for everyone there
+    older_than: timedelta | None = None  # wall-clock age since the request came in
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRow:
+    ticket: Ticket
+    sla: str | None  # breached | at_risk | ok | None (no running clock)
+    next_due: datetime | None  # earliest due instant of a running clock
+
+    def as_json(self) -> dict:
+        t = self.ticket
+        return {"ref": t.ref, "department": t.department, "status": t.status.value,
+                "priority": t.priority.value, "subject": t.subject, "requester": t.requester,
+                "requester_name": t.requester_name, "created_at": t.created_at.isoformat(),
+                "updated_at": t.updated_at.isoformat(), "sla": self.sla,
+                "next_due_at": self.next_due.isoformat() if self.next_due else None}
+
+
+async def find_tickets(conn: aiosqlite.Connection, flt: TicketFilter, now: datetime,
+                       horizons: Mapping[str, float]) -> list[TicketRow]:
+    """Tickets matching every given filter, newest first, with their SLA state."""
+    where: list[str] = []
+    params = _params(now, horizons)
+    if flt.department:
+        where.append("t.department = :department")
+        params["department"] = flt.department
+    if flt.statuses:
+        marks = ", ".join(f":status{i}" for i in range(len(flt.statuses)))
+        where.append(f"t.status IN ({marks})")
+        params.update({f"status{i}": s for i, s in enumerate(flt.statuses)})
+    if flt.requester:
+        who = flt.requester.strip().lower()
+        if who.startswith("@"):
+            where.append("t.requester LIKE :requester ESCAPE '\\'")
+            params["requester"] = "%" + who.replace("\\", "\\\\").replace(
+                "%", "\\%").replace("_", "\\_")
+        else:
+            where.append("t.requester = :requester")
+            params["requester"] = who
+    if flt.older_than is not None:
+        where.append("t.created_at <= :before")
+        params["before"] = ts(now - flt.older_than)
+    sla_wanted = []
+    if flt.breached:
+        sla_wanted.append("s.breached")
+    if flt.at_risk:
+        sla_wanted.append("(s.at_risk AND NOT s.breached)")
+    if sla_wanted:
+        where.append(f"({' OR '.join(sla_wanted)})")
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    params["limit"] = flt.limit
+    sql = f"""WITH {_STATE}
+        SELECT t.id, t.ref, t.department, t.subject, t.requester, t.requester_name,
+               t.status, t.priority, t.created_at, t.updated_at,
+               s.breached, s.at_risk, s.next_due
+        FROM tickets t LEFT JOIN state s ON s.ticket = t.id
+        {clause} ORDER BY t.id DESC LIMIT :limit"""
+    rows = await conn.execute_fetchall(sql, params)
+    return [TicketRow(ticket_from_row(r), _sla(r[10], r[11], r[12]),
+                      from_ts(r[12]) if r[12] is not None else None) for r in rows]
+
+
+def _sla(breached: int | None, at_risk: int | None, next_due: float | None) -> str | None:
+    if next_due is None:
+        return None
+    if breached:
+        return "breached"
+    return "at_risk" if at_risk else "ok"
+
+
+# --- reports -----------------------------------------------------------------------------
+
+async def columns(conn: aiosqlite.Connection, table: str) -> set[str]:
+    rows = await conn.execute_fetchall(f"PRAGMA table_info({table})")
+    return {r[1] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRows:
+    tickets: list[TicketFacts]
+    clocks: list[ClockFacts]
+    backlog: dict[str, int]
+    ratings: bool  # the schema has a satisfaction rating on tickets
+
+
+async def report_rows(conn: aiosqlite.Connection, directory: Directory | None,
+                      since: datetime, until: datetime,
+                      departments: Iterable[str] | None = None) -> ReportRows:
+    """Everything a report needs about the requests that came in during [since, until)."""
+    wanted = list(departments) if departments is not None else None
+    ratings = "rating" in await columns(conn, "tickets")
+    params: dict[str, object] = {"since": ts(since), "until": ts(until),
+                                 "depts": json.dumps(wanted)}
+    in_depts = ("(:depts = 'null' OR t.department IN (SELECT value FROM json_each(:depts)))")
+    cohort = f"t.created_at >= :since AND t.created_at < :until AND {in_depts}"
+    rating = "t.rating" if ratings else "NULL"
+    rows = await conn.execute_fetchall(
+        f"""SELECT t.id, t.department, t.created_at, t.first_response_at, t.resolved_at,
+                   {rating} FROM tickets t WHERE {cohort} ORDER BY t.id""", params)
+    kinds = ", ".join(f"'{k}'" for k in RESPONSE_EVENTS)
+    # Internal notes (schema 4 marks events public or internal) are not answers.
+    public = ("AND COALESCE(e.visibility, 'public') != 'internal'"
+              if "visibility" in await columns(conn, "events") else "")
+    replies = await conn.execute_fetchall(
+        f"""SELECT e.ticket, t.department, e.actor FROM events e JOIN tickets t
+                ON t.id = e.ticket
+            WHERE {cohort} AND e.kind IN ({kinds}) AND e.actor IS NOT NULL {public}""",
+        params)
+    responses: dict[int, int] = {}
+    for ticket, dept_key, actor in replies:
+        dept = directory.departments.get(dept_key) if directory else None
+        if dept is not None and is_agent(dept, actor):
+            responses[ticket] = responses.get(ticket, 0) + 1
+    tickets = [TicketFacts(r[1], from_ts(r[2]), maybe_ts(r[3]), maybe_ts(r[4]),
+                           responses.get(r[0], 0), r[5]) for r in rows]
+    clock_rows = await conn.execute_fetchall(
+        f"""SELECT t.department, c.target, c.due_at, c.met_at FROM sla_clocks c
+            JOIN tickets t ON t.id = c.ticket WHERE {cohort}""", params)
+    clocks = [ClockFacts(r[0], r[1], from_ts(r[2]), maybe_ts(r[3])) for r in clock_rows]
+    backlog_rows = await conn.execute_fetchall(
+        f"""SELECT t.department, COUNT(*) FROM tickets t
+            WHERE t.status NOT IN ('resolved', 'closed') AND {in_depts}
+            GROUP BY t.department""", params)
+    return ReportRows(tickets, clocks, {r[0]: r[1] for r in backlog_rows}, ratings)
+
+
+def calendar_lookup(directory: Directory | None) -> dict[str, BusinessCalendar]:
+    if directory is None:
+        return {}
+    return {key: directory.calendar_for(dept) for key, dept in directory.departments.items()}
+
+
+async def department_report(conn: aiosqlite.Connection, directory: Directory | None,
+                            since: datetime, until: datetime,
+                            departments: Iterable[str] | None = None) -> Report:
+    """Read the period's rows and compute the report (mailgate.core.report does the figures).
+
+    Departments appear in directory order, then any only the database still knows.
+    """
+    wanted = list(departments) if departments else None
+    rows = await report_rows(conn, directory, since, until, wanted)
+    names = {k: d.name for k, d in directory.departments.items()} if directory else {}
+    known = {t.department for t in rows.tickets} | set(rows.backlog)
+    names.update({key: key for key in sorted(known - set(names))})
+    if wanted:
+        names = {key: names.get(key, key) for key in wanted}
+    return build_report(rows.tickets, rows.clocks, rows.backlog, since=since, until=until,
+                        now=until, names=names, calendars=calendar_lookup(directory),
+                        ratings=rows.ratings)
+
+
+async def dependency_view(conn: aiosqlite.Connection, directory: Directory | None,
+                          since: datetime, until: datetime,
+                          departments: Iterable[str] | None = None) -> DependencyView:
+    """Which departments sent requests to which during [since, until) (mailgate.core.dependencies
+    does the grouping). With departments, only flows from or to one of them."""
+    rows = await conn.execute_fetchall(
+        """SELECT t.requester, t.department, t.created_at, t.first_response_at
+           FROM tickets t WHERE t.created_at >= :since AND t.created_at < :until
+           ORDER BY t.id""", {"since": ts(since), "until": ts(until)})
+    requests = [RequestFacts((r[0] or "").lower(), r[1], from_ts(r[2]), maybe_ts(r[3]))
+                for r in rows]
+
+    def department_of(address: str) -> str | None:
+        person = directory.person(address) if directory else None
+        return person.department if person else None
+
+    wanted = set(departments or ())
+    if wanted:
+        requests = [r for r in requests
+                    if r.department in wanted or department_of(r.requester) in wanted]
+    order = list(directory.departments) if directory else []
+    return build_dependencies(requests, department_of, since=since, until=until,
+                              calendars=calendar_lookup(directory), order=order)

@@ -1,0 +1,291 @@
+"""SLA clocks in the database: start, meet, pause, resume, and what is due.
+
+Every change ends by writing the ticket's next_escalation_at: the earliest instant any of
+its running clocks has a level due (NULL when none runs, or while the ticket waits on the
+requester). The scheduler reads only that indexed column, so a tick costs what the due
+tickets cost, not what the open ones do; and it reads and writes them set-wise (one query,
+a few executemany), because a tick is a handful of round trips to SQLite, not thousands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from mailgate.config.directory import Department, Directory, SlaPolicy
+from mailgate.core.businesstime import BusinessCalendar
+from mailgate.core.model import Priority
+from mailgate.core.sla import Clock, Escalation, Firing, Target, advance, next_level
+from mailgate.storage.store import Tx, from_ts, ts
+
+
+@dataclass(frozen=True, slots=True)
+class DueLevel:
+    """One level fired now on one ticket's clock: the scheduler mails it."""
+
+    ticket_id: int
+    ref: str
+    department: str
+    assignee: str | None
+    clock: Clock
+    round: int
+    firing: Firing
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """A new ticket's clocks as rows (target, started_at, seconds, due_at, next_at)."""
+
+    rows: tuple[tuple, ...]
+    next_escalation_at: float | None  # for the ticket row
+    first_response_due: datetime | None
+
+
+@dataclass
+class Tick:
+    """What one scheduler round decided, written back by SlaBook.commit."""
+
+    now: datetime
+    due: list[DueLevel] = field(default_factory=list)
+    clocks: list[tuple[int, float | None, int, str]] = field(default_factory=list)
+    # ^ (fired, next_at, ticket, target) for every clock that fired
+    schedule: list[tuple[float | None, int]] = field(default_factory=list)  # next, ticket
+    tickets: int = 0
+
+
+# What the tick needs of a ticket: the rest is read when the mail is written.
+DUE_TICKET_COLUMNS = "t.id, t.ref, t.department, t.assignee"
+CLOCK_COLUMNS = ("c.target, c.started_at, c.seconds, c.paused_seconds, c.fired, c.round, "
+                 "c.due_at, c.next_at")
+# The ticket's next instant is the earliest next level of its running clocks: plain SQL.
+RESCHEDULE = """UPDATE tickets SET next_escalation_at = CASE WHEN paused_at IS NULL THEN
+                    (SELECT MIN(next_at) FROM sla_clocks WHERE ticket = tickets.id
+                     AND met_at IS NULL) END
+                WHERE id = ?"""
+
+
+class SlaBook:
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        # Per department; a reload builds a new SlaBook, so these never go stale.
+        self._escalations: dict[str, Escalation] = {}
+
+    # --- policy lookups ----------------------------------------------------------------
+
+    def department(self, key: str) -> Department | None:
+        return self.directory.departments.get(key)
+
+    def calendar(self, dept: Department | None) -> BusinessCalendar:
+        return self.directory.calendar_for(dept) if dept else BusinessCalendar.always()
+
+    def policy(self, dept: Department | None) -> SlaPolicy | None:
+        return self.directory.sla_for(dept) if dept else None
+
+    def escalation(self, dept: Department | None) -> Escalation:
+        if dept is None:
+            return Escalation()
+        found = self._escalations.get(dept.key)  # asked for every due clock in a tick
+        if found is None:
+            policy = self.directory.sla_for(dept)
+            every = policy.re_escalate_every
+            found = self._escalations[dept.key] = Escalation(
+                policy.warn_at, every.total_seconds() if every else None)
+        return found
+
+    def roles(self, dept: Department, kind: str) -> tuple[str, ...]:
+        """Who hears about an escalation of this kind, as directory roles."""
+        policy = self.policy(dept)
+        return tuple(getattr(policy.notify, kind, ())) if policy else ()
+
+    def budget(self, dept: Department | None, target: Target,
+               priority: Priority) -> timedelta | None:
+        policy = self.policy(dept)
+        if policy is None:
+            return None
+        targets = {Target.FIRST_RESPONSE: policy.first_response,
+                   Target.RESOLUTION: policy.resolution,
+                   Target.NEXT_RESPONSE: policy.next_response}[target]
+        return targets.get(priority) if targets else None
+
+    def clock_row(self, dept: Department | None, clock: Clock) -> tuple[float, float | None]:
+        """(due_at, next_at) of a clock, as stored."""
+        calendar = self.calendar(dept)
+        found = next_level(clock, self.escalation(dept), calendar)
+        return ts(clock.due_at(calendar)), ts(found[1]) if found else None
+
+    # --- changes -----------------------------------------------------------------------
+
+    def plan(self, department: str, priority: Priority, now: datetime) -> Opening:
+        """A new ticket's first-response and resolution clocks, starting now (pure: the
+        ticket row is written with its next instant, then `open` adds the clocks)."""
+        dept = self.department(department)
+        clocks = [Clock(target, now, budget.total_seconds())
+                  for target in (Target.FIRST_RESPONSE, Target.RESOLUTION)
+                  if (budget := self.budget(dept, target, priority)) is not None]
+        rows = tuple((c.target.value, ts(now), c.budget, *self.clock_row(dept, c))
+                     for c in clocks)
+        nexts = [r[4] for r in rows if r[4] is not None]
+        due = next((from_ts(r[3]) for r in rows if r[0] == Target.FIRST_RESPONSE.value), None)
+        return Opening(rows, min(nexts) if nexts else None, due)
+
+    async def open(self, tx: Tx, ticket_id: int, opening: Opening) -> None:
+        await tx.conn.executemany(
+            "INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, next_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)", [(ticket_id, *row) for row in opening.rows])
+
+    async def start(self, tx: Tx, ticket_id: int, target: Target, now: datetime) -> None:
+        """Start (or restart) a clock; a restart is a new round that escalates afresh."""
+        row = await tx.fetch_one("SELECT department, priority FROM tickets WHERE id = ?",
+                                 (ticket_id,))
+        if row is None:
+            return
+        dept = self.department(row[0])
+        budget = self.budget(dept, target, Priority(row[1]))
+        if budget is None:
+            return
+        clock = Clock(target, now, budget.total_seconds())
+        await tx.execute(
+            """INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, next_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (ticket, target) DO UPDATE SET started_at = excluded.started_at,
+                   seconds = excluded.seconds, due_at = excluded.due_at,
+                   next_at = excluded.next_at, paused_seconds = 0, met_at = NULL, fired = 0,
+                   round = round + 1""",
+            (ticket_id, target.value, ts(now), clock.budget, *self.clock_row(dept, clock)))
+        await tx.execute(RESCHEDULE, (ticket_id,))
+
+    async def start_next_response(self, tx: Tx, ticket_id: int, now: datetime) -> None:
+        """The requester wrote again after being answered: an answer is owed again.
+
+        Not before the first response (its own clock runs), and not while a next-response
+        clock already runs (the oldest unanswered mail sets the deadline).
+        """
+        row = await tx.fetch_one(
+            "SELECT t.first_response_at, c.met_at, c.ticket FROM tickets t "
+            "LEFT JOIN sla_clocks c ON c.ticket = t.id AND c.target = ? WHERE t.id = ?",
+            (Target.NEXT_RESPONSE.value, ticket_id))
+        if row is None or row[0] is None:
+            return
+        running = row[2] is not None and row[1] is None
+        if not running:
+            await self.start(tx, ticket_id, Target.NEXT_RESPONSE, now)
+
+    async def requester_wrote(self, tx: Tx, ticket_id: int, now: datetime) -> None:
+        """The requester (or someone for them) wrote: paused clocks go on, and an answer
+        is owed again if one was already given."""
+        await self.resume(tx, ticket_id, now)
+        await self.start_next_response(tx, ticket_id, now)
+
+    async def meet(self, tx: Tx, ticket_id: int, targets: tuple[Target, ...],
+                   now: datetime) -> list[Target]:
+        """Stop running clocks: the answer came (or the ticket was resolved)."""
+        met = []
+        for target in targets:
+            cur = await tx.execute(
+                "UPDATE sla_clocks SET met_at = ? WHERE ticket = ? AND target = ? "
+                "AND met_at IS NULL", (ts(now), ticket_id, target.value))
+            if cur.rowcount:
+                met.append(target)
+        if Target.FIRST_RESPONSE in met:
+            await tx.execute("UPDATE tickets SET first_response_at = ? WHERE id = ? "
+                             "AND first_response_at IS NULL", (ts(now), ticket_id))
+        if met:
+            await tx.execute(RESCHEDULE, (ticket_id,))
+        return met
+
+    async def pause(self, tx: Tx, ticket_id: int, now: datetime) -> None:
+        """Waiting on the requester: every clock of the ticket stops counting."""
+        await tx.execute("UPDATE tickets SET paused_at = ?, next_escalation_at = NULL "
+                         "WHERE id = ? AND paused_at IS NULL", (ts(now), ticket_id))
+
+    async def resume(self, tx: Tx, ticket_id: int, now: datetime) -> None:
+        """The requester answered: clocks go on, pushed back by the business time paused."""
+        row = await tx.fetch_one("SELECT department, paused_at FROM tickets WHERE id = ?",
+                                 (ticket_id,))
+        if row is None or row[1] is None:
+            return
+        dept = self.department(row[0])
+        paused = self.calendar(dept).elapsed(from_ts(row[1]), now)
+        rows = await tx.fetch_all(
+            f"SELECT {CLOCK_COLUMNS} FROM sla_clocks c WHERE c.ticket = ? AND c.met_at IS NULL",
+            (ticket_id,))
+        updates = []
+        for r in rows:
+            clock = _clock(r)
+            clock = replace(clock, paused_seconds=clock.paused_seconds + paused)
+            updates.append((clock.paused_seconds, *self.clock_row(dept, clock), ticket_id,
+                            clock.target.value))
+        await tx.conn.executemany(
+            "UPDATE sla_clocks SET paused_seconds = ?, due_at = ?, next_at = ? "
+            "WHERE ticket = ? AND target = ?", updates)
+        await tx.execute("UPDATE tickets SET paused_at = NULL WHERE id = ?", (ticket_id,))
+        await tx.execute(RESCHEDULE, (ticket_id,))
+
+    # --- the scheduler's side ----------------------------------------------------------
+
+    async def due(self, tx: Tx, now: datetime, limit: int) -> Tick:
+        """Decide, for up to `limit` due tickets, which levels fire now (reads only)."""
+        rows = await tx.fetch_all(
+            f"""SELECT {DUE_TICKET_COLUMNS}, {CLOCK_COLUMNS}
+                FROM (SELECT id FROM tickets WHERE next_escalation_at <= ?
+                      ORDER BY next_escalation_at LIMIT ?) d
+                JOIN tickets t ON t.id = d.id
+                JOIN sla_clocks c ON c.ticket = t.id AND c.met_at IS NULL
+                ORDER BY t.next_escalation_at, t.id""", (ts(now), limit))
+        tick = Tick(now)
+        by_ticket: dict[int, list[tuple]] = {}
+        for row in rows:
+            by_ticket.setdefault(row[0], []).append(row)
+        for ticket_rows in by_ticket.values():
+            self._decide(tick, ticket_rows, ts(now))
+        tick.tickets = len(by_ticket)
+        return tick
+
+    def _decide(self, tick: Tick, rows: list[tuple], now: float) -> None:
+        ticket_id, ref, department, assignee = rows[0][:4]
+        dept = self.department(department)
+        calendar, escalation = self.calendar(dept), self.escalation(dept)
+        nexts = []
+        for row in rows:
+            round_, due_at, next_at = row[9], row[10], row[11]
+            if next_at is not None and next_at <= now:
+                clock = _clock(row[4:])
+                due = advance(clock, escalation, calendar, tick.now)
+                next_at = ts(due.next_at) if due.next_at else None
+                if due.level is not None:
+                    tick.due.append(DueLevel(ticket_id, ref, department, assignee, clock,
+                                             round_, due, from_ts(due_at)))
+                    tick.clocks.append((due.level.number, next_at, ticket_id,
+                                        clock.target.value))
+            if next_at is not None:
+                nexts.append(next_at)
+        tick.schedule.append((min(nexts) if nexts else None, ticket_id))
+
+    async def commit(self, tx: Tx, tick: Tick, sent: dict[int, str | None]) -> None:
+        """Record the tick: each level once (the primary key makes a second time an error),
+        the clocks' progress and the tickets' next instants. `sent` maps an index into
+        tick.due to the Message-ID of the mail enqueued for it."""
+        rows = []
+        for index, due in enumerate(tick.due):
+            assert due.firing.level is not None  # only firing clocks are in tick.due
+            for level in (*due.firing.skipped, due.firing.level):
+                skipped = level is not due.firing.level
+                rows.append((due.ticket_id, due.clock.target.value, due.round, level.number,
+                             "skipped" if skipped else level.kind.value, ts(tick.now),
+                             ts(due.due_at), due.department, due.assignee,
+                             None if skipped else sent.get(index)))
+        await tx.conn.executemany(
+            """INSERT INTO escalations (ticket, target, round, level, kind, at, due_at,
+                   department, assignee, outgoing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,
+                   (SELECT id FROM outbox WHERE message_id = ?))""", rows)
+        await tx.conn.executemany(
+            "UPDATE sla_clocks SET fired = ?, next_at = ? WHERE ticket = ? AND target = ?",
+            tick.clocks)
+        await tx.conn.executemany(
+            "UPDATE tickets SET next_escalation_at = ? WHERE id = ?", tick.schedule)
+
+
+def _clock(row: tuple) -> Clock:
+    return Clock(Target(row[0]), from_ts(row[1]), row[2], row[3], row[4])
+

@@ -1,0 +1,615 @@
+"""aiosqlite: the schema, migrations and every SQL statement mailgate runs.
+
+One connection, one writer: transactions are serialised by an asyncio lock, and each
+message inside a batch runs in its own SAVEPOINT so one bad message never rolls back its
+neighbours. Durability is synchronous=FULL: after COMMIT returns, the data is on disk,
+which is what lets the SMTP listener answer 250 and the IMAP position move forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import zlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from mailgate.core.mime.parse import fingerprint
+from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
+from mailgate.storage.attachments import Part
+from mailgate.storage.schema import MIGRATIONS
+
+FIRST_TICKET_NUMBER = 1001
+TICKET_COLUMNS = ("id, ref, department, subject, requester, requester_name, status, priority, "
+                  "created_at, updated_at")
+TICKET_FIELDS = len(TICKET_COLUMNS.split(","))  # how many of a row's first values they are
+
+
+def ticket_columns(alias: str) -> str:
+    """TICKET_COLUMNS for a query that names the tickets table `alias`."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in TICKET_COLUMNS.split(","))
+
+
+def ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def from_ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def maybe_ts(value: float | None) -> datetime | None:
+    """from_ts for a column that may be NULL."""
+    return from_ts(value) if value is not None else None
+
+
+def ticket_from_row(row: sqlite3.Row | tuple) -> Ticket:
+    return Ticket(
+        id=row[0], ref=row[1], department=row[2], subject=row[3], requester=row[4],
+        requester_name=row[5], status=Status(row[6]), priority=Priority(row[7]),
+        created_at=from_ts(row[8]), updated_at=from_ts(row[9]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A message key as stored: its messages row and the departments that received it."""
+
+    message: int | None
+    fingerprint: str | None
+    departments: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    message_id: str
+    kind: str
+    ticket: int | None
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+    created_at: float = 0.0  # when it was queued (Unix seconds): ack latency metric
+    draft: str | None = None  # set: raw is written just before sending (Outbox.write_draft)
+    copy_of: str | None = None  # another recipient's copy: the first copy's Message-ID
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    id: int
+    at: datetime
+    source: str
+    reason: str
+    sender: str
+    subject: str
+    status: str
+    size: int
+
+
+class Store:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self._write_lock = asyncio.Lock()
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, migrate: bool = True) -> Store:
+        _prepare_file(path)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=10000")
+            store = cls(conn, path)
+            if migrate:
+                await store.migrate()
+        except BaseException:
+            # Close on any failure: aiosqlite's thread is not a daemon thread, and a
+            # connection left open keeps the process alive after the error.
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+        await self.conn.close()
+
+    async def read_committed(self, sql: str, args: Iterable = ()) -> list:
+        """Rows as committed, on a second connection. The sender reads through here: on
+        the writer connection it would also see the rows of a transaction still open (an
+        intake batch, a scheduler tick), and could send mail that a rollback then
+        un-queues -- and whose id the next insert reuses."""
+        return list(await (await self.reader()).execute_fetchall(sql, tuple(args)))
+
+    async def reader(self) -> aiosqlite.Connection:
+        """The read-only second connection, with a thread of its own: also for the
+        daemon's long reads (metrics, status), which on the writer connection would wait
+        for intake and make it wait in turn."""
+        async with self._reader_lock:
+            if self._reader is None:
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await reader.execute("PRAGMA query_only=ON")
+                await reader.execute("PRAGMA busy_timeout=10000")
+                self._reader = reader
+        return self._reader
+
+    async def schema_version(self) -> int:
+        async with self.conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def migrate(self) -> int:
+        """Apply pending migrations, each atomically with its version bump."""
+        version = await self.schema_version()
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path}: database schema {version} is newer than this "
+                               f"mailgate ({len(MIGRATIONS)}); upgrade mailgate")
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            script = MIGRATIONS[number - 1]
+            try:
+                await self.conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+            except sqlite3.Error as exc:
+                # executescript stops at the failing statement with the transaction open:
+                # undo the half-applied migration so the file stays at the old version.
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                raise RuntimeError(f"{self.path}: migration {number} failed: {exc}") from exc
+        return len(MIGRATIONS) - version
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self.conn, self.path.parent)
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+
+    # --- reads (CLI, status, sender) ---------------------------------------------------
+
+    async def ticket(self, ref: str) -> Ticket | None:
+        async with self.conn.execute(
+                f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref = ?", (ref.upper(),)) as cur:
+            row = await cur.fetchone()
+        return ticket_from_row(row) if row else None
+
+    async def linked_refs(self, ticket_id: int) -> list[str]:
+        sql = ("SELECT t.ref FROM ticket_links l JOIN tickets t ON t.id = l.other "
+               "WHERE l.ticket = ? ORDER BY t.id")
+        async with self.conn.execute(sql, (ticket_id,)) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def copies_of(self, message_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The further recipients of each mail that went out as one copy per person."""
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(message_ids), 500):
+            chunk = message_ids[start:start + 500]
+            async with self.conn.execute(
+                f"SELECT copy_of, recipients FROM outbox WHERE copy_of IN "
+                f"({','.join('?' * len(chunk))}) ORDER BY id", chunk) as cur:
+                rows = await cur.fetchall()
+            for first, recipients in rows:
+                found.setdefault(first, []).extend(json.loads(recipients))
+        return found
+
+    async def mailbox_position(self, name: str) -> tuple[int | None, int] | None:
+        async with self.conn.execute(
+                "SELECT uidvalidity, last_uid FROM mailboxes WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    async def due_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        sql = """SELECT id, message_id, kind, ticket, mail_from, recipients, raw, attempts,
+                        created_at, draft, copy_of
+                 FROM outbox WHERE status = 'queued' AND next_attempt <= ?
+                 ORDER BY next_attempt, id LIMIT ?"""
+        rows = await self.read_committed(sql, (ts(now), limit))
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7],
+                          r[8], r[9], r[10]) for r in rows]
+
+    async def next_outgoing_at(self) -> datetime | None:
+        [row] = await self.read_committed(
+            "SELECT MIN(next_attempt) FROM outbox WHERE status = 'queued'")
+        return from_ts(row[0]) if row[0] is not None else None
+
+    async def outbox_summary(self) -> dict[str, int]:
+        async with self.conn.execute(
+                "SELECT status, COUNT(*) FROM outbox GROUP BY status") as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def quarantined(self, status: str = "held", limit: int = 200) -> list[QuarantineEntry]:
+        sql = """SELECT id, at, source, reason, sender, subject, status, length(raw)
+                 FROM quarantine WHERE status = ? ORDER BY id LIMIT ?"""
+        async with self.conn.execute(sql, (status, limit)) as cur:
+            return [QuarantineEntry(r[0], from_ts(r[1]), *r[2:]) for r in await cur.fetchall()]
+
+    async def mailbox_states(self) -> list[dict]:
+        sql = """SELECT name, state, state_at, last_error, last_message_at, last_uid,
+                        uidvalidity FROM mailboxes ORDER BY name"""
+        async with self.conn.execute(sql) as cur:
+            rows = await cur.fetchall()
+        keys = ("name", "state", "state_at", "last_error", "last_message_at", "last_uid",
+                "uidvalidity")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    async def oldest_queued_at(self) -> datetime | None:
+        async with self.conn.execute(
+                "SELECT MIN(created_at) FROM outbox WHERE status = 'queued'") as cur:
+            row = await cur.fetchone()
+        return from_ts(row[0]) if row and row[0] is not None else None
+
+    async def quarantine_count(self) -> int:
+        [row] = await self.read_committed(
+            "SELECT COUNT(*) FROM quarantine WHERE status = 'held'")
+        return int(row[0])
+
+    async def queued_count(self) -> int:
+        """Outbox depth; answered from the partial index, cheap enough to ask every few s."""
+        [row] = await self.read_committed("SELECT COUNT(*) FROM outbox WHERE status = 'queued'")
+        return int(row[0])
+
+    # --- writes outside message processing ---------------------------------------------
+
+    async def record_mailbox_state(self, name: str, state: str, error: str | None,
+                                   now: datetime) -> None:
+        """What `mailgate status` shows: connected/idle/polling/reconnecting and why."""
+        async with self.transaction() as tx:
+            await tx.execute(
+                """INSERT INTO mailboxes (name, updated_at, state, state_at, last_error)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET state = excluded.state,
+                       state_at = excluded.state_at, last_error = excluded.last_error""",
+                (name, ts(now), state, ts(now), error))
+
+    def write_busy(self) -> bool:
+        """True while a transaction holds (or waits for) the single writer slot."""
+        return self._write_lock.locked()
+
+    @asynccontextmanager
+    async def between_transactions(self) -> AsyncIterator[None]:
+        """Hold the writer slot without opening a transaction: inside, none is open.
+
+        The daemon swaps its setup and stops intake tasks in here, so every transaction
+        runs wholly with one setup and none is cut off halfway.
+        """
+        async with self._write_lock:
+            yield
+
+    async def mark_sent(self, outbox_ids: set[int], now: datetime) -> None:
+        async with self.transaction():
+            await self.conn.executemany(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, "
+                "last_error = NULL WHERE id = ? AND status = 'queued'",
+                [(ts(now), outbox_id) for outbox_id in sorted(outbox_ids)])
+
+    async def mark_retry(self, outbox_id: int, next_attempt: datetime, error: str,
+                         count: bool = True) -> None:
+        """Try again at next_attempt; `count`: this was a delivery attempt."""
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE outbox SET attempts = attempts + ?, next_attempt = ?, "
+                             "last_error = ? WHERE id = ?",
+                             (int(count), ts(next_attempt), error[:500], outbox_id))
+
+    async def mark_failed(self, row: OutboxRow, error: str, now: datetime) -> None:
+        """A permanent failure: kept on the outbox row and recorded on the ticket."""
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, "
+                             "last_error = ? WHERE id = ?", (error[:500], row.id))
+            for ticket_id in await tx.tickets_of_outgoing(row.id, row.ticket):
+                await tx.add_event(ticket_id, "delivery_failed", now, outgoing=row.id,
+                                   detail={"error": error[:500], "to": list(row.recipients)})
+
+
+class Tx:
+    """Statements that must run inside Store.transaction()."""
+
+    def __init__(self, conn: aiosqlite.Connection, state_dir: Path | None = None) -> None:
+        self.conn = conn
+        self.state_dir = state_dir  # the database's directory: attachments live under it
+        self._savepoints = 0
+
+    async def execute(self, sql: str, args: Iterable = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, tuple(args))
+
+    # execute_fetchall is one trip to the database thread instead of three.
+    async def fetch_one(self, sql: str, args: Iterable = ()) -> tuple | None:
+        rows = await self.conn.execute_fetchall(sql, tuple(args))
+        return next(iter(rows), None)
+
+    async def fetch_all(self, sql: str, args: Iterable = ()) -> list:
+        return list(await self.conn.execute_fetchall(sql, tuple(args)))
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        await self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self.conn.execute(f"ROLLBACK TO {name}")
+            await self.conn.execute(f"RELEASE {name}")
+            raise
+        await self.conn.execute(f"RELEASE {name}")
+
+    # --- dedupe ---------------------------------------------------------------------
+
+    async def seen(self, dedupe_key: str) -> Seen:
+        """What is stored under this key, in one round trip (asked for every message)."""
+        row = await self.fetch_one(
+            "SELECT m.id, m.fingerprint, (SELECT group_concat(department, char(31)) "
+            "FROM receipts WHERE dedupe_key = ?1) FROM (SELECT 1) "
+            "LEFT JOIN messages m ON m.dedupe_key = ?1", (dedupe_key,))
+        message, fingerprint, departments = row if row else (None, None, None)
+        return Seen(message, fingerprint,
+                    frozenset(departments.split("\x1f")) if departments else frozenset())
+
+    async def record_redelivery(self, message: int, now: datetime) -> int:
+        """The stored message arrived once more; returns how often it has arrived."""
+        row = await self.fetch_one(
+            "UPDATE messages SET deliveries = deliveries + 1, last_delivered_at = ? "
+            "WHERE id = ? RETURNING deliveries", (ts(now), message))
+        return int(row[0]) if row else 0
+
+    async def add_receipts(self, dedupe_key: str, departments: Iterable[str], message: int,
+                           outcome: str) -> None:
+        await self.conn.executemany(
+            "INSERT OR IGNORE INTO receipts (dedupe_key, department, message, outcome) "
+            "VALUES (?, ?, ?, ?)", [(dedupe_key, d, message, outcome) for d in departments])
+
+    async def store_message(self, msg: Inbound, fingerprint: str, kind: MailKind, raw: bytes,
+                            source: str, now: datetime, trust: str = "", *,
+                            stored: int | None = None, text: str | None = None,
+                            packed: bytes | None = None) -> int:
+        """Insert the message once: `stored` is its row if an earlier copy (for another
+        department) has one (see seen()). `text` is what the conversation shows of it;
+        `packed` the raw bytes compressed already (off the event loop, for large mail)."""
+        if stored is not None:
+            return stored
+        recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
+        cur = await self.execute(
+            """INSERT INTO messages (dedupe_key, message_id, fingerprint, kind, sender,
+                   sender_name, recipients, subject, sent_date, body, attachments, defects,
+                   size, source, received_at, raw, sender_trust, text)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (msg.dedupe_key, msg.message_id, fingerprint, kind.value,
+             msg.sender.addr if msg.sender else "", msg.sender.name if msg.sender else "",
+             json.dumps(recipients), msg.subject, msg.date.isoformat() if msg.date else None,
+             msg.body, json.dumps([[a.filename, a.content_type, a.size]
+                                   for a in msg.attachments]),
+             json.dumps(list(msg.defects)), msg.size, source, ts(now),
+             packed if packed is not None else pack(raw), trust, text))
+        return int(cur.lastrowid or 0)
+
+    # --- threading --------------------------------------------------------------------
+
+    async def tickets_by_refs(self, refs: Iterable[str]) -> list[Ticket]:
+        refs = list(refs)
+        if not refs:
+            return []
+        marks = ",".join("?" * len(refs))
+        rows = await self.fetch_all(
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref IN ({marks}) ORDER BY id", refs)
+        return [ticket_from_row(r) for r in rows]
+
+    async def tickets_by_message_ids(self, message_ids: Iterable[str]) -> list[Ticket]:
+        """Tickets whose conversation holds one of these Message-IDs, ours or theirs."""
+        ids = list(message_ids)[:60]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = await self.fetch_all(
+            f"""SELECT {TICKET_COLUMNS} FROM tickets WHERE id IN (
+                    SELECT e.ticket FROM messages m JOIN events e ON e.message = m.id
+                    WHERE m.message_id IN ({marks})
+                    UNION
+                    SELECT e.ticket FROM outbox o JOIN events e ON e.outgoing = o.id
+                    WHERE o.message_id IN ({marks})
+                    UNION  -- escalation mail has no event: its row names the ticket
+                    SELECT o.ticket FROM outbox o
+                    WHERE o.message_id IN ({marks}) AND o.draft IS NOT NULL)
+                ORDER BY id""", ids * 3)
+        return [ticket_from_row(r) for r in rows]
+
+    # --- tickets and events ---------------------------------------------------------
+
+    async def create_ticket(self, department: str, prefix: str, subject: str, requester: str,
+                            requester_name: str, priority: Priority, now: datetime, *,
+                            cc: Sequence[str] = (), next_escalation_at: float | None = None,
+                            ) -> Ticket:
+        row = await self.fetch_one(  # one round trip: the first ticket of a prefix, or the next
+            "INSERT INTO counters (prefix, next_number) VALUES (?, ?) "
+            "ON CONFLICT (prefix) DO UPDATE SET next_number = next_number + 1 "
+            "RETURNING next_number - 1", (prefix, FIRST_TICKET_NUMBER + 1))
+        number = int(row[0]) if row else FIRST_TICKET_NUMBER
+        ref = f"{prefix}-{number}"
+        cur = await self.execute(
+            """INSERT INTO tickets (ref, department, number, subject, requester,
+                   requester_name, status, priority, created_at, updated_at, cc,
+                   next_escalation_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (ref, department, number, subject, requester, requester_name, Status.NEW.value,
+             priority.value, ts(now), ts(now), json.dumps(list(cc)) if cc else None,
+             next_escalation_at))
+        return Ticket(int(cur.lastrowid or 0), ref, department, subject, requester,
+                      requester_name, Status.NEW, priority, now, now)
+
+    async def touch_ticket(self, ticket_id: int, now: datetime) -> None:
+        await self.execute("UPDATE tickets SET updated_at = ? WHERE id = ?", (ts(now), ticket_id))
+
+    async def add_event(self, ticket_id: int, kind: str, now: datetime, *,
+                        actor: str | None = None, message: int | None = None,
+                        outgoing: int | None = None, detail: dict | None = None,
+                        visibility: str | None = None) -> None:
+        """visibility: public | internal for the conversation's events, else None."""
+        await self.execute(
+            "INSERT INTO events (ticket, at, kind, actor, message, outgoing, detail, "
+            "visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ticket_id, ts(now), kind, actor, message, outgoing,
+             json.dumps(detail) if detail else None, visibility))
+
+    async def add_attachments(self, tickets: list[int], message: int,
+                              files: list[tuple[Part, str | None]], now: datetime) -> None:
+        """One row per ticket and file: (part, its SHA-256, or None when not kept)."""
+        await self.conn.executemany(
+            "INSERT INTO attachments (ticket, message, filename, content_type, size, "
+            "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(ticket, message, part.filename, part.content_type, part.length, digest,
+              ts(now)) for ticket in tickets for part, digest in files])
+
+    async def link_tickets(self, ticket_ids: list[int]) -> None:
+        pairs = [(a, b) for a in ticket_ids for b in ticket_ids if a != b]
+        await self.conn.executemany(
+            "INSERT OR IGNORE INTO ticket_links (ticket, other) VALUES (?, ?)", pairs)
+
+    async def tickets_of_outgoing(self, outbox_id: int, primary: int | None) -> list[int]:
+        rows = await self.fetch_all("SELECT DISTINCT ticket FROM events WHERE outgoing = ?",
+                               (outbox_id,))
+        found = [r[0] for r in rows]
+        return found or ([primary] if primary else [])
+
+    # --- outbox -----------------------------------------------------------------------
+
+    async def enqueue(self, mail: Outgoing, now: datetime) -> int:
+        cur = await self.execute(
+            f"INSERT INTO outbox ({_OUTBOX_INSERT}) VALUES ({_OUTBOX_MARKS})",
+            _outbox_values(mail, now))
+        return int(cur.lastrowid or 0)
+
+    async def enqueue_many(self, mails: list[Outgoing], now: datetime) -> None:
+        await self.conn.executemany(
+            f"INSERT INTO outbox ({_OUTBOX_INSERT}) VALUES ({_OUTBOX_MARKS})",
+            [_outbox_values(m, now) for m in mails])
+
+    async def add_events(self, events: list[tuple[int, str, dict, str | None]],
+                         now: datetime) -> None:
+        """(ticket, kind, detail, Message-ID of the outgoing mail or None) per event."""
+        await self.conn.executemany(
+            """INSERT INTO events (ticket, at, kind, detail, outgoing)
+               VALUES (?, ?, ?, ?, (SELECT id FROM outbox WHERE message_id = ?))""",
+            [(ticket, ts(now), kind, json.dumps(detail), message_id)
+             for ticket, kind, detail, message_id in events])
+
+    async def budget_used(self, mailbox: str, domain: str | None,
+                          since: datetime) -> tuple[int, int]:
+        """Automatic mail queued since then to this mailbox, and to this domain."""
+        row = await self.fetch_one(
+            """SELECT (SELECT COUNT(*) FROM outbox WHERE budget = ? AND created_at >= ?),
+                      (SELECT COUNT(*) FROM outbox WHERE budget_domain = ? AND created_at >= ?)""",
+            (mailbox, ts(since), domain, ts(since)))
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def tickets_notified(self, budget: str, since: datetime) -> int:
+        """Tickets whose team notification drew on this budget since then."""
+        row = await self.fetch_one(
+            "SELECT COUNT(DISTINCT ticket) FROM outbox WHERE budget = ? AND created_at >= ?",
+            (budget, ts(since)))
+        return int(row[0]) if row else 0
+
+    async def hold_notification(self, ticket_id: int, department: str, sender: str,
+                                now: datetime) -> None:
+        await self.execute(
+            "INSERT OR IGNORE INTO held_notifications (ticket, department, sender, at) "
+            "VALUES (?, ?, ?, ?)", (ticket_id, department, sender, ts(now)))
+
+    async def pending_holds(self) -> list[tuple[str, str, float]]:
+        """(department, sender, last summary's time or 0) per flood with tickets waiting."""
+        rows = await self.fetch_all(
+            """SELECT h.department, h.sender,
+                      coalesce((SELECT max(o.created_at) FROM held_notifications s
+                                JOIN outbox o ON o.id = s.summary
+                                WHERE s.department = h.department AND s.sender = h.sender), 0)
+               FROM held_notifications h WHERE h.summary IS NULL
+               GROUP BY h.department, h.sender""")
+        return [(r[0], r[1], float(r[2])) for r in rows]
+
+    async def held_tickets(self, department: str, sender: str) -> list[tuple[int, str, str]]:
+        """(ticket id, ref, subject) of the held notifications not summarised yet."""
+        rows = await self.fetch_all(
+            "SELECT t.id, t.ref, t.subject FROM held_notifications h "
+            "JOIN tickets t ON t.id = h.ticket "
+            "WHERE h.department = ? AND h.sender = ? AND h.summary IS NULL ORDER BY h.ticket",
+            (department, sender))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def mark_summarised(self, tickets: list[int], outgoing: int | None) -> None:
+        """Held notifications named in a summary (its outbox row), or dropped (None)."""
+        if outgoing is None:
+            await self.conn.executemany("DELETE FROM held_notifications WHERE ticket = ?",
+                                        [(t,) for t in tickets])
+            return
+        await self.conn.executemany(
+            "UPDATE held_notifications SET summary = ? WHERE ticket = ?",
+            [(outgoing, t) for t in tickets])
+
+    # --- intake positions and quarantine ------------------------------------------------
+
+    async def set_mailbox_position(self, name: str, uidvalidity: int, last_uid: int,
+                                   now: datetime) -> None:
+        await self.execute(
+            """INSERT INTO mailboxes (name, uidvalidity, last_uid, updated_at, last_message_at)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (name) DO UPDATE SET uidvalidity = excluded.uidvalidity,
+                   last_uid = excluded.last_uid, updated_at = excluded.updated_at,
+                   last_message_at = excluded.last_message_at""",
+            (name, uidvalidity, last_uid, ts(now), ts(now)))
+
+    async def quarantine(self, raw: bytes, source: str, reason: str, msg: Inbound | None,
+                         now: datetime) -> int:
+        """Keep the raw bytes and the reason; the same message quarantined twice is one row."""
+        key = f"{msg.dedupe_key}#{fingerprint(msg)}" if msg else None
+        sender = msg.sender.addr if msg and msg.sender else ""
+        subject = msg.subject if msg else ""
+        row = await self.fetch_one(
+            """INSERT INTO quarantine (at, source, reason, dedupe_key, sender, subject, raw)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (dedupe_key) DO UPDATE SET reason = excluded.reason,
+                   at = excluded.at, status = 'held'
+               RETURNING id""",
+            (ts(now), source, reason[:1000], key, sender, subject[:500], raw))
+        return int(row[0]) if row else 0
+
+
+_OUTBOX_INSERT = ("message_id, kind, ticket, mail_from, recipients, raw, draft, budget, "
+                  "budget_domain, copy_of, next_attempt, created_at")
+_OUTBOX_MARKS = ", ".join("?" * len(_OUTBOX_INSERT.split(",")))
+
+
+def _outbox_values(mail: Outgoing, now: datetime) -> tuple:
+    return (mail.message_id, mail.kind, mail.ticket_id, mail.mail_from,
+            json.dumps(list(mail.recipients)), mail.raw, mail.draft, mail.budget,
+            mail.budget_domain, mail.copy_of, ts(now), ts(now))
+
+
+def pack(raw: bytes, piece: int = 1 << 20) -> bytes:
+    """How raw mail is kept in the database (zlib, fast level). Blocking for large mail:
+    call it in a worker thread; it compresses a piece at a time so the event loop's thread
+    gets the GIL between pieces (the same zlib stream as zlib.compress)."""
+    if len(raw) <= piece:
+        return zlib.compress(raw, 1)
+    packer, view = zlib.compressobj(1), memoryview(raw)
+    out = [packer.compress(view[at:at + piece]) for at in range(0, len(raw), piece)]
+    return b"".join([*out, packer.flush()])
+
+
+def _prepare_file(path: Path) -> None:
+    """State directory 0700 and database 0600 before SQLite creates anything."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)

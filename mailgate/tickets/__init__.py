@@ -1,0 +1,1 @@
+"""Decisions: what a mail does to tickets and the conversation rules."""

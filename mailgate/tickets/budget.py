@@ -1,0 +1,41 @@
+"""One budget for automatic mail per recipient mailbox and per recipient domain.
+
+Acknowledgements, command replies and refusals, not-kept notices, thanks and "how to act"
+notices are automatic mail a stranger can cause by writing to us, with any From: line. So
+whoever the address, mailgate sends it at most `per_mailbox` such mails an hour, counted on
+the mailbox (plus tag removed, case folded: victim+1@ and Victim+2@ are one budget), and at
+most `per_domain` an hour to a domain outside the organisation. The request itself is
+always ticketed; only the automatic answer is left out (and recorded on the ticket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from mailgate.core.addresses import canonical, domain_of, within
+from mailgate.storage.store import Tx
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class MailBudget:
+    per_mailbox: int = 10
+    per_domain: int = 100
+    own_domains: frozenset[str] = frozenset()  # the organisation's: no domain limit
+
+    def keys(self, recipient: str) -> tuple[str, str | None]:
+        """The mailbox and (outside the organisation) the domain a mail draws on."""
+        domain = domain_of(recipient)
+        return canonical(recipient), None if within(domain, self.own_domains) else domain
+
+    async def refusal(self, tx: Tx, recipient: str, now: datetime) -> str | None:
+        """Why no more automatic mail may go to `recipient` this hour, or None."""
+        mailbox, domain = self.keys(recipient)
+        to_mailbox, to_domain = await tx.budget_used(mailbox, domain, now - HOUR)
+        if to_mailbox >= self.per_mailbox:
+            return f"rate limit: {to_mailbox} automatic mails to {mailbox} in the last hour"
+        if domain is not None and to_domain >= self.per_domain:
+            return f"rate limit: {to_domain} automatic mails to @{domain} in the last hour"
+        return None

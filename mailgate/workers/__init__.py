@@ -1,0 +1,1 @@
+"""Periodic background work: escalation, auto-close, digest, attachment sweep, flood summaries."""

@@ -1,0 +1,178 @@
+"""The weekly digest: each department head gets the department's report by mail.
+
+`[digest] weekly = "mon 08:00"` in mailgate.toml: at that local time in each department's
+calendar zone, the report for the 7 days before it is queued in the outbox, from the
+department address to its head. Exactly once per department and week: the digest's
+Message-ID is derived from both, and it is queued only if the outbox holds no mail with
+that Message-ID (outbox.message_id is unique), so restarts and reloads never repeat it. A
+digest missed by more than a day (mailgate was down) is skipped, not sent late.
+
+`[digest] organisation = "ops@example.com"` adds one organisation-wide digest a week to
+that address: the report for all departments plus the dependency view (which departments
+send requests to which, and how fast each answers; mailgate/dependencies.py). It follows
+the same schedule in the calendar zone of the default department (else the first one),
+comes from that department's address, and is queued exactly once per week the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mailgate.config.directory import Department, Directory
+from mailgate.config.settings import DigestConfig
+from mailgate.core.model import Outgoing
+from mailgate.outbound.compose import Envelope, compose
+from mailgate.service.log import get_logger
+from mailgate.storage.store import Store
+from mailgate.workers.periodic import every, repeat
+
+log = get_logger("mailgate.workers.digest")
+PERIOD = timedelta(days=7)
+LATE_LIMIT = timedelta(days=1)  # a slot missed by more than this is skipped
+CHECK_EVERY = 60.0  # seconds
+
+Clock = Callable[[], datetime]
+
+
+def last_slot(config: DigestConfig, zone: ZoneInfo, now: datetime) -> datetime:
+    """The latest scheduled instant at or before now, in the zone's wall-clock time."""
+    local = now.astimezone(zone)
+    day = local.date() - timedelta(days=(local.weekday() - config.weekday) % 7)
+    slot = datetime.combine(day, config.at, tzinfo=zone)
+    if slot > now:
+        slot = datetime.combine(day - timedelta(days=7), config.at, tzinfo=zone)
+    return slot
+
+
+def digest_id(dept: Department, slot: datetime) -> str:
+    return f"digest.{dept.key}.{slot:%Y%m%d}@{dept.address.partition('@')[2] or 'localhost'}"
+
+
+def organisation_id(sender: Department, slot: datetime) -> str:
+    domain = sender.address.partition('@')[2] or 'localhost'
+    return f"digest.organisation.{slot:%Y%m%d}@{domain}"
+
+
+def organisation_sender(directory: Directory) -> Department | None:
+    """The department the organisation digest comes from (and whose zone schedules it)."""
+    key = directory.default_department
+    if key and key in directory.departments:
+        return directory.departments[key]
+    return next(iter(directory.departments.values()), None)
+
+
+class Digester:
+    def __init__(self, store: Store, directory: Callable[[], Directory],
+                 config: Callable[[], DigestConfig | None], clock: Clock,
+                 sent: Callable[[], None], instance: str = "mailgate") -> None:
+        # directory and config are getters: a reload swaps them between rounds.
+        self.store = store
+        self.directory = directory
+        self.config = config
+        self.clock = clock
+        self.sent = sent
+        self.instance = instance
+
+    async def run(self) -> None:
+        await repeat("digest", self.run_once, asyncio.Event(), every(CHECK_EVERY))
+
+    async def run_once(self) -> list[str]:
+        """Queue every digest that is due and not queued yet; return their Message-IDs."""
+        config, directory, now = self.config(), self.directory(), self.clock()
+        if config is None:
+            return []
+        queued = []
+        for dept in directory.departments.values():
+            if not dept.head:
+                continue
+            zone = directory.calendar_for(dept).zone
+            slot = last_slot(config, zone, now)
+            if now - slot > LATE_LIMIT:
+                continue
+            message_id = digest_id(dept, slot)
+            if await self._queue_once(message_id, self._mail,
+                                      (directory, dept, slot, message_id), now,
+                                      department=dept.key, to=dept.head,
+                                      period_end=slot.isoformat()):
+                queued.append(message_id)
+        if config.organisation:
+            message_id = await self._organisation(config, config.organisation, directory,
+                                                  now)
+            if message_id:
+                queued.append(message_id)
+        if queued:
+            self.sent()
+        return queued
+
+    async def _organisation(self, config: DigestConfig, to: str, directory: Directory,
+                            now: datetime) -> str | None:
+        sender = organisation_sender(directory)
+        if sender is None:
+            return None
+        slot = last_slot(config, directory.calendar_for(sender).zone, now)
+        if now - slot > LATE_LIMIT:
+            return None
+        message_id = organisation_id(sender, slot)
+        queued = await self._queue_once(
+            message_id, self._organisation_mail, (directory, sender, to, slot, message_id),
+            now, department="organisation", to=to, period_end=slot.isoformat())
+        return message_id if queued else None
+
+    async def _organisation_mail(self, directory: Directory, sender: Department, to: str,
+                                 slot: datetime, message_id: str) -> Outgoing:
+        from mailgate.core import dependencies
+        from mailgate.core.report import as_html, as_text
+        from mailgate.storage.queries import department_report, dependency_view
+
+        since = slot - PERIOD
+        report = await department_report(self.store.conn, directory, since, slot)
+        view = await dependency_view(self.store.conn, directory, since, slot)
+        envelope = Envelope(
+            from_name="mailgate", from_addr=sender.address, to=(to,),
+            subject=f"Weekly report, all departments: {since:%d %b} - {slot:%d %b %Y}",
+            message_id=message_id, date=self.clock(), auto_submitted="auto-generated",
+            extra=(("X-Mailgate-Instance", self.instance),
+                   ("X-Mailgate-Digest", "organisation")))
+        text = as_text(report) + "\n" + dependencies.as_text(view)
+        html = as_html(report, dependencies.as_html_section(view))
+        return Outgoing(message_id=message_id, kind="digest", mail_from=sender.address,
+                        recipients=(to,), raw=compose(envelope, text, html))
+
+    async def _queue_once(self, message_id: str, build: Callable[..., Awaitable[Outgoing]],
+                          args: tuple, now: datetime, **about: object) -> bool:
+        """Build and queue the digest with this Message-ID unless it is queued already
+        (checked before building, which reads the period's figures, and again in the
+        transaction); True when this call queued it."""
+        if await self.store.read_committed("SELECT 1 FROM outbox WHERE message_id = ?",
+                                           (message_id,)):
+            return False
+        mail = await build(*args)
+        async with self.store.transaction() as tx:
+            if await tx.fetch_one("SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)):
+                return False
+            await tx.enqueue(mail, now)
+        log.info("digest.queued", **about)
+        return True
+
+    async def _mail(self, directory: Directory, dept: Department, slot: datetime,
+                    message_id: str) -> Outgoing:
+        from mailgate.core.report import as_html, as_text
+        from mailgate.storage.queries import department_report
+
+        report = await department_report(self.store.conn, directory, slot - PERIOD, slot,
+                                         [dept.key])
+        head = dept.head
+        assert head is not None
+        envelope = Envelope(
+            from_name=dept.name, from_addr=dept.address, to=(head,),
+            subject=f"Weekly report {dept.name}: {(slot - PERIOD):%d %b} - {slot:%d %b %Y}",
+            message_id=message_id, date=self.clock(), auto_submitted="auto-generated",
+            extra=(("X-Mailgate-Instance", self.instance),
+                   ("X-Mailgate-Digest", dept.key)))
+        return Outgoing(message_id=message_id, kind="digest", mail_from=dept.address,
+                        recipients=(head,),
+                        raw=compose(envelope, as_text(report), as_html(report)))
+
