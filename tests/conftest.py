@@ -1,4 +1,5 @@
-"""Fixtures that start real servers: a session-wide Dovecot, a per-test aiosmtpd sink."""
+"""Fixtures that start real servers: a session-wide Dovecot and PostgreSQL, a per-test
+aiosmtpd sink."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, find_dovecot
+from tests.postgres import PostgresServer, find_postgres, unusable_postgres
+
+
+def missing(message: str) -> None:
+    """A server the tests need is not here: a skip on a workstation, a failure in CI
+    (where scripts/dev.py installs it, so its absence is a broken setup)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -16,9 +26,7 @@ def dovecot() -> Iterator[DovecotServer]:
     if binary is None:
         message = ("Dovecot is not installed (apt-get install dovecot-imapd, or run "
                    "`python3 scripts/dev.py test` as root to install it)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
     server = DovecotServer(binary)
     server.start()
     yield server
@@ -36,3 +44,17 @@ async def smtp_sink() -> AsyncIterator[SmtpSink]:
     await sink.start()
     yield sink
     await sink.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL for the session; `create_database()` gives each test its own."""
+    reason = unusable_postgres()
+    if reason is not None:
+        missing(reason)
+    bindir = find_postgres()
+    assert bindir is not None
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.cleanup()
