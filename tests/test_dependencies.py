@@ -120,7 +120,7 @@ def test_grouping_and_medians_are_pure_arithmetic() -> None:
 
 async def test_dependency_view_matches_the_hand_computed_fixture(store: Store) -> None:
     await fixture(store)
-    view = await dependency_view(store.conn, example_directory(), SINCE, NOW)
+    view = await dependency_view(store, example_directory(), SINCE, NOW)
     assert view.sources == ("it", "facilities", "payroll", UNKNOWN)
     assert view.targets == ("it", "facilities", "payroll")
     assert [(f.source, f.target, f.requests, f.answered, f.first_response.median)
@@ -142,13 +142,13 @@ async def test_dependency_view_matches_the_hand_computed_fixture(store: Store) -
     assert html.count("<tr>") == 1 + len(view.sources)  # header row + one per source
     assert "median 2h 45m" in html
 
-    only = await dependency_view(store.conn, example_directory(), SINCE, NOW, ["payroll"])
+    only = await dependency_view(store, example_directory(), SINCE, NOW, ["payroll"])
     assert [(f.source, f.target) for f in only.flows] == [("facilities", "payroll"),
                                                           ("payroll", "it")]
 
 
 async def test_no_requests_is_said_not_shown_as_an_empty_table(store: Store) -> None:
-    view = await dependency_view(store.conn, example_directory(), SINCE, NOW)
+    view = await dependency_view(store, example_directory(), SINCE, NOW)
     assert view.flows == ()
     assert "(no requests in the period)" in dependencies.as_text(view)
     assert "No requests in the period" in dependencies.as_html_section(view)

@@ -29,13 +29,13 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 async def states(h: Harness, now: datetime, **filters: object) -> dict[str, str | None]:
     horizons = risk_horizons(h.pipeline.directory, now)
-    rows = await find_tickets(h.store.conn, TicketFilter(**filters), now,  # type: ignore[arg-type]
+    rows = await find_tickets(h.store, TicketFilter(**filters), now,  # type: ignore[arg-type]
                               horizons)
     return {r.ticket.ref: r.sla for r in rows}
 
 
 async def overview(h: Harness, now: datetime) -> dict[str, tuple[int, int, int]]:
-    load = await sla_overview(h.store.conn, now, risk_horizons(h.pipeline.directory, now))
+    load = await sla_overview(h.store, now, risk_horizons(h.pipeline.directory, now))
     return {d.department: (d.open, d.at_risk, d.breached) for d in load}
 
 

@@ -131,7 +131,7 @@ def test_median_and_nearest_rank_p90() -> None:
 
 async def test_figures_match_the_hand_computed_fixture(store: Store) -> None:
     await fixture(store)
-    report = await department_report(store.conn, example_directory(), SINCE, NOW)
+    report = await department_report(store, example_directory(), SINCE, NOW)
     it, facilities, payroll = report.departments
     assert (it.key, facilities.key, payroll.key) == ("it", "facilities", "payroll")
     assert it.requests_in == 5
@@ -172,11 +172,11 @@ async def test_figures_match_the_hand_computed_fixture(store: Store) -> None:
 
 async def test_one_department_and_ratings_when_the_schema_has_them(store: Store) -> None:
     await fixture(store)
-    if "rating" not in await columns(store.conn, "tickets"):  # before schema 4
+    if "rating" not in await columns(store, "tickets"):  # before schema 4
         await store.conn.execute("ALTER TABLE tickets ADD COLUMN rating INTEGER")
     await store.conn.execute("UPDATE tickets SET rating = 5 WHERE ref = 'IT-1001'")
     await store.conn.execute("UPDATE tickets SET rating = 2 WHERE ref = 'IT-1002'")
-    report = await department_report(store.conn, example_directory(), SINCE, NOW, ["it"])
+    report = await department_report(store, example_directory(), SINCE, NOW, ["it"])
     assert [d.key for d in report.departments] == ["it"]
     assert report.total is None
     sat = report.departments[0].satisfaction
@@ -187,7 +187,7 @@ async def test_one_department_and_ratings_when_the_schema_has_them(store: Store)
 async def test_html_is_one_self_contained_page_with_a_chart_per_department(
         store: Store) -> None:
     await fixture(store)
-    report = await department_report(store.conn, example_directory(), SINCE, NOW)
+    report = await department_report(store, example_directory(), SINCE, NOW)
     html = as_html(report)
     assert html.count("<svg") == 3
     lowered = html.lower()
@@ -212,7 +212,7 @@ def chromium() -> str:
 async def test_html_renders_in_headless_chromium(store: Store, tmp_path: Path) -> None:
     binary = chromium()
     await fixture(store)
-    report = await department_report(store.conn, example_directory(), SINCE, NOW)
+    report = await department_report(store, example_directory(), SINCE, NOW)
     page = tmp_path / "report.html"
     page.write_text(as_html(report))
     shot = tmp_path / "report.png"

@@ -294,7 +294,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     async def work(store: Store) -> int:
         now = datetime.now(UTC)
         oldest = await store.oldest_queued_at()
-        load = await sla_overview(store.conn, now, risk_horizons(directory, now))
+        load = await sla_overview(store, now, risk_horizons(directory, now))
         report = {
             "mailboxes": await store.mailbox_states(),
             "outbox": {"queued": 0, "sent": 0, "failed": 0, **await store.outbox_summary()},
@@ -401,7 +401,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         now = datetime.now(UTC)
-        found = await find_tickets(store.conn, flt, now, risk_horizons(directory, now))
+        found = await find_tickets(store, flt, now, risk_horizons(directory, now))
         if args.json:
             print_json([row.as_json() for row in found])
             return 0
@@ -467,7 +467,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         if args.dependencies:
             return await _dependencies(store, directory, now - period, now, args)
-        report = await department_report(store.conn, directory, now - period, now,
+        report = await department_report(store, directory, now - period, now,
                                          args.department)
         if args.json:
             print_json(as_json(report))
@@ -485,7 +485,7 @@ async def _dependencies(store: Store, directory: Directory | None, since: dateti
     from mailgate.core import dependencies
     from mailgate.storage.queries import dependency_view
 
-    view = await dependency_view(store.conn, directory, since, until, args.department)
+    view = await dependency_view(store, directory, since, until, args.department)
     if args.json:
         print_json(dependencies.as_json(view))
     elif args.html:

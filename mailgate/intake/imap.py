@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import imaplib
 import random
-import sqlite3
 import ssl
 import threading
 import time
@@ -34,6 +33,7 @@ from mailgate.intake.pipeline import Clock, Pipeline
 from mailgate.service import metrics
 from mailgate.service.faults import crashpoint
 from mailgate.service.log import get_logger
+from mailgate.storage.errors import STORE_ERRORS, TEMPORARY
 from mailgate.storage.store import Store
 
 log = get_logger("mailgate.imap")
@@ -108,7 +108,7 @@ class MailboxWatcher:
                 except NETWORK_ERRORS as exc:
                     failures += 1
                     await self._after_failure(exc, failures)
-                except sqlite3.OperationalError as exc:  # disk full, database locked
+                except TEMPORARY as exc:  # disk full, database locked
                     failures += 1
                     await self._after_failure(exc, failures)
                 except Exception as exc:  # a bug must not silence the mailbox for good
@@ -173,7 +173,7 @@ class MailboxWatcher:
         metrics.METRICS.mailbox_state(self.config.name, mode)
         try:
             await self.store.record_mailbox_state(self.config.name, mode, error, self.clock())
-        except sqlite3.Error as exc:  # status is best effort; intake must go on
+        except STORE_ERRORS as exc:  # status is best effort; intake must go on
             log.warning("imap.state_not_saved", mailbox=self.config.name, error=str(exc))
 
     # --- one round: connect, then fetch and process everything new --------------------

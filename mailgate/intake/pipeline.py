@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from mailgate.outbound.compose import Envelope, compose
 from mailgate.service.log import get_logger
 from mailgate.storage import ticketops as ops
 from mailgate.storage.attachments import AttachmentStore, Part, extract, select
+from mailgate.storage.errors import TEMPORARY
 from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Seen, Tx, pack
 from mailgate.tickets.budget import MailBudget
@@ -181,7 +181,7 @@ class Pipeline:
         try:
             async with tx.savepoint():
                 return await self._process(tx, mail, msg, origin, now)
-        except sqlite3.OperationalError:
+        except TEMPORARY:
             raise  # disk full, locked, I/O error: the caller retries the whole batch
         except BadMessage as exc:
             reason = str(exc)

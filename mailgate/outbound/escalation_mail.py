@@ -12,69 +12,36 @@ after a crash is the same mail, and it states the time left as it was then.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from mailgate.config.directory import Department
-from mailgate.core.model import Ticket
 from mailgate.core.render import Renderer
 from mailgate.core.sla import LevelKind, business_time_left
 from mailgate.errors import PermanentError
 from mailgate.outbound.compose import Envelope, compose
+from mailgate.storage import escalations, outbox
+from mailgate.storage.escalations import Fired
 from mailgate.storage.slaclock import SlaBook
-from mailgate.storage.store import (
-    TICKET_FIELDS,
-    OutboxRow,
-    Store,
-    from_ts,
-    ticket_columns,
-    ticket_from_row,
-)
+from mailgate.storage.store import OutboxRow, Store
 
 DRAFT = "escalation"  # the outbox rows' draft marker for mail written by this module
 
-# The ticket as it is now, but its department and assignee as they were when the level
-# fired (a transfer in between must not re-address the mail).
-_FIRED = f"""SELECT {ticket_columns('t')}, coalesce(e.department, t.department),
-                    CASE WHEN e.department IS NULL THEN t.assignee ELSE e.assignee END,
-                    e.target, e.kind, e.level, e.at, e.due_at
-             FROM escalations e JOIN tickets t ON t.id = e.ticket
-             WHERE e.ticket = ? AND e.outgoing = ?"""  # the primary key's prefix, then a scan
 
-
-@dataclass(frozen=True, slots=True)
-class Fired:
-    """One escalation level as recorded when it fired, and its ticket as it is now (but
-    with the department it had then)."""
-
-    ticket: Ticket
-    assignee: str | None
-    target: str
-    kind: LevelKind
-    level: int
-    fired_at: datetime
-    due_at: datetime
-
-    @property
-    def headline(self) -> str:
-        what = self.target.replace("_", " ")
-        return {LevelKind.WARNING: f"SLA warning, {what} due soon",
-                LevelKind.BREACH: f"SLA breached, {what} overdue",
-                LevelKind.RE_ESCALATION: f"SLA still breached, {what} overdue",
-                }[self.kind]
+def headline(fired: Fired) -> str:
+    what = fired.target.replace("_", " ")
+    return {LevelKind.WARNING: f"SLA warning, {what} due soon",
+            LevelKind.BREACH: f"SLA breached, {what} overdue",
+            LevelKind.RE_ESCALATION: f"SLA still breached, {what} overdue",
+            }[fired.kind]
 
 
 async def load(store: Store, row: OutboxRow) -> Fired:
     """What was recorded for this outbox row (as committed); PermanentError if nothing
     was or the row is not an escalation draft (retrying cannot help)."""
-    primary = await _first_copy(store, row)
-    found = next(iter(await store.read_committed(_FIRED, (row.ticket, primary))), None)
+    found = await escalations.fired(store, row.ticket, await _first_copy(store, row))
     if found is None:
         raise PermanentError(f"no escalation is recorded for outbox row {row.id}")
-    department, assignee, target, kind, level, fired_at, due_at = found[TICKET_FIELDS:]
-    ticket = replace(ticket_from_row(found[:TICKET_FIELDS]), department=department)
-    return Fired(ticket, assignee, target, LevelKind(kind), level, from_ts(fired_at),
-                 from_ts(due_at))
+    return found
 
 
 async def _first_copy(store: Store, row: OutboxRow) -> int:
@@ -84,11 +51,10 @@ async def _first_copy(store: Store, row: OutboxRow) -> int:
         raise PermanentError(f"outbox row {row.id} is not an escalation draft: {row.draft!r}")
     if row.copy_of is None:
         return row.id
-    found = await store.read_committed("SELECT id FROM outbox WHERE message_id = ?",
-                                       (row.copy_of,))
-    if not found:
+    first = await outbox.committed_row(store, row.copy_of)
+    if first is None:
         raise PermanentError(f"outbox row {row.id} is a copy of a mail that is not queued")
-    return int(found[0][0])
+    return first
 
 
 def write(fired: Fired, row: OutboxRow, sla: SlaBook, renderer: Renderer,
@@ -118,7 +84,7 @@ def write(fired: Fired, row: OutboxRow, sla: SlaBook, renderer: Renderer,
     body = renderer.render("escalation", ticket.department, context)
     envelope = Envelope(
         from_name=department["name"], from_addr=row.mail_from, to=row.recipients,
-        subject=f"[{ticket.ref}] {fired.headline}: {ticket.subject}",
+        subject=f"[{ticket.ref}] {headline(fired)}: {ticket.subject}",
         message_id=row.message_id, date=now, auto_submitted="auto-generated",
         extra=(("X-Mailgate-Instance", instance),
                ("X-Mailgate-Ticket", ticket.ref),

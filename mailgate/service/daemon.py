@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from mailgate.service.log import get_logger
 from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.service.startup import ListenError
 from mailgate.storage.attachments import AttachmentStore
+from mailgate.storage.errors import STORE_ERRORS
 from mailgate.storage.store import OutboxRow, Store
 from mailgate.workers.attachment_sweep import AttachmentSweeper
 from mailgate.workers.autoclose import AutoCloser
@@ -226,8 +226,8 @@ class Daemon:
         if self.outbox:  # accepted by the server, not yet marked in the database
             depth = max(0, depth - len(self.outbox.sent_log.pending))
         now = self.clock()
-        load = await sla_overview(await self.store.reader(), now,
-                                  risk_horizons(self.directory, now))
+        load = await sla_overview(self.store, now, risk_horizons(self.directory, now),
+                                  committed=True)
         found: list[tuple[str, metrics.Labels, float]] = [
             ("mailgate_outbox_depth", (), depth),
             ("mailgate_quarantine_held", (), await self.store.quarantine_count())]
@@ -633,7 +633,7 @@ async def _report_status(daemon: Daemon) -> None:
         await asyncio.sleep(STATUS_INTERVAL)
         try:
             line = await daemon.status_line()
-        except sqlite3.Error:  # status is best effort; the database may be busy or full
+        except STORE_ERRORS:  # status is best effort; the database may be busy or full
             continue
         if line != last:
             sd_notify(f"STATUS={line}")

@@ -22,14 +22,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from mailgate.config.directory import Directory, is_agent
 from mailgate.core.businesstime import BusinessCalendar
 from mailgate.core.dependencies import DependencyView, RequestFacts, build_dependencies
 from mailgate.core.model import Ticket
 from mailgate.core.report import ClockFacts, Report, TicketFacts, build_report
-from mailgate.storage.store import from_ts, maybe_ts, ticket_from_row, ts
+from mailgate.storage.store import Store, from_ts, maybe_ts, ticket_from_row, ts
 
 RISK_HORIZON = 3600.0  # business seconds: this much or less left counts as at risk
 # Event kinds that are an agent's answer on the ticket (pipeline._follow_clocks). Only
@@ -61,6 +59,14 @@ def risk_horizons(directory: Directory | None, now: datetime) -> dict[str, float
             for key, calendar in calendar_lookup(directory).items()}
 
 
+async def _rows(store: Store, sql: str, params: Mapping[str, object],
+                committed: bool = False) -> list:
+    """The rows of one read: on the writer connection (it sees this process's own open
+    transaction), or with `committed` on the reader (which never waits for the writer)."""
+    conn = await store.reader() if committed else store.conn
+    return list(await conn.execute_fetchall(sql, params))
+
+
 def _params(now: datetime, horizons: Mapping[str, float]) -> dict[str, object]:
     return {"now": ts(now), "horizons": json.dumps(dict(horizons)), "risk": RISK_HORIZON}
 
@@ -73,16 +79,18 @@ class DepartmentLoad:
     breached: int
 
 
-async def sla_overview(conn: aiosqlite.Connection, now: datetime,
-                       horizons: Mapping[str, float]) -> list[DepartmentLoad]:
-    """Open, at-risk and breached tickets per department (departments with open tickets)."""
+async def sla_overview(store: Store, now: datetime, horizons: Mapping[str, float], *,
+                       committed: bool = False) -> list[DepartmentLoad]:
+    """Open, at-risk and breached tickets per department (departments with open tickets);
+    `committed`: read on the reader connection (the daemon's status, which must not wait
+    for intake)."""
     sql = f"""WITH {_STATE}
         SELECT t.department, COUNT(*),
                COALESCE(SUM(s.at_risk AND NOT s.breached), 0), COALESCE(SUM(s.breached), 0)
         FROM tickets t LEFT JOIN state s ON s.ticket = t.id
         WHERE t.status NOT IN ('resolved', 'closed')
         GROUP BY t.department ORDER BY t.department"""
-    rows = await conn.execute_fetchall(sql, _params(now, horizons))
+    rows = await _rows(store, sql, _params(now, horizons), committed)
     return [DepartmentLoad(r[0], r[1], r[2], r[3]) for r in rows]
 
 
@@ -112,7 +120,7 @@ class TicketRow:
                 "next_due_at": self.next_due.isoformat() if self.next_due else None}
 
 
-async def find_tickets(conn: aiosqlite.Connection, flt: TicketFilter, now: datetime,
+async def find_tickets(store: Store, flt: TicketFilter, now: datetime,
                        horizons: Mapping[str, float]) -> list[TicketRow]:
     """Tickets matching every given filter, newest first, with their SLA state."""
     where: list[str] = []
@@ -151,7 +159,7 @@ async def find_tickets(conn: aiosqlite.Connection, flt: TicketFilter, now: datet
                s.breached, s.at_risk, s.next_due
         FROM tickets t LEFT JOIN state s ON s.ticket = t.id
         {clause} ORDER BY t.id DESC LIMIT :limit"""
-    rows = await conn.execute_fetchall(sql, params)
+    rows = await _rows(store, sql, params)
     return [TicketRow(ticket_from_row(r), _sla(r[10], r[11], r[12]),
                       from_ts(r[12]) if r[12] is not None else None) for r in rows]
 
@@ -166,8 +174,8 @@ def _sla(breached: int | None, at_risk: int | None, next_due: float | None) -> s
 
 # --- reports -----------------------------------------------------------------------------
 
-async def columns(conn: aiosqlite.Connection, table: str) -> set[str]:
-    rows = await conn.execute_fetchall(f"PRAGMA table_info({table})")
+async def columns(store: Store, table: str) -> set[str]:
+    rows = await _rows(store, f"PRAGMA table_info({table})", {})
     return {r[1] for r in rows}
 
 
@@ -179,29 +187,27 @@ class ReportRows:
     ratings: bool  # the schema has a satisfaction rating on tickets
 
 
-async def report_rows(conn: aiosqlite.Connection, directory: Directory | None,
+async def report_rows(store: Store, directory: Directory | None,
                       since: datetime, until: datetime,
                       departments: Iterable[str] | None = None) -> ReportRows:
     """Everything a report needs about the requests that came in during [since, until)."""
     wanted = list(departments) if departments is not None else None
-    ratings = "rating" in await columns(conn, "tickets")
+    ratings = "rating" in await columns(store, "tickets")
     params: dict[str, object] = {"since": ts(since), "until": ts(until),
                                  "depts": json.dumps(wanted)}
     in_depts = ("(:depts = 'null' OR t.department IN (SELECT value FROM json_each(:depts)))")
     cohort = f"t.created_at >= :since AND t.created_at < :until AND {in_depts}"
     rating = "t.rating" if ratings else "NULL"
-    rows = await conn.execute_fetchall(
-        f"""SELECT t.id, t.department, t.created_at, t.first_response_at, t.resolved_at,
-                   {rating} FROM tickets t WHERE {cohort} ORDER BY t.id""", params)
+    rows = await _rows(store, f"""
+        SELECT t.id, t.department, t.created_at, t.first_response_at, t.resolved_at, {rating}
+        FROM tickets t WHERE {cohort} ORDER BY t.id""", params)
     kinds = ", ".join(f"'{k}'" for k in RESPONSE_EVENTS)
     # Internal notes (schema 4 marks events public or internal) are not answers.
     public = ("AND COALESCE(e.visibility, 'public') != 'internal'"
-              if "visibility" in await columns(conn, "events") else "")
-    replies = await conn.execute_fetchall(
-        f"""SELECT e.ticket, t.department, e.actor FROM events e JOIN tickets t
-                ON t.id = e.ticket
-            WHERE {cohort} AND e.kind IN ({kinds}) AND e.actor IS NOT NULL {public}""",
-        params)
+              if "visibility" in await columns(store, "events") else "")
+    replies = await _rows(store, f"""
+        SELECT e.ticket, t.department, e.actor FROM events e JOIN tickets t ON t.id = e.ticket
+        WHERE {cohort} AND e.kind IN ({kinds}) AND e.actor IS NOT NULL {public}""", params)
     responses: dict[int, int] = {}
     for ticket, dept_key, actor in replies:
         dept = directory.departments.get(dept_key) if directory else None
@@ -209,14 +215,14 @@ async def report_rows(conn: aiosqlite.Connection, directory: Directory | None,
             responses[ticket] = responses.get(ticket, 0) + 1
     tickets = [TicketFacts(r[1], from_ts(r[2]), maybe_ts(r[3]), maybe_ts(r[4]),
                            responses.get(r[0], 0), r[5]) for r in rows]
-    clock_rows = await conn.execute_fetchall(
-        f"""SELECT t.department, c.target, c.due_at, c.met_at FROM sla_clocks c
-            JOIN tickets t ON t.id = c.ticket WHERE {cohort}""", params)
+    clock_rows = await _rows(store, f"""
+        SELECT t.department, c.target, c.due_at, c.met_at FROM sla_clocks c
+        JOIN tickets t ON t.id = c.ticket WHERE {cohort}""", params)
     clocks = [ClockFacts(r[0], r[1], from_ts(r[2]), maybe_ts(r[3])) for r in clock_rows]
-    backlog_rows = await conn.execute_fetchall(
-        f"""SELECT t.department, COUNT(*) FROM tickets t
-            WHERE t.status NOT IN ('resolved', 'closed') AND {in_depts}
-            GROUP BY t.department""", params)
+    backlog_rows = await _rows(store, f"""
+        SELECT t.department, COUNT(*) FROM tickets t
+        WHERE t.status NOT IN ('resolved', 'closed') AND {in_depts}
+        GROUP BY t.department""", params)
     return ReportRows(tickets, clocks, {r[0]: r[1] for r in backlog_rows}, ratings)
 
 
@@ -226,7 +232,7 @@ def calendar_lookup(directory: Directory | None) -> dict[str, BusinessCalendar]:
     return {key: directory.calendar_for(dept) for key, dept in directory.departments.items()}
 
 
-async def department_report(conn: aiosqlite.Connection, directory: Directory | None,
+async def department_report(store: Store, directory: Directory | None,
                             since: datetime, until: datetime,
                             departments: Iterable[str] | None = None) -> Report:
     """Read the period's rows and compute the report (mailgate.core.report does the figures).
@@ -234,7 +240,7 @@ async def department_report(conn: aiosqlite.Connection, directory: Directory | N
     Departments appear in directory order, then any only the database still knows.
     """
     wanted = list(departments) if departments else None
-    rows = await report_rows(conn, directory, since, until, wanted)
+    rows = await report_rows(store, directory, since, until, wanted)
     names = {k: d.name for k, d in directory.departments.items()} if directory else {}
     known = {t.department for t in rows.tickets} | set(rows.backlog)
     names.update({key: key for key in sorted(known - set(names))})
@@ -245,15 +251,15 @@ async def department_report(conn: aiosqlite.Connection, directory: Directory | N
                         ratings=rows.ratings)
 
 
-async def dependency_view(conn: aiosqlite.Connection, directory: Directory | None,
+async def dependency_view(store: Store, directory: Directory | None,
                           since: datetime, until: datetime,
                           departments: Iterable[str] | None = None) -> DependencyView:
     """Which departments sent requests to which during [since, until) (mailgate.core.dependencies
     does the grouping). With departments, only flows from or to one of them."""
-    rows = await conn.execute_fetchall(
-        """SELECT t.requester, t.department, t.created_at, t.first_response_at
-           FROM tickets t WHERE t.created_at >= :since AND t.created_at < :until
-           ORDER BY t.id""", {"since": ts(since), "until": ts(until)})
+    rows = await _rows(store, """
+        SELECT t.requester, t.department, t.created_at, t.first_response_at
+        FROM tickets t WHERE t.created_at >= :since AND t.created_at < :until
+        ORDER BY t.id""", {"since": ts(since), "until": ts(until)})
     requests = [RequestFacts((r[0] or "").lower(), r[1], from_ts(r[2]), maybe_ts(r[3]))
                 for r in rows]
 

@@ -26,6 +26,7 @@ from mailgate.config.settings import DigestConfig
 from mailgate.core.model import Outgoing
 from mailgate.outbound.compose import Envelope, compose
 from mailgate.service.log import get_logger
+from mailgate.storage import outbox
 from mailgate.storage.store import Store
 from mailgate.workers.periodic import every, repeat
 
@@ -128,8 +129,8 @@ class Digester:
         from mailgate.storage.queries import department_report, dependency_view
 
         since = slot - PERIOD
-        report = await department_report(self.store.conn, directory, since, slot)
-        view = await dependency_view(self.store.conn, directory, since, slot)
+        report = await department_report(self.store, directory, since, slot)
+        view = await dependency_view(self.store, directory, since, slot)
         envelope = Envelope(
             from_name="mailgate", from_addr=sender.address, to=(to,),
             subject=f"Weekly report, all departments: {since:%d %b} - {slot:%d %b %Y}",
@@ -146,12 +147,11 @@ class Digester:
         """Build and queue the digest with this Message-ID unless it is queued already
         (checked before building, which reads the period's figures, and again in the
         transaction); True when this call queued it."""
-        if await self.store.read_committed("SELECT 1 FROM outbox WHERE message_id = ?",
-                                           (message_id,)):
+        if await outbox.committed_row(self.store, message_id) is not None:
             return False
         mail = await build(*args)
         async with self.store.transaction() as tx:
-            if await tx.fetch_one("SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)):
+            if await outbox.holds(tx, message_id):
                 return False
             await tx.enqueue(mail, now)
         log.info("digest.queued", **about)
@@ -162,7 +162,7 @@ class Digester:
         from mailgate.core.report import as_html, as_text
         from mailgate.storage.queries import department_report
 
-        report = await department_report(self.store.conn, directory, slot - PERIOD, slot,
+        report = await department_report(self.store, directory, slot - PERIOD, slot,
                                          [dept.key])
         head = dept.head
         assert head is not None

@@ -21,6 +21,7 @@ from mailgate.core.replykey import KeyRing, keyed_message_id
 from mailgate.outbound import escalation_mail
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
+from mailgate.storage import escalations
 from mailgate.storage.slaclock import DueLevel, SlaBook
 from mailgate.storage.store import OutboxRow, Store
 from mailgate.workers.periodic import repeat
@@ -97,13 +98,10 @@ class Escalator:
             log.info("escalation.fired", count=len(levels), levels=levels)
 
     async def _sleep(self) -> float:
-        async with self.store.conn.execute(
-                "SELECT MIN(next_escalation_at) FROM tickets "
-                "WHERE next_escalation_at IS NOT NULL") as cur:
-            row = await cur.fetchone()
-        if row is None or row[0] is None:
+        due = await escalations.next_due_at(self.store)
+        if due is None:
             return MAX_SLEEP
-        return max(0.0, min(MAX_SLEEP, row[0] - self.clock().timestamp()))
+        return max(0.0, min(MAX_SLEEP, (due - self.clock()).total_seconds()))
 
     async def write(self, row: OutboxRow) -> bytes:
         """The outbox's hook: the mail for an escalation this scheduler queued as a draft."""
