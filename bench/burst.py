@@ -1,139 +1,219 @@
 #!/usr/bin/env python3
-"""Burst: N messages land at once across 3 mailboxes of a real Dovecot; the real daemon
-(a separate process) tickets and acknowledges all of them through a real SMTP sink.
+"""Burst: N internal requests wait in one or three Dovecot mailboxes; the real daemon (a
+separate process) tickets and acknowledges them through an SMTP sink. Measured beside the
+bare loop (bench/bare_loop.py) in the same run, on the same mailboxes and the same sink.
 
-    python bench/burst.py [--messages 10000]
+    python bench/burst.py [--messages 1000] [--mailboxes 1|3] [--rounds 2]
+                          [--shapes acks,acks-pinned,notify,notify-pinned] [--engine sqlite]
 
-Prints throughput, time to the last acknowledgement, the daemon's peak memory (VmHWM) and
-a check that every message became exactly one acknowledged ticket.
+The mix is the issue's: 15 % replies to an earlier request (threaded, no ticket of their
+own), 40 % multipart, 10 % with a 20 KB attachment. Shapes: `acks` runs with
+notify_team = false, `notify` with the team notification (the default); `-pinned` runs the
+daemon under `taskset -c 0` (one core). Rounds alternate the shapes so a load change on the
+shared machine hits all of them alike; figures are medians over the rounds.
+
+Wall time runs from spawning `python -m mailgate run` to the last mail the sink accepted
+(acks only: the last acknowledgement; notify: the last acknowledgement or notification),
+so interpreter start and imports count; `after_ready` runs from its READY=1 instead. Peak
+RSS is the daemon's VmHWM. Every request must have become exactly one ticket (checked with
+`mailgate tickets --json`) and drawn exactly one acknowledgement (In-Reply-To at the sink),
+and no reply may have made a ticket or an acknowledgement. Writes bench/results/burst.json
+(one entry per messages x mailboxes x engine, others kept) and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import sqlite3
+import json
+import statistics
 import sys
-import tempfile
-import threading
-import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.factories import ROOT, mail
-from tests.mailservers import (
-    DovecotServer,
-    ImapAccount,
-    SmtpSink,
-    find_dovecot,
-    imap_mailbox,
-    write_daemon_config,
-)
 
-BOXES = (("it", "it-help@example.com"), ("facilities", "facilities@example.com"),
-         ("payroll", "payroll@example.com"))
+from bench import bare_loop, rig
+from tests.mailservers import ImapAccount
+
+SHAPES = {"acks": (False, None), "acks-pinned": (False, "0"),
+          "notify": (True, None), "notify-pinned": (True, "0")}
+TIMEOUT = 1800.0
+QUIET = 2.0  # no mail for this long after the last acknowledgement: the notifications are out
 
 
-def write_config(tmp: Path, sink: SmtpSink, accounts: dict[str, ImapAccount]) -> Path:
-    return write_daemon_config(
-        tmp / "mailgate.toml", sink=sink, acks_per_sender_per_hour=1000000,
-        mailboxes=[imap_mailbox(name, account, tmp / f"{name}.secret", batch_size=100)
-                   for name, account in accounts.items()])
+@dataclass
+class Run:
+    shape: str
+    seconds: float  # spawn -> last mail accepted
+    after_ready: float  # READY=1 -> last mail accepted
+    startup: float  # spawn -> READY=1
+    peak_rss_mb: float
+    tickets: int
+    acks: int
+    mails: int
+    problems: list[str]
 
 
-def append_all(dovecot: DovecotServer, account: ImapAccount, box: str, address: str,
-               count: int) -> None:
-    with dovecot.client(account) as client:
-        for i in range(count):
-            raw = mail(f"{box} request {i}", to=address, sender=f"user{i % 997}@example.com",
-                       message_id=f"<burst-{box}-{i}@example.com>", body="Please help. " * 40)
-            client.append("INBOX", raw)
+def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
+               mix: list[rig.Request], workdir: Path, batch_size: int | None) -> Run:
+    notify_team, cpus = SHAPES[shape]
+    requests = {r.message_id for r in mix if r.reply_to is None}
+    run_dir = workdir / shape
+    run_dir.mkdir()
+    config = rig.write_config(run_dir, sink, accounts,
+                              rig.DaemonSetup(notify_team=notify_team, batch_size=batch_size))
+    sink.clear()
+    daemon = rig.start_daemon(config, cpus=cpus)
+    try:
+        mails = sink.wait_until(lambda got: len(rig.acks(got)) >= len(requests), TIMEOUT,
+                                quiet=QUIET if notify_team else 0.0)
+        peak = rig.status_mb(daemon.pid)
+    finally:
+        daemon.stop()
+    last = mails[-1].at if notify_team else max(m.at for m in rig.acks(mails))
+    tickets = rig.mailgate_json(config, "tickets", "--limit", "100000")
+    problems = check(mix, tickets, rig.acks(mails))
+    return Run(shape, last - daemon.spawned, last - daemon.ready,
+               daemon.ready - daemon.spawned, peak, len(tickets), len(rig.acks(mails)),
+               len(mails), problems)
 
 
-async def report_progress(tmp: Path, sink: SmtpSink, started: float) -> None:
-    """One line a second when MAILGATE_BENCH_VERBOSE is set: where does the time go?"""
-    if not os.environ.get("MAILGATE_BENCH_VERBOSE"):
-        return
-    while True:
-        await asyncio.sleep(1)
-        with sqlite3.connect(tmp / "state" / "mailgate.sqlite3") as db:
-            tickets = db.execute("SELECT COUNT(*) FROM tickets").fetchone()[0]
-            sent = db.execute("SELECT COUNT(*) FROM outbox WHERE status='sent'").fetchone()[0]
-        print(f"{time.monotonic() - started:5.1f}s tickets {tickets} sent {sent} "
-              f"sink {len(sink.messages)}", flush=True)
+def check(mix: list[rig.Request], tickets: list[dict], acks: list) -> list[str]:
+    """Every request exactly one ticket and one acknowledgement; replies neither."""
+    requests = [r for r in mix if r.reply_to is None]
+    problems = []
+    if len(tickets) != len(requests):
+        problems.append(f"{len(tickets)} tickets for {len(requests)} requests")
+    per_request = Counter(str(m.message["In-Reply-To"]).strip("<>") for m in acks)
+    missing = [r.message_id for r in requests if per_request[r.message_id] == 0]
+    doubled = [mid for mid, n in per_request.items() if n > 1]
+    strays = set(per_request) - {r.message_id for r in requests}
+    refs = Counter(str(m.message["X-Mailgate-Ticket"]) for m in acks)
+    for label, found in (("without an acknowledgement", missing),
+                         ("acknowledged twice", doubled),
+                         ("acknowledgements not for a request", sorted(strays)),
+                         ("tickets acknowledged twice", [r for r, n in refs.items() if n > 1])):
+        if found:
+            problems.append(f"{len(found)} {label}, e.g. {found[:3]}")
+    return problems
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def scenario(args: argparse.Namespace) -> dict:
+    mix = rig.message_mix(args.messages, args.mailboxes)
+    shapes = args.shapes.split(",")
+    runs: list[Run] = []
+    bare: list[bare_loop.BareResult] = []
+    sink = rig.Sink()
+    with rig.dovecot() as server, rig.tempdir("burst") as tmp:
+        accounts = rig.fill(server, mix)
+        for round_no in range(args.rounds):
+            work = Path(tmp) / f"round{round_no}"
+            work.mkdir()
+            sink.clear()
+            bare.append(bare_loop.measure(list(accounts.values()), sink.host, sink.port, work))
+            print(f"round {round_no + 1}: bare loop {bare[-1].msgs_per_s:.0f} msgs/s",
+                  flush=True)
+            for shape in shapes:
+                runs.append(run_daemon(shape, accounts, sink, mix, work, args.batch_size))
+                done = runs[-1]
+                print(f"round {round_no + 1}: {shape} {len(mix) / done.seconds:.0f} msgs/s "
+                      f"({done.seconds:.2f} s, startup {done.startup:.2f} s), "
+                      f"peak {done.peak_rss_mb:.0f} MB {'; '.join(done.problems)}",
+                      flush=True)
+    sink.close()
+    return summarise(args, mix, shapes, runs, bare)
 
 
-async def run(total: int) -> None:
-    binary = find_dovecot()
-    if binary is None:
-        sys.exit("Dovecot is not installed (apt-get install dovecot-imapd)")
-    dovecot = DovecotServer(binary)
-    dovecot.start()
-    sink = SmtpSink()
-    await sink.start()
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        accounts = {box: dovecot.add_user() for box, _ in BOXES}
-        config = write_config(tmp, sink, accounts)
-        daemon = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mailgate", "--log-level", "warning", "--config", str(config),
-            "run", cwd=ROOT, stderr=open(tmp / "daemon.log", "wb"))  # noqa: SIM115
-        await asyncio.sleep(2)  # connected and idling
-        per_box = total // len(BOXES)
-        started = time.monotonic()
-        threads = [threading.Thread(target=append_all, args=(dovecot, accounts[box], box,
-                                                             address, per_box))
-                   for box, address in BOXES]
-        for thread in threads:
-            thread.start()
-        await asyncio.to_thread(lambda: [t.join() for t in threads])
-        appended = time.monotonic() - started
-        expected = per_box * len(BOXES)
-        progress = asyncio.create_task(report_progress(tmp, sink, started))
-        # Each request brings an acknowledgement and a notification to the team.
-        await sink.wait_for(count=2 * expected, timeout=1800)
-        progress.cancel()
-        elapsed = time.monotonic() - started
-        rss = peak_rss_mb(daemon.pid)
-        daemon.terminate()
-        await daemon.wait()
-        with sqlite3.connect(tmp / "state" / "mailgate.sqlite3") as db:
-            tickets = db.execute("SELECT COUNT(*) FROM tickets").fetchone()[0]
-        acks = [m for m in sink.messages if m.message["Auto-Submitted"] == "auto-replied"]
-        acked = len({m.message["X-Mailgate-Ticket"] for m in acks})
-    await sink.stop()
-    dovecot.cleanup()
-    rows = [
-        ("messages (3 mailboxes)", f"{expected}"),
-        ("APPEND phase", f"{appended:.1f} s ({expected / appended:.0f} msg/s offered)"),
-        ("first APPEND -> last ack", f"{elapsed:.1f} s"),
-        ("throughput", f"{expected / elapsed:.0f} msg/s ticketed and acknowledged"),
-        ("daemon peak RSS (VmHWM)", f"{rss:.0f} MB"),
-        ("tickets / acknowledged tickets", f"{tickets} / {acked}"),
-        ("acks received (duplicates)", f"{len(acks)} ({len(acks) - acked})"),
-        ("team notifications received", f"{len(sink.messages) - len(acks)}"),
-    ]
-    for name, value in rows:
-        print(f"{name:<32} {value}")
-    if tickets != expected or acked != expected:
-        sys.exit("MISMATCH: some message was lost or doubled")
+def summarise(args: argparse.Namespace, mix: list[rig.Request], shapes: list[str],
+              runs: list[Run], bare: list[bare_loop.BareResult]) -> dict:
+    bare_rate = statistics.median(b.msgs_per_s for b in bare)
+    result = {
+        "messages": len(mix), "mailboxes": args.mailboxes, "engine": args.engine,
+        "requests": sum(1 for r in mix if r.reply_to is None),
+        "replies": sum(1 for r in mix if r.reply_to is not None),
+        "batch_size": args.batch_size or "default", "rounds": args.rounds,
+        "bare_loop": {"msgs_per_s": round(bare_rate, 1),
+                      "peak_rss_mb": round(max(b.peak_rss_mb for b in bare), 1),
+                      "runs_msgs_per_s": [round(b.msgs_per_s, 1) for b in bare]},
+        "shapes": {},
+    }
+    for shape in shapes:
+        mine = [r for r in runs if r.shape == shape]
+        rate = statistics.median(len(mix) / r.seconds for r in mine)
+        result["shapes"][shape] = {
+            "notify_team": SHAPES[shape][0], "pinned_cpus": SHAPES[shape][1],
+            "msgs_per_s": round(rate, 1),
+            "msgs_per_s_after_ready": round(statistics.median(len(mix) / r.after_ready
+                                                              for r in mine), 1),
+            "startup_s": round(statistics.median(r.startup for r in mine), 2),
+            "bare_loop_msgs_per_s": round(bare_rate, 1),
+            "ratio_to_bare_loop": round(rate / bare_rate, 2),
+            "peak_rss_mb": round(max(r.peak_rss_mb for r in mine), 1),
+            "runs_msgs_per_s": [round(len(mix) / r.seconds, 1) for r in mine],
+            "tickets": [r.tickets for r in mine], "acks": [r.acks for r in mine],
+            "mails_at_sink": [r.mails for r in mine],
+            "problems": [p for r in mine for p in r.problems],
+        }
+    return result
+
+
+def report(result: dict) -> str:
+    rows = [["bare loop", "-", f"{result['bare_loop']['msgs_per_s']:.0f}", "-", "1.00",
+             f"{result['bare_loop']['peak_rss_mb']:.0f}", "ok"]]
+    for shape, s in result["shapes"].items():
+        rows.append([shape, f"{s['startup_s']:.2f}", f"{s['msgs_per_s']:.0f}",
+                     f"{s['msgs_per_s_after_ready']:.0f}", f"{s['ratio_to_bare_loop']:.2f}",
+                     f"{s['peak_rss_mb']:.0f}", "ok" if not s["problems"] else "MISMATCH"])
+    title = (f"{result['messages']} messages ({result['requests']} requests, "
+             f"{result['replies']} replies) in {result['mailboxes']} mailbox(es), "
+             f"engine {result['engine']}, median of {result['rounds']} round(s)")
+    return title + "\n" + rig.table(rows, ["system", "startup s", "msgs/s", "after READY",
+                                           "x bare", "peak RSS MB", "check"])
+
+
+def save(result: dict, meta: dict) -> Path:
+    """burst.json keeps one entry per messages x mailboxes x engine; this run replaces its own."""
+    path = rig.RESULTS / "burst.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    key = (result["messages"], result["mailboxes"], result["engine"])
+    kept = [s for s in old.get("scenarios", [])
+            if (s["messages"], s["mailboxes"], s["engine"]) != key]
+    scenarios = sorted([*kept, {**meta, **result}],
+                       key=lambda s: (s["engine"], s["mailboxes"], s["messages"]))
+    return rig.save("burst.json", {"scenarios": scenarios})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=10_000)
-    asyncio.run(run(parser.parse_args().messages))
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--mailboxes", type=int, choices=(1, 3), default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="[[mailbox]] batch_size (default: the daemon's own)")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args()
+    unknown = set(args.shapes.split(",")) - set(SHAPES)
+    if unknown:
+        parser.error(f"unknown shapes {sorted(unknown)}; known: {', '.join(SHAPES)}")
+    if args.engine == "postgresql":
+        sys.exit("the PostgreSQL engine is not on main yet (issue 14): no [database] url "
+                 "to point the daemon at")
+    meta = rig.header(args.engine)
+    result = scenario(args)
+    print(report(result))
+    if not args.no_save:
+        print(f"wrote {save(result, meta)}")
+    if any(s["problems"] for s in result["shapes"].values()):
+        for shape, s in result["shapes"].items():
+            for problem in s["problems"]:
+                print(f"MISMATCH {shape}: {problem}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
