@@ -31,8 +31,7 @@ MIGRATE_WITH_EXTRA = textwrap.dedent("""
     from pathlib import Path
     from mailgate.storage import schema
     from mailgate.storage.store import Store
-    import mailgate.storage.store
-    mailgate.storage.store.MIGRATIONS = (*schema.MIGRATIONS, sys.argv[2])
+    schema.MIGRATIONS = (*schema.MIGRATIONS, sys.argv[2])
     async def main():
         store = await Store.open(Path(sys.argv[1]))
         await store.close()
@@ -71,7 +70,6 @@ async def test_failing_migration_is_rolled_back(tmp_path: Path,
     await ticketed_database(path)
     broken = "CREATE TABLE half (x INTEGER); INSERT INTO half VALUES (1); THIS IS NOT SQL;"
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken))
-    monkeypatch.setattr("mailgate.storage.store.MIGRATIONS", schema.MIGRATIONS)
     with pytest.raises(RuntimeError, match=f"migration {CURRENT + 1} failed"):
         await Store.open(path)
     version, tables, tickets = version_and_tables(path)

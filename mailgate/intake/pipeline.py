@@ -29,7 +29,7 @@ from mailgate.errors import BadMessage
 from mailgate.outbound.compose import Envelope, compose
 from mailgate.service.log import get_logger
 from mailgate.storage import ticketops as ops
-from mailgate.storage.attachments import AttachmentStore, Part, extract, select
+from mailgate.storage.attachments import Attachments, Part, extract, select
 from mailgate.storage.errors import TEMPORARY
 from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Seen, Tx, pack
@@ -93,7 +93,7 @@ class Received:
         span = self.light.real(part.data)
         return part if span is None else replace(part, size=span.size)
 
-    async def keep(self, store: AttachmentStore, part: Part) -> str:
+    async def keep(self, store: Attachments, part: Part) -> str:
         span = self.light.real(part.data) if self.light else None
         if span is None:
             return await asyncio.to_thread(store.put, part.data)
@@ -376,16 +376,16 @@ class Pipeline:
         Each file is written and fsynced *before* the rows naming it are inserted, and the
         rows commit with this message's transaction: a crash leaves at most an orphan file,
         never a row naming a missing file (see attachments.py)."""
-        if not msg.attachments or tx.state_dir is None:
+        files = tx.attachments
+        if not msg.attachments or files is None:
             return []
         parts = await mail.attachments()
         if not parts:
             return []
         kept, dropped = select(parts, self.settings.max_attachment_bytes)
-        store = AttachmentStore.of(tx.state_dir)
         rows = []
         for part in kept:
-            digest = await mail.keep(store, part)  # durable before the rows
+            digest = await mail.keep(files, part)  # durable before the rows
             rows.append((part, digest))
         rows += [(part, None) for part in dropped]
         await tx.add_attachments([t.id for t in tickets], message, rows, now)

@@ -80,7 +80,8 @@ class PushHandler:
 
     @property
     def spool_dir(self) -> Path:
-        return self.store.path.parent / "spool"
+        assert self.store.state_dir is not None  # the daemon opens its store with one
+        return self.store.state_dir / "spool"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:

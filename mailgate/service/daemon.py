@@ -195,8 +195,10 @@ class Daemon:
         floods = FloodSummaries(self.store, lambda: self.directory, lambda: self.renderer,
                                 self.clock, self._mail_queued, self.config.instance)
         self._spawn(floods.run(), "flood")
-        sweeper = AttachmentSweeper(self.store, AttachmentStore.of(self.store.path.parent))
-        self._spawn(sweeper.run(), "attachments.sweep")
+        files = self.store.attachments()
+        if isinstance(files, AttachmentStore):  # blobs in a database need no file sweep
+            sweeper = AttachmentSweeper(self.store, files)
+            self._spawn(sweeper.run(), "attachments.sweep")
         for box in self.config.mailboxes:
             self._start_watcher(box)
         await self.record_status()

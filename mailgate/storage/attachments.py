@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+from typing import Protocol
 
 from mailgate.core.mime import tnef, uuencode
 from mailgate.core.mime.parse import (
@@ -137,6 +138,18 @@ def select(parts: list[Part], limit: int) -> tuple[list[Part], list[Part]]:
     return kept, dropped
 
 
+class Attachments(Protocol):
+    """Where attachment contents are kept, by SHA-256: files under the state directory
+    (AttachmentStore, SQLite) or a table every node reads (postgres/blobs.py). Every
+    method blocks: call it in a thread."""
+
+    def put(self, data: bytes) -> str: ...
+    def put_chunks(self, chunks: Iterable[bytes]) -> tuple[str, int]: ...
+    def read(self, sha256: str) -> bytes | None: ...
+    def where(self, sha256: str) -> str:
+        """Where it is, for a person reading `mailgate show`."""
+
+
 class AttachmentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -148,6 +161,15 @@ class AttachmentStore:
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:]
+
+    def where(self, sha256: str) -> str:
+        return str(self.path(sha256))
+
+    def read(self, sha256: str) -> bytes | None:
+        try:
+            return self.path(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def put(self, data: bytes) -> str:
         """Store the bytes once, durably; returns their SHA-256 (hex). Blocking: call it

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.store import Store, from_ts
 
 _TICKET = """SELECT id, ref, department, subject, requester, requester_name, status, priority,
@@ -64,10 +63,10 @@ async def load(store: Store, ref: str, now: datetime) -> dict | None:
         events = [_event(r) for r in await cur.fetchall()]
     await _add_copies(store, events)
     ticket["cc"] = json.loads(ticket["cc"]) if ticket["cc"] else []
-    root = AttachmentStore.of(store.path.parent)
+    files = store.attachments()
     async with store.conn.execute(_ATTACHMENTS, (row[0],)) as cur:
         attachments = [{"filename": r[0], "content_type": r[1], "size": r[2], "sha256": r[3],
-                        "path": str(root.path(r[3])) if r[3] else None, "message_id": r[4],
+                        "path": files.where(r[3]) if files and r[3] else None, "message_id": r[4],
                         "at": _iso(r[5])} for r in await cur.fetchall()]
     linked = await store.linked_refs(row[0])
     return {"ticket": ticket, "linked": linked, "sla": clocks, "events": events,

@@ -1,17 +1,17 @@
-"""aiosqlite: the schema, migrations and every SQL statement mailgate runs.
+"""The Store: mailgate's SQL statements over either engine (engine.py; sqlite/, postgres/).
 
-One connection, one writer: transactions are serialised by an asyncio lock, and each
-message inside a batch runs in its own SAVEPOINT so one bad message never rolls back its
-neighbours. Durability is synchronous=FULL: after COMMIT returns, the data is on disk,
-which is what lets the SMTP listener answer 250 and the IMAP position move forward.
+One connection, one writer per process: transactions are serialised by an asyncio lock, and
+each message inside a batch runs in its own SAVEPOINT so one bad message never rolls back
+its neighbours. After COMMIT returns, the data is durable (SQLite synchronous=FULL, or
+PostgreSQL's commit), which is what lets the SMTP listener answer 250 and the IMAP position
+move forward. Statements are written once with SQLite's `?` placeholders; the PostgreSQL
+engine translates them (postgres/dialect.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosqlite
-
 from mailgate.core.mime.parse import fingerprint
 from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
-from mailgate.storage.attachments import Part
-from mailgate.storage.schema import MIGRATIONS
+from mailgate.storage.attachments import Attachments, AttachmentStore, Part
+from mailgate.storage.engine import Connection, Cursor, Engine
+from mailgate.storage.sqlite.engine import SqliteEngine
 
 FIRST_TICKET_NUMBER = 1001
 TICKET_COLUMNS = ("id, ref, department, subject, requester, requester_name, status, priority, "
@@ -50,7 +49,7 @@ def maybe_ts(value: float | None) -> datetime | None:
     return from_ts(value) if value is not None else None
 
 
-def ticket_from_row(row: sqlite3.Row | tuple) -> Ticket:
+def ticket_from_row(row: Sequence) -> Ticket:
     return Ticket(
         id=row[0], ref=row[1], department=row[2], subject=row[3], requester=row[4],
         requester_name=row[5], status=Status(row[6]), priority=Priority(row[7]),
@@ -95,36 +94,68 @@ class QuarantineEntry:
 
 
 class Store:
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self.conn = conn
-        self.path = path
+    """The database, whichever engine holds it (engine.py): transactions, and the reads
+    and writes outside message processing.
+
+    Transactions are serialised inside one process by an asyncio lock (one writer
+    connection). On PostgreSQL several processes write at once; there each transaction
+    runs at READ COMMITTED and correctness under concurrency rests on the database's row
+    locks, not on retrying serialization failures:
+    - ticket numbers: the counters upsert locks its row until commit, so two nodes never
+      draw the same number (INSERT ... ON CONFLICT DO UPDATE is atomic);
+    - message keys: Tx.seen() first takes a transaction-scoped advisory lock on the key,
+      so a second node with the same message waits for the first to commit and then sees
+      it stored (the duplicate path), instead of failing on the unique constraint;
+    - outbox rows: claim_outgoing() takes due rows with FOR UPDATE SKIP LOCKED and moves
+      their next attempt past a lease, so two daemons never send one row twice.
+    READ COMMITTED was chosen over SERIALIZABLE because every contended write above is one
+    statement on one row (or one key lock): nothing needs a whole-transaction retry, and a
+    batch of mail is never re-run for a conflict a lock would have queued.
+    """
+
+    def __init__(self, engine: Engine, state_dir: Path | None = None) -> None:
+        self.engine = engine
+        self.state_dir = state_dir  # local files: the SMTP spool; attachments on SQLite
         self._write_lock = asyncio.Lock()
-        self._reader: aiosqlite.Connection | None = None
-        self._reader_lock = asyncio.Lock()
+
+    @property
+    def conn(self) -> Connection:
+        return self.engine.conn
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (only that engine has one)."""
+        path = getattr(self.engine, "path", None)
+        if path is None:
+            raise AttributeError(f"a {self.engine.name} store has no database file")
+        return path
 
     @classmethod
-    async def open(cls, path: Path, migrate: bool = True) -> Store:
-        _prepare_file(path)
-        conn = await aiosqlite.connect(path, isolation_level=None)
+    async def open(cls, target: Path | str, migrate: bool = True, *,
+                   password: str | None = None, state_dir: Path | None = None) -> Store:
+        """`target`: an SQLite file (the embedded default) or a postgresql:// URL."""
+        engine = await open_engine(target, password)
+        if state_dir is None and isinstance(engine, SqliteEngine):
+            state_dir = engine.path.parent
+        store = cls(engine, state_dir)
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            await conn.execute("PRAGMA busy_timeout=10000")
-            store = cls(conn, path)
             if migrate:
                 await store.migrate()
         except BaseException:
-            # Close on any failure: aiosqlite's thread is not a daemon thread, and a
-            # connection left open keeps the process alive after the error.
-            await conn.close()
+            await engine.close()
             raise
         return store
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
-        await self.conn.close()
+        await self.engine.close()
+
+    def describe(self) -> str:
+        """The database for messages and logs: a path, or a URL without its password."""
+        return self.engine.describe()
+
+    def attachments(self) -> Attachments | None:
+        """Where attachment files are kept: <state>/attachments, or the database."""
+        return self.engine.attachments(self.state_dir)
 
     async def read_committed(self, sql: str, args: Iterable = ()) -> list:
         """Rows as committed, on a second connection. The sender reads through here: on
@@ -133,48 +164,34 @@ class Store:
         un-queues -- and whose id the next insert reuses."""
         return list(await (await self.reader()).execute_fetchall(sql, tuple(args)))
 
-    async def reader(self) -> aiosqlite.Connection:
-        """The read-only second connection, with a thread of its own: also for the
-        daemon's long reads (metrics, status), which on the writer connection would wait
-        for intake and make it wait in turn."""
-        async with self._reader_lock:
-            if self._reader is None:
-                reader = await aiosqlite.connect(self.path, isolation_level=None)
-                await reader.execute("PRAGMA query_only=ON")
-                await reader.execute("PRAGMA busy_timeout=10000")
-                self._reader = reader
-        return self._reader
+    async def reader(self) -> Connection:
+        """The read-only second connection: also for the daemon's long reads (metrics,
+        status), which on the writer connection would wait for intake and make it wait
+        in turn."""
+        return await self.engine.reader()
+
+    async def fetch_one(self, sql: str, args: Iterable = ()) -> tuple | None:
+        """One row, on the writer connection (it sees this process's open transaction)."""
+        rows = await self.conn.execute_fetchall(sql, tuple(args))
+        return next(iter(rows), None)
+
+    async def fetch_all(self, sql: str, args: Iterable = ()) -> list:
+        return list(await self.conn.execute_fetchall(sql, tuple(args)))
 
     async def schema_version(self) -> int:
-        async with self.conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return await self.engine.schema_version()
 
     async def migrate(self) -> int:
         """Apply pending migrations, each atomically with its version bump."""
-        version = await self.schema_version()
-        if version > len(MIGRATIONS):
-            raise RuntimeError(f"{self.path}: database schema {version} is newer than this "
-                               f"mailgate ({len(MIGRATIONS)}); upgrade mailgate")
-        for number in range(version + 1, len(MIGRATIONS) + 1):
-            script = MIGRATIONS[number - 1]
-            try:
-                await self.conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-            except sqlite3.Error as exc:
-                # executescript stops at the failing statement with the transaction open:
-                # undo the half-applied migration so the file stays at the old version.
-                if self.conn.in_transaction:
-                    await self.conn.execute("ROLLBACK")
-                raise RuntimeError(f"{self.path}: migration {number} failed: {exc}") from exc
-        return len(MIGRATIONS) - version
+        return await self.engine.migrate()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self.engine.ready()
+            await self.conn.execute(self.engine.begin)
             try:
-                yield Tx(self.conn, self.path.parent)
+                yield Tx(self.conn, self.state_dir, self.engine)
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
@@ -318,12 +335,21 @@ class Store:
 class Tx:
     """Statements that must run inside Store.transaction()."""
 
-    def __init__(self, conn: aiosqlite.Connection, state_dir: Path | None = None) -> None:
+    def __init__(self, conn: Connection, state_dir: Path | None = None,
+                 engine: Engine | None = None) -> None:
         self.conn = conn
-        self.state_dir = state_dir  # the database's directory: attachments live under it
+        self.state_dir = state_dir  # local files (SMTP spool; attachments on SQLite)
+        self.engine = engine
         self._savepoints = 0
 
-    async def execute(self, sql: str, args: Iterable = ()) -> aiosqlite.Cursor:
+    @property
+    def attachments(self) -> Attachments | None:
+        """Where this transaction's attachment files go (None: not kept)."""
+        if self.engine is None:
+            return AttachmentStore.of(self.state_dir) if self.state_dir else None
+        return self.engine.attachments(self.state_dir)
+
+    async def execute(self, sql: str, args: Iterable = ()) -> Cursor:
         return await self.conn.execute(sql, tuple(args))
 
     # execute_fetchall is one trip to the database thread instead of three.
@@ -350,10 +376,15 @@ class Tx:
     # --- dedupe ---------------------------------------------------------------------
 
     async def seen(self, dedupe_key: str) -> Seen:
-        """What is stored under this key, in one round trip (asked for every message)."""
+        """What is stored under this key, in one round trip (asked for every message).
+
+        On a shared engine the key is locked first, until this transaction ends: the same
+        message processed by another node at this moment is waited for, then seen."""
+        if self.engine is not None and self.engine.shared:
+            await self.engine.lock_key(self.conn, dedupe_key)
         row = await self.fetch_one(
             "SELECT m.id, m.fingerprint, (SELECT group_concat(department, char(31)) "
-            "FROM receipts WHERE dedupe_key = ?1) FROM (SELECT 1) "
+            "FROM receipts WHERE dedupe_key = ?1) FROM (SELECT 1) AS one "
             "LEFT JOIN messages m ON m.dedupe_key = ?1", (dedupe_key,))
         message, fingerprint, departments = row if row else (None, None, None)
         return Seen(message, fingerprint,
@@ -607,9 +638,9 @@ def pack(raw: bytes, piece: int = 1 << 20) -> bytes:
     return b"".join([*out, packer.flush()])
 
 
-def _prepare_file(path: Path) -> None:
-    """State directory 0700 and database 0600 before SQLite creates anything."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
+async def open_engine(target: Path | str, password: str | None = None) -> Engine:
+    """The engine for an SQLite file or a postgresql:// URL."""
+    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        from mailgate.storage.postgres.engine import PostgresEngine  # the optional extra
+        return await PostgresEngine.open(target, password)
+    return await SqliteEngine.open(Path(target))

@@ -1,0 +1,54 @@
+"""What the Store needs from a database engine: SQLite (embedded) or PostgreSQL (shared).
+
+`Connection` is the small part of aiosqlite's connection API that mailgate's SQL runs
+through; the SQLite engine hands out aiosqlite's own connection, the PostgreSQL engine an
+adapter that translates each statement (postgres/dialect.py). `Engine` is what differs
+beyond the statements: opening, migrations, how a write transaction begins, and the few
+things several writers need (a lock per message key, claiming outbox rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from mailgate.storage.attachments import Attachments
+
+
+class Cursor(Protocol):
+    rowcount: int
+    lastrowid: int | None
+
+    async def fetchone(self) -> Any: ...
+    async def fetchall(self) -> Iterable[Any]: ...
+
+
+class Connection(Protocol):
+    def execute(self, sql: str, parameters: Sequence | Mapping = ...) -> Any:
+        """Awaitable (a Cursor) and an async context manager (yielding one)."""
+
+    async def execute_fetchall(self, sql: str,
+                               parameters: Sequence | Mapping = ...) -> Iterable[Any]: ...
+    async def executemany(self, sql: str, parameters: Iterable[Sequence | Mapping]) -> Any: ...
+
+
+class Engine(Protocol):
+    name: str  # "sqlite" | "postgresql"
+    # Several processes may write at once: row locks and key locks matter (PostgreSQL).
+    shared: bool
+    begin: str  # the statement that opens a write transaction
+    conn: Connection  # the writer
+
+    async def reader(self) -> Connection: ...
+    async def schema_version(self) -> int: ...
+    async def migrate(self) -> int: ...
+    async def close(self) -> None: ...
+    async def lock_key(self, conn: Connection, key: str) -> None:
+        """Hold until the transaction ends: others locking the same key wait."""
+    async def ready(self) -> None:
+        """Before a transaction: reconnect if the connection was lost."""
+    def attachments(self, state_dir: Path | None) -> Attachments | None:
+        """Where attachment files go (None: not kept)."""
+    def describe(self) -> str:
+        """For messages and logs: never a password."""

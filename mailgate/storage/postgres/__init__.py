@@ -1,0 +1,1 @@
+"""The shared engine: PostgreSQL, for several mailgate nodes on one database."""
