@@ -57,13 +57,15 @@ class Run:
 
 
 def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
-               mix: list[rig.Request], workdir: Path, batch_size: int | None) -> Run:
+               mix: list[rig.Request], run_dir: Path, batch_size: int | None = None,
+               state: Path | None = None) -> Run:
+    """One burst through a fresh daemon; STATE is a prepared state directory (else empty).
+    Only tickets from the mix's requesters (@example.com) are counted."""
     notify_team, cpus = SHAPES[shape]
     requests = {r.message_id for r in mix if r.reply_to is None}
-    run_dir = workdir / shape
     run_dir.mkdir()
-    config = rig.write_config(run_dir, sink, accounts,
-                              rig.DaemonSetup(notify_team=notify_team, batch_size=batch_size))
+    config = rig.write_config(run_dir, sink, accounts, rig.DaemonSetup(
+        notify_team=notify_team, batch_size=batch_size, state=state))
     sink.clear()
     daemon = rig.start_daemon(config, cpus=cpus)
     try:
@@ -73,7 +75,8 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
     finally:
         daemon.stop()
     last = mails[-1].at if notify_team else max(m.at for m in rig.acks(mails))
-    tickets = rig.mailgate_json(config, "tickets", "--limit", "100000")
+    tickets = rig.mailgate_json(config, "tickets", "--requester", "@example.com",
+                                "--limit", "100000")
     problems = check(mix, tickets, rig.acks(mails))
     return Run(shape, last - daemon.spawned, last - daemon.ready,
                daemon.ready - daemon.spawned, peak, len(tickets), len(rig.acks(mails)),
@@ -116,7 +119,8 @@ def scenario(args: argparse.Namespace) -> dict:
             print(f"round {round_no + 1}: bare loop {bare[-1].msgs_per_s:.0f} msgs/s",
                   flush=True)
             for shape in shapes:
-                runs.append(run_daemon(shape, accounts, sink, mix, work, args.batch_size))
+                runs.append(run_daemon(shape, accounts, sink, mix, work / shape,
+                                       args.batch_size))
                 done = runs[-1]
                 print(f"round {round_no + 1}: {shape} {len(mix) / done.seconds:.0f} msgs/s "
                       f"({done.seconds:.2f} s, startup {done.startup:.2f} s), "
@@ -180,7 +184,7 @@ def save(result: dict, meta: dict) -> Path:
     key = (result["messages"], result["mailboxes"], result["engine"])
     kept = [s for s in old.get("scenarios", [])
             if (s["messages"], s["mailboxes"], s["engine"]) != key]
-    scenarios = sorted([*kept, {**meta, **result}],
+    scenarios = sorted([*kept, rig.stamp_end({**meta, **result})],
                        key=lambda s: (s["engine"], s["mailboxes"], s["messages"]))
     return rig.save("burst.json", {"scenarios": scenarios})
 

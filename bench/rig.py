@@ -213,12 +213,15 @@ class DaemonSetup:
     listen: str | None = None
     poll_interval: str | None = None
     database_url: str | None = None  # [database] url, once the PostgreSQL engine exists
+    departments: dict[str, str] = field(default_factory=dict)  # mailbox -> key, else its name
+    state: Path | None = None  # the state directory (a prepared store); else a fresh one
 
 
 def write_config(tmp: Path, sink: Sink, accounts: dict[str, ImapAccount],
                  setup: DaemonSetup) -> Path:
     """mailgate.toml for a daemon on these accounts (mailbox name = department key)."""
-    lines = ['[state]', 'dir = "state"', '[directory]', f'path = "{EXAMPLE_DIRECTORY}"',
+    lines = ['[state]', f'dir = "{setup.state or "state"}"',
+             '[directory]', f'path = "{EXAMPLE_DIRECTORY}"',
              '[smtp]', f'host = "{sink.host}"', f'port = {sink.port}',
              # A burst of thousands from a few hundred senders: no budget may hold mail back.
              '[limits]', 'auto_mail_per_recipient_per_hour = 1000000',
@@ -231,7 +234,8 @@ def write_config(tmp: Path, sink: Sink, accounts: dict[str, ImapAccount],
     for name, account in accounts.items():
         secret = tmp / f"{name}.secret"
         secret.write_text(account.password)
-        lines += ['[[mailbox]]', f'name = "{name}"', f'department = "{name}"',
+        department = setup.departments.get(name, name)
+        lines += ['[[mailbox]]', f'name = "{name}"', f'department = "{department}"',
                   f'host = "{account.host}"', f'port = {account.port}', 'tls = "none"',
                   f'username = "{account.username}"', f'password_file = "{secret}"']
         if setup.batch_size:
@@ -354,6 +358,12 @@ def commit() -> str:
 def header(engine: str) -> dict:
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
             "machine": machine(), "engine": engine}
+
+
+def stamp_end(result: dict) -> dict:
+    """The load average when the run ended, beside the one when it started."""
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
 
 
 def save(name: str, result: dict) -> Path:

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""A million tickets: how the queries people type and intake itself hold up on a big store.
+
+    python bench/scale.py [--tickets 1000000] [--runs 5] [--burst 300]
+
+Builds a store with N tickets spread over the last year, with their messages, receipts,
+events, acknowledgements in the outbox and SLA clocks, as an installation that ran for a
+year would have them (mostly closed; the last two weeks busy; about 1 % of old tickets left
+open). The schema comes from the store's own migrations (Store.open); the rows go in with
+plain SQLite executemany in transactions of 20,000 tickets, because the store's transaction
+API writes one row per call (one aiosqlite round trip each: hours for a million). Nothing
+in the data is due: no escalation, auto-close or survey fires when the daemon starts on it.
+
+Then, on the big store and on an empty one, each command runs RUNS times as a user would
+type it (a new process each time, so interpreter start and imports count; the empty store
+shows that fixed cost) and the median is kept: `tickets --department it --status open`,
+`report --since 30d`, `show REF` (a recent ticket). Last, a small burst (acks only, the
+issue's mix, one mailbox) through the real daemon on the big store and on an empty one,
+alternating. Writes bench/results/scale.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import burst, rig
+from mailgate.storage.store import Store
+from tests.factories import ROOT
+
+DAY = 86400.0
+CHUNK = 20_000
+# (key, prefix, address, an agent of its team) as in config/directory.example.toml
+DEPARTMENTS = (("it", "IT", "it-help@example.com", "alice@example.com"),
+               ("facilities", "FAC", "facilities@example.com", "erin@example.com"),
+               ("payroll", "PAY", "payroll@example.com", "grace@example.com"))
+FIRST_NUMBER = 1000
+QUERIES = {"tickets": ["tickets", "--department", "it", "--status", "open"],
+           "report": ["report", "--since", "30d"],
+           "show": ["show"]}
+TARGET_MS = {"tickets": 200, "report": 2000, "show": 100}
+
+
+# --- building the store ----------------------------------------------------------------------
+
+@dataclass
+class Built:
+    seconds: float
+    rows: dict[str, int]
+    recent_ref: str
+    database_mb: float
+
+
+def department_of(i: int) -> int:
+    """60 % IT, 25 % facilities, 15 % payroll."""
+    slot = i % 20
+    return 0 if slot < 12 else 1 if slot < 17 else 2
+
+
+def status_of(i: int, age: float) -> str:
+    if age <= 14 * DAY:
+        status = ("new", "open", "open", "waiting", "resolved", "closed")[i % 6]
+        # Resolved more than 6 days ago would be auto-closed at once: closed already.
+        return "closed" if status == "resolved" and age > 6 * DAY else status
+    return "open" if i % 100 == 0 else "closed"
+
+
+REQUEST_RAW = zlib.compress(rig.plain("staff@example.org", "it-help@example.com",
+                                      "The printer jams", "x@example.org", 0), 1)
+ANSWER_RAW = zlib.compress(b"From: alice@example.com\r\nSubject: Re: The printer jams\r\n\r\n"
+                           b"Fixed: the tray was bent.\r\n", 1)
+BODY = "The printer jams on every second page and shows error E-42. " * 3
+ANSWER = "Fixed: the tray was bent; please try again."
+
+
+def rows_for(i: int, number: int, now: float, span: float, total: int) -> dict[str, list]:
+    """Ticket i's rows: ids are derived from i, so rows link without reading anything."""
+    key, prefix, address, agent = DEPARTMENTS[department_of(i)]
+    created = now - span + span * i / total
+    age = now - created
+    status = status_of(i, age)
+    requester = f"staff{i % 5000}@example.org"
+    subject = f"The printer on floor {i % 9} jams ({i})"
+    answered = status != "new"
+    first_response = created + 3600 if answered else None
+    resolved = created + DAY if status in ("resolved", "closed") else None
+    closed = resolved + 5 * DAY if status == "closed" and resolved is not None else None
+    tid, request, answer, ack = i + 1, 2 * i + 1, 2 * i + 2, i + 1
+    out: dict[str, list] = {name: [] for name in ("tickets", "messages", "receipts",
+                                                  "events", "outbox", "sla_clocks")}
+    out["tickets"].append((
+        tid, f"{prefix}-{number}", key, number, subject, requester, "Staff Member", status,
+        "high" if i % 10 == 0 else "normal", created, closed or resolved or first_response
+        or created, agent if answered else None, first_response, resolved,
+        created + 7200 if status == "waiting" else None, closed, resolved,
+        (5 - i % 3) if status == "closed" and i % 4 == 0 else None))
+    dedupe = f"scale-{i}@example.org"
+    out["messages"].append((request, dedupe, dedupe, f"{i:032x}", "request", requester,
+                            "Staff Member", f'["{address}"]', subject, BODY, "[]", "[]", 420,
+                            f"imap:{key}", created, REQUEST_RAW, "", BODY))
+    out["receipts"].append((dedupe, key, request, "created"))
+    out["events"] += [(tid, created, "created", requester, request, None, None, None),
+                      (tid, created, "ack_queued", None, None, ack, None, None)]
+    out["outbox"].append((ack, f"ack-{i}@example.com", "ack", tid, address,
+                          f'["{requester}"]', REQUEST_RAW, "sent", 1, created, created,
+                          created + 0.2, requester, "example.org"))
+    if answered:
+        reply_key = f"scale-answer-{i}@example.com"
+        out["messages"].append((answer, reply_key, reply_key, f"{i:031x}a", "request", agent,
+                                "Agent", f'["{address}"]', f"Re: {subject}", ANSWER, "[]",
+                                "[]", 160, f"imap:{key}", first_response, ANSWER_RAW, "",
+                                ANSWER))
+        out["events"].append((tid, first_response, "reply", agent, answer, None, None,
+                              "public"))
+    if resolved is not None:
+        out["events"].append((tid, resolved, "resolved", agent, None, None, None, None))
+    if closed is not None:
+        out["events"].append((tid, closed, "closed", None, None, None, None, None))
+    # Every level fired or past (fired = 3, next_at NULL): nothing is due on a started daemon.
+    out["sla_clocks"] += [(tid, "first_response", created, 4 * 3600, created + 4 * 3600,
+                           first_response, 3),
+                          (tid, "resolution", created, 3 * DAY, created + 3 * DAY, resolved, 3)]
+    return out
+
+
+INSERTS = {
+    "tickets": "INSERT INTO tickets (id, ref, department, number, subject, requester, "
+               "requester_name, status, priority, created_at, updated_at, assignee, "
+               "first_response_at, resolved_at, paused_at, closed_at, survey_at, rating) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "messages": "INSERT INTO messages (id, dedupe_key, message_id, fingerprint, kind, sender, "
+                "sender_name, recipients, subject, body, attachments, defects, size, source, "
+                "received_at, raw, sender_trust, text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "receipts": "INSERT INTO receipts (dedupe_key, department, message, outcome) "
+                "VALUES (?, ?, ?, ?)",
+    "events": "INSERT INTO events (ticket, at, kind, actor, message, outgoing, detail, "
+              "visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "outbox": "INSERT INTO outbox (id, message_id, kind, ticket, mail_from, recipients, raw, "
+              "status, attempts, next_attempt, created_at, sent_at, budget, budget_domain) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "sla_clocks": "INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, "
+                  "met_at, fired) VALUES (?, ?, ?, ?, ?, ?, ?)",
+}
+
+
+def chunks(total: int, now: float) -> Iterator[tuple[dict[str, list], dict[str, int]]]:
+    """CHUNK tickets' rows at a time, with the next ticket number per prefix so far."""
+    numbers = {prefix: FIRST_NUMBER for _, prefix, _, _ in DEPARTMENTS}
+    span = 365 * DAY - 3600
+    for start in range(0, total, CHUNK):
+        batch: dict[str, list] = {name: [] for name in INSERTS}
+        for i in range(start, min(total, start + CHUNK)):
+            prefix = DEPARTMENTS[department_of(i)][1]
+            for name, rows in rows_for(i, numbers[prefix], now, span, total).items():
+                batch[name] += rows
+            numbers[prefix] += 1
+        yield batch, dict(numbers)
+
+
+def build(state: Path, total: int) -> Built:
+    database = state / "mailgate.sqlite3"
+    asyncio.run(_migrate(database))
+    started = time.monotonic()
+    now = time.time()
+    counts = dict.fromkeys(INSERTS, 0)
+    numbers: dict[str, int] = {}
+    db = sqlite3.connect(database)
+    db.execute("PRAGMA synchronous = OFF")  # a crash while building: build again
+    db.execute("PRAGMA cache_size = -262144")  # 256 MB of page cache for index inserts
+    for batch, numbers_so_far in chunks(total, now):
+        numbers = numbers_so_far
+        with db:
+            for name, rows in batch.items():
+                db.executemany(INSERTS[name], rows)
+                counts[name] += len(rows)
+        done = counts["tickets"]
+        if done % (10 * CHUNK) == 0:
+            print(f"  {done:>9,} tickets, {time.monotonic() - started:.0f} s", flush=True)
+    with db:
+        db.executemany("INSERT INTO counters (prefix, next_number) VALUES (?, ?)",
+                       list(numbers.items()))
+    db.execute("ANALYZE")
+    db.close()
+    return Built(time.monotonic() - started, counts, f"IT-{numbers['IT'] - 1}",  # the newest
+                 database.stat().st_size / 1e6)
+
+
+async def _migrate(database: Path) -> None:
+    store = await Store.open(database)
+    await store.close()
+
+
+# --- timing the commands ---------------------------------------------------------------------
+
+def write_cli_config(tmp: Path, state: Path) -> Path:
+    config = tmp / f"cli-{state.name}.toml"
+    config.write_text(f'[state]\ndir = "{state}"\n[directory]\npath = "{rig.EXAMPLE_DIRECTORY}"\n'
+                      '[smtp]\nhost = "127.0.0.1"\nport = 25\n')
+    return config
+
+
+def time_command(config: Path, args: list[str], runs: int,
+                 check: bool = True) -> tuple[float, list[float]]:
+    """Median wall time in ms of `mailgate --config CONFIG ARGS`, run RUNS times."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mailgate", "--config", str(config), *args],
+                       cwd=ROOT, capture_output=True, check=check)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), times
+
+
+def time_queries(config: Path, ref: str, runs: int, empty: bool = False) -> dict[str, dict]:
+    """On the EMPTY store `show` answers "no such ticket" (exit 1) at the same start-up cost."""
+    found = {}
+    for name, args in QUERIES.items():
+        median, times = time_command(config, args + ([ref] if name == "show" else []), runs,
+                                     check=not empty)
+        found[name] = {"median_ms": round(median, 1), "runs_ms": [round(t, 1) for t in times]}
+    return found
+
+
+# --- intake on the big store -------------------------------------------------------------------
+
+def intake(big_state: Path, messages: int, rounds: int, work: Path) -> dict[str, list]:
+    """Acks-only bursts on the big store and on an empty one, alternating."""
+    mix = rig.message_mix(messages, 1)
+    sink = rig.Sink()
+    found: dict[str, list] = {"big": [], "empty": []}
+    with rig.dovecot() as server:
+        accounts = rig.fill(server, mix)
+        for round_no in range(rounds):
+            for label, state in (("big", big_state), ("empty", None)):
+                run = burst.run_daemon("acks", accounts, sink, mix,
+                                       work / f"intake-{label}-{round_no}", state=state)
+                if run.problems:
+                    sys.exit(f"MISMATCH in the {label} store burst: {run.problems}")
+                found[label].append(run)
+                print(f"  intake, {label} store: {len(mix) / run.seconds:.0f} msgs/s "
+                      f"({len(mix) / run.after_ready:.0f} after READY, startup "
+                      f"{run.startup:.2f} s)", flush=True)
+            # The next round reads the same mailbox again: a new UIDVALIDITY would not be
+            # needed, but the big store remembers its position; forget it for a fair rerun.
+            forget_position(big_state)
+    sink.close()
+    return found
+
+
+def forget_position(state: Path) -> None:
+    with sqlite3.connect(state / "mailgate.sqlite3") as db:
+        db.execute("DELETE FROM mailboxes")
+    db.close()
+
+
+def summarise_intake(found: dict[str, list], messages: int) -> dict:
+    out = {}
+    for label, runs in found.items():
+        out[label] = {
+            "msgs_per_s": round(statistics.median(messages / r.seconds for r in runs), 1),
+            "msgs_per_s_after_ready": round(statistics.median(messages / r.after_ready
+                                                              for r in runs), 1),
+            "startup_s": round(statistics.median(r.startup for r in runs), 2),
+            "peak_rss_mb": round(max(r.peak_rss_mb for r in runs), 1)}
+    big, empty = out["big"]["msgs_per_s_after_ready"], out["empty"]["msgs_per_s_after_ready"]
+    out["drop_percent_after_ready"] = round((1 - big / empty) * 100, 1)
+    out["drop_percent"] = round((1 - out["big"]["msgs_per_s"] / out["empty"]["msgs_per_s"])
+                                * 100, 1)
+    return out
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> dict:
+    with rig.tempdir("scale") as tmp_dir:
+        tmp = Path(tmp_dir)
+        big, empty = tmp / "big", tmp / "empty"
+        print(f"building a store with {args.tickets:,} tickets", flush=True)
+        built = build(big, args.tickets)
+        print(f"  built in {built.seconds:.0f} s, {built.database_mb:.0f} MB", flush=True)
+        asyncio.run(_migrate(empty / "mailgate.sqlite3"))
+        queries_big = time_queries(write_cli_config(tmp, big), built.recent_ref, args.runs)
+        queries_empty = time_queries(write_cli_config(tmp, empty), "IT-1000", args.runs,
+                                     empty=True)
+        intake_found = intake(big, args.burst, args.rounds, tmp)
+    queries = {name: {"big_median_ms": queries_big[name]["median_ms"],
+                      "empty_median_ms": queries_empty[name]["median_ms"],
+                      "query_share_ms": round(queries_big[name]["median_ms"]
+                                              - queries_empty[name]["median_ms"], 1),
+                      "target_ms": TARGET_MS[name],
+                      "command": " ".join(["mailgate", *QUERIES[name]]
+                                          + ([built.recent_ref] if name == "show" else [])),
+                      "big_runs_ms": queries_big[name]["runs_ms"]}
+               for name in QUERIES}
+    return {"tickets": args.tickets, "build_seconds": round(built.seconds, 1),
+            "database_mb": round(built.database_mb, 1), "rows": built.rows,
+            "runs_per_query": args.runs, "queries": queries,
+            "intake": {"messages": args.burst, "rounds": args.rounds, "shape": "acks",
+                       **summarise_intake(intake_found, args.burst)}}
+
+
+def report(result: dict) -> str:
+    rows = [[q["command"], q["big_median_ms"], q["empty_median_ms"], q["query_share_ms"],
+             q["target_ms"]] for q in result["queries"].values()]
+    intake = result["intake"]
+    text = [f"{result['tickets']:,} tickets ({result['database_mb']:.0f} MB, built in "
+            f"{result['build_seconds']:.0f} s); medians of {result['runs_per_query']} runs",
+            rig.table(rows, ["command", "big store ms", "empty store ms", "difference ms",
+                             "target ms"]),
+            "",
+            rig.table([["empty", intake["empty"]["msgs_per_s"],
+                        intake["empty"]["msgs_per_s_after_ready"],
+                        intake["empty"]["startup_s"]],
+                       ["big", intake["big"]["msgs_per_s"],
+                        intake["big"]["msgs_per_s_after_ready"], intake["big"]["startup_s"]],
+                       ["drop %", intake["drop_percent"], intake["drop_percent_after_ready"],
+                        "-"]],
+                      [f"intake, {intake['messages']} msgs", "msgs/s", "after READY",
+                       "startup s"])]
+    return "\n".join(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5, help="runs per command (median)")
+    parser.add_argument("--burst", type=int, default=300, help="messages per intake burst")
+    parser.add_argument("--rounds", type=int, default=2, help="intake bursts per store")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args()
+    meta = rig.header("sqlite")
+    result = run(args)
+    print(report(result))
+    if not args.no_save:
+        print(f"wrote {rig.save('scale.json', rig.stamp_end({**meta, **result}))}")
+
+
+if __name__ == "__main__":
+    main()
