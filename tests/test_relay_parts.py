@@ -42,7 +42,8 @@ def test_the_size_cap_leaves_parts_out_by_name() -> None:
 def test_composed_mail_carries_text_and_parts() -> None:
     env = Envelope(from_name="IT", from_addr="it@example.com", to=("ann@example.com",),
                    subject="[IT-1] Re: s", message_id="x@example.com",
-                   date=datetime(2026, 11, 24, tzinfo=UTC), auto_submitted="no")
+                   date=datetime(2026, 11, 24, tzinfo=UTC), instance="mailgate",
+                   auto_submitted="no")
     raw = compose(env, "Here you are.", None, relay_parts(RAW, 1_000_000).parts)
     msg = email.message_from_bytes(raw)
     assert msg.get_content_type() == "multipart/mixed"

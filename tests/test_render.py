@@ -66,8 +66,8 @@ def test_shipped_templates_are_complete() -> None:
 def envelope(subject: str, name: str = "IT Desk") -> Envelope:
     return Envelope(from_name=name, from_addr="it@example.com", to=("a@example.com",),
                     subject=subject, message_id="m1@example.com",
-                    date=datetime(2026, 1, 1, tzinfo=UTC), in_reply_to="req@x",
-                    references=("root@x", "req@x"))
+                    date=datetime(2026, 1, 1, tzinfo=UTC), instance="mailgate",
+                    in_reply_to="req@x", references=("root@x", "req@x"))
 
 
 @pytest.mark.parametrize("evil", ["hi\r\nBcc: victim@example.com", "hi\nBcc: v@x.com",

@@ -23,13 +23,37 @@ class Priority(StrEnum):
 
 
 class MailKind(StrEnum):
-    """What kind of mail an inbound message is, as far as loops are concerned."""
+    """What kind of mail an inbound message is, as far as loops are concerned (for the
+    kinds of mail mailgate sends, see OutgoingKind)."""
 
     REQUEST = "request"  # written by a person: may be ticketed and acknowledged
     BULK = "bulk"  # list or bulk mail: ticketed, never acknowledged
     AUTO_REPLY = "auto_reply"  # out-of-office and other RFC 3834 responses
     BOUNCE = "bounce"  # delivery status notifications
     OWN = "own"  # sent by mailgate itself
+
+
+class OutgoingKind(StrEnum):
+    """Every kind of mail mailgate sends, as the outbox records it (outbox.kind, the
+    mail_sent metric's label): keep the values. outbound/kinds.py says, for each, what
+    the mail is made of."""
+
+    ACK = "ack"
+    NOTIFY_TEAM = "notify-team"
+    RELAY_TEAM = "relay-team"
+    NOTE_TEAM = "note-team"
+    REPLY = "reply"
+    SUMMARY = "summary"
+    THANKS = "thanks"
+    COMMAND_REPLY = "command-reply"
+    UNPROVEN_NOTICE = "unproven-notice"
+    NOT_KEPT = "not-kept"
+    ESCALATION_WARNING = "escalation-warning"
+    ESCALATION_BREACH = "escalation-breach"
+    ESCALATION_RE_ESCALATION = "escalation-re_escalation"
+    FLOOD_SUMMARY = "flood-summary"
+    DIGEST = "digest"
+    ALERT = "alert"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +137,7 @@ class Outgoing:
     """One mail in the outbox: complete (raw), or a draft the outbox writes when sending."""
 
     message_id: str  # without angle brackets, fixed at enqueue time
-    kind: str  # "ack", ...
+    kind: str  # an OutgoingKind
     mail_from: str
     recipients: tuple[str, ...]
     raw: bytes

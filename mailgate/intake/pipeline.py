@@ -456,10 +456,9 @@ class Pipeline:
         envelope = Envelope(
             from_name=first.name, from_addr=first.address, to=(msg.sender.addr,),
             subject=tagged_subject(refs, msg.subject), message_id=message_id, date=now,
-            in_reply_to=msg.message_id or None,
+            instance=self.settings.instance, in_reply_to=msg.message_id or None,
             references=(*msg.references, msg.message_id) if msg.message_id else msg.references,
-            extra=(("X-Mailgate-Instance", self.settings.instance),
-                   ("X-Mailgate-Ticket", " ".join(refs))),
+            extra=(("X-Mailgate-Ticket", " ".join(refs)),),
         )
         mailbox, domain = self.budget.keys(msg.sender.addr)
         return Outgoing(message_id=message_id, kind="ack", mail_from=first.address,

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from mailgate.config.settings import AlertsConfig
 from mailgate.connect.diagnose import Diagnosis
-from mailgate.core.model import Outgoing
-from mailgate.outbound.compose import Envelope, compose
+from mailgate.core.model import OutgoingKind
+from mailgate.core.render import Rendered
+from mailgate.outbound import kinds
 from mailgate.service.log import get_logger
 from mailgate.storage.store import Store
 
@@ -109,8 +110,8 @@ class Alerter:
             record, due = on_failure(self.records.get(mailbox), found, now, policy)
             self.records[mailbox] = record
             if due:
-                await self._queue(mailbox, policy, f"mailgate: mailbox {mailbox} cannot be "
-                                  f"read", failure_text(mailbox, where, record, policy.repeat))
+                await self._queue(mailbox, policy, "failing",
+                                  failure_text(mailbox, where, record, policy.repeat))
                 log.warning("alert.queued", mailbox=mailbox, to=policy.admin, error=found.text)
             await asyncio.to_thread(_save, self.path, self.records)
 
@@ -121,26 +122,22 @@ class Alerter:
                 return
             policy = self.policy()
             if policy is not None and on_recovery(record):
-                await self._queue(mailbox, policy, f"mailgate: mailbox {mailbox} works again",
+                await self._queue(mailbox, policy, "recovered",
                                   recovery_text(mailbox, where, record,
                                                 self.clock().timestamp()))
                 log.info("alert.recovered", mailbox=mailbox, to=policy.admin)
             await asyncio.to_thread(_save, self.path, self.records)
 
-    async def _queue(self, mailbox: str, policy: AlertsConfig, subject: str, text: str) -> None:
+    async def _queue(self, mailbox: str, policy: AlertsConfig, state: str, text: str) -> None:
+        """Queue the alert mail; `state` is the kind's subject ("failing", "recovered")."""
         sender = policy.sender or self.sender_for(mailbox) or policy.admin
         now = self.clock()
-        domain = sender.partition("@")[2] or "localhost"
-        message_id = f"alert.{mailbox}.{int(now.timestamp() * 1000)}@{domain}"
-        envelope = Envelope(from_name="mailgate", from_addr=sender, to=(policy.admin,),
-                            subject=subject, message_id=message_id, date=now,
-                            auto_submitted="auto-generated",
-                            extra=(("X-Mailgate-Instance", self.instance),
-                                   ("X-Mailgate-Alert", mailbox)))
-        mail = Outgoing(message_id=message_id, kind="alert", mail_from=sender,
-                        recipients=(policy.admin,), raw=compose(envelope, text))
+        mail = kinds.Mail(kind=OutgoingKind.ALERT, from_name="mailgate", from_addr=sender,
+                          to=(policy.admin,), body=Rendered(text, None), variant=state,
+                          fields={"mailbox": mailbox, "millis": int(now.timestamp() * 1000)})
+        [out] = kinds.build(mail, None, kinds.Sending(self.instance), now)
         async with self.store.transaction() as tx:
-            await tx.enqueue(mail, now)
+            await tx.enqueue(out, now)
         self.notify()
 
 

@@ -1,5 +1,11 @@
 """Build outgoing mail as bytes: safe headers, threading headers, RFC 3834 markers.
 
+The loop guard is added here and nowhere else: every mail carries mailgate's own
+LOOP_HEADER (classify.py drops mail that comes back with our instance's value) and
+Auto-Submitted; automatic mail (anything but a person's relayed words) also carries the
+suppression headers autoresponders honour. What goes into an envelope for each kind of
+mail is outbound/kinds.py's table.
+
 Written by hand instead of with EmailMessage: the policy.default header machinery costs
 several milliseconds per mail, which was most of the acknowledgement's CPU time.
 """
@@ -19,6 +25,7 @@ from email.utils import format_datetime, formataddr
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 CRLF = "\r\n"
+LOOP_HEADER = "X-Mailgate-Instance"  # our instance's name: mail that comes back is ours
 
 
 def header_safe(value: str, limit: int = 900) -> str:
@@ -40,6 +47,7 @@ class Envelope:
     subject: str
     message_id: str
     date: datetime
+    instance: str  # the LOOP_HEADER's value: every mail we send carries it
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
     reply_to: str | None = None
@@ -162,14 +170,22 @@ def _headers(env: Envelope) -> list[tuple[str, str]]:
         headers.append(("References", (CRLF + " ").join(refs)))
     if env.reply_to:
         headers.append(("Reply-To", address("", env.reply_to)))
-    headers.append(("Auto-Submitted", env.auto_submitted))
-    if env.auto_submitted != "no":
-        # Exchange and many autoresponders honour these and stay quiet.
-        headers += [("X-Auto-Response-Suppress", "All"), ("Precedence", "bulk")]
+    headers += _loop_guard(env)
     for name, value in env.extra:
         headers.append((re.sub(r"[^A-Za-z0-9-]", "", name), encode_header(header_safe(value))))
     headers.append(("MIME-Version", "1.0"))
     return headers
+
+
+def _loop_guard(env: Envelope) -> list[tuple[str, str]]:
+    """RFC 3834's marker, and our own header that classify.py recognises on the way back.
+    A person's relayed answer says Auto-Submitted: no (so the reader's client treats it as
+    a person's) but still carries our header: it must not come back as a new request."""
+    headers = [("Auto-Submitted", env.auto_submitted)]
+    if env.auto_submitted != "no":
+        # Exchange and many autoresponders honour these and stay quiet.
+        headers += [("X-Auto-Response-Suppress", "All"), ("Precedence", "bulk")]
+    return [*headers, (LOOP_HEADER, encode_header(header_safe(env.instance)))]
 
 
 def _text_part_headers(subtype: str) -> list[tuple[str, str]]:

@@ -16,23 +16,15 @@ from datetime import timedelta
 
 from mailgate.config.directory import Department
 from mailgate.core.render import Renderer
-from mailgate.core.sla import LevelKind, business_time_left
+from mailgate.core.sla import business_time_left
 from mailgate.errors import PermanentError
-from mailgate.outbound.compose import Envelope, compose
+from mailgate.outbound import kinds
 from mailgate.storage import escalations, outbox
 from mailgate.storage.escalations import Fired
 from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import OutboxRow, Store
 
 DRAFT = "escalation"  # the outbox rows' draft marker for mail written by this module
-
-
-def headline(fired: Fired) -> str:
-    what = fired.target.replace("_", " ")
-    return {LevelKind.WARNING: f"SLA warning, {what} due soon",
-            LevelKind.BREACH: f"SLA breached, {what} overdue",
-            LevelKind.RE_ESCALATION: f"SLA still breached, {what} overdue",
-            }[fired.kind]
 
 
 async def load(store: Store, row: OutboxRow) -> Fired:
@@ -81,15 +73,13 @@ def write(fired: Fired, row: OutboxRow, sla: SlaBook, renderer: Renderer,
         "overdue": timedelta(seconds=max(0.0, -left)),
         "roles": list(sla.roles(dept, fired.kind.value)) if dept else [],
     }
-    body = renderer.render("escalation", ticket.department, context)
-    envelope = Envelope(
-        from_name=department["name"], from_addr=row.mail_from, to=row.recipients,
-        subject=f"[{ticket.ref}] {headline(fired)}: {ticket.subject}",
-        message_id=row.message_id, date=now, auto_submitted="auto-generated",
-        extra=(("X-Mailgate-Instance", instance),
-               ("X-Mailgate-Ticket", ticket.ref),
-               ("X-Mailgate-Escalation", f"{fired.target} {fired.kind.value}")))
-    return compose(envelope, body.text, body.html)
+    mail = kinds.Mail(
+        kind=kinds.escalation_kind(fired.kind), from_name=department["name"],
+        from_addr=row.mail_from, to=row.recipients, context=context,
+        department=ticket.department, tickets=(ticket.ref,), ticket_id=ticket.id,
+        fields={"subject": ticket.subject, "target": fired.target,
+                "what": fired.target.replace("_", " ")})
+    return kinds.write(mail, renderer, instance, row.message_id, now)
 
 
 def _department(dept: Department | None, key: str, address: str) -> dict[str, str]:

@@ -692,10 +692,9 @@ class Workflow:
         refs = tuple(dict.fromkeys(r for r in (references or []) if r))
         envelope = Envelope(
             from_name=from_name or dept.name, from_addr=dept.address, to=to, subject=subject,
-            message_id=PLACEHOLDER_ID, date=now, in_reply_to=in_reply_to, references=refs,
-            reply_to=dept.address, auto_submitted=auto, cc=cc,
-            extra=(("X-Mailgate-Instance", self.settings.instance),
-                   ("X-Mailgate-Ticket", st.ref)))
+            message_id=PLACEHOLDER_ID, date=now, instance=self.settings.instance,
+            in_reply_to=in_reply_to, references=refs, reply_to=dept.address,
+            auto_submitted=auto, cc=cc, extra=(("X-Mailgate-Ticket", st.ref),))
         raw = compose(envelope, text, None, attachments)
         domain = dept.address.partition("@")[2]
         copies: list[Outgoing] = []

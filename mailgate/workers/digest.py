@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from mailgate.config.directory import Department, Directory
 from mailgate.config.settings import DigestConfig
-from mailgate.core.model import Outgoing
-from mailgate.outbound.compose import Envelope, compose
+from mailgate.core.model import Outgoing, OutgoingKind
+from mailgate.core.render import Rendered
+from mailgate.outbound import kinds
 from mailgate.service.log import get_logger
 from mailgate.storage import outbox
 from mailgate.storage.store import Store
@@ -48,13 +50,20 @@ def last_slot(config: DigestConfig, zone: ZoneInfo, now: datetime) -> datetime:
     return slot
 
 
-def digest_id(dept: Department, slot: datetime) -> str:
-    return f"digest.{dept.key}.{slot:%Y%m%d}@{dept.address.partition('@')[2] or 'localhost'}"
+def department_digest(dept: Department, slot: datetime) -> kinds.Mail:
+    """The department's digest for the week ending at `slot`, all but its body."""
+    assert dept.head is not None
+    return kinds.Mail(kind=OutgoingKind.DIGEST, from_name=dept.name, from_addr=dept.address,
+                      to=(dept.head,), variant="department",
+                      fields={"scope": dept.key, "name": dept.name, "since": slot - PERIOD,
+                              "until": slot})
 
 
-def organisation_id(sender: Department, slot: datetime) -> str:
-    domain = sender.address.partition('@')[2] or 'localhost'
-    return f"digest.organisation.{slot:%Y%m%d}@{domain}"
+def organisation_digest(sender: Department, to: str, slot: datetime) -> kinds.Mail:
+    """The organisation's digest for the week ending at `slot`, all but its body."""
+    return kinds.Mail(kind=OutgoingKind.DIGEST, from_name="mailgate", from_addr=sender.address,
+                      to=(to,), variant="organisation",
+                      fields={"scope": "organisation", "since": slot - PERIOD, "until": slot})
 
 
 def organisation_sender(directory: Directory) -> Department | None:
@@ -93,9 +102,9 @@ class Digester:
             slot = last_slot(config, zone, now)
             if now - slot > LATE_LIMIT:
                 continue
-            message_id = digest_id(dept, slot)
-            if await self._queue_once(message_id, self._mail,
-                                      (directory, dept, slot, message_id), now,
+            mail = department_digest(dept, slot)
+            message_id = kinds.message_id_of(mail)
+            if await self._queue_once(message_id, self._mail, (directory, dept, slot, mail), now,
                                       department=dept.key, to=dept.head,
                                       period_end=slot.isoformat()):
                 queued.append(message_id)
@@ -116,14 +125,15 @@ class Digester:
         slot = last_slot(config, directory.calendar_for(sender).zone, now)
         if now - slot > LATE_LIMIT:
             return None
-        message_id = organisation_id(sender, slot)
+        mail = organisation_digest(sender, to, slot)
+        message_id = kinds.message_id_of(mail)
         queued = await self._queue_once(
-            message_id, self._organisation_mail, (directory, sender, to, slot, message_id),
-            now, department="organisation", to=to, period_end=slot.isoformat())
+            message_id, self._organisation_mail, (directory, slot, mail), now,
+            department="organisation", to=to, period_end=slot.isoformat())
         return message_id if queued else None
 
-    async def _organisation_mail(self, directory: Directory, sender: Department, to: str,
-                                 slot: datetime, message_id: str) -> Outgoing:
+    async def _organisation_mail(self, directory: Directory, slot: datetime,
+                                 mail: kinds.Mail) -> Outgoing:
         from mailgate.core import dependencies
         from mailgate.core.report import as_html, as_text
         from mailgate.storage.queries import department_report, dependency_view
@@ -131,16 +141,13 @@ class Digester:
         since = slot - PERIOD
         report = await department_report(self.store, directory, since, slot)
         view = await dependency_view(self.store, directory, since, slot)
-        envelope = Envelope(
-            from_name="mailgate", from_addr=sender.address, to=(to,),
-            subject=f"Weekly report, all departments: {since:%d %b} - {slot:%d %b %Y}",
-            message_id=message_id, date=self.clock(), auto_submitted="auto-generated",
-            extra=(("X-Mailgate-Instance", self.instance),
-                   ("X-Mailgate-Digest", "organisation")))
         text = as_text(report) + "\n" + dependencies.as_text(view)
         html = as_html(report, dependencies.as_html_section(view))
-        return Outgoing(message_id=message_id, kind="digest", mail_from=sender.address,
-                        recipients=(to,), raw=compose(envelope, text, html))
+        return self._built(replace(mail, body=Rendered(text, html)))
+
+    def _built(self, mail: kinds.Mail) -> Outgoing:
+        [out] = kinds.build(mail, None, kinds.Sending(self.instance), self.clock())
+        return out
 
     async def _queue_once(self, message_id: str, build: Callable[..., Awaitable[Outgoing]],
                           args: tuple, now: datetime, **about: object) -> bool:
@@ -158,21 +165,11 @@ class Digester:
         return True
 
     async def _mail(self, directory: Directory, dept: Department, slot: datetime,
-                    message_id: str) -> Outgoing:
+                    mail: kinds.Mail) -> Outgoing:
         from mailgate.core.report import as_html, as_text
         from mailgate.storage.queries import department_report
 
         report = await department_report(self.store, directory, slot - PERIOD, slot,
                                          [dept.key])
-        head = dept.head
-        assert head is not None
-        envelope = Envelope(
-            from_name=dept.name, from_addr=dept.address, to=(head,),
-            subject=f"Weekly report {dept.name}: {(slot - PERIOD):%d %b} - {slot:%d %b %Y}",
-            message_id=message_id, date=self.clock(), auto_submitted="auto-generated",
-            extra=(("X-Mailgate-Instance", self.instance),
-                   ("X-Mailgate-Digest", dept.key)))
-        return Outgoing(message_id=message_id, kind="digest", mail_from=dept.address,
-                        recipients=(head,),
-                        raw=compose(envelope, as_text(report), as_html(report)))
+        return self._built(replace(mail, body=Rendered(as_text(report), as_html(report))))
 

@@ -17,8 +17,8 @@ from datetime import datetime
 from mailgate.config.directory import Department
 from mailgate.core.model import Outgoing
 from mailgate.core.render import Renderer
-from mailgate.core.replykey import KeyRing, keyed_message_id
-from mailgate.outbound import escalation_mail
+from mailgate.core.replykey import KeyRing
+from mailgate.outbound import escalation_mail, kinds
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
 from mailgate.storage import escalations
@@ -132,13 +132,11 @@ class Escalator:
             return [], (due.ticket_id, f"sla_{kind.value}_unsent",
                           {"target": due.clock.target.value, "level": level.number,
                            "reason": reason}, None)
-        domain = dept.address.partition("@")[2]
-        ids = [keyed_message_id(keys, (due.ref,), r, domain, now) for r in recipients]
-        return [Outgoing(message_id=mid, kind=f"escalation-{kind.value}",
-                         mail_from=dept.address, recipients=(recipient,), raw=b"",
-                         ticket_id=due.ticket_id, draft=escalation_mail.DRAFT,
-                         copy_of=ids[0] if i else None)
-                for i, (mid, recipient) in enumerate(zip(ids, recipients, strict=True))], None
+        mail = kinds.Mail(kind=kinds.escalation_kind(kind), from_name=dept.name,
+                          from_addr=dept.address, to=recipients, tickets=(due.ref,),
+                          ticket_id=due.ticket_id)
+        return kinds.keyed_copies(mail, kinds.Sending(self.instance, keys), now,
+                                  draft=escalation_mail.DRAFT), None
 
 
 def _unsent_reason(key: str, dept: Department | None, kind: str,

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from mailgate.config.directory import Directory
-from mailgate.core.model import Outgoing
+from mailgate.core.model import OutgoingKind
 from mailgate.core.render import Renderer
-from mailgate.outbound.compose import Envelope, compose, new_message_id
+from mailgate.outbound import kinds
 from mailgate.service.log import get_logger
 from mailgate.storage.store import Store, Tx
 from mailgate.workers.periodic import every, repeat
@@ -73,17 +73,11 @@ class FloodSummaries:
             "tickets": [{"ref": ref, "subject": subject}
                         for _, ref, subject in tickets[:MAX_LISTED]],
         }
-        body = self.renderer().render("flood_summary", dept.key, context)
-        message_id = new_message_id(dept.address.partition("@")[2], "flood")
-        envelope = Envelope(
-            from_name=dept.name, from_addr=dept.address, to=to,
-            subject=f"{len(tickets)} more requests from {sender} (not notified one by one)",
-            message_id=message_id, date=now, reply_to=dept.address,
-            auto_submitted="auto-generated",
-            extra=(("X-Mailgate-Instance", self.instance),))
-        mail = Outgoing(message_id=message_id, kind="flood-summary", mail_from=dept.address,
-                        recipients=to, raw=compose(envelope, body.text))
-        outgoing = await tx.enqueue(mail, now)
+        mail = kinds.Mail(kind=OutgoingKind.FLOOD_SUMMARY, from_name=dept.name,
+                          from_addr=dept.address, to=to, context=context, department=dept.key,
+                          fields={"count": len(tickets), "sender": sender})
+        [out] = kinds.build(mail, self.renderer(), kinds.Sending(self.instance), now)
+        outgoing = await tx.enqueue(out, now)
         await tx.mark_summarised([t[0] for t in tickets], outgoing)
         log.warning("flood.summarised", department=department, sender=sender,
                     tickets=len(tickets))
