@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mailgate.cli.main import _backup
+from mailgate.cli.database import _backup
 from mailgate.cli.people import import_people
 from mailgate.cli.progress import Progress
 from mailgate.storage.store import Store
@@ -35,9 +35,8 @@ def test_one_updating_line_on_a_terminal() -> None:
     tty = Terminal()
     progress = Progress("backup", tty)
     assert progress.enabled
-    callback = progress.sqlite_callback()
-    for remaining in (100, 50, 50, 0):  # sqlite3: (status, remaining, total) per step
-        callback(0, remaining, 100)
+    for done in (0, 50, 50, 100):  # (pages done, pages in all) per backup step
+        progress.fraction(done, 100)
     progress.done()
     assert tty.getvalue() == "\rbackup: 0 %\rbackup: 50 %\rbackup: 100 %\n"
     progress.step("done")  # a shorter text blanks what is left of the longer one

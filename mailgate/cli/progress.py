@@ -8,7 +8,6 @@ all, so scripted output and logs stay exactly as they were.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TextIO
 
 
@@ -45,10 +44,3 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._shown = None
-
-    def sqlite_callback(self) -> Callable[[int, int, int], None]:
-        """A progress= callback for sqlite3.Connection.backup(): (status, remaining, total)
-        pages after each step."""
-        def callback(status: int, remaining: int, total: int) -> None:
-            self.fraction(total - remaining, total)
-        return callback

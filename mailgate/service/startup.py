@@ -18,12 +18,13 @@ import errno
 import fcntl
 import os
 import socket
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mailgate.errors import MailgateError
+from mailgate.storage.database_file import schema_version_of
+from mailgate.storage.errors import STORE_ERRORS
 from mailgate.storage.schema import MIGRATIONS
 
 LOCK_NAME = "mailgate.lock"
@@ -84,12 +85,8 @@ def check_database(path: Path) -> None:
     if not path.exists():
         return  # the daemon creates it
     try:
-        conn = sqlite3.connect(path)
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
+        version = schema_version_of(path)
+    except STORE_ERRORS as exc:
         raise StartError(f"database {path} cannot be opened: {exc}; restore it from a "
                          f"backup, or move it away to start with an empty one") from None
     if version > len(MIGRATIONS):

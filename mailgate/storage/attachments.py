@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailgate.core.mime import tnef, uuencode
 from mailgate.core.mime.parse import (
@@ -36,6 +36,9 @@ from mailgate.core.mime.parse import (
     payload_bytes,
     read_message,
 )
+
+if TYPE_CHECKING:  # store.py imports this module (Part)
+    from mailgate.storage.store import Tx
 
 MAX_FILES = 100
 
@@ -235,6 +238,16 @@ class AttachmentStore:
                     continue
                 stored = len(path.name) == 62 and not path.name.startswith(".")
                 yield path, folder.name + path.name if stored else None
+
+
+async def still_named(tx: Tx, digests: Sequence[str]) -> set[str]:
+    """Which of these SHA-256s an attachments row names: the sweep keeps those files."""
+    if not digests:
+        return set()
+    marks = ",".join("?" * len(digests))
+    rows = await tx.fetch_all(
+        f"SELECT DISTINCT sha256 FROM attachments WHERE sha256 IN ({marks})", digests)
+    return {r[0] for r in rows}
 
 
 def _mkdir(path: Path) -> None:

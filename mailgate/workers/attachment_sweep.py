@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailgate.service.log import get_logger
-from mailgate.storage.attachments import AttachmentStore
+from mailgate.storage.attachments import AttachmentStore, still_named
 from mailgate.storage.store import Store
 from mailgate.workers.periodic import every, repeat
 
@@ -56,10 +56,7 @@ class AttachmentSweeper:
     async def _sweep(self, chunk: list[tuple[Path, str | None]], swept: Swept) -> None:
         digests = [d for _, d in chunk if d]
         async with self.store.transaction() as tx:
-            marks = ",".join("?" * len(digests))
-            named = {r[0] for r in await tx.fetch_all(
-                f"SELECT DISTINCT sha256 FROM attachments WHERE sha256 IN ({marks})",
-                digests)} if digests else set()
+            named = await still_named(tx, digests)
             orphans = [path for path, digest in chunk if digest not in named]
             swept.bytes += await asyncio.to_thread(_delete, orphans)
             swept.files += len(orphans)

@@ -49,7 +49,7 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def cmd_oauth(args: argparse.Namespace) -> int:
-    from mailgate.cli.main import say
+    from mailgate.cli.output import say
 
     config = load_config(config_path(args.config), secrets="available")
     targets = oauth_targets(config)

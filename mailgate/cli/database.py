@@ -1,0 +1,133 @@
+"""`mailgate backup` and `migrate`: the database file, copied while the service runs, and
+its schema brought up to this version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from mailgate.cli.loading import with_store
+from mailgate.cli.output import print_json, say
+from mailgate.cli.progress import Progress
+from mailgate.config.settings import config_path, load_config
+from mailgate.service.startup import StartError, daemon_lock
+from mailgate.storage import database_file
+from mailgate.storage.errors import STORE_ERRORS
+from mailgate.storage.schema import MIGRATIONS
+from mailgate.storage.store import Store
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    target = Path(args.file).absolute()
+    database = load_config(config_path(args.config), secrets="none").database
+    refusal = _backup_refusal(target, database, args.force)
+    if refusal:
+        say(refusal, file=sys.stderr)
+        return 1
+
+    async def work(store: Store) -> int:
+        started = time.monotonic()
+        progress = Progress(f"backup to {target.name}")
+        try:
+            await _backup(store, target, progress)
+        except (OSError, *STORE_ERRORS) as exc:
+            say(f"backup to {target} failed: {exc}", file=sys.stderr)
+            return 1
+        report = {"database": str(database), "file": str(target),
+                  "bytes": target.stat().st_size, "seconds": round(time.monotonic() - started, 3),
+                  "schema_version": await store.schema_version()}
+        if args.json:
+            print_json(report)
+        else:
+            say(f"backed up {database} to {target}: {_size(report['bytes'])} in "
+                f"{report['seconds']:.2f} s (schema {report['schema_version']})")
+        return 0
+
+    return with_store(args, work, any_schema=True)
+
+
+def _backup_refusal(target: Path, database: Path, force: bool) -> str | None:
+    if target.resolve() == database.resolve():
+        return f"{target}: that is the live database itself; choose another file"
+    if target.is_dir():
+        return f"{target}: is a directory; name the backup file, e.g. {target}/mailgate.sqlite3"
+    if target.exists() and not force:
+        return f"{target}: already exists; pass --force to overwrite it"
+    return None
+
+
+async def _backup(store: Store, target: Path, progress: Progress | None = None) -> None:
+    """database_file.backup, showing a percentage as it goes when progress is enabled
+    (stderr is a terminal); otherwise in one step, silently."""
+    if progress is None or not progress.enabled:
+        await database_file.backup(store, target)
+        return
+    progress.fraction(0, 1)
+    try:
+        await database_file.backup(store, target, progress.fraction)
+    finally:
+        progress.done()
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    database = load_config(config_path(args.config), secrets="none").database
+    if args.check and not database.exists():
+        return _migrate_report(args, database, 0, 0, "no database yet")
+    if args.check:
+        return _migrate_now(args, database)
+    try:  # changing the schema under a running daemon would break it halfway
+        with daemon_lock(database.parent, "stop it first (systemctl stop mailgate), then "
+                                          "run mailgate migrate again"):
+            return _migrate_now(args, database)
+    except StartError as exc:
+        say(f"mailgate migrate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _migrate_now(args: argparse.Namespace, database: Path) -> int:
+
+    async def go() -> int:
+        store = await Store.open(database, migrate=False)  # creates it when missing
+        try:
+            before = await store.schema_version()
+            if not args.check and before < len(MIGRATIONS):
+                await store.migrate()
+            after = await store.schema_version()
+        except RuntimeError as exc:  # newer than this mailgate, or a migration failed
+            say(exc, file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+        return _migrate_report(args, database, before, after, "")
+
+    return asyncio.run(go())
+
+
+def _migrate_report(args: argparse.Namespace, database: Path, before: int, after: int,
+                    note: str) -> int:
+    latest = len(MIGRATIONS)
+    pending = max(0, latest - after)
+    if args.json:
+        print_json({"database": str(database), "from": before, "to": after,
+                    "latest": latest, "pending": pending})
+    elif after > latest:
+        say(f"{database}: schema {after} is newer than this mailgate ({latest}); "
+            f"upgrade mailgate", file=sys.stderr)
+    elif pending:
+        say(f"{database}: {note or f'schema {after}'}; {pending} migration(s) pending "
+            f"(latest {latest}); run `mailgate migrate`")
+    elif before != after:
+        say(f"{database}: migrated from schema {before} to {after}")
+    else:
+        say(f"{database}: schema {after}, up to date")
+    return 1 if pending or after > latest else 0
