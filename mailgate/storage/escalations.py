@@ -54,7 +54,6 @@ async def fired(store: Store, ticket_id: int | None, outgoing: int) -> Fired | N
 async def next_due_at(store: Store) -> datetime | None:
     """The earliest instant any ticket has a level due (tickets.next_escalation_at, kept
     by slaclock.py), or None when no clock runs."""
-    rows = await store.conn.execute_fetchall(
+    row = await store.fetch_one(
         "SELECT MIN(next_escalation_at) FROM tickets WHERE next_escalation_at IS NOT NULL")
-    row = next(iter(rows), None)
     return from_ts(row[0]) if row is not None and row[0] is not None else None

@@ -21,9 +21,8 @@ class HeldMail:
 
 
 async def entry(store: Store, entry_id: int) -> HeldMail | None:
-    rows = await store.conn.execute_fetchall(
+    row = await store.fetch_one(
         "SELECT source, reason, raw, status FROM quarantine WHERE id = ?", (entry_id,))
-    row = next(iter(rows), None)
     return HeldMail(row[0], row[1], bytes(row[2]), row[3]) if row is not None else None
 
 
