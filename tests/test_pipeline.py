@@ -187,7 +187,8 @@ async def test_a_failing_message_rolls_back_only_itself(h: Harness,
 
     async with h.store.transaction() as tx:
         ok = await h.pipeline.handle(tx, mail(message_id="<ok@x.example>"), IT)
-        monkeypatch.setattr(h.pipeline, "_acknowledge", explode)
+        # The mail is written after the message, its receipts and its ticket.
+        monkeypatch.setattr(h.pipeline.mailer, "write", explode)
         bad = await h.pipeline.handle(tx, mail(message_id="<bad@x.example>"), IT)
     assert ok.action == "ticket"
     assert bad.action == "quarantined" and "boom" in bad.reason

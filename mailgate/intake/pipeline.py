@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from mailgate.config.directory import Department, Directory, member_address
+from mailgate.config.directory import Directory, member_address
 from mailgate.config.settings import Config
 from mailgate.core.addresses import canonical, domain_of
 from mailgate.core.classify import LoopContext, Verdict, classify
@@ -22,20 +22,41 @@ from mailgate.core.mime.largemail import LARGE, Light, decoded_chunks, lighten
 from mailgate.core.mime.parse import fingerprint, parse
 from mailgate.core.model import Inbound, MailKind, Origin, Outgoing, Ticket
 from mailgate.core.render import Renderer
-from mailgate.core.replykey import KeyRing, keyed_message_id, proven_refs
+from mailgate.core.replykey import KeyRing, proven_refs
 from mailgate.core.routing import Route, routes_for
 from mailgate.core.trust import TrustPolicy, sender_trust
 from mailgate.errors import BadMessage
-from mailgate.outbound.compose import Envelope, compose
+from mailgate.outbound.compose import RelayParts
+from mailgate.outbound.queued import parts_to_relay
 from mailgate.service.log import get_logger
-from mailgate.storage import ticketops as ops
+from mailgate.storage import gather
+from mailgate.storage.apply import Arrival, MailWriter, apply
 from mailgate.storage.attachments import Attachments, Part, extract, select
 from mailgate.storage.errors import TEMPORARY
 from mailgate.storage.slaclock import SlaBook
-from mailgate.storage.store import Seen, Tx, pack
+from mailgate.storage.store import Tx, pack
 from mailgate.tickets.budget import MailBudget
-from mailgate.tickets.conversation import clean_subject, tagged_subject, thread_hints
-from mailgate.tickets.workflow import ConversationSettings, Incoming, Opened, Workflow
+from mailgate.tickets.conversation import thread_hints
+from mailgate.tickets.effects import (
+    AddAttachments,
+    AddEvent,
+    Effect,
+    Facts,
+    HoldNotification,
+    QueueMail,
+    StoredFile,
+)
+from mailgate.tickets.new_request import (
+    NewRequestPolicy,
+    Request,
+    acknowledged,
+    is_stale,
+    open_request,
+    size_in_words,
+    team_budget,
+)
+from mailgate.tickets.state import TicketState
+from mailgate.tickets.workflow import ConversationSettings, Incoming, Workflow
 
 log = get_logger("mailgate.intake.pipeline")
 Clock = Callable[[], datetime]
@@ -171,6 +192,10 @@ class Pipeline:
             domain_of(d.address) for d in directory.departments.values()))
         self.workflow = Workflow(directory, renderer, self.sla,
                                  settings.conversation(self.budget))
+        self.new_requests = NewRequestPolicy(
+            directory, self.sla, self.budget, settings.notify_team,
+            settings.team_notices_per_sender_per_hour, settings.max_attachment_bytes)
+        self.mailer = self.workflow.mail
 
     async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
         now = self.clock()
@@ -201,49 +226,51 @@ class Pipeline:
                        now: datetime) -> Outcome:
         if msg is None:
             raise BadMessage("the parser could not read this message")
-        msg, fp, seen = await self._distinct(tx, msg)
-        covered = seen.departments
         routes = {r.department: r for r in routes_for(msg, origin, self.directory)}
-        targets = list(routes)
-        if not targets:
+        if not routes:
             raise BadMessage("addressed to no known department and no default_department set")
-        pending = [d for d in targets if d not in covered]
+        targets = list(routes)
+        msg, arrival, facts = await self._read(tx, mail, msg, origin, targets, now)
+        pending = [d for d in targets if d not in facts.received_by]
         if not pending:
             # A re-delivery (a copy through a second mailbox, an MTA retrying after a lost
             # 250, a re-read after a crash): nothing to do, but it leaves a trace.
-            times = await tx.record_redelivery(seen.message, now) if seen.message else 0
+            times = await tx.record_redelivery(facts.message, now) if facts.message else 0
             log.info("message.duplicate", message_id=msg.message_id, source=origin.source,
                      departments=targets, deliveries=times)
             return Outcome("duplicate", reason="already received for " + ", ".join(targets))
         verdict = classify(msg, self.loop_context)
-        existing = await self._thread(tx, msg, verdict)
+        facts = replace(facts, threaded=await self._thread(tx, msg, verdict))
+        existing = list(facts.threaded)
+        request = Request(msg, verdict, tuple(pending), routes, tuple(pending),
+                          sender_trust(msg, self.settings.trust))
         if existing and verdict.kind is MailKind.REQUEST:
-            stale = [t for t in existing if await self.workflow.is_stale(tx, t, msg, now)]
+            stale = [t for t in existing if is_stale(t, msg, self.directory,
+                                                      self.settings.reopen_window, now)]
             if stale and len(stale) == len(existing):
                 # Too long after the resolution: a new ticket that links the old one, for
                 # the old tickets' departments; the message counts as received for every
                 # pending one, so its copies through other mailboxes are duplicates.
-                routes = {t.department: Route(t.department, t.priority, "follow-up")
+                follow = {t.department: Route(t.department, t.priority, "follow-up")
                           for t in stale if t.department in self.directory.departments
                           and t.department in pending}
-                if routes:
-                    return await self._open(tx, mail, msg, fp, verdict, list(routes), origin,
-                                            now, routes, seen.message, predecessors=stale,
-                                            received=pending)
+                if follow:
+                    return await self._open(tx, mail, arrival, replace(
+                        request, departments=tuple(follow), routes=follow,
+                        follows=tuple(stale)), facts, now)
         if existing:
-            return await self._append(tx, mail, msg, fp, verdict, existing, pending, origin,
-                                      now, seen.message)
+            return await self._append(tx, mail, msg, arrival.fingerprint, verdict, existing,
+                                      pending, origin, now, facts.message)
         if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
             return await self._quarantine(
                 tx, mail.raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
                 f"{verdict.reason}", now)
         if verdict.kind is MailKind.BULK and self.settings.bulk_mail == "ignore":
-            return await self._ignore(tx, mail, msg, fp, verdict, pending, origin, now,
-                                      seen.message)
+            return await self._ignore(tx, mail, msg, arrival.fingerprint, verdict, pending,
+                                      origin, now, facts.message)
         if msg.sender is None:
             raise BadMessage("no usable From address")
-        return await self._open(tx, mail, msg, fp, verdict, pending, origin, now, routes,
-                                seen.message)
+        return await self._open(tx, mail, arrival, request, facts, now)
 
     async def _ignore(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
                       pending: list[str], origin: Origin, now: datetime,
@@ -257,26 +284,36 @@ class Pipeline:
                  reason=verdict.reason)
         return Outcome("ignored", reason=f"bulk: {verdict.reason}")
 
-    async def _distinct(self, tx: Tx, msg: Inbound) -> tuple[Inbound, str, Seen]:
-        """Give a re-used Message-ID with different content a key of its own; return the
-        message, its fingerprint and what is stored under its key."""
+    async def _read(self, tx: Tx, mail: Received, msg: Inbound, origin: Origin,
+                    departments: list[str], now: datetime,
+                    ) -> tuple[Inbound, Arrival, Facts]:
+        """What is stored under the message's key, and what its sender drew on this hour,
+        in one query. A re-used Message-ID with different content gets a key of its own."""
         fp = fingerprint(msg)
-        seen = await tx.seen(msg.dedupe_key)
-        if seen.fingerprint is not None and seen.fingerprint != fp:
+        facts = await self._stored(tx, msg, departments, now)
+        if facts.fingerprint is not None and facts.fingerprint != fp:
             log.warning("message.id_reused", message_id=msg.message_id)
             msg = replace(msg, dedupe_key=f"{msg.dedupe_key}#{fp}")
-            seen = await tx.seen(msg.dedupe_key)
-        return msg, fp, seen
+            facts = await self._stored(tx, msg, departments, now)
+        return msg, Arrival(msg, fp, mail.raw, origin.source, facts.message,
+                            mail.packed), facts
 
-    async def _thread(self, tx: Tx, msg: Inbound, verdict: Verdict) -> list[Ticket]:
+    async def _stored(self, tx: Tx, msg: Inbound, departments: list[str],
+                      now: datetime) -> Facts:
+        sender = msg.sender.addr if msg.sender else None
+        flood = [(d, team_budget(d, sender)) for d in departments] \
+            if sender and self.settings.notify_team else []
+        message, fp, received, usage = await gather.stored(
+            tx, msg.dedupe_key, self.budget.keys(sender) if sender else None, flood, now)
+        return Facts(message, fp, received, usage=usage)
+
+    async def _thread(self, tx: Tx, msg: Inbound, verdict: Verdict) -> tuple[TicketState, ...]:
         hints = thread_hints(msg, self.prefixes)
-        found = (await tx.tickets_by_refs(hints.ticket_refs)
-                 or await tx.tickets_by_message_ids(hints.message_ids))
-        if not found and verdict.kind in (MailKind.BOUNCE, MailKind.AUTO_REPLY):
-            # A bounce names the mail it is about only inside its report part. Forwarded
-            # mail also carries such parts, so only automatic mail is matched this way.
-            found = await tx.tickets_by_message_ids(msg.embedded_ids)
-        return found
+        # A bounce names the mail it is about only inside its report part. Forwarded mail
+        # also carries such parts, so only automatic mail is matched this way.
+        automatic = verdict.kind in (MailKind.BOUNCE, MailKind.AUTO_REPLY)
+        return await gather.threaded(tx, hints.ticket_refs, hints.message_ids,
+                                     msg.embedded_ids if automatic else ())
 
     async def _append(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
                       tickets: list[Ticket], pending: list[str], origin: Origin,
@@ -299,7 +336,7 @@ class Pipeline:
                 kind = await self.workflow.follow_up(tx, ticket, incoming, now)
             if dropped:  # what they sent did not all arrive: they should know
                 await self.workflow.not_kept(tx, tickets[0], incoming, dropped,
-                                             _size(self.settings.max_attachment_bytes), now)
+                                             size_in_words(self.settings.max_attachment_bytes), now)
             log.info("ticket.appended", tickets=[t.ref for t in tickets], kind=kind,
                      message_id=msg.message_id, source=origin.source)
             return Outcome("reply", tuple(t.ref for t in tickets))
@@ -314,89 +351,89 @@ class Pipeline:
                  source=origin.source)
         return Outcome("reply", refs)
 
-    async def _open(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
-                    pending: list[str], origin: Origin, now: datetime,
-                    routes: dict[str, Route], stored: int | None,
-                    predecessors: list[Ticket] | None = None,
-                    received: list[str] | None = None) -> Outcome:
-        """A new request: one ticket per department, linked, and one acknowledgement;
-        `received` (default: those departments) are the ones its receipts cover.
+    async def _open(self, tx: Tx, mail: Received, arrival: Arrival, request: Request,
+                    facts: Facts, now: datetime) -> Outcome:
+        """A new request: read, decide (new_request.py), write (apply.py).
 
         A new request is kept whole as the conversation's text: what looks like quoted
         history in it (a forwarded mail, "see below") is often the request itself."""
-        assert msg.sender is not None
-        message = await tx.store_message(msg, fp, verdict.kind, mail.raw, origin.source, now,
-                                         sender_trust(msg, self.settings.trust), stored=stored,
-                                         text=msg.body.strip(), packed=mail.packed)
-        await tx.add_receipts(msg.dedupe_key, received or pending, message, "ticket")
-        subject = clean_subject(msg.subject)
-        own = self.directory.own_addresses()
-        cc = tuple(dict.fromkeys(a.addr for a in msg.cc
-                                 if a.addr not in own and a.addr != msg.sender.addr))
-        cc = cc[:ops.MAX_CC]
-        tickets, opened = [], []
-        for key in pending:
-            dept = self.directory.departments[key]
-            priority = routes[key].priority
-            clocks = self.sla.plan(key, priority, now)
-            ticket = await tx.create_ticket(key, dept.prefix, subject, msg.sender.addr,
-                                            msg.sender.name, priority, now, cc=cc,
-                                            next_escalation_at=clocks.next_escalation_at)
-            await tx.add_event(ticket.id, "created", now, actor=msg.sender.addr,
-                               message=message,
-                               detail={"kind": verdict.kind.value} if verdict.reason else None)
-            await self.sla.open(tx, ticket.id, clocks)
-            tickets.append(ticket)
-            opened.append(Opened(ops.TicketState.of(ticket, cc=cc), msg.message_id or None,
-                                 clocks.first_response_due))
-            log.info("ticket.created", ticket=ticket.ref, dept=key, message_id=msg.message_id,
-                     source=origin.source, priority=ticket.priority.value,
-                     rule=routes[key].rule)
-        if len(tickets) > 1:
-            await tx.link_tickets([t.id for t in tickets])
-        for ticket in tickets:
-            old = next((p for p in predecessors or () if p.department == ticket.department),
-                       None)
-            if old is not None:
-                await tx.link_tickets([old.id, ticket.id])
-                await tx.add_event(old.id, "followed_up", now, actor=msg.sender.addr,
-                                   message=message, detail={"by": ticket.ref})
-                await tx.add_event(ticket.id, "follows", now, detail={"ticket": old.ref})
-        dropped = await self._keep_attachments(tx, mail, msg, message, tickets, now)
-        acknowledged = await self._acknowledge(tx, msg, verdict, tickets, now, dropped)
-        for new in opened:
-            await self.workflow.opened(tx, new, msg, mail.raw, now, light=mail.light)
-        return Outcome("ticket", tuple(t.ref for t in tickets), acknowledged=acknowledged)
+        msg = request.msg
+        request = replace(request, files=await self._store_files(tx, mail, msg))
+        effects = open_request(request, facts, self.new_requests, now)
+        applied = await apply(tx, effects, arrival, self._mail_writer(mail, msg, now), now,
+                              known=facts.threaded)
+        for ticket in applied.opened:
+            log.info("ticket.created", ticket=ticket.ref, dept=ticket.department,
+                     message_id=msg.message_id, source=arrival.source,
+                     priority=ticket.priority.value, rule=request.routes[ticket.department].rule)
+        refs = [t.ref for t in applied.opened]
+        for effect in effects:
+            if isinstance(effect, AddEvent) and effect.kind == "ack_suppressed":
+                log.info("ack.suppressed", tickets=refs, reason=effect.detail["reason"])
+                break
+        for effect in effects:
+            if isinstance(effect, HoldNotification):
+                log.info("team_notify.held", ticket=applied.opened[effect.ticket.slot].ref,
+                         sender=effect.sender)
+        return Outcome("ticket", tuple(refs), acknowledged=acknowledged(effects))
 
-    async def _keep_attachments(self, tx: Tx, mail: Received, msg: Inbound, message: int,
-                                tickets: list[Ticket], now: datetime) -> list[str]:
-        """Store the mail's attachments (up to [limits] max_attachment_bytes in all) and
-        record them on each ticket; returns the names of those not kept.
+    def _mail_writer(self, mail: Received, msg: Inbound, now: datetime) -> MailWriter:
+        """Writes a new request's mail; its attachments are read once, if a mail carries
+        them."""
+        found: list[RelayParts] = []
+
+        async def request_parts() -> RelayParts:
+            if not found:
+                found.append(await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes,
+                                                  mail.light))
+            return found[0]
+
+        async def write(queued: QueueMail, tickets: Sequence[TicketState]) -> list[Outgoing]:
+            return await self.mailer.write(queued, tickets, now, request_parts)
+        return write
+
+    async def _store_files(self, tx: Tx, mail: Received, msg: Inbound) -> tuple[StoredFile, ...]:
+        """Write the mail's attachments (up to [limits] max_attachment_bytes in all);
+        returns each, with its digest or (not kept) None.
 
         Each file is written and fsynced *before* the rows naming it are inserted, and the
         rows commit with this message's transaction: a crash leaves at most an orphan file,
         never a row naming a missing file (see attachments.py)."""
-        files = tx.attachments
-        if not msg.attachments or files is None:
-            return []
+        store = tx.attachments
+        if not msg.attachments or store is None:
+            return ()
         parts = await mail.attachments()
         if not parts:
-            return []
+            return ()
         kept, dropped = select(parts, self.settings.max_attachment_bytes)
-        rows = []
+        files = []
         for part in kept:
-            digest = await mail.keep(files, part)  # durable before the rows
-            rows.append((part, digest))
-        rows += [(part, None) for part in dropped]
-        await tx.add_attachments([t.id for t in tickets], message, rows, now)
+            digest = await mail.keep(store, part)  # durable before the rows
+            files.append(StoredFile(part.filename, part.content_type, part.length, digest))
+        files += [StoredFile(p.filename, p.content_type, p.length, None) for p in dropped]
         if dropped:
-            for ticket in tickets:
-                await tx.add_event(ticket.id, "attachments_dropped", now, message=message,
-                                   detail={"files": [[p.filename, p.length] for p in dropped],
-                                           "limit": self.settings.max_attachment_bytes})
             log.warning("attachments.dropped", message_id=msg.message_id,
                         files=[p.filename for p in dropped])
-        return [p.filename for p in dropped]
+        return tuple(files)
+
+    async def _keep_attachments(self, tx: Tx, mail: Received, msg: Inbound, message: int,
+                                tickets: list[Ticket], now: datetime) -> list[str]:
+        """A reply's attachments, on each of its tickets; returns the names of those not
+        kept."""
+        files = await self._store_files(tx, mail, msg)
+        if not files:
+            return []
+        on = tuple(t.id for t in tickets)
+        effects: list[Effect] = [AddAttachments(on, files)]
+        dropped = [[f.filename, f.size] for f in files if f.sha256 is None]
+        if dropped:
+            effects += [AddEvent(t, "attachments_dropped", of_mail=True,
+                                 detail={"files": dropped,
+                                         "limit": self.settings.max_attachment_bytes})
+                        for t in on]
+        arrival = Arrival(msg, "", mail.raw, "", stored=message)
+        await apply(tx, effects, arrival, self._mail_writer(mail, msg, now), now)
+        return [f.filename for f in files if f.sha256 is None]
 
     async def _follow_clocks(self, tx: Tx, ticket: Ticket, mail: Incoming,
                              now: datetime) -> None:
@@ -410,73 +447,6 @@ class Pipeline:
             await self.workflow.clocks_answered(tx, ticket.id, mail.sender, now)
         elif canonical(mail.sender) == canonical(ticket.requester):
             await self.sla.requester_wrote(tx, ticket.id, now)
-
-    async def _acknowledge(self, tx: Tx, msg: Inbound, verdict: Verdict,
-                           tickets: list[Ticket], now: datetime,
-                           dropped: list[str] | None = None) -> bool:
-        assert msg.sender is not None
-        refusal = await self._ack_refusal(tx, msg, verdict, now)
-        if refusal:
-            for ticket in tickets:
-                await tx.add_event(ticket.id, "ack_suppressed", now, detail={"reason": refusal})
-            log.info("ack.suppressed", tickets=[t.ref for t in tickets], reason=refusal)
-            return False
-        mail = self._ack_mail(msg, tickets, now, dropped or [])
-        outgoing = await tx.enqueue(mail, now)
-        for ticket in tickets:
-            await tx.add_event(ticket.id, "ack_queued", now, outgoing=outgoing)
-        return True
-
-    async def _ack_refusal(self, tx: Tx, msg: Inbound, verdict: Verdict,
-                           now: datetime) -> str | None:
-        """Why no acknowledgement may go out, or None. Loops are the thing to avoid."""
-        assert msg.sender is not None
-        if verdict.kind is not MailKind.REQUEST:
-            return f"{verdict.kind.value}: {verdict.reason}"
-        return await self.budget.refusal(tx, msg.sender.addr, now)
-
-    def _ack_mail(self, msg: Inbound, tickets: list[Ticket], now: datetime,
-                  dropped: list[str]) -> Outgoing:
-        assert msg.sender is not None
-        first = self.directory.departments[tickets[0].department]
-        context = {
-            "requester": {"name": msg.sender.name, "address": msg.sender.addr},
-            "subject": clean_subject(msg.subject),
-            "tickets": [self._ticket_context(t) for t in tickets],
-            "received_at": now,
-            "dropped": dropped,  # attachments not kept: over [limits] max_attachment_bytes
-            "max_attachment_size": _size(self.settings.max_attachment_bytes),
-        }
-        body = self.renderer.render("ack", first.key, context)
-        refs = [t.ref for t in tickets]
-        # The requester's reply key for every ticket of this request: a reply to the
-        # acknowledgement proves who wrote it (replykey.py).
-        message_id = keyed_message_id(self.settings.keys, refs, msg.sender.addr,
-                                      first.address.partition("@")[2], now)
-        envelope = Envelope(
-            from_name=first.name, from_addr=first.address, to=(msg.sender.addr,),
-            subject=tagged_subject(refs, msg.subject), message_id=message_id, date=now,
-            instance=self.settings.instance, in_reply_to=msg.message_id or None,
-            references=(*msg.references, msg.message_id) if msg.message_id else msg.references,
-            extra=(("X-Mailgate-Ticket", " ".join(refs)),),
-        )
-        mailbox, domain = self.budget.keys(msg.sender.addr)
-        return Outgoing(message_id=message_id, kind="ack", mail_from=first.address,
-                        recipients=(msg.sender.addr,), raw=compose(envelope, body.text,
-                                                                    body.html),
-                        ticket_id=tickets[0].id, budget=mailbox, budget_domain=domain)
-
-    def _ticket_context(self, ticket: Ticket) -> dict:
-        dept: Department = self.directory.departments[ticket.department]
-        sla = self.directory.sla_for(dept)
-        return {
-            "ref": ticket.ref,
-            "department": {"key": dept.key, "name": dept.name, "address": dept.address},
-            "priority": ticket.priority.value,
-            "first_response": sla.first_response[ticket.priority],
-            "business_hours": dept.calendar is not None,
-        }
-
 
     def _proven(self, msg: Inbound, now: datetime) -> frozenset[str]:
         """Tickets a reply key in this mail proves its sender for: In-Reply-To and
@@ -504,10 +474,6 @@ async def _safe_parse(raw: bytes, max_body_chars: int,
     except Exception:  # parse promises not to raise; if it does, quarantine, don't crash
         log.exception("parse.failed")
         return None
-
-
-def _size(n: int) -> str:
-    return f"{n / 1048576:.3g} MB" if n >= 1048576 else f"{n / 1024:.3g} KB"
 
 
 def _mid(msg: Inbound | None) -> str | None:

@@ -10,13 +10,12 @@ a few executemany), because a tick is a handful of round trips to SQLite, not th
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from mailgate.config.directory import Department, Directory, SlaPolicy
-from mailgate.core.businesstime import BusinessCalendar
 from mailgate.core.model import Priority
-from mailgate.core.sla import Clock, Escalation, Firing, Target, advance, next_level
+from mailgate.core.sla import Clock, Firing, Target, advance
 from mailgate.storage.store import Tx, from_ts, ts
+from mailgate.tickets.clocks import ClockPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +30,6 @@ class DueLevel:
     round: int
     firing: Firing
     due_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Opening:
-    """A new ticket's clocks as rows (target, started_at, seconds, due_at, next_at)."""
-
-    rows: tuple[tuple, ...]
-    next_escalation_at: float | None  # for the ticket row
-    first_response_due: datetime | None
 
 
 @dataclass
@@ -65,74 +55,8 @@ RESCHEDULE = """UPDATE tickets SET next_escalation_at = CASE WHEN paused_at IS N
                 WHERE id = ?"""
 
 
-class SlaBook:
-    def __init__(self, directory: Directory) -> None:
-        self.directory = directory
-        # Per department; a reload builds a new SlaBook, so these never go stale.
-        self._escalations: dict[str, Escalation] = {}
-
-    # --- policy lookups ----------------------------------------------------------------
-
-    def department(self, key: str) -> Department | None:
-        return self.directory.departments.get(key)
-
-    def calendar(self, dept: Department | None) -> BusinessCalendar:
-        return self.directory.calendar_for(dept) if dept else BusinessCalendar.always()
-
-    def policy(self, dept: Department | None) -> SlaPolicy | None:
-        return self.directory.sla_for(dept) if dept else None
-
-    def escalation(self, dept: Department | None) -> Escalation:
-        if dept is None:
-            return Escalation()
-        found = self._escalations.get(dept.key)  # asked for every due clock in a tick
-        if found is None:
-            policy = self.directory.sla_for(dept)
-            every = policy.re_escalate_every
-            found = self._escalations[dept.key] = Escalation(
-                policy.warn_at, every.total_seconds() if every else None)
-        return found
-
-    def roles(self, dept: Department, kind: str) -> tuple[str, ...]:
-        """Who hears about an escalation of this kind, as directory roles."""
-        policy = self.policy(dept)
-        return tuple(getattr(policy.notify, kind, ())) if policy else ()
-
-    def budget(self, dept: Department | None, target: Target,
-               priority: Priority) -> timedelta | None:
-        policy = self.policy(dept)
-        if policy is None:
-            return None
-        targets = {Target.FIRST_RESPONSE: policy.first_response,
-                   Target.RESOLUTION: policy.resolution,
-                   Target.NEXT_RESPONSE: policy.next_response}[target]
-        return targets.get(priority) if targets else None
-
-    def clock_row(self, dept: Department | None, clock: Clock) -> tuple[float, float | None]:
-        """(due_at, next_at) of a clock, as stored."""
-        calendar = self.calendar(dept)
-        found = next_level(clock, self.escalation(dept), calendar)
-        return ts(clock.due_at(calendar)), ts(found[1]) if found else None
-
-    # --- changes -----------------------------------------------------------------------
-
-    def plan(self, department: str, priority: Priority, now: datetime) -> Opening:
-        """A new ticket's first-response and resolution clocks, starting now (pure: the
-        ticket row is written with its next instant, then `open` adds the clocks)."""
-        dept = self.department(department)
-        clocks = [Clock(target, now, budget.total_seconds())
-                  for target in (Target.FIRST_RESPONSE, Target.RESOLUTION)
-                  if (budget := self.budget(dept, target, priority)) is not None]
-        rows = tuple((c.target.value, ts(now), c.budget, *self.clock_row(dept, c))
-                     for c in clocks)
-        nexts = [r[4] for r in rows if r[4] is not None]
-        due = next((from_ts(r[3]) for r in rows if r[0] == Target.FIRST_RESPONSE.value), None)
-        return Opening(rows, min(nexts) if nexts else None, due)
-
-    async def open(self, tx: Tx, ticket_id: int, opening: Opening) -> None:
-        await tx.conn.executemany(
-            "INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, next_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", [(ticket_id, *row) for row in opening.rows])
+class SlaBook(ClockPolicy):
+    """The clock policy (tickets/clocks.py) and the SQL that keeps clocks."""
 
     async def start(self, tx: Tx, ticket_id: int, target: Target, now: datetime) -> None:
         """Start (or restart) a clock; a restart is a new round that escalates afresh."""

@@ -5,43 +5,31 @@ threading lookups. Called by workflow.py and autoclose.py.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
 
-from mailgate.core.model import Status, Ticket
+from mailgate.core.model import Status
 from mailgate.storage.store import TICKET_COLUMNS, Tx, from_ts, maybe_ts, ticket_from_row, ts
+from mailgate.tickets.state import MAX_CC, TicketState
+
+__all__ = ["MAX_CC", "TicketState"]  # where the conversation's SQL finds them too
 
 # Mail we send to the requester, and to the team: each side threads among its own.
 REQUESTER_KINDS = ("ack", "reply", "summary", "thanks", "transferred")
 TEAM_KINDS = ("notify-team", "relay-team", "note-team")
 
 
-@dataclass(frozen=True, slots=True)
-class TicketState(Ticket):
-    """A ticket with what the conversation needs beyond the list view's fields."""
-
-    assignee: str | None = None
-    resolved_at: datetime | None = None
-    closed_at: datetime | None = None
-    survey_at: datetime | None = None
-    rating: int | None = None
-    cc: tuple[str, ...] = ()  # the request's Cc (not us, not the requester), at most 20
-
-    @classmethod
-    def of(cls, ticket: Ticket, **extra: Any) -> TicketState:
-        """The ticket's fields and these; a ticket just created has only its Cc."""
-        return cls(**{f.name: getattr(ticket, f.name) for f in fields(Ticket)}, **extra)
-
-
-_STATE = f"""SELECT {TICKET_COLUMNS}, assignee, resolved_at, closed_at, survey_at, rating, cc
-             FROM tickets WHERE id = ?"""
-MAX_CC = 20
+STATE_COLUMNS = f"{TICKET_COLUMNS}, assignee, resolved_at, closed_at, survey_at, rating, cc"
+_STATE = f"SELECT {STATE_COLUMNS} FROM tickets WHERE id = ?"
 
 
 async def state(tx: Tx, ticket_id: int) -> TicketState:
     r = await tx.fetch_one(_STATE, (ticket_id,))
     assert r is not None, f"ticket {ticket_id} vanished inside its transaction"
+    return state_from_row(r)
+
+
+def state_from_row(r: tuple) -> TicketState:
+    """A TicketState from a row that starts with STATE_COLUMNS."""
     return TicketState.of(ticket_from_row(r), assignee=r[10], resolved_at=maybe_ts(r[11]),
                           closed_at=maybe_ts(r[12]), survey_at=maybe_ts(r[13]), rating=r[14],
                           cc=tuple(json.loads(r[15])) if r[15] else ())

@@ -34,6 +34,12 @@ class MailBudget:
         """Why no more automatic mail may go to `recipient` this hour, or None."""
         mailbox, domain = self.keys(recipient)
         to_mailbox, to_domain = await tx.budget_used(mailbox, domain, now - HOUR)
+        return self.judge(recipient, to_mailbox, to_domain)
+
+    def judge(self, recipient: str, to_mailbox: int, to_domain: int) -> str | None:
+        """Why no more automatic mail may go to `recipient`, given what went to its mailbox
+        and its domain in the last hour, or None."""
+        mailbox, domain = self.keys(recipient)
         if to_mailbox >= self.per_mailbox:
             return f"rate limit: {to_mailbox} automatic mails to {mailbox} in the last hour"
         if domain is not None and to_domain >= self.per_domain:

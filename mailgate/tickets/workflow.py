@@ -30,7 +30,6 @@ reply key, so mail to several people goes out as one copy each (`_mails`).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,8 +39,8 @@ from jinja2 import TemplateNotFound
 from mailgate.config.directory import Department, Directory, is_agent, member_address
 from mailgate.core.addresses import canonical, domain_of, within
 from mailgate.core.commands import HELP, Command, Parsed, parse_commands, parse_rating, rating_links
-from mailgate.core.mime.largemail import Light, restored_parts
-from mailgate.core.model import Inbound, Outgoing, Priority, Status, Ticket
+from mailgate.core.mime.largemail import Light
+from mailgate.core.model import Inbound, Outgoing, OutgoingKind, Priority, Status, Ticket
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing, keyed_message_id
 from mailgate.core.sla import Target
@@ -52,8 +51,13 @@ from mailgate.outbound.compose import (
     Envelope,
     RelayParts,
     compose,
-    relay_parts,
     with_message_id,
+)
+from mailgate.outbound.kinds import Sending, Thread
+from mailgate.outbound.queued import (
+    QueuedMail,
+    parts_to_relay,
+    ticket_context,
 )
 from mailgate.service.log import get_logger
 from mailgate.storage import ticketops as ops
@@ -61,9 +65,9 @@ from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Tx
 from mailgate.tickets.budget import MailBudget
 from mailgate.tickets.conversation import tagged_subject
+from mailgate.tickets.effects import QueueMail
 
 log = get_logger("mailgate.tickets.workflow")
-NO_PARTS = RelayParts((), ())
 HOUR = timedelta(hours=1)
 MAX_QUOTED_CHARS = 20_000  # request text shown in a notification or summary
 
@@ -113,16 +117,6 @@ class Incoming:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A ticket the team is told about, with what the pipeline already knows of it (a new
-    ticket needs no second look at the rows it has just written)."""
-
-    state: ops.TicketState
-    request_id: str | None  # the request's Message-ID, for References
-    first_response_due: datetime | None
-
-
 class Workflow:
     def __init__(self, directory: Directory, renderer: Renderer, sla: SlaBook,
                  settings: ConversationSettings) -> None:
@@ -130,82 +124,33 @@ class Workflow:
         self.renderer = renderer
         self.sla = sla
         self.settings = settings
+        self.mail = QueuedMail(directory, renderer, Sending(
+            settings.instance, settings.keys, settings.budget))
 
-    # --- the pipeline's questions --------------------------------------------------------
-
-    async def is_stale(self, tx: Tx, ticket: Ticket, msg: Inbound, now: datetime) -> bool:
-        """A requester's reply to a ticket resolved or closed longer ago than the reopen
-        window (a rating answer is never stale): it starts a new, linked ticket."""
-        st = await ops.state(tx, ticket.id)
-        if st.status not in (Status.RESOLVED, Status.CLOSED) or msg.sender is None:
-            return False
-        dept = self.directory.departments.get(st.department)
-        if dept is not None and is_agent(dept, msg.sender.addr):
-            return False
-        if st.survey_at and parse_rating(trim_reply(msg.body)):
-            return False
-        ended = st.resolved_at or st.closed_at
-        return ended is not None and now - ended > self.settings.reopen_window
-
-    # --- new tickets ---------------------------------------------------------------------
-
-    async def opened(self, tx: Tx, new: Opened, msg: Inbound, raw: bytes,
-                     now: datetime, light: Light | None = None) -> None:
-        """A new ticket: tell the department's team (with what the pipeline knows)."""
-        if not self.settings.notify_team:
-            return
-        st = new.state
-        flood = f"team:{st.department}:{canonical(st.requester)}"
-        sent = await tx.tickets_notified(flood, now - HOUR)
-        if sent >= self.settings.team_notices_per_sender_per_hour:
-            # One sender's flood (a script, a forged From:) must not land in every team
-            # member's inbox: the ticket is kept, and an hourly summary names it (flood.py).
-            await tx.hold_notification(st.id, st.department, canonical(st.requester), now)
-            await tx.add_event(st.id, "team_notify_held", now, visibility="internal",
-                               detail={"reason": f"{sent} new requests from {st.requester} "
-                                                 "in the last hour were notified already"})
-            log.info("team_notify.held", ticket=st.ref, sender=st.requester)
-            return
-        await self.notify_team(tx, new, msg.body.strip(), await self._parts(raw, msg, light),
-                               now, actor=None, transferred_from=None, budget=flood)
+    # --- a ticket's team ------------------------------------------------------------------
 
     async def _parts(self, raw: bytes, msg: Inbound, light: Light | None = None) -> RelayParts:
-        """Attachments to relay. A single text body has none: skip the second parse. A
-        large mail's are read from its light view, off the loop, and its big parts put
-        back as they came (or named as left out when they do not fit)."""
-        if msg.headers.get("content-type", "text/plain") in ("text/plain", "text/html"):
-            return NO_PARTS
-        if light is None:
-            return relay_parts(raw, self.settings.max_relay_bytes)
-        found = await asyncio.to_thread(relay_parts, light.slim, self.settings.max_relay_bytes)
-        return await asyncio.to_thread(restored_parts, found, light, raw,
-                                       self.settings.max_relay_bytes)
+        return await parts_to_relay(raw, msg, self.settings.max_relay_bytes, light)
 
-    async def notify_team(self, tx: Tx, ticket: Opened, text: str, parts: RelayParts,
-                          now: datetime, actor: str | None, transferred_from: str | None,
-                          budget: str | None = None) -> None:
-        st = ticket.state
+    async def notify_team(self, tx: Tx, st: ops.TicketState, text: str, now: datetime,
+                          actor: str | None, transferred_from: str | None) -> None:
+        """Tell the department's team about a ticket that came to them (a transfer: a new
+        request's notification is decided in new_request.py)."""
         dept = self.directory.departments[st.department]
         to = self.directory.recipients(dept, ("team",), None)
         if not to:
             await tx.add_event(st.id, "team_notify_unsent", now,
                                detail={"reason": f"{dept.key} has no team and no notify address"})
             return
-        due = ticket.first_response_due
+        due = await ops.first_response_due(tx, st.id)
+        request = await ops.request_message_id(tx, st.id)
         calendar = self.directory.calendar_for(dept)
-        context = self._context(st, dept) | {
-            "text": text[:MAX_QUOTED_CHARS], "help": HELP, "actor": actor,
-            "transferred_from": transferred_from,
-            "due_at": due.astimezone(calendar.zone) if due else None,
-            "attachments": [f"{len(parts.parts)} file(s), attached"] * bool(parts.parts)
-            + [f"{name} (too large, not attached)" for name, _ in parts.left_out],
-        }
-        body = self.renderer.render("notify_team", dept.key, context)
-        request = ticket.request_id
-        headline = "Transferred" if transferred_from else "New request"
-        mail = self._mails(st, dept, "notify-team", to, f"[{st.ref}] {headline}: {st.subject}",
-                           body.text, now, in_reply_to=request, references=[request],
-                           auto="auto-generated", attachments=parts.parts, budget=budget)
+        context = {"text": text[:MAX_QUOTED_CHARS], "help": HELP, "actor": actor,
+                   "transferred_from": transferred_from,
+                   "due_at": due.astimezone(calendar.zone) if due else None}
+        notice = QueueMail(OutgoingKind.NOTIFY_TEAM, dept.key, to, (st.id,), context,
+                           variant="transferred", thread=Thread(request=request))
+        mail = await self.mail.write(notice, [st], now)
         await self._send(tx, st.id, mail, "team_notified", now, detail={"to": list(to)},
                          visibility="internal")
 
@@ -519,9 +464,7 @@ class Workflow:
         await tx.add_event(st.id, "transferred", now, actor=actor,
                            detail={"command": str(command), "from": dept.key, "to": target.key})
         text = await ops.request_text(tx, st.id)
-        moved = Opened(await ops.state(tx, st.id), await ops.request_message_id(tx, st.id),
-                       await ops.first_response_due(tx, st.id))
-        await self.notify_team(tx, moved, text, NO_PARTS, now, actor=actor,
+        await self.notify_team(tx, await ops.state(tx, st.id), text, now, actor=actor,
                                transferred_from=dept.name)
         log.info("ticket.transferred", ticket=st.ref, dept=target.key, by=actor)
 
@@ -721,13 +664,7 @@ class Workflow:
                            detail=detail, visibility=visibility)
 
     def _context(self, st: ops.TicketState, dept: Department) -> dict:
-        return {
-            "ticket": {"ref": st.ref, "subject": st.subject, "priority": st.priority.value,
-                       "status": st.status.value, "assignee": st.assignee,
-                       "created_at": st.created_at},
-            "requester": {"name": st.requester_name, "address": st.requester},
-            "department": {"key": dept.key, "name": dept.name, "address": dept.address},
-        }
+        return ticket_context(st, dept)
 
 
 def span(delta: timedelta) -> str:

@@ -1,0 +1,98 @@
+"""QueueMail effects (tickets/effects.py) into outbox rows, through outbound/kinds.py.
+
+A decision names the kind of mail and what its template needs; the tickets it is about
+are known here, once written (their refs go into the subject, the template and the reply
+keys). Pure apart from the request's attachments, which a notification reads from the raw
+mail (in a worker thread for large mail) only when it carries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from mailgate.config.directory import Department, Directory
+from mailgate.core.mime.largemail import Light, restored_parts
+from mailgate.core.model import Inbound, Outgoing
+from mailgate.core.model import OutgoingKind as K
+from mailgate.core.render import Renderer
+from mailgate.outbound.compose import RelayParts, relay_parts
+from mailgate.outbound.kinds import Mail, Sending, build
+from mailgate.tickets.effects import QueueMail
+from mailgate.tickets.state import TicketState
+
+NO_PARTS = RelayParts((), ())
+RequestParts = Callable[[], Awaitable[RelayParts]]  # the request's attachments, on demand
+
+
+async def no_parts() -> RelayParts:
+    return NO_PARTS
+
+
+async def parts_to_relay(raw: bytes, msg: Inbound, limit: int,
+                         light: Light | None = None) -> RelayParts:
+    """A received mail's attachments to relay. A single text body has none: skip the
+    second parse. A large mail's are read from its light view, off the loop, and its big
+    parts put back as they came (or named as left out when they do not fit)."""
+    if msg.headers.get("content-type", "text/plain") in ("text/plain", "text/html"):
+        return NO_PARTS
+    if light is None:
+        return relay_parts(raw, limit)
+    found = await asyncio.to_thread(relay_parts, light.slim, limit)
+    return await asyncio.to_thread(restored_parts, found, light, raw, limit)
+
+
+class QueuedMail:
+    """Writes the mail a QueueMail effect asks for."""
+
+    def __init__(self, directory: Directory, renderer: Renderer, sending: Sending) -> None:
+        self.directory = directory
+        self.renderer = renderer
+        self.sending = sending
+
+    async def write(self, queued: QueueMail, tickets: Sequence[TicketState], now: datetime,
+                    parts: RequestParts = no_parts) -> list[Outgoing]:
+        """`tickets`: those the mail is about, as written, in `queued.about`'s order."""
+        found = await parts() if queued.attach_request else NO_PARTS
+        return build(self.mail(queued, tickets, found), self.renderer, self.sending, now)
+
+    def mail(self, queued: QueueMail, tickets: Sequence[TicketState],
+             parts: RelayParts = NO_PARTS) -> Mail:
+        dept = self.directory.departments[queued.department]
+        context = dict(queued.context)
+        if queued.kind is K.ACK:  # one mail for all the request's tickets
+            context["tickets"] = [self._ack_ticket(t) for t in tickets]
+        else:
+            context = ticket_context(tickets[0], dept) | context
+        if queued.kind is K.NOTIFY_TEAM:
+            context["attachments"] = (
+                [f"{len(parts.parts)} file(s), attached"] * bool(parts.parts)
+                + [f"{name} (too large, not attached)" for name, _ in parts.left_out])
+        return Mail(queued.kind, dept.name, dept.address, queued.to,
+                    fields={"subject": queued.subject or tickets[0].subject},
+                    context=context, department=dept.key, variant=queued.variant,
+                    tickets=tuple(t.ref for t in tickets), ticket_id=tickets[0].id,
+                    thread=queued.thread, attachments=parts.parts, budget=queued.budget)
+
+    def _ack_ticket(self, ticket: TicketState) -> dict:
+        dept: Department = self.directory.departments[ticket.department]
+        sla = self.directory.sla_for(dept)
+        return {
+            "ref": ticket.ref,
+            "department": {"key": dept.key, "name": dept.name, "address": dept.address},
+            "priority": ticket.priority.value,
+            "first_response": sla.first_response[ticket.priority],
+            "business_hours": dept.calendar is not None,
+        }
+
+
+def ticket_context(st: TicketState, dept: Department) -> dict:
+    """What every template about one ticket may use."""
+    return {
+        "ticket": {"ref": st.ref, "subject": st.subject, "priority": st.priority.value,
+                   "status": st.status.value, "assignee": st.assignee,
+                   "created_at": st.created_at},
+        "requester": {"name": st.requester_name, "address": st.requester},
+        "department": {"key": dept.key, "name": dept.name, "address": dept.address},
+    }

@@ -1,0 +1,163 @@
+"""What a mail does, as data: the facts a decision reads and the effects it returns.
+
+A decision (new_request.py) is a pure function from (message, facts, policy, now) to a list
+of effects; storage/apply.py writes that list in one step. Nothing here does I/O.
+
+A ticket the same list opens has no id yet: effects name it `NewTicket(slot)`, the slot of
+its OpenTicket, and the applier puts the id in when it has one. Likewise an event about
+"this mail" says so (`of_mail`) and the applier puts in the messages row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailgate.core.model import MailKind, OutgoingKind, Priority
+from mailgate.outbound.kinds import Thread
+from mailgate.tickets.clocks import Opening
+from mailgate.tickets.state import TicketState
+
+
+@dataclass(frozen=True, slots=True)
+class NewTicket:
+    """A ticket opened by this list of effects: the `slot` of its OpenTicket."""
+
+    slot: int
+
+
+TicketRef = int | NewTicket  # an existing ticket's id, or one this list opens
+
+
+# --- facts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Automatic mail drawn in the last hour, for the limits a new request meets."""
+
+    to_mailbox: int = 0  # automatic mail to the sender's mailbox (budget.py)
+    to_domain: int = 0  # ... and to the sender's domain, outside the organisation
+    notified: Mapping[str, int] = field(default_factory=dict)  # department: tickets whose
+    # team notification drew on this sender's flood budget there
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the store knows that a decision about one mail needs, read in one step."""
+
+    message: int | None = None  # the mail's messages row, when a copy was stored already
+    fingerprint: str | None = None  # that row's fingerprint
+    received_by: frozenset[str] = frozenset()  # departments that have this mail already
+    threaded: tuple[TicketState, ...] = ()  # the tickets it continues, oldest first
+    usage: Usage = field(default_factory=Usage)
+
+
+# --- effects -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMessage:
+    """Keep the mail (once: a copy already stored is reused) as `kind`."""
+
+    kind: MailKind
+    trust: str = ""
+    text: str | None = None  # what the conversation shows of it
+
+
+@dataclass(frozen=True, slots=True)
+class AddReceipts:
+    """The mail counts as received for these departments (its copies are duplicates)."""
+
+    departments: tuple[str, ...]
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTicket:
+    slot: int
+    department: str
+    prefix: str  # its ticket numbers' prefix: the number is drawn when it is written
+    subject: str
+    requester: str
+    requester_name: str
+    priority: Priority
+    cc: tuple[str, ...] = ()
+    next_escalation_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartClocks:
+    """A new ticket's SLA clocks (clocks.py planned them)."""
+
+    ticket: TicketRef
+    opening: Opening
+
+
+@dataclass(frozen=True, slots=True)
+class AddEvent:
+    ticket: TicketRef
+    kind: str
+    actor: str | None = None
+    of_mail: bool = False  # names the mail being handled
+    detail: Mapping[str, Any] | None = None
+    visibility: str | None = None  # public | internal for the conversation's events
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTickets:
+    """Each of these tickets names the others as linked."""
+
+    tickets: tuple[TicketRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """An attachment of the mail: its file is written already (sha256), or it was not
+    kept (None: over [limits] max_attachment_bytes)."""
+
+    filename: str
+    content_type: str
+    size: int
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddAttachments:
+    tickets: tuple[TicketRef, ...]
+    files: tuple[StoredFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldNotification:
+    """The team is not mailed about this ticket now: an hourly summary names it."""
+
+    ticket: TicketRef
+    department: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMail:
+    """Mail to queue, not yet bytes. outbound/kinds.py's entry for `kind` says its
+    template, subject, threading, headers and budget; this carries what the decision
+    knows: the recipients, the template's context, the subject, the Message-IDs it
+    threads on, and the tickets it is about (their refs are known only once they are
+    written). `recorded`: the events that name it (their outgoing is its first copy)."""
+
+    kind: OutgoingKind
+    department: str  # whose address sends it, whose templates render it
+    to: tuple[str, ...]
+    about: tuple[TicketRef, ...]
+    context: Mapping[str, Any] = field(default_factory=dict)  # the template's, but tickets
+    subject: str = ""  # what its kind's subject format quotes
+    variant: str = ""  # which of its kind's subjects
+    thread: Thread = field(default_factory=Thread)
+    budget: str | None = None  # a kind with a named budget: its name
+    attach_request: bool = False  # relay the request's own attachments
+    recorded: tuple[AddEvent, ...] = ()
+
+
+Effect = (StoreMessage | AddReceipts | OpenTicket | StartClocks | AddEvent | LinkTickets
+          | AddAttachments | HoldNotification | QueueMail)

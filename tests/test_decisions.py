@@ -1,0 +1,257 @@
+"""The decisions about a mail, without a database: hand-built facts in, effects out.
+
+What the workflow and pipeline tests check through SQLite -- one ticket per department,
+linked; one acknowledgement within the sender's budget; a team notice unless the sender
+flooded that team; follow-ups linking the old ticket; attachments not kept named -- is
+checked here on the decision itself (tickets/new_request.py), with no I/O at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+
+from mailgate.config.directory import Directory
+from mailgate.core.classify import Verdict
+from mailgate.core.mime.parse import parse
+from mailgate.core.model import MailKind, Priority, Status, Ticket
+from mailgate.core.routing import Route
+from mailgate.core.sla import Target
+from mailgate.tickets.budget import MailBudget
+from mailgate.tickets.clocks import ClockPolicy
+from mailgate.tickets.effects import (
+    AddAttachments,
+    AddEvent,
+    AddReceipts,
+    Effect,
+    Facts,
+    HoldNotification,
+    LinkTickets,
+    NewTicket,
+    OpenTicket,
+    QueueMail,
+    StartClocks,
+    StoredFile,
+    StoreMessage,
+    Usage,
+)
+from mailgate.tickets.new_request import (
+    NewRequestPolicy,
+    Request,
+    acknowledged,
+    is_stale,
+    open_request,
+)
+from mailgate.tickets.state import TicketState
+from tests.factories import example_directory, mail
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Berlin
+REQUEST = Verdict(MailKind.REQUEST)
+DIRECTORY = example_directory()
+TEAM_LIMIT = 5
+E = TypeVar("E")
+
+
+def policy(directory: Directory = DIRECTORY, **changes: object) -> NewRequestPolicy:
+    base = NewRequestPolicy(directory, ClockPolicy(directory),
+                            MailBudget(per_mailbox=10, per_domain=100,
+                                       own_domains=frozenset({"example.com"})),
+                            team_notices_per_sender_per_hour=TEAM_LIMIT)
+    return replace(base, **changes)
+
+
+def request(raw: bytes | None = None, departments: tuple[str, ...] = ("it",),
+            verdict: Verdict = REQUEST, **changes: object) -> Request:
+    routes = {d: Route(d, Priority.NORMAL, "address") for d in departments}
+    made = Request(parse(raw or mail()), verdict, departments, routes, departments)
+    return replace(made, **changes)
+
+
+def decide(req: Request | None = None, facts: Facts | None = None,
+           rules: NewRequestPolicy | None = None) -> list[Effect]:
+    return open_request(req or request(), facts or Facts(), rules or policy(), NOW)
+
+
+def only(effects: list[Effect], kind: type[E]) -> list[E]:
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def events(effects: list[Effect], kind: str) -> list[AddEvent]:
+    found = [e for e in effects if isinstance(e, AddEvent)]
+    found += [r for q in only(effects, QueueMail) for r in q.recorded]
+    return [e for e in found if e.kind == kind]
+
+
+def mails(effects: list[Effect], kind: str) -> list[QueueMail]:
+    return [q for q in only(effects, QueueMail) if q.kind == kind]
+
+
+def test_a_new_request_opens_one_ticket_with_clocks_an_ack_and_a_team_notice() -> None:
+    effects = decide()
+    [store] = only(effects, StoreMessage)
+    assert (store.kind, store.text) == (MailKind.REQUEST, "It only beeps.")
+    [receipts] = only(effects, AddReceipts)
+    assert (receipts.departments, receipts.outcome) == (("it",), "ticket")
+    [ticket] = only(effects, OpenTicket)
+    assert (ticket.department, ticket.prefix, ticket.subject, ticket.requester,
+            ticket.priority) == ("it", "IT", "Laptop won't boot", "ann@example.com",
+                                 Priority.NORMAL)
+    [clocks] = only(effects, StartClocks)
+    assert clocks.ticket == NewTicket(0)
+    assert [row[0] for row in clocks.opening.rows] == [Target.FIRST_RESPONSE.value,
+                                                       Target.RESOLUTION.value]
+    # The ticket row carries the earliest level of its clocks: the scheduler's index.
+    assert ticket.next_escalation_at == min(row[4] for row in clocks.opening.rows)
+    [ack] = mails(effects, "ack")
+    assert (ack.to, ack.about) == (("ann@example.com",), (NewTicket(0),))
+    assert ack.thread.answered == "req-1@example.com"
+    assert [e.kind for e in ack.recorded] == ["ack_queued"]
+    [notice] = mails(effects, "notify-team")
+    assert notice.to == ("alice@example.com", "bob@example.com")
+    assert notice.budget == "team:it:ann@example.com"
+    assert notice.thread.request == "req-1@example.com"
+    assert notice.attach_request
+    # 4 business hours from 10:00 Berlin, lunch 12:30-13:30 aside: 15:00 Berlin time.
+    assert (notice.context["due_at"].hour, str(notice.context["due_at"].tzinfo)) == (
+        15, "Europe/Berlin")
+    assert acknowledged(effects)
+
+
+def test_the_created_event_names_the_mail_and_comes_first() -> None:
+    effects = decide()
+    first = next(e for e in effects if isinstance(e, AddEvent))
+    assert (first.kind, first.ticket, first.of_mail, first.actor) == (
+        "created", NewTicket(0), True, "ann@example.com")
+
+
+def test_two_departments_get_linked_tickets_and_one_acknowledgement() -> None:
+    effects = decide(request(mail(cc="facilities@example.com"),
+                             departments=("it", "facilities")))
+    assert [t.prefix for t in only(effects, OpenTicket)] == ["IT", "FAC"]
+    assert only(effects, LinkTickets) == [LinkTickets((NewTicket(0), NewTicket(1)))]
+    [ack] = mails(effects, "ack")
+    assert ack.about == (NewTicket(0), NewTicket(1))
+    assert ack.department == "it"  # the first department answers
+    assert [n.department for n in mails(effects, "notify-team")] == ["it", "facilities"]
+
+
+def test_cc_keeps_people_not_us_nor_the_requester_at_most_twenty() -> None:
+    people = ", ".join(f"p{i}@example.org" for i in range(25))
+    raw = mail(cc=f"helpdesk@example.com, ann@example.com, {people}")
+    [ticket] = only(decide(request(raw)), OpenTicket)
+    assert ticket.cc == tuple(f"p{i}@example.org" for i in range(20))
+
+
+def test_an_exhausted_mailbox_budget_suppresses_the_ack_not_the_ticket() -> None:
+    effects = decide(facts=Facts(usage=Usage(to_mailbox=10)))
+    assert only(effects, OpenTicket)
+    assert not mails(effects, "ack") and not acknowledged(effects)
+    [suppressed] = events(effects, "ack_suppressed")
+    assert suppressed.detail == {
+        "reason": "rate limit: 10 automatic mails to ann@example.com in the last hour"}
+
+
+def test_the_domain_budget_limits_outside_domains_only() -> None:
+    outside = request(mail(sender="Olga <olga@partner.example>"))
+    crowded = Facts(usage=Usage(to_mailbox=0, to_domain=100))
+    [suppressed] = events(decide(outside, crowded), "ack_suppressed")
+    assert "@partner.example" in suppressed.detail["reason"]
+    assert mails(decide(request(), crowded), "ack")  # example.com is the organisation's
+
+
+@pytest.mark.parametrize("kind", [MailKind.BULK, MailKind.AUTO_REPLY])
+def test_automatic_or_bulk_mail_is_never_acknowledged(kind: MailKind) -> None:
+    effects = decide(request(verdict=Verdict(kind, "Precedence: bulk")))
+    assert not mails(effects, "ack")
+    [suppressed] = events(effects, "ack_suppressed")
+    assert suppressed.detail == {"reason": f"{kind.value}: Precedence: bulk"}
+    [created] = events(effects, "created")
+    assert created.detail == {"kind": kind.value}
+
+
+def test_a_sender_who_flooded_a_team_is_held_for_the_summary() -> None:
+    facts = Facts(usage=Usage(notified={"it": TEAM_LIMIT, "facilities": TEAM_LIMIT - 1}))
+    effects = decide(request(mail(cc="facilities@example.com"),
+                             departments=("it", "facilities")), facts)
+    assert only(effects, HoldNotification) == [
+        HoldNotification(NewTicket(0), "it", "ann@example.com")]
+    [held] = events(effects, "team_notify_held")
+    assert held.visibility == "internal" and held.ticket == NewTicket(0)
+    assert [n.department for n in mails(effects, "notify-team")] == ["facilities"]
+    assert mails(effects, "ack")  # the requester is still told
+
+
+def test_no_team_notice_when_switched_off() -> None:
+    effects = decide(rules=policy(notify_team=False))
+    assert not mails(effects, "notify-team")
+    assert not events(effects, "team_notify_unsent")
+
+
+def test_a_department_without_team_or_list_records_why_nobody_was_told() -> None:
+    facilities = replace(DIRECTORY.departments["facilities"], team=(), notify=None)
+    directory = Directory({**DIRECTORY.departments, "facilities": facilities},
+                          DIRECTORY.sla_policies, DIRECTORY.default_department,
+                          DIRECTORY.people, calendars=DIRECTORY.calendars)
+    effects = decide(request(mail(to="facilities@example.com"), departments=("facilities",)),
+                     rules=policy(directory))
+    assert not mails(effects, "notify-team")
+    [unsent] = events(effects, "team_notify_unsent")
+    assert unsent.detail == {"reason": "facilities has no team and no notify address"}
+
+
+def test_a_late_follow_up_links_the_old_ticket_both_ways() -> None:
+    old = Ticket(7, "IT-1001", "it", "Laptop", "ann@example.com", "Ann", Status.RESOLVED,
+                 Priority.HIGH, NOW - timedelta(days=30), NOW - timedelta(days=20))
+    follow = {"it": Route("it", Priority.HIGH, "follow-up")}
+    effects = decide(request(routes=follow, follows=(old,)))
+    assert LinkTickets((7, NewTicket(0))) in only(effects, LinkTickets)
+    [back] = events(effects, "followed_up")
+    assert (back.ticket, back.detail, back.of_mail) == (7, {"by": NewTicket(0)}, True)
+    [forward] = events(effects, "follows")
+    assert (forward.ticket, forward.detail) == (NewTicket(0), {"ticket": "IT-1001"})
+    [ticket] = only(effects, OpenTicket)
+    assert ticket.priority is Priority.HIGH
+
+
+def test_attachments_not_kept_are_recorded_and_named_in_the_ack() -> None:
+    files = (StoredFile("log.txt", "text/plain", 10, "ab" * 32),
+             StoredFile("disk.img", "application/octet-stream", 90_000_000, None))
+    effects = decide(request(files=files))
+    assert only(effects, AddAttachments) == [AddAttachments((NewTicket(0),), files)]
+    [dropped] = events(effects, "attachments_dropped")
+    assert dropped.detail == {"files": [["disk.img", 90_000_000]],
+                              "limit": policy().max_attachment_bytes}
+    [ack] = mails(effects, "ack")
+    assert ack.context["dropped"] == ["disk.img"]
+    assert ack.context["max_attachment_size"] == "25 MB"
+
+
+def test_no_attachment_effects_for_a_plain_mail() -> None:
+    effects = decide()
+    assert not only(effects, AddAttachments) and not events(effects, "attachments_dropped")
+
+
+def ended(status: Status, days_ago: float, survey: bool = False) -> TicketState:
+    at = NOW - timedelta(days=days_ago)
+    return TicketState(1, "IT-1001", "it", "Laptop", "ann@example.com", "Ann", status,
+                       Priority.NORMAL, at, at, resolved_at=at,
+                       survey_at=at if survey else None)
+
+
+WEEK = timedelta(days=7)
+
+
+@pytest.mark.parametrize(("ticket", "sender", "body", "stale"), [
+    (ended(Status.RESOLVED, 8), "ann@example.com", "Broken again.", True),
+    (ended(Status.RESOLVED, 6), "ann@example.com", "Broken again.", False),
+    (ended(Status.OPEN, 30), "ann@example.com", "Any news?", False),
+    (ended(Status.RESOLVED, 8), "alice@example.com", "Closing note.", False),  # an agent
+    (ended(Status.RESOLVED, 8, survey=True), "ann@example.com", "5", False),  # a rating
+])
+def test_a_reply_long_after_the_resolution_is_stale(ticket: TicketState, sender: str,
+                                                    body: str, stale: bool) -> None:
+    msg = parse(mail("Re: [IT-1001] Laptop", sender=sender, body=body))
+    assert is_stale(ticket, msg, DIRECTORY, WEEK, NOW) is stale
