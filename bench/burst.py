@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from bench import bare_loop, rig
-from tests.mailservers import ImapAccount
+from tests.mailservers import ImapAccount, Received
 
 SHAPES = {"acks": (False, None), "acks-pinned": (False, "0"),
           "notify": (True, None), "notify-pinned": (True, "0")}
@@ -69,27 +69,28 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
     sink.clear()
     daemon = rig.start_daemon(config, cpus=cpus)
     try:
-        mails = sink.wait_until(lambda got: len(rig.acks(got)) >= len(requests), TIMEOUT,
-                                quiet=QUIET if notify_team else 0.0)
+        sink.wait_until(lambda: len(sink.acks) >= len(requests), TIMEOUT,
+                        quiet=QUIET if notify_team else 0.0)
         peak = rig.status_mb(daemon.pid)
     finally:
         daemon.stop()
-    last = mails[-1].at if notify_team else max(m.at for m in rig.acks(mails))
+    mails, acks = list(sink.messages), list(sink.acks)
+    last = (mails if notify_team else acks)[-1].at
     tickets = rig.mailgate_json(config, "tickets", "--requester", "@example.com",
                                 "--limit", "100000")
-    problems = check(mix, tickets, rig.acks(mails))
+    problems = check(mix, tickets, acks)
     return Run(shape, last - daemon.spawned, last - daemon.ready,
-               daemon.ready - daemon.spawned, peak, len(tickets), len(rig.acks(mails)),
-               len(mails), problems)
+               daemon.ready - daemon.spawned, peak, len(tickets), len(acks), len(mails),
+               problems)
 
 
-def check(mix: list[rig.Request], tickets: list[dict], acks: list) -> list[str]:
+def check(mix: list[rig.Request], tickets: list[dict], acks: list[Received]) -> list[str]:
     """Every request exactly one ticket and one acknowledgement; replies neither."""
     requests = [r for r in mix if r.reply_to is None]
     problems = []
     if len(tickets) != len(requests):
         problems.append(f"{len(tickets)} tickets for {len(requests)} requests")
-    per_request = Counter(str(m.message["In-Reply-To"]).strip("<>") for m in acks)
+    per_request = Counter(rig.ack_of(m) for m in acks)
     missing = [r.message_id for r in requests if per_request[r.message_id] == 0]
     doubled = [mid for mid, n in per_request.items() if n > 1]
     strays = set(per_request) - {r.message_id for r in requests}

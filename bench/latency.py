@@ -76,12 +76,10 @@ def request(i: int, path: str) -> tuple[str, bytes]:
 
 
 def ack_at(sink: rig.Sink, message_id: str) -> float:
-    def found(got: list) -> bool:
-        return any(str(m.message["In-Reply-To"]).strip("<>") == message_id
-                   for m in rig.acks(got))
-    got = sink.wait_until(found, TIMEOUT)
-    return next(m.at for m in rig.acks(got)
-                if str(m.message["In-Reply-To"]).strip("<>") == message_id)
+    sink.wait_until(lambda: sink.ack_for(message_id) is not None, TIMEOUT)
+    found = sink.ack_for(message_id)
+    assert found is not None
+    return found.at
 
 
 def measure_idle(server: DovecotServer, account: ImapAccount, sink: rig.Sink,
