@@ -32,11 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailgate.core.render import Renderer
+from mailgate.intake.pipeline import Pipeline, PipelineSettings
+from mailgate.service.current import Current, Snapshot
 from mailgate.service.log import setup_logging
-from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Store
 from mailgate.workers.escalation import Escalator
-from tests.factories import TEMPLATES, example_directory
+from tests.factories import TEMPLATES, bare_config, example_directory
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 HOUR = 3600.0
@@ -112,10 +113,12 @@ def rss_mb() -> float:
 async def measure(path: Path) -> dict[str, float]:
     store = await Store.open(path)
     directory = example_directory()
-    sla, renderer = SlaBook(directory), Renderer(TEMPLATES)
+    renderer = Renderer(TEMPLATES)
     assert not renderer.check()  # compiles every template, as the daemon does at start
     now = NOW
-    escalator = Escalator(store, lambda: sla, lambda: renderer, lambda: now, lambda: None)
+    pipeline = Pipeline(directory, renderer, PipelineSettings(), lambda: now)
+    current = Current(Snapshot(bare_config(), pipeline))
+    escalator = Escalator(store, current, lambda: now, lambda: None)
     ticks, fired = [], []
     for k in range(TICKS):
         now = NOW + timedelta(seconds=k * STEP)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mailgate.config.directory import Directory, load_directory
+from mailgate.config.settings import Config
 from mailgate.core.model import Origin
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing
 from mailgate.intake.pipeline import Outcome, Pipeline, PipelineSettings
+from mailgate.service.current import Current, Snapshot
 from mailgate.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +76,11 @@ class Harness:
         async with self.store.transaction() as tx:
             return await self.pipeline.handle(tx, raw, origin)
 
+    def current(self, **config: object) -> Current:
+        """What a daemon hands its workers, around this pipeline: a snapshot whose config
+        has these fields (digest=..., conversation=...) and this pipeline's instance."""
+        return current_of(self.pipeline, **config)
+
     async def rows(self, sql: str, *args: object) -> list[tuple]:
         async with self.store.conn.execute(sql, args) as cur:
             return [tuple(r) for r in await cur.fetchall()]
@@ -91,6 +98,20 @@ class Harness:
     async def count(self, table: str, where: str = "1") -> int:
         rows = await self.rows(f"SELECT COUNT(*) FROM {table} WHERE {where}")
         return int(rows[0][0])
+
+
+def current_of(pipeline: Pipeline, **config: object) -> Current:
+    """A Current around this pipeline; its config has these fields and the pipeline's
+    instance."""
+    fields = {"instance": pipeline.settings.instance, **config}
+    return Current(Snapshot(replace(bare_config(), **fields), pipeline))  # type: ignore[arg-type]
+
+
+def bare_config() -> Config:
+    """A Config with no file behind it, for components built by hand."""
+    return Config(path=ROOT / "mailgate.toml", state_dir=ROOT / "state",
+                  directory_path=EXAMPLE_DIRECTORY, templates_dir=TEMPLATES, smtp=None,
+                  outbox_dir=ROOT / "outbox", listener=None)
 
 
 async def harness(tmp_path: Path, acks_per_hour: int = 10,

@@ -179,8 +179,7 @@ async def test_the_organisation_digest_goes_once_a_week_with_the_dependency_view
         h: Harness) -> None:
     await fixture(h.store)
     config = DigestConfig(0, datetime(2026, 1, 1, 8).time(), "ops@example.com")
-    digester = Digester(h.store, lambda: h.pipeline.directory, lambda: config, h.clock,
-                        lambda: None)
+    digester = Digester(h.store, h.current(digest=config), h.clock, lambda: None)
     h.clock.now = berlin(30, 8, 30)
     queued = await digester.run_once()
     assert queued == ["digest.it.20261130@example.com", "digest.payroll.20261130@example.com",
@@ -209,8 +208,8 @@ async def test_the_organisation_digest_goes_once_a_week_with_the_dependency_view
     assert "Dependencies: who sends" in html and "<script" not in html
     # Without an organisation address only the heads get theirs.
     h.clock.now = datetime(2026, 12, 7, 8, 0, tzinfo=BERLIN)
-    plain = Digester(h.store, lambda: h.pipeline.directory,
-                     lambda: DigestConfig(0, config.at), h.clock, lambda: None)
+    plain = Digester(h.store, h.current(digest=DigestConfig(0, config.at)), h.clock,
+                     lambda: None)
     assert len(await plain.run_once()) == 2
 
 

@@ -55,8 +55,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 def digester(h: Harness, config: DigestConfig | None = MONDAY_8) -> Digester:
-    return Digester(h.store, lambda: h.pipeline.directory, lambda: config, h.clock,
-                    lambda: None)
+    return Digester(h.store, h.current(digest=config), h.clock, lambda: None)
 
 
 async def test_each_head_gets_one_digest_per_week(h: Harness) -> None:

@@ -41,9 +41,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 def escalator(h: Harness, store: Store | None = None) -> Escalator:
-    renderer = Renderer(TEMPLATES)
-    return Escalator(store or h.store, lambda: h.pipeline.sla, lambda: renderer, h.clock,
-                     lambda: None)
+    return Escalator(store or h.store, h.current(), h.clock, lambda: None)
 
 
 async def queued_escalations(h: Harness) -> list[tuple[str, str]]:

@@ -260,8 +260,7 @@ async def test_4_a_flood_is_notified_five_times_then_summarised_hourly(stock: Ha
     await stock.deliver(mail("Other", sender="ann@example.com", message_id="<ann@example.com>"))
     assert len(await sent(stock, "notify-team")) == 12  # another sender is not held
 
-    floods = FloodSummaries(stock.store, example_directory, lambda: Renderer(TEMPLATES),
-                            stock.clock, lambda: None)
+    floods = FloodSummaries(stock.store, stock.current(), stock.clock, lambda: None)
     assert await floods.run_once() == 1
     [(_, summary)] = await sent(stock, "flood-summary")
     assert "25 more requests from script@example.com" in text_of(summary)

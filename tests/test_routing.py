@@ -15,10 +15,22 @@ import regex
 from mailgate.config.directory import Directory, load_directory
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Origin, Priority
+from mailgate.core.render import Renderer
 from mailgate.core.routing import MAX_BODY_CHARS, Route, departments_for, routes_for
 from mailgate.errors import ConfigError
+from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.intake.smtp import PushHandler
-from tests.factories import EXAMPLE_DIRECTORY, IT, Harness, example_directory, harness, mail
+from tests.factories import (
+    EXAMPLE_DIRECTORY,
+    IT,
+    TEMPLATES,
+    FakeClock,
+    Harness,
+    current_of,
+    example_directory,
+    harness,
+    mail,
+)
 from tests.test_cli import run
 
 HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
@@ -326,8 +338,10 @@ def test_accepts_department_and_rule_addresses(tmp_path: Path) -> None:
 
 
 async def test_smtp_rcpt_takes_rule_addresses_and_refuses_others(tmp_path: Path) -> None:
-    handler = PushHandler(store=None, pipeline=None,  # type: ignore[arg-type]
-                          directory=directory_with(tmp_path, RULES), on_commit=lambda: None)
+    pipeline = Pipeline(directory_with(tmp_path, RULES), Renderer(TEMPLATES), PipelineSettings(),
+                        FakeClock())
+    handler = PushHandler(store=None, current=current_of(pipeline),  # type: ignore[arg-type]
+                          on_commit=lambda: None)
     envelope = SimpleNamespace(rcpt_tos=[])
 
     async def rcpt(address: str) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from mailgate.config.settings import ConversationConfig
 from mailgate.core.render import Renderer
 from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
@@ -438,7 +439,9 @@ async def test_resolved_tickets_close_automatically_after_n_days(h: Harness) -> 
     await h.deliver(agent("#resolve\nDone."))
     h.clock.advance(days=3)
     await h.deliver(agent("#resolve\nDone too.", n=2, subject="Re: [IT-1002] Second"))
-    closer = AutoCloser(h.store, lambda: timedelta(days=5), h.clock)
+    closer = AutoCloser(
+        h.store, h.current(conversation=ConversationConfig(auto_close_after=timedelta(days=5))),
+        h.clock)
     h.clock.advance(days=2, minutes=1)
     assert await closer.run_once() == 1
     assert await ticket(h, "status") == "closed"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
@@ -29,12 +29,15 @@ from mailgate.connect import diagnose
 from mailgate.connect.diagnose import Diagnosis, Endpoint, FolderMissing, StartTlsMissing
 from mailgate.connect.tls import TlsSettings, client_context
 from mailgate.core.model import Origin
-from mailgate.intake.pipeline import Clock, Pipeline
+from mailgate.intake.pipeline import Clock
 from mailgate.service import metrics
 from mailgate.service.faults import crashpoint
 from mailgate.service.log import get_logger
 from mailgate.storage.errors import STORE_ERRORS, TEMPORARY
 from mailgate.storage.store import Store
+
+if TYPE_CHECKING:
+    from mailgate.service.current import Current
 
 log = get_logger("mailgate.imap")
 IDLE_RENEW = 600.0  # re-issue IDLE well inside the 29 minutes RFC 2177 allows
@@ -76,13 +79,14 @@ class Reporter(Protocol):
 
 
 class MailboxWatcher:
-    def __init__(self, config: MailboxConfig, store: Store, pipeline: Pipeline,
+    def __init__(self, config: MailboxConfig, store: Store, current: Current,
                  on_commit: Callable[[], None], clock: Clock,
                  reporter: Reporter | None = None) -> None:
+        # This mailbox's own settings: a reload that changes them starts a new watcher.
         self.config = config
         self.reporter = reporter
         self.store = store
-        self.pipeline = pipeline
+        self.current = current  # the rest, read once per transaction
         self.on_commit = on_commit
         self.clock = clock
         self.origin = Origin(source=f"imap:{config.name}", departments=(config.department,))
@@ -215,11 +219,13 @@ class MailboxWatcher:
     async def _process(self, uidvalidity: int, batch: list[int], fetched: dict[int, bytes]) -> None:
         outcomes = []
         async with self.store.transaction() as tx:
+            # Inside the transaction: a reload swaps the snapshot only between them.
+            pipeline = self.current.snapshot.pipeline
             for uid in batch:
                 raw = fetched.get(uid)
                 if raw is None:  # expunged between SEARCH and FETCH: nothing to lose
                     continue
-                outcome = await self.pipeline.handle(tx, raw, self.origin)
+                outcome = await pipeline.handle(tx, raw, self.origin)
                 outcomes.append(outcome.action)
                 log.debug("imap.message", mailbox=self.config.name, uid=uid,
                           action=outcome.action, tickets=outcome.tickets)

@@ -35,7 +35,7 @@ import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
@@ -43,10 +43,12 @@ from mailgate.config.directory import Directory
 from mailgate.config.settings import ListenerConfig
 from mailgate.core.mime.parse import clean_address
 from mailgate.core.model import Origin
-from mailgate.intake.pipeline import Pipeline
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
 from mailgate.storage.store import Store
+
+if TYPE_CHECKING:
+    from mailgate.service.current import Current
 
 log = get_logger("mailgate.smtp")
 SPOOL_AT = 1024 * 1024  # DATA beyond this many bytes is written to disk while it arrives
@@ -69,11 +71,10 @@ _ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class PushHandler:
-    def __init__(self, store: Store, pipeline: Pipeline, directory: Directory,
-                 on_commit: Callable[[], None], large_at_once: int = LARGE_AT_ONCE) -> None:
+    def __init__(self, store: Store, current: Current, on_commit: Callable[[], None],
+                 large_at_once: int = LARGE_AT_ONCE) -> None:
         self.store = store
-        self.pipeline = pipeline
-        self.directory = directory
+        self.current = current  # read once per command or transaction, never kept
         self.on_commit = on_commit
         # Shared by every listener this handler serves, so a reload keeps the bound.
         self.large = asyncio.Semaphore(large_at_once)
@@ -86,7 +87,8 @@ class PushHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         addr = clean_address(address)
-        if not self.directory.accepts(addr):  # a department's or a rule's address, or a default
+        # A department's or a rule's address, or a default.
+        if not self.current.snapshot.directory.accepts(addr):
             return f"550 5.1.1 <{address}>: no department here has this address"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -108,10 +110,11 @@ class PushHandler:
     async def _store(self, server: SMTP, envelope: Envelope, raw: bytes) -> str:
         try:
             async with self.store.transaction() as tx:
-                # Inside the transaction: a reload swaps directory and pipeline only between
+                # Inside the transaction: a reload swaps the snapshot only between
                 # transactions, so the origin and the processing see the same setup.
-                origin = self._origin(envelope)
-                outcome = await self.pipeline.handle(tx, raw, origin)
+                snapshot = self.current.snapshot
+                origin = self._origin(snapshot.directory, envelope)
+                outcome = await snapshot.pipeline.handle(tx, raw, origin)
         except Exception as exc:
             return self._failed(server, envelope, exc)
         self.on_commit()
@@ -124,10 +127,11 @@ class PushHandler:
         return self._reply(server, envelope, "451 4.3.0 cannot store the message now; "
                                              "try again later")
 
-    def _origin(self, envelope: Envelope) -> Origin:
+    @staticmethod
+    def _origin(directory: Directory, envelope: Envelope) -> Origin:
         recipients = tuple(a for a in (clean_address(r) for r in envelope.rcpt_tos) if a)
         departments = tuple(dict.fromkeys(
-            d.key for d in map(self.directory.department_for_address, recipients) if d))
+            d.key for d in map(directory.department_for_address, recipients) if d))
         return Origin(source="smtp", departments=departments,
                       envelope_sender=envelope.mail_from or "",
                       envelope_recipients=recipients)

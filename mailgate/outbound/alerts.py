@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailgate.config.settings import AlertsConfig
 from mailgate.connect.diagnose import Diagnosis
@@ -29,6 +30,9 @@ from mailgate.core.render import Rendered
 from mailgate.outbound import kinds
 from mailgate.service.log import get_logger
 from mailgate.storage.store import Store
+
+if TYPE_CHECKING:
+    from mailgate.service.current import Current, Snapshot
 
 log = get_logger("mailgate.outbound.alerts")
 FILENAME = "alerts.json"
@@ -86,22 +90,20 @@ def _words(delta: timedelta) -> str:
 class Alerter:
     """Queues alert mail for the watchers; one per daemon, records kept across reloads."""
 
-    def __init__(self, store: Store, state_dir: Path, policy: Callable[[], AlertsConfig | None],
-                 sender_for: Callable[[str], str | None], notify: Callable[[], None],
-                 instance: str = "mailgate",
+    def __init__(self, store: Store, state_dir: Path, current: Current,
+                 notify: Callable[[], None],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.path = state_dir / FILENAME
-        self.policy = policy  # a getter: a reload may change [alerts]
-        self.sender_for = sender_for  # mailbox name -> From: address
+        self.current = current  # [alerts] and the sender, read at each failure: reloadable
         self.notify = notify
-        self.instance = instance
         self.clock = clock
         self.records: dict[str, Failing] = _load(self.path)
         self._lock = asyncio.Lock()
 
     async def failing(self, mailbox: str, where: str, found: Diagnosis) -> None:
-        policy = self.policy()
+        snapshot = self.current.snapshot
+        policy = snapshot.config.alerts
         async with self._lock:
             now = self.clock().timestamp()
             if policy is None:
@@ -110,7 +112,7 @@ class Alerter:
             record, due = on_failure(self.records.get(mailbox), found, now, policy)
             self.records[mailbox] = record
             if due:
-                await self._queue(mailbox, policy, "failing",
+                await self._queue(snapshot, mailbox, policy, "failing",
                                   failure_text(mailbox, where, record, policy.repeat))
                 log.warning("alert.queued", mailbox=mailbox, to=policy.admin, error=found.text)
             await asyncio.to_thread(_save, self.path, self.records)
@@ -120,25 +122,34 @@ class Alerter:
             record = self.records.pop(mailbox, None)
             if record is None:
                 return
-            policy = self.policy()
+            snapshot = self.current.snapshot
+            policy = snapshot.config.alerts
             if policy is not None and on_recovery(record):
-                await self._queue(mailbox, policy, "recovered",
+                await self._queue(snapshot, mailbox, policy, "recovered",
                                   recovery_text(mailbox, where, record,
                                                 self.clock().timestamp()))
                 log.info("alert.recovered", mailbox=mailbox, to=policy.admin)
             await asyncio.to_thread(_save, self.path, self.records)
 
-    async def _queue(self, mailbox: str, policy: AlertsConfig, state: str, text: str) -> None:
+    async def _queue(self, snapshot: Snapshot, mailbox: str, policy: AlertsConfig, state: str,
+                     text: str) -> None:
         """Queue the alert mail; `state` is the kind's subject ("failing", "recovered")."""
-        sender = policy.sender or self.sender_for(mailbox) or policy.admin
+        sender = policy.sender or department_address(snapshot, mailbox) or policy.admin
         now = self.clock()
         mail = kinds.Mail(kind=OutgoingKind.ALERT, from_name="mailgate", from_addr=sender,
                           to=(policy.admin,), body=Rendered(text, None), variant=state,
                           fields={"mailbox": mailbox, "millis": int(now.timestamp() * 1000)})
-        [out] = kinds.build(mail, None, kinds.Sending(self.instance), now)
+        [out] = kinds.build(mail, None, kinds.Sending(snapshot.config.instance), now)
         async with self.store.transaction() as tx:
             await tx.enqueue(out, now)
         self.notify()
+
+
+def department_address(snapshot: Snapshot, mailbox: str) -> str | None:
+    """The address alerts about a mailbox come from: its department's."""
+    box = next((b for b in snapshot.config.mailboxes if b.name == mailbox), None)
+    dept = snapshot.directory.departments.get(box.department) if box else None
+    return dept.address if dept else None
 
 
 def _load(path: Path) -> dict[str, Failing]:

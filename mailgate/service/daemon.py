@@ -27,13 +27,14 @@ from mailgate.config.settings import Config, ListenerConfig, MailboxConfig, Metr
 from mailgate.core.render import Renderer
 from mailgate.errors import ConfigError
 from mailgate.intake.imap import MailboxWatcher
-from mailgate.intake.pipeline import Clock, Pipeline, PipelineSettings
+from mailgate.intake.pipeline import Clock
 from mailgate.intake.smtp import PushHandler, start_listener
 from mailgate.outbound.alerts import Alerter
 from mailgate.outbound.outbox import Outbox
 from mailgate.outbound.sentlog import SentLog
 from mailgate.outbound.transport import DirectoryTransport, SmtpTransport, Transport
-from mailgate.service import keyfile, metrics
+from mailgate.service import metrics
+from mailgate.service.current import Current, Snapshot
 from mailgate.service.log import get_logger
 from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.service.startup import ListenError
@@ -95,7 +96,6 @@ class Reload:
     """A checked new setup and what applying it changes."""
 
     setup: Setup
-    renderer: Renderer
     added: tuple[str, ...]  # mailbox names
     removed: tuple[str, ...]
     changed: tuple[str, ...]
@@ -113,20 +113,22 @@ class Reload:
 class Daemon:
     def __init__(self, config: Config, directory: Directory, *, clock: Clock = system_clock,
                  transport: Transport | None = None, renderer: Renderer | None = None) -> None:
-        self.config = config
-        self.directory = directory
+        # What start() builds the first snapshot from; `renderer`: the templates
+        # load_setup checked, when the caller has them (no second read).
+        self._given = Setup(config, directory, renderer or Renderer(config.templates_dir))
+        # The configuration every component reads; replaced whole by a reload.
+        self.current: Current | None = None
         self.clock = clock
         # An injected transport (demo, tests) is the caller's: a reload leaves it alone.
         self._own_transport = transport is None
         self.transport = SwappableTransport(transport or make_transport(config))
-        # The snapshot load_setup checked, when the caller has one (no second read).
-        self.renderer = renderer or Renderer(config.templates_dir)
         self.store: Store | None = None
         self.outbox: Outbox | None = None
-        self.pipeline: Pipeline | None = None
         self.escalator: Escalator | None = None
         self.autocloser: AutoCloser | None = None
         self.digester: Digester | None = None
+        self.floods: FloodSummaries | None = None
+        self.sweeper: AttachmentSweeper | None = None
         self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
         self.alerter: Alerter | None = None
@@ -139,6 +141,11 @@ class Daemon:
         self.last_reload: dict[str, Any] | None = None  # at, ok, problem; for `status`
         self._tasks: list[asyncio.Task] = []
         self._watcher_tasks: dict[str, asyncio.Task] = {}
+
+    @property
+    def config(self) -> Config:
+        """The configuration in effect: the running snapshot's (before start(), the given)."""
+        return self.current.snapshot.config if self.current else self._given.config
 
     @property
     def listen_port(self) -> int | None:
@@ -170,35 +177,31 @@ class Daemon:
             self.metrics = metrics.Registry()
             metrics.install(self.metrics)
             await self._start_metrics(self.config.metrics, at_start=True)
-        self.pipeline = self._pipeline(self.config, self.directory, self.renderer)
+        given = self._given
+        self.current = Current(Snapshot.build(given.config, given.directory, given.renderer,
+                                              self.clock))
         self.sent_log = SentLog(self.config.state_dir / "outbox-sent.log")
-        self.escalator = Escalator(self.store, lambda: self._current().sla,
-                                   lambda: self.renderer, self.clock, self._mail_queued,
-                                   self.config.instance, lambda: self._current().settings.keys)
+        self.escalator = Escalator(self.store, self.current, self.clock, self._mail_queued)
         self.outbox = Outbox(self.store, self.transport, self.clock, self.sent_log,
                              self.escalator.write)
         # Bound before any task runs: a port in use ends the start before mail is sent or
         # an IMAP login starts in a worker thread (which would hold up the exit).
-        self.handler = PushHandler(self.store, self.pipeline, self.directory, self.committed)
+        self.handler = PushHandler(self.store, self.current, self.committed)
         if self.config.listener:
             self.listener = await _listen(self.config.listener, self.handler)
             self.listener_config = self.config.listener
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.escalator.run(), "escalation")
-        # Reads config and directory through getters, so a reload can switch it on or off.
-        self.digester = Digester(self.store, lambda: self.directory, lambda: self.config.digest,
-                                 self.clock, self.outbox.notify, self.config.instance)
+        self.digester = Digester(self.store, self.current, self.clock, self.outbox.notify)
         self._spawn(self.digester.run(), "digest")
-        self.autocloser = AutoCloser(self.store, lambda: self.config.conversation.auto_close_after,
-                                     self.clock)
+        self.autocloser = AutoCloser(self.store, self.current, self.clock)
         self._spawn(self.autocloser.run(), "autoclose")
-        floods = FloodSummaries(self.store, lambda: self.directory, lambda: self.renderer,
-                                self.clock, self._mail_queued, self.config.instance)
-        self._spawn(floods.run(), "flood")
+        self.floods = FloodSummaries(self.store, self.current, self.clock, self._mail_queued)
+        self._spawn(self.floods.run(), "flood")
         files = self.store.attachments()
         if isinstance(files, AttachmentStore):  # blobs in a database need no file sweep
-            sweeper = AttachmentSweeper(self.store, files)
-            self._spawn(sweeper.run(), "attachments.sweep")
+            self.sweeper = AttachmentSweeper(self.store, files)
+            self._spawn(self.sweeper.run(), "attachments.sweep")
         for box in self.config.mailboxes:
             self._start_watcher(box)
         await self.record_status()
@@ -223,13 +226,13 @@ class Daemon:
         """Read at each scrape: outbox depth, quarantine, open tickets and SLA state."""
         from mailgate.storage.queries import risk_horizons, sla_overview
 
-        assert self.store is not None
+        assert self.store is not None and self.current is not None
         depth = await self.store.queued_count()
         if self.outbox:  # accepted by the server, not yet marked in the database
             depth = max(0, depth - len(self.outbox.sent_log.pending))
         now = self.clock()
-        load = await sla_overview(self.store, now, risk_horizons(self.directory, now),
-                                  committed=True)
+        horizons = risk_horizons(self.current.snapshot.directory, now)
+        load = await sla_overview(self.store, now, horizons, committed=True)
         found: list[tuple[str, metrics.Labels, float]] = [
             ("mailgate_outbox_depth", (), depth),
             ("mailgate_quarantine_held", (), await self.store.quarantine_count())]
@@ -251,17 +254,6 @@ class Daemon:
         if self.escalator:
             self.escalator.notify()
 
-    def _current(self) -> Pipeline:
-        assert self.pipeline is not None  # set in start(), swapped whole on reload
-        return self.pipeline
-
-    def _pipeline(self, config: Config, directory: Directory, renderer: Renderer) -> Pipeline:
-        # The reply-key ring is read again on every reload: `mailgate keys rotate`, then
-        # a reload, and new mail is signed with the new secret.
-        keys = keyfile.ring_for(config, self.clock())
-        return Pipeline(directory, renderer, PipelineSettings.from_config(config, keys),
-                        self.clock)
-
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._task_done)
@@ -273,24 +265,16 @@ class Daemon:
             log.error("task.died", task=task.get_name(), error=repr(task.exception()))
 
     def _start_watcher(self, box: MailboxConfig) -> None:
-        assert self.store and self.pipeline and self.outbox
+        assert self.store and self.current and self.outbox
         if self.alerter is None:  # one for the daemon's life: it remembers who failed
-            self.alerter = Alerter(self.store, self.config.state_dir,
-                                   lambda: self.config.alerts, self._department_address,
-                                   self._mail_queued, self.config.instance,
-                                   clock=self.clock)
+            self.alerter = Alerter(self.store, self.config.state_dir, self.current,
+                                   self._mail_queued, clock=self.clock)
         # Each watcher has its own task, thread and error handling: one failing mailbox
         # (refused login, revoked token) never stops another.
-        watcher = MailboxWatcher(box, self.store, self.pipeline, self.committed, self.clock,
+        watcher = MailboxWatcher(box, self.store, self.current, self.committed, self.clock,
                                  reporter=self.alerter)
         self.watchers.append(watcher)
         self._watcher_tasks[box.name] = self._spawn(watcher.run(), f"mailbox:{box.name}")
-
-    def _department_address(self, mailbox: str) -> str | None:
-        """The address alerts about a mailbox come from: its department's."""
-        box = next((b for b in self.config.mailboxes if b.name == mailbox), None)
-        dept = self.directory.departments.get(box.department) if box else None
-        return dept.address if dept else None
 
     def _detach_watchers(self, names: tuple[str, ...]) -> list[asyncio.Task]:
         """Forget these mailboxes' watchers and return their tasks, still to be cancelled."""
@@ -315,14 +299,13 @@ class Daemon:
     async def prepare_reload(self) -> Reload:
         """Read and check the new setup; ConfigError (one line per problem) if unusable."""
         setup = await asyncio.to_thread(load_setup, self.config.path)
-        renderer = setup.renderer
         problems = needs_restart(self.config, setup.config)
         if problems:
             raise ConfigError(problems)
         old = {b.name: fingerprint(b) for b in self.config.mailboxes}
         new = {b.name: fingerprint(b) for b in setup.config.mailboxes}
         return Reload(
-            setup, renderer,
+            setup,
             added=tuple(n for n in new if n not in old),
             removed=tuple(n for n in old if n not in new),
             changed=tuple(n for n in new if n in old and new[n] != old[n]),
@@ -332,11 +315,14 @@ class Daemon:
             metrics=self.config.metrics != setup.config.metrics)
 
     async def apply_reload(self, plan: Reload) -> None:
-        """Swap in the new setup between transactions, then restart only what changed;
+        """Swap in the new snapshot between transactions, then restart only what changed;
         a listener or metrics port that cannot be bound is this reload's problem."""
+        current = self.current
+        assert current is not None  # started
         self.reload_problem = None
         old = self.config
-        pipeline = self._pipeline(plan.setup.config, plan.setup.directory, plan.renderer)
+        new = plan.setup
+        snapshot = Snapshot.build(new.config, new.directory, new.renderer, self.clock)
         doomed: list[asyncio.Task] = []
 
         def swap() -> None:
@@ -344,7 +330,8 @@ class Daemon:
             # mailbox settings (e.g. department) that the new directory may not know.
             doomed.extend(self._detach_watchers(plan.removed + plan.changed))
             _cancel_now(doomed)
-            self._swap(plan, pipeline)
+            # One assignment: every component reads it at the start of its next round.
+            current.snapshot = snapshot
 
         await self._between_transactions(swap)
         await _cancel(doomed)
@@ -358,15 +345,6 @@ class Daemon:
         if plan.metrics:
             await self._replace_metrics(self.config.metrics)
         log.info("reload.applied", **plan.summary())
-
-    def _swap(self, plan: Reload, pipeline: Pipeline) -> None:
-        """Point every user of the setup at the new one; runs between transactions."""
-        self.config, self.directory = plan.setup.config, plan.setup.directory
-        self.renderer, self.pipeline = plan.renderer, pipeline
-        for watcher in self.watchers:
-            watcher.pipeline = pipeline
-        if self.handler:
-            self.handler.pipeline, self.handler.directory = pipeline, plan.setup.directory
 
     async def _replace_listener(self, old: ListenerConfig | None,
                                 new: ListenerConfig | None) -> None:

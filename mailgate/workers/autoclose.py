@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from mailgate.core.model import Status
 from mailgate.service.log import get_logger
 from mailgate.storage import ticketops as ops
 from mailgate.storage.store import Store
 from mailgate.workers.periodic import every, repeat
+
+if TYPE_CHECKING:
+    from mailgate.service.current import Current
 
 log = get_logger("mailgate.workers.autoclose")
 BATCH = 500
@@ -26,9 +30,9 @@ Clock = Callable[[], datetime]
 
 
 class AutoCloser:
-    def __init__(self, store: Store, after: Callable[[], timedelta], clock: Clock) -> None:
+    def __init__(self, store: Store, current: Current, clock: Clock) -> None:
         self.store = store
-        self.after = after  # a getter: a reload may change it
+        self.current = current  # read once per round: a reload applies from the next one
         self.clock = clock
         self.wake = asyncio.Event()
 
@@ -40,7 +44,8 @@ class AutoCloser:
 
     async def run_once(self) -> int:
         """Close every ticket resolved longer than `after` ago; return how many."""
-        now, after, total = self.clock(), self.after(), 0
+        now, total = self.clock(), 0
+        after = self.current.snapshot.config.conversation.auto_close_after
         while True:
             async with self.store.transaction() as tx:
                 due = await ops.resolved_before(tx, now - after, BATCH)

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from mailgate.config.directory import Department, Directory
@@ -31,6 +32,9 @@ from mailgate.service.log import get_logger
 from mailgate.storage import outbox
 from mailgate.storage.store import Store
 from mailgate.workers.periodic import every, repeat
+
+if TYPE_CHECKING:
+    from mailgate.service.current import Current, Snapshot
 
 log = get_logger("mailgate.workers.digest")
 PERIOD = timedelta(days=7)
@@ -75,23 +79,20 @@ def organisation_sender(directory: Directory) -> Department | None:
 
 
 class Digester:
-    def __init__(self, store: Store, directory: Callable[[], Directory],
-                 config: Callable[[], DigestConfig | None], clock: Clock,
-                 sent: Callable[[], None], instance: str = "mailgate") -> None:
-        # directory and config are getters: a reload swaps them between rounds.
+    def __init__(self, store: Store, current: Current, clock: Clock,
+                 sent: Callable[[], None]) -> None:
         self.store = store
-        self.directory = directory
-        self.config = config
+        self.current = current  # read once per round: a reload may switch it on or off
         self.clock = clock
         self.sent = sent
-        self.instance = instance
 
     async def run(self) -> None:
         await repeat("digest", self.run_once, asyncio.Event(), every(CHECK_EVERY))
 
     async def run_once(self) -> list[str]:
         """Queue every digest that is due and not queued yet; return their Message-IDs."""
-        config, directory, now = self.config(), self.directory(), self.clock()
+        snapshot, now = self.current.snapshot, self.clock()
+        config, directory = snapshot.config.digest, snapshot.directory
         if config is None:
             return []
         queued = []
@@ -104,21 +105,21 @@ class Digester:
                 continue
             mail = department_digest(dept, slot)
             message_id = kinds.message_id_of(mail)
-            if await self._queue_once(message_id, self._mail, (directory, dept, slot, mail), now,
+            if await self._queue_once(message_id, self._mail, (snapshot, dept, slot, mail), now,
                                       department=dept.key, to=dept.head,
                                       period_end=slot.isoformat()):
                 queued.append(message_id)
         if config.organisation:
-            message_id = await self._organisation(config, config.organisation, directory,
-                                                  now)
+            message_id = await self._organisation(config, config.organisation, snapshot, now)
             if message_id:
                 queued.append(message_id)
         if queued:
             self.sent()
         return queued
 
-    async def _organisation(self, config: DigestConfig, to: str, directory: Directory,
+    async def _organisation(self, config: DigestConfig, to: str, snapshot: Snapshot,
                             now: datetime) -> str | None:
+        directory = snapshot.directory
         sender = organisation_sender(directory)
         if sender is None:
             return None
@@ -128,25 +129,26 @@ class Digester:
         mail = organisation_digest(sender, to, slot)
         message_id = kinds.message_id_of(mail)
         queued = await self._queue_once(
-            message_id, self._organisation_mail, (directory, slot, mail), now,
+            message_id, self._organisation_mail, (snapshot, slot, mail), now,
             department="organisation", to=to, period_end=slot.isoformat())
         return message_id if queued else None
 
-    async def _organisation_mail(self, directory: Directory, slot: datetime,
+    async def _organisation_mail(self, snapshot: Snapshot, slot: datetime,
                                  mail: kinds.Mail) -> Outgoing:
         from mailgate.core import dependencies
         from mailgate.core.report import as_html, as_text
         from mailgate.storage.queries import department_report, dependency_view
 
-        since = slot - PERIOD
+        since, directory = slot - PERIOD, snapshot.directory
         report = await department_report(self.store, directory, since, slot)
         view = await dependency_view(self.store, directory, since, slot)
         text = as_text(report) + "\n" + dependencies.as_text(view)
         html = as_html(report, dependencies.as_html_section(view))
-        return self._built(replace(mail, body=Rendered(text, html)))
+        return self._built(snapshot, replace(mail, body=Rendered(text, html)))
 
-    def _built(self, mail: kinds.Mail) -> Outgoing:
-        [out] = kinds.build(mail, None, kinds.Sending(self.instance), self.clock())
+    def _built(self, snapshot: Snapshot, mail: kinds.Mail) -> Outgoing:
+        sending = kinds.Sending(snapshot.config.instance)
+        [out] = kinds.build(mail, None, sending, self.clock())
         return out
 
     async def _queue_once(self, message_id: str, build: Callable[..., Awaitable[Outgoing]],
@@ -164,12 +166,12 @@ class Digester:
         log.info("digest.queued", **about)
         return True
 
-    async def _mail(self, directory: Directory, dept: Department, slot: datetime,
+    async def _mail(self, snapshot: Snapshot, dept: Department, slot: datetime,
                     mail: kinds.Mail) -> Outgoing:
         from mailgate.core.report import as_html, as_text
         from mailgate.storage.queries import department_report
 
-        report = await department_report(self.store, directory, slot - PERIOD, slot,
-                                         [dept.key])
-        return self._built(replace(mail, body=Rendered(as_text(report), as_html(report))))
+        report = await department_report(self.store, snapshot.directory, slot - PERIOD,
+                                         slot, [dept.key])
+        return self._built(snapshot, replace(mail, body=Rendered(as_text(report), as_html(report))))
 

@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailgate.config.directory import Department
 from mailgate.core.model import Outgoing
-from mailgate.core.render import Renderer
-from mailgate.core.replykey import KeyRing
 from mailgate.outbound import escalation_mail, kinds
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
 from mailgate.storage import escalations
-from mailgate.storage.slaclock import DueLevel, SlaBook
+from mailgate.storage.slaclock import DueLevel
 from mailgate.storage.store import OutboxRow, Store
 from mailgate.workers.periodic import repeat
+
+if TYPE_CHECKING:
+    from mailgate.service.current import Current, Snapshot
 
 log = get_logger("mailgate.workers.escalation")
 BATCH = 200  # tickets per transaction
@@ -34,17 +36,12 @@ Clock = Callable[[], datetime]
 
 
 class Escalator:
-    def __init__(self, store: Store, sla: Callable[[], SlaBook], renderer: Callable[[], Renderer],
-                 clock: Clock, sent: Callable[[], None], instance: str = "mailgate",
-                 keys: Callable[[], KeyRing] = KeyRing) -> None:
-        # sla, renderer and keys are getters: a reload swaps them between rounds.
+    def __init__(self, store: Store, current: Current, clock: Clock,
+                 sent: Callable[[], None]) -> None:
         self.store = store
-        self.keys = keys
-        self.sla = sla
-        self.renderer = renderer
+        self.current = current  # read once per batch: a reload applies from the next one
         self.clock = clock
         self.sent = sent
-        self.instance = instance
         self.wake = asyncio.Event()
 
     def notify(self) -> None:
@@ -58,14 +55,14 @@ class Escalator:
         out as mail (each as one copy per recipient)."""
         now, total = self.clock(), 0
         while True:
-            sla = self.sla()
+            snapshot = self.current.snapshot
+            sla = snapshot.sla
             async with self.store.transaction() as tx:
                 tick = await sla.due(tx, now, BATCH)
                 mails, unsent, sent = [], [], {}
                 audience: dict[tuple, tuple] = {}  # (dept, kind, assignee) -> roles, to
-                keys = self.keys()
                 for index, due in enumerate(tick.due):
-                    copies, event = self._draft(sla, due, audience, keys, now)
+                    copies, event = self._draft(snapshot, due, audience, now)
                     if copies:
                         mails += copies
                         sent[index] = copies[0].message_id
@@ -106,10 +103,12 @@ class Escalator:
     async def write(self, row: OutboxRow) -> bytes:
         """The outbox's hook: the mail for an escalation this scheduler queued as a draft."""
         fired = await escalation_mail.load(self.store, row)
-        return escalation_mail.write(fired, row, self.sla(), self.renderer(), self.instance)
+        snapshot = self.current.snapshot  # the templates in effect when it is sent
+        return escalation_mail.write(fired, row, snapshot.sla, snapshot.renderer,
+                                     snapshot.config.instance)
 
-    def _draft(self, sla: SlaBook, due: DueLevel, audience: dict[tuple, tuple],
-               keys: KeyRing, now: datetime,
+    def _draft(self, snapshot: Snapshot, due: DueLevel, audience: dict[tuple, tuple],
+               now: datetime,
                ) -> tuple[list[Outgoing], tuple[int, str, dict, str | None] | None]:
         """The escalation mail for one level as drafts (written when sent), one copy per
         recipient with that person's reply key, or else the event that says why none goes
@@ -117,7 +116,7 @@ class Escalator:
         name that one (copy_of), and `mailgate show` reads both."""
         level = due.firing.level
         assert level is not None  # only clocks with a level to fire are in tick.due
-        kind = level.kind
+        kind, sla = level.kind, snapshot.sla
         dept = sla.department(due.department)
         key = (due.department, kind, due.assignee)
         if key not in audience:  # the same few answers for a whole tick
@@ -135,7 +134,8 @@ class Escalator:
         mail = kinds.Mail(kind=kinds.escalation_kind(kind), from_name=dept.name,
                           from_addr=dept.address, to=recipients, tickets=(due.ref,),
                           ticket_id=due.ticket_id)
-        return kinds.keyed_copies(mail, kinds.Sending(self.instance, keys), now,
+        sending = kinds.Sending(snapshot.config.instance, snapshot.keys)
+        return kinds.keyed_copies(mail, sending, now,
                                   draft=escalation_mail.DRAFT), None
 
 

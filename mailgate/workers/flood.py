@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from mailgate.config.directory import Directory
 from mailgate.core.model import OutgoingKind
-from mailgate.core.render import Renderer
 from mailgate.outbound import kinds
 from mailgate.service.log import get_logger
 from mailgate.storage.store import Store, Tx
 from mailgate.workers.periodic import every, repeat
+
+if TYPE_CHECKING:
+    from mailgate.service.current import Current, Snapshot
 
 log = get_logger("mailgate.workers.flood")
 INTERVAL = 60.0
@@ -31,15 +33,12 @@ Clock = Callable[[], datetime]
 
 
 class FloodSummaries:
-    def __init__(self, store: Store, directory: Callable[[], Directory],
-                 renderer: Callable[[], Renderer], clock: Clock, sent: Callable[[], None],
-                 instance: str = "mailgate") -> None:
+    def __init__(self, store: Store, current: Current, clock: Clock,
+                 sent: Callable[[], None]) -> None:
         self.store = store
-        self.directory = directory  # getters: a reload swaps them between rounds
-        self.renderer = renderer
+        self.current = current  # read once per round: a reload applies from the next one
         self.clock = clock
         self.sent = sent
-        self.instance = instance
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -47,18 +46,19 @@ class FloodSummaries:
 
     async def run_once(self) -> int:
         """Send the summaries that are due; return how many."""
-        now, queued = self.clock(), 0
+        now, queued, snapshot = self.clock(), 0, self.current.snapshot
         async with self.store.transaction() as tx:
             for department, sender, last in await tx.pending_holds():
                 if now.timestamp() - last >= SUMMARY_EVERY.total_seconds():
-                    queued += await self._summarise(tx, department, sender, now)
+                    queued += await self._summarise(tx, snapshot, department, sender, now)
         if queued:
             self.sent()
         return queued
 
-    async def _summarise(self, tx: Tx, department: str, sender: str, now: datetime) -> int:
+    async def _summarise(self, tx: Tx, snapshot: Snapshot, department: str, sender: str,
+                         now: datetime) -> int:
         tickets = await tx.held_tickets(department, sender)
-        directory = self.directory()
+        directory = snapshot.directory
         dept = directory.departments.get(department)
         to = directory.recipients(dept, ("team",), None) if dept else ()
         if not tickets:
@@ -76,7 +76,8 @@ class FloodSummaries:
         mail = kinds.Mail(kind=OutgoingKind.FLOOD_SUMMARY, from_name=dept.name,
                           from_addr=dept.address, to=to, context=context, department=dept.key,
                           fields={"count": len(tickets), "sender": sender})
-        [out] = kinds.build(mail, self.renderer(), kinds.Sending(self.instance), now)
+        sending = kinds.Sending(snapshot.config.instance)
+        [out] = kinds.build(mail, snapshot.renderer, sending, now)
         outgoing = await tx.enqueue(out, now)
         await tx.mark_summarised([t[0] for t in tickets], outgoing)
         log.warning("flood.summarised", department=department, sender=sender,
