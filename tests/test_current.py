@@ -201,8 +201,6 @@ async def test_every_part_reads_the_one_current_and_a_reload_replaces_it_whole(
     setup = load_setup(write(tmp_path, sink, port, "before", mailboxes=(box,)))
     async with Daemon(setup.config, setup.directory, renderer=setup.renderer) as daemon:
         assert daemon.current is not None
-        while daemon.alerter is None:  # the watcher's first failure
-            await asyncio.sleep(0.01)
         [watcher] = daemon.watchers
         parts = {"escalator": daemon.escalator, "autocloser": daemon.autocloser,
                  "digester": daemon.digester, "floods": daemon.floods,
