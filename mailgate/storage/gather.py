@@ -26,7 +26,12 @@ async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None 
                                                         frozenset[str], Usage]:
     """The messages row and fingerprint stored under this key, the departments that
     received it, and (with `budget`: the sender's mailbox and limited domain, and `flood`:
-    (department, budget name) pairs) the automatic mail drawn on them in the last hour."""
+    (department, budget name) pairs) the automatic mail drawn on them in the last hour.
+
+    On a shared engine the key is locked first, until the transaction ends (as Tx.seen
+    does): the same message processed by another node now is waited for, then seen."""
+    if tx.engine is not None and tx.engine.shared:
+        await tx.engine.lock_key(tx.conn, dedupe_key)
     parts = ["SELECT 'message' AS what, id AS n, fingerprint AS name FROM messages "
              "WHERE dedupe_key = ?",
              "SELECT 'receipt', NULL, department FROM receipts WHERE dedupe_key = ?"]
