@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests import harness
 from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, find_dovecot
 from tests.postgres import PostgresServer, find_postgres, unusable_postgres
 
@@ -58,3 +59,37 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+# --- the engine switch (tests/harness.py) ------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): a test about SQLite itself; "
+                            "skipped when MAILGATE_TEST_ENGINE=postgresql")
+
+
+def pytest_report_header() -> str:
+    return f"database engine: {harness.engine()} (${harness.ENGINE_VARIABLE})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not harness.on_postgresql():
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker:
+            why = marker.args[0] if marker.args else "about SQLite itself"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
+
+
+@pytest.fixture(autouse=True)
+def test_databases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In postgresql mode, each test's databases (created when first asked for) live on
+    the session's PostgreSQL; in sqlite mode they are files in the test's directory."""
+    if not harness.on_postgresql() or request.node.get_closest_marker("sqlite_only"):
+        yield
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    harness.use(harness.Databases(server))
+    yield
+    harness.use(None)

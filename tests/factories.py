@@ -1,4 +1,5 @@
-"""Builders shared by tests: messages, a directory, a pipeline on a temp database."""
+"""Builders shared by tests: messages, a directory, a pipeline on the test's database
+(tests/harness.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mailgate.core.replykey import KeyRing
 from mailgate.intake.pipeline import Outcome, Pipeline, PipelineSettings
 from mailgate.service.current import Current, Snapshot
 from mailgate.storage.store import Store
+from tests.harness import database
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIRECTORY = ROOT / "config" / "directory.example.toml"
@@ -117,7 +119,7 @@ def bare_config() -> Config:
 async def harness(tmp_path: Path, acks_per_hour: int = 10,
                   instance: str = "mailgate-test") -> Harness:
     clock = FakeClock()
-    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    store = await Store.open(database(tmp_path / "state"))
     settings = PipelineSettings(instance=instance, acks_per_sender_per_hour=acks_per_hour,
                                 keys=TEST_KEYS)
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES), settings, clock)

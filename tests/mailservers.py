@@ -28,6 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from imapclient import IMAPClient
 
 from tests.factories import EXAMPLE_DIRECTORY
+from tests.harness import database_table
 
 DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 
@@ -404,10 +405,12 @@ def write_daemon_config(
     any config. A section whose options are all None is left out: `notify_team=None` means
     no [conversation] table, `listen` / `metrics` are the SMTP push listener's and the
     metrics endpoint's HOST:PORT (off when None). `tables` is TOML text (whole tables)
-    written as it is, before the listener and the mailboxes."""
+    written as it is, before the listener and the mailboxes. The [database] table is the
+    test engine's (tests/harness.py): none on SQLite, a fresh database on PostgreSQL."""
     text = "".join([
         _table("[mailgate]", {"instance": instance}),
         _table("[state]", {"dir": state}),
+        database_table(path.parent / state),
         _table("[directory]", {"path": directory}),
         _table("[templates]", {"dir": templates}),
         _table("[smtp]", {"host": sink.host, "port": sink.port, "timeout": smtp_timeout}),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from mailgate.config.loader import load_setup
 from mailgate.intake.imap import by_size
 from mailgate.service.daemon import Daemon
 from tests.factories import mail
+from tests.harness import database, query, scalar
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -62,22 +62,18 @@ async def test_a_large_message_between_small_ones_is_ticketed_once(
     setup = load_setup(config)
     async with Daemon(setup.config, setup.directory) as daemon:
         deadline = time.monotonic() + 60
-        while (count := _tickets(daemon.config.database)) < 3:
+        while (count := _tickets(database(daemon.config.state_dir))) < 3:
             assert time.monotonic() < deadline, f"{count} of 3 ticketed"
             await asyncio.sleep(0.2)
-    with sqlite3.connect(daemon.config.database) as db:
-        body, size = db.execute("SELECT body, size FROM messages WHERE message_id = "
-                                "'large@x'").fetchone()
-        files = db.execute("SELECT filename, size FROM attachments").fetchall()
-        position = db.execute("SELECT last_uid FROM mailboxes").fetchone()[0]
-    db.close()
+    target = database(daemon.config.state_dir)
+    [(body, size)] = query(target, "SELECT body, size FROM messages WHERE message_id = "
+                           "'large@x'")
+    files = query(target, "SELECT filename, size FROM attachments")
+    position = scalar(target, "SELECT last_uid FROM mailboxes")
     assert body.strip() == "The dump is attached." and size == len(raws[1])
     assert files == [("dump.bin", len(attachment))]
     assert position == 3
 
 
-def _tickets(database: Path) -> int:
-    with sqlite3.connect(database) as db:
-        count = db.execute("SELECT COUNT(*) FROM tickets").fetchone()[0]
-    db.close()
-    return int(count)
+def _tickets(target: Path | str) -> int:
+    return int(scalar(target, "SELECT COUNT(*) FROM tickets"))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT
+from tests.harness import database, database_table
 
 MAILGATE = [sys.executable, "-m", "mailgate"]
 
@@ -24,8 +25,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def write_config(tmp_path: Path, body: str) -> Path:
+    """BODY as the mailgate.toml, with the test engine's [database] table (state/'s)."""
     path = tmp_path / "mailgate.toml"
-    path.write_text(body)
+    path.write_text(body + database_table(tmp_path / "state"))
     return path
 
 
@@ -124,7 +126,7 @@ def test_quarantine_list_show_retry_drop(tmp_path: Path) -> None:
     good = mail("Printer on fire", message_id="<held@example.com>")
 
     async def hold() -> None:
-        store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+        store = await Store.open(database(tmp_path / "state"))
         async with store.transaction() as tx:  # as if an earlier release had failed on it
             now = datetime.now(UTC)
             await tx.quarantine(junk, "imap:it", "no usable sender", None, now)
@@ -212,6 +214,7 @@ def test_a_relative_password_file_is_relative_to_the_config_file(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.sqlite_only("an old schema is made with SQLite's PRAGMA user_version")
 def test_an_old_database_gets_a_clear_message_not_a_traceback(tmp_path: Path) -> None:
     import sqlite3
 

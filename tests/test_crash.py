@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT, mail
+from tests.harness import database, scalar
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -55,16 +55,16 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 
 def database_state(tmp_path: Path) -> dict[str, int]:
-    with sqlite3.connect(tmp_path / "state" / "mailgate.sqlite3") as db:
-        one = lambda sql: int(db.execute(sql).fetchone()[0])  # noqa: E731
-        return {
-            "tickets": one("SELECT COUNT(*) FROM tickets"),
-            "messages": one("SELECT COUNT(*) FROM messages"),
-            "queued": one("SELECT COUNT(*) FROM outbox WHERE status = 'queued'"),
-            "acks": one("SELECT COUNT(*) FROM outbox"),
-            "quarantine": one("SELECT COUNT(*) FROM quarantine"),
-            "last_uid": one("SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes"),
-        }
+    target = database(tmp_path / "state")
+    one = lambda sql: int(scalar(target, sql))  # noqa: E731
+    return {
+        "tickets": one("SELECT COUNT(*) FROM tickets"),
+        "messages": one("SELECT COUNT(*) FROM messages"),
+        "queued": one("SELECT COUNT(*) FROM outbox WHERE status = 'queued'"),
+        "acks": one("SELECT COUNT(*) FROM outbox"),
+        "quarantine": one("SELECT COUNT(*) FROM quarantine"),
+        "last_uid": one("SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes"),
+    }
 
 
 async def settle(tmp_path: Path, sink: SmtpSink, expected: int, last_uid: int,

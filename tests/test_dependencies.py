@@ -43,6 +43,7 @@ from mailgate.storage.queries import dependency_view
 from mailgate.storage.store import Store
 from mailgate.workers.digest import Digester
 from tests.factories import ROOT, Harness, example_directory, harness
+from tests.harness import database, database_table
 
 BERLIN = ZoneInfo("Europe/Berlin")
 H = 3600.0
@@ -96,7 +97,7 @@ EXPECTED = [  # (from, to, requests, answered, median business seconds)
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    store = await Store.open(database(tmp_path / "state"))
     yield store
     await store.close()
 
@@ -221,10 +222,10 @@ def test_cli_report_dependencies(tmp_path: Path) -> None:
     config = tmp_path / "mailgate.toml"
     config.write_text(f'[state]\ndir = "{tmp_path / "state"}"\n[directory]\npath = '
                       f'"{ROOT / "config" / "directory.example.toml"}"\n[outbox]\n'
-                      f'dir = "{tmp_path / "out"}"\n')
+                      f'dir = "{tmp_path / "out"}"\n' + database_table(tmp_path / "state"))
 
     async def seed() -> None:
-        store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+        store = await Store.open(database(tmp_path / "state"))
         now = datetime.now(BERLIN)
         from datetime import timedelta
         await insert(store, "grace@example.com", "it", now - timedelta(days=2))

@@ -26,6 +26,7 @@ from mailgate.storage import history
 from mailgate.storage.store import OutboxRow, Store
 from mailgate.workers.escalation import Escalator, _unsent_reason
 from tests.factories import IT, TEMPLATES, Harness, example_directory, harness, mail
+from tests.harness import database
 from tests.test_pipeline import dsn_for
 
 
@@ -131,7 +132,7 @@ async def test_fired_levels_survive_a_restart(h: Harness, tmp_path: Path) -> Non
     await h.deliver(mail())
     assert await at(h, utc(24, 13)) == 1
     await h.store.close()
-    h.store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    h.store = await Store.open(database(tmp_path / "state"))
     assert await at(h, utc(24, 13, 1)) == 0
     assert await at(h, utc(24, 13, 36)) == 1
 

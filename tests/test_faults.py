@@ -183,6 +183,7 @@ async def test_smtp_down_queues_then_sends_in_order(
         await daemon.stop()
 
 
+@pytest.mark.sqlite_only("an admin's sqlite3 shell locks the SQLite file")
 async def test_locked_database_delays_but_loses_nothing(
         tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
         smtp_sink: SmtpSink) -> None:

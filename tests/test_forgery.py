@@ -21,6 +21,7 @@ from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.storage.store import Store
 from mailgate.workers.flood import FloodSummaries
 from tests.factories import TEMPLATES, TEST_KEYS, FakeClock, Harness, example_directory, mail
+from tests.harness import database
 
 ORG = frozenset({"example.com"})
 OUR_MTA = "mx.example.com"
@@ -28,7 +29,7 @@ OUR_MTA = "mx.example.com"
 
 async def make(tmp_path: Path, authserv_id: str | None = None, **settings: object) -> Harness:
     clock = FakeClock()
-    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    store = await Store.open(database(tmp_path / "state"))
     policy = TrustPolicy(ORG, authserv_id)
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES),
                         PipelineSettings(instance="mailgate-test", trust=policy, keys=TEST_KEYS,

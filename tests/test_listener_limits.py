@@ -32,6 +32,7 @@ from mailgate.errors import ConfigError
 from mailgate.intake import smtp as listener
 from mailgate.service.daemon import Daemon
 from tests.factories import EXAMPLE_DIRECTORY, ROOT, mail
+from tests.harness import database, database_table, query, scalar
 from tests.mailservers import SmtpSink, free_port, write_daemon_config
 
 REFUSED = b"421 4.3.2 too many connections, try again later"
@@ -124,16 +125,14 @@ def send(port: int, raw: bytes, size_option: bool = True) -> tuple[int, bytes]:
         return client.data(raw)
 
 
-def stored(database: Path, message_id: str) -> dict:
+def stored(target: Path | str, message_id: str) -> dict:
     """What the daemon kept of a message: raw bytes, text and attachment files."""
-    with sqlite3.connect(database) as db:
-        mid, raw, body = db.execute(
-            "SELECT id, raw, body FROM messages WHERE message_id = ?", (message_id,)).fetchone()
-        files = db.execute("SELECT filename, size, sha256 FROM attachments WHERE message = ?",
-                           (mid,)).fetchall()
-        tickets = db.execute("SELECT COUNT(*) FROM events WHERE message = ? AND kind = "
-                             "'created'", (mid,)).fetchone()[0]
-    db.close()
+    [(mid, raw, body)] = query(target, "SELECT id, raw, body FROM messages "
+                               "WHERE message_id = ?", message_id)
+    files = query(target, "SELECT filename, size, sha256 FROM attachments WHERE message = ?",
+                  mid)
+    tickets = scalar(target, "SELECT COUNT(*) FROM events WHERE message = ? AND kind = "
+                     "'created'", mid)
     return {"raw": zlib.decompress(raw), "body": body, "files": files, "tickets": tickets}
 
 
@@ -244,8 +243,8 @@ async def test_spooled_message_is_ticketed_like_one_kept_in_memory(
         code, _ = await asyncio.to_thread(send, port, in_memory)
         assert code == 250
         assert spool_files(daemon) == []
-    first = stored(daemon.config.database, "spooled@x")
-    second = stored(daemon.config.database, "in-memory@x")
+    first = stored(database(daemon.config.state_dir), "spooled@x")
+    second = stored(database(daemon.config.state_dir), "in-memory@x")
     assert first["raw"] == spooled and second["raw"] == in_memory  # dots unstuffed, exact
     assert first["body"] == second["body"]
     assert ".hidden line\n..two dots\n.\nthe end." in first["body"]
@@ -271,7 +270,7 @@ async def test_lmtp_spooled_message_gets_one_answer_per_recipient(
 
         assert await asyncio.to_thread(deliver) == [250, 250]  # one per recipient
         assert spool_files(daemon) == []
-    assert stored(daemon.config.database, "lmtp@x")["raw"] == raw
+    assert stored(database(daemon.config.state_dir), "lmtp@x")["raw"] == raw
 
 
 async def test_oversize_message_is_refused_and_leaves_no_spool_file(
@@ -295,11 +294,11 @@ async def test_oversize_message_is_refused_and_leaves_no_spool_file(
         assert refused[0] == 552 and b"5.3.4" in refused[1]
         assert after[0] == 250
         assert spool_files(daemon) == []
-        with sqlite3.connect(daemon.config.database) as db:
-            assert db.execute("SELECT message_id FROM messages").fetchall() == [("after@x",)]
-        db.close()
+        assert query(database(daemon.config.state_dir),
+                     "SELECT message_id FROM messages") == [("after@x",)]
 
 
+@pytest.mark.sqlite_only("another writer locks the SQLite file")
 async def test_store_failure_after_spooling_answers_451_and_removes_the_spool_file(
         tmp_path: Path, smtp_sink: SmtpSink) -> None:
     async with running(tmp_path, smtp_sink) as daemon:
@@ -309,7 +308,7 @@ async def test_store_failure_after_spooling_answers_451_and_removes_the_spool_fi
         # Another writer holds the database: the daemon's transaction fails after its
         # busy timeout, as on a full or broken disk.
         # (From a thread: blocking this loop would hold up the daemon's own writes.)
-        blocker = sqlite3.connect(daemon.config.database, isolation_level=None,
+        blocker = sqlite3.connect(database(daemon.config.state_dir), isolation_level=None,
                                   check_same_thread=False)
         await asyncio.to_thread(blocker.execute, "BEGIN IMMEDIATE")
         try:
@@ -326,7 +325,7 @@ async def test_store_failure_after_spooling_answers_451_and_removes_the_spool_fi
         assert spool_files(daemon) == []
         code, _ = await asyncio.to_thread(send, port, raw)  # the retry is stored
         assert code == 250
-        assert stored(daemon.config.database, "locked@x")["raw"] == raw
+        assert stored(database(daemon.config.state_dir), "locked@x")["raw"] == raw
 
 
 # --- out of file descriptors --------------------------------------------------------------
@@ -336,7 +335,8 @@ async def test_accept_errors_are_logged_at_most_once_a_second(tmp_path: Path) ->
     config = tmp_path / "mailgate.toml"
     config.write_text(f'[state]\ndir = "state"\n[directory]\npath = "{EXAMPLE_DIRECTORY}"\n'
                       f'[outbox]\ndir = "out"\n[intake.smtp]\nlisten = "127.0.0.1:{port}"\n'
-                      "max_connections = 1000\nmax_connections_per_client = 1000\n")
+                      "max_connections = 1000\nmax_connections_per_client = 1000\n"
+                      + database_table(tmp_path / "state"))
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
         # ulimit in a shell that execs the daemon: the limit applies to it alone.

@@ -13,7 +13,6 @@ import asyncio
 import json
 import smtplib
 import socket
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from mailgate.config.settings import load_config
 from mailgate.errors import ConfigError
 from mailgate.service.daemon import reload
 from tests.factories import ROOT
+from tests.harness import database, query
 from tests.mailservers import SmtpSink
 from tests.test_listener_limits import IT, Client, greeted, running, stored
 
@@ -70,11 +70,8 @@ async def transaction(port: int, raw: bytes, *, eol: bytes = b"\r\n",
         await client.close()
 
 
-def message_ids(database: Path) -> list[str]:
-    with sqlite3.connect(database) as db:
-        found = [r[0] for r in db.execute("SELECT message_id FROM messages ORDER BY id")]
-    db.close()
-    return found
+def message_ids(target: Path | str) -> list[str]:
+    return [r[0] for r in query(target, "SELECT message_id FROM messages ORDER BY id")]
 
 
 # --- line format --------------------------------------------------------------------------
@@ -90,7 +87,7 @@ async def test_long_lines_in_data_are_accepted_whole(tmp_path: Path,
         assert port
         [answer] = await transaction(port, raw.replace(b"\r\n.", b"\r\n..") + b".\r\n")
         assert answer.startswith(b"250 2.0.0 OK IT-"), answer
-    kept = stored(daemon.config.database, "long@x")
+    kept = stored(database(daemon.config.state_dir), "long@x")
     assert kept["raw"] == raw  # every byte, the stuffed dot removed
     assert kept["tickets"] == 1
 
@@ -104,7 +101,7 @@ async def test_bare_lf_everywhere_is_accepted(tmp_path: Path, smtp_sink: SmtpSin
         # Commands, message and end marker all end in a bare LF.
         [answer] = await transaction(port, raw.replace(b"\n.", b"\n..") + b".\n", eol=b"\n")
         assert answer.startswith(b"250 2.0.0 OK IT-"), answer
-    kept = stored(daemon.config.database, "bare-lf@x")
+    kept = stored(database(daemon.config.state_dir), "bare-lf@x")
     assert kept["raw"] == raw
     assert "..a line that starts with a dot\n.\nthe end" in kept["body"]
     assert kept["tickets"] == 1
@@ -120,7 +117,7 @@ async def test_mixed_line_ends_at_the_end_marker(tmp_path: Path, smtp_sink: Smtp
         assert port
         [answer] = await transaction(port, raw + ending)
         assert answer.startswith(b"250 2.0.0 OK IT-"), answer
-    kept = stored(daemon.config.database, "mixed@x")
+    kept = stored(database(daemon.config.state_dir), "mixed@x")
     assert kept["raw"] == raw + ending[:-2 if ending.endswith(b".\n") else -3]
 
 
@@ -131,7 +128,8 @@ async def test_a_dot_then_cr_without_lf_is_data(tmp_path: Path, smtp_sink: SmtpS
         assert port
         [answer] = await transaction(port, raw + b".\r\n")
         assert answer.startswith(b"250"), answer
-    assert stored(daemon.config.database, "dot-cr@x")["raw"] == raw.replace(b"\n.\r", b"\n\r")
+    kept = stored(database(daemon.config.state_dir), "dot-cr@x")
+    assert kept["raw"] == raw.replace(b"\n.\r", b"\n\r")
 
 
 async def test_commands_pipelined_after_a_bare_lf_end_marker_are_answered(
@@ -154,7 +152,7 @@ async def test_commands_pipelined_after_a_bare_lf_end_marker_are_answered(
         assert (await client.line(timeout=30))[:3] == b"250"
         assert (await client.line())[:3] == b"221"
         await client.close()
-    assert message_ids(daemon.config.database) == ["pipe-1@x", "pipe-2@x"]
+    assert message_ids(database(daemon.config.state_dir)) == ["pipe-1@x", "pipe-2@x"]
 
 
 async def test_long_command_lines_are_accepted(tmp_path: Path, smtp_sink: SmtpSink) -> None:
@@ -180,7 +178,7 @@ async def test_oversize_message_with_long_lines_is_still_refused_by_size(
         assert port
         [answer] = await transaction(port, raw + b".\r\n")
         assert answer.startswith(b"552 5.3.4"), answer  # the size, not the line
-    assert message_ids(daemon.config.database) == []
+    assert message_ids(database(daemon.config.state_dir)) == []
 
 
 # --- SMTP and LMTP on one listener ----------------------------------------------------------
@@ -220,7 +218,7 @@ async def test_lhlo_makes_an_lmtp_session_with_one_answer_per_recipient(
                 return [client.data(request(f"lmtp-lib-{protocol}@x", "x\r\n"))[0]]
 
         assert await asyncio.to_thread(stdlib_lmtp) == [250]
-    assert message_ids(daemon.config.database) == [f"lmtp-{protocol}@x",
+    assert message_ids(database(daemon.config.state_dir)) == [f"lmtp-{protocol}@x",
                                                    f"lmtp-lib-{protocol}@x"]
 
 
@@ -241,7 +239,7 @@ async def test_ehlo_or_helo_makes_an_smtp_session_with_one_answer(
         assert (await client.line(timeout=30)).startswith(b"250 2.0.0 OK")
         assert (await client.line())[:3] == b"221"  # one answer to DATA, not two
         await client.close()
-    assert message_ids(daemon.config.database) == ["smtp@x"]
+    assert message_ids(database(daemon.config.state_dir)) == ["smtp@x"]
 
 
 @pytest.mark.parametrize(("protocol", "greeting"), [

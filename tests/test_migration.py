@@ -17,6 +17,8 @@ from mailgate.storage import schema
 from mailgate.storage.store import Store
 from tests.factories import ROOT, harness, mail
 
+pytestmark = pytest.mark.sqlite_only("migrations from older SQLite schemas (PRAGMA user_version)")
+
 CURRENT = len(schema.MIGRATIONS)
 
 # A migration slow enough to be killed in the middle: it writes millions of rows.

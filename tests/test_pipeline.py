@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import FACILITIES, IT, Harness, harness, mail
+from tests.harness import database
 
 
 @pytest.fixture
@@ -214,6 +215,7 @@ async def test_template_syntax_in_mail_is_rendered_literally(h: Harness) -> None
     assert "{{ 7*7 }}" in text and "49" not in text
 
 
+@pytest.mark.sqlite_only("the database is a file with private modes on SQLite")
 async def test_database_is_private(h: Harness) -> None:
     mode = os.stat(h.store.path).st_mode
     assert stat.S_IMODE(mode) == 0o600
@@ -310,7 +312,7 @@ async def test_bulk_mail_is_ticketed_or_ignored_as_configured(tmp_path: Path) ->
     digest = mail("Digest, Vol 12", message_id="<digest@lists.example.com>",
                   headers={"List-Id": "<staff.lists.example.com>"})
     for setting, action, tickets in (("ticket", "ticket", 1), ("ignore", "ignored", 0)):
-        store = await Store.open(tmp_path / setting / "mailgate.sqlite3")
+        store = await Store.open(database(tmp_path / setting))
         pipeline = Pipeline(example_directory(), Renderer(TEMPLATES),
                             PipelineSettings(bulk_mail=setting), FakeClock())
         h = Harness(store, pipeline, FakeClock())

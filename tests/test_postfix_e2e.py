@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from mailgate.config.loader import load_setup
 from mailgate.service.daemon import Daemon
 from tests.factories import mail
+from tests.harness import database, scalar
 from tests.mailservers import SmtpSink, free_port, write_daemon_config
 from tests.postfix import PostfixServer, find_postfix, why_no_private_postfix
 
@@ -73,11 +73,8 @@ def submit(postfix: PostfixServer, raw: bytes) -> None:
         client.sendmail("ann@example.com", [IT], raw)
 
 
-def tickets(database: Path) -> int:
-    with sqlite3.connect(database) as db:
-        [(count,)] = db.execute("SELECT COUNT(*) FROM tickets").fetchall()
-    db.close()
-    return int(count)
+def tickets(target: Path | str) -> int:
+    return int(scalar(target, "SELECT COUNT(*) FROM tickets"))
 
 
 async def until(condition: Callable[[], bool], what: str, postfix: PostfixServer,
@@ -101,7 +98,7 @@ async def test_mail_through_postfix_becomes_a_ticket_and_the_ack_goes_out_throug
     assert ack.rcpt_tos == ["ann@example.com"]
     # It went through Postfix: its queue added a Received line naming it.
     assert "mx.mailgate-test.invalid" in str(ack.message["Received"])
-    assert tickets(daemon.config.database) == 1
+    assert tickets(database(daemon.config.state_dir)) == 1
     await until(lambda: "Mail queue is empty" in postfix.queue(), "an empty queue", postfix)
 
 
@@ -123,7 +120,7 @@ async def test_postfix_defers_while_mailgate_is_stopped_and_delivers_once_it_is_
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{postfix.log_tail()}") from None
         assert ack.message["Subject"] == "[IT-1001] Re: Printer on fire"
-        assert tickets(running.config.database) == 1
+        assert tickets(database(running.config.state_dir)) == 1
         await until(lambda: "Mail queue is empty" in postfix.queue(), "an empty queue",
                     postfix)
     finally:

@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mailgate.cli.database import _backup
 from mailgate.cli.people import import_people
 from mailgate.cli.progress import Progress
 from mailgate.storage.store import Store
 from tests.factories import ROOT
+from tests.harness import database, database_table
 
 
 class Terminal(io.StringIO):
@@ -43,8 +46,9 @@ def test_one_updating_line_on_a_terminal() -> None:
     assert tty.getvalue().endswith("\rbackup: done ")
 
 
+@pytest.mark.sqlite_only("SQLite's online backup copies the file in steps")
 async def test_backup_on_a_terminal_copies_in_steps_and_shows_them(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    store = await Store.open(database(tmp_path / "state"))
     try:
         await store.conn.execute("CREATE TABLE filler (data BLOB)")
         await store.conn.executemany("INSERT INTO filler VALUES (randomblob(4000))",
@@ -87,11 +91,11 @@ def test_the_cli_stays_quiet_when_stderr_is_not_a_terminal(tmp_path: Path) -> No
     config = tmp_path / "mailgate.toml"
     config.write_text(f'[state]\ndir = "{tmp_path / "state"}"\n[directory]\npath = '
                       f'"{ROOT / "config" / "directory.example.toml"}"\n[outbox]\n'
-                      f'dir = "{tmp_path / "out"}"\n')
+                      f'dir = "{tmp_path / "out"}"\n' + database_table(tmp_path / "state"))
     import asyncio
 
     async def create() -> None:
-        await (await Store.open(tmp_path / "state" / "mailgate.sqlite3")).close()
+        await (await Store.open(database(tmp_path / "state"))).close()
 
     asyncio.run(create())
 

@@ -14,6 +14,7 @@ import pytest
 
 from mailgate.storage.queries import TicketFilter, find_tickets, risk_horizons, sla_overview
 from tests.factories import FACILITIES, Harness, harness, mail
+from tests.harness import database
 
 
 def utc(day: int, hour: int, minute: int = 0) -> datetime:
@@ -129,7 +130,7 @@ def test_status_tickets_and_report_commands(tmp_path: Path) -> None:
     now = datetime.now(UTC).timestamp()
 
     async def seed() -> None:
-        store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+        store = await Store.open(database(tmp_path / "state"))
         rows = [("IT-1001", "it", "ann@example.com", now - 3 * 86400, now - 3600, 0),
                 ("IT-1002", "it", "bob@example.com", now - 600, now + 30 * 86400, 1),
                 ("IT-1003", "it", "cy@other.org", now - 300, now + 30 * 86400, 0),

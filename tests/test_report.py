@@ -40,6 +40,7 @@ from mailgate.core.report import Rate, Satisfaction, Stat, as_html, as_json, as_
 from mailgate.storage.queries import columns, department_report
 from mailgate.storage.store import Store
 from tests.factories import example_directory
+from tests.harness import database
 
 BERLIN = ZoneInfo("Europe/Berlin")
 H = 3600.0
@@ -54,7 +55,7 @@ SINCE, NOW = berlin(23, 0), berlin(30, 15)
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    store = await Store.open(database(tmp_path / "state"))
     yield store
     await store.close()
 

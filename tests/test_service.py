@@ -33,6 +33,7 @@ from mailgate.service.daemon import Daemon, fingerprint, needs_restart
 from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.storage.schema import MIGRATIONS
 from tests.factories import ROOT, mail
+from tests.harness import database, database_table, query, scalar
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -194,6 +195,7 @@ def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60, cwd=ROOT)
 
 
+@pytest.mark.sqlite_only("an older schema is made with SQLite's PRAGMA user_version")
 def test_migrate_reports_applies_and_checks(tmp_path: Path) -> None:
     config = tmp_path / "mailgate.toml"
     config.write_text(f'[state]\ndir = "state"\n[directory]\npath = '
@@ -232,7 +234,8 @@ def test_migrate_refuses_while_a_daemon_runs(tmp_path: Path) -> None:
 
     config = tmp_path / "mailgate.toml"
     config.write_text(f'[state]\ndir = "state"\n[directory]\npath = '
-                      f'"{ROOT / "config" / "directory.example.toml"}"\n[outbox]\ndir = "out"\n')
+                      f'"{ROOT / "config" / "directory.example.toml"}"\n[outbox]\ndir = "out"\n'
+                      + database_table(tmp_path / "state"))
     (tmp_path / "state").mkdir()
     with daemon_lock(tmp_path / "state"):  # as `mailgate run` holds it
         busy = run_cli(config, "migrate")
@@ -261,8 +264,8 @@ class Service:
         return self.tmp_path / "mailgate.toml"
 
     @property
-    def database(self) -> Path:
-        return self.tmp_path / "state" / "mailgate.sqlite3"
+    def database(self) -> Path | str:
+        return database(self.tmp_path / "state")
 
     @property
     def log(self) -> Path:
@@ -367,20 +370,17 @@ def _smtp_send(port: int, recipient: str, raw: bytes) -> None:
         client.sendmail("ann@example.com", [recipient], raw)
 
 
-def database_state(path: Path) -> dict:
-    with sqlite3.connect(path, timeout=10) as db:
-        one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
-        state = {
-            "tickets": one("SELECT COUNT(*) FROM tickets"),
-            "queued": one("SELECT COUNT(*) FROM outbox WHERE status = 'queued'"),
-            "quarantine": one("SELECT COUNT(*) FROM quarantine"),
-            "last_uid": one("SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes"),
-            "per_message": Counter(r[0] for r in db.execute(
-                "SELECT m.message_id FROM messages m JOIN events e ON e.message = m.id "
-                "WHERE e.kind = 'created'")),
-        }
-    db.close()
-    return state
+def database_state(target: Path | str) -> dict:
+    one = lambda sql: scalar(target, sql)  # noqa: E731
+    return {
+        "tickets": one("SELECT COUNT(*) FROM tickets"),
+        "queued": one("SELECT COUNT(*) FROM outbox WHERE status = 'queued'"),
+        "quarantine": one("SELECT COUNT(*) FROM quarantine"),
+        "last_uid": one("SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes"),
+        "per_message": Counter(r[0] for r in query(
+            target, "SELECT m.message_id FROM messages m JOIN events e ON e.message = m.id "
+            "WHERE e.kind = 'created'")),
+    }
 
 
 def assert_exactly_once(state: dict, sink: SmtpSink, expected: int) -> None:
@@ -561,6 +561,7 @@ async def test_sigterm_during_a_burst_then_restart_tickets_every_message_once(
 
 
 @pytest.mark.e2e
+@pytest.mark.sqlite_only("the backup is a SQLite file, checked with SQLite's pragmas")
 async def test_backup_while_running_is_a_consistent_database(service: Service) -> None:
     await service.start()
     feeder = asyncio.create_task(service.feed("bk", 40))

@@ -25,6 +25,7 @@ from mailgate.config.directory import load_directory
 from mailgate.config.settings import load_config
 from mailgate.service.startup import ListenError, StartError, daemon_lock
 from tests.factories import EXAMPLE_DIRECTORY, ROOT
+from tests.harness import database_table
 from tests.test_cli import _wait_for_port
 
 MAILGATE = [sys.executable, "-m", "mailgate"]
@@ -43,7 +44,7 @@ def taken_port() -> Iterator[int]:
 def write_config(tmp_path: Path, extra: str = "", state: str = "state") -> Path:
     path = tmp_path / "mailgate.toml"
     path.write_text(f'[state]\ndir = "{state}"\n[directory]\npath = "{EXAMPLE_DIRECTORY}"\n'
-                    f'[outbox]\ndir = "outgoing"\n{extra}')
+                    f'[outbox]\ndir = "outgoing"\n{extra}' + database_table(tmp_path / state))
     return path
 
 
@@ -92,6 +93,7 @@ def test_state_directory_that_is_a_file(tmp_path: Path) -> None:
     assert f"state directory {tmp_path / 'blocker' / 'state'} is not usable" in line
 
 
+@pytest.mark.sqlite_only("a damaged SQLite file, a newer PRAGMA user_version")
 def test_a_database_that_cannot_be_used(tmp_path: Path) -> None:
     """Store.open stopped halfway on these, with a traceback (and, for the first, its
     database thread left running: a hang)."""

@@ -19,6 +19,7 @@ import pytest
 from mailgate.cli import main as cli
 from mailgate.core.terminal import visible, visible_lines
 from tests.factories import EXAMPLE_DIRECTORY, harness
+from tests.harness import database, database_table, query
 
 HOSTILE = "\x1b[2J\x07\x00\r\u202e\x9b"  # clear screen, bell, NUL, CR, RLO, C1 CSI
 RAW = ("\x1b", "\x07", "\x00", "\r", "\u202e", "\x9b")
@@ -105,7 +106,7 @@ def hostile_db(tmp_path: Path) -> Path:
     asyncio.run(build())
     config = tmp_path / "mailgate.toml"
     config.write_text(f'[state]\ndir = "state"\n[directory]\npath = "{EXAMPLE_DIRECTORY}"\n'
-                      f'[outbox]\ndir = "outgoing"\n')
+                      f'[outbox]\ndir = "outgoing"\n' + database_table(tmp_path / "state"))
     return config
 
 
@@ -164,14 +165,8 @@ def test_json_gives_the_text_back_exactly(
 def test_report_text_escapes_department_keys_from_the_database(
         hostile_db: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    async def rename() -> None:
-        import aiosqlite
-
-        async with aiosqlite.connect(hostile_db.parent / "state" / "mailgate.sqlite3") as db:
-            await db.execute("UPDATE tickets SET department = ?", (f"<i>x{HOSTILE}",))
-            await db.commit()
-
-    asyncio.run(rename())
+    query(database(hostile_db.parent / "state"), "UPDATE tickets SET department = ?",
+          f"<i>x{HOSTILE}")
     for args in (["report"], ["report", "--dependencies"]):
         code, out, err = run_cli(capsys, monkeypatch, "--config", str(hostile_db), *args)
         assert code == 0, err

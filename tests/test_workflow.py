@@ -28,6 +28,7 @@ from tests.factories import (
     example_directory,
     mail,
 )
+from tests.harness import database
 
 A_R = "Authentication-Results"
 
@@ -41,7 +42,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 async def make(tmp_path: Path, **settings: object) -> Harness:
     clock = FakeClock()
-    store = await Store.open(tmp_path / "state" / "mailgate.sqlite3")
+    store = await Store.open(database(tmp_path / "state"))
     policy = TrustPolicy(frozenset({"example.com"}), "mx.example.com")
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES),
                         PipelineSettings(instance="mailgate-test", trust=policy,

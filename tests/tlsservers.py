@@ -17,6 +17,7 @@ from aiosmtpd.smtp import SMTP
 
 from tests.certs import Issued, TestCA
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES
+from tests.harness import database_table
 from tests.mailservers import DovecotOAuth2, DovecotServer, Mailbox, SmtpSink, find_dovecot
 
 
@@ -49,7 +50,7 @@ dir = "{state}"
 path = "{EXAMPLE_DIRECTORY}"
 [templates]
 dir = "{TEMPLATES}"
-""" + tables + "".join(box.toml() for box in mailboxes))
+""" + database_table(path.parent / state) + tables + "".join(box.toml() for box in mailboxes))
     return path
 
 

@@ -1,0 +1,102 @@
+"""One switch for the suite's database engine: MAILGATE_TEST_ENGINE=sqlite (the default) or
+postgresql.
+
+A test gets its database from here, never by spelling a path itself:
+
+- `database(state_dir)`: what `Store.open` takes — the SQLite file in that state directory,
+  or (postgresql mode) a fresh database on the session's private PostgreSQL, one per state
+  directory, so two daemons in one test do not share one by accident;
+- `database_table(state_dir)`: the `[database]` table a mailgate.toml needs for it ("" on
+  SQLite, whose database lives in the state directory);
+- `query(target, sql, *args)`: read rows back from either engine, synchronously, with
+  `?` placeholders.
+
+Tests that are about SQLite itself (its file, its pragmas, its locks, migrations from old
+SQLite schemas) carry `@pytest.mark.sqlite_only("why")` and are skipped in postgresql mode
+with that reason (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # tests.postgres imports tests.mailservers, which imports this module
+    from tests.postgres import PostgresServer
+
+ENGINE_VARIABLE = "MAILGATE_TEST_ENGINE"
+ENGINES = ("sqlite", "postgresql")
+SQLITE_FILE = "mailgate.sqlite3"
+
+
+def engine() -> str:
+    chosen = os.environ.get(ENGINE_VARIABLE, "sqlite") or "sqlite"
+    if chosen not in ENGINES:
+        raise ValueError(f"{ENGINE_VARIABLE}={chosen!r}: expected one of {', '.join(ENGINES)}")
+    return chosen
+
+
+def on_postgresql() -> bool:
+    return engine() == "postgresql"
+
+
+@dataclass
+class Databases:
+    """The databases of one test: a fresh PostgreSQL database per state directory."""
+
+    server: PostgresServer
+    urls: dict[Path, str] = field(default_factory=dict)
+
+    def url(self, state_dir: Path) -> str:
+        key = Path(os.path.abspath(state_dir))
+        if key not in self.urls:
+            self.urls[key] = self.server.create_database()
+        return self.urls[key]
+
+
+# Set for the running test by the autouse fixture in conftest.py, in postgresql mode only.
+_current: Databases | None = None
+
+
+def use(databases: Databases | None) -> None:
+    global _current
+    _current = databases
+
+
+def database(state_dir: Path) -> Path | str:
+    """What Store.open takes for the daemon whose state directory is STATE_DIR."""
+    if not on_postgresql():
+        return Path(state_dir) / SQLITE_FILE
+    if _current is None:
+        raise RuntimeError("postgresql mode, but no test database: is the test running "
+                           "under pytest with tests/conftest.py?")
+    return _current.url(state_dir)
+
+
+def database_table(state_dir: Path) -> str:
+    """The mailgate.toml [database] table for STATE_DIR's database ("" on SQLite)."""
+    target = database(state_dir)
+    return f'[database]\nurl = "{target}"\n' if isinstance(target, str) else ""
+
+
+def query(target: Path | str, sql: str, *args: object) -> list[tuple]:
+    """The rows of one statement (`?` placeholders) on either engine."""
+    if isinstance(target, Path):
+        with sqlite3.connect(target, timeout=10) as db:
+            rows = [tuple(row) for row in db.execute(sql, args)]
+        db.close()  # the context manager commits, it does not close
+        return rows
+    import psycopg  # only postgresql mode needs the driver
+
+    with psycopg.connect(target) as conn:
+        cursor = conn.execute(sql.replace("?", "%s"), args)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+def scalar(target: Path | str, sql: str, *args: object) -> object:
+    """The one value of a one-row, one-column statement."""
+    [(value,)] = query(target, sql, *args)
+    return value
