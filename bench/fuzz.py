@@ -3,7 +3,7 @@
 
     python bench/fuzz.py [--cases 100000] [--seed 1]
 
-Mutates every corpus message (and a few synthetic ones) with mailgate.fuzzing.mutate and
+Mutates every corpus message (and a few synthetic ones) with tests.fuzzing.mutate and
 prints a results table; any exception is printed with the seed and case to reproduce it.
 """
 
@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailgate.core.classify import LoopContext
 from mailgate.core.model import Origin
-from mailgate.fuzzing import mutate, run_core
 from tests.factories import example_directory, mail
+from tests.fuzzing import mutate, run_core
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

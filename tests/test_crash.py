@@ -41,11 +41,12 @@ def write_config(tmp_path: Path, account: ImapAccount, sink: SmtpSink) -> Path:
 
 
 async def start_daemon(config: Path, log: Path, crashpoint: str = "") -> asyncio.subprocess.Process:
-    env = {**os.environ, "MAILGATE_CRASHPOINT": crashpoint}
+    """mailgate run; with CRASHPOINT (tests/crashing_daemon.py), one that dies there."""
+    program = ["tests.crashing_daemon", crashpoint] if crashpoint else ["mailgate"]
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mailgate", "--config", str(config), "run",
-            stdout=out, stderr=out, env=env, cwd=ROOT)
+            sys.executable, "-m", *program, "--config", str(config), "run",
+            stdout=out, stderr=out, cwd=ROOT)
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:

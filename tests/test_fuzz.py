@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from mailgate.core.classify import LoopContext
 from mailgate.core.model import Origin
-from mailgate.fuzzing import mutate, run_core
 from tests.factories import example_directory, find_corpus, mail
+from tests.fuzzing import mutate, run_core
 
 DIRECTORY = example_directory()
 CONTEXT = LoopContext(DIRECTORY.own_addresses(), "mailgate-test")

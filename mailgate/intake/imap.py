@@ -31,7 +31,6 @@ from mailgate.connect.tls import TlsSettings, client_context
 from mailgate.core.model import Origin
 from mailgate.intake.pipeline import Clock
 from mailgate.service import metrics
-from mailgate.service.faults import crashpoint
 from mailgate.service.log import get_logger
 from mailgate.storage.errors import STORE_ERRORS, TEMPORARY
 from mailgate.storage.store import Store
@@ -231,7 +230,6 @@ class MailboxWatcher:
                           action=outcome.action, tickets=outcome.tickets)
             await tx.set_mailbox_position(self.config.name, uidvalidity, batch[-1],
                                           self.clock())
-            crashpoint("before_commit")  # everything written, nothing committed
         for action in outcomes:  # committed: a rolled-back batch is read and counted again
             metrics.METRICS.message_in(self.config.name, action)
         self.state.processed += len(fetched)

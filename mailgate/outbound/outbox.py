@@ -19,7 +19,6 @@ from mailgate.intake.pipeline import Clock
 from mailgate.outbound.sentlog import SentLog
 from mailgate.outbound.transport import ServerUnavailable, Transport
 from mailgate.service import metrics
-from mailgate.service.faults import crashpoint
 from mailgate.service.log import get_logger
 from mailgate.storage.store import OutboxRow, Store
 
@@ -78,7 +77,6 @@ class Outbox:
                 except TransientError as exc:
                     await self._retry(row, str(exc))
                     continue
-                crashpoint("after_send")  # the server has it; our bookkeeping does not yet
                 self.sent_log.record(row.id)
                 metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
                 log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
