@@ -3,22 +3,14 @@ aiosmtpd sink."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests import harness
+from tests.environment import missing
 from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, find_dovecot
 from tests.postgres import PostgresServer, find_postgres, unusable_postgres
-
-
-def missing(message: str) -> None:
-    """A server the tests need is not here: a skip on a workstation, a failure in CI
-    (where scripts/dev.py installs it, so its absence is a broken setup)."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # tests.postgres imports tests.mailservers, which imports this module
     from tests.postgres import PostgresServer
 
+ROOT = Path(__file__).resolve().parent.parent
 ENGINE_VARIABLE = "MAILGATE_TEST_ENGINE"
 ENGINES = ("sqlite", "postgresql")
 SQLITE_FILE = "mailgate.sqlite3"
@@ -41,6 +43,14 @@ def engine() -> str:
 
 def on_postgresql() -> bool:
     return engine() == "postgresql"
+
+
+def postgresql_in_checkout() -> bool:
+    """Whether this checkout has the PostgreSQL engine: its `postgresql` extra (the driver)
+    in pyproject.toml. scripts/dev.py asks the same question."""
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        extras = tomllib.load(file)["project"].get("optional-dependencies", {})
+    return "postgresql" in extras
 
 
 @dataclass

@@ -400,7 +400,6 @@ def test_holiday_lookup_failures_become_problems(monkeypatch: pytest.MonkeyPatch
 
 
 def test_real_holidays_package() -> None:
-    pytest.importorskip("holidays")
     days = default_holiday_lookup("DE", "BY", range(2026, 2027))
     assert date(2026, 1, 6) in days  # Epiphany: Bavaria, not Berlin
     assert date(2026, 1, 6) not in default_holiday_lookup("DE", "BE", range(2026, 2027))

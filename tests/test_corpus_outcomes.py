@@ -21,13 +21,19 @@ CORPUS = find_corpus()
 
 
 def skip_without_corpus() -> Path:
-    """The corpus, or a skip that says what was not checked (loudly under CI)."""
+    """The corpus, or a skip that says what was not checked (loudly under CI).
+
+    The one environment skip that stays a skip under CI=true, on purpose: the corpus is
+    real-world mail kept beside the repository, not in it, so no checkout (and no CI run)
+    has it unless someone points MAILGATE_CORPUS at a copy. scripts/dev.py cannot install
+    it; failing CI for its absence would fail every CI run."""
     if CORPUS is not None:
         return CORPUS
     reason = "shared corpus not found (set MAILGATE_CORPUS to its folder)"
     if os.environ.get("CI") == "true":
-        reason = (f"CI=true and {reason}: the corpus expectations ({TABLE.name}) were NOT "
-                  "checked; generated hostile mail (test_hostile.py) and fuzzing still ran")
+        reason = (f"CI=true and {reason}; it is not part of the repository, so the corpus "
+                  f"expectations ({TABLE.name}) were NOT checked; generated hostile mail "
+                  "(test_hostile.py) and fuzzing still ran")
     pytest.skip(reason)
 
 
@@ -106,5 +112,6 @@ def test_a_missing_corpus_under_ci_is_a_skip_that_says_so(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(globals(), "CORPUS", None)
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.skip.Exception, match=r"CI=true .* were NOT checked"):
+    with pytest.raises(pytest.skip.Exception,
+                       match=r"CI=true .* not part of the repository.* were NOT checked"):
         skip_without_corpus()

@@ -18,6 +18,7 @@ import pytest
 
 from mailgate.config.loader import load_setup
 from mailgate.service.daemon import Daemon
+from tests.environment import missing
 from tests.factories import mail
 from tests.mailservers import (
     DovecotServer,
@@ -268,7 +269,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
                             capture_output=True)
     if result.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
+        missing(f"cannot mount a small tmpfs here (needs root): {result.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 

@@ -42,6 +42,7 @@ from mailgate.service import metrics
 from mailgate.service.daemon import Daemon
 from tests import tlsservers
 from tests.certs import TestCA, self_signed_rsa
+from tests.environment import missing
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES, mail
 from tests.idp import IdP
 from tests.mailservers import (
@@ -215,7 +216,7 @@ def idp(ca: TestCA) -> Iterator[IdP]:
 @pytest.fixture(scope="module")
 def oauth_dovecot(ca: TestCA, idp: IdP) -> Iterator[DovecotServer]:
     if find_dovecot() is None:
-        pytest.skip("Dovecot is not installed")
+        missing("Dovecot is not installed")
     server = start_dovecot(ca, DovecotOAuth2(f"{idp.url}/introspect", ca.ca_file))
     yield server
     server.cleanup()

@@ -39,6 +39,7 @@ import pytest
 from mailgate.core.report import Rate, Satisfaction, Stat, as_html, as_json, as_text
 from mailgate.storage.queries import columns, department_report
 from mailgate.storage.store import Store
+from tests.environment import missing
 from tests.factories import example_directory
 from tests.harness import database
 
@@ -206,7 +207,7 @@ def chromium() -> str:
         return CHROMIUM
     # "Where available" (issue 6): scripts/dev.py installs it when apt can; a machine where
     # it cannot must not block the rest of the suite.
-    pytest.skip("Chromium is not installed (apt-get install chromium, or run "
+    missing("Chromium is not installed (apt-get install chromium, or run "
                 "`python3 scripts/dev.py test` as root to install it)")
 
 

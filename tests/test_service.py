@@ -32,6 +32,7 @@ from mailgate.core.render import Renderer
 from mailgate.service.daemon import Daemon, fingerprint, needs_restart
 from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.storage.schema import MIGRATIONS
+from tests.environment import missing
 from tests.factories import ROOT, mail
 from tests.harness import database, database_table, query, scalar
 from tests.mailservers import (
@@ -169,7 +170,7 @@ def test_template_edits_wait_for_a_new_renderer(tmp_path: Path) -> None:
 def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+        missing("systemd-analyze is not installed (Debian package systemd)")
     unit_text = (ROOT / "systemd" / "mailgate.service").read_text()
     for needed in ("Type=notify\n", "WatchdogSec=60s", "ExecReload=/bin/kill -HUP $MAINPID"):
         assert needed in unit_text
@@ -177,7 +178,7 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     # copy at this checkout's console script, so every other complaint still counts.
     binary = Path(sys.executable).parent / "mailgate"
     if not binary.exists():
-        pytest.skip(f"{binary} missing (pip install -e .)")
+        missing(f"{binary} missing (pip install -e .)")
     unit = tmp_path / "mailgate.service"
     unit.write_text(unit_text.replace("/usr/local/bin/mailgate", str(binary)))
     result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,

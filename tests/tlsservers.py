@@ -16,6 +16,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from tests.certs import Issued, TestCA
+from tests.environment import missing
 from tests.factories import EXAMPLE_DIRECTORY, TEMPLATES
 from tests.harness import database_table
 from tests.mailservers import DovecotOAuth2, DovecotServer, Mailbox, SmtpSink, find_dovecot
@@ -31,7 +32,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
 def tls_dovecot(ca: TestCA) -> Iterator[DovecotServer]:
     """A Dovecot whose certificate the CA signed: STARTTLS on .port, TLS on .tls_port."""
     if find_dovecot() is None:
-        pytest.skip("Dovecot is not installed")
+        missing("Dovecot is not installed")
     server = start_dovecot(ca)
     yield server
     server.cleanup()
