@@ -2,9 +2,12 @@
 """Bootstrap for a fresh clone: only Python and apt are assumed.
 
     python3 scripts/dev.py demo     # venv + mailgate, then `mailgate demo`
-    python3 scripts/dev.py test     # venv + test extras + Dovecot + Postfix + Chromium, then pytest
+    python3 scripts/dev.py test     # venv + test extras + Dovecot + Postfix + PostgreSQL +
+                                    # Chromium, then pytest on SQLite, then on PostgreSQL
 
 Extra arguments go to `mailgate demo` or to pytest. Standard library only, on purpose.
+The PostgreSQL run (MAILGATE_TEST_ENGINE=postgresql) comes only after the SQLite run
+passed, and only in a checkout that has the PostgreSQL engine (the `postgresql` extra).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +72,16 @@ def ensure_venv() -> None:
     run(sys.executable, "-m", "venv", VENV)
 
 
+def has_extra(name: str) -> bool:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return name in tomllib.load(file)["project"].get("optional-dependencies", {})
+
+
+def has_postgresql_engine() -> bool:
+    """The checkout has the PostgreSQL engine: its driver is the `postgresql` extra."""
+    return has_extra("postgresql")
+
+
 def ensure_packages(extra: str) -> None:
     """pip install -e . only when pyproject.toml changed since the last install."""
     spec = f".[{extra}]" if extra else "."
@@ -83,17 +97,21 @@ def ensure_packages(extra: str) -> None:
 
 
 def ensure_server(program: str, package: str, skipped: str, hint: str = "",
-                  debconf: str = "") -> None:
-    """Install a mail server the tests run a private instance of, or say which tests
-    will be skipped (fatal under CI). `debconf` answers the package's questions first."""
-    if shutil.which(program) or Path(f"/usr/sbin/{program}").exists():
+                  debconf: str = "", installed: bool | None = None, name: str = "") -> None:
+    """Install a server (or tool) the tests need, or say which tests will be skipped
+    (fatal under CI, where the tests would fail). `installed` says whether it is here
+    (default: PROGRAM on the PATH or in /usr/sbin); `debconf` answers the package's
+    questions first."""
+    if installed is None:
+        installed = bool(shutil.which(program) or Path(f"/usr/sbin/{program}").exists())
+    if installed:
         return
     if can_apt():
         if debconf:
             subprocess.run([*as_root(), "debconf-set-selections"], text=True, input=debconf)
         if apt_install(package):
             return
-    name = program.capitalize()
+    name = name or program.capitalize()
     message = (f"{name} is not installed and cannot be installed here (needs root or sudo "
                f"and apt-get): {skipped} will be skipped. Install it with: "
                f"sudo apt-get install {package}{hint}")
@@ -115,23 +133,43 @@ def ensure_postfix() -> None:
                   debconf="postfix postfix/main_mailer_type select No configuration\n")
 
 
+def ensure_postgresql() -> None:
+    """tests/postgres.py runs a private PostgreSQL (initdb in a temporary directory) from
+    Debian's versioned binaries, /usr/lib/postgresql/<version>/bin, which are not on the
+    PATH."""
+    installed = any(Path("/usr/lib/postgresql").glob("*/bin/postgres")) \
+        or shutil.which("postgres") is not None
+    ensure_server("postgres", "postgresql", "the PostgreSQL tests", installed=installed,
+                  name="PostgreSQL")
+
+
 def ensure_systemd_analyze() -> None:
-    """Optional: lets the tests check the unit file with `systemd-analyze verify`."""
-    if shutil.which("systemd-analyze") or not can_apt():
-        return
-    if not apt_install("systemd"):
-        say("systemd-analyze unavailable: the unit-file check will be skipped")
+    """Lets the tests check the unit file with `systemd-analyze verify`."""
+    ensure_server("systemd-analyze", "systemd", "the unit-file check",
+                  installed=shutil.which("systemd-analyze") is not None,
+                  name="systemd-analyze")
 
 
 def ensure_chromium() -> None:
     """Headless Chromium renders the HTML report in a test (about 20 s to install)."""
-    if Path("/usr/bin/chromium").exists():
-        return
-    if can_apt() and apt_install("chromium"):
-        return
-    say("Chromium is not installed and cannot be installed here (needs root or sudo and "
-        "apt-get): the HTML report screenshot test will be skipped. Install it with: "
-        "sudo apt-get install chromium")
+    ensure_server("chromium", "chromium", "the HTML report screenshot test",
+                  installed=Path("/usr/bin/chromium").exists())
+
+
+def run_tests(pytest_args: list[str]) -> int:
+    """The suite on SQLite; when that passed and the checkout has the PostgreSQL engine,
+    the suite again on PostgreSQL. The first failing run's exit status is returned."""
+    status = pytest_on("sqlite", pytest_args)
+    if status != 0 or not has_postgresql_engine():
+        return status
+    return pytest_on("postgresql", pytest_args)
+
+
+def pytest_on(engine: str, pytest_args: list[str]) -> int:
+    say(f"pytest with MAILGATE_TEST_ENGINE={engine}")
+    env = {**os.environ, "MAILGATE_TEST_ENGINE": engine}
+    return subprocess.run([str(BIN / "python"), "-m", "pytest", *pytest_args], cwd=ROOT,
+                          env=env).returncode
 
 
 def main(argv: list[str]) -> int:
@@ -142,14 +180,13 @@ def main(argv: list[str]) -> int:
     if argv[0] == "demo":
         ensure_packages("")
         os.execv(BIN / "mailgate", [str(BIN / "mailgate"), "demo", *argv[1:]])
-    ensure_packages("test")
+    ensure_packages("test,postgresql" if has_postgresql_engine() else "test")
     ensure_dovecot()
     ensure_postfix()
+    ensure_postgresql()
     ensure_systemd_analyze()
     ensure_chromium()
-    os.chdir(ROOT)
-    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *argv[1:]])
-    return 0
+    return run_tests(argv[1:])
 
 
 if __name__ == "__main__":
