@@ -1,5 +1,6 @@
-"""Is a mail with this Message-ID queued already? Asked by the workers that queue a mail
-exactly once (the weekly digest) and by the outbox when it writes a further copy.
+"""Outbox rows by Message-ID: is a mail queued already (the weekly digest, queued exactly
+once), and which row is it (an escalation's further copy finds its first copy, which the
+escalations table names).
 
 outbox.message_id is unique, so a Message-ID names at most one row.
 """
