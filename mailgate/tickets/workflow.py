@@ -40,20 +40,15 @@ from mailgate.config.directory import Department, Directory, is_agent, member_ad
 from mailgate.core.addresses import canonical, domain_of, within
 from mailgate.core.commands import HELP, Command, Parsed, parse_commands, parse_rating, rating_links
 from mailgate.core.mime.largemail import Light
-from mailgate.core.model import Inbound, Outgoing, OutgoingKind, Priority, Status, Ticket
+from mailgate.core.model import Inbound, Outgoing, Priority, Status, Ticket
+from mailgate.core.model import OutgoingKind as K
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing, keyed_message_id
 from mailgate.core.sla import Target
 from mailgate.core.trim import trim_reply
 from mailgate.core.trust import Trust, may_command
-from mailgate.outbound.compose import (
-    PLACEHOLDER_ID,
-    Envelope,
-    RelayParts,
-    compose,
-    with_message_id,
-)
-from mailgate.outbound.kinds import Sending, Thread
+from mailgate.outbound.compose import RelayParts
+from mailgate.outbound.kinds import Mail, Sending, Thread, build
 from mailgate.outbound.queued import (
     QueuedMail,
     parts_to_relay,
@@ -64,7 +59,6 @@ from mailgate.storage import ticketops as ops
 from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Tx
 from mailgate.tickets.budget import MailBudget
-from mailgate.tickets.conversation import tagged_subject
 from mailgate.tickets.effects import QueueMail
 
 log = get_logger("mailgate.tickets.workflow")
@@ -148,7 +142,7 @@ class Workflow:
         context = {"text": text[:MAX_QUOTED_CHARS], "help": HELP, "actor": actor,
                    "transferred_from": transferred_from,
                    "due_at": due.astimezone(calendar.zone) if due else None}
-        notice = QueueMail(OutgoingKind.NOTIFY_TEAM, dept.key, to, (st.id,), context,
+        notice = QueueMail(K.NOTIFY_TEAM, dept.key, to, (st.id,), context,
                            variant="transferred", thread=Thread(request=request))
         mail = await self.mail.write(notice, [st], now)
         await self._send(tx, st.id, mail, "team_notified", now, detail={"to": list(to)},
@@ -211,7 +205,7 @@ class Workflow:
                            detail={"unproven": mail.trust.value}, visibility="internal")
         log.warning("member.unproven", ticket=st.ref, sender=mail.sender,
                     trust=mail.trust.value)
-        await self._notice(tx, st, dept, "unproven", "unproven-notice", member, mail, now,
+        await self._notice(tx, st, dept, K.UNPROVEN_NOTICE, member, mail, now,
                            {"name": self._name(member, mail), "text": text[:2000]})
         return "unproven"
 
@@ -432,23 +426,24 @@ class Workflow:
         key = keyed_message_id(self.settings.keys, (st.ref,), st.requester, "rating", now)
         cc = self._cc(st, mail.sender)
         summary_mail = functools.partial(
-            self._mails, st, dept, "summary", (st.requester,),
-            tagged_subject([st.ref], st.subject), now=now, auto="auto-generated",
-            attachments=parts.parts, cc=cc, **await self._requester_thread(tx, st))
+            self._mails, st, dept, K.SUMMARY, (st.requester,), now=now,
+            attachments=parts.parts, cc=cc, thread=await self._requester_thread(tx, st))
         # The rating links carry the requester's key: her copy only. The people in Cc get
         # the same summary with plain links (a rating is the requester's to give anyway).
-        mail_out = summary_mail(self._summary_text(dept, context, key), only=(st.requester,))
+        mail_out = summary_mail(self._rating(dept, context, key), only=(st.requester,))
         if cc:
-            mail_out += summary_mail(self._summary_text(dept, context, ""), only=cc,
+            mail_out += summary_mail(self._rating(dept, context, ""), only=cc,
                                      first=mail_out[0].message_id)
         await self._send(tx, st.id, mail_out, "summary_sent", now, visibility="public",
                          detail={"to": [st.requester]} | ({"cc": list(cc)} if cc else {}))
         await ops.set_field(tx, st.id, "survey_at", now.timestamp(), now)
         log.info("ticket.resolved", ticket=st.ref, by=mail.sender)
 
-    def _summary_text(self, dept: Department, context: dict, key: str) -> str:
+    @staticmethod
+    def _rating(dept: Department, context: dict, key: str) -> dict:
+        """The summary's context with its rating links (carrying `key`, if any)."""
         links = rating_links(dept.address, context["ticket"]["ref"], key)
-        return self.renderer.render("resolved", dept.key, context | {"rating_links": links}).text
+        return context | {"rating_links": links}
 
     async def _transfer(self, tx: Tx, st: ops.TicketState, dept: Department, command: Command,
                         actor: str, now: datetime) -> None:
@@ -476,11 +471,8 @@ class Workflow:
                            visibility="internal")
         if st.rating is None and dept is not None:  # thanked once, not for a changed mind
             context = self._context(st, dept) | {"rating": rating}
-            body = self.renderer.render("thanks", dept.key, context)
-            out = self._mails(st, dept, "thanks", (st.requester,),
-                              tagged_subject([st.ref], st.subject), body.text, now,
-                              **await self._requester_thread(tx, st), auto="auto-replied",
-                              budget=True)
+            out = self._mails(st, dept, K.THANKS, (st.requester,), context, now,
+                              thread=await self._requester_thread(tx, st))
             await self._send(tx, st.id, out, "thanks_sent", now, visibility="public")
         log.info("ticket.rated", ticket=st.ref, rating=rating)
         return "rated"
@@ -493,12 +485,9 @@ class Workflow:
         name = self._name(mail.sender, mail)
         context = self._context(st, dept) | {"text": text, "agent": {"name": name},
                                              "left_out": list(parts.left_out)}
-        body = self.renderer.render("reply_requester", dept.key, context)
-        # A person's answer: not auto-submitted, so the requester's client treats it so.
         cc = self._cc(st, mail.sender)
-        out = self._mails(st, dept, "reply", (st.requester,),
-                          tagged_subject([st.ref], st.subject), body.text, now,
-                          **await self._requester_thread(tx, st), auto="no",
+        out = self._mails(st, dept, K.REPLY, (st.requester,), context, now,
+                          thread=await self._requester_thread(tx, st),
                           from_name=f"{name} via {dept.name}" if name else dept.name,
                           attachments=parts.parts, cc=cc)
         await self._send(tx, st.id, out, "relayed", now, actor=mail.sender,
@@ -542,12 +531,10 @@ class Workflow:
             "text": text, "kind": kind, "reopened": reopened, "unverified": unverified,
             "author": {"name": author.name if author else "", "address": mail.sender},
             "left_out": list(parts.left_out)}
-        body = self.renderer.render("relay_team", dept.key, context)
-        prefix = "Note" if kind == "note" else "Re"
         name = author.name if author and author.name else mail.sender
-        out = self._mails(st, dept, "note-team" if kind == "note" else "relay-team", to,
-                          f"[{st.ref}] {prefix}: {'(unverified) ' * unverified}{st.subject}",
-                          body.text, now, **await self._team_thread(tx, st), auto="no",
+        out = self._mails(st, dept, K.NOTE_TEAM if kind == "note" else K.RELAY_TEAM, to,
+                          context, now, variant="unverified" if unverified else "proven",
+                          thread=await self._team_thread(tx, st),
                           from_name=f"{name}{' (unverified)' * unverified} via {dept.name}",
                           attachments=parts.parts)
         await self._send(tx, st.id, out, "relayed", now, actor=mail.sender,
@@ -566,7 +553,7 @@ class Workflow:
                              mail: Incoming, now: datetime, problems: list[str] | None = None,
                              refused: str | None = None) -> None:
         """Tell the sender why nothing happened: once per mail, within their budget."""
-        await self._notice(tx, st, dept, "command_reply", "command-reply", mail.sender, mail,
+        await self._notice(tx, st, dept, K.COMMAND_REPLY, mail.sender, mail,
                            now, {"problems": problems or [], "help": HELP,
                                  "refused": refused is not None, "reason": refused or ""})
 
@@ -579,15 +566,15 @@ class Workflow:
         if dept is None:
             return
         try:
-            await self._notice(tx, st, dept, "not_kept", "not-kept", mail.sender, mail, now,
+            await self._notice(tx, st, dept, K.NOT_KEPT, mail.sender, mail, now,
                                {"name": mail.msg.sender.name if mail.msg.sender else "",
                                 "files": files, "max_attachment_size": limit},
                                event_detail={"files": files})
         except TemplateNotFound:  # a notice must never cost the reply itself
             log.warning("template.missing", template="not_kept", ticket=st.ref)
 
-    async def _notice(self, tx: Tx, st: ops.TicketState, dept: Department, template: str,
-                      kind: str, to: str, mail: Incoming, now: datetime, extra: dict,
+    async def _notice(self, tx: Tx, st: ops.TicketState, dept: Department, kind: K,
+                      to: str, mail: Incoming, now: datetime, extra: dict,
                       event_detail: dict | None = None) -> None:
         """An automatic answer to one person's mail, threaded on it; drawn from their
         budget of automatic mail (budget.py), so a flood of forged mail cannot turn us
@@ -599,58 +586,36 @@ class Workflow:
                                visibility="internal")
             log.info("notice.suppressed", ticket=st.ref, kind=kind, reason=refusal)
             return
-        body = self.renderer.render(template, dept.key, self._context(st, dept) | extra)
-        mid = mail.msg.message_id
-        out = self._mails(st, dept, kind, (to,),
-                          tagged_subject([st.ref], mail.msg.subject or st.subject), body.text,
-                          now, in_reply_to=mid or None, references=[mid], auto="auto-replied",
-                          budget=True)
+        out = self._mails(st, dept, kind, (to,), self._context(st, dept) | extra, now,
+                          subject=mail.msg.subject or st.subject,
+                          thread=Thread(answered=mail.msg.message_id or None))
         await self._send(tx, st.id, out, kind.replace("-", "_"), now,
                          detail={"to": [to]} | (event_detail or {}), visibility="internal")
 
-    async def _requester_thread(self, tx: Tx, st: ops.TicketState) -> dict:
-        """Threading by the requester's own Message-IDs: ours carry reply keys, and the
-        copy for one person must not carry another person's key in its References."""
-        last = await ops.last_from(tx, st.id, st.requester)
-        request = await ops.request_message_id(tx, st.id)
-        return {"in_reply_to": last, "references": [request, last]}
+    async def _requester_thread(self, tx: Tx, st: ops.TicketState) -> Thread:
+        """The requester's own Message-IDs (Threading.REQUESTER says why only those)."""
+        return Thread(request=await ops.request_message_id(tx, st.id),
+                      requester_last=await ops.last_from(tx, st.id, st.requester))
 
-    async def _team_thread(self, tx: Tx, st: ops.TicketState) -> dict:
-        request = await ops.request_message_id(tx, st.id)
-        return {"in_reply_to": request, "references": [request]}
+    async def _team_thread(self, tx: Tx, st: ops.TicketState) -> Thread:
+        return Thread(request=await ops.request_message_id(tx, st.id))
 
-    def _mails(self, st: ops.TicketState, dept: Department, kind: str, to: tuple[str, ...],
-               subject: str, text: str, now: datetime, *, in_reply_to: str | None = None,
-               references: list[str | None] | None = None, auto: str = "auto-generated",
-               from_name: str | None = None, attachments: tuple[bytes, ...] = (),
-               cc: tuple[str, ...] = (), budget: bool | str | None = None,
+    def _mails(self, st: ops.TicketState, dept: Department, kind: K, to: tuple[str, ...],
+               context: dict, now: datetime, *, thread: Thread, subject: str | None = None,
+               variant: str = "", from_name: str | None = None,
+               attachments: tuple[bytes, ...] = (), cc: tuple[str, ...] = (),
                only: tuple[str, ...] | None = None, first: str | None = None,
                ) -> list[Outgoing]:
-        """One mail, composed once, sent as one copy per recipient: each copy's
-        Message-ID carries that recipient's reply key for this ticket (replykey.py).
-        `budget`: True draws on each recipient's budget of automatic mail, a string
-        names a budget of its own (a team notification's), None draws on none. `only`:
-        copies for just these of the recipients (a text of their own), `first`: the
-        Message-ID of the mail's first copy when that went out in another call."""
-        refs = tuple(dict.fromkeys(r for r in (references or []) if r))
-        envelope = Envelope(
-            from_name=from_name or dept.name, from_addr=dept.address, to=to, subject=subject,
-            message_id=PLACEHOLDER_ID, date=now, instance=self.settings.instance,
-            in_reply_to=in_reply_to, references=refs, reply_to=dept.address,
-            auto_submitted=auto, cc=cc, extra=(("X-Mailgate-Ticket", st.ref),))
-        raw = compose(envelope, text, None, attachments)
-        domain = dept.address.partition("@")[2]
-        copies: list[Outgoing] = []
-        for recipient in dict.fromkeys(only or (*to, *cc)):
-            message_id = keyed_message_id(self.settings.keys, (st.ref,), recipient, domain, now)
-            mailbox, on_domain = self.settings.budget.keys(recipient)
-            copies.append(Outgoing(
-                message_id=message_id, kind=kind, mail_from=dept.address,
-                recipients=(recipient,), raw=with_message_id(raw, message_id), ticket_id=st.id,
-                budget=budget if isinstance(budget, str) else mailbox if budget else None,
-                budget_domain=on_domain if budget is True else None,
-                copy_of=copies[0].message_id if copies else first))
-        return copies
+        """A mail about this ticket from its department, as outbound/kinds.py's table
+        says for its kind: one copy per recipient, each with that person's reply key.
+        `subject`: the one it answers (else the ticket's); `only` and `first`: see
+        kinds.build."""
+        mail = Mail(kind, from_name or dept.name, dept.address, to,
+                    fields={"subject": st.subject if subject is None else subject},
+                    context=context, department=dept.key, variant=variant,
+                    tickets=(st.ref,), ticket_id=st.id, thread=thread, cc=cc,
+                    attachments=attachments)
+        return build(mail, self.renderer, self.mail.sending, now, only=only, first=first)
 
     async def _send(self, tx: Tx, ticket_id: int, mails: list[Outgoing], event: str,
                     now: datetime, *, actor: str | None = None, detail: dict | None = None,
