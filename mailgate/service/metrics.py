@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from mailgate.core.model import OutgoingKind
 from mailgate.service.log import get_logger
 
 log = get_logger("mailgate.service.metrics")
@@ -115,7 +116,7 @@ class Registry(Metrics):
 
     def mail_sent(self, kind: str, latency: float) -> None:
         self.inc("mailgate_mail_sent_total", (("kind", kind),))
-        if kind == "ack":
+        if kind == OutgoingKind.ACK:
             self.inc("mailgate_acks_sent_total")
             self.ack_latency.observe(max(0.0, latency))
 

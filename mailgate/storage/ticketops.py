@@ -7,15 +7,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from mailgate.core.model import Status
+from mailgate.core.model import OutgoingKind, Status
 from mailgate.storage.store import TICKET_COLUMNS, Tx, from_ts, maybe_ts, ticket_from_row, ts
 from mailgate.tickets.state import MAX_CC, TicketState
 
 __all__ = ["MAX_CC", "TicketState"]  # where the conversation's SQL finds them too
-
-# Mail we send to the requester, and to the team: each side threads among its own.
-REQUESTER_KINDS = ("ack", "reply", "summary", "thanks", "transferred")
-TEAM_KINDS = ("notify-team", "relay-team", "note-team")
 
 
 STATE_COLUMNS = f"{TICKET_COLUMNS}, assignee, resolved_at, closed_at, survey_at, rating, cc"
@@ -121,7 +117,7 @@ async def relays_from(tx: Tx, ticket_id: int, sender: str, since: datetime) -> i
     row = await tx.fetch_one(
         "SELECT COUNT(*) FROM events e JOIN outbox o ON o.id = e.outgoing "
         "WHERE e.ticket = ? AND e.kind = 'relayed' AND e.actor = ? AND e.at >= ? "
-        "AND o.kind = 'relay-team'", (ticket_id, sender, ts(since)))
+        "AND o.kind = ?", (ticket_id, sender, ts(since), OutgoingKind.RELAY_TEAM.value))
     return int(row[0]) if row else 0
 
 
