@@ -4,9 +4,10 @@
     python bench/profile.py [--messages 1000] [--shape acks] [--rate 200]
 
 Fills one Dovecot mailbox with the issue's mix, starts the daemon (acks only by default),
-attaches `py-spy record` to it once it is ready (all threads, idle stacks left out) and
+attaches `py-spy record` to it once it is ready (all threads, idle stacks left out; with
+--gil only the thread holding the GIL, i.e. where Python's CPU time goes) and
 stops it once the last acknowledgement reached the sink. Writes the folded stacks to
-bench/results/profile-SHAPE.txt (flamegraph.pl or speedscope read them) and prints the
+bench/results/profile-SHAPE[-gil].txt (flamegraph.pl or speedscope read them) and prints the
 functions with the most samples on top of the stack (self) and anywhere in it (total),
 as file:line. py-spy must be installed (pip install py-spy).
 """
@@ -30,7 +31,7 @@ from bench import burst, rig
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
-def record(messages: int, shape: str, rate: int, out: Path) -> float:
+def record(messages: int, shape: str, rate: int, out: Path, gil: bool) -> float:
     """Run the burst under py-spy; the burst's seconds (spawn -> last ack)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     notify_team, cpus = burst.SHAPES[shape]
@@ -44,7 +45,8 @@ def record(messages: int, shape: str, rate: int, out: Path) -> float:
         daemon = rig.start_daemon(config, cpus=cpus)
         spy = subprocess.Popen([py_spy, "record", "--pid", str(daemon.pid), "--threads",
                                 "--rate", str(rate), "--format", "raw", "--output", str(out),
-                                "--nonblocking"], stdout=subprocess.DEVNULL,
+                                "--nonblocking", *(["--gil"] if gil else [])],
+                               stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
         try:
             sink.wait_until(lambda: len(sink.acks) >= requests, burst.TIMEOUT)
@@ -82,6 +84,7 @@ def summarise(folded: Path, top: int) -> str:
     self_lines: Counter[str] = Counter()
     self_funcs: Counter[str] = Counter()
     total_funcs: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     samples = 0
     for line in folded.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -89,6 +92,9 @@ def summarise(folded: Path, top: int) -> str:
             continue
         count = int(count_text)
         samples += count
+        named = [f[0] for f in frames(stack) if f[0].startswith("thread ")]
+        # "thread (TID): NAME" -> NAME without its pool index: asyncio_3 -> asyncio
+        threads[re.sub(r"_\d+$", "", named[0].partition(": ")[2]) if named else "?"] += count
         stack_frames = [f for f in frames(stack) if not f[0].startswith(("process ",
                                                                         "thread "))]
         if not stack_frames:
@@ -103,24 +109,34 @@ def summarise(folded: Path, top: int) -> str:
         rows = [[f"{100 * n / samples:5.1f}", n, name] for name, n in counter.most_common(top)]
         return f"{title}\n" + rig.table(rows, ["%", "samples", "where"])
 
+    ours = Counter({name: n for name, n in total_funcs.items()
+                    if name.startswith("mailgate/") and not name.startswith(
+                        ("mailgate/__main__", "mailgate/cli/"))})
     return "\n\n".join([f"{samples} samples (active stacks, all threads)",
+                        block("by thread (name without its pool index)", threads),
                         block("self, by line", self_lines),
                         block("self, by function", self_funcs),
-                        block("total (inclusive), by function", total_funcs)])
+                        block("total (inclusive), by function", total_funcs),
+                        block("total (inclusive), mailgate's own functions", ours)])
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarise":  # an earlier recording
+        print(summarise(Path(sys.argv[2]), 40))
+        return
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--shape", choices=list(burst.SHAPES), default="acks")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--gil", action="store_true",
+                        help="only the thread holding the GIL: where Python CPU time goes")
     args = parser.parse_args()
-    out = rig.RESULTS / f"profile-{args.shape}.txt"
+    out = rig.RESULTS / f"profile-{args.shape}{'-gil' if args.gil else ''}.txt"
     rig.RESULTS.mkdir(exist_ok=True)
     started = time.monotonic()
-    seconds = record(args.messages, args.shape, args.rate, out)
+    seconds = record(args.messages, args.shape, args.rate, out, args.gil)
     print(f"{args.messages} messages, {args.shape}: {seconds:.1f} s under py-spy "
           f"({time.monotonic() - started:.0f} s in all); folded stacks in {out}")
     print(summarise(out, args.top))
