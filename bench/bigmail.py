@@ -179,7 +179,7 @@ path = "{EXAMPLE_DIRECTORY}"
 [outbox]
 dir = "outgoing"
 [limits]
-acks_per_sender_per_hour = 1000000
+auto_mail_per_recipient_per_hour = 1000000
 [intake.smtp]
 listen = "127.0.0.1:{port}"
 """)

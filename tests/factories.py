@@ -120,7 +120,7 @@ async def harness(tmp_path: Path, acks_per_hour: int = 10,
                   instance: str = "mailgate-test") -> Harness:
     clock = FakeClock()
     store = await Store.open(database(tmp_path / "state"))
-    settings = PipelineSettings(instance=instance, acks_per_sender_per_hour=acks_per_hour,
+    settings = PipelineSettings(instance=instance, auto_mail_per_recipient_per_hour=acks_per_hour,
                                 keys=TEST_KEYS)
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES), settings, clock)
     return Harness(store, pipeline, clock)

@@ -414,7 +414,7 @@ def write_daemon_config(
         _table("[directory]", {"path": directory}),
         _table("[templates]", {"dir": templates}),
         _table("[smtp]", {"host": sink.host, "port": sink.port, "timeout": smtp_timeout}),
-        _table("[limits]", {"acks_per_sender_per_hour": acks_per_sender_per_hour}),
+        _table("[limits]", {"auto_mail_per_recipient_per_hour": acks_per_sender_per_hour}),
         _table("[conversation]", {"notify_team": notify_team}),
         _verbatim(tables),
         _table("[intake.smtp]", {"listen": listen}),

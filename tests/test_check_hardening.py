@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.config.loader import is_loopback, nested_repetition
+from mailgate.config.loader import is_loopback, load_setup, nested_repetition
 from tests.factories import EXAMPLE_DIRECTORY
 
 MAILGATE = [sys.executable, "-m", "mailgate"]
@@ -178,6 +178,30 @@ def test_password_file_others_can_read_is_a_warning(tmp_path: Path) -> None:
         assert f"smtp.password_file: {secret} is readable by {who} (mode 0{mode:o}); " \
             f"run chmod 600 {secret}" in result.stdout.decode()
     secret.chmod(0o600)
+    assert "warning" not in mailgate(tmp_path, "check").stdout.decode()
+
+
+def test_the_old_name_of_the_automatic_mail_limit_is_reported_by_check(
+        tmp_path: Path) -> None:
+    """acks_per_sender_per_hour reads as a limit on acknowledgements, but it sets the one
+    on every automatic mail to a mailbox: check says so, and says when it is ignored."""
+    setup_files(tmp_path, "[limits]\nacks_per_sender_per_hour = 3\n")
+    assert load_setup(tmp_path / "mailgate.toml").config.limits \
+        .auto_mail_per_recipient_per_hour == 3  # still read
+    result = mailgate(tmp_path, "check")
+    assert result.returncode == 0, result.stdout
+    [warning] = [line for line in result.stdout.decode().splitlines() if "warning:" in line]
+    assert "limits.acks_per_sender_per_hour: the old name of " \
+        "auto_mail_per_recipient_per_hour: it limits not only acknowledgements but every " \
+        "automatic mail (command replies and refusals, notices, thanks) to 3 an hour per " \
+        "mailbox; rename it" in warning
+    setup_files(tmp_path, "[limits]\nacks_per_sender_per_hour = 3\n"
+                          "auto_mail_per_recipient_per_hour = 7\n")
+    assert load_setup(tmp_path / "mailgate.toml").config.limits \
+        .auto_mail_per_recipient_per_hour == 7
+    assert "limits.acks_per_sender_per_hour: ignored, auto_mail_per_recipient_per_hour = 7 " \
+        "is set too; remove the old key" in mailgate(tmp_path, "check").stdout.decode()
+    setup_files(tmp_path, "[limits]\nauto_mail_per_recipient_per_hour = 7\n")
     assert "warning" not in mailgate(tmp_path, "check").stdout.decode()
 
 

@@ -294,7 +294,7 @@ async def test_spoofed_agent_address_cannot_run_commands_or_reach_the_requester(
 
 
 async def test_refusals_are_rate_limited(tmp_path: Path) -> None:
-    h = await make(tmp_path, acks_per_sender_per_hour=3)
+    h = await make(tmp_path, auto_mail_per_recipient_per_hour=3)
     try:
         await h.deliver(mail())  # the acknowledgement draws on the same budget
         for n in range(4):

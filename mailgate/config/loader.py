@@ -17,7 +17,13 @@ from typing import TypeVar
 import regex
 
 from mailgate.config.directory import Directory, load_directory
-from mailgate.config.settings import Config, SecretsMode, load_config, read_toml
+from mailgate.config.settings import (
+    OLD_AUTO_MAIL_KEY,
+    Config,
+    SecretsMode,
+    load_config,
+    read_toml,
+)
 from mailgate.core.render import Renderer
 from mailgate.errors import ConfigError
 
@@ -159,7 +165,25 @@ def _rule_patterns(rule: object) -> list[tuple[str, str]]:
 
 def warnings(config: Config, directory: Directory) -> list[str]:
     return [*_listener_warnings(config), *_password_file_warnings(config),
-            *_rule_warnings(config.directory_path, directory), *_trust_warnings(config)]
+            *_rule_warnings(config.directory_path, directory), *_trust_warnings(config),
+            *_old_limit_warnings(config)]
+
+
+def _old_limit_warnings(config: Config) -> list[str]:
+    """[limits] acks_per_sender_per_hour, the old key of auto_mail_per_recipient_per_hour:
+    by its name it bounds acknowledgements, but it sets the limit of every automatic mail
+    to one mailbox; and beside the new key it is ignored. Neither happens silently."""
+    limits = read_toml(config.path).get("limits")
+    if not isinstance(limits, dict) or OLD_AUTO_MAIL_KEY not in limits:
+        return []
+    where = f"{config.path}: limits.{OLD_AUTO_MAIL_KEY}"
+    value = config.limits.auto_mail_per_recipient_per_hour
+    if "auto_mail_per_recipient_per_hour" in limits:
+        return [f"{where}: ignored, auto_mail_per_recipient_per_hour = {value} is set too; "
+                f"remove the old key"]
+    return [f"{where}: the old name of auto_mail_per_recipient_per_hour: it limits not only "
+            f"acknowledgements but every automatic mail (command replies and refusals, "
+            f"notices, thanks) to {value} an hour per mailbox; rename it"]
 
 
 def _trust_warnings(config: Config) -> list[str]:

@@ -125,7 +125,7 @@ class Received:
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
     instance: str = "mailgate"
-    acks_per_sender_per_hour: int = 10
+    auto_mail_per_recipient_per_hour: int = 10
     max_body_chars: int = 200_000
     trust: TrustPolicy = field(default_factory=TrustPolicy)
     reopen_window: timedelta = timedelta(days=7)
@@ -146,7 +146,7 @@ class PipelineSettings:
         one, no mail carries a key and only Authentication-Results can prove a sender."""
         limits, security = config.limits, config.security
         return cls(instance=config.instance,
-                   acks_per_sender_per_hour=limits.acks_per_sender_per_hour,
+                   auto_mail_per_recipient_per_hour=limits.auto_mail_per_recipient_per_hour,
                    max_body_chars=config.limits.max_body_chars,
                    trust=TrustPolicy(config.security.trusted_domains,
                                      config.security.authserv_id),
@@ -165,7 +165,8 @@ class PipelineSettings:
     def budget(self, own_domains: frozenset[str]) -> MailBudget:
         """The automatic-mail budget; the organisation's domains (trusted_domains and the
         departments' own) have no domain-wide limit, only the per-mailbox one."""
-        return MailBudget(self.acks_per_sender_per_hour, self.auto_mail_per_domain_per_hour,
+        return MailBudget(self.auto_mail_per_recipient_per_hour,
+                          self.auto_mail_per_domain_per_hour,
                           own_domains | self.trust.trusted_domains)
 
     def conversation(self, budget: MailBudget) -> ConversationSettings:
