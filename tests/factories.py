@@ -97,7 +97,7 @@ class Harness:
         assert rows, f"no mail to {recipient} ({kind or 'any kind'}) was queued"
         return f"<{rows[0][0]}>"
 
-    async def count(self, table: str, where: str = "1") -> int:
+    async def count(self, table: str, where: str = "TRUE") -> int:
         rows = await self.rows(f"SELECT COUNT(*) FROM {table} WHERE {where}")
         return int(rows[0][0])
 

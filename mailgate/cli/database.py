@@ -22,7 +22,12 @@ from mailgate.storage.store import Store
 
 def cmd_backup(args: argparse.Namespace) -> int:
     target = Path(args.file).absolute()
-    database = load_config(config_path(args.config), secrets="none").database
+    config = load_config(config_path(args.config), secrets="none")
+    if config.database_server is not None:
+        say("mailgate backup copies an SQLite file; this installation uses PostgreSQL: "
+            "back it up with pg_dump (or the server's own backups)", file=sys.stderr)
+        return 1
+    database = config.database
     refusal = _backup_refusal(target, database, args.force)
     if refusal:
         say(refusal, file=sys.stderr)
@@ -80,6 +85,10 @@ def _size(count: int) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.to:
+        from mailgate.cli.migrate import cmd_migrate_to
+
+        return cmd_migrate_to(args)
     database = load_config(config_path(args.config), secrets="none").database
     if args.check and not database.exists():
         return _migrate_report(args, database, 0, 0, "no database yet")

@@ -21,17 +21,20 @@ def with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]]
     """Run work on the database; unless any_schema (backup), only on one at this
     version's schema: an older one would fail halfway with a bare SQLite error."""
     config = load_config(config_path(args.config), secrets="none")
-    if not config.database.exists():
+    if config.database_server is not None:  # its password, when this shell can read it
+        config = load_config(config_path(args.config), secrets="available")
+    elif not config.database.exists():
         say(f"{config.database}: no database yet (has `mailgate run` been started?)",
             file=sys.stderr)
         return 1
 
     async def go() -> int:
-        store = await Store.open(config.database, migrate=False)
+        store = await Store.open(config.store_target, migrate=False,
+                                 password=config.store_password, state_dir=config.state_dir)
         try:
             version = await store.schema_version()
             if not any_schema and version != len(MIGRATIONS):
-                say(f"{config.database}: schema {version}, this mailgate needs "
+                say(f"{store.describe()}: schema {version}, this mailgate needs "
                     f"{len(MIGRATIONS)}; "
                     + ("run `mailgate migrate` (with the service stopped)"
                          if version < len(MIGRATIONS) else "upgrade mailgate"),

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from mailgate import __version__
 from mailgate.cli import keys as keys_command
+from mailgate.cli import migrate as migrate_to
 from mailgate.cli.admin import cmd_check, cmd_quarantine, cmd_status
 from mailgate.cli.database import cmd_backup, cmd_migrate
 from mailgate.cli.directory import cmd_directory, cmd_route
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if migrations are pending")
     migrate.add_argument("--json", action="store_true")
+    migrate_to.add_arguments(migrate)
     route = command("route", cmd_route, "which department, priority and rule a message "
                     "would get (nothing is stored or sent)")
     route.add_argument("--from", dest="sender", required=True, help="sender address")

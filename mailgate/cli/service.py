@@ -21,7 +21,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("config.warning", problem=warning)
     # Before the database is opened: a second daemon on it would double every mail.
     with daemon_lock(setup.config.state_dir):
-        check_database(setup.config.database)
+        if setup.config.database_server is None:  # SQLite: the file must be readable
+            check_database(setup.config.database)
         asyncio.run(run_forever(Daemon(setup.config, setup.directory, renderer=setup.renderer)))
     return 0
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from mailgate.config.readers import Table
 from mailgate.config.safefile import MAX_SECRET_BYTES, MAX_TOML_BYTES, decode_error, read_regular
@@ -162,6 +163,17 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    """[database]: PostgreSQL, shared by several nodes. Absent: SQLite in [state] dir."""
+
+    url: str  # postgresql://user@host:port/db?sslmode=...; never holds the password
+    password: Secret | None = None
+
+    def __repr__(self) -> str:
+        return f"DatabaseConfig({self.url!r}, password={self.password!r})"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -178,10 +190,22 @@ class Config:
     digest: DigestConfig | None = None  # weekly report mail to heads, off unless [digest]
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     alerts: AlertsConfig | None = None  # mail an admin about failing mailboxes
+    database_server: DatabaseConfig | None = None  # [database]: PostgreSQL instead of SQLite
 
     @property
     def database(self) -> Path:
+        """The SQLite file (used unless [database] names a server)."""
         return self.state_dir / "mailgate.sqlite3"
+
+    @property
+    def store_target(self) -> Path | str:
+        """What Store.open takes: the [database] URL, else the SQLite file."""
+        return self.database_server.url if self.database_server else self.database
+
+    @property
+    def store_password(self) -> str | None:
+        server = self.database_server
+        return server.password.reveal() if server and server.password else None
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -257,8 +281,10 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
                     else ConversationConfig())
     alerts_table = root.table("alerts")
     alerts = _alerts(alerts_table) if alerts_table else None
+    database_table = root.table("database")
+    database_server = _database(database_table, secrets) if database_table else None
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
-                  limits_table, security_table, metrics_table,
+                  limits_table, security_table, metrics_table, database_table,
                   digest_table, conversation_table, tls_table, oauth_table, alerts_table):
         if table:
             table.reject_unknown()
@@ -269,7 +295,7 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
         templates_dir=templates_dir, smtp=smtp, outbox_dir=outbox_dir, listener=listener,
         mailboxes=mailboxes, limits=limits, instance=instance, security=security,
         metrics=metrics, digest=digest,
-        conversation=conversation, alerts=alerts,
+        conversation=conversation, alerts=alerts, database_server=database_server,
     )
 
 
@@ -344,6 +370,36 @@ def _secret(table: Table, what: str, mode: SecretsMode,
     return None
 
 
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _database(t: Table, secrets: SecretsMode) -> DatabaseConfig | None:
+    """[database] url and the password the way [smtp] and mailboxes take theirs."""
+    url = t.str("url", None)
+    password = _secret(t, "optional", secrets)
+    if url is None:
+        t.problem("url", 'missing; e.g. url = "postgresql://mailgate@db.example.com/mailgate"')
+        return None
+    if not url.startswith(DATABASE_SCHEMES):
+        t.problem("url", "expected a postgresql:// URL (leave [database] out for SQLite "
+                  "in [state] dir)")
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    except ValueError as exc:
+        t.problem("url", f"not a valid URL: {exc}")
+        return None
+    if parts.password is not None:
+        t.problem("url", "holds a password; inline passwords are not accepted: use "
+                  "password_file, password_env or password_credential")
+        return None
+    if not parts.hostname or not parts.path.strip("/"):
+        t.problem("url", "needs a host and a database name: postgresql://USER@HOST:PORT/DB")
+        return None
+    return DatabaseConfig(url, password)
+
+
 def _oauth(t: Table, profiles: dict[str, OAuthProfile]) -> OAuthProfile | None:
     """The [oauth.NAME] profile a mailbox or [smtp] logs in with, if any."""
     name = t.str("oauth", None)
@@ -364,7 +420,7 @@ def unread_secrets(path: Path) -> list[str]:
     """The password settings `mailgate check` cannot read from a shell: systemd
     credentials without $CREDENTIALS_DIRECTORY, environment variables that are not set."""
     data = read_toml(path)
-    tables = [("smtp", data.get("smtp"))] + [
+    tables = [("smtp", data.get("smtp")), ("database", data.get("database"))] + [
         (f"mailbox[{i}]", t) for i, t in enumerate(data.get("mailbox") or [])]
     found = []
     for name, table in tables:

@@ -171,7 +171,9 @@ class Daemon:
             raise
 
     async def _start(self) -> None:
-        self.store = await Store.open(self.config.database)
+        self.store = await Store.open(self.config.store_target,
+                                      password=self.config.store_password,
+                                      state_dir=self.config.state_dir)
         if self.config.metrics:
             # Before any task runs, so no event goes uncounted.
             self.metrics = metrics.Registry()
@@ -206,7 +208,7 @@ class Daemon:
             self._start_watcher(box)
         await self.record_status()
         log.info("daemon.started", mailboxes=len(self.watchers),
-                 listener=self.listen_port, database=str(self.config.database))
+                 listener=self.listen_port, database=self.store.describe())
 
     async def _start_metrics(self, config: MetricsConfig, at_start: bool = False) -> None:
         assert self.metrics is not None

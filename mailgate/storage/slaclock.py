@@ -75,7 +75,7 @@ class SlaBook(ClockPolicy):
                ON CONFLICT (ticket, target) DO UPDATE SET started_at = excluded.started_at,
                    seconds = excluded.seconds, due_at = excluded.due_at,
                    next_at = excluded.next_at, paused_seconds = 0, met_at = NULL, fired = 0,
-                   round = round + 1""",
+                   round = sla_clocks.round + 1""",
             (ticket_id, target.value, ts(now), clock.budget, *self.clock_row(dept, clock)))
         await tx.execute(RESCHEDULE, (ticket_id,))
 

@@ -26,6 +26,9 @@ from mailgate.storage.engine import Connection, Cursor, Engine
 from mailgate.storage.sqlite.engine import SqliteEngine
 
 FIRST_TICKET_NUMBER = 1001
+# How long a claimed outbox row stays away from other daemons (claim_outgoing): longer than
+# any one SMTP delivery takes, short enough that a dead daemon's mail goes out soon.
+CLAIM_SECONDS = 300.0
 TICKET_COLUMNS = ("id, ref, department, subject, requester, requester_name, status, priority, "
                   "created_at, updated_at")
 TICKET_FIELDS = len(TICKET_COLUMNS.split(","))  # how many of a row's first values they are
@@ -231,13 +234,30 @@ class Store:
         return (row[0], row[1]) if row else None
 
     async def due_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        sql = """SELECT id, message_id, kind, ticket, mail_from, recipients, raw, attempts,
-                        created_at, draft, copy_of
-                 FROM outbox WHERE status = 'queued' AND next_attempt <= ?
-                 ORDER BY next_attempt, id LIMIT ?"""
-        rows = await self.read_committed(sql, (ts(now), limit))
-        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7],
-                          r[8], r[9], r[10]) for r in rows]
+        sql = f"""SELECT {_OUTBOX_ROW} FROM outbox
+                  WHERE status = 'queued' AND next_attempt <= ?
+                  ORDER BY next_attempt, id LIMIT ?"""
+        return [_outbox_row(r) for r in await self.read_committed(sql, (ts(now), limit))]
+
+    async def claim_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """The due mail this process is to send now, oldest first.
+
+        SQLite has one daemon per file: the due rows as committed (due_outgoing). On a
+        shared engine several daemons drain one outbox: each takes due rows that no one
+        else holds (FOR UPDATE SKIP LOCKED) and moves their next attempt CLAIM_SECONDS
+        ahead in the same statement, so the other daemons do not see them as due while
+        this one sends; mark_sent/mark_retry/mark_failed settle them. A daemon that dies
+        holding a claim leaves rows that fall due again when the claim runs out."""
+        if not self.engine.shared:
+            return await self.due_outgoing(now, limit)
+        async with self.transaction() as tx:
+            rows = await tx.fetch_all(
+                f"""UPDATE outbox SET next_attempt = ? WHERE id IN (
+                        SELECT id FROM outbox WHERE status = 'queued' AND next_attempt <= ?
+                        ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED)
+                    RETURNING {_OUTBOX_ROW}""",
+                (ts(now) + CLAIM_SECONDS, ts(now), limit))
+        return sorted((_outbox_row(r) for r in rows), key=lambda row: row.id)
 
     async def next_outgoing_at(self) -> datetime | None:
         [row] = await self.read_committed(
@@ -465,7 +485,7 @@ class Tx:
                             ) -> Ticket:
         row = await self.fetch_one(  # one round trip: the first ticket of a prefix, or the next
             "INSERT INTO counters (prefix, next_number) VALUES (?, ?) "
-            "ON CONFLICT (prefix) DO UPDATE SET next_number = next_number + 1 "
+            "ON CONFLICT (prefix) DO UPDATE SET next_number = counters.next_number + 1 "
             "RETURNING next_number - 1", (prefix, FIRST_TICKET_NUMBER + 1))
         number = int(row[0]) if row else FIRST_TICKET_NUMBER
         ref = f"{prefix}-{number}"
@@ -614,6 +634,15 @@ class Tx:
                RETURNING id""",
             (ts(now), source, reason[:1000], key, sender, subject[:500], raw))
         return int(row[0]) if row else 0
+
+
+_OUTBOX_ROW = ("id, message_id, kind, ticket, mail_from, recipients, raw, attempts, created_at, "
+               "draft, copy_of")
+
+
+def _outbox_row(r: Sequence) -> OutboxRow:
+    return OutboxRow(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7],
+                     r[8], r[9], r[10])
 
 
 _OUTBOX_INSERT = ("message_id, kind, ticket, mail_from, recipients, raw, draft, budget, "

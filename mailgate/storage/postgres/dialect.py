@@ -42,7 +42,10 @@ _TOKEN = re.compile(r"""
   | (?P<other>.)
 """, re.VERBOSE | re.DOTALL)
 
-_RENAMED_FUNCTIONS = {"group_concat": "string_agg", "char": "chr"}
+_RENAMED_FUNCTIONS = {"group_concat": "string_agg", "char": "chr",
+                      "json_object": "json_build_object"}
+# Functions whose PostgreSQL result is json: cast to text, as SQLite's JSON is text.
+_AS_TEXT = frozenset({"json_object"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,19 @@ def translate(sql: str) -> Translated:
     out: list[str] = []
     order: list[int] = []
     numbered = named = positional = False
+    depth = 0
+    close_as_text: list[int] = []  # depths at which a json result's call closes
     for index, (kind, text) in enumerate(tokens):
-        if kind == "positional":
+        if kind == "other" and text in "()":
+            depth += 1 if text == "(" else -1
+            out.append(text)
+            if text == ")" and close_as_text and close_as_text[-1] == depth:
+                close_as_text.pop()
+                out.append("::text")
+        elif kind == "word" and text.lower() in _AS_TEXT and _next_is_paren(tokens, index):
+            close_as_text.append(depth)
+            out.append(_word(text, tokens, index))
+        elif kind == "positional":
             positional = True
             order.append(len(order))
             out.append("%s")

@@ -1,0 +1,250 @@
+"""PostgreSQL through psycopg 3: the engine for several mailgate nodes on one database.
+
+Each process keeps one writer connection (its transactions serialised by the Store's
+lock, as on SQLite) and one reader connection in autocommit mode, so `read_committed`
+sees exactly what other transactions -- of this node or another -- have committed.
+Statements arrive written for SQLite and pass through dialect.translate(); results come
+back as SQLite's would: tuples, JSON as text, whole numbers as int (see _SqliteLikeNumbers).
+
+Why psycopg 3 and not asyncpg: its `%s` parameters are typed by PostgreSQL from context,
+as SQLite's loose typing lets mailgate's statements assume (asyncpg rejects an int where
+it inferred text); it honours every libpq connection option in the URL (sslmode,
+sslrootcert, target_session_attrs for a standby pair); and it has a synchronous API for
+the attachment blobs, which are written from worker threads (blobs.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Generator, Iterable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg.pq import TransactionStatus
+from psycopg.types.string import TextLoader
+
+from mailgate.storage.postgres.blobs import BlobStore
+from mailgate.storage.postgres.dialect import translate, translate_many
+from mailgate.storage.postgres.schema import MIGRATIONS
+
+# pg_advisory_xact_lock's first key: which kind of lock the second key names.
+MIGRATION_LOCK = 7_106_001  # one migrating node at a time
+MESSAGE_KEY_LOCK = 7_106_002  # one node at a time per message key (Tx.seen)
+
+
+def mask(url: str) -> str:
+    """The URL without a password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _SqliteLikeNumbers(Loader):
+    """numeric as SQLite answers it: SUM over BIGINT is numeric in PostgreSQL."""
+
+    def load(self, data: Any) -> int | float:
+        value = Decimal(bytes(data).decode())
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+class PgCursor:
+    """A finished statement's rows, as aiosqlite's cursor hands them out."""
+
+    def __init__(self, rows: list[tuple], rowcount: int, lastrowid: int | None) -> None:
+        self._rows = rows
+        self._next = 0
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    async def fetchone(self) -> tuple | None:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    async def fetchall(self) -> list[tuple]:
+        rest, self._next = self._rows[self._next:], len(self._rows)
+        return rest
+
+
+class _Pending:
+    """conn.execute(...)'s result: awaited, or used as `async with ... as cur`."""
+
+    def __init__(self, work: Awaitable[PgCursor]) -> None:
+        self._work = work
+
+    def __await__(self) -> Generator[Any, None, PgCursor]:
+        return self._work.__await__()
+
+    async def __aenter__(self) -> PgCursor:
+        return await self._work
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class PgConnection:
+    """One psycopg connection with the part of aiosqlite's API mailgate's SQL uses."""
+
+    def __init__(self, url: str, password: str | None, read_only: bool = False) -> None:
+        self.url = url
+        self.password = password
+        self.read_only = read_only
+        self.raw: psycopg.AsyncConnection | None = None
+
+    async def connect(self) -> None:
+        extra = {"password": self.password} if self.password else {}
+        raw = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                    application_name="mailgate", **extra)
+        raw.adapters.register_loader("numeric", _SqliteLikeNumbers)
+        for kind in ("json", "jsonb"):  # SQLite's JSON is text: callers json.loads it
+            raw.adapters.register_loader(kind, TextLoader)
+        await raw.execute("SET TIME ZONE 'UTC'")
+        if self.read_only:
+            await raw.execute("SET default_transaction_read_only = on")
+        self.raw = raw
+
+    @property
+    def lost(self) -> bool:
+        return self.raw is None or self.raw.closed or self.raw.broken
+
+    @property
+    def in_transaction(self) -> bool:
+        return (self.raw is not None
+                and self.raw.info.transaction_status != TransactionStatus.IDLE)
+
+    async def reconnect_if_lost(self) -> None:
+        if self.lost:
+            if self.raw is not None:
+                await self.raw.close()
+            await self.connect()
+
+    def execute(self, sql: str, parameters: Sequence | Mapping = ()) -> _Pending:
+        return _Pending(self._execute(sql, parameters))
+
+    async def _execute(self, sql: str, parameters: Sequence | Mapping) -> PgCursor:
+        done = translate(sql)
+        raw = self._raw()
+        async with raw.cursor() as cur:
+            await cur.execute(done.sql, done.arguments(parameters))
+            rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
+            if done.returns_id:
+                return PgCursor([], cur.rowcount, int(rows[0][0]) if rows else None)
+            return PgCursor(rows, cur.rowcount, None)
+
+    async def execute_fetchall(self, sql: str,
+                               parameters: Sequence | Mapping = ()) -> list[tuple]:
+        return await (await self._execute(sql, parameters)).fetchall()
+
+    async def executemany(self, sql: str, parameters: Iterable[Sequence | Mapping]) -> None:
+        text, rows = translate_many(sql, parameters)
+        if rows:
+            async with self._raw().cursor() as cur:
+                await cur.executemany(text, rows)
+
+    async def run_script(self, script: str) -> None:
+        """PostgreSQL's own SQL (migrations), several statements, no parameters."""
+        await self._raw().execute(script.encode())
+
+    async def commit(self) -> None:
+        """Autocommit outside explicit transactions, as aiosqlite's isolation_level=None."""
+
+    async def close(self) -> None:
+        if self.raw is not None:
+            await self.raw.close()
+
+    def _raw(self) -> psycopg.AsyncConnection:
+        if self.raw is None:
+            raise psycopg.OperationalError("the connection is not open")
+        return self.raw
+
+
+class PostgresEngine:
+    name = "postgresql"
+    shared = True
+    begin = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+    def __init__(self, url: str, password: str | None) -> None:
+        self.url = url
+        self.password = password
+        self.conn = PgConnection(url, password)
+        self._reader = PgConnection(url, password, read_only=True)
+        self.blobs = BlobStore(url, password)  # connects when first used
+
+    @classmethod
+    async def open(cls, url: str, password: str | None = None) -> PostgresEngine:
+        engine = cls(url, password)
+        await engine.conn.connect()
+        return engine
+
+    def describe(self) -> str:
+        return mask(self.url)
+
+    async def close(self) -> None:
+        self.blobs.close()
+        await self._reader.close()
+        await self.conn.close()
+
+    async def reader(self) -> PgConnection:
+        await self._reader.reconnect_if_lost()
+        return self._reader
+
+    async def ready(self) -> None:
+        """A connection lost (database restarted, standby promoted) is opened anew before
+        the next transaction; the one that was cut off failed and is retried by its
+        caller (errors.TEMPORARY)."""
+        await self.conn.reconnect_if_lost()
+
+    async def lock_key(self, conn: PgConnection, key: str) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                           (MESSAGE_KEY_LOCK, key))
+
+    def attachments(self, state_dir: Path | None) -> BlobStore:
+        return self.blobs
+
+    async def schema_version(self) -> int:
+        [(table,)] = await self.conn.execute_fetchall(
+            "SELECT to_regclass('schema_version') IS NOT NULL")
+        if not table:
+            return 0
+        row = await self.conn.execute_fetchall("SELECT version FROM schema_version")
+        return int(row[0][0]) if row else 0
+
+    async def migrate(self) -> int:
+        """Apply pending migrations, each in one transaction with its version bump; nodes
+        starting together take turns (an advisory lock), the later ones find it done."""
+        await self.ready()
+        applied = 0
+        for number in range(1, len(MIGRATIONS) + 1):
+            await self.conn.execute("BEGIN")
+            try:
+                await self.conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+                await self.conn.run_script(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                version = await self.schema_version()
+                if version > len(MIGRATIONS):
+                    raise RuntimeError(
+                        f"{self.describe()}: database schema {version} is newer than this "
+                        f"mailgate ({len(MIGRATIONS)}); upgrade mailgate")
+                if version < number:
+                    await self.conn.run_script(MIGRATIONS[number - 1])
+                    await self.conn.execute("DELETE FROM schema_version")
+                    await self.conn.execute("INSERT INTO schema_version VALUES (?)", (number,))
+                    applied += 1
+            except psycopg.Error as exc:
+                await self.conn.execute("ROLLBACK")
+                raise RuntimeError(
+                    f"{self.describe()}: migration {number} failed: {exc}") from exc
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+        return applied
