@@ -12,6 +12,7 @@ from mailgate.cli.output import say
 from mailgate.config.directory import Directory
 from mailgate.config.settings import config_path, load_config
 from mailgate.errors import ConfigError
+from mailgate.storage.errors import STORE_ERRORS
 from mailgate.storage.schema import MIGRATIONS
 from mailgate.storage.store import Store
 
@@ -29,8 +30,13 @@ def with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]]
         return 1
 
     async def go() -> int:
-        store = await Store.open(config.store_target, migrate=False,
-                                 password=config.store_password, state_dir=config.state_dir)
+        try:
+            store = await Store.open(config.store_target, migrate=False,
+                                     password=config.store_password,
+                                     state_dir=config.state_dir)
+        except STORE_ERRORS as exc:  # the server is down, the database or role is not there
+            say(f"cannot open the database: {exc}", file=sys.stderr)
+            return 1
         try:
             version = await store.schema_version()
             if not any_schema and version != len(MIGRATIONS):

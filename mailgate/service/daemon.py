@@ -37,7 +37,7 @@ from mailgate.service import metrics
 from mailgate.service.current import Current, Snapshot
 from mailgate.service.log import get_logger
 from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
-from mailgate.service.startup import ListenError
+from mailgate.service.startup import ListenError, StartError
 from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.errors import STORE_ERRORS
 from mailgate.storage.store import OutboxRow, Store
@@ -171,9 +171,14 @@ class Daemon:
             raise
 
     async def _start(self) -> None:
-        self.store = await Store.open(self.config.store_target,
-                                      password=self.config.store_password,
-                                      state_dir=self.config.state_dir)
+        try:
+            self.store = await Store.open(self.config.store_target,
+                                          password=self.config.store_password,
+                                          state_dir=self.config.state_dir)
+        except STORE_ERRORS as exc:  # libpq's messages name the server, not the password
+            if self.config.database_server is None:
+                raise
+            raise StartError(f"cannot open the database: {exc}") from None
         if self.config.metrics:
             # Before any task runs, so no event goes uncounted.
             self.metrics = metrics.Registry()

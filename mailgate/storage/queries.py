@@ -17,7 +17,6 @@ clock is at risk.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,13 +33,17 @@ RISK_HORIZON = 3600.0  # business seconds: this much or less left counts as at r
 # events whose actor is an agent of the ticket's department count.
 RESPONSE_EVENTS = ("reply",)
 
+# Written for both engines: flags are 0/1 integers (CASE), not booleans, which PostgreSQL
+# neither takes MAX of nor adds up; the horizons arrive as a VALUES list (_horizon_rows).
 _STATE = """
-    horizon(department, at) AS (SELECT key, value FROM json_each(:horizons)),
+    horizon(department, at) AS ({horizons}),
     state AS (
         SELECT c.ticket AS ticket,
-               MAX(c.due_at <= COALESCE(t.paused_at, :now)) AS breached,
-               MAX(t.paused_at IS NULL AND c.due_at > :now
-                   AND (c.fired >= 1 OR c.due_at <= COALESCE(h.at, :now + :risk))) AS at_risk,
+               MAX(CASE WHEN c.due_at <= COALESCE(t.paused_at, :now) THEN 1 ELSE 0 END)
+                   AS breached,
+               MAX(CASE WHEN t.paused_at IS NULL AND c.due_at > :now
+                   AND (c.fired >= 1 OR c.due_at <= COALESCE(h.at, :now + :risk))
+                   THEN 1 ELSE 0 END) AS at_risk,
                MIN(c.due_at) AS next_due
         FROM sla_clocks c
         JOIN tickets t ON t.id = c.ticket
@@ -68,7 +71,18 @@ async def _rows(store: Store, sql: str, params: Mapping[str, object],
 
 
 def _params(now: datetime, horizons: Mapping[str, float]) -> dict[str, object]:
-    return {"now": ts(now), "horizons": json.dumps(dict(horizons)), "risk": RISK_HORIZON}
+    params: dict[str, object] = {"now": ts(now), "risk": RISK_HORIZON}
+    for i, (department, at) in enumerate(horizons.items()):
+        params[f"hd{i}"], params[f"ha{i}"] = department, at
+    return params
+
+
+def _state(horizons: Mapping[str, float]) -> str:
+    """The _STATE clauses for these horizons (named :hdN, :haN in _params)."""
+    rows = ", ".join(f"(:hd{i}, CAST(:ha{i} AS DOUBLE PRECISION))"
+                     for i in range(len(horizons)))
+    empty = "SELECT CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION) WHERE 1 = 0"
+    return _STATE.format(horizons=f"VALUES {rows}" if rows else empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +98,10 @@ async def sla_overview(store: Store, now: datetime, horizons: Mapping[str, float
     """Open, at-risk and breached tickets per department (departments with open tickets);
     `committed`: read on the reader connection (the daemon's status, which must not wait
     for intake)."""
-    sql = f"""WITH {_STATE}
+    sql = f"""WITH {_state(horizons)}
         SELECT t.department, COUNT(*),
-               COALESCE(SUM(s.at_risk AND NOT s.breached), 0), COALESCE(SUM(s.breached), 0)
+               COALESCE(SUM(CASE WHEN s.at_risk = 1 AND s.breached = 0 THEN 1 ELSE 0 END), 0),
+               COALESCE(SUM(s.breached), 0)
         FROM tickets t LEFT JOIN state s ON s.ticket = t.id
         WHERE t.status NOT IN ('resolved', 'closed')
         GROUP BY t.department ORDER BY t.department"""
@@ -146,14 +161,14 @@ async def find_tickets(store: Store, flt: TicketFilter, now: datetime,
         params["before"] = ts(now - flt.older_than)
     sla_wanted = []
     if flt.breached:
-        sla_wanted.append("s.breached")
+        sla_wanted.append("s.breached = 1")
     if flt.at_risk:
-        sla_wanted.append("(s.at_risk AND NOT s.breached)")
+        sla_wanted.append("(s.at_risk = 1 AND s.breached = 0)")
     if sla_wanted:
         where.append(f"({' OR '.join(sla_wanted)})")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     params["limit"] = flt.limit
-    sql = f"""WITH {_STATE}
+    sql = f"""WITH {_state(horizons)}
         SELECT t.id, t.ref, t.department, t.subject, t.requester, t.requester_name,
                t.status, t.priority, t.created_at, t.updated_at,
                s.breached, s.at_risk, s.next_due
@@ -175,8 +190,7 @@ def _sla(breached: int | None, at_risk: int | None, next_due: float | None) -> s
 # --- reports -----------------------------------------------------------------------------
 
 async def columns(store: Store, table: str) -> set[str]:
-    rows = await _rows(store, f"PRAGMA table_info({table})", {})
-    return {r[1] for r in rows}
+    return await store.engine.columns(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +207,11 @@ async def report_rows(store: Store, directory: Directory | None,
     """Everything a report needs about the requests that came in during [since, until)."""
     wanted = list(departments) if departments is not None else None
     ratings = "rating" in await columns(store, "tickets")
-    params: dict[str, object] = {"since": ts(since), "until": ts(until),
-                                 "depts": json.dumps(wanted)}
-    in_depts = ("(:depts = 'null' OR t.department IN (SELECT value FROM json_each(:depts)))")
+    params: dict[str, object] = {"since": ts(since), "until": ts(until)}
+    params.update({f"dept{i}": d for i, d in enumerate(wanted or ())})
+    marks = ", ".join(f":dept{i}" for i in range(len(wanted or ())))
+    in_depts = ("1 = 1" if wanted is None
+                else f"t.department IN ({marks})" if wanted else "1 = 0")
     cohort = f"t.created_at >= :since AND t.created_at < :until AND {in_depts}"
     rating = "t.rating" if ratings else "NULL"
     rows = await _rows(store, f"""

@@ -210,6 +210,12 @@ class PostgresEngine:
     def attachments(self, state_dir: Path | None) -> BlobStore:
         return self.blobs
 
+    async def columns(self, table: str) -> set[str]:
+        rows = await self.conn.execute_fetchall(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?", (table,))
+        return {r[0] for r in rows}
+
     async def schema_version(self) -> int:
         [(table,)] = await self.conn.execute_fetchall(
             "SELECT to_regclass('schema_version') IS NOT NULL")

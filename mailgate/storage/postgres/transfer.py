@@ -104,18 +104,14 @@ async def _copy_table(source: Store, tx: Tx, table: str, columns: list[str]) -> 
     names = ", ".join(f'"{c}"' for c in columns)
     insert = (f'INSERT INTO "{table}" ({names}) '
               f"VALUES ({', '.join('?' * len(columns))})")
-    copied, last = 0, None
+    copied = 0
     reader = await source.reader()
-    while True:  # by rowid, a chunk at a time: a large messages table never sits in memory
-        where = "WHERE rowid > ?" if last is not None else ""
-        rows = list(await reader.execute_fetchall(
-            f'SELECT rowid, {names} FROM "{table}" {where} ORDER BY rowid LIMIT {CHUNK}',
-            (last,) if last is not None else ()))
-        if not rows:
-            return copied
-        await tx.conn.executemany(insert, [tuple(r[1:]) for r in rows])
-        copied += len(rows)
-        last = rows[-1][0]
+    # One cursor read a chunk at a time: a large messages table never sits in memory.
+    async with reader.execute(f'SELECT {names} FROM "{table}"') as rows:
+        while chunk := await rows.fetchmany(CHUNK):
+            await tx.conn.executemany(insert, [tuple(r) for r in chunk])
+            copied += len(chunk)
+    return copied
 
 
 async def _copy_blobs(source: Store, target: Store, tx: Tx, done: Transferred) -> None:

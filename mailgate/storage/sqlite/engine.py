@@ -72,6 +72,10 @@ class SqliteEngine:
     def attachments(self, state_dir: Path | None) -> AttachmentStore | None:
         return AttachmentStore.of(state_dir) if state_dir is not None else None
 
+    async def columns(self, table: str) -> set[str]:
+        rows = await self.conn.execute_fetchall(f"PRAGMA table_info({table})")
+        return {r[1] for r in rows}
+
     async def schema_version(self) -> int:
         async with self.conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()

@@ -1,0 +1,415 @@
+"""The PostgreSQL engine's own behaviour: statement translation, the schema beside SQLite's,
+several stores (nodes) on one database at once, attachments in the database, `mailgate
+migrate --to`, and the password kept out of every output. Runs on the session's private
+PostgreSQL (tests/postgres.py); the translation tests need no server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mailgate.cli.main import main
+from mailgate.core.model import Outgoing, Priority
+from mailgate.intake.pipeline import Pipeline, PipelineSettings
+from mailgate.storage.postgres.dialect import TranslationError, translate, translate_many
+from mailgate.storage.postgres.engine import mask
+from mailgate.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
+from mailgate.storage.schema import MIGRATIONS as SQLITE_MIGRATIONS
+from mailgate.storage.store import Store
+from tests.factories import (
+    IT,
+    TEMPLATES,
+    TEST_KEYS,
+    FakeClock,
+    Harness,
+    example_directory,
+    harness,
+    mail,
+)
+from tests.postgres import PostgresServer
+
+# --- translation (no server) ------------------------------------------------------------
+
+
+def test_placeholders_become_psycopgs_and_literals_stay_untouched() -> None:
+    done = translate("SELECT 'why?', \"odd?name\", x -- a ? here\n"
+                     "FROM t WHERE a = ? AND b LIKE '50%' AND c = ? /* ?, % */")
+    assert done.sql == ("SELECT 'why?', \"odd?name\", x -- a ? here\n"
+                        "FROM t WHERE a = %s AND b ILIKE '50%%' AND c = %s /* ?, %% */")
+    assert done.arguments(["A", "C"]) == ("A", "C")
+
+
+def test_a_quote_inside_a_literal_does_not_end_it() -> None:
+    done = translate("SELECT 'it''s ? a :trap' WHERE x = :value AND y = :value::text")
+    assert done.sql == "SELECT 'it''s ? a :trap' WHERE x = %(value)s AND y = %(value)s::text"
+    assert done.arguments({"value": 3}) == {"value": 3}
+
+
+def test_numbered_placeholders_repeat_their_argument() -> None:
+    done = translate("SELECT ?2, ?1 FROM t WHERE k = ?1")
+    assert done.sql == "SELECT %s, %s FROM t WHERE k = %s"
+    assert done.arguments(("one", "two")) == ("two", "one", "one")
+
+
+def test_mixed_placeholder_styles_are_refused() -> None:
+    with pytest.raises(TranslationError):
+        translate("SELECT ? WHERE a = :name")
+
+
+def test_sqlite_spellings_become_postgresqls() -> None:
+    assert translate("INSERT OR IGNORE INTO receipts (a, b) VALUES (?, ?)").sql == (
+        "INSERT INTO receipts (a, b) VALUES (%s, %s) ON CONFLICT DO NOTHING")
+    assert translate("SELECT group_concat(d, char(31)) FROM r").sql == (
+        "SELECT string_agg(d, chr(31)) FROM r")
+    assert translate("SELECT json_object('a', f(x), 'b', 2), 1").sql == (
+        "SELECT json_build_object('a', f(x), 'b', 2)::text, 1")
+    assert translate("SELECT char_length('group_concat(')").sql == (
+        "SELECT char_length('group_concat(')")
+
+
+def test_inserts_into_id_tables_return_the_id_but_not_in_executemany() -> None:
+    single = translate("INSERT INTO events (ticket, at) VALUES (?, ?)")
+    assert single.returns_id and single.sql.endswith(" RETURNING id")
+    assert not translate("INSERT INTO counters (prefix) VALUES (?) RETURNING x").returns_id
+    assert not translate("INSERT INTO receipts (a) VALUES (?)").returns_id
+    sql, rows = translate_many("INSERT INTO events (ticket) VALUES (?1)", [(1,), (2,)])
+    assert sql == "INSERT INTO events (ticket) VALUES (%s)" and rows == [(1,), (2,)]
+
+
+def test_a_url_is_shown_without_its_password() -> None:
+    assert mask("postgresql://mg:s3cret@db.example.com:5432/mailgate?sslmode=verify-full") == (
+        "postgresql://mg:***@db.example.com:5432/mailgate?sslmode=verify-full")
+    assert mask("postgresql://mg@db/mailgate") == "postgresql://mg@db/mailgate"
+
+
+# --- on a real PostgreSQL -----------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.create_database()
+
+
+@pytest.fixture
+async def pg(pg_url: str, tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store.open(pg_url, state_dir=tmp_path / "state")
+    yield store
+    await store.close()
+
+
+def _pg_pipeline(clock: FakeClock) -> Pipeline:
+    from mailgate.core.render import Renderer
+
+    return Pipeline(example_directory(), Renderer(TEMPLATES),
+                    PipelineSettings(instance="mailgate-test", keys=TEST_KEYS), clock)
+
+
+def _columns_sqlite(path: Path) -> dict[str, set[str]]:
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        found = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
+    db.close()
+    return found
+
+
+async def test_the_schema_has_every_sqlite_table_and_column(pg: Store, tmp_path: Path) -> None:
+    assert len(PG_MIGRATIONS) == len(SQLITE_MIGRATIONS)
+    assert await pg.schema_version() == len(SQLITE_MIGRATIONS)
+    lite = await Store.open(tmp_path / "lite" / "mailgate.sqlite3")
+    await lite.close()
+    rows = await pg.fetch_all("SELECT table_name, column_name FROM information_schema.columns "
+                              "WHERE table_schema = current_schema()")
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    assert found.pop("schema_version") == {"version"}
+    assert found.pop("attachment_blobs") == {"sha256", "size", "data", "created_at"}
+    assert found == _columns_sqlite(tmp_path / "lite" / "mailgate.sqlite3")
+
+
+async def test_migrating_again_changes_nothing(pg: Store) -> None:
+    assert await pg.migrate() == 0
+    assert await pg.schema_version() == len(PG_MIGRATIONS)
+
+
+async def test_two_nodes_draw_distinct_ticket_numbers(pg_url: str, pg: Store) -> None:
+    other = await Store.open(pg_url)
+    try:
+        # One node's transaction holds the counter's row; the other's draw waits for it.
+        async with pg.transaction() as tx:
+            first = await tx.create_ticket("it", "IT", "one", "a@example.com", "",
+                                           Priority.NORMAL, FakeClock()())
+            waiting = asyncio.create_task(_one_ticket(other, "two"))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # blocked on the row lock, not drawing the same number
+        second = await waiting
+        assert (first.ref, second) == ("IT-1001", "IT-1002")
+        # And many at once, from both nodes.
+        refs = await asyncio.gather(*(_one_ticket(s, f"n{i}")
+                                      for i in range(20) for s in (pg, other)))
+        assert sorted(refs) == [f"IT-{n}" for n in range(1003, 1043)]
+    finally:
+        await other.close()
+
+
+async def _one_ticket(store: Store, subject: str) -> str:
+    async with store.transaction() as tx:
+        ticket = await tx.create_ticket("it", "IT", subject, "a@example.com", "",
+                                        Priority.NORMAL, FakeClock()())
+    return ticket.ref
+
+
+async def test_a_concurrent_duplicate_is_the_duplicate_path(pg_url: str,
+                                                           tmp_path: Path) -> None:
+    clock = FakeClock()
+    nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
+                     _pg_pipeline(clock), clock) for i in range(2)]
+    try:
+        raw = mail(message_id="<same@example.com>")
+        async with nodes[0].store.transaction() as tx:
+            first = await nodes[0].pipeline.handle(tx, raw, IT)
+            second_task = asyncio.create_task(nodes[1].deliver(raw))
+            await asyncio.sleep(0.3)
+            assert not second_task.done()  # waits on the key, does not race the insert
+        second = await second_task
+        assert first.action == "ticket" and second.action == "duplicate"
+        assert await nodes[0].count("tickets") == 1
+        assert await nodes[0].count("messages") == 1
+        assert await nodes[0].count("quarantine") == 0
+        # Both at once, many messages: each exactly one ticket, nothing quarantined.
+        raws = [mail(message_id=f"<m{i}@example.com>", subject=f"s{i}") for i in range(15)]
+        outcomes = await asyncio.gather(*(n.deliver(r) for r in raws for n in nodes))
+        actions = sorted(o.action for o in outcomes)
+        assert actions == ["duplicate"] * 15 + ["ticket"] * 15
+        assert await nodes[0].count("tickets") == 16
+        assert await nodes[0].count("quarantine") == 0
+    finally:
+        for node in nodes:
+            await node.store.close()
+
+
+def _outgoing(n: int) -> Outgoing:
+    return Outgoing(message_id=f"out-{n}@mailgate.test", kind="ack", ticket_id=None,
+                    mail_from="it-help@example.com", recipients=(f"p{n}@example.com",),
+                    raw=b"Subject: x\r\n\r\nbody\r\n")
+
+
+async def test_two_nodes_never_claim_one_outbox_row(pg_url: str, pg: Store) -> None:
+    clock = FakeClock()
+    async with pg.transaction() as tx:
+        await tx.enqueue_many([_outgoing(n) for n in range(30)], clock())
+    other = await Store.open(pg_url)
+    try:
+        # A row another transaction holds is skipped, not waited for.
+        async with other.transaction() as tx:
+            [(locked,)] = await tx.fetch_all(
+                "SELECT id FROM outbox ORDER BY id LIMIT 1 FOR UPDATE")
+            claimed = await asyncio.wait_for(pg.claim_outgoing(clock(), limit=5), 10)
+            assert locked not in {row.id for row in claimed} and len(claimed) == 5
+        rounds = await asyncio.gather(*(s.claim_outgoing(clock(), limit=4)
+                                        for _ in range(5) for s in (pg, other)))
+        ids = [row.id for batch in [claimed, *rounds] for row in batch]
+        assert len(ids) == len(set(ids)) == 30  # every row once, none twice
+        assert await pg.claim_outgoing(clock(), limit=100) == []
+        # A claim runs out: a node that died holding rows leaves them to the others.
+        clock.advance(seconds=301)
+        again = await other.claim_outgoing(clock(), limit=100)
+        assert len(again) == 30
+        await pg.mark_sent({row.id for row in again}, clock())
+        clock.advance(hours=1)
+        assert await pg.claim_outgoing(clock(), limit=100) == []
+    finally:
+        await other.close()
+
+
+def _with_attachment(message_id: str, data: bytes) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Ann Example <ann@example.com>"
+    msg["To"] = "it-help@example.com"
+    msg["Subject"] = "printer log"
+    msg["Message-ID"] = message_id
+    msg.set_content("see the log")
+    msg.add_attachment(data, maintype="application", subtype="octet-stream",
+                       filename="printer.log")
+    return msg.as_bytes()
+
+
+async def test_attachments_live_in_the_database(pg: Store, tmp_path: Path) -> None:
+    clock = FakeClock()
+    node = Harness(pg, _pg_pipeline(clock), clock)
+    data = bytes(range(256)) * 40
+    outcome = await node.deliver(_with_attachment("<att-1@example.com>", data))
+    assert outcome.action == "ticket"
+    await node.deliver(_with_attachment("<att-2@example.com>", data))  # same file again
+    digest = hashlib.sha256(data).hexdigest()
+    assert await node.rows("SELECT sha256, size FROM attachment_blobs") == [(digest, len(data))]
+    assert await node.count("attachments", "sha256 IS NOT NULL") == 2
+    files = pg.attachments()
+    assert files is not None
+    assert await asyncio.to_thread(files.read, digest) == data
+    assert not (tmp_path / "state" / "attachments").exists()  # nothing on this node's disk
+
+
+# --- migrate --to --------------------------------------------------------------------------
+
+
+def _config(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mailgate.toml"
+    path.write_text(f'[state]\ndir = "state"\n[directory]\npath = "{_directory_file()}"\n'
+                    f'[outbox]\ndir = "outbox"\n')
+    return path
+
+
+def _directory_file() -> Path:
+    from tests.factories import EXAMPLE_DIRECTORY
+
+    return EXAMPLE_DIRECTORY
+
+
+async def _sqlite_installation(folder: Path) -> Harness:
+    """An SQLite database made by the real pipeline: tickets, replies, attachments."""
+    h = await harness(folder)
+    await h.deliver(mail())
+    await h.deliver(mail(message_id="<two@example.com>", subject="VPN down"))
+    await h.deliver(_with_attachment("<att@example.com>", b"log line\n" * 500))
+    h.clock.advance(minutes=5)
+    await h.deliver(mail(message_id="<two@example.com>", subject="VPN down"))  # redelivery
+    await h.deliver(b"not a mail at all")  # quarantined
+    return h
+
+
+def _sqlite_counts(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        counts = {t: db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+    db.close()
+    return counts
+
+
+async def test_migrate_to_copies_every_table_and_verifies_the_counts(
+        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    h = await _sqlite_installation(tmp_path)
+    await h.store.close()
+    database = tmp_path / "state" / "mailgate.sqlite3"
+    want = _sqlite_counts(database)
+    assert want["tickets"] == 3 and want["attachments"] == 1 and want["quarantine"] == 1
+    capsys.readouterr()  # the pipeline's log lines so far
+    assert await asyncio.to_thread(
+        main, ["--config", str(config), "migrate", "--to", pg_url, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tables"] == want
+    assert report["attachment_blobs"] == 1 and report["missing_files"] == []
+
+    copied = await Store.open(pg_url, state_dir=tmp_path / "pg-state")
+    try:
+        for table, count in want.items():
+            [(have,)] = await copied.fetch_all(f'SELECT COUNT(*) FROM "{table}"')
+            assert have == count, table
+        # The copy is a working database: numbers and ids go on after the copied ones.
+        clock = FakeClock(h.clock() + timedelta(minutes=1))
+        node = Harness(copied, _pg_pipeline(clock), clock)
+        outcome = await node.deliver(mail(message_id="<after@example.com>", subject="new"))
+        assert outcome.tickets == ("IT-1004",)
+        again = await node.deliver(mail())  # a message the SQLite copy had seen
+        assert again.action == "duplicate"
+    finally:
+        await copied.close()
+
+    # A second run refuses: the target is not empty, and it stays as it is.
+    assert await asyncio.to_thread(
+        main, ["--config", str(config), "migrate", "--to", pg_url]) == 1
+    assert "not empty" in capsys.readouterr().err
+
+
+async def test_a_failed_copy_leaves_the_target_empty(
+        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    h = await _sqlite_installation(tmp_path)
+    await h.store.close()
+    # A row PostgreSQL refuses (TEXT cannot hold NUL) fails the copy halfway.
+    with sqlite3.connect(tmp_path / "state" / "mailgate.sqlite3") as db:
+        db.execute("UPDATE events SET detail = ? WHERE id = (SELECT max(id) FROM events)",
+                   ("a\x00b",))
+    db.close()
+    assert await asyncio.to_thread(
+        main, ["--config", str(config), "migrate", "--to", pg_url]) == 1
+    assert "holds no copied row" in capsys.readouterr().err
+    with psycopg.connect(pg_url) as conn:
+        counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                  for t in ("tickets", "messages", "events", "attachment_blobs")]
+    assert counts == [0, 0, 0, 0]
+
+
+async def test_the_password_is_never_printed_or_logged(
+        postgres_server: PostgresServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "pw-9f8e7d-not-for-eyes"
+    name = postgres_server.create_database().rsplit("/", 1)[1]
+    postgres_server.sql(f"CREATE ROLE mg_user LOGIN PASSWORD '{secret}'")
+    postgres_server.sql(f'ALTER DATABASE "{name}" OWNER TO mg_user')
+    url = f"postgresql://mg_user@{postgres_server.host}:{postgres_server.port}/{name}"
+    folder = tmp_path / "cfg"
+    config = _config(folder)
+    (folder / "db.password").write_text(secret + "\n")
+    config.write_text(config.read_text() + f'[database]\nurl = "{url}"\n'
+                      f'password_file = "db.password"\n')
+    assert await asyncio.to_thread(main, ["--config", str(config), "check"]) == 0
+    from mailgate.config.settings import load_config
+
+    loaded = load_config(config)
+    assert loaded.database_server is not None
+    assert secret not in repr(loaded) and loaded.store_password == secret
+    store = await Store.open(loaded.store_target, password=loaded.store_password)
+    assert secret not in store.describe()
+    await store.close()
+    # The admin commands read it and print neither it nor a URL holding it.
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["--config", str(config), "tickets"]) == 0
+    # A database that is not there: the error names the server, never the password.
+    config.write_text(config.read_text().replace(f"/{name}\"", "/no_such_db\""))
+    assert await asyncio.to_thread(main, ["--config", str(config), "tickets"]) != 0
+    out = capsys.readouterr()
+    assert "no_such_db" in out.err
+    assert secret not in out.out + out.err
+    # migrate --to with the password in the URL: printed masked.
+    lite = tmp_path / "lite"
+    lite_config = _config(lite)
+    h = await harness(lite)
+    await h.deliver(mail())
+    await h.store.close()
+    capsys.readouterr()
+    with_password = url.replace("mg_user@", f"mg_user:{secret}@")
+    assert await asyncio.to_thread(
+        main, ["--config", str(lite_config), "migrate", "--to", with_password]) == 0
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err and "mg_user:***@" in out.out
+
+
+async def test_database_url_problems_are_named_by_check(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        ) -> None:
+    config = _config(tmp_path)
+    base = config.read_text()
+    for table, problem in (
+            ('url = "mysql://db/x"', "expected a postgresql:// URL"),
+            ('url = "postgresql://u:pw@db/x"', "inline passwords are not accepted"),
+            ('url = "postgresql://u@db/x"\npassword = "pw"', "inline passwords"),
+            ('url = "postgresql://u@db"', "needs a host and a database name")):
+        config.write_text(base + f"[database]\n{table}\n")
+        assert await asyncio.to_thread(main, ["--config", str(config), "check"]) == 1
+        err = capsys.readouterr()
+        assert problem in err.out + err.err, table
+        assert "pw@" not in err.out + err.err
