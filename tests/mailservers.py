@@ -20,14 +20,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from imapclient import IMAPClient
 
-from tests.factories import EXAMPLE_DIRECTORY
+from tests.factories import EXAMPLE_DIRECTORY, mail
 from tests.harness import database_table
 
 DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
@@ -321,18 +321,59 @@ class SmtpSink:
         return "250 2.0.0 accepted"
 
     async def wait_for(self, count: int = 1, timeout: float = 15.0) -> list[Received]:
-        assert self._arrived is not None
+        await self._until(lambda: len(self.messages) >= count, f"{count} mail(s)", timeout)
+        return list(self.messages[:count])
 
-        async def enough() -> None:
-            async with self._arrived:
-                await self._arrived.wait_for(lambda: len(self.messages) >= count)
+    async def wait_until(self, match: Callable[[Received], bool], what: str,
+                         timeout: float = 15.0) -> int:
+        """The index in `messages` of the first mail that MATCHes, once it arrived."""
+        def found() -> int | None:
+            return next((i for i, m in enumerate(self.messages) if match(m)), None)
+
+        await self._until(lambda: found() is not None, what, timeout)
+        index = found()
+        assert index is not None
+        return index
+
+    async def _until(self, condition: Callable[[], bool], what: str, timeout: float) -> None:
+        assert self._arrived is not None
+        arrived = self._arrived
+
+        async def reached() -> None:
+            async with arrived:
+                await arrived.wait_for(condition)
 
         try:
-            await asyncio.wait_for(enough(), timeout)
+            await asyncio.wait_for(reached(), timeout)
         except TimeoutError:
             got = [m.message["Subject"] for m in self.messages]
-            raise TimeoutError(f"expected {count} mail(s) at the sink, got {got}") from None
-        return list(self.messages[:count])
+            raise TimeoutError(f"expected {what} at the sink, got {got}") from None
+
+    async def before_marker(self, deliver: Callable[[bytes], Awaitable[object]],
+                            timeout: float = 30.0) -> list[Received]:
+        """Everything the earlier mail caused, known to be complete: a marker request is
+        delivered now, and the sink's mail up to the marker's own first mail is returned.
+
+        Mail is read in arrival order and the outbox sends in queue order, so whatever
+        the earlier mail queued (a doubled acknowledgement, say) arrives before anything
+        the marker queued. This replaces "sleep a while, then check nothing more came"
+        with a positive event that must come after it. The marker opens a ticket of its
+        own from its own sender: check ticket counts before calling this."""
+        marker_id = f"<marker-{next(_markers)}@marker.example.com>"
+        await deliver(mail("Marker request", sender=MARKER_SENDER, message_id=marker_id,
+                           body="A marker."))
+        answer = await self.wait_until(
+            lambda m: m.message["In-Reply-To"] == marker_id, f"the reply to {marker_id}",
+            timeout)
+        ticket = self.messages[answer].message["X-Mailgate-Ticket"]
+        first = next(i for i, m in enumerate(self.messages)
+                     if m.message["In-Reply-To"] == marker_id
+                     or (ticket and m.message["X-Mailgate-Ticket"] == ticket))
+        return list(self.messages[:first])
+
+
+_markers = itertools.count(1)
+MARKER_SENDER = "Marker <marker@example.com>"  # a sender no test uses: it is acknowledged
 
 
 # --- mailgate.toml for the daemon under test --------------------------------------------

@@ -160,11 +160,11 @@ async def test_full_cycle_request_to_rating(env: Env, daemon: Daemon,  # noqa: F
     assert await count(daemon, "SELECT rating FROM tickets WHERE ref = 'IT-1001'") == 5
     assert await status(daemon) == "resolved"
 
-    await asyncio.sleep(0.5)
-    for received in env.sink.messages:
+    caused = await env.sink.before_marker(env.deliver)
+    for received in caused:
         if "ann@example.com" in received.rcpt_tos:
             assert b"SECRET-RECALL-42" not in received.raw
-    assert len(env.sink.messages) == 11
+    assert len(caused) == 11
 
     # 7. Nobody writes again: the ticket closes by itself after [conversation]
     # auto_close_after (default 7 days).
@@ -199,10 +199,10 @@ async def test_spoofed_and_outsider_commands_change_nothing(env: Env,  # noqa: F
     await deliver(env, mail("Re: [IT-1001] Laptop", sender="mallory@evil.example",
                             message_id="<m@evil.example>", body="#close"))
     await eventually(lambda: _stored_from(daemon, "mallory@evil.example"))
-    await asyncio.sleep(0.5)
-    assert len(env.sink.messages) == 4
     assert await status(daemon) == "new"
-    assert all(b"evil.example to fix" not in m.raw for m in env.sink.messages
+    caused = await env.sink.before_marker(env.deliver)
+    assert len(caused) == 4
+    assert all(b"evil.example to fix" not in m.raw for m in caused
                if "ann@example.com" in m.rcpt_tos)
 
 

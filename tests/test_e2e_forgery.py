@@ -78,11 +78,12 @@ async def test_a_flood_reaches_each_agent_five_times_and_one_victim_ten_times(
             f"Request {n}", sender=f"victim+{n}@example.com", message_id=f"<v{n}@example.com>"))
     await eventually(lambda: _tickets(daemon, 20))
     await eventually(lambda: _outbox_empty(daemon))
-    await asyncio.sleep(0.3)
-    to = [m.rcpt_tos[0] for m in smtp_sink.messages]
+    assert await count(daemon, "SELECT COUNT(*) FROM held_notifications") == 15
+    caused = await smtp_sink.before_marker(
+        lambda raw: asyncio.to_thread(push, daemon, raw, "marker@example.com"))
+    to = [m.rcpt_tos[0] for m in caused]
     assert to.count("alice@example.com") == to.count("bob@example.com") == 5
     assert sum(a.startswith("victim+") for a in to) == 10  # one budget, plus tags or not
-    assert await count(daemon, "SELECT COUNT(*) FROM held_notifications") == 15
 
 
 async def _tickets(daemon: Daemon, wanted: int) -> bool:
