@@ -8,6 +8,7 @@ Maildir), as DESIGN.md describes; the sink runs inside the test's own event loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.message
 import grp
@@ -184,9 +185,10 @@ passdb {{
         self._write_config()
         for sub in ("run", "state"):
             (self.root / sub).mkdir(exist_ok=True)
+        # Its own process group: stop() ends the IMAP processes too (see there).
         self.process = subprocess.Popen(
             [self.binary, "-F", "-c", str(self.config_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         probe = self.add_user()
         deadline = time.monotonic() + timeout
         while True:
@@ -201,6 +203,8 @@ passdb {{
                 time.sleep(0.1)
 
     def stop(self) -> None:
+        """Stop the server and drop its clients' connections, as a host going down would:
+        the master's own shutdown leaves every logged-in IMAP process serving on."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -208,6 +212,9 @@ passdb {{
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        if self.process:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         if self.process and self.process.stderr:
             self.process.stderr.close()
         self.process = None

@@ -11,7 +11,7 @@ import contextlib
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -144,8 +144,10 @@ async def test_imap_server_down_and_back_processes_what_arrived(
         try:
             await asyncio.to_thread(private.append, account, mail("first", message_id="<1@x>"))
             await smtp_sink.wait_for(count=1)
+            [watcher] = daemon.watchers
             private.stop()
-            await asyncio.sleep(3)  # mailgate notices and backs off
+            await until(lambda: watcher.state.reconnects >= 1, "mailgate to notice",
+                        watcher.state)  # and back off
             private.start()
             for i in range(3):
                 await asyncio.to_thread(private.append, account,
@@ -175,7 +177,10 @@ async def test_smtp_down_queues_then_sends_in_order(
         while (await daemon.store.outbox_summary()).get("queued", 0) < 5:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
-        await asyncio.sleep(1)
+        outbox = daemon.outbox
+        assert outbox is not None
+        await until(lambda: outbox.server_backoff >= 1, "the outbox to find SMTP down",
+                    outbox.last_error)
         await smtp_sink.start()  # same port again
         received = await smtp_sink.wait_for(count=5, timeout=60)
         tickets = [m.message["X-Mailgate-Ticket"] for m in received]
@@ -191,19 +196,38 @@ async def test_locked_database_delays_but_loses_nothing(
     config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account))
     daemon = await start(config)
     try:
-        await asyncio.sleep(0.5)
+        [watcher] = daemon.watchers
+        await until(lambda: watcher.state.mode == "idle", "the mailbox idling", watcher.state)
         blocker = sqlite3.connect(tmp_path / "state" / "mailgate.sqlite3", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")  # e.g. a careless admin with the sqlite3 shell
-        for i in range(3):
-            await asyncio.to_thread(dovecot.append, imap_account,
-                                    mail(f"r{i}", message_id=f"<lock{i}@x>"))
-        await asyncio.sleep(2)
-        assert smtp_sink.messages == []
-        blocker.execute("ROLLBACK")
-        blocker.close()
-        await smtp_sink.wait_for(count=3, timeout=60)
+        try:
+            for i in range(3):
+                await asyncio.to_thread(dovecot.append, imap_account,
+                                        mail(f"r{i}", message_id=f"<lock{i}@x>"))
+            # The proof that the lock was hit: the batch's transaction waited out SQLite's
+            # busy timeout and failed with "database is locked", which only the busy
+            # path reports; the watcher retries after it.
+            await until(lambda: watcher.state.reconnects >= 1, "the batch to fail on the lock",
+                        watcher.state, timeout=60)
+            assert "database is locked" in (watcher.state.last_error or ""), watcher.state
+            assert smtp_sink.messages == []  # nothing committed, so nothing acknowledged
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await smtp_sink.wait_for(count=3, timeout=60)  # the retried batch, nothing lost
+        assert [m.message["In-Reply-To"] for m in smtp_sink.messages] == [
+            f"<lock{i}@x>" for i in range(3)]
     finally:
         await daemon.stop()
+
+
+async def until(condition: Callable[[], bool], what: str, state: object,
+                timeout: float = 20) -> None:
+    """Wait for CONDITION, checked every 0.1 s, for at most TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {state}"
+        await asyncio.sleep(0.1)
 
 
 class GarbageServer(SilentServer):
@@ -274,6 +298,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.sqlite_only("the SQLite file is in the state directory on the full disk")
 async def test_disk_full_is_retried_and_loses_nothing(
         tmp_path: Path, small_disk: Path, dovecot: DovecotServer, imap_account: ImapAccount,
         smtp_sink: SmtpSink) -> None:
@@ -281,7 +306,8 @@ async def test_disk_full_is_retried_and_loses_nothing(
                           state=small_disk)
     daemon = await start(config)
     try:
-        await asyncio.sleep(0.5)
+        watcher = daemon.watchers[0]
+        await until(lambda: watcher.state.mode == "idle", "the mailbox idling", watcher.state)
         filler = small_disk / "filler"
         with contextlib.suppress(OSError), filler.open("wb") as fh:  # fill it up
             while True:
@@ -290,7 +316,6 @@ async def test_disk_full_is_retried_and_loses_nothing(
         for i in range(3):
             await asyncio.to_thread(dovecot.append, imap_account, mail(
                 f"r{i}", message_id=f"<full{i}@x>", body="A long request. " * 2000))
-        watcher = daemon.watchers[0]
         deadline = time.monotonic() + 15
         while "full" not in (watcher.state.last_error or ""):
             assert time.monotonic() < deadline, watcher.state
