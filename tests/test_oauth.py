@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +51,7 @@ from tests.mailservers import (
     DovecotServer,
     ImapAccount,
     Mailbox,
+    Received,
     find_dovecot,
     write_daemon_config,
 )
@@ -575,6 +577,20 @@ def test_token_command(oauth_dovecot: DovecotServer, fresh_idp: IdP, ca: TestCA,
         source_for(failing, account.username).token()
 
 
+def alerts(received: list[Received]) -> int:
+    return sum(1 for r in received if r.rcpt_tos == ["ops@example.com"])
+
+
+async def failures(daemon: Daemon, mailbox: str, at_least: int, timeout: float = 60) -> int:
+    """Wait until MAILBOX's watcher has failed AT_LEAST times; how often it has."""
+    watcher = next(w for w in daemon.watchers if w.config.name == mailbox)
+    deadline = time.monotonic() + timeout
+    while watcher.state.reconnects < at_least:
+        assert time.monotonic() < deadline, watcher.state
+        await asyncio.sleep(0.1)
+    return watcher.state.reconnects
+
+
 # --- the daemon: a revoked grant alerts the admin, the other mailbox goes on --------------
 
 async def test_revoked_mailbox_alerts_once_and_the_other_keeps_working(
@@ -609,6 +625,10 @@ token_url = "{fresh_idp.url}/token"
     setup = load_setup(path)
     registry = metrics.Registry()
     metrics.install(registry)
+
+    async def deliver(raw: bytes) -> None:  # to the mailbox that works
+        await asyncio.to_thread(oauth_dovecot.append, working, raw)
+
     try:
         async with Daemon(setup.config, setup.directory) as daemon:
             [alert] = await smtp_sink.wait_for(1, timeout=20)  # type: ignore[attr-defined]
@@ -635,19 +655,19 @@ token_url = "{fresh_idp.url}/token"
             assert 'mailgate_mailbox_state{mailbox="payroll",state="error"} 1' in text
             assert 'mailgate_mailbox_state{mailbox="it",state="error"} 0' in text
             # It keeps failing (retries with backoff): no second alert within the day.
-            await asyncio.sleep(2.5)
-            assert sum(1 for r in smtp_sink.messages  # type: ignore[attr-defined]
-                       if r.rcpt_tos == ["ops@example.com"]) == 1
+            failed = await failures(daemon, "payroll", 1)
+            await failures(daemon, "payroll", failed + 2)  # reported, and tried once more
+            assert alerts(await smtp_sink.before_marker(deliver)) == 1  # type: ignore[attr-defined]
         # A restart does not alert again either: the alert is remembered on disk.
-        async with Daemon(setup.config, setup.directory):
-            await asyncio.sleep(2.5)
-        assert sum(1 for r in smtp_sink.messages  # type: ignore[attr-defined]
-                   if r.rcpt_tos == ["ops@example.com"]) == 1
+        async with Daemon(setup.config, setup.directory) as restarted:
+            await failures(restarted, "payroll", 2)
+            assert alerts(await smtp_sink.before_marker(deliver)) == 1  # type: ignore[attr-defined]
         # The admin logs in again (a new refresh token): "works again", once.
         seed(profile, fresh_idp, revoked.username, expired=True)
         async with Daemon(setup.config, setup.directory):
-            received = await smtp_sink.wait_for(4, timeout=20)  # type: ignore[attr-defined]
-        assert received[3].message["Subject"] == "mailgate: mailbox payroll works again"
+            # After the alert, two acknowledgements and the two markers' acknowledgements.
+            received = await smtp_sink.wait_for(6, timeout=20)  # type: ignore[attr-defined]
+        assert received[5].message["Subject"] == "mailgate: mailbox payroll works again"
     finally:
         metrics.install(metrics.Metrics())
 
