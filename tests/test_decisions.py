@@ -2,8 +2,9 @@
 
 What the workflow and pipeline tests check through SQLite -- one ticket per department,
 linked; one acknowledgement within the sender's budget; a team notice unless the sender
-flooded that team; follow-ups linking the old ticket; attachments not kept named -- is
-checked here on the decision itself (tickets/new_request.py), with no I/O at all.
+flooded that team; follow-ups linking the old ticket; attachments not kept named; who may
+answer, command, reopen, rate or only be kept; clocks met, paused, restarted -- is checked
+here on the decisions themselves (tickets/new_request.py, tickets/reply.py), no I/O.
 """
 
 from __future__ import annotations
@@ -19,23 +20,34 @@ from mailgate.core.classify import Verdict
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import MailKind, Priority, Status, Ticket
 from mailgate.core.routing import Route
-from mailgate.core.sla import Target
+from mailgate.core.sla import Clock, Target
+from mailgate.core.trust import Trust
+from mailgate.outbound.compose import RelayParts
 from mailgate.tickets.budget import MailBudget
 from mailgate.tickets.clocks import ClockPolicy
 from mailgate.tickets.effects import (
     AddAttachments,
     AddEvent,
     AddReceipts,
+    ChangeStatus,
+    Drawn,
     Effect,
     Facts,
     HoldNotification,
     LinkTickets,
+    MeetClock,
     NewTicket,
     OpenTicket,
+    PauseClock,
     QueueMail,
+    Rate,
+    ResumeClock,
+    SetField,
+    StartClock,
     StartClocks,
     StoredFile,
     StoreMessage,
+    TicketFacts,
     Usage,
 )
 from mailgate.tickets.new_request import (
@@ -45,6 +57,7 @@ from mailgate.tickets.new_request import (
     is_stale,
     open_request,
 )
+from mailgate.tickets.reply import Conversation, ConversationSettings, Incoming, Replied
 from mailgate.tickets.state import TicketState
 from tests.factories import example_directory, mail
 
@@ -255,3 +268,185 @@ def test_a_reply_long_after_the_resolution_is_stale(ticket: TicketState, sender:
                                                     body: str, stale: bool) -> None:
     msg = parse(mail("Re: [IT-1001] Laptop", sender=sender, body=body))
     assert is_stale(ticket, msg, DIRECTORY, WEEK, NOW) is stale
+
+
+# --- replies: a person's mail on an existing ticket (tickets/reply.py) -------------------
+
+SETTINGS = ConversationSettings(budget=MailBudget(per_mailbox=3, per_domain=100,
+                                                  own_domains=frozenset({"example.com"})))
+CONVERSATION = Conversation(DIRECTORY, ClockPolicy(DIRECTORY), SETTINGS)
+CREATED = NOW - timedelta(hours=2)
+NO_PARTS = RelayParts((), ())
+
+
+def open_ticket(status: Status = Status.NEW, **changes: object) -> TicketState:
+    made = TicketState(7, "IT-1001", "it", "Laptop won't boot", "ann@example.com",
+                       "Ann Example", status, Priority.NORMAL, CREATED, CREATED)
+    return replace(made, **changes)
+
+
+def running(*targets: Target) -> dict[Target, Clock]:
+    return {t: Clock(t, CREATED, 4 * 3600.0) for t in targets}
+
+
+def on_ticket(st: TicketState | None = None, **changes: object) -> TicketFacts:
+    base = TicketFacts(st or open_ticket(), running(Target.FIRST_RESPONSE, Target.RESOLUTION),
+                       request_id="req-1@example.com", requester_last="req-1@example.com")
+    return replace(base, **changes)
+
+
+def reply(body: str, sender: str = "Alice Adams <alice@example.com>",
+          proven: bool = True, facts: TicketFacts | None = None,
+          drawn: Drawn | None = None, parts: RelayParts = NO_PARTS,
+          dropped: list[str] | None = None) -> Replied:
+    msg = parse(mail("Re: [IT-1001] Laptop won't boot", sender=sender, body=body,
+                     message_id="<answer@example.com>"))
+    incoming = Incoming(msg, Trust.DOMAIN, frozenset({"IT-1001"}) if proven else frozenset())
+    return CONVERSATION.decide(incoming, [facts or on_ticket()], parts, drawn or Drawn(), NOW,
+                               dropped, "25 MB")
+
+
+def test_a_proven_agent_answer_meets_the_response_clock_and_reaches_the_requester() -> None:
+    done = reply("Hold the power button for ten seconds.")
+    assert done.kind == "reply"
+    [answer] = events(done.effects, "reply")
+    assert (answer.visibility, answer.detail, answer.of_mail) == (
+        "public", {"role": "agent"}, True)
+    assert MeetClock(7, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE)) in done.effects
+    [met] = events(done.effects, "sla_met")
+    assert met.detail == {"targets": ["first_response"]}  # the next response was not owed
+    assert ChangeStatus(7, Status.OPEN) in done.effects  # a new ticket is open once answered
+    [relay] = mails(done.effects, "reply")
+    assert relay.to == ("ann@example.com",)
+    assert relay.from_name == "Alice Adams via IT Service Desk"
+    assert (relay.thread.request, relay.thread.requester_last) == ("req-1@example.com",) * 2
+    assert relay.about[0].status is Status.OPEN  # the mail shows the ticket as answered
+
+
+def test_an_answer_without_proof_is_kept_internal_and_its_member_told_how_to_act() -> None:
+    done = reply("Hold the power button.", proven=False)
+    assert done.kind == "unproven"
+    [kept] = events(done.effects, "reply")
+    assert kept.visibility == "internal"
+    assert not only(done.effects, MeetClock) and not mails(done.effects, "reply")
+    [notice] = mails(done.effects, "unproven-notice")
+    assert notice.to == ("alice@example.com",)
+    assert notice.thread.answered == "answer@example.com"
+
+
+def test_a_command_that_cannot_run_changes_nothing_and_tells_the_agent() -> None:
+    done = reply("#assign nobody\n#resolve")
+    assert done.kind == "rejected"
+    [rejected] = events(done.effects, "command_rejected")
+    assert "#assign nobody" in rejected.detail["problems"][0]
+    assert not only(done.effects, ChangeStatus) and not only(done.effects, SetField)
+    assert mails(done.effects, "command-reply")
+
+
+def test_notices_stop_at_the_budget_counting_those_of_this_mail() -> None:
+    full = Drawn(mailboxes={"alice@example.com": 3})
+    done = reply("#frobnicate", drawn=full)
+    assert not mails(done.effects, "command-reply")
+    [suppressed] = events(done.effects, "command_reply_suppressed")
+    assert "3 automatic mails to alice@example.com" in suppressed.detail["reason"]
+    # One left: the command reply takes it, the not-kept notice of the same mail is refused.
+    done = reply("#frobnicate", drawn=Drawn(mailboxes={"alice@example.com": 2}),
+                 dropped=["disk.img"])
+    assert mails(done.effects, "command-reply") and not mails(done.effects, "not-kept")
+    assert events(done.effects, "not_kept_suppressed")
+
+
+def test_a_stranger_is_kept_and_reaches_nobody() -> None:
+    done = reply("I know your ticket number.", sender="Mallory <mallory@evil.example>")
+    assert done.kind == "kept"
+    assert not only(done.effects, QueueMail)
+    [kept] = events(done.effects, "comment")
+    assert kept.detail == {"role": "outside", "not_relayed": "not on the ticket"}
+
+
+def test_the_requester_without_proof_reaches_the_team_marked_and_moves_no_clock() -> None:
+    resolved = open_ticket(Status.RESOLVED, resolved_at=NOW - timedelta(days=1))
+    done = reply("Broken again.", sender="Ann Example <ann@example.com>", proven=False,
+                 facts=on_ticket(resolved))
+    assert done.kind == "unverified"
+    assert not only(done.effects, ChangeStatus)
+    assert not [e for e in done.effects if isinstance(e, MeetClock | StartClock | ResumeClock)]
+    [relay] = mails(done.effects, "relay-team")
+    assert relay.variant == "unverified" and relay.to == ("alice@example.com", "bob@example.com")
+
+
+def test_the_proven_requester_reopens_a_resolved_ticket_with_a_fresh_resolution_clock() -> None:
+    resolved = open_ticket(Status.RESOLVED, resolved_at=NOW - timedelta(days=1))
+    done = reply("Broken again.", sender="Ann Example <ann@example.com>",
+                 facts=on_ticket(resolved, clocks={}, first_response_at=CREATED))
+    assert done.kind == "reopened"
+    changes = [e for e in done.effects
+               if isinstance(e, ChangeStatus | ResumeClock | StartClock)]
+    assert changes[:3] == [ChangeStatus(7, Status.OPEN), ResumeClock(7),
+                           StartClock(7, Target.RESOLUTION)]
+    # Answered before: an answer is owed again.
+    assert StartClock(7, Target.NEXT_RESPONSE) in done.effects
+    [relay] = mails(done.effects, "relay-team")
+    assert relay.context["reopened"] is True
+
+
+def test_the_next_response_is_owed_once_and_not_before_the_first() -> None:
+    ann = "Ann Example <ann@example.com>"
+    first_pending = reply("More details.", sender=ann)
+    assert StartClock(7, Target.NEXT_RESPONSE) not in first_pending.effects
+    owed = on_ticket(open_ticket(Status.OPEN), first_response_at=CREATED,
+                     clocks=running(Target.RESOLUTION, Target.NEXT_RESPONSE))
+    assert StartClock(7, Target.NEXT_RESPONSE) not in reply("And more.", sender=ann,
+                                                            facts=owed).effects
+
+
+def test_a_rating_is_stored_and_thanked_for_once() -> None:
+    surveyed = open_ticket(Status.RESOLVED, survey_at=NOW, resolved_at=NOW)
+    ann = "Ann Example <ann@example.com>"
+    done = reply("5\nquick and kind", sender=ann, facts=on_ticket(surveyed))
+    assert done.kind == "rated"
+    assert Rate(7, 5, "quick and kind") in done.effects
+    [thanks] = mails(done.effects, "thanks")
+    # The thanks answers her rating: this mail is now her newest on the ticket.
+    assert thanks.thread.requester_last == "answer@example.com"
+    again = reply("4", sender=ann, facts=on_ticket(replace(surveyed, rating=5)))
+    assert Rate(7, 4, "") in again.effects and not mails(again.effects, "thanks")
+
+
+def test_a_flood_of_relays_on_one_ticket_is_kept_not_relayed() -> None:
+    done = reply("again", sender="Ann Example <ann@example.com>",
+                 facts=on_ticket(relays=SETTINGS.relays_per_sender_per_hour))
+    assert not mails(done.effects, "relay-team")
+    assert events(done.effects, "relay_suppressed")
+
+
+def test_waiting_pauses_the_clocks_and_resolve_meets_them_with_a_summary() -> None:
+    waiting = reply("#waiting")
+    assert [ChangeStatus(7, Status.WAITING), PauseClock(7)] == [
+        e for e in waiting.effects if isinstance(e, ChangeStatus | PauseClock)]
+    done = reply("#resolve\nReplaced the battery.", facts=on_ticket(
+        open_ticket(Status.OPEN), last_answer="Try again.", request_text="It only beeps."))
+    # The answer meets the first response, the resolution what still ran.
+    [met] = events(done.effects, "sla_met")
+    [resolved] = events(done.effects, "resolved")
+    assert (met.detail["targets"], resolved.detail["met"]) == (["first_response"],
+                                                               ["resolution"])
+    [summary] = mails(done.effects, "summary")
+    assert summary.context["asked"] == "It only beeps."
+    assert summary.context["done"] == "Replaced the battery."
+    assert not mails(done.effects, "reply")  # the summary says it
+    quiet = reply("#resolve", facts=on_ticket(open_ticket(Status.OPEN), last_answer="Try again."))
+    [summary] = mails(quiet.effects, "summary")
+    assert summary.context["done"] == "Try again."  # nothing said: the last public answer
+
+
+def test_transfer_restarts_the_clocks_by_the_new_department_and_tells_its_team() -> None:
+    done = reply("#transfer facilities", facts=on_ticket(request_text="It only beeps."))
+    assert SetField(7, "department", "facilities") in done.effects
+    assert [e for e in done.effects if isinstance(e, StartClock)] == [
+        StartClock(7, Target.FIRST_RESPONSE), StartClock(7, Target.RESOLUTION)]
+    [notice] = mails(done.effects, "notify-team")
+    assert (notice.to, notice.variant) == (("erin@example.com",), "transferred")
+    assert notice.about[0].department == "facilities"
+    # 4 business hours from now (10:00 Berlin, lunch aside): 15:00.
+    assert notice.context["due_at"].hour == 15

@@ -767,8 +767,8 @@ async def test_a_missing_not_kept_template_costs_the_notice_not_the_reply(
         tmp_path: Path) -> None:
     h = await make(tmp_path, max_attachment_bytes=1000)
     try:
-        h.pipeline.workflow.renderer.loader.sources.pop("not_kept.txt.j2")
-        h.pipeline.workflow.renderer._templates.clear()
+        h.pipeline.renderer.loader.sources.pop("not_kept.txt.j2")
+        h.pipeline.renderer._templates.clear()
         await h.deliver(mail())
         outcome = await h.deliver(with_files([("scan.pdf", b"s" * 5000)], n=2,
                                              subject="Re: [IT-1001] Laptop won't boot"))

@@ -14,20 +14,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from mailgate.config.directory import Directory, member_address
+from mailgate.config.directory import Directory
 from mailgate.config.settings import Config
-from mailgate.core.addresses import canonical, domain_of
+from mailgate.core.addresses import domain_of
 from mailgate.core.classify import LoopContext, Verdict, classify
 from mailgate.core.mime.largemail import LARGE, Light, decoded_chunks, lighten
 from mailgate.core.mime.parse import fingerprint, parse
-from mailgate.core.model import Inbound, MailKind, Origin, Outgoing, Ticket
+from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing, proven_refs
 from mailgate.core.routing import Route, routes_for
 from mailgate.core.trust import TrustPolicy, sender_trust
 from mailgate.errors import BadMessage
 from mailgate.outbound.compose import RelayParts
-from mailgate.outbound.queued import parts_to_relay
+from mailgate.outbound.kinds import Sending
+from mailgate.outbound.queued import QueuedMail, parts_to_relay
 from mailgate.service.log import get_logger
 from mailgate.storage import gather
 from mailgate.storage.apply import Arrival, MailWriter, apply
@@ -40,11 +41,14 @@ from mailgate.tickets.conversation import thread_hints
 from mailgate.tickets.effects import (
     AddAttachments,
     AddEvent,
+    AddReceipts,
     Effect,
     Facts,
     HoldNotification,
+    Log,
     QueueMail,
     StoredFile,
+    StoreMessage,
 )
 from mailgate.tickets.new_request import (
     NewRequestPolicy,
@@ -55,8 +59,14 @@ from mailgate.tickets.new_request import (
     size_in_words,
     team_budget,
 )
+from mailgate.tickets.reply import (
+    Conversation,
+    ConversationSettings,
+    Incoming,
+    budget_recipients,
+    needs_texts,
+)
 from mailgate.tickets.state import TicketState
-from mailgate.tickets.workflow import ConversationSettings, Incoming, Workflow
 
 log = get_logger("mailgate.intake.pipeline")
 Clock = Callable[[], datetime]
@@ -191,12 +201,13 @@ class Pipeline:
         self.sla = SlaBook(directory)
         self.budget = settings.budget(frozenset(
             domain_of(d.address) for d in directory.departments.values()))
-        self.workflow = Workflow(directory, renderer, self.sla,
-                                 settings.conversation(self.budget))
+        self.conversation = Conversation(directory, self.sla,
+                                         settings.conversation(self.budget))
         self.new_requests = NewRequestPolicy(
             directory, self.sla, self.budget, settings.notify_team,
             settings.team_notices_per_sender_per_hour, settings.max_attachment_bytes)
-        self.mailer = self.workflow.mail
+        self.mailer = QueuedMail(directory, renderer,
+                                 Sending(settings.instance, settings.keys, self.budget))
 
     async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
         now = self.clock()
@@ -260,8 +271,7 @@ class Pipeline:
                         request, departments=tuple(follow), routes=follow,
                         follows=tuple(stale)), facts, now)
         if existing:
-            return await self._append(tx, mail, msg, arrival.fingerprint, verdict, existing,
-                                      pending, origin, now, facts.message)
+            return await self._append(tx, mail, arrival, verdict, existing, pending, now)
         if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
             return await self._quarantine(
                 tx, mail.raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
@@ -316,40 +326,46 @@ class Pipeline:
         return await gather.threaded(tx, hints.ticket_refs, hints.message_ids,
                                      msg.embedded_ids if automatic else ())
 
-    async def _append(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
-                      tickets: list[Ticket], pending: list[str], origin: Origin,
-                      now: datetime, stored: int | None) -> Outcome:
-        """A follow-up to known tickets: record it on each; automatic mail is only noted."""
+    async def _append(self, tx: Tx, mail: Received, arrival: Arrival, verdict: Verdict,
+                      tickets: list[TicketState], pending: list[str], now: datetime,
+                      ) -> Outcome:
+        """A follow-up to known tickets: read, decide (reply.py), write (apply.py). A
+        person's mail works the tickets; automatic mail is only noted."""
+        msg = arrival.msg
         trust = sender_trust(msg, self.settings.trust)
-        message = await tx.store_message(msg, fp, verdict.kind, mail.raw, origin.source, now,
-                                         trust, stored=stored, packed=mail.packed)
-        await tx.add_receipts(msg.dedupe_key, pending, message, "reply")
-        kind = "reply" if verdict.kind in (MailKind.REQUEST, MailKind.BULK) else verdict.kind
-        actor = msg.sender.addr if msg.sender else None
-        dropped = []
-        if kind == "reply":
-            dropped = await self._keep_attachments(tx, mail, msg, message, tickets, now)
-        incoming = Incoming(msg, mail.raw, message, trust, self._proven(msg, now),
-                            light=mail.light)
-        if verdict.kind is MailKind.REQUEST and actor:
-            # A person wrote: answers, notes, commands, replies (workflow.py).
-            for ticket in tickets:
-                kind = await self.workflow.follow_up(tx, ticket, incoming, now)
-            if dropped:  # what they sent did not all arrive: they should know
-                await self.workflow.not_kept(tx, tickets[0], incoming, dropped,
-                                             size_in_words(self.settings.max_attachment_bytes), now)
-            log.info("ticket.appended", tickets=[t.ref for t in tickets], kind=kind,
-                     message_id=msg.message_id, source=origin.source)
-            return Outcome("reply", tuple(t.ref for t in tickets))
-        for ticket in tickets:
-            await tx.add_event(ticket.id, kind, now, actor=actor, message=message,
-                               detail={"reason": verdict.reason} if verdict.reason else None)
-            await tx.touch_ticket(ticket.id, now)
-            if kind == "reply" and actor:
-                await self._follow_clocks(tx, ticket, incoming, now)
+        effects: list[Effect] = [StoreMessage(verdict.kind, trust),
+                                 AddReceipts(tuple(pending), "reply")]
+        person = verdict.kind in (MailKind.REQUEST, MailKind.BULK)
+        dropped: list[str] = []
+        if person:
+            files = await self._store_files(tx, mail, msg)
+            effects += self._attachment_effects(tickets, files)
+            dropped = [f.filename for f in files if f.sha256 is None]
+        incoming = Incoming(msg, trust, self._proven(msg, now))
+        sender = msg.sender.addr if msg.sender else None
+        texts = verdict.kind is MailKind.REQUEST and needs_texts(msg)
+        facts = [await gather.ticket_facts(tx, t, sender or "", now, texts) for t in tickets]
+        parts = RelayParts((), ())
+        if verdict.kind is MailKind.REQUEST and sender:
+            # A person wrote: answers, notes, commands, replies (reply.py).
+            parts = await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes,
+                                         mail.light)
+            recipients = budget_recipients(incoming, tickets, self.directory)
+            drawn = await gather.drawn(tx, [self.budget.keys(r) for r in recipients], now)
+            replied = self.conversation.decide(
+                incoming, facts, parts, drawn, now, dropped,
+                size_in_words(self.settings.max_attachment_bytes))
+            effects += replied.effects
+            kind = replied.kind
+        else:
+            kind = "reply" if person else verdict.kind.value
+            effects += self.conversation.noted(incoming, facts, kind, verdict.reason, now)
+        await apply(tx, effects, arrival, self._mail_writer(mail, msg, now, parts), now,
+                    self.sla)
+        _log(effects)
         refs = tuple(t.ref for t in tickets)
         log.info("ticket.appended", tickets=refs, kind=kind, message_id=msg.message_id,
-                 source=origin.source)
+                 source=arrival.source)
         return Outcome("reply", refs)
 
     async def _open(self, tx: Tx, mail: Received, arrival: Arrival, request: Request,
@@ -361,8 +377,7 @@ class Pipeline:
         msg = request.msg
         request = replace(request, files=await self._store_files(tx, mail, msg))
         effects = open_request(request, facts, self.new_requests, now)
-        applied = await apply(tx, effects, arrival, self._mail_writer(mail, msg, now), now,
-                              known=facts.threaded)
+        applied = await apply(tx, effects, arrival, self._mail_writer(mail, msg, now), now)
         for ticket in applied.opened:
             log.info("ticket.created", ticket=ticket.ref, dept=ticket.department,
                      message_id=msg.message_id, source=arrival.source,
@@ -378,10 +393,11 @@ class Pipeline:
                          sender=effect.sender)
         return Outcome("ticket", tuple(refs), acknowledged=acknowledged(effects))
 
-    def _mail_writer(self, mail: Received, msg: Inbound, now: datetime) -> MailWriter:
-        """Writes a new request's mail; its attachments are read once, if a mail carries
-        them."""
-        found: list[RelayParts] = []
+    def _mail_writer(self, mail: Received, msg: Inbound, now: datetime,
+                     parts: RelayParts | None = None) -> MailWriter:
+        """Writes the mail a decision queued; the attachments of the mail being handled
+        are read once (unless known already), if a mail carries them."""
+        found: list[RelayParts] = [parts] if parts is not None else []
 
         async def request_parts() -> RelayParts:
             if not found:
@@ -389,8 +405,9 @@ class Pipeline:
                                                   mail.light))
             return found[0]
 
-        async def write(queued: QueueMail, tickets: Sequence[TicketState]) -> list[Outgoing]:
-            return await self.mailer.write(queued, tickets, now, request_parts)
+        async def write(queued: QueueMail, tickets: Sequence[TicketState],
+                        first: str | None) -> list[Outgoing]:
+            return await self.mailer.write(queued, tickets, now, request_parts, first)
         return write
 
     async def _store_files(self, tx: Tx, mail: Received, msg: Inbound) -> tuple[StoredFile, ...]:
@@ -417,11 +434,9 @@ class Pipeline:
                         files=[p.filename for p in dropped])
         return tuple(files)
 
-    async def _keep_attachments(self, tx: Tx, mail: Received, msg: Inbound, message: int,
-                                tickets: list[Ticket], now: datetime) -> list[str]:
-        """A reply's attachments, on each of its tickets; returns the names of those not
-        kept."""
-        files = await self._store_files(tx, mail, msg)
+    def _attachment_effects(self, tickets: list[TicketState],
+                            files: tuple[StoredFile, ...]) -> list[Effect]:
+        """A reply's attachments, on each of its tickets, and those not kept named."""
         if not files:
             return []
         on = tuple(t.id for t in tickets)
@@ -432,22 +447,7 @@ class Pipeline:
                                  detail={"files": dropped,
                                          "limit": self.settings.max_attachment_bytes})
                         for t in on]
-        arrival = Arrival(msg, "", mail.raw, "", stored=message)
-        await apply(tx, effects, arrival, self._mail_writer(mail, msg, now), now)
-        return [f.filename for f in files if f.sha256 is None]
-
-    async def _follow_clocks(self, tx: Tx, ticket: Ticket, mail: Incoming,
-                             now: datetime) -> None:
-        """Bulk-looking mail from a person: a member's answers (stops the response
-        clocks), the requester's asks again -- each only with proof of who wrote it, or
-        a forged "Precedence: bulk" mail would silence an SLA."""
-        if not mail.proof(ticket.ref, self.settings.from_header_is_proof):
-            return
-        dept = self.directory.departments.get(ticket.department)
-        if dept and member_address(dept, mail.sender):
-            await self.workflow.clocks_answered(tx, ticket.id, mail.sender, now)
-        elif canonical(mail.sender) == canonical(ticket.requester):
-            await self.sla.requester_wrote(tx, ticket.id, now)
+        return effects
 
     def _proven(self, msg: Inbound, now: datetime) -> frozenset[str]:
         """Tickets a reply key in this mail proves its sender for: In-Reply-To and
@@ -475,6 +475,13 @@ async def _safe_parse(raw: bytes, max_body_chars: int,
     except Exception:  # parse promises not to raise; if it does, quarantine, don't crash
         log.exception("parse.failed")
         return None
+
+
+def _log(effects: list[Effect]) -> None:
+    """The log lines a decision asked for, once its effects are written."""
+    for effect in effects:
+        if isinstance(effect, Log):
+            getattr(log, effect.level)(effect.event, **effect.fields)
 
 
 def _mid(msg: Inbound | None) -> str | None:

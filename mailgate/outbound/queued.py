@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
+from jinja2 import TemplateNotFound
+
 from mailgate.config.directory import Department, Directory
 from mailgate.core.mime.largemail import Light, restored_parts
 from mailgate.core.model import Inbound, Outgoing
@@ -19,9 +21,11 @@ from mailgate.core.model import OutgoingKind as K
 from mailgate.core.render import Renderer
 from mailgate.outbound.compose import RelayParts, relay_parts
 from mailgate.outbound.kinds import Mail, Sending, build
+from mailgate.service.log import get_logger
 from mailgate.tickets.effects import QueueMail
 from mailgate.tickets.state import TicketState
 
+log = get_logger("mailgate.outbound.queued")
 NO_PARTS = RelayParts((), ())
 RequestParts = Callable[[], Awaitable[RelayParts]]  # the request's attachments, on demand
 
@@ -52,10 +56,23 @@ class QueuedMail:
         self.sending = sending
 
     async def write(self, queued: QueueMail, tickets: Sequence[TicketState], now: datetime,
-                    parts: RequestParts = no_parts) -> list[Outgoing]:
-        """`tickets`: those the mail is about, as written, in `queued.about`'s order."""
+                    parts: RequestParts = no_parts, first: str | None = None,
+                    ) -> list[Outgoing]:
+        """`tickets`: those the mail is about, in `queued.about`'s order; `first`: the
+        Message-ID of the mail's first copy when another QueueMail wrote that."""
         found = await parts() if queued.attach_request else NO_PARTS
-        return build(self.mail(queued, tickets, found), self.renderer, self.sending, now)
+        mail = self.mail(queued, tickets, found)
+        try:
+            return build(mail, self.renderer, self.sending, now, only=queued.only,
+                         first=first)
+        except TemplateNotFound:
+            if not queued.optional:
+                raise
+            # A templates folder from before this kind: the notice is left out, the mail
+            # it answers is kept.
+            log.warning("template.missing", template=mail.spec.template,
+                        ticket=mail.tickets[0] if mail.tickets else None)
+            return []
 
     def mail(self, queued: QueueMail, tickets: Sequence[TicketState],
              parts: RelayParts = NO_PARTS) -> Mail:
@@ -69,11 +86,12 @@ class QueuedMail:
             context["attachments"] = (
                 [f"{len(parts.parts)} file(s), attached"] * bool(parts.parts)
                 + [f"{name} (too large, not attached)" for name, _ in parts.left_out])
-        return Mail(queued.kind, dept.name, dept.address, queued.to,
+        return Mail(queued.kind, queued.from_name or dept.name, dept.address, queued.to,
                     fields={"subject": queued.subject or tickets[0].subject},
                     context=context, department=dept.key, variant=queued.variant,
                     tickets=tuple(t.ref for t in tickets), ticket_id=tickets[0].id,
-                    thread=queued.thread, attachments=parts.parts, budget=queued.budget)
+                    thread=queued.thread, cc=queued.cc, attachments=parts.parts,
+                    budget=queued.budget)
 
     def _ack_ticket(self, ticket: TicketState) -> dict:
         dept: Department = self.directory.departments[ticket.department]

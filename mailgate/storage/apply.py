@@ -1,10 +1,12 @@
 """The write step of a mail's processing: a decision's effects (tickets/effects.py), in one go.
 
 Effects of one kind are written together (one executemany each), in the order their
-rows depend on one another: the message, its receipts, the tickets (whose ids and refs
-the rest names), clocks, links, attachments, held notifications, the outgoing mail, and
-last the events (which name the message, the tickets and the mail). Events keep the order
-the decision listed them in, so "the first event of a ticket" means what it did.
+rows depend on one another: the message, its receipts, the new tickets (whose ids and
+refs the rest names), changes to existing tickets (in the order given: a clock started
+after a transfer follows the new department), clocks, links, attachments, held
+notifications, the outgoing mail, and last the events (which name the message, the
+tickets and the mail). Events keep the order the decision listed them in, so "the first
+event of a ticket" means what it did.
 
 Portable SQL only (SQLite and PostgreSQL): ON CONFLICT DO NOTHING, subqueries for ids.
 """
@@ -18,26 +20,42 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from mailgate.core.model import Inbound, Outgoing
+from mailgate.storage import ticketops as ops
+from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Tx, ts
 from mailgate.tickets.effects import (
     AddAttachments,
     AddEvent,
     AddReceipts,
+    Change,
+    ChangeStatus,
     Effect,
     HoldNotification,
     LinkTickets,
+    MeetClock,
     NewTicket,
     OpenTicket,
+    PauseClock,
     QueueMail,
+    Rate,
+    ResumeClock,
+    SetField,
+    SetMessageText,
+    StartClock,
     StartClocks,
     StoreMessage,
     TicketRef,
+    Touch,
 )
 from mailgate.tickets.state import TicketState
 
 E = TypeVar("E")
-# Writes the outbox rows a QueueMail asks for (outbound/queued.py), given its tickets.
-MailWriter = Callable[[QueueMail, Sequence[TicketState]], Awaitable[list[Outgoing]]]
+CHANGES = (SetMessageText, ChangeStatus, SetField, Touch, Rate, MeetClock, StartClock,
+           PauseClock, ResumeClock)
+# Writes the outbox rows a QueueMail asks for (outbound/queued.py), given its tickets and
+# (for a twin) the Message-ID of the previous mail's first copy.
+MailWriter = Callable[[QueueMail, Sequence[TicketState], str | None],
+                      Awaitable[list[Outgoing]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +79,15 @@ class Applied:
 class _Written:
     """Ids known so far: the message's row and the tickets, new and existing."""
 
-    def __init__(self, known: Sequence[TicketState]) -> None:
+    def __init__(self) -> None:
         self.message: int | None = None
         self.opened: dict[int, TicketState] = {}
-        self.known = {t.id: t for t in known}
 
     def id(self, ref: TicketRef) -> int:
         return self.opened[ref.slot].id if isinstance(ref, NewTicket) else ref
 
-    def ticket(self, ref: TicketRef) -> TicketState:
-        return self.opened[ref.slot] if isinstance(ref, NewTicket) else self.known[ref]
+    def ticket(self, ref: TicketState | NewTicket) -> TicketState:
+        return self.opened[ref.slot] if isinstance(ref, NewTicket) else ref
 
     def detail(self, detail: Mapping[str, Any] | None) -> str | None:
         """An event's detail as stored; a new ticket in it is written as its ref."""
@@ -81,9 +98,9 @@ class _Written:
 
 
 async def apply(tx: Tx, effects: Sequence[Effect], arrival: Arrival, write_mail: MailWriter,
-                now: datetime, known: Sequence[TicketState] = ()) -> Applied:
-    """Write `effects`; `known`: the existing tickets they name (for mail about them)."""
-    done = _Written(known)
+                now: datetime, sla: SlaBook | None = None) -> Applied:
+    """Write `effects`; `sla` keeps the clocks of existing tickets (MeetClock ...)."""
+    done = _Written()
     done.message = arrival.stored  # unless the effects store it now
     for store in _of(effects, StoreMessage):
         done.message = await tx.store_message(
@@ -98,6 +115,7 @@ async def apply(tx: Tx, effects: Sequence[Effect], arrival: Arrival, write_mail:
                                         new.requester_name, new.priority, now, cc=new.cc,
                                         next_escalation_at=new.next_escalation_at)
         done.opened[new.slot] = TicketState.of(ticket, cc=new.cc)
+    await _changes(tx, done, [e for e in effects if isinstance(e, CHANGES)], sla, now)
     await _clocks(tx, done, _of(effects, StartClocks))
     await _links(tx, done, _of(effects, LinkTickets))
     await _attachments(tx, done, _of(effects, AddAttachments), now)
@@ -154,17 +172,53 @@ async def _mail(tx: Tx, done: _Written, effects: Sequence[Effect], write_mail: M
     Message-ID of the mail it names (a mail's recorded events name its first copy)."""
     events: list[tuple[AddEvent, str | None]] = []
     queued: list[Outgoing] = []
+    first: str | None = None
     for effect in effects:
         if isinstance(effect, AddEvent):
             events.append((effect, None))
         elif isinstance(effect, QueueMail):
-            copies = await write_mail(effect, [done.ticket(t) for t in effect.about])
+            copies = await write_mail(effect, [done.ticket(t) for t in effect.about],
+                                      first if effect.twin else None)
             queued += copies
-            first = copies[0].message_id if copies else None
+            if not copies:
+                continue  # an optional mail left out: nothing names it
+            first = first if effect.twin else copies[0].message_id
             events += [(event, first) for event in effect.recorded]
     if queued:
         await tx.enqueue_many(queued, now)
     return events
+
+
+async def _changes(tx: Tx, done: _Written, changes: list[Change], sla: SlaBook | None,
+                   now: datetime) -> None:
+    """Changes to existing tickets, in the decision's order: a clock started after a
+    transfer follows the new department's policy."""
+    for change in changes:
+        if isinstance(change, SetMessageText):
+            assert done.message is not None
+            await ops.set_text(tx, done.message, change.text)
+        elif isinstance(change, ChangeStatus):
+            await ops.set_status(tx, change.ticket, change.status, now)
+        elif isinstance(change, SetField):
+            await ops.set_field(tx, change.ticket, change.column, change.value, now)
+        elif isinstance(change, Touch):
+            await tx.touch_ticket(change.ticket, now)
+        elif isinstance(change, Rate):
+            await ops.rate(tx, change.ticket, change.rating, change.comment, now)
+        else:
+            assert sla is not None, "clock changes need the SLA book"
+            await _clock_change(tx, sla, change, now)
+
+
+async def _clock_change(tx: Tx, sla: SlaBook, change: Change, now: datetime) -> None:
+    if isinstance(change, MeetClock):
+        await sla.meet(tx, change.ticket, change.targets, now)
+    elif isinstance(change, StartClock):
+        await sla.start(tx, change.ticket, change.target, now)
+    elif isinstance(change, PauseClock):
+        await sla.pause(tx, change.ticket, now)
+    elif isinstance(change, ResumeClock):
+        await sla.resume(tx, change.ticket, now)
 
 
 async def _events(tx: Tx, done: _Written, events: list[tuple[AddEvent, str | None]],

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from mailgate.storage.store import Tx, ts
+from mailgate.core.model import OutgoingKind
+from mailgate.core.sla import Clock, Target
+from mailgate.storage.store import Tx, from_ts, maybe_ts, ts
 from mailgate.storage.ticketops import STATE_COLUMNS, state_from_row
-from mailgate.tickets.effects import Usage
+from mailgate.tickets.effects import Drawn, TicketFacts, Usage
 from mailgate.tickets.state import TicketState
 
 HOUR = timedelta(hours=1)
@@ -103,3 +105,59 @@ async def threaded(tx: Tx, refs: Sequence[str], message_ids: Sequence[str],
         return ()
     first = rows[0][0]
     return tuple(state_from_row(row[1:]) for row in rows if row[0] == first)
+
+
+_TICKET_FACTS = """SELECT t.paused_at, t.first_response_at,
+    (SELECT m.message_id FROM events e JOIN messages m ON m.id = e.message
+     WHERE e.ticket = t.id AND m.message_id != '' ORDER BY e.id LIMIT 1),
+    (SELECT m.message_id FROM events e JOIN messages m ON m.id = e.message
+     WHERE e.ticket = t.id AND m.sender = t.requester AND m.message_id != ''
+     ORDER BY e.id DESC LIMIT 1),
+    (SELECT COUNT(*) FROM events e JOIN outbox o ON o.id = e.outgoing
+     WHERE e.ticket = t.id AND e.kind = 'relayed' AND e.actor = ? AND e.at >= ?
+     AND o.kind = ?)"""
+_TEXTS = """,
+    (SELECT coalesce(m.text, m.body) FROM events e JOIN messages m ON m.id = e.message
+     WHERE e.ticket = t.id ORDER BY e.id LIMIT 1),
+    (SELECT coalesce(m.text, m.body) FROM events e JOIN messages m ON m.id = e.message
+     WHERE e.ticket = t.id AND e.kind = 'reply' AND e.visibility = 'public'
+     AND json_extract(e.detail, '$.role') = 'agent' AND coalesce(m.text, m.body) != ''
+     ORDER BY e.id DESC LIMIT 1)"""
+_CLOCKS = """SELECT target, started_at, seconds, paused_seconds, fired FROM sla_clocks
+             WHERE ticket = ? AND met_at IS NULL"""
+
+
+async def ticket_facts(tx: Tx, ticket: TicketState, sender: str, now: datetime,
+                       texts: bool = False) -> TicketFacts:
+    """A ticket as a reply to it needs it (effects.TicketFacts), in two queries: its
+    thread, the sender's relays this hour (and with `texts`, the request's and the last
+    answer's text), then its running clocks."""
+    sql = f"{_TICKET_FACTS}{_TEXTS if texts else ''} FROM tickets t WHERE t.id = ?"
+    row = await tx.fetch_one(sql, (sender, ts(now - HOUR), OutgoingKind.RELAY_TEAM.value,
+                                   ticket.id))
+    assert row is not None, f"ticket {ticket.ref} vanished inside its transaction"
+    clocks = await tx.fetch_all(_CLOCKS, (ticket.id,))
+    running = {Target(r[0]): Clock(Target(r[0]), from_ts(r[1]), r[2], r[3], r[4])
+               for r in clocks}
+    return TicketFacts(ticket, running, maybe_ts(row[0]), maybe_ts(row[1]), row[2], row[3],
+                       int(row[4]), *((row[5] or "", row[6] or "") if texts else ()))
+
+
+async def drawn(tx: Tx, keys: Sequence[tuple[str, str | None]], now: datetime) -> Drawn:
+    """Automatic mail queued in the last hour to these (mailbox, domain) budgets."""
+    parts, args, since = [], [], ts(now - HOUR)
+    for mailbox, domain in dict.fromkeys(keys):
+        parts.append("SELECT 'mailbox' AS what, CAST(? AS TEXT) AS name, COUNT(*) AS n "
+                     "FROM outbox WHERE budget = ? AND created_at >= ?")
+        args += [mailbox, mailbox, since]
+        if domain is not None:
+            parts.append("SELECT 'domain', CAST(? AS TEXT), COUNT(*) FROM outbox "
+                         "WHERE budget_domain = ? AND created_at >= ?")
+            args += [domain, domain, since]
+    if not parts:
+        return Drawn()
+    rows = await tx.fetch_all(" UNION ALL ".join(parts), args)
+    found: dict[str, dict[str, int]] = {"mailbox": {}, "domain": {}}
+    for what, name, n in rows:
+        found[what][name] = int(n)
+    return Drawn(found["mailbox"], found["domain"])

@@ -79,28 +79,6 @@ class SlaBook(ClockPolicy):
             (ticket_id, target.value, ts(now), clock.budget, *self.clock_row(dept, clock)))
         await tx.execute(RESCHEDULE, (ticket_id,))
 
-    async def start_next_response(self, tx: Tx, ticket_id: int, now: datetime) -> None:
-        """The requester wrote again after being answered: an answer is owed again.
-
-        Not before the first response (its own clock runs), and not while a next-response
-        clock already runs (the oldest unanswered mail sets the deadline).
-        """
-        row = await tx.fetch_one(
-            "SELECT t.first_response_at, c.met_at, c.ticket FROM tickets t "
-            "LEFT JOIN sla_clocks c ON c.ticket = t.id AND c.target = ? WHERE t.id = ?",
-            (Target.NEXT_RESPONSE.value, ticket_id))
-        if row is None or row[0] is None:
-            return
-        running = row[2] is not None and row[1] is None
-        if not running:
-            await self.start(tx, ticket_id, Target.NEXT_RESPONSE, now)
-
-    async def requester_wrote(self, tx: Tx, ticket_id: int, now: datetime) -> None:
-        """The requester (or someone for them) wrote: paused clocks go on, and an answer
-        is owed again if one was already given."""
-        await self.resume(tx, ticket_id, now)
-        await self.start_next_response(tx, ticket_id, now)
-
     async def meet(self, tx: Tx, ticket_id: int, targets: tuple[Target, ...],
                    now: datetime) -> list[Target]:
         """Stop running clocks: the answer came (or the ticket was resolved)."""

@@ -11,12 +11,8 @@ always ticketed; only the automatic answer is left out (and recorded on the tick
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from mailgate.core.addresses import canonical, domain_of, within
-from mailgate.storage.store import Tx
-
-HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +25,6 @@ class MailBudget:
         """The mailbox and (outside the organisation) the domain a mail draws on."""
         domain = domain_of(recipient)
         return canonical(recipient), None if within(domain, self.own_domains) else domain
-
-    async def refusal(self, tx: Tx, recipient: str, now: datetime) -> str | None:
-        """Why no more automatic mail may go to `recipient` this hour, or None."""
-        mailbox, domain = self.keys(recipient)
-        to_mailbox, to_domain = await tx.budget_used(mailbox, domain, now - HOUR)
-        return self.judge(recipient, to_mailbox, to_domain)
 
     def judge(self, recipient: str, to_mailbox: int, to_domain: int) -> str | None:
         """Why no more automatic mail may go to `recipient`, given what went to its mailbox

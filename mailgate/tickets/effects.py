@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from mailgate.core.model import MailKind, OutgoingKind, Priority
+from mailgate.core.model import MailKind, OutgoingKind, Priority, Status
+from mailgate.core.sla import Clock, Target
 from mailgate.outbound.kinds import Thread
 from mailgate.tickets.clocks import Opening
 from mailgate.tickets.state import TicketState
@@ -52,6 +54,29 @@ class Facts:
     received_by: frozenset[str] = frozenset()  # departments that have this mail already
     threaded: tuple[TicketState, ...] = ()  # the tickets it continues, oldest first
     usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFacts:
+    """One ticket as a reply to it needs it: its state, clocks and thread."""
+
+    state: TicketState
+    clocks: Mapping[Target, Clock] = field(default_factory=dict)  # the running ones
+    paused_at: datetime | None = None
+    first_response_at: datetime | None = None
+    request_id: str | None = None  # the first Message-ID in its conversation
+    requester_last: str | None = None  # the requester's newest Message-ID on it
+    relays: int = 0  # the sender's mail relayed to the team on it in the last hour
+    request_text: str = ""  # read only for #resolve and #transfer
+    last_answer: str = ""  # the newest public agent answer's text (#resolve)
+
+
+@dataclass(frozen=True, slots=True)
+class Drawn:
+    """Automatic mail queued in the last hour, by budget key: mailbox and domain."""
+
+    mailboxes: Mapping[str, int] = field(default_factory=dict)
+    domains: Mapping[str, int] = field(default_factory=dict)
 
 
 # --- effects -------------------------------------------------------------------------
@@ -149,15 +174,100 @@ class QueueMail:
     kind: OutgoingKind
     department: str  # whose address sends it, whose templates render it
     to: tuple[str, ...]
-    about: tuple[TicketRef, ...]
+    about: tuple[TicketState | NewTicket, ...]  # a ticket as the mail shows it, or a new one
     context: Mapping[str, Any] = field(default_factory=dict)  # the template's, but tickets
     subject: str = ""  # what its kind's subject format quotes
     variant: str = ""  # which of its kind's subjects
     thread: Thread = field(default_factory=Thread)
     budget: str | None = None  # a kind with a named budget: its name
-    attach_request: bool = False  # relay the request's own attachments
+    attach_request: bool = False  # relay the attachments of the mail being handled
+    cc: tuple[str, ...] = ()
+    from_name: str | None = None  # else the department's name
+    only: tuple[str, ...] | None = None  # copies for just these of the recipients
+    twin: bool = False  # its copies are the previous mail's (a text of their own)
+    optional: bool = False  # a missing template costs this mail, not the whole message
     recorded: tuple[AddEvent, ...] = ()
 
 
+# --- changes to existing tickets: written in the order given ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetMessageText:
+    """What the conversation shows of the mail being handled (its trimmed text)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeStatus:
+    """Status with its timestamps: resolving stamps resolved_at, reopening clears both."""
+
+    ticket: int
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class SetField:
+    ticket: int
+    column: str  # assignee | priority | department | survey_at
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """The ticket changed now (updated_at)."""
+
+    ticket: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    ticket: int
+    rating: int
+    comment: str  # empty: a later rating keeps the earlier comment
+
+
+@dataclass(frozen=True, slots=True)
+class MeetClock:
+    """These running clocks are met now (an answer, a resolution)."""
+
+    ticket: int
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartClock:
+    """Start (or restart, as a new round) a clock, by the ticket's policy at that point."""
+
+    ticket: int
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class PauseClock:
+    """Waiting on the requester (or closed): every clock of the ticket stops counting."""
+
+    ticket: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeClock:
+    """Paused clocks go on, pushed back by the business time they were paused."""
+
+    ticket: int
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A line for the log, written by the caller once the effects are applied."""
+
+    level: str  # info | warning
+    event: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+Change = (SetMessageText | ChangeStatus | SetField | Touch | Rate | MeetClock | StartClock
+          | PauseClock | ResumeClock)
 Effect = (StoreMessage | AddReceipts | OpenTicket | StartClocks | AddEvent | LinkTickets
-          | AddAttachments | HoldNotification | QueueMail)
+          | AddAttachments | HoldNotification | QueueMail | Change | Log)
