@@ -577,6 +577,8 @@ def stored_files(tmp_path: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
+@pytest.mark.sqlite_only("attachment files on disk: PostgreSQL keeps them in the database "
+                          "(tests/test_postgres_store.py)")
 async def test_identical_attachments_are_stored_once_with_private_modes(
         h: Harness, tmp_path: Path) -> None:
     import hashlib
@@ -604,6 +606,8 @@ async def test_identical_attachments_are_stored_once_with_private_modes(
     assert any(str(path) in line for line in history.lines(story))
 
 
+@pytest.mark.sqlite_only("attachment files on disk: PostgreSQL keeps them in the database "
+                          "(tests/test_postgres_store.py)")
 async def test_oversized_attachments_are_dropped_and_named_in_the_ack(tmp_path: Path) -> None:
     h = await make(tmp_path, max_attachment_bytes=1000)
     try:
@@ -661,6 +665,8 @@ async def test_a_templates_folder_from_before_not_kept_still_loads(tmp_path: Pat
     assert renderer.loader.sources["not_kept.txt.j2"][1] == str(TEMPLATES / "not_kept.txt.j2")
 
 
+@pytest.mark.sqlite_only("attachment files on disk: PostgreSQL keeps them in the database "
+                          "(tests/test_postgres_store.py)")
 async def test_attachment_files_are_written_before_the_transaction_commits(
         h: Harness, tmp_path: Path) -> None:
     # A crash (here: an exception) after the files are written rolls the rows back: what is
