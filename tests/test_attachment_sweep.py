@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from mailgate.storage.attachments import AttachmentStore
 from mailgate.workers.attachment_sweep import MIN_AGE, AttachmentSweeper
 from tests.factories import harness, mail
@@ -32,6 +34,7 @@ def age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
+@pytest.mark.sqlite_only("attachments are files on SQLite, rows on PostgreSQL")
 async def test_sweep_deletes_only_old_unnamed_files(tmp_path: Path) -> None:
     h = await harness(tmp_path)
     try:
@@ -59,6 +62,7 @@ async def test_sweep_deletes_only_old_unnamed_files(tmp_path: Path) -> None:
         await h.store.close()
 
 
+@pytest.mark.sqlite_only("attachments are files on SQLite, rows on PostgreSQL")
 async def test_reusing_an_old_orphan_makes_it_recent_again(tmp_path: Path) -> None:
     """The same content arriving again reuses the file: put() touches it, so the sweep
     cannot delete it between the write and the commit of the row that names it."""

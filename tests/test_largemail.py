@@ -71,8 +71,8 @@ async def test_a_large_request_is_ticketed_like_any_other(h: Harness, tmp_path: 
     assert outcome.action == "ticket"
     [(size, sha)] = await h.rows("SELECT size, sha256 FROM attachments")
     assert size == len(data) and sha == hashlib.sha256(data).hexdigest()
-    stored = tmp_path / "state" / "attachments" / sha[:2] / sha[2:]
-    assert stored.read_bytes() == data
+    files = h.store.attachments()
+    assert files is not None and files.read(sha) == data
     [(body, files, packed, text)] = await h.rows(
         "SELECT body, attachments, raw, text FROM messages")
     assert zlib.decompress(packed) == raw  # the raw mail is kept whole

@@ -606,8 +606,6 @@ async def test_identical_attachments_are_stored_once_with_private_modes(
     assert any(str(path) in line for line in history.lines(story))
 
 
-@pytest.mark.sqlite_only("attachment files on disk: PostgreSQL keeps them in the database "
-                          "(tests/test_postgres_store.py)")
 async def test_oversized_attachments_are_dropped_and_named_in_the_ack(tmp_path: Path) -> None:
     h = await make(tmp_path, max_attachment_bytes=1000)
     try:
@@ -615,10 +613,12 @@ async def test_oversized_attachments_are_dropped_and_named_in_the_ack(tmp_path: 
                                               ("huge.iso", b"h" * 5000),
                                               ("other.txt", b"o" * 300)]))
         assert outcome.action == "ticket"  # still ticketed
-        assert len(stored_files(tmp_path)) == 2  # small.txt and other.txt fit in 1000
-        rows = await h.rows("SELECT filename, size, sha256 IS NOT NULL FROM attachments "
-                            "ORDER BY id")
-        assert rows == [("small.txt", 600, 1), ("other.txt", 300, 1), ("huge.iso", 5000, 0)]
+        rows = await h.rows("SELECT filename, size, sha256 FROM attachments ORDER BY id")
+        assert [(name, size, sha is not None) for name, size, sha in rows] == [
+            ("small.txt", 600, True), ("other.txt", 300, True), ("huge.iso", 5000, False)]
+        files = h.store.attachments()  # small.txt and other.txt fit in 1000: both kept
+        assert files is not None
+        assert [files.read(sha) for _, _, sha in rows[:2]] == [b"s" * 600, b"o" * 300]
         [ack] = await sent(h, "ack")
         body = text_of(ack)
         assert "Not kept" in body and "huge.iso" in body and "small.txt" not in body
