@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT
-from tests.harness import database, database_table
+from tests.harness import database, database_table, on_postgresql
 
 MAILGATE = [sys.executable, "-m", "mailgate"]
 
@@ -179,8 +179,9 @@ def test_admin_commands_run_outside_the_service_without_its_credentials(
     install. Only the daemon logs in, so only `run` needs the passwords."""
     path = write_config(tmp_path, SERVICE_CONFIG)
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    for args in (["migrate"], ["status"], ["tickets"], ["report"],
-                 ["backup", str(tmp_path / "copy.sqlite3")]):
+    # (PostgreSQL is backed up with pg_dump: test_backup_on_postgresql_names_pg_dump)
+    backup = [] if on_postgresql() else [["backup", str(tmp_path / "copy.sqlite3")]]
+    for args in (["migrate"], ["status"], ["tickets"], ["report"], *backup):
         result = subprocess.run([*MAILGATE, "--config", str(path), *args], capture_output=True,
                                 text=True, timeout=60, cwd=ROOT, env=env)
         assert result.returncode == 0, (args, result.stdout + result.stderr)
@@ -193,6 +194,19 @@ def test_admin_commands_run_outside_the_service_without_its_credentials(
                             text=True, timeout=60, cwd=ROOT, env=env)
     assert daemon.returncode != 0
     assert "CREDENTIALS_DIRECTORY is not set" in daemon.stdout + daemon.stderr
+
+
+def test_backup_on_postgresql_names_pg_dump(tmp_path: Path) -> None:
+    """No file to copy: one line that says what to run instead, before connecting."""
+    path = tmp_path / "mailgate.toml"
+    url = "postgresql://mailgate@db.example.com:5433/mailgate?sslmode=require"
+    path.write_text(GOOD + f'[database]\nurl = "{url}"\n')
+    target = tmp_path / "nightly copy.dump"
+    result = run("--config", str(path), "backup", str(target))
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"pg_dump --format=custom '--file={target}' '{url}'" in result.stderr
+    assert not target.exists()
 
 
 def test_check_reads_systemd_credentials_when_they_are_there(tmp_path: Path) -> None:

@@ -117,6 +117,32 @@ async def test_filters_combine(h: Harness) -> None:
     assert await overview(h, later) == {"facilities": (1, 1, 0), "it": (2, 1, 1)}
 
 
+async def test_a_domain_search_ignores_case_and_takes_the_domain_literally(
+        h: Harness) -> None:
+    """The same answers on both engines: PostgreSQL's LIKE minds case, SQLite's does not,
+    and `_` in a domain is a character, not LIKE's any-one-character."""
+    await request(h, utc(24, 8), 1, sender="Bob <Bob@Other.ORG>")
+    await request(h, utc(24, 8), 2, sender="carol@other.org")
+    await request(h, utc(24, 8), 3, sender="dan@otherxorg.net")
+    # A requester kept as it was written (addresses are lower-cased on intake now).
+    await h.store.conn.execute("UPDATE tickets SET requester = 'Carol@OTHER.org' "
+                               "WHERE ref = 'IT-1002'")
+    now = utc(24, 9)
+    assert await states(h, now, requester="@OTHER.org") == {"IT-1002": "ok", "IT-1001": "ok"}
+    assert await states(h, now, requester="@other_org") == {}
+    assert await states(h, now, requester="bob@other.org") == {"IT-1001": "ok"}
+
+
+async def test_the_overview_is_in_department_order(h: Harness) -> None:
+    await request(h, utc(24, 8), 1)
+    h.clock.now = utc(24, 8)
+    await h.deliver(mail("Broken door", message_id="<f1@example.com>",
+                         to="facilities@example.com"), FACILITIES)
+    load = await sla_overview(h.store, utc(24, 9), risk_horizons(h.pipeline.directory,
+                                                                  utc(24, 9)))
+    assert [d.department for d in load] == ["facilities", "it"]
+
+
 # --- the commands, on rows placed relative to the real clock ----------------------------
 
 def test_status_tickets_and_report_commands(tmp_path: Path) -> None:

@@ -242,8 +242,12 @@ def test_migrate_refuses_while_a_daemon_runs(tmp_path: Path) -> None:
         busy = run_cli(config, "migrate")
         assert busy.returncode == 1
         assert "is already running" in busy.stderr and "stop it first" in busy.stderr
-        assert "no database yet" in run_cli(config, "migrate", "--check").stdout  # reads
+        assert "migration(s) pending" in run_cli(config, "migrate", "--check").stdout  # reads
     assert run_cli(config, "migrate").returncode == 0
+    # The database the daemon uses ([database] on PostgreSQL) is the one migrated.
+    assert "up to date" in run_cli(config, "migrate", "--check").stdout
+    status = run_cli(config, "status")
+    assert status.returncode == 0, status.stderr
 
 
 # --- the real daemon as a subprocess --------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from mailgate.cli.loading import with_store
 from mailgate.cli.output import print_json, say
 from mailgate.cli.progress import Progress
-from mailgate.config.settings import config_path, load_config
+from mailgate.config.settings import Config, config_path, load_config
 from mailgate.service.startup import StartError, daemon_lock
 from mailgate.storage import database_file
 from mailgate.storage.errors import STORE_ERRORS
@@ -24,8 +25,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     target = Path(args.file).absolute()
     config = load_config(config_path(args.config), secrets="none")
     if config.database_server is not None:
-        say("mailgate backup copies an SQLite file; this installation uses PostgreSQL: "
-            "back it up with pg_dump (or the server's own backups)", file=sys.stderr)
+        say(pg_dump_advice(config.database_server.url, target), file=sys.stderr)
         return 1
     database = config.database
     refusal = _backup_refusal(target, database, args.force)
@@ -52,6 +52,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 0
 
     return with_store(args, work, any_schema=True)
+
+
+def pg_dump_advice(url: str, target: Path) -> str:
+    """What to run instead on PostgreSQL, in one line: the server's own dump tool (the URL
+    in mailgate.toml never holds the password; pg_dump asks, or reads ~/.pgpass)."""
+    command = shlex.join(["pg_dump", "--format=custom", f"--file={target}", url])
+    return (f"mailgate backup copies an SQLite file, but this installation's database is on "
+            f"PostgreSQL: back it up with `{command}` (or the server's own backups)")
 
 
 def _backup_refusal(target: Path, database: Path, force: bool) -> str | None:
@@ -89,24 +97,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         from mailgate.cli.migrate import cmd_migrate_to
 
         return cmd_migrate_to(args)
-    database = load_config(config_path(args.config), secrets="none").database
-    if args.check and not database.exists():
-        return _migrate_report(args, database, 0, 0, "no database yet")
+    config = load_config(config_path(args.config), secrets="none")
+    if config.database_server is not None:  # its password, when this shell can read it
+        config = load_config(config_path(args.config), secrets="available")
+    elif args.check and not config.database.exists():
+        return _migrate_report(args, str(config.database), 0, 0, "no database yet")
     if args.check:
-        return _migrate_now(args, database)
+        return _migrate_now(args, config)
     try:  # changing the schema under a running daemon would break it halfway
-        with daemon_lock(database.parent, "stop it first (systemctl stop mailgate), then "
-                                          "run mailgate migrate again"):
-            return _migrate_now(args, database)
+        with daemon_lock(config.state_dir, "stop it first (systemctl stop mailgate), then "
+                                           "run mailgate migrate again"):
+            return _migrate_now(args, config)
     except StartError as exc:
         say(f"mailgate migrate: {exc}", file=sys.stderr)
         return 1
 
 
-def _migrate_now(args: argparse.Namespace, database: Path) -> int:
+def _migrate_now(args: argparse.Namespace, config: Config) -> int:
+    """The database [database] names (PostgreSQL), else the SQLite file, brought to this
+    version's schema; with --check only reported."""
 
     async def go() -> int:
-        store = await Store.open(database, migrate=False)  # creates it when missing
+        try:  # SQLite creates the file when missing; PostgreSQL's database must exist
+            store = await Store.open(config.store_target, migrate=False,
+                                     password=config.store_password,
+                                     state_dir=config.state_dir)
+        except STORE_ERRORS as exc:
+            say(f"cannot open the database: {exc}", file=sys.stderr)
+            return 1
         try:
             before = await store.schema_version()
             if not args.check and before < len(MIGRATIONS):
@@ -117,17 +135,17 @@ def _migrate_now(args: argparse.Namespace, database: Path) -> int:
             return 1
         finally:
             await store.close()
-        return _migrate_report(args, database, before, after, "")
+        return _migrate_report(args, store.describe(), before, after, "")
 
     return asyncio.run(go())
 
 
-def _migrate_report(args: argparse.Namespace, database: Path, before: int, after: int,
+def _migrate_report(args: argparse.Namespace, database: str, before: int, after: int,
                     note: str) -> int:
     latest = len(MIGRATIONS)
     pending = max(0, latest - after)
     if args.json:
-        print_json({"database": str(database), "from": before, "to": after,
+        print_json({"database": database, "from": before, "to": after,
                     "latest": latest, "pending": pending})
     elif after > latest:
         say(f"{database}: schema {after} is newer than this mailgate ({latest}); "

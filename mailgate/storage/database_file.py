@@ -15,6 +15,10 @@ STEPS = 50  # a backup with progress copies in about this many steps
 MIN_STEP_PAGES = 64
 
 
+class NotAFile(ValueError):
+    """backup() was given a store whose database is not an SQLite file."""
+
+
 def schema_version_of(path: Path) -> int:
     """The schema version the file at `path` holds (0 for an empty one). Raises one of
     storage.errors.STORE_ERRORS if the file is not a database it can read."""
@@ -32,8 +36,12 @@ async def backup(store: Store, target: Path,
     A half-written copy never carries the target's name, so an interrupted backup cannot
     pass for a good one. With `progress` the copy runs in about STEPS steps and calls it
     with (pages done, pages in all) after each; without, in one step. Raises OSError or
-    one of storage.errors.STORE_ERRORS (also when the copy fails its integrity check).
+    one of storage.errors.STORE_ERRORS (also when the copy fails its integrity check),
+    and NotAFile for a database that is not an SQLite file (PostgreSQL: pg_dump copies it).
     """
+    if store.engine.name != "sqlite":
+        raise NotAFile(f"{store.describe()} is a {store.engine.name} database, not an "
+                       f"SQLite file: back it up with the server's tools (pg_dump)")
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # personal data

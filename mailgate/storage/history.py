@@ -23,7 +23,9 @@ _TIMES = frozenset(k for k in _TICKET_KEYS if k.endswith("_at"))
 _CLOCKS = """SELECT target, started_at, due_at, met_at, paused_seconds, fired, round
              FROM sla_clocks WHERE ticket = ? ORDER BY started_at, target"""
 # The ticket's events, and its escalation levels (recorded in their own table; a level
-# whose mail could not go out is an event, with the reason), in the order they happened.
+# whose mail could not go out is an event, with the reason). A level's detail (its clock
+# and level, the `clock` and `seq` columns) is made in _event: SQLite's json_object has
+# no common spelling in PostgreSQL. The order they happened in is _event_order's.
 _EVENTS = """
     SELECT e.at, e.kind, e.actor, e.visibility, e.detail, m.message_id, m.sender,
            m.sender_trust, coalesce(m.text, m.body), o.message_id, o.kind, o.recipients,
@@ -34,14 +36,12 @@ _EVENTS = """
     LEFT JOIN outbox o ON o.id = e.outgoing
     WHERE e.ticket = :ticket
     UNION ALL
-    SELECT x.at, 'sla_' || x.kind, NULL, NULL,
-           json_object('target', x.target, 'level', x.level), NULL, NULL, NULL, NULL,
+    SELECT x.at, 'sla_' || x.kind, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            o.message_id, o.kind, o.recipients, o.status, o.last_error, 1, x.target, x.level,
            NULL, NULL
     FROM escalations x
     LEFT JOIN outbox o ON o.id = x.outgoing
-    WHERE x.ticket = :ticket AND (x.outgoing IS NOT NULL OR x.kind = 'skipped')
-    ORDER BY 1, source, clock, seq"""
+    WHERE x.ticket = :ticket AND (x.outgoing IS NOT NULL OR x.kind = 'skipped')"""
 _ATTACHMENTS = """SELECT a.filename, a.content_type, a.size, a.sha256, m.message_id, a.created_at
                   FROM attachments a JOIN messages m ON m.id = a.message
                   WHERE a.ticket = ? ORDER BY a.id"""
@@ -60,7 +60,7 @@ async def load(store: Store, ref: str, now: datetime) -> dict | None:
     async with store.conn.execute(_CLOCKS, (row[0],)) as cur:
         clocks = [_clock(r, row[14], now) for r in await cur.fetchall()]
     async with store.conn.execute(_EVENTS, {"ticket": row[0]}) as cur:
-        events = [_event(r) for r in await cur.fetchall()]
+        events = [_event(r) for r in sorted(await cur.fetchall(), key=_event_order)]
     await _add_copies(store, events)
     ticket["cc"] = json.loads(ticket["cc"]) if ticket["cc"] else []
     files = store.attachments()
@@ -96,8 +96,19 @@ def _clock(r: tuple, paused_at: float | None, now: datetime) -> dict:
             "round": round_}
 
 
+def _event_order(r: tuple) -> tuple:
+    """When it happened; at one instant events before levels, levels by clock and level.
+    Sorted here, not by ORDER BY: PostgreSQL orders the clock names by its database's
+    collation, SQLite by their bytes (as Python does)."""
+    at, source, clock, seq = r[0], r[14], r[15], r[16]
+    return (at, source, clock, seq)
+
+
 def _event(r: tuple) -> dict:
-    detail = json.loads(r[4]) if r[4] else None
+    if r[14] == 1:  # an escalation level: its clock and level
+        detail: dict | None = {"target": r[15], "level": r[16]}
+    else:
+        detail = json.loads(r[4]) if r[4] else None
     event: dict = {"at": _iso(r[0]), "kind": r[1], "actor": r[2], "visibility": r[3],
                    "detail": detail}
     if r[5] is not None:

@@ -104,9 +104,12 @@ async def sla_overview(store: Store, now: datetime, horizons: Mapping[str, float
                COALESCE(SUM(s.breached), 0)
         FROM tickets t LEFT JOIN state s ON s.ticket = t.id
         WHERE t.status NOT IN ('resolved', 'closed')
-        GROUP BY t.department ORDER BY t.department"""
+        GROUP BY t.department"""
     rows = await _rows(store, sql, _params(now, horizons), committed)
-    return [DepartmentLoad(r[0], r[1], r[2], r[3]) for r in rows]
+    # By department key, in Python: an ORDER BY would follow the PostgreSQL database's
+    # collation (locale rules for case and punctuation), SQLite's code point order.
+    return sorted((DepartmentLoad(r[0], r[1], r[2], r[3]) for r in rows),
+                  key=lambda load: load.department)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +151,11 @@ async def find_tickets(store: Store, flt: TicketFilter, now: datetime,
         where.append(f"t.status IN ({marks})")
         params.update({f"status{i}": s for i, s in enumerate(flt.statuses)})
     if flt.requester:
+        # Addresses are kept lower-case; lower() also makes the LIKE ignore case on
+        # PostgreSQL, whose LIKE (unlike SQLite's) is case-sensitive.
         who = flt.requester.strip().lower()
         if who.startswith("@"):
-            where.append("t.requester LIKE :requester ESCAPE '\\'")
+            where.append("lower(t.requester) LIKE :requester ESCAPE '\\'")
             params["requester"] = "%" + who.replace("\\", "\\\\").replace(
                 "%", "\\%").replace("_", "\\_")
         else:
