@@ -85,6 +85,7 @@ def summarise(folded: Path, top: int) -> str:
     self_funcs: Counter[str] = Counter()
     total_funcs: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    inner_ours: Counter[str] = Counter()
     samples = 0
     for line in folded.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -104,20 +105,28 @@ def summarise(folded: Path, top: int) -> str:
         self_funcs[f"{file} {func}"] += count
         for name in {f"{f[1]} {f[0]}" for f in stack_frames}:
             total_funcs[name] += count
+        ours = [f for f in stack_frames if _ours(f[1])]
+        if ours:  # the line of mailgate's code below which this sample's time went
+            inner_ours[f"{ours[-1][1]}:{ours[-1][2]} {ours[-1][0]}"] += count
 
     def block(title: str, counter: Counter[str]) -> str:
         rows = [[f"{100 * n / samples:5.1f}", n, name] for name, n in counter.most_common(top)]
         return f"{title}\n" + rig.table(rows, ["%", "samples", "where"])
 
-    ours = Counter({name: n for name, n in total_funcs.items()
-                    if name.startswith("mailgate/") and not name.startswith(
-                        ("mailgate/__main__", "mailgate/cli/"))})
+    ours = Counter({name: n for name, n in total_funcs.items() if _ours(name)})
     return "\n\n".join([f"{samples} samples (active stacks, all threads)",
                         block("by thread (name without its pool index)", threads),
                         block("self, by line", self_lines),
                         block("self, by function", self_funcs),
                         block("total (inclusive), by function", total_funcs),
-                        block("total (inclusive), mailgate's own functions", ours)])
+                        block("total (inclusive), mailgate's own functions", ours),
+                        block("innermost line of mailgate's own code", inner_ours)])
+
+
+def _ours(file: str) -> bool:
+    """mailgate's code, not the entry point and command line every stack starts in."""
+    return file.startswith("mailgate/") and not file.startswith(("mailgate/__main__",
+                                                                  "mailgate/cli/"))
 
 
 def main() -> None:
