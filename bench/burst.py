@@ -4,7 +4,7 @@ separate process) tickets and acknowledges them through an SMTP sink. Measured b
 bare loop (bench/bare_loop.py) in the same run, on the same mailboxes and the same sink.
 
     python bench/burst.py [--messages 1000] [--mailboxes 1|3] [--rounds 2]
-                          [--shapes acks,acks-pinned,notify,notify-pinned] [--engine sqlite]
+        [--shapes acks,acks-pinned,notify,notify-pinned] [--engine sqlite|postgresql]
 
 The mix is the issue's: 15 % replies to an earlier request (threaded, no ticket of their
 own), 40 % multipart, 10 % with a 20 KB attachment. Shapes: `acks` runs with
@@ -18,7 +18,9 @@ so interpreter start and imports count; `after_ready` runs from its READY=1 inst
 RSS is the daemon's VmHWM. Every request must have become exactly one ticket (checked with
 `mailgate tickets --json`) and drawn exactly one acknowledgement (In-Reply-To at the sink),
 and no reply may have made a ticket or an acknowledgement. Writes bench/results/burst.json
-(one entry per messages x mailboxes x engine, others kept) and prints a table.
+(one entry per messages x mailboxes x engine, others kept) and prints a table. With
+--engine postgresql a private PostgreSQL (fsync on) runs beside Dovecot and each daemon run
+gets a fresh database ([database] url); the bare loop stays on SQLite, the reference.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import statistics
 import sys
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +61,16 @@ class Run:
 
 def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
                mix: list[rig.Request], run_dir: Path, batch_size: int | None = None,
-               state: Path | None = None) -> Run:
-    """One burst through a fresh daemon; STATE is a prepared state directory (else empty).
-    Only tickets from the mix's requesters (@example.com) are counted."""
+               state: Path | None = None, database_url: str | None = None) -> Run:
+    """One burst through a fresh daemon; STATE is a prepared state directory (else empty),
+    DATABASE_URL a PostgreSQL database (else SQLite in the state directory). Only tickets
+    from the mix's requesters (@example.com) are counted."""
     notify_team, cpus = SHAPES[shape]
     requests = {r.message_id for r in mix if r.reply_to is None}
     run_dir.mkdir()
     config = rig.write_config(run_dir, sink, accounts, rig.DaemonSetup(
-        notify_team=notify_team, batch_size=batch_size, state=state))
+        notify_team=notify_team, batch_size=batch_size, state=state,
+        database_url=database_url))
     sink.clear()
     daemon = rig.start_daemon(config, cpus=cpus)
     try:
@@ -110,7 +115,8 @@ def scenario(args: argparse.Namespace) -> dict:
     runs: list[Run] = []
     bare: list[bare_loop.BareResult] = []
     sink = rig.Sink()
-    with rig.dovecot() as server, rig.tempdir("burst") as tmp:
+    with (rig.dovecot() as server, rig.tempdir("burst") as tmp,
+          rig.postgres() if args.engine == "postgresql" else nullcontext() as pg):
         accounts = rig.fill(server, mix)
         for round_no in range(args.rounds):
             work = Path(tmp) / f"round{round_no}"
@@ -120,8 +126,9 @@ def scenario(args: argparse.Namespace) -> dict:
             print(f"round {round_no + 1}: bare loop {bare[-1].msgs_per_s:.0f} msgs/s",
                   flush=True)
             for shape in shapes:
+                url = pg.create_database() if pg else None  # a fresh one per run
                 runs.append(run_daemon(shape, accounts, sink, mix, work / shape,
-                                       args.batch_size))
+                                       args.batch_size, database_url=url))
                 done = runs[-1]
                 print(f"round {round_no + 1}: {shape} {len(mix) / done.seconds:.0f} msgs/s "
                       f"({done.seconds:.2f} s, startup {done.startup:.2f} s), "
@@ -205,9 +212,6 @@ def main() -> None:
     unknown = set(args.shapes.split(",")) - set(SHAPES)
     if unknown:
         parser.error(f"unknown shapes {sorted(unknown)}; known: {', '.join(SHAPES)}")
-    if args.engine == "postgresql":
-        sys.exit("the PostgreSQL engine is not on main yet (issue 14): no [database] url "
-                 "to point the daemon at")
     meta = rig.header(args.engine)
     result = scenario(args)
     print(report(result))

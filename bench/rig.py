@@ -32,6 +32,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.factories import EXAMPLE_DIRECTORY, ROOT
 from tests.mailservers import DovecotServer, ImapAccount, Received, find_dovecot
+from tests.postgres import SUPERUSER, PostgresServer, find_postgres, unusable_postgres
 
 RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -159,6 +160,44 @@ def fill(server: DovecotServer, mix: Sequence[Request]) -> dict[str, ImapAccount
                 if request.box == box:
                     client.append("INBOX", request.raw)
     return accounts
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+@contextmanager
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL (tests/postgres.py) that flushes to disk as a real one does."""
+    reason = unusable_postgres()
+    if reason:
+        sys.exit(reason)
+    bindir = find_postgres()
+    assert bindir is not None
+    server = DurablePostgres(bindir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+class DurablePostgres(PostgresServer):
+    """The tests' server with fsync and synchronous commit left on: SQLite runs with
+    synchronous=FULL, so a benchmark must not compare it with a server that skips flushes."""
+
+    def start(self, timeout: float = 30.0) -> None:
+        done = self._run(self.bindir / "initdb", "-D", self.data_dir, "-U", SUPERUSER,
+                         "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.bindir / "postgres"), "-D", str(self.data_dir),
+                 "-p", str(self.port), "-c", f"listen_addresses={self.host}",
+                 "-c", f"unix_socket_directories={self.socket_dir}",
+                 "-c", "max_connections=200"],
+                stdout=subprocess.DEVNULL, stderr=log, env=self._env(),
+                user=self.identity.user, group=self.identity.user and self.identity.gid)
+        self._wait_ready(timeout)
 
 
 # --- the sink --------------------------------------------------------------------------------
