@@ -64,7 +64,7 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
                state: Path | None = None, database_url: str | None = None) -> Run:
     """One burst through a fresh daemon; STATE is a prepared state directory (else empty),
     DATABASE_URL a PostgreSQL database (else SQLite in the state directory). Only tickets
-    from the mix's requesters (@example.com) are counted."""
+    with the subject of one of the mix's requests are counted."""
     notify_team, cpus = SHAPES[shape]
     requests = {r.message_id for r in mix if r.reply_to is None}
     run_dir.mkdir()
@@ -81,8 +81,9 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
         daemon.stop()
     mails, acks = list(sink.messages), list(sink.acks)
     last = (mails if notify_team else acks)[-1].at
-    tickets = rig.mailgate_json(config, "tickets", "--requester", "@example.com",
-                                "--limit", "100000")
+    subjects = {r.subject for r in mix if r.reply_to is None}
+    tickets = [t for t in rig.mailgate_json(config, "tickets", "--requester", "@example.com",
+                                            "--limit", "100000") if t["subject"] in subjects]
     problems = check(mix, tickets, acks)
     return Run(shape, last - daemon.spawned, last - daemon.ready,
                daemon.ready - daemon.spawned, peak, len(tickets), len(acks), len(mails),

@@ -57,21 +57,22 @@ class Request:
     reply_to: str | None = None
 
 
-def message_mix(total: int, boxes: int) -> list[Request]:
+def message_mix(total: int, boxes: int, tag: str = "") -> list[Request]:
     """The issue's mix, deterministic: 15 % replies, 40 % multipart, 10 % with a 20 KB
     attachment, spread round-robin over the first `boxes` mailboxes. A reply follows its
-    request by a few messages, so both usually land in the same fetch batch."""
+    request by a few messages, so both usually land in the same fetch batch. TAG makes
+    Message-IDs and subjects differ from another mix's (a second burst into one store)."""
     mix: list[Request] = []
     originals: list[Request] = []
     for i in range(total):
         box, address = BOXES[i % boxes]
         slot = i % 20
         if slot in (7, 13, 19) and originals:  # 3 of 20 = 15 % replies
-            mix.append(reply(i, originals[-1 - (i % min(5, len(originals)))]))
+            mix.append(reply(f"{tag}{i}", originals[-1 - (i % min(5, len(originals)))]))
             continue
         sender = f"user{i % 997}@example.com"
-        subject = f"{box} request {i}: printer on floor {i % 7} jams"
-        message_id = f"burst-{i}@example.com"
+        subject = f"{box} request {tag}{i}: printer on floor {i % 7} jams"
+        message_id = f"burst-{tag}{i}@example.com"
         if slot in (2, 11):  # 10 % with an attachment (also multipart)
             raw = with_attachment(sender, address, subject, message_id, i)
         elif slot in (0, 4, 6, 9, 15, 17):  # 30 % more multipart: 40 % in all
@@ -122,7 +123,7 @@ def with_attachment(sender: str, to: str, subject: str, message_id: str, i: int)
             + data.replace("\n", "\r\n") + "--mix--\r\n").encode()
 
 
-def reply(i: int, original: Request) -> Request:
+def reply(i: str, original: Request) -> Request:
     message_id = f"burst-{i}@example.com"
     subject = f"Re: {original.subject}"
     threading_headers = (f"In-Reply-To: <{original.message_id}>\r\n"

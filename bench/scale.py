@@ -33,7 +33,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import burst, rig
 from mailgate.storage.store import Store
 from tests.factories import ROOT
+from tests.postgres import PostgresServer
 
 DAY = 86400.0
 CHUNK = 20_000
@@ -201,18 +202,30 @@ def build(state: Path, total: int) -> Built:
                  database.stat().st_size / 1e6)
 
 
-async def _migrate(database: Path) -> None:
-    store = await Store.open(database)
+async def _migrate(target: Path | str) -> None:
+    """The store's own schema on an SQLite file or a postgresql:// URL."""
+    store = await Store.open(target)
     await store.close()
 
 
 # --- timing the commands ---------------------------------------------------------------------
 
-def write_cli_config(tmp: Path, state: Path) -> Path:
-    config = tmp / f"cli-{state.name}.toml"
-    config.write_text(f'[state]\ndir = "{state}"\n[directory]\npath = "{rig.EXAMPLE_DIRECTORY}"\n'
-                      '[smtp]\nhost = "127.0.0.1"\nport = 25\n')
-    return config
+@dataclass(frozen=True)
+class Target:
+    """One store to time: its state directory and, on PostgreSQL, its database."""
+
+    label: str  # big | empty
+    state: Path
+    url: str | None = None
+    database: str | None = None  # the PostgreSQL database's name, for psql
+
+    def cli_config(self, tmp: Path) -> Path:
+        config = tmp / f"cli-{self.label}.toml"
+        database = f'[database]\nurl = "{self.url}"\n' if self.url else ""
+        config.write_text(f'[state]\ndir = "{self.state}"\n'
+                          f'[directory]\npath = "{rig.EXAMPLE_DIRECTORY}"\n'
+                          f'[smtp]\nhost = "127.0.0.1"\nport = 25\n{database}')
+        return config
 
 
 def time_command(config: Path, args: list[str], runs: int,
@@ -258,32 +271,37 @@ def time_queries(config: Path, ref: str, runs: int, empty: bool = False) -> dict
 
 # --- intake on the big store -------------------------------------------------------------------
 
-def intake(big_state: Path, messages: int, rounds: int, work: Path) -> dict[str, list]:
-    """Acks-only bursts on the big store and on an empty one, alternating."""
-    mix = rig.message_mix(messages, 1)
+def intake(targets: list[Target], messages: int, rounds: int, work: Path,
+           pg: PostgresServer | None) -> dict[str, list]:
+    """Acks-only bursts on the big store and on an empty one, alternating. Each round has
+    its own requests (new Message-IDs and subjects) in a freshly filled mailbox, and each
+    store forgets the mailbox's position, so every round's mail is new to every store."""
     sink = rig.Sink()
-    found: dict[str, list] = {"big": [], "empty": []}
+    found: dict[str, list] = {target.label: [] for target in targets}
     with rig.dovecot() as server:
-        accounts = rig.fill(server, mix)
         for round_no in range(rounds):
-            for label, state in (("big", big_state), ("empty", None)):
+            mix = rig.message_mix(messages, 1, tag=f"r{round_no}-{os.getpid()}-")
+            accounts = rig.fill(server, mix)
+            for target in targets:
                 run = burst.run_daemon("acks", accounts, sink, mix,
-                                       work / f"intake-{label}-{round_no}", state=state)
+                                       work / f"intake-{target.label}-{round_no}",
+                                       state=target.state, database_url=target.url)
                 if run.problems:
-                    sys.exit(f"MISMATCH in the {label} store burst: {run.problems}")
-                found[label].append(run)
-                print(f"  intake, {label} store: {len(mix) / run.seconds:.0f} msgs/s "
+                    sys.exit(f"MISMATCH in the {target.label} store burst: {run.problems}")
+                found[target.label].append(run)
+                print(f"  intake, {target.label} store: {len(mix) / run.seconds:.0f} msgs/s "
                       f"({len(mix) / run.after_ready:.0f} after READY, startup "
                       f"{run.startup:.2f} s)", flush=True)
-            # The next round reads the same mailbox again: a new UIDVALIDITY would not be
-            # needed, but the big store remembers its position; forget it for a fair rerun.
-            forget_position(big_state)
+                forget_position(target, pg)
     sink.close()
     return found
 
 
-def forget_position(state: Path) -> None:
-    with sqlite3.connect(state / "mailgate.sqlite3") as db:
+def forget_position(target: Target, pg: PostgresServer | None) -> None:
+    if target.database and pg:
+        pg.sql("DELETE FROM mailboxes", target.database)
+        return
+    with sqlite3.connect(target.state / "mailgate.sqlite3") as db:
         db.execute("DELETE FROM mailboxes")
     db.close()
 
@@ -306,56 +324,101 @@ def summarise_intake(found: dict[str, list], messages: int) -> dict:
 
 # --- the run -----------------------------------------------------------------------------------
 
-def run(args: argparse.Namespace) -> dict:
-    with rig.tempdir("scale") as tmp_dir:
-        tmp = Path(tmp_dir)
-        big, empty = tmp / "big", tmp / "empty"
-        print(f"building a store with {args.tickets:,} tickets", flush=True)
-        built = build(big, args.tickets)
-        print(f"  built in {built.seconds:.0f} s, {built.database_mb:.0f} MB", flush=True)
+def prepare(state: Path, total: int) -> Built | None:
+    """Build the big SQLite store in STATE, or None when STATE holds one already (--store)."""
+    if (state / "mailgate.sqlite3").exists():
+        print(f"using the store in {state} as it is", flush=True)
+        return None
+    print(f"building a store with {total:,} tickets", flush=True)
+    built = build(state, total)
+    print(f"  built in {built.seconds:.0f} s, {built.database_mb:.0f} MB", flush=True)
+    return built
+
+
+def newest_ref(state: Path) -> str:
+    """The newest generated IT ticket: what `show` is timed on."""
+    with sqlite3.connect(state / "mailgate.sqlite3") as db:
+        row = db.execute("SELECT ref FROM tickets WHERE department = 'it' AND requester "
+                         "LIKE '%@example.org' ORDER BY id DESC LIMIT 1").fetchone()
+    db.close()
+    return str(row[0])
+
+
+def targets_for(big: Path, tmp: Path, pg: PostgresServer | None) -> tuple[list[Target], dict]:
+    """The big store and an empty one on the engine asked for; on PostgreSQL the big one is
+    the SQLite store copied by `mailgate migrate --to` (timed)."""
+    empty = tmp / "empty"
+    if pg is None:
         asyncio.run(_migrate(empty / "mailgate.sqlite3"))
-        queries_big = time_queries(write_cli_config(tmp, big), built.recent_ref, args.runs)
-        queries_empty = time_queries(write_cli_config(tmp, empty), "IT-1000", args.runs,
-                                     empty=True)
-        intake_found = intake(big, args.burst, args.rounds, tmp)
-    queries = {name: {"in_process_ms": queries_big[name]["in_process_ms"],
-                      "in_process_empty_ms": queries_empty[name]["in_process_ms"],
-                      "in_process_runs_ms": queries_big[name]["in_process_runs_ms"],
-                      "big_median_ms": queries_big[name]["median_ms"],
-                      "empty_median_ms": queries_empty[name]["median_ms"],
-                      "query_share_ms": round(queries_big[name]["median_ms"]
-                                              - queries_empty[name]["median_ms"], 1),
-                      "target_ms": TARGET_MS[name],
-                      "command": " ".join(["mailgate", *QUERIES[name]]
-                                          + ([built.recent_ref] if name == "show" else [])),
-                      "big_runs_ms": queries_big[name]["runs_ms"]}
-               for name in QUERIES}
-    return {"tickets": args.tickets, "build_seconds": round(built.seconds, 1),
-            "database_mb": round(built.database_mb, 1), "rows": built.rows,
+        return [Target("big", big), Target("empty", empty)], {}
+    big_url, empty_url = pg.create_database(), pg.create_database()
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "mailgate", "--config",
+                    str(Target("sqlite", big).cli_config(tmp)), "migrate", "--to", big_url],
+                   cwd=ROOT, check=True, capture_output=True)
+    copied = time.monotonic() - started
+    print(f"  mailgate migrate --to postgresql: {copied:.0f} s", flush=True)
+    asyncio.run(_migrate(empty_url))
+    return ([Target("big", tmp / "pg-big", big_url, big_url.rsplit("/", 1)[1]),
+             Target("empty", empty, empty_url, empty_url.rsplit("/", 1)[1])],
+            {"migrate_to_postgresql_s": round(copied, 1)})
+
+
+def run(args: argparse.Namespace) -> dict:
+    with (rig.tempdir("scale") as tmp_dir,
+          rig.postgres() if args.engine == "postgresql" else nullcontext() as pg):
+        tmp = Path(tmp_dir)
+        big = args.store or tmp / "big"
+        built = prepare(big, args.tickets)
+        ref = newest_ref(big)
+        targets, copy = targets_for(big, tmp, pg)
+        timed = {t.label: time_queries(t.cli_config(tmp), ref if t.label == "big" else
+                                       "IT-1000", args.runs, empty=t.label == "empty")
+                 for t in targets}
+        queries = {name: {"in_process_ms": timed["big"][name]["in_process_ms"],
+                          "in_process_empty_ms": timed["empty"][name]["in_process_ms"],
+                          "in_process_runs_ms": timed["big"][name]["in_process_runs_ms"],
+                          "big_median_ms": timed["big"][name]["median_ms"],
+                          "empty_median_ms": timed["empty"][name]["median_ms"],
+                          "target_ms": TARGET_MS[name],
+                          "command": " ".join(["mailgate", *QUERIES[name]]
+                                              + ([ref] if name == "show" else [])),
+                          "big_runs_ms": timed["big"][name]["runs_ms"]}
+                   for name in QUERIES}
+        print(query_table(queries), flush=True)
+        found = intake(targets, args.burst, args.rounds, tmp, pg)
+    return {"tickets": args.tickets, "engine": args.engine,
+            "build_seconds": round(built.seconds, 1) if built else None,
+            "database_mb": round(built.database_mb, 1) if built else None,
+            "rows": built.rows if built else None, **copy,
             "runs_per_query": args.runs, "queries": queries,
             "intake": {"messages": args.burst, "rounds": args.rounds, "shape": "acks",
-                       **summarise_intake(intake_found, args.burst)}}
+                       **summarise_intake(found, args.burst)}}
+
+
+def query_table(queries: dict) -> str:
+    rows = [[q["command"], q["in_process_ms"], q["in_process_empty_ms"], q["big_median_ms"],
+             q["empty_median_ms"], q["target_ms"]] for q in queries.values()]
+    return rig.table(rows, ["command", "in-process ms", "(empty)", "new process ms",
+                            "(empty)", "target ms"])
 
 
 def report(result: dict) -> str:
-    rows = [[q["command"], q["in_process_ms"], q["in_process_empty_ms"], q["big_median_ms"],
-             q["empty_median_ms"], q["target_ms"]] for q in result["queries"].values()]
     intake = result["intake"]
-    text = [f"{result['tickets']:,} tickets ({result['database_mb']:.0f} MB, built in "
-            f"{result['build_seconds']:.0f} s); medians of {result['runs_per_query']} runs",
-            rig.table(rows, ["command", "in-process ms", "(empty)", "new process ms",
-                             "(empty)", "target ms"]),
-            "",
-            rig.table([["empty", intake["empty"]["msgs_per_s"],
-                        intake["empty"]["msgs_per_s_after_ready"],
-                        intake["empty"]["startup_s"]],
-                       ["big", intake["big"]["msgs_per_s"],
-                        intake["big"]["msgs_per_s_after_ready"], intake["big"]["startup_s"]],
-                       ["drop %", intake["drop_percent"], intake["drop_percent_after_ready"],
-                        "-"]],
-                      [f"intake, {intake['messages']} msgs", "msgs/s", "after READY",
-                       "startup s"])]
-    return "\n".join(text)
+    built = (f"{result['database_mb']:.0f} MB, built in {result['build_seconds']:.0f} s"
+             if result["build_seconds"] else "a store built earlier")
+    return "\n".join([
+        f"{result['tickets']:,} tickets ({built}), engine {result['engine']}; medians of "
+        f"{result['runs_per_query']} runs",
+        query_table(result["queries"]), "",
+        rig.table([["empty", intake["empty"]["msgs_per_s"],
+                    intake["empty"]["msgs_per_s_after_ready"], intake["empty"]["startup_s"]],
+                   ["big", intake["big"]["msgs_per_s"],
+                    intake["big"]["msgs_per_s_after_ready"], intake["big"]["startup_s"]],
+                   ["drop %", intake["drop_percent"], intake["drop_percent_after_ready"],
+                    "-"]],
+                  [f"intake, {intake['messages']} msgs", "msgs/s", "after READY",
+                   "startup s"])])
 
 
 def main() -> None:
@@ -365,13 +428,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per command (median)")
     parser.add_argument("--burst", type=int, default=300, help="messages per intake burst")
     parser.add_argument("--rounds", type=int, default=2, help="intake bursts per store")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="state directory for the big SQLite store: built there and "
+                             "kept, or used as it is when it holds one already")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
-    meta = rig.header("sqlite")
+    meta = rig.header(args.engine)
     result = run(args)
     print(report(result))
     if not args.no_save:
-        print(f"wrote {rig.save('scale.json', rig.stamp_end({**meta, **result}))}")
+        name = "scale.json" if args.engine == "sqlite" else f"scale-{args.engine}.json"
+        print(f"wrote {rig.save(name, rig.stamp_end({**meta, **result}))}")
 
 
 if __name__ == "__main__":
