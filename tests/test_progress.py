@@ -16,7 +16,7 @@ from mailgate.cli.people import import_people
 from mailgate.cli.progress import Progress
 from mailgate.storage.store import Store
 from tests.factories import ROOT
-from tests.harness import database, database_table
+from tests.harness import database, database_table, on_postgresql
 
 
 class Terminal(io.StringIO):
@@ -103,9 +103,10 @@ def test_the_cli_stays_quiet_when_stderr_is_not_a_terminal(tmp_path: Path) -> No
         return subprocess.run([sys.executable, "-m", "mailgate", "--config", str(config),
                                *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
-    backup = run("backup", str(tmp_path / "copy.sqlite3"))
-    assert backup.returncode == 0 and backup.stderr == ""
-    assert backup.stdout.startswith("backed up ")
+    if not on_postgresql():  # there pg_dump copies the database (test_cli)
+        backup = run("backup", str(tmp_path / "copy.sqlite3"))
+        assert backup.returncode == 0 and backup.stderr == ""
+        assert backup.stdout.startswith("backed up ")
     (tmp_path / "hr.csv").write_text("email\na@example.com\n")
     imported = run("directory", "import", str(tmp_path / "hr.csv"), "--output",
                    str(tmp_path / "people.toml"))
