@@ -1,5 +1,6 @@
-"""`mailgate backup` and `migrate`: the database file, copied while the service runs, and
-its schema brought up to this version."""
+"""`mailgate backup` and `migrate`: the SQLite file, copied while the service runs (a
+PostgreSQL database is copied with pg_dump: backup says how), and the database's schema --
+the SQLite file's or the [database] server's -- brought up to this version."""
 
 from __future__ import annotations
 

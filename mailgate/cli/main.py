@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("action", choices=("list", "show", "retry", "drop"))
     quarantine.add_argument("id", nargs="?", type=count(SQLITE_MAX_INT))
     quarantine.add_argument("--json", action="store_true")
-    backup = command("backup", cmd_backup, "copy the database to FILE, safe while mailgate "
-                     "runs (SQLite online backup)")
+    backup = command("backup", cmd_backup, "copy the SQLite database to FILE, safe while "
+                     "mailgate runs (online backup); on PostgreSQL, says the pg_dump command")
     backup.add_argument("file", help="where to write the copy")
     backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     backup.add_argument("--json", action="store_true")
