@@ -94,6 +94,12 @@ def test_demo_send_tickets_show_status(tmp_path: Path) -> None:
         assert "Laptop won't boot" in show.stdout and "ack_queued" in show.stdout
         status = run("--config", config, "status", "--json")
         assert json.loads(status.stdout)["open_tickets"] == {"it": 1}
+        # One daemon leads; it holds its lease until a moment the database names.
+        [lease] = json.loads(status.stdout)["leases"]
+        assert (lease["name"], lease["live"]) == ("leader", True)
+        assert lease["holder"].endswith(str(tmp_path / "demo" / "state"))
+        text = run("--config", config, "status").stdout
+        assert re.search(r"^leader\s+\S+demo/state\s+\d{4}-", text, re.MULTILINE), text
     finally:
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=30)

@@ -188,3 +188,34 @@ def test_absurd_durations_and_non_finite_numbers_are_one_line_problems(tmp_path:
     assert "conversation.reopen_window: '99999999999d' is longer than 100 years" in problems
     assert "conversation.auto_close_after: expected a duration" in problems
     assert "smtp.timeout: expected a finite number, got inf" in problems
+
+
+def test_cluster_settings_and_the_default_node_name(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "mailgate.toml"
+    path.write_text('[outbox]\ndir = "out"\n')
+    default = load_config(path, secrets="none")
+    # Stable across restarts, unique while running (one daemon per state directory).
+    assert default.node == f"{socket.gethostname()}:{tmp_path / 'state'}"
+    assert default.cluster.lease_seconds == 30.0 and default.cluster.renew_every == 10.0
+    path.write_text('[outbox]\ndir = "out"\n[cluster]\nnode = "mail-2"\nlease_seconds = 6\n')
+    named = load_config(path, secrets="none")
+    assert (named.node, named.cluster.lease_seconds, named.cluster.renew_every) == (
+        "mail-2", 6.0, 2.0)
+
+
+def test_cluster_mistakes(tmp_path: Path) -> None:
+    found = problems(tmp_path, "mailgate.toml", """
+[outbox]
+dir = "out"
+[cluster]
+node = " mail-2"
+lease_seconds = 0.2
+leader = true
+""", lambda path: load_config(path, secrets="none"))
+    text = "\n".join(found)
+    for expected in ("cluster.node: must not start or end with a space",
+                     "cluster.lease_seconds: must be at least 1, got 0.2",
+                     "cluster.leader: unknown key"):
+        assert expected in text, expected

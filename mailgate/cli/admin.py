@@ -19,6 +19,7 @@ from mailgate.core.model import Origin
 from mailgate.errors import ConfigError
 from mailgate.storage import quarantine
 from mailgate.storage.history import local_time
+from mailgate.storage.leases import LeaseBook
 from mailgate.storage.store import Store
 
 
@@ -55,12 +56,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     async def work(store: Store) -> int:
         now = datetime.now(UTC)
         oldest = await store.oldest_queued_at()
+        leases = await LeaseBook(store).all()
         load = await sla_overview(store, now, risk_horizons(directory, now))
         report = {
             "mailboxes": await store.mailbox_states(),
             "outbox": {"queued": 0, "sent": 0, "failed": 0, **await store.outbox_summary()},
             "outbox_oldest_queued": oldest.isoformat() if oldest else None,
             "quarantine_held": await store.quarantine_count(),
+            # Which node holds what, by the database's clock ("live": not expired).
+            "leases": [{"name": lease.name, "holder": lease.holder, "live": lease.live,
+                        "expires_at": lease.expires_at.isoformat(),
+                        "acquired_at": lease.acquired_at.isoformat()} for lease in leases],
             "open_tickets": {d.department: d.open for d in load},
             "sla": {d.department: {"open": d.open, "at_risk": d.at_risk,
                                    "breached": d.breached} for d in load},
@@ -81,6 +87,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"failed {outbox.get('failed', 0)}")
         say(f"quarantine  {report['quarantine_held']} held (mailgate quarantine list)")
         say_lines(_daemon_lines(daemon))
+        say("")
+        print_table(("LEASE", "NODE", "SINCE", "UNTIL"), [
+            (lease.name, lease.holder, _to_the_second(lease.acquired_at),
+             _to_the_second(lease.expires_at) + ("" if lease.live else " (expired)"))
+            for lease in leases], empty="leases      none (no daemon has run yet)")
         say("")
         print_table(("DEPARTMENT", "OPEN", "AT RISK", "BREACHED"),
                     [(d.department, d.open, d.at_risk, d.breached) for d in load],
@@ -129,6 +140,11 @@ def _daemon_lines(daemon: dict) -> list[str]:
     elif daemon["daemon_running"]:
         lines.append("reload      none since the daemon started")
     return lines
+
+
+def _to_the_second(moment: datetime) -> str:
+    """Local time with seconds: leases last seconds, not minutes."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _when_ts(value: float | None) -> str:

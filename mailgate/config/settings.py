@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import site
+import socket
 import sys
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -174,6 +175,19 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several daemons on one database: who this one is, and how long its leases last."""
+
+    node: str = ""  # empty: "<hostname>:<state dir>" (see Config.node)
+    lease_seconds: float = 30.0  # a dead node's mailboxes are taken over within this
+
+    @property
+    def renew_every(self) -> float:
+        """A holder renews three times per lease: one late round never loses it."""
+        return self.lease_seconds / 3
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -191,6 +205,7 @@ class Config:
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     alerts: AlertsConfig | None = None  # mail an admin about failing mailboxes
     database_server: DatabaseConfig | None = None  # [database]: PostgreSQL instead of SQLite
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def database(self) -> Path:
@@ -206,6 +221,13 @@ class Config:
     def store_password(self) -> str | None:
         server = self.database_server
         return server.password.reveal() if server and server.password else None
+
+    @property
+    def node(self) -> str:
+        """This daemon's name in the leases table. The default is stable across restarts,
+        so a daemon restarted after a crash takes its own leases back at once, and unique
+        while it runs: one daemon per state directory (the lock in service/startup.py)."""
+        return self.cluster.node or f"{socket.gethostname()}:{self.state_dir}"
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -283,9 +305,12 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
     alerts = _alerts(alerts_table) if alerts_table else None
     database_table = root.table("database")
     database_server = _database(database_table, secrets) if database_table else None
+    cluster_table = root.table("cluster")
+    cluster = _cluster(cluster_table) if cluster_table else ClusterConfig()
     for table in (root, state, directory, templates, general, smtp_table, outbox_table, intake,
                   limits_table, security_table, metrics_table, database_table,
-                  digest_table, conversation_table, tls_table, oauth_table, alerts_table):
+                  digest_table, conversation_table, tls_table, oauth_table, alerts_table,
+                  cluster_table):
         if table:
             table.reject_unknown()
     if problems:
@@ -296,6 +321,7 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
         mailboxes=mailboxes, limits=limits, instance=instance, security=security,
         metrics=metrics, digest=digest,
         conversation=conversation, alerts=alerts, database_server=database_server,
+        cluster=cluster,
     )
 
 
@@ -619,6 +645,20 @@ def _security(t: Table) -> SecurityConfig:
     return SecurityConfig(frozenset(domains), authserv_id.strip().lower() if authserv_id else None,
                           from_header_is_proof=t.bool("from_header_is_proof", False),
                           reply_key_days=t.int("reply_key_days", 60, minimum=1))
+
+
+MIN_LEASE_SECONDS = 1.0
+
+
+def _cluster(t: Table) -> ClusterConfig:
+    default = ClusterConfig()
+    node = t.str("node", default.node)
+    if node is not None and node != node.strip():
+        t.problem("node", f"must not start or end with a space, got {node!r}")
+    lease = t.float("lease_seconds", default.lease_seconds)
+    if lease is not None and lease < MIN_LEASE_SECONDS:
+        t.problem("lease_seconds", f"must be at least {MIN_LEASE_SECONDS:g}, got {lease:g}")
+    return ClusterConfig(node=node or "", lease_seconds=lease or default.lease_seconds)
 
 
 def _conversation(t: Table) -> ConversationConfig:

@@ -34,12 +34,14 @@ from mailgate.outbound.outbox import Outbox
 from mailgate.outbound.sentlog import SentLog
 from mailgate.outbound.transport import DirectoryTransport, SmtpTransport, Transport
 from mailgate.service import metrics
+from mailgate.service.cluster import Cluster
 from mailgate.service.current import Current, Snapshot
 from mailgate.service.log import get_logger
 from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.service.startup import ListenError, StartError
 from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.errors import STORE_ERRORS
+from mailgate.storage.leases import LEADER, LeaseBook, leased_mailbox, mailbox_lease
 from mailgate.storage.store import OutboxRow, Store
 from mailgate.workers.attachment_sweep import AttachmentSweeper
 from mailgate.workers.autoclose import AutoCloser
@@ -141,6 +143,8 @@ class Daemon:
         self.last_reload: dict[str, Any] | None = None  # at, ok, problem; for `status`
         self._tasks: list[asyncio.Task] = []
         self._watcher_tasks: dict[str, asyncio.Task] = {}
+        self.cluster: Cluster | None = None
+        self._leader_tasks: list[asyncio.Task] = []
 
     @property
     def config(self) -> Config:
@@ -197,20 +201,22 @@ class Daemon:
         if self.config.listener:
             self.listener = await _listen(self.config.listener, self.handler)
             self.listener_config = self.config.listener
-        self._spawn(self.outbox.run(), "outbox")
-        self._spawn(self.escalator.run(), "escalation")
+        self._spawn(self.outbox.run(), "outbox")  # every node sends
         self.digester = Digester(self.store, self.current, self.clock, self.outbox.notify)
-        self._spawn(self.digester.run(), "digest")
         self.autocloser = AutoCloser(self.store, self.current, self.clock)
-        self._spawn(self.autocloser.run(), "autoclose")
         self.floods = FloodSummaries(self.store, self.current, self.clock, self._mail_queued)
-        self._spawn(self.floods.run(), "flood")
         files = self.store.attachments()
         if isinstance(files, AttachmentStore):  # blobs in a database need no file sweep
+            # The files are this node's own (its state directory): every node sweeps.
             self.sweeper = AttachmentSweeper(self.store, files)
             self._spawn(self.sweeper.run(), "attachments.sweep")
-        for box in self.config.mailboxes:
-            self._start_watcher(box)
+        # The leader runs the periodic workers, a mailbox's lease holder its watcher; the
+        # first round is awaited, so with one daemon everything runs when start returns.
+        self.cluster = Cluster(LeaseBook(self.store), self.config.node, self.config.cluster,
+                               self._gained, self._lost)
+        self.cluster.want(self._wanted_leases(self.config))
+        await self.cluster.round()
+        self._spawn(self.cluster.run(), "cluster")
         await self.record_status()
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=self.store.describe())
@@ -283,6 +289,44 @@ class Daemon:
         self.watchers.append(watcher)
         self._watcher_tasks[box.name] = self._spawn(watcher.run(), f"mailbox:{box.name}")
 
+    # --- what this node runs follows the leases it holds --------------------------------
+
+    @staticmethod
+    def _wanted_leases(config: Config) -> list[str]:
+        return [LEADER, *(mailbox_lease(box.name) for box in config.mailboxes)]
+
+    async def _gained(self, lease: str) -> None:
+        if lease == LEADER:
+            self._start_leader_work()
+            return
+        box = next((b for b in self.config.mailboxes if b.name == leased_mailbox(lease)), None)
+        if box is not None and box.name not in self._watcher_tasks:
+            self._start_watcher(box)
+
+    async def _lost(self, lease: str) -> None:
+        """Stop what the lease stood for; a transaction under way commits first, if it
+        can within the time the lease has left, else it is cut off and rolls back."""
+        if lease == LEADER:
+            doomed, self._leader_tasks = self._leader_tasks, []
+            self._tasks = [t for t in self._tasks if t not in doomed]
+        else:
+            name = leased_mailbox(lease)
+            doomed = self._detach_watchers((name,)) if name in self._watcher_tasks else []
+        assert self.cluster is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cluster.settings.renew_every / 2):
+                await self._between_transactions(lambda: _cancel_now(doomed))
+        await _cancel(doomed)
+
+    def _start_leader_work(self) -> None:
+        """The periodic workers: one node runs them, or a digest would go out once per node."""
+        assert self.escalator and self.digester and self.autocloser and self.floods
+        self._leader_tasks = [
+            self._spawn(self.escalator.run(), "escalation"),
+            self._spawn(self.digester.run(), "digest"),
+            self._spawn(self.autocloser.run(), "autoclose"),
+            self._spawn(self.floods.run(), "flood")]
+
     def _detach_watchers(self, names: tuple[str, ...]) -> list[asyncio.Task]:
         """Forget these mailboxes' watchers and return their tasks, still to be cancelled."""
         for watcher in [w for w in self.watchers if w.config.name in names]:
@@ -331,11 +375,13 @@ class Daemon:
         new = plan.setup
         snapshot = Snapshot.build(new.config, new.directory, new.renderer, self.clock)
         doomed: list[asyncio.Task] = []
+        # Only the mailboxes whose lease this node holds have a watcher here.
+        running = tuple(n for n in plan.removed + plan.changed if n in self._watcher_tasks)
 
         def swap() -> None:
             # Cancelled here, a watcher can never start another transaction with the
             # mailbox settings (e.g. department) that the new directory may not know.
-            doomed.extend(self._detach_watchers(plan.removed + plan.changed))
+            doomed.extend(self._detach_watchers(running))
             _cancel_now(doomed)
             # One assignment: every component reads it at the start of its next round.
             current.snapshot = snapshot
@@ -343,8 +389,12 @@ class Daemon:
         await self._between_transactions(swap)
         await _cancel(doomed)
         boxes = {b.name: b for b in self.config.mailboxes}
-        for name in plan.added + plan.changed:
-            self._start_watcher(boxes[name])
+        for name in running:
+            if name in plan.changed:
+                self._start_watcher(boxes[name])
+        if self.cluster is not None:  # new mailboxes' leases now, removed ones given back
+            self.cluster.want(self._wanted_leases(self.config))
+            await self.cluster.round()
         if plan.transport:
             await self.transport.replace(make_transport(self.config))
         if plan.listener:
@@ -450,6 +500,8 @@ class Daemon:
         except TimeoutError:  # cut off, it rolls back; its batch is read again next start
             log.warning("daemon.transaction_interrupted", waited=QUIESCE_TIMEOUT)
         await _cancel(intake)
+        if self.cluster is not None:  # nothing of theirs runs any more: hand them over
+            await self.cluster.release()
         sender = [t for t in self._tasks if t.get_name() == "outbox"]
         if self.outbox and sender:
             self.outbox.close()
@@ -503,12 +555,18 @@ class Daemon:
 # --- comparing setups ---------------------------------------------------------------
 
 def needs_restart(old: Config, new: Config) -> list[str]:
-    """Changes a reload cannot apply: the open database and sent log live in [state] dir."""
-    if old.state_dir == new.state_dir:
-        return []
-    return [f"{new.path}: state.dir: changed from {old.state_dir} to {new.state_dir}; the "
-            f"database cannot move while mailgate runs: restart it to use the new one "
-            f"(systemctl restart mailgate)"]
+    """Changes a reload cannot apply: the open database and sent log live in [state] dir;
+    the node's name is whose leases it holds."""
+    found = []
+    if old.state_dir != new.state_dir:
+        found.append(f"{new.path}: state.dir: changed from {old.state_dir} to "
+                     f"{new.state_dir}; the database cannot move while mailgate runs: "
+                     f"restart it to use the new one (systemctl restart mailgate)")
+    if (old.node, old.cluster.lease_seconds) != (new.node, new.cluster.lease_seconds):
+        found.append(f"{new.path}: cluster: node or lease_seconds changed; the leases this "
+                     f"daemon holds were taken under the old ones: restart it to use the "
+                     f"new ones (systemctl restart mailgate)")
+    return found
 
 
 def fingerprint(value: object) -> object:

@@ -235,4 +235,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE messages ADD COLUMN last_delivered_at REAL;
     """,
+    # 8: leases between nodes sharing one database (storage/leases.py, service/cluster.py)
+    """
+    -- 'leader' (the periodic workers) and 'mailbox:<name>' (its watcher): held by one
+    -- node until expires_at, Unix seconds by the database's clock.
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        acquired_at REAL NOT NULL
+    );
+    """,
 )

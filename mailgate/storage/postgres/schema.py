@@ -232,4 +232,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN deliveries BIGINT NOT NULL DEFAULT 1;
     ALTER TABLE messages ADD COLUMN last_delivered_at DOUBLE PRECISION;
     """,
+    # 8: leases between nodes sharing one database
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        acquired_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
