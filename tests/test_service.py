@@ -153,6 +153,11 @@ def test_moving_the_state_dir_needs_a_restart(tmp_path: Path) -> None:
     path.write_text('[state]\ndir = "b"\n' + body)
     [problem] = needs_restart(old, load_config(path))
     assert "state.dir" in problem and "restart" in problem
+    path.write_text('[state]\ndir = "a"\n[cluster]\nnode = "mail-2"\n' + body)
+    [problem] = needs_restart(old, load_config(path))  # whose leases it holds
+    assert problem.endswith("cluster: node or lease_seconds changed; the leases this daemon "
+                            "holds were taken under the old ones: restart it to use the new "
+                            "ones (systemctl restart mailgate)")
 
 
 def test_template_edits_wait_for_a_new_renderer(tmp_path: Path) -> None:

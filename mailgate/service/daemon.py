@@ -562,7 +562,7 @@ def needs_restart(old: Config, new: Config) -> list[str]:
         found.append(f"{new.path}: state.dir: changed from {old.state_dir} to "
                      f"{new.state_dir}; the database cannot move while mailgate runs: "
                      f"restart it to use the new one (systemctl restart mailgate)")
-    if (old.node, old.cluster.lease_seconds) != (new.node, new.cluster.lease_seconds):
+    if old.cluster != new.cluster:
         found.append(f"{new.path}: cluster: node or lease_seconds changed; the leases this "
                      f"daemon holds were taken under the old ones: restart it to use the "
                      f"new ones (systemctl restart mailgate)")
