@@ -72,7 +72,8 @@ class LeaseBook:
                   RETURNING name, holder, expires_at, acquired_at"""
         held: dict[str, Lease] = {}
         async with self.store.transaction() as tx:
-            for name in names:
+            # Always in one order: two nodes locking rows in opposite orders would deadlock.
+            for name in sorted(names):
                 row = await tx.fetch_one(sql, (name, holder, seconds))
                 if row is not None:
                     held[name] = _lease(row, live=True)

@@ -19,8 +19,8 @@ from mailgate.storage.postgres.dialect import ID_TABLES
 from mailgate.storage.store import Store, Tx
 
 CHUNK = 500  # rows per INSERT round trip
-# Kept by each engine itself, never copied; leases belong to the daemons running on it.
-_NOT_COPIED = frozenset({"schema_version", "attachment_blobs", "leases"})
+# Kept by each engine itself, never copied.
+_NOT_COPIED = frozenset({"schema_version", "attachment_blobs"})
 
 
 class TransferError(RuntimeError):
