@@ -144,6 +144,7 @@ class Daemon:
         self._tasks: list[asyncio.Task] = []
         self._watcher_tasks: dict[str, asyncio.Task] = {}
         self.cluster: Cluster | None = None
+        self.lease_store: Store | None = None  # leases' own connection (shared engines)
         self._leader_tasks: list[asyncio.Task] = []
 
     @property
@@ -212,8 +213,9 @@ class Daemon:
             self._spawn(self.sweeper.run(), "attachments.sweep")
         # The leader runs the periodic workers, a mailbox's lease holder its watcher; the
         # first round is awaited, so with one daemon everything runs when start returns.
-        self.cluster = Cluster(LeaseBook(self.store), self.config.node, self.config.cluster,
-                               self._gained, self._lost)
+        self.lease_store = await self._open_lease_store()
+        self.cluster = Cluster(LeaseBook(self.lease_store), self.config.node,
+                               self.config.cluster, self._gained, self._lost)
         self.cluster.want(self._wanted_leases(self.config))
         await self.cluster.round()
         self._spawn(self.cluster.run(), "cluster")
@@ -290,6 +292,18 @@ class Daemon:
         self._watcher_tasks[box.name] = self._spawn(watcher.run(), f"mailbox:{box.name}")
 
     # --- what this node runs follows the leases it holds --------------------------------
+
+    async def _open_lease_store(self) -> Store:
+        """On a shared engine, leases get a connection of their own: on the writer, a
+        renewal would wait behind an intake batch, time out, and the node would stop its
+        mailboxes for nothing. SQLite has one writer whichever the connection (and one
+        daemon): the store's own will do."""
+        assert self.store is not None
+        if not self.store.engine.shared:
+            return self.store
+        return await Store.open(self.config.store_target, migrate=False,
+                                password=self.config.store_password,
+                                state_dir=self.config.state_dir)
 
     @staticmethod
     def _wanted_leases(config: Config) -> list[str]:
@@ -540,6 +554,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.outbox.apply_sent()
             self.outbox.sent_log.close()
+        if self.lease_store and self.lease_store is not self.store:
+            with contextlib.suppress(Exception):
+                await self.lease_store.close()
         if self.store:
             await self.store.close()
 
