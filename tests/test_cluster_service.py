@@ -226,6 +226,9 @@ async def test_a_second_daemon_runs_nothing_until_the_first_stops_then_everythin
         assert {t.get_name() for t in first._leader_tasks} == {
             "escalation", "digest", "autoclose", "flood"}
         assert second.watchers == [] and second._leader_tasks == []
+        assert "node" not in await first.status_line()  # it holds everything
+        assert (await second.status_line()).endswith(
+            "; node node-b: 1 mailbox(es) on other nodes, periodic workers on another node")
         assert not any(t.get_name() == "escalation" for t in second._tasks)
         await first.stop()
         assert second.cluster is not None
@@ -241,3 +244,25 @@ async def test_a_second_daemon_runs_nothing_until_the_first_stops_then_everythin
         assert await LeaseBook(store).all() == []  # both stopped cleanly: all given back
     finally:
         await store.close()
+
+
+async def test_a_failure_in_starting_work_does_not_end_the_renewals() -> None:
+    calls: list[str] = []
+
+    async def broken_gain(lease: str) -> None:
+        calls.append(lease)
+        raise RuntimeError("a bug in starting a watcher")
+
+    async def loss(lease: str) -> None:
+        pass
+
+    cluster = Cluster(ScriptedBook(), "a", ClusterConfig(lease_seconds=1.0), broken_gain, loss)
+    cluster.want([LEADER])
+    task = asyncio.create_task(cluster.run())
+    try:
+        # The lease stays ours in the database; each round tries to start its work again.
+        await wait_until(lambda: len(calls) >= 2, 5)
+        assert not task.done() and not cluster.holds(LEADER)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -84,13 +84,15 @@ class Cluster:
                 # Another node holds it now (we were too late), or it is no longer wanted.
                 await self._lose(name, "unwanted" if name in unwanted else "taken")
             for name in self.wanted:
-                if name in claimed:
-                    gained = name not in self.held
-                    self.held[name] = sent + self.settings.lease_seconds
-                    if gained:
-                        log.info("cluster.gained", node=self.node, lease=name,
-                                 until=claimed[name].expires_at.isoformat())
-                        await self.on_gain(name)
+                if name not in claimed:
+                    continue
+                if name not in self.held:
+                    log.info("cluster.gained", node=self.node, lease=name,
+                             until=claimed[name].expires_at.isoformat())
+                    # Counted as held once started: if starting fails, the next round
+                    # (which renews the lease meanwhile) tries again.
+                    await self.on_gain(name)
+                self.held[name] = sent + self.settings.lease_seconds
             if unwanted:  # stopped above: give it back now, not when it expires
                 await self._give_back(unwanted)
 
@@ -116,7 +118,12 @@ class Cluster:
                 async with asyncio.timeout(max(0.0, wait)):
                     await self._wake.wait()
             self._wake.clear()
-            await self.round()
+            try:
+                await self.round()
+            except Exception:
+                # A bug in starting or stopping something must not end the renewals: the
+                # watchers would run on while their leases ran out under them.
+                log.exception("cluster.round_failed", node=self.node)
 
     def wake(self) -> None:
         """Run a round now (new mailboxes after a reload)."""

@@ -335,6 +335,8 @@ class Daemon:
     def _start_leader_work(self) -> None:
         """The periodic workers: one node runs them, or a digest would go out once per node."""
         assert self.escalator and self.digester and self.autocloser and self.floods
+        if self._leader_tasks:  # already running
+            return
         self._leader_tasks = [
             self._spawn(self.escalator.run(), "escalation"),
             self._spawn(self.digester.run(), "digest"),
@@ -474,7 +476,22 @@ class Daemon:
             line += " (SMTP server unavailable)"
         if self.reload_problem:
             line += f"; last reload failed: {self.reload_problem}"
-        return line
+        return line + self._cluster_status()
+
+    def _cluster_status(self) -> str:
+        """What other nodes do for this one; nothing when it holds every lease (the
+        single daemon's normal case)."""
+        if self.cluster is None:
+            return ""
+        parts = []
+        elsewhere = len(self.config.mailboxes) - len(self.watchers)
+        if elsewhere > 0:
+            parts.append(f"{elsewhere} mailbox(es) on other nodes")
+        if not self.cluster.holds(LEADER):
+            parts.append("periodic workers on another node")
+        if self.cluster.failing:
+            parts.append(f"leases not renewed: {self.cluster.failing}")
+        return f"; node {self.config.node}: {', '.join(parts)}" if parts else ""
 
     def status_report(self, running: bool = True) -> dict[str, Any]:
         listener = self.listener_config
