@@ -29,26 +29,21 @@ from mailgate.tickets.effects import (
     AddAttachments,
     AddEvent,
     AddReceipts,
-    ChangeStatus,
     Drawn,
     Effect,
     Facts,
     HoldNotification,
     LinkTickets,
-    MeetClock,
     NewTicket,
     OpenTicket,
-    PauseClock,
     QueueMail,
-    Rate,
-    ResumeClock,
-    SetField,
-    StartClock,
     StartClocks,
     StoredFile,
     StoreMessage,
     TicketFacts,
+    UpdateTicket,
     Usage,
+    WriteClock,
 )
 from mailgate.tickets.new_request import (
     NewRequestPolicy,
@@ -306,16 +301,28 @@ def reply(body: str, sender: str = "Alice Adams <alice@example.com>",
                                dropped, "25 MB")
 
 
+def columns(done: Replied) -> dict[str, object]:
+    [update] = only(done.effects, UpdateTicket) or [UpdateTicket(7, {})]
+    return dict(update.columns)
+
+
+def clocks(done: Replied) -> dict[Target, WriteClock]:
+    return {w.clock.target: w for w in only(done.effects, WriteClock)}
+
+
 def test_a_proven_agent_answer_meets_the_response_clock_and_reaches_the_requester() -> None:
     done = reply("Hold the power button for ten seconds.")
     assert done.kind == "reply"
     [answer] = events(done.effects, "reply")
     assert (answer.visibility, answer.detail, answer.of_mail) == (
         "public", {"role": "agent"}, True)
-    assert MeetClock(7, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE)) in done.effects
+    assert {t: (w.met, w.rounds) for t, w in clocks(done).items()} == {
+        Target.FIRST_RESPONSE: (True, 0)}
     [met] = events(done.effects, "sla_met")
     assert met.detail == {"targets": ["first_response"]}  # the next response was not owed
-    assert ChangeStatus(7, Status.OPEN) in done.effects  # a new ticket is open once answered
+    changed = columns(done)
+    assert changed["status"] is Status.OPEN  # a new ticket is open once answered
+    assert changed["first_response_at"] == changed["updated_at"] == NOW
     [relay] = mails(done.effects, "reply")
     assert relay.to == ("ann@example.com",)
     assert relay.from_name == "Alice Adams via IT Service Desk"
@@ -328,7 +335,7 @@ def test_an_answer_without_proof_is_kept_internal_and_its_member_told_how_to_act
     assert done.kind == "unproven"
     [kept] = events(done.effects, "reply")
     assert kept.visibility == "internal"
-    assert not only(done.effects, MeetClock) and not mails(done.effects, "reply")
+    assert not clocks(done) and not mails(done.effects, "reply")
     [notice] = mails(done.effects, "unproven-notice")
     assert notice.to == ("alice@example.com",)
     assert notice.thread.answered == "answer@example.com"
@@ -339,7 +346,7 @@ def test_a_command_that_cannot_run_changes_nothing_and_tells_the_agent() -> None
     assert done.kind == "rejected"
     [rejected] = events(done.effects, "command_rejected")
     assert "#assign nobody" in rejected.detail["problems"][0]
-    assert not only(done.effects, ChangeStatus) and not only(done.effects, SetField)
+    assert not columns(done) and not clocks(done)
     assert mails(done.effects, "command-reply")
 
 
@@ -369,8 +376,7 @@ def test_the_requester_without_proof_reaches_the_team_marked_and_moves_no_clock(
     done = reply("Broken again.", sender="Ann Example <ann@example.com>", proven=False,
                  facts=on_ticket(resolved))
     assert done.kind == "unverified"
-    assert not only(done.effects, ChangeStatus)
-    assert not [e for e in done.effects if isinstance(e, MeetClock | StartClock | ResumeClock)]
+    assert "status" not in columns(done) and not clocks(done)
     [relay] = mails(done.effects, "relay-team")
     assert relay.variant == "unverified" and relay.to == ("alice@example.com", "bob@example.com")
 
@@ -380,12 +386,12 @@ def test_the_proven_requester_reopens_a_resolved_ticket_with_a_fresh_resolution_
     done = reply("Broken again.", sender="Ann Example <ann@example.com>",
                  facts=on_ticket(resolved, clocks={}, first_response_at=CREATED))
     assert done.kind == "reopened"
-    changes = [e for e in done.effects
-               if isinstance(e, ChangeStatus | ResumeClock | StartClock)]
-    assert changes[:3] == [ChangeStatus(7, Status.OPEN), ResumeClock(7),
-                           StartClock(7, Target.RESOLUTION)]
-    # Answered before: an answer is owed again.
-    assert StartClock(7, Target.NEXT_RESPONSE) in done.effects
+    changed = columns(done)
+    assert (changed["status"], changed["resolved_at"], changed["closed_at"]) == (
+        Status.OPEN, None, None)
+    # A new round of the resolution clock, and (answered before) an answer is owed again.
+    started = {t: (w.rounds, w.clock.started_at) for t, w in clocks(done).items()}
+    assert started == {Target.RESOLUTION: (1, NOW), Target.NEXT_RESPONSE: (1, NOW)}
     [relay] = mails(done.effects, "relay-team")
     assert relay.context["reopened"] is True
 
@@ -393,11 +399,10 @@ def test_the_proven_requester_reopens_a_resolved_ticket_with_a_fresh_resolution_
 def test_the_next_response_is_owed_once_and_not_before_the_first() -> None:
     ann = "Ann Example <ann@example.com>"
     first_pending = reply("More details.", sender=ann)
-    assert StartClock(7, Target.NEXT_RESPONSE) not in first_pending.effects
+    assert Target.NEXT_RESPONSE not in clocks(first_pending)
     owed = on_ticket(open_ticket(Status.OPEN), first_response_at=CREATED,
                      clocks=running(Target.RESOLUTION, Target.NEXT_RESPONSE))
-    assert StartClock(7, Target.NEXT_RESPONSE) not in reply("And more.", sender=ann,
-                                                            facts=owed).effects
+    assert not clocks(reply("And more.", sender=ann, facts=owed))
 
 
 def test_a_rating_is_stored_and_thanked_for_once() -> None:
@@ -405,12 +410,14 @@ def test_a_rating_is_stored_and_thanked_for_once() -> None:
     ann = "Ann Example <ann@example.com>"
     done = reply("5\nquick and kind", sender=ann, facts=on_ticket(surveyed))
     assert done.kind == "rated"
-    assert Rate(7, 5, "quick and kind") in done.effects
+    assert {k: columns(done)[k] for k in ("rating", "rating_comment", "rated_at")} == {
+        "rating": 5, "rating_comment": "quick and kind", "rated_at": NOW}
     [thanks] = mails(done.effects, "thanks")
     # The thanks answers her rating: this mail is now her newest on the ticket.
     assert thanks.thread.requester_last == "answer@example.com"
     again = reply("4", sender=ann, facts=on_ticket(replace(surveyed, rating=5)))
-    assert Rate(7, 4, "") in again.effects and not mails(again.effects, "thanks")
+    assert columns(again)["rating_comment"] is None  # keeps the earlier comment
+    assert not mails(again.effects, "thanks")
 
 
 def test_a_flood_of_relays_on_one_ticket_is_kept_not_relayed() -> None:
@@ -422,8 +429,8 @@ def test_a_flood_of_relays_on_one_ticket_is_kept_not_relayed() -> None:
 
 def test_waiting_pauses_the_clocks_and_resolve_meets_them_with_a_summary() -> None:
     waiting = reply("#waiting")
-    assert [ChangeStatus(7, Status.WAITING), PauseClock(7)] == [
-        e for e in waiting.effects if isinstance(e, ChangeStatus | PauseClock)]
+    assert (columns(waiting)["status"], columns(waiting)["paused_at"]) == (Status.WAITING, NOW)
+    assert not clocks(waiting)  # paused on the ticket; the clocks themselves stay
     done = reply("#resolve\nReplaced the battery.", facts=on_ticket(
         open_ticket(Status.OPEN), last_answer="Try again.", request_text="It only beeps."))
     # The answer meets the first response, the resolution what still ran.
@@ -442,11 +449,33 @@ def test_waiting_pauses_the_clocks_and_resolve_meets_them_with_a_summary() -> No
 
 def test_transfer_restarts_the_clocks_by_the_new_department_and_tells_its_team() -> None:
     done = reply("#transfer facilities", facts=on_ticket(request_text="It only beeps."))
-    assert SetField(7, "department", "facilities") in done.effects
-    assert [e for e in done.effects if isinstance(e, StartClock)] == [
-        StartClock(7, Target.FIRST_RESPONSE), StartClock(7, Target.RESOLUTION)]
+    assert (columns(done)["department"], columns(done)["assignee"]) == ("facilities", None)
+    assert {t: w.rounds for t, w in clocks(done).items()} == {
+        Target.FIRST_RESPONSE: 1, Target.RESOLUTION: 1}
     [notice] = mails(done.effects, "notify-team")
     assert (notice.to, notice.variant) == (("erin@example.com",), "transferred")
     assert notice.about[0].department == "facilities"
     # 4 business hours from now (10:00 Berlin, lunch aside): 15:00.
     assert notice.context["due_at"].hour == 15
+
+
+def test_each_clock_is_written_once_as_the_mail_leaves_it() -> None:
+    # Answered (the first response is met), then transferred: the clock starts afresh.
+    moved = reply("#transfer facilities\nNot ours, sorry.")
+    assert (moved.kind, clocks(moved)[Target.FIRST_RESPONSE].met) == ("reply", False)
+    assert clocks(moved)[Target.FIRST_RESPONSE].rounds == 1
+    # Transferred, then resolved in the same mail: the new round is met at once.
+    done = reply("#transfer facilities\n#resolve")
+    write = clocks(done)[Target.RESOLUTION]
+    assert (write.rounds, write.met) == (1, True)
+
+
+def test_the_requester_answering_a_waiting_ticket_pushes_its_clocks_back() -> None:
+    waiting = on_ticket(open_ticket(Status.WAITING), paused_at=NOW - timedelta(hours=1))
+    done = reply("Here is the serial number.", sender="Ann Example <ann@example.com>",
+                 facts=waiting)
+    assert (columns(done)["status"], columns(done)["paused_at"]) == (Status.OPEN, None)
+    for write in clocks(done).values():  # one business hour waited: 10:00 to 11:00 Berlin
+        assert (write.shifted, write.rounds, write.clock.paused_seconds) == (True, 0, 3600.0)
+    resolution = clocks(done)[Target.RESOLUTION]
+    assert resolution.due_at > (CREATED + timedelta(hours=4)).timestamp()

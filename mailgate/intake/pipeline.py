@@ -360,8 +360,7 @@ class Pipeline:
         else:
             kind = "reply" if person else verdict.kind.value
             effects += self.conversation.noted(incoming, facts, kind, verdict.reason, now)
-        await apply(tx, effects, arrival, self._mail_writer(mail, msg, now, parts), now,
-                    self.sla)
+        await apply(tx, effects, arrival, self._mail_writer(mail, msg, now, parts), now)
         _log(effects)
         refs = tuple(t.ref for t in tickets)
         log.info("ticket.appended", tickets=refs, kind=kind, message_id=msg.message_id,

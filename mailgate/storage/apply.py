@@ -2,11 +2,10 @@
 
 Effects of one kind are written together (one executemany each), in the order their
 rows depend on one another: the message, its receipts, the new tickets (whose ids and
-refs the rest names), changes to existing tickets (in the order given: a clock started
-after a transfer follows the new department), clocks, links, attachments, held
-notifications, the outgoing mail, and last the events (which name the message, the
-tickets and the mail). Events keep the order the decision listed them in, so "the first
-event of a ticket" means what it did.
+refs the rest names), changes to existing tickets (each written once, as the decision
+leaves it), clocks, links, attachments, held notifications, the outgoing mail, and last
+the events (which name the message, the tickets and the mail). Events keep the order the
+decision listed them in, so "the first event of a ticket" means what it did.
 
 Portable SQL only (SQLite and PostgreSQL): ON CONFLICT DO NOTHING, subqueries for ids.
 """
@@ -20,38 +19,31 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from mailgate.core.model import Inbound, Outgoing
+from mailgate.storage import slaclock
 from mailgate.storage import ticketops as ops
-from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Tx, ts
 from mailgate.tickets.effects import (
     AddAttachments,
     AddEvent,
     AddReceipts,
     Change,
-    ChangeStatus,
     Effect,
     HoldNotification,
     LinkTickets,
-    MeetClock,
     NewTicket,
     OpenTicket,
-    PauseClock,
     QueueMail,
-    Rate,
-    ResumeClock,
-    SetField,
     SetMessageText,
-    StartClock,
     StartClocks,
     StoreMessage,
     TicketRef,
-    Touch,
+    UpdateTicket,
+    WriteClock,
 )
 from mailgate.tickets.state import TicketState
 
 E = TypeVar("E")
-CHANGES = (SetMessageText, ChangeStatus, SetField, Touch, Rate, MeetClock, StartClock,
-           PauseClock, ResumeClock)
+CHANGES = (UpdateTicket, WriteClock)
 # Writes the outbox rows a QueueMail asks for (outbound/queued.py), given its tickets and
 # (for a twin) the Message-ID of the previous mail's first copy.
 MailWriter = Callable[[QueueMail, Sequence[TicketState], str | None],
@@ -98,14 +90,20 @@ class _Written:
 
 
 async def apply(tx: Tx, effects: Sequence[Effect], arrival: Arrival, write_mail: MailWriter,
-                now: datetime, sla: SlaBook | None = None) -> Applied:
-    """Write `effects`; `sla` keeps the clocks of existing tickets (MeetClock ...)."""
+                now: datetime) -> Applied:
+    """Write `effects` (the decision's list, as it came)."""
     done = _Written()
     done.message = arrival.stored  # unless the effects store it now
+    # What the conversation shows of the mail: the decision's last word on it.
+    texts = [e.text for e in effects if isinstance(e, SetMessageText)]
     for store in _of(effects, StoreMessage):
         done.message = await tx.store_message(
             arrival.msg, arrival.fingerprint, store.kind, arrival.raw, arrival.source, now,
-            store.trust, stored=arrival.stored, text=store.text, packed=arrival.packed)
+            store.trust, stored=arrival.stored, packed=arrival.packed,
+            text=texts[-1] if texts else store.text)
+    if texts and (arrival.stored is not None or not _of(effects, StoreMessage)):
+        assert done.message is not None  # stored before: its text is set now
+        await ops.set_text(tx, done.message, texts[-1])
     for receipts in _of(effects, AddReceipts):
         assert done.message is not None, "receipts name the stored message"
         await tx.add_receipts(arrival.msg.dedupe_key, receipts.departments, done.message,
@@ -115,7 +113,7 @@ async def apply(tx: Tx, effects: Sequence[Effect], arrival: Arrival, write_mail:
                                         new.requester_name, new.priority, now, cc=new.cc,
                                         next_escalation_at=new.next_escalation_at)
         done.opened[new.slot] = TicketState.of(ticket, cc=new.cc)
-    await _changes(tx, done, [e for e in effects if isinstance(e, CHANGES)], sla, now)
+    await _changes(tx, [e for e in effects if isinstance(e, CHANGES)], now)
     await _clocks(tx, done, _of(effects, StartClocks))
     await _links(tx, done, _of(effects, LinkTickets))
     await _attachments(tx, done, _of(effects, AddAttachments), now)
@@ -189,36 +187,15 @@ async def _mail(tx: Tx, done: _Written, effects: Sequence[Effect], write_mail: M
     return events
 
 
-async def _changes(tx: Tx, done: _Written, changes: list[Change], sla: SlaBook | None,
-                   now: datetime) -> None:
-    """Changes to existing tickets, in the decision's order: a clock started after a
-    transfer follows the new department's policy."""
-    for change in changes:
-        if isinstance(change, SetMessageText):
-            assert done.message is not None
-            await ops.set_text(tx, done.message, change.text)
-        elif isinstance(change, ChangeStatus):
-            await ops.set_status(tx, change.ticket, change.status, now)
-        elif isinstance(change, SetField):
-            await ops.set_field(tx, change.ticket, change.column, change.value, now)
-        elif isinstance(change, Touch):
-            await tx.touch_ticket(change.ticket, now)
-        elif isinstance(change, Rate):
-            await ops.rate(tx, change.ticket, change.rating, change.comment, now)
-        else:
-            assert sla is not None, "clock changes need the SLA book"
-            await _clock_change(tx, sla, change, now)
-
-
-async def _clock_change(tx: Tx, sla: SlaBook, change: Change, now: datetime) -> None:
-    if isinstance(change, MeetClock):
-        await sla.meet(tx, change.ticket, change.targets, now)
-    elif isinstance(change, StartClock):
-        await sla.start(tx, change.ticket, change.target, now)
-    elif isinstance(change, PauseClock):
-        await sla.pause(tx, change.ticket, now)
-    elif isinstance(change, ResumeClock):
-        await sla.resume(tx, change.ticket, now)
+async def _changes(tx: Tx, changes: list[Change], now: datetime) -> None:
+    """Changes to existing tickets, each as it ends after the mail: its clocks set-wise,
+    then one UPDATE per ticket (with its next escalation instant, when its clocks moved)."""
+    clocks = [c for c in changes if isinstance(c, WriteClock)]
+    await slaclock.write_clocks(tx, clocks, now)
+    moved = {c.ticket for c in clocks}
+    updates = {c.ticket: c.columns for c in changes if isinstance(c, UpdateTicket)}
+    for ticket in sorted(set(updates) | moved):
+        await ops.update_ticket(tx, ticket, updates.get(ticket, {}), reschedule=ticket in moved)
 
 
 async def _events(tx: Tx, done: _Written, events: list[tuple[AddEvent, str | None]],

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from mailgate.core.model import Priority
 from mailgate.core.sla import Clock, Firing, Target, advance
 from mailgate.storage.store import Tx, from_ts, ts
 from mailgate.tickets.clocks import ClockPolicy
+from mailgate.tickets.effects import WriteClock
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,55 +49,46 @@ DUE_TICKET_COLUMNS = "t.id, t.ref, t.department, t.assignee"
 CLOCK_COLUMNS = ("c.target, c.started_at, c.seconds, c.paused_seconds, c.fired, c.round, "
                  "c.due_at, c.next_at")
 # The ticket's next instant is the earliest next level of its running clocks: plain SQL.
-RESCHEDULE = """UPDATE tickets SET next_escalation_at = CASE WHEN paused_at IS NULL THEN
-                    (SELECT MIN(next_at) FROM sla_clocks WHERE ticket = tickets.id
-                     AND met_at IS NULL) END
-                WHERE id = ?"""
+NEXT_ESCALATION = ("(SELECT MIN(next_at) FROM sla_clocks WHERE ticket = tickets.id "
+                   "AND met_at IS NULL)")
+RESCHEDULE = f"""UPDATE tickets SET next_escalation_at = CASE WHEN paused_at IS NULL THEN
+                     {NEXT_ESCALATION} END
+                 WHERE id = ?"""
+
+
+_RESTART = """INSERT INTO sla_clocks (ticket, target, started_at, seconds, paused_seconds,
+                 due_at, next_at, met_at, round) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (ticket, target) DO UPDATE SET started_at = excluded.started_at,
+                 seconds = excluded.seconds, paused_seconds = excluded.paused_seconds,
+                 due_at = excluded.due_at, next_at = excluded.next_at,
+                 met_at = excluded.met_at, fired = 0, round = sla_clocks.round + ?"""
+_SHIFT = """UPDATE sla_clocks SET paused_seconds = ?, due_at = ?, next_at = ?,
+                met_at = coalesce(?, met_at) WHERE ticket = ? AND target = ?"""
+_MEET = "UPDATE sla_clocks SET met_at = ? WHERE ticket = ? AND target = ? AND met_at IS NULL"
+
+
+async def write_clocks(tx: Tx, clocks: list[WriteClock], now: datetime) -> None:
+    """Clocks as a decision leaves them (effects.WriteClock), one executemany per shape:
+    restarted (a new round; the row is written whole), pushed back by a pause, or met."""
+    met = ts(now)
+    restarted = [(w.ticket, w.clock.target.value, ts(w.clock.started_at), w.clock.budget,
+                  w.clock.paused_seconds, w.due_at, w.next_at, met if w.met else None,
+                  w.rounds, w.rounds) for w in clocks if w.rounds]
+    shifted = [(w.clock.paused_seconds, w.due_at, w.next_at, met if w.met else None, w.ticket,
+                w.clock.target.value) for w in clocks if not w.rounds and w.shifted]
+    only_met = [(met, w.ticket, w.clock.target.value) for w in clocks
+                if not w.rounds and not w.shifted and w.met]
+    for sql, rows in ((_RESTART, restarted), (_SHIFT, shifted), (_MEET, only_met)):
+        if rows:
+            await tx.conn.executemany(sql, rows)
 
 
 class SlaBook(ClockPolicy):
     """The clock policy (tickets/clocks.py) and the SQL that keeps clocks."""
 
-    async def start(self, tx: Tx, ticket_id: int, target: Target, now: datetime) -> None:
-        """Start (or restart) a clock; a restart is a new round that escalates afresh."""
-        row = await tx.fetch_one("SELECT department, priority FROM tickets WHERE id = ?",
-                                 (ticket_id,))
-        if row is None:
-            return
-        dept = self.department(row[0])
-        budget = self.budget(dept, target, Priority(row[1]))
-        if budget is None:
-            return
-        clock = Clock(target, now, budget.total_seconds())
-        await tx.execute(
-            """INSERT INTO sla_clocks (ticket, target, started_at, seconds, due_at, next_at)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (ticket, target) DO UPDATE SET started_at = excluded.started_at,
-                   seconds = excluded.seconds, due_at = excluded.due_at,
-                   next_at = excluded.next_at, paused_seconds = 0, met_at = NULL, fired = 0,
-                   round = sla_clocks.round + 1""",
-            (ticket_id, target.value, ts(now), clock.budget, *self.clock_row(dept, clock)))
-        await tx.execute(RESCHEDULE, (ticket_id,))
-
-    async def meet(self, tx: Tx, ticket_id: int, targets: tuple[Target, ...],
-                   now: datetime) -> list[Target]:
-        """Stop running clocks: the answer came (or the ticket was resolved)."""
-        met = []
-        for target in targets:
-            cur = await tx.execute(
-                "UPDATE sla_clocks SET met_at = ? WHERE ticket = ? AND target = ? "
-                "AND met_at IS NULL", (ts(now), ticket_id, target.value))
-            if cur.rowcount:
-                met.append(target)
-        if Target.FIRST_RESPONSE in met:
-            await tx.execute("UPDATE tickets SET first_response_at = ? WHERE id = ? "
-                             "AND first_response_at IS NULL", (ts(now), ticket_id))
-        if met:
-            await tx.execute(RESCHEDULE, (ticket_id,))
-        return met
-
     async def pause(self, tx: Tx, ticket_id: int, now: datetime) -> None:
-        """Waiting on the requester: every clock of the ticket stops counting."""
+        """Waiting on the requester: every clock of the ticket stops counting. (Mail
+        pauses and resumes through a decision, apply.py; these are for other callers.)"""
         await tx.execute("UPDATE tickets SET paused_at = ?, next_escalation_at = NULL "
                          "WHERE id = ? AND paused_at IS NULL", (ts(now), ticket_id))
 

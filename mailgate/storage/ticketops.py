@@ -5,10 +5,14 @@ Called by apply.py (a decision's changes), gather.py (the state) and autoclose.p
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
+from enum import Enum
 
 from mailgate.core.model import Status
+from mailgate.storage.slaclock import NEXT_ESCALATION
 from mailgate.storage.store import TICKET_COLUMNS, Tx, maybe_ts, ticket_from_row, ts
+from mailgate.tickets.effects import TICKET_COLUMNS as UPDATABLE
 from mailgate.tickets.state import MAX_CC, TicketState
 
 __all__ = ["MAX_CC", "TicketState"]  # where the conversation's SQL finds them too
@@ -37,17 +41,28 @@ async def set_status(tx: Tx, ticket_id: int, status: Status, now: datetime) -> N
                      (status.value, ts(now), *args, ticket_id))
 
 
-async def set_field(tx: Tx, ticket_id: int, column: str, value: object, now: datetime) -> None:
-    assert column in ("assignee", "priority", "department", "survey_at")
-    await tx.execute(f"UPDATE tickets SET {column} = ?, updated_at = ? WHERE id = ?",
-                     (value, ts(now), ticket_id))
-
-
-async def rate(tx: Tx, ticket_id: int, rating: int, comment: str, now: datetime) -> None:
-    """A later rating without a comment keeps the earlier comment."""
-    await tx.execute("UPDATE tickets SET rating = ?, rated_at = ?, "
-                     "rating_comment = coalesce(?, rating_comment) WHERE id = ?",
-                     (rating, ts(now), comment or None, ticket_id))
+async def update_ticket(tx: Tx, ticket_id: int, columns: Mapping[str, object],
+                        reschedule: bool = False) -> None:
+    """Changed columns with their final values (effects.UpdateTicket): datetimes are
+    stored as Unix seconds, enums by value; a rating_comment of None keeps the old one.
+    `reschedule`: its clocks changed, so its next escalation instant is computed anew
+    (none while it waits on the requester) -- written after the clocks."""
+    unknown = set(columns) - UPDATABLE
+    assert not unknown, f"not a column a decision may change: {unknown}"
+    sets, args = [], []
+    for column, value in columns.items():
+        sets.append("rating_comment = coalesce(?, rating_comment)"
+                    if column == "rating_comment" else f"{column} = ?")
+        args.append(ts(value) if isinstance(value, datetime)
+                    else value.value if isinstance(value, Enum) else value)
+    if reschedule or "paused_at" in columns:
+        sets.append("next_escalation_at = " + (
+            f"CASE WHEN paused_at IS NULL THEN {NEXT_ESCALATION} END"
+            if "paused_at" not in columns
+            else "NULL" if columns["paused_at"] is not None else NEXT_ESCALATION))
+    if sets:
+        await tx.execute(f"UPDATE tickets SET {', '.join(sets)} WHERE id = ?",
+                         (*args, ticket_id))
 
 
 async def resolved_before(tx: Tx, cutoff: datetime, limit: int) -> list[tuple[int, str]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mailgate.core.model import MailKind, OutgoingKind, Priority, Status
+from mailgate.core.model import MailKind, OutgoingKind, Priority
 from mailgate.core.sla import Clock, Target
 from mailgate.outbound.kinds import Thread
 from mailgate.tickets.clocks import Opening
@@ -189,7 +189,7 @@ class QueueMail:
     recorded: tuple[AddEvent, ...] = ()
 
 
-# --- changes to existing tickets: written in the order given ----------------------------
+# --- changes to existing tickets: each written once, as it ends after this mail ---------
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,63 +199,35 @@ class SetMessageText:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeStatus:
-    """Status with its timestamps: resolving stamps resolved_at, reopening clears both."""
-
-    ticket: int
-    status: Status
+# The columns a decision may change on an existing ticket.
+TICKET_COLUMNS = frozenset({"status", "resolved_at", "closed_at", "assignee", "priority",
+                            "department", "survey_at", "rating", "rating_comment", "rated_at",
+                            "first_response_at", "paused_at", "updated_at"})
 
 
 @dataclass(frozen=True, slots=True)
-class SetField:
+class UpdateTicket:
+    """A ticket's changed columns with their final values (datetimes, enums and str as
+    they are; rating_comment None keeps the earlier comment)."""
+
     ticket: int
-    column: str  # assignee | priority | department | survey_at
-    value: object
+    columns: Mapping[str, object]
 
 
 @dataclass(frozen=True, slots=True)
-class Touch:
-    """The ticket changed now (updated_at)."""
+class WriteClock:
+    """One SLA clock of a ticket, as it ends after this mail. `rounds`: how often this
+    mail (re)started it, each a new round that escalates afresh (then the row is written
+    whole); else `shifted`: pushed back by a pause (paused_seconds, due_at, next_at);
+    `met`: met now."""
 
     ticket: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    ticket: int
-    rating: int
-    comment: str  # empty: a later rating keeps the earlier comment
-
-
-@dataclass(frozen=True, slots=True)
-class MeetClock:
-    """These running clocks are met now (an answer, a resolution)."""
-
-    ticket: int
-    targets: tuple[Target, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StartClock:
-    """Start (or restart, as a new round) a clock, by the ticket's policy at that point."""
-
-    ticket: int
-    target: Target
-
-
-@dataclass(frozen=True, slots=True)
-class PauseClock:
-    """Waiting on the requester (or closed): every clock of the ticket stops counting."""
-
-    ticket: int
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeClock:
-    """Paused clocks go on, pushed back by the business time they were paused."""
-
-    ticket: int
+    clock: Clock
+    due_at: float  # Unix seconds, as the store keeps them
+    next_at: float | None
+    rounds: int = 0
+    shifted: bool = False
+    met: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +239,6 @@ class Log:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-Change = (SetMessageText | ChangeStatus | SetField | Touch | Rate | MeetClock | StartClock
-          | PauseClock | ResumeClock)
+Change = SetMessageText | UpdateTicket | WriteClock
 Effect = (StoreMessage | AddReceipts | OpenTicket | StartClocks | AddEvent | LinkTickets
           | AddAttachments | HoldNotification | QueueMail | Change | Log)

@@ -48,20 +48,14 @@ from mailgate.tickets.budget import MailBudget
 from mailgate.tickets.clocks import ClockPolicy
 from mailgate.tickets.effects import (
     AddEvent,
-    ChangeStatus,
     Drawn,
     Effect,
     Log,
-    MeetClock,
-    PauseClock,
     QueueMail,
-    Rate,
-    ResumeClock,
-    SetField,
     SetMessageText,
-    StartClock,
     TicketFacts,
-    Touch,
+    UpdateTicket,
+    WriteClock,
 )
 from mailgate.tickets.new_request import MAX_QUOTED_CHARS
 from mailgate.tickets.state import TicketState
@@ -139,16 +133,39 @@ def budget_recipients(mail: Incoming, tickets: list[TicketState],
     return found
 
 
+@dataclass
+class _ClockWrite:
+    """One clock as this mail leaves it (see effects.WriteClock)."""
+
+    clock: Clock
+    due_at: float = 0.0
+    next_at: float | None = None
+    rounds: int = 0
+    shifted: bool = False
+    met: bool = False
+
+
 class _Ticket:
     """One ticket as this mail changes it: state, clocks and what is on it already."""
 
     def __init__(self, facts: TicketFacts) -> None:
         self.facts = facts
         self.st = facts.state
-        self.clocks: dict[Target, Clock] = dict(facts.clocks)
+        self.clocks: dict[Target, Clock] = dict(facts.clocks)  # the running ones
         self.paused_at = facts.paused_at
         self.first_response_at = facts.first_response_at
         self.mail_on_it = False  # an event names this mail already
+        self.columns: dict[str, object] = {}  # changed, with their final values
+        self.writes: dict[Target, _ClockWrite] = {}
+
+    def changes(self) -> list[Effect]:
+        """What this mail changed on the ticket, each written once."""
+        found: list[Effect] = []
+        if self.columns:
+            found.append(UpdateTicket(self.st.id, dict(self.columns)))
+        found += [WriteClock(self.st.id, w.clock, w.due_at, w.next_at, w.rounds, w.shifted,
+                             w.met) for w in self.writes.values()]
+        return found
 
 
 class _Plan:
@@ -201,6 +218,7 @@ class Conversation:
         worked = [_Ticket(facts) for facts in tickets]
         for t in worked:
             kind = self._follow_up(plan, t, parts)
+            plan.add(*t.changes())
         if dropped and worked:
             self._not_kept(plan, worked[0], dropped, limit)
         return Replied(plan.effects, kind)
@@ -225,6 +243,7 @@ class Conversation:
                     self.clocks_answered(plan, t, actor)
                 elif canonical(actor) == canonical(t.st.requester):
                     self._requester_wrote(plan, t)
+            plan.add(*t.changes())
         return plan.effects
 
     def _follow_up(self, plan: _Plan, t: _Ticket, parts: RelayParts) -> str:
@@ -480,7 +499,7 @@ class Conversation:
                                context | {"rating_links": rating_links(dept.address, st.ref)},
                                thread=thread, cc=cc, only=cc, twin=True,
                                attach_request=bool(parts.parts)))
-        self._set_field(plan, t, "survey_at", plan.now.timestamp())
+        self._set_field(plan, t, "survey_at", plan.now)
         plan.log("info", "ticket.resolved", ticket=st.ref, by=mail.sender)
 
     def _transfer(self, plan: _Plan, t: _Ticket, dept: Department, command: Command) -> None:
@@ -525,11 +544,13 @@ class Conversation:
     def _rated(self, plan: _Plan, t: _Ticket, dept: Department | None, rating: int,
                comment: str) -> str:
         mail, st = plan.mail, t.st
-        plan.add(Rate(st.id, rating, comment),
-                 plan.event(t, "rated", actor=mail.sender, of_mail=True,
+        # A later rating without a comment keeps the earlier comment (None: unchanged).
+        t.columns |= {"rating": rating, "rated_at": plan.now,
+                      "rating_comment": comment or None}
+        t.st = replace(t.st, rating=rating)
+        plan.add(plan.event(t, "rated", actor=mail.sender, of_mail=True,
                             detail={"rating": rating, "comment": comment[:500]},
                             visibility="internal"))
-        t.st = replace(t.st, rating=rating)
         if st.rating is None and dept is not None:  # thanked once, not for a changed mind
             plan.add(QueueMail(K.THANKS, dept.key, (st.requester,), (st,), {"rating": rating},
                                thread=self._requester_thread(plan, t),
@@ -673,57 +694,73 @@ class Conversation:
         return tuple(a for a in st.cc if a not in (author, st.requester))
 
     def _touch(self, plan: _Plan, t: _Ticket) -> None:
-        plan.add(Touch(t.st.id))
+        t.columns["updated_at"] = plan.now
         t.st = replace(t.st, updated_at=plan.now)
 
     def _set_status(self, plan: _Plan, t: _Ticket, status: Status) -> None:
-        plan.add(ChangeStatus(t.st.id, status))
-        now, st = plan.now, t.st
-        if status is Status.RESOLVED:
-            t.st = replace(st, status=status, resolved_at=now, closed_at=None)
-        elif status is Status.CLOSED:
-            t.st = replace(st, status=status, closed_at=now)
-        elif status is Status.OPEN:
-            t.st = replace(st, status=status, resolved_at=None, closed_at=None)
-        else:
-            t.st = replace(st, status=status)
-        t.st = replace(t.st, updated_at=now)
+        """Status with its timestamps: resolving stamps resolved_at, reopening clears both."""
+        stamps: dict[str, datetime | None] = {
+            Status.RESOLVED: {"resolved_at": plan.now, "closed_at": None},
+            Status.CLOSED: {"closed_at": plan.now},
+            Status.OPEN: {"resolved_at": None, "closed_at": None}}.get(status, {})
+        t.columns |= {"status": status, "updated_at": plan.now} | stamps
+        t.st = replace(t.st, status=status, updated_at=plan.now, **stamps)
 
     def _set_field(self, plan: _Plan, t: _Ticket, column: str, value: object) -> None:
-        plan.add(SetField(t.st.id, column, value))
-        shown = {"priority": lambda v: Priority(v), "survey_at": lambda v: plan.now}.get(
-            column, lambda v: v)(value)
+        assert column in ("assignee", "priority", "department", "survey_at")
+        t.columns |= {column: value, "updated_at": plan.now}
+        shown = Priority(value) if column == "priority" else value
         t.st = replace(t.st, **{column: shown}, updated_at=plan.now)
 
-    # --- clocks, as storage/slaclock.py will keep them ------------------------------------
+    # --- clocks, as storage/slaclock.py keeps them -----------------------------------------
+
+    def _write(self, t: _Ticket, target: Target) -> _ClockWrite:
+        found = t.writes.get(target)
+        if found is None:
+            found = t.writes[target] = _ClockWrite(t.clocks[target])
+        return found
 
     def _meet(self, plan: _Plan, t: _Ticket, targets: tuple[Target, ...]) -> list[Target]:
-        plan.add(MeetClock(t.st.id, targets))
-        met = [target for target in targets if t.clocks.pop(target, None) is not None]
+        """Stop the running ones of these clocks: the answer came (or the resolution)."""
+        met = [target for target in targets if target in t.clocks]
+        for target in met:
+            self._write(t, target).met = True
+            del t.clocks[target]
         if Target.FIRST_RESPONSE in met and t.first_response_at is None:
-            t.first_response_at = plan.now
+            t.first_response_at = t.columns["first_response_at"] = plan.now
         return met
 
     def _start(self, plan: _Plan, t: _Ticket, target: Target) -> None:
-        plan.add(StartClock(t.st.id, target))
+        """Start (or restart) a clock by the ticket's policy now: a new round."""
         dept = self.clocks.department(t.st.department)
         budget = self.clocks.budget(dept, target, t.st.priority)
-        if budget is not None:
-            t.clocks[target] = Clock(target, plan.now, budget.total_seconds())
+        if budget is None:
+            return
+        clock = Clock(target, plan.now, budget.total_seconds())
+        write = t.writes.get(target) or _ClockWrite(clock)
+        due_at, next_at = self.clocks.clock_row(dept, clock)
+        t.writes[target] = replace(write, clock=clock, due_at=due_at, next_at=next_at,
+                                   rounds=write.rounds + 1, shifted=False, met=False)
+        t.clocks[target] = clock
 
     def _pause(self, plan: _Plan, t: _Ticket) -> None:
-        plan.add(PauseClock(t.st.id))
-        t.paused_at = t.paused_at or plan.now
+        """Waiting on the requester: every clock of the ticket stops counting."""
+        if t.paused_at is None:
+            t.paused_at = t.columns["paused_at"] = plan.now
 
     def _resume(self, plan: _Plan, t: _Ticket) -> None:
-        plan.add(ResumeClock(t.st.id))
+        """The requester answered: clocks go on, pushed back by the business time paused."""
         if t.paused_at is None:
             return
         dept = self.clocks.department(t.st.department)
         paused = self.clocks.calendar(dept).elapsed(t.paused_at, plan.now)
-        t.clocks = {k: replace(c, paused_seconds=c.paused_seconds + paused)
-                    for k, c in t.clocks.items()}
-        t.paused_at = None
+        for target, clock in list(t.clocks.items()):
+            clock = replace(clock, paused_seconds=clock.paused_seconds + paused)
+            write = self._write(t, target)
+            write.clock = t.clocks[target] = clock
+            write.due_at, write.next_at = self.clocks.clock_row(dept, clock)
+            write.shifted = write.shifted or not write.rounds
+        t.paused_at = t.columns["paused_at"] = None
 
     def _requester_wrote(self, plan: _Plan, t: _Ticket) -> None:
         """The requester (or someone for them) wrote: paused clocks go on, and an answer
