@@ -9,6 +9,7 @@ PostgreSQL database with MAILGATE_TEST_ENGINE=postgresql).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -28,6 +29,7 @@ from tests.mailservers import Mailbox, SmtpSink, free_port, write_daemon_config
 
 BOXES = [mailbox_lease(name) for name in ("it", "hr", "facilities")]
 WANTED = [LEADER, *BOXES]
+EXPIRED_SECONDS = -1.0  # a lease written with negative seconds has run out already
 
 
 class ScriptedBook:
@@ -266,3 +268,33 @@ async def test_a_failure_in_starting_work_does_not_end_the_renewals() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_status_shows_which_node_holds_which_lease_until_when(
+        tmp_path: Path, smtp_sink: SmtpSink, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailgate.cli.main import main
+
+    config = write_daemon_config(tmp_path / "mailgate.toml", sink=smtp_sink)
+    target = database(tmp_path / "state")
+    stores = [await Store.open(target), await Store.open(target)]
+    try:
+        await LeaseBook(stores[0]).claim([LEADER, mailbox_lease("it")], "node-a", 60.0)
+        await LeaseBook(stores[1]).claim([mailbox_lease("hr")], "node-b", EXPIRED_SECONDS)
+    finally:
+        for store in stores:
+            await store.close()
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["--config", str(config), "status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(x["name"], x["holder"], x["live"]) for x in report["leases"]] == [
+        ("leader", "node-a", True), ("mailbox:hr", "node-b", False),
+        ("mailbox:it", "node-a", True)]
+    until = datetime.fromisoformat(report["leases"][0]["expires_at"])
+    assert timedelta(seconds=50) < until - datetime.now(UTC) <= timedelta(seconds=60)
+    assert await asyncio.to_thread(main, ["--config", str(config), "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("LEASE"))):][:4]
+    assert [line.split()[:2] for line in table] == [
+        ["LEASE", "NODE"], ["leader", "node-a"], ["mailbox:hr", "node-b"],
+        ["mailbox:it", "node-a"]]
+    assert table[2].endswith("(expired)") and not table[1].endswith("(expired)")
