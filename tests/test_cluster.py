@@ -10,6 +10,8 @@ lease back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -20,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.config.loader import load_setup
+from mailgate.service.daemon import HANDOVER_AFTER, Daemon
 from tests.factories import EXAMPLE_DIRECTORY, ROOT, mail
 from tests.harness import query
-from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, imap_mailbox
+from tests.mailservers import DovecotServer, ImapAccount, SmtpSink, free_port, imap_mailbox
 from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +66,7 @@ class Node:
 
 
 def write_node_config(tmp_path: Path, name: str, url: str, sink: SmtpSink,
-                      accounts: dict[str, ImapAccount]) -> Path:
+                      accounts: dict[str, ImapAccount], lease: float = LEASE_SECONDS) -> Path:
     folder = tmp_path / name
     folder.mkdir()
     boxes = "".join(
@@ -75,7 +79,7 @@ dir = "state"
 url = "{url}"
 [cluster]
 node = "{name}"
-lease_seconds = {LEASE_SECONDS}
+lease_seconds = {lease}
 [directory]
 path = "{EXAMPLE_DIRECTORY}"
 [smtp]
@@ -238,3 +242,38 @@ async def _settled(url: str, sink: SmtpSink, last_uids: dict[str, int]) -> bool:
     return await tickets(url) == MESSAGES and (
         queued == await _claimed_by_the_dead(url)
         and len(acked) + queued >= MESSAGES)
+
+
+async def test_a_mailbox_one_node_cannot_reach_is_handed_to_a_node_that_can(
+        tmp_path: Path, dovecot: DovecotServer, postgres_server: PostgresServer,
+        smtp_sink: SmtpSink) -> None:
+    """A network split between node-a and the IMAP server, not the database: node-a holds
+    the lease but cannot read the mailbox; it hands the mailbox over to node-b."""
+    url = postgres_server.create_database()
+    account = dovecot.add_user()
+    cut_off = dataclasses.replace(account, port=free_port())  # nothing listens there
+    lease = 1.5
+    configs = [write_node_config(tmp_path, "node-a", url, smtp_sink, {"it": cut_off}, lease),
+               write_node_config(tmp_path, "node-b", url, smtp_sink, {"it": account}, lease)]
+    uid = await asyncio.to_thread(append_all, dovecot, account, "it", [1])
+    daemons = []
+    for path in configs:
+        setup = load_setup(path)
+        daemons.append(Daemon(setup.config, setup.directory, renderer=setup.renderer))
+    a, b = daemons
+    await a.start()
+    try:
+        await b.start()
+        assert a.cluster and a.cluster.holds("mailbox:it") and b.cluster
+        assert not b.cluster.holds("mailbox:it")
+        await wait_for("node-b reads the mailbox",
+                       lambda: _true(b.cluster is not None and b.cluster.holds("mailbox:it")),
+                       (HANDOVER_AFTER + 3) * lease)
+        await wait_for("the request ticketed", lambda: _at_least(url, 1), 30)
+        positions = dict(await rows(url, "SELECT name, last_uid FROM mailboxes"))
+        assert positions["it"] == uid[0]
+        assert a.watchers == [] and a.cluster.holds("leader")  # only the mailbox moved
+    finally:
+        for daemon in daemons:
+            with contextlib.suppress(Exception):
+                await daemon.stop()

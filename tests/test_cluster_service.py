@@ -298,3 +298,18 @@ async def test_status_shows_which_node_holds_which_lease_until_when(
         ["LEASE", "NODE"], ["leader", "node-a"], ["mailbox:hr", "node-b"],
         ["mailbox:it", "node-a"]]
     assert table[2].endswith("(expired)") and not table[1].endswith("(expired)")
+
+
+async def test_a_resting_lease_is_given_back_and_wanted_again_after_the_rest() -> None:
+    clock, book = [0.0], ScriptedBook()
+    node = Node(book, "a", SETTINGS, clock)
+    await node.cluster.round()
+    node.cluster.rest(BOXES[0], 40.0)  # this node cannot reach that mailbox
+    await node.cluster.round()
+    assert node.running == {LEADER, *BOXES[1:]} and book.released == [BOXES[0]]
+    clock[0] = 30.0
+    await node.cluster.round()
+    assert BOXES[0] not in node.running  # still resting: another node may take it
+    clock[0] = 41.0
+    await node.cluster.round()
+    assert node.running == set(WANTED)

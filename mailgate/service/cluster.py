@@ -53,6 +53,7 @@ class Cluster:
         self.monotonic = monotonic
         self.wanted: tuple[str, ...] = ()
         self.held: dict[str, float] = {}  # lease -> until when it is surely ours (monotonic)
+        self.resting: dict[str, float] = {}  # lease -> until when this node does not want it
         self.last_round = monotonic()
         self.failing: str | None = None  # why the last round failed, for the status line
         self._wake = asyncio.Event()
@@ -65,13 +66,25 @@ class Cluster:
     def holds(self, name: str) -> bool:
         return name in self.held
 
+    def rest(self, name: str, seconds: float) -> None:
+        """Give this lease up at the next round and leave it to the other nodes for a
+        while (a mailbox this node cannot reach, that another one may)."""
+        self.resting[name] = self.monotonic() + seconds
+        self.wake()
+
+    def _wanted_now(self) -> tuple[str, ...]:
+        now = self.monotonic()
+        self.resting = {n: until for n, until in self.resting.items() if until > now}
+        return tuple(n for n in self.wanted if n not in self.resting)
+
     async def round(self) -> None:
         """Take or renew every wanted lease; start what was gained, stop what was lost."""
         async with self._lock:
             sent = self.last_round = self.monotonic()
+            wanted = self._wanted_now()
             try:
                 async with asyncio.timeout(self.settings.renew_every):
-                    claimed = await self.book.claim(self.wanted, self.node,
+                    claimed = await self.book.claim(wanted, self.node,
                                                     self.settings.lease_seconds)
             except Exception as exc:  # timeout, database down: renew nothing this round
                 await self._failed(sent, exc)
@@ -79,11 +92,11 @@ class Cluster:
             if self.failing:
                 log.info("cluster.renewing_again", node=self.node)
             self.failing = None
-            unwanted = [n for n in self.held if n not in self.wanted]
+            unwanted = [n for n in self.held if n not in wanted]
             for name in [n for n in self.held if n not in claimed]:
                 # Another node holds it now (we were too late), or it is no longer wanted.
                 await self._lose(name, "unwanted" if name in unwanted else "taken")
-            for name in self.wanted:
+            for name in wanted:
                 if name not in claimed:
                     continue
                 if name not in self.held:

@@ -56,6 +56,10 @@ SHUTDOWN_FLUSH = 10.0  # seconds SIGTERM allows the outbox to send what is queue
 QUIESCE_TIMEOUT = 10.0  # seconds SIGTERM waits for an open transaction to commit
 LISTENER_CLOSE = 5.0  # seconds SIGTERM waits for connected SMTP clients to finish
 STATUS_INTERVAL = 2.0  # seconds between STATUS= refreshes (only sent when changed)
+# A mailbox this node cannot reach for HANDOVER_AFTER lease times is left to the other
+# nodes for HANDOVER_REST lease times (shared engines only).
+HANDOVER_AFTER = 2
+HANDOVER_REST = 4
 # What `mailgate status` learns from the running daemon: its push listener and last reload.
 STATUS_FILE = "daemon-status.json"
 
@@ -219,6 +223,8 @@ class Daemon:
         self.cluster.want(self._wanted_leases(self.config))
         await self.cluster.round()
         self._spawn(self.cluster.run(), "cluster")
+        if self.store.engine.shared:  # alone on SQLite, there is nobody to hand over to
+            self._spawn(self._hand_over_unreachable(), "cluster.handover")
         await self.record_status()
         log.info("daemon.started", mailboxes=len(self.watchers),
                  listener=self.listen_port, database=self.store.describe())
@@ -331,6 +337,30 @@ class Daemon:
             async with asyncio.timeout(self.cluster.settings.renew_every / 2):
                 await self._between_transactions(lambda: _cancel_now(doomed))
         await _cancel(doomed)
+
+    async def _hand_over_unreachable(self) -> None:
+        """A mailbox this node has not reached for HANDOVER_AFTER leases goes to the other
+        nodes for HANDOVER_REST leases: a network split between this node and one IMAP
+        server must not keep the mailbox unread while another node could read it. Only
+        for network trouble: a refused login fails on every node alike."""
+        assert self.cluster is not None
+        lease = self.cluster.settings.lease_seconds
+        failing_since: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(self.cluster.settings.renew_every)
+            now = asyncio.get_running_loop().time()
+            for watcher in list(self.watchers):
+                name = watcher.config.name
+                if watcher.state.mode != "reconnecting":
+                    failing_since.pop(name, None)
+                    continue
+                since = failing_since.setdefault(name, now)
+                if now - since >= HANDOVER_AFTER * lease:
+                    log.warning("cluster.handing_over", node=self.config.node, mailbox=name,
+                                unreachable_for=round(now - since, 1),
+                                error=watcher.state.last_error)
+                    failing_since.pop(name)
+                    self.cluster.rest(mailbox_lease(name), HANDOVER_REST * lease)
 
     def _start_leader_work(self) -> None:
         """The periodic workers: one node runs them, or a digest would go out once per node."""
