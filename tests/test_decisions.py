@@ -121,7 +121,7 @@ def test_a_new_request_opens_one_ticket_with_clocks_an_ack_and_a_team_notice() -
     assert notice.to == ("alice@example.com", "bob@example.com")
     assert notice.budget == "team:it:ann@example.com"
     assert notice.thread.request == "req-1@example.com"
-    assert notice.attach_request
+    assert notice.relay_attachments
     # 4 business hours from 10:00 Berlin, lunch 12:30-13:30 aside: 15:00 Berlin time.
     assert (notice.context["due_at"].hour, str(notice.context["due_at"].tzinfo)) == (
         15, "Europe/Berlin")

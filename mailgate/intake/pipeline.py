@@ -277,21 +277,19 @@ class Pipeline:
                 tx, mail.raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
                 f"{verdict.reason}", now)
         if verdict.kind is MailKind.BULK and self.settings.bulk_mail == "ignore":
-            return await self._ignore(tx, mail, msg, arrival.fingerprint, verdict, pending,
-                                      origin, now, facts.message)
+            return await self._ignore(tx, mail, arrival, verdict, pending, now)
         if msg.sender is None:
             raise BadMessage("no usable From address")
         return await self._open(tx, mail, arrival, request, facts, now)
 
-    async def _ignore(self, tx: Tx, mail: Received, msg: Inbound, fp: str, verdict: Verdict,
-                      pending: list[str], origin: Origin, now: datetime,
-                      stored: int | None) -> Outcome:
+    async def _ignore(self, tx: Tx, mail: Received, arrival: Arrival, verdict: Verdict,
+                      pending: list[str], now: datetime) -> Outcome:
         """List and bulk mail with [conversation] bulk_mail = "ignore": kept (so a copy is
         a duplicate and the raw mail is there to look at), but no ticket and no mail."""
-        message = await tx.store_message(msg, fp, verdict.kind, mail.raw, origin.source, now,
-                                         stored=stored, packed=mail.packed)
-        await tx.add_receipts(msg.dedupe_key, pending, message, "ignored")
-        log.info("message.ignored", message_id=msg.message_id, source=origin.source,
+        effects: list[Effect] = [StoreMessage(verdict.kind),
+                                 AddReceipts(tuple(pending), "ignored")]
+        await apply(tx, effects, arrival, self._mail_writer(mail, arrival.msg, now), now)
+        log.info("message.ignored", message_id=arrival.msg.message_id, source=arrival.source,
                  reason=verdict.reason)
         return Outcome("ignored", reason=f"bulk: {verdict.reason}")
 
@@ -398,7 +396,7 @@ class Pipeline:
         are read once (unless known already), if a mail carries them."""
         found: list[RelayParts] = [parts] if parts is not None else []
 
-        async def request_parts() -> RelayParts:
+        async def mail_parts() -> RelayParts:
             if not found:
                 found.append(await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes,
                                                   mail.light))
@@ -406,7 +404,7 @@ class Pipeline:
 
         async def write(queued: QueueMail, tickets: Sequence[TicketState],
                         first: str | None) -> list[Outgoing]:
-            return await self.mailer.write(queued, tickets, now, request_parts, first)
+            return await self.mailer.write(queued, tickets, now, mail_parts, first)
         return write
 
     async def _store_files(self, tx: Tx, mail: Received, msg: Inbound) -> tuple[StoredFile, ...]:

@@ -2,7 +2,7 @@
 
 A decision names the kind of mail and what its template needs; the tickets it is about
 are known here, once written (their refs go into the subject, the template and the reply
-keys). Pure apart from the request's attachments, which a notification reads from the raw
+keys). Pure apart from the handled mail's attachments, which a relay reads from the raw
 mail (in a worker thread for large mail) only when it carries them.
 """
 
@@ -27,7 +27,7 @@ from mailgate.tickets.state import TicketState
 
 log = get_logger("mailgate.outbound.queued")
 NO_PARTS = RelayParts((), ())
-RequestParts = Callable[[], Awaitable[RelayParts]]  # the request's attachments, on demand
+MailParts = Callable[[], Awaitable[RelayParts]]  # the handled mail's attachments, on demand
 
 
 async def no_parts() -> RelayParts:
@@ -56,11 +56,11 @@ class QueuedMail:
         self.sending = sending
 
     async def write(self, queued: QueueMail, tickets: Sequence[TicketState], now: datetime,
-                    parts: RequestParts = no_parts, first: str | None = None,
+                    parts: MailParts = no_parts, first: str | None = None,
                     ) -> list[Outgoing]:
         """`tickets`: those the mail is about, in `queued.about`'s order; `first`: the
         Message-ID of the mail's first copy when another QueueMail wrote that."""
-        found = await parts() if queued.attach_request else NO_PARTS
+        found = await parts() if queued.relay_attachments else NO_PARTS
         mail = self.mail(queued, tickets, found)
         try:
             return build(mail, self.renderer, self.sending, now, only=queued.only,

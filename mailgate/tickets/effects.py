@@ -180,7 +180,7 @@ class QueueMail:
     variant: str = ""  # which of its kind's subjects
     thread: Thread = field(default_factory=Thread)
     budget: str | None = None  # a kind with a named budget: its name
-    attach_request: bool = False  # relay the attachments of the mail being handled
+    relay_attachments: bool = False  # relay the attachments of the mail being handled
     cc: tuple[str, ...] = ()
     from_name: str | None = None  # else the department's name
     only: tuple[str, ...] | None = None  # copies for just these of the recipients

@@ -203,7 +203,7 @@ def _team_notice(request: Request, facts: Facts, ticket: NewTicket, key: str,
                "due_at": due.astimezone(calendar.zone) if due else None}
     return [QueueMail(OutgoingKind.NOTIFY_TEAM, key, to, (ticket,), context, variant="new",
                       thread=Thread(request=msg.message_id or None),
-                      budget=team_budget(key, requester), attach_request=True,
+                      budget=team_budget(key, requester), relay_attachments=True,
                       recorded=(AddEvent(ticket, "team_notified", detail={"to": list(to)},
                                          visibility="internal"),))]
 

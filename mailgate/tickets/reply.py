@@ -31,7 +31,7 @@ reply key, so mail to several people goes out as one copy each (outbound/kinds.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailgate.config.directory import Department, Directory, is_agent, member_address
@@ -39,12 +39,13 @@ from mailgate.core.addresses import canonical, domain_of, within
 from mailgate.core.commands import HELP, Command, Parsed, parse_commands, parse_rating, rating_links
 from mailgate.core.model import Inbound, OutgoingKind, Priority, Status
 from mailgate.core.replykey import KeyRing, keyed_message_id
-from mailgate.core.sla import Clock, Target
+from mailgate.core.sla import Target
 from mailgate.core.trim import trim_reply
 from mailgate.core.trust import Trust, may_command
 from mailgate.outbound.compose import RelayParts
 from mailgate.outbound.kinds import Thread
 from mailgate.tickets.budget import MailBudget
+from mailgate.tickets.changes import TicketChanges
 from mailgate.tickets.clocks import ClockPolicy
 from mailgate.tickets.effects import (
     AddEvent,
@@ -54,8 +55,6 @@ from mailgate.tickets.effects import (
     QueueMail,
     SetMessageText,
     TicketFacts,
-    UpdateTicket,
-    WriteClock,
 )
 from mailgate.tickets.new_request import MAX_QUOTED_CHARS
 from mailgate.tickets.state import TicketState
@@ -133,41 +132,6 @@ def budget_recipients(mail: Incoming, tickets: list[TicketState],
     return found
 
 
-@dataclass
-class _ClockWrite:
-    """One clock as this mail leaves it (see effects.WriteClock)."""
-
-    clock: Clock
-    due_at: float = 0.0
-    next_at: float | None = None
-    rounds: int = 0
-    shifted: bool = False
-    met: bool = False
-
-
-class _Ticket:
-    """One ticket as this mail changes it: state, clocks and what is on it already."""
-
-    def __init__(self, facts: TicketFacts) -> None:
-        self.facts = facts
-        self.st = facts.state
-        self.clocks: dict[Target, Clock] = dict(facts.clocks)  # the running ones
-        self.paused_at = facts.paused_at
-        self.first_response_at = facts.first_response_at
-        self.mail_on_it = False  # an event names this mail already
-        self.columns: dict[str, object] = {}  # changed, with their final values
-        self.writes: dict[Target, _ClockWrite] = {}
-
-    def changes(self) -> list[Effect]:
-        """What this mail changed on the ticket, each written once."""
-        found: list[Effect] = []
-        if self.columns:
-            found.append(UpdateTicket(self.st.id, dict(self.columns)))
-        found += [WriteClock(self.st.id, w.clock, w.due_at, w.next_at, w.rounds, w.shifted,
-                             w.met) for w in self.writes.values()]
-        return found
-
-
 class _Plan:
     """The effects so far, and the automatic mail they draw on."""
 
@@ -179,7 +143,7 @@ class _Plan:
     def add(self, *effects: Effect) -> None:
         self.effects.extend(effects)
 
-    def event(self, t: _Ticket, kind: str, *, actor: str | None = None, of_mail: bool = False,
+    def event(self, t: TicketChanges, kind: str, *, actor: str | None = None, of_mail: bool = False,
               detail: dict | None = None, visibility: str | None = None) -> AddEvent:
         t.mail_on_it = t.mail_on_it or of_mail
         return AddEvent(t.st.id, kind, actor, of_mail, detail, visibility)
@@ -215,10 +179,10 @@ class Conversation:
         `limit`), which its sender is told about once."""
         plan = _Plan(mail, drawn, self.settings.budget, now)
         kind = ""
-        worked = [_Ticket(facts) for facts in tickets]
+        worked = [TicketChanges(facts, self.clocks, now) for facts in tickets]
         for t in worked:
             kind = self._follow_up(plan, t, parts)
-            plan.add(*t.changes())
+            plan.add(*t.effects())
         if dropped and worked:
             self._not_kept(plan, worked[0], dropped, limit)
         return Replied(plan.effects, kind)
@@ -232,21 +196,21 @@ class Conversation:
         plan = _Plan(mail, Drawn(), self.settings.budget, now)
         actor = mail.msg.sender.addr if mail.msg.sender else None
         for facts in tickets:
-            t = _Ticket(facts)
+            t = TicketChanges(facts, self.clocks, now)
             plan.add(plan.event(t, kind, actor=actor, of_mail=True,
                                 detail={"reason": reason} if reason else None))
-            self._touch(plan, t)
+            t.touch()
             if kind == "reply" and actor and mail.proof(t.st.ref,
                                                         self.settings.from_header_is_proof):
                 dept = self.directory.departments.get(t.st.department)
                 if dept and member_address(dept, actor):
                     self.clocks_answered(plan, t, actor)
                 elif canonical(actor) == canonical(t.st.requester):
-                    self._requester_wrote(plan, t)
-            plan.add(*t.changes())
+                    t.requester_wrote()
+            plan.add(*t.effects())
         return plan.effects
 
-    def _follow_up(self, plan: _Plan, t: _Ticket, parts: RelayParts) -> str:
+    def _follow_up(self, plan: _Plan, t: TicketChanges, parts: RelayParts) -> str:
         mail, st = plan.mail, t.st
         dept = self.directory.departments.get(st.department)
         text = trim_reply(mail.msg.body)
@@ -260,7 +224,7 @@ class Conversation:
 
     # --- who wrote ------------------------------------------------------------------------
 
-    def _from_agent(self, plan: _Plan, t: _Ticket, dept: Department, parsed: Parsed,
+    def _from_agent(self, plan: _Plan, t: TicketChanges, dept: Department, parsed: Parsed,
                     parts: RelayParts) -> str:
         mail, st = plan.mail, t.st
         problems = list(parsed.errors) or self._problems(st, dept, parsed.actions)
@@ -278,7 +242,7 @@ class Conversation:
         plan.add(SetMessageText(parsed.text),
                  plan.event(t, kind, actor=mail.sender, of_mail=True, detail=detail,
                             visibility="public" if kind == "reply" else "internal"))
-        self._touch(plan, t)
+        t.touch()
         if kind == "reply":
             self._answered(plan, t, mail.sender)
         for command in parsed.actions:
@@ -290,7 +254,7 @@ class Conversation:
             self._relay_to_requester(plan, t, parsed.text, parts)
         return kind
 
-    def _unproven_member(self, plan: _Plan, t: _Ticket, dept: Department, member: str,
+    def _unproven_member(self, plan: _Plan, t: TicketChanges, dept: Department, member: str,
                          text: str) -> str:
         """A member's address, but nothing proves the mail is theirs: kept, internal,
         never relayed or obeyed; the member's own address is told how to act."""
@@ -304,7 +268,7 @@ class Conversation:
                      {"name": self._name(member, mail), "text": text[:2000]})
         return "unproven"
 
-    def _from_other(self, plan: _Plan, t: _Ticket, dept: Department | None, text: str,
+    def _from_other(self, plan: _Plan, t: TicketChanges, dept: Department | None, text: str,
                     proof: str | None, parts: RelayParts) -> str:
         mail, st = plan.mail, t.st
         requester = canonical(mail.sender) == canonical(st.requester)
@@ -332,7 +296,7 @@ class Conversation:
             plan.add(plan.event(t, "comment", actor=mail.sender, of_mail=True,
                                 detail={"role": "other"} | _unverified(proof),
                                 visibility="public"))
-            self._touch(plan, t)
+            t.touch()
             if dept is not None:
                 self._relay_to_team(plan, t, text, parts, kind="comment",
                                     unverified=proof is None, state=st)
@@ -342,16 +306,16 @@ class Conversation:
             self._reopen(plan, t, actor=mail.sender, why="the requester replied")
             reopened = True
         elif st.status is Status.WAITING:
-            self._set_status(plan, t, Status.OPEN)
+            t.set_status(Status.OPEN)
         plan.add(plan.event(t, "reply", actor=mail.sender, of_mail=True,
                             detail={"role": "requester"}, visibility="public"))
-        self._touch(plan, t)
-        self._requester_wrote(plan, t)
+        t.touch()
+        t.requester_wrote()
         if dept is not None:
             self._relay_to_team(plan, t, text, parts, kind="reply", reopened=reopened)
         return "reopened" if reopened else "reply"
 
-    def _unproven_requester(self, plan: _Plan, t: _Ticket, dept: Department | None,
+    def _unproven_requester(self, plan: _Plan, t: TicketChanges, dept: Department | None,
                             text: str, rating: tuple[int, str] | None,
                             parts: RelayParts) -> str:
         """The requester's address, but not a reply to our mail and not vouched for by our
@@ -413,7 +377,7 @@ class Conversation:
                 problems.append(f"#waiting: {st.ref} is {st.status.value}; #reopen it first")
         return problems
 
-    def _run(self, plan: _Plan, t: _Ticket, st: TicketState, dept: Department,
+    def _run(self, plan: _Plan, t: TicketChanges, st: TicketState, dept: Department,
              command: Command, parsed: Parsed, parts: RelayParts) -> None:
         """One command; `st` is the ticket as the mail found it."""
         actor = plan.mail.sender
@@ -421,58 +385,58 @@ class Conversation:
         name = command.name
         if name in ("take", "assign"):
             who = actor if name == "take" else find_agent(self.directory, dept, command.arg)[0]
-            self._set_field(plan, t, "assignee", who)
+            t.set_field("assignee", who)
             if st.status is Status.NEW:
-                self._set_status(plan, t, Status.OPEN)
+                t.set_status(Status.OPEN)
             plan.add(plan.event(t, "assigned", actor=actor, detail=detail | {"assignee": who}))
         elif name == "priority":
-            self._set_field(plan, t, "priority", Priority(command.arg).value)
+            t.set_field("priority", Priority(command.arg).value)
             plan.add(plan.event(t, "priority", actor=actor,
                                 detail=detail | {"from": st.priority.value, "to": command.arg}))
         elif name == "waiting":
-            self._set_status(plan, t, Status.WAITING)
-            self._pause(plan, t)
+            t.set_status(Status.WAITING)
+            t.pause()
             plan.add(plan.event(t, "waiting", actor=actor, detail=detail))
         elif name == "reopen":
             self._reopen(plan, t, actor=actor, why=str(command), was=st.status)
         elif name == "close":
-            self._set_status(plan, t, Status.CLOSED)
-            self._pause(plan, t)  # closed: clocks stop, none counts as met
+            t.set_status(Status.CLOSED)
+            t.pause()  # closed: clocks stop, none counts as met
             plan.add(plan.event(t, "closed", actor=actor, detail=detail))
         elif name == "resolve":
             self._resolve(plan, t, st, dept, parsed, parts, command.arg)
         elif name == "transfer":
             self._transfer(plan, t, dept, command)
 
-    def _reopen(self, plan: _Plan, t: _Ticket, actor: str, why: str,
+    def _reopen(self, plan: _Plan, t: TicketChanges, actor: str, why: str,
                 was: Status | None = None) -> None:
         was = was or t.st.status
-        self._set_status(plan, t, Status.OPEN)
-        self._resume(plan, t)  # a closed ticket's clocks were paused
-        self._start(plan, t, Target.RESOLUTION)  # a new round, full budget
+        t.set_status(Status.OPEN)
+        t.resume()  # a closed ticket's clocks were paused
+        t.start(Target.RESOLUTION)  # a new round, full budget
         plan.add(plan.event(t, "reopened", actor=actor, detail={"from": was.value, "why": why}))
         plan.log("info", "ticket.reopened", ticket=t.st.ref, by=actor)
 
-    def _answered(self, plan: _Plan, t: _Ticket, actor: str) -> None:
+    def _answered(self, plan: _Plan, t: TicketChanges, actor: str) -> None:
         status = t.st.status
         self.clocks_answered(plan, t, actor)
         if status is Status.NEW:
-            self._set_status(plan, t, Status.OPEN)
+            t.set_status(Status.OPEN)
 
-    def clocks_answered(self, plan: _Plan, t: _Ticket, actor: str) -> None:
+    def clocks_answered(self, plan: _Plan, t: TicketChanges, actor: str) -> None:
         """An agent answered: the response clocks that ran are met (recorded once)."""
-        met = self._meet(plan, t, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE))
+        met = t.meet((Target.FIRST_RESPONSE, Target.NEXT_RESPONSE))
         if met:
             plan.add(plan.event(t, "sla_met", actor=actor,
                                 detail={"targets": [m.value for m in met]}))
 
-    def _resolve(self, plan: _Plan, t: _Ticket, st: TicketState, dept: Department,
+    def _resolve(self, plan: _Plan, t: TicketChanges, st: TicketState, dept: Department,
                  parsed: Parsed, parts: RelayParts, summary: str | None) -> None:
         """`#resolve [summary]`: what was done is the summary and the mail's text (not when
         the mail is a #note: that stays internal), else the last public answer."""
         mail = plan.mail
-        self._set_status(plan, t, Status.RESOLVED)
-        met = self._meet(plan, t, (Target.FIRST_RESPONSE, Target.NEXT_RESPONSE,
+        t.set_status(Status.RESOLVED)
+        met = t.meet((Target.FIRST_RESPONSE, Target.NEXT_RESPONSE,
                                    Target.RESOLUTION))
         plan.add(plan.event(t, "resolved", actor=mail.sender,
                             detail={"command": "#resolve", "met": [m.value for m in met]}))
@@ -493,26 +457,26 @@ class Conversation:
         plan.add(QueueMail(K.SUMMARY, dept.key, (st.requester,), (st,),
                            context | {"rating_links": rating_links(dept.address, st.ref, key)},
                            thread=thread, cc=cc, only=(st.requester,),
-                           attach_request=bool(parts.parts), recorded=(sent,)))
+                           relay_attachments=bool(parts.parts), recorded=(sent,)))
         if cc:
             plan.add(QueueMail(K.SUMMARY, dept.key, (st.requester,), (st,),
                                context | {"rating_links": rating_links(dept.address, st.ref)},
                                thread=thread, cc=cc, only=cc, twin=True,
-                               attach_request=bool(parts.parts)))
-        self._set_field(plan, t, "survey_at", plan.now)
+                               relay_attachments=bool(parts.parts)))
+        t.set_field("survey_at", plan.now)
         plan.log("info", "ticket.resolved", ticket=st.ref, by=mail.sender)
 
-    def _transfer(self, plan: _Plan, t: _Ticket, dept: Department, command: Command) -> None:
+    def _transfer(self, plan: _Plan, t: TicketChanges, dept: Department, command: Command) -> None:
         """Same ticket and number, new department: the requester's thread stays whole;
         clocks restart with the new department's policy and its team is told."""
         actor = plan.mail.sender
         target = find_department(self.directory, command.arg)
         assert target is not None  # checked by _problems
-        self._set_field(plan, t, "department", target.key)
-        self._set_field(plan, t, "assignee", None)
-        self._meet(plan, t, (Target.NEXT_RESPONSE,))
+        t.set_field("department", target.key)
+        t.set_field("assignee", None)
+        t.meet((Target.NEXT_RESPONSE,))
         for clock in (Target.FIRST_RESPONSE, Target.RESOLUTION):
-            self._start(plan, t, clock)
+            t.start(clock)
         plan.add(plan.event(t, "transferred", actor=actor,
                             detail={"command": str(command), "from": dept.key,
                                     "to": target.key}))
@@ -520,7 +484,7 @@ class Conversation:
                           transferred_from=dept.name)
         plan.log("info", "ticket.transferred", ticket=t.st.ref, dept=target.key, by=actor)
 
-    def _notify_team(self, plan: _Plan, t: _Ticket, text: str, actor: str,
+    def _notify_team(self, plan: _Plan, t: TicketChanges, text: str, actor: str,
                      transferred_from: str) -> None:
         """Tell the new department's team about a ticket transferred to them."""
         st = t.st
@@ -541,13 +505,10 @@ class Conversation:
                            recorded=(plan.event(t, "team_notified", detail={"to": list(to)},
                                                 visibility="internal"),)))
 
-    def _rated(self, plan: _Plan, t: _Ticket, dept: Department | None, rating: int,
+    def _rated(self, plan: _Plan, t: TicketChanges, dept: Department | None, rating: int,
                comment: str) -> str:
         mail, st = plan.mail, t.st
-        # A later rating without a comment keeps the earlier comment (None: unchanged).
-        t.columns |= {"rating": rating, "rated_at": plan.now,
-                      "rating_comment": comment or None}
-        t.st = replace(t.st, rating=rating)
+        t.rate(rating, comment)
         plan.add(plan.event(t, "rated", actor=mail.sender, of_mail=True,
                             detail={"rating": rating, "comment": comment[:500]},
                             visibility="internal"))
@@ -561,7 +522,7 @@ class Conversation:
 
     # --- mail out -------------------------------------------------------------------------
 
-    def _relay_to_requester(self, plan: _Plan, t: _Ticket, text: str,
+    def _relay_to_requester(self, plan: _Plan, t: TicketChanges, text: str,
                             parts: RelayParts) -> None:
         mail, st = plan.mail, t.st
         dept = self.directory.departments[st.department]
@@ -575,9 +536,9 @@ class Conversation:
                             "left_out": list(parts.left_out)},
                            thread=self._requester_thread(plan, t), cc=cc,
                            from_name=f"{name} via {dept.name}" if name else dept.name,
-                           attach_request=bool(parts.parts), recorded=(sent,)))
+                           relay_attachments=bool(parts.parts), recorded=(sent,)))
 
-    def _relay_to_team(self, plan: _Plan, t: _Ticket, text: str, parts: RelayParts,
+    def _relay_to_team(self, plan: _Plan, t: TicketChanges, text: str, parts: RelayParts,
                        kind: str, reopened: bool = False, unverified: bool = False,
                        state: TicketState | None = None) -> None:
         """`state`: the ticket as the relay shows it (default: as changed so far)."""
@@ -610,9 +571,9 @@ class Conversation:
                            (st,), context, variant="unverified" if unverified else "proven",
                            thread=Thread(request=self._request_id(plan, t)),
                            from_name=f"{name}{' (unverified)' * unverified} via {dept.name}",
-                           attach_request=bool(parts.parts), recorded=(sent,)))
+                           relay_attachments=bool(parts.parts), recorded=(sent,)))
 
-    def _refuse(self, plan: _Plan, t: _Ticket, dept: Department, reason: str,
+    def _refuse(self, plan: _Plan, t: TicketChanges, dept: Department, reason: str,
                 reply: bool = True) -> None:
         mail = plan.mail
         plan.add(plan.event(t, "command_refused", actor=mail.sender,
@@ -622,14 +583,14 @@ class Conversation:
         if reply:
             self._command_reply(plan, t, dept, refused=reason)
 
-    def _command_reply(self, plan: _Plan, t: _Ticket, dept: Department,
+    def _command_reply(self, plan: _Plan, t: TicketChanges, dept: Department,
                        problems: list[str] | None = None, refused: str | None = None) -> None:
         """Tell the sender why nothing happened: once per mail, within their budget."""
         self._notice(plan, t, dept, K.COMMAND_REPLY, plan.mail.sender,
                      {"problems": problems or [], "help": HELP, "refused": refused is not None,
                       "reason": refused or ""})
 
-    def _not_kept(self, plan: _Plan, t: _Ticket, files: list[str], limit: str) -> None:
+    def _not_kept(self, plan: _Plan, t: TicketChanges, files: list[str], limit: str) -> None:
         """Tell a person whose reply brought more attachments than [limits] allows which
         files were not kept (and so reached nobody), within their budget."""
         dept = self.directory.departments.get(t.st.department)
@@ -641,7 +602,7 @@ class Conversation:
                       "files": files, "max_attachment_size": limit},
                      event_detail={"files": files}, optional=True)
 
-    def _notice(self, plan: _Plan, t: _Ticket, dept: Department, kind: OutgoingKind,
+    def _notice(self, plan: _Plan, t: TicketChanges, dept: Department, kind: OutgoingKind,
                 to: str, extra: dict, event_detail: dict | None = None,
                 optional: bool = False) -> None:
         """An automatic answer to one person's mail, threaded on it; drawn from their
@@ -666,14 +627,14 @@ class Conversation:
 
     # --- threads, names, state ------------------------------------------------------------
 
-    def _request_id(self, plan: _Plan, t: _Ticket) -> str | None:
+    def _request_id(self, plan: _Plan, t: TicketChanges) -> str | None:
         """The first Message-ID of the conversation; this mail's, when the ticket had
         none before and this mail is on it now."""
         if t.facts.request_id:
             return t.facts.request_id
         return plan.mail.msg.message_id or None if t.mail_on_it else None
 
-    def _requester_thread(self, plan: _Plan, t: _Ticket) -> Thread:
+    def _requester_thread(self, plan: _Plan, t: TicketChanges) -> Thread:
         """Threading by the requester's own Message-IDs: ours carry reply keys, and the
         copy for one person must not carry another person's key in its References."""
         msg, last = plan.mail.msg, t.facts.requester_last
@@ -692,83 +653,6 @@ class Conversation:
         if not self.settings.keep_cc_informed:
             return ()
         return tuple(a for a in st.cc if a not in (author, st.requester))
-
-    def _touch(self, plan: _Plan, t: _Ticket) -> None:
-        t.columns["updated_at"] = plan.now
-        t.st = replace(t.st, updated_at=plan.now)
-
-    def _set_status(self, plan: _Plan, t: _Ticket, status: Status) -> None:
-        """Status with its timestamps: resolving stamps resolved_at, reopening clears both."""
-        stamps: dict[str, datetime | None] = {
-            Status.RESOLVED: {"resolved_at": plan.now, "closed_at": None},
-            Status.CLOSED: {"closed_at": plan.now},
-            Status.OPEN: {"resolved_at": None, "closed_at": None}}.get(status, {})
-        t.columns |= {"status": status, "updated_at": plan.now} | stamps
-        t.st = replace(t.st, status=status, updated_at=plan.now, **stamps)
-
-    def _set_field(self, plan: _Plan, t: _Ticket, column: str, value: object) -> None:
-        assert column in ("assignee", "priority", "department", "survey_at")
-        t.columns |= {column: value, "updated_at": plan.now}
-        shown = Priority(value) if column == "priority" else value
-        t.st = replace(t.st, **{column: shown}, updated_at=plan.now)
-
-    # --- clocks, as storage/slaclock.py keeps them -----------------------------------------
-
-    def _write(self, t: _Ticket, target: Target) -> _ClockWrite:
-        found = t.writes.get(target)
-        if found is None:
-            found = t.writes[target] = _ClockWrite(t.clocks[target])
-        return found
-
-    def _meet(self, plan: _Plan, t: _Ticket, targets: tuple[Target, ...]) -> list[Target]:
-        """Stop the running ones of these clocks: the answer came (or the resolution)."""
-        met = [target for target in targets if target in t.clocks]
-        for target in met:
-            self._write(t, target).met = True
-            del t.clocks[target]
-        if Target.FIRST_RESPONSE in met and t.first_response_at is None:
-            t.first_response_at = t.columns["first_response_at"] = plan.now
-        return met
-
-    def _start(self, plan: _Plan, t: _Ticket, target: Target) -> None:
-        """Start (or restart) a clock by the ticket's policy now: a new round."""
-        dept = self.clocks.department(t.st.department)
-        budget = self.clocks.budget(dept, target, t.st.priority)
-        if budget is None:
-            return
-        clock = Clock(target, plan.now, budget.total_seconds())
-        write = t.writes.get(target) or _ClockWrite(clock)
-        due_at, next_at = self.clocks.clock_row(dept, clock)
-        t.writes[target] = replace(write, clock=clock, due_at=due_at, next_at=next_at,
-                                   rounds=write.rounds + 1, shifted=False, met=False)
-        t.clocks[target] = clock
-
-    def _pause(self, plan: _Plan, t: _Ticket) -> None:
-        """Waiting on the requester: every clock of the ticket stops counting."""
-        if t.paused_at is None:
-            t.paused_at = t.columns["paused_at"] = plan.now
-
-    def _resume(self, plan: _Plan, t: _Ticket) -> None:
-        """The requester answered: clocks go on, pushed back by the business time paused."""
-        if t.paused_at is None:
-            return
-        dept = self.clocks.department(t.st.department)
-        paused = self.clocks.calendar(dept).elapsed(t.paused_at, plan.now)
-        for target, clock in list(t.clocks.items()):
-            clock = replace(clock, paused_seconds=clock.paused_seconds + paused)
-            write = self._write(t, target)
-            write.clock = t.clocks[target] = clock
-            write.due_at, write.next_at = self.clocks.clock_row(dept, clock)
-            write.shifted = write.shifted or not write.rounds
-        t.paused_at = t.columns["paused_at"] = None
-
-    def _requester_wrote(self, plan: _Plan, t: _Ticket) -> None:
-        """The requester (or someone for them) wrote: paused clocks go on, and an answer
-        is owed again if one was already given -- not before the first response, and not
-        while one is owed already (the oldest unanswered mail sets the deadline)."""
-        self._resume(plan, t)
-        if t.first_response_at is not None and Target.NEXT_RESPONSE not in t.clocks:
-            self._start(plan, t, Target.NEXT_RESPONSE)
 
 
 def find_agent(directory: Directory, dept: Department, who: str) -> tuple[str | None, str]:
