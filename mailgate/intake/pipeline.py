@@ -42,6 +42,7 @@ from mailgate.tickets.effects import (
     AddAttachments,
     AddEvent,
     AddReceipts,
+    Drawn,
     Effect,
     Facts,
     HoldNotification,
@@ -49,6 +50,7 @@ from mailgate.tickets.effects import (
     QueueMail,
     StoredFile,
     StoreMessage,
+    Usage,
 )
 from mailgate.tickets.new_request import (
     NewRequestPolicy,
@@ -271,7 +273,7 @@ class Pipeline:
                         request, departments=tuple(follow), routes=follow,
                         follows=tuple(stale)), facts, now)
         if existing:
-            return await self._append(tx, mail, arrival, verdict, existing, pending, now)
+            return await self._append(tx, mail, arrival, verdict, facts, pending, now)
         if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
             return await self._quarantine(
                 tx, mail.raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
@@ -325,11 +327,10 @@ class Pipeline:
                                      msg.embedded_ids if automatic else ())
 
     async def _append(self, tx: Tx, mail: Received, arrival: Arrival, verdict: Verdict,
-                      tickets: list[TicketState], pending: list[str], now: datetime,
-                      ) -> Outcome:
+                      read: Facts, pending: list[str], now: datetime) -> Outcome:
         """A follow-up to known tickets: read, decide (reply.py), write (apply.py). A
         person's mail works the tickets; automatic mail is only noted."""
-        msg = arrival.msg
+        msg, tickets = arrival.msg, list(read.threaded)
         trust = sender_trust(msg, self.settings.trust)
         effects: list[Effect] = [StoreMessage(verdict.kind, trust),
                                  AddReceipts(tuple(pending), "reply")]
@@ -349,7 +350,7 @@ class Pipeline:
             parts = await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes,
                                          mail.light)
             recipients = budget_recipients(incoming, tickets, self.directory)
-            drawn = await gather.drawn(tx, [self.budget.keys(r) for r in recipients], now)
+            drawn = await self._drawn(tx, sender, read.usage, recipients, now)
             replied = self.conversation.decide(
                 incoming, facts, parts, drawn, now, dropped,
                 size_in_words(self.settings.max_attachment_bytes))
@@ -364,6 +365,21 @@ class Pipeline:
         log.info("ticket.appended", tickets=refs, kind=kind, message_id=msg.message_id,
                  source=arrival.source)
         return Outcome("reply", refs)
+
+    async def _drawn(self, tx: Tx, sender: str, usage: Usage, recipients: list[str],
+                     now: datetime) -> Drawn:
+        """Automatic mail drawn this hour by each recipient a reply decision may notify:
+        the sender's was read with the message's key; others' (a member's directory
+        spelling of another mailbox) are read now."""
+        mailbox, domain = self.budget.keys(sender)
+        known = Drawn({mailbox: usage.to_mailbox}, {domain: usage.to_domain} if domain else {})
+        others = [keys for keys in map(self.budget.keys, recipients)
+                  if keys != (mailbox, domain)]
+        if not others:
+            return known
+        more = await gather.drawn(tx, others, now)
+        return Drawn(dict(known.mailboxes) | dict(more.mailboxes),
+                     dict(known.domains) | dict(more.domains))
 
     async def _open(self, tx: Tx, mail: Received, arrival: Arrival, request: Request,
                     facts: Facts, now: datetime) -> Outcome:
