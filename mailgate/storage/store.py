@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mailgate.core.mime.parse import fingerprint
 from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
-from mailgate.storage.attachments import Attachments, AttachmentStore, Part
+from mailgate.storage.attachments import Attachments, AttachmentStore
 from mailgate.storage.engine import Connection, Cursor, Engine
 from mailgate.storage.sqlite.engine import SqliteEngine
 
@@ -61,15 +61,6 @@ def ticket_from_row(row: Sequence) -> Ticket:
 
 
 @dataclass(frozen=True, slots=True)
-class Seen:
-    """A message key as stored: its messages row and the departments that received it."""
-
-    message: int | None
-    fingerprint: str | None
-    departments: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
 class OutboxRow:
     id: int
     message_id: str
@@ -106,7 +97,7 @@ class Store:
     locks, not on retrying serialization failures:
     - ticket numbers: the counters upsert locks its row until commit, so two nodes never
       draw the same number (INSERT ... ON CONFLICT DO UPDATE is atomic);
-    - message keys: Tx.seen() first takes a transaction-scoped advisory lock on the key,
+    - message keys: gather.stored() first takes a transaction-scoped advisory lock on the key,
       so a second node with the same message waits for the first to commit and then sees
       it stored (the duplicate path), instead of failing on the unique constraint;
     - outbox rows: claim_outgoing() takes due rows with FOR UPDATE SKIP LOCKED and moves
@@ -395,21 +386,6 @@ class Tx:
 
     # --- dedupe ---------------------------------------------------------------------
 
-    async def seen(self, dedupe_key: str) -> Seen:
-        """What is stored under this key, in one round trip (asked for every message).
-
-        On a shared engine the key is locked first, until this transaction ends: the same
-        message processed by another node at this moment is waited for, then seen."""
-        if self.engine is not None and self.engine.shared:
-            await self.engine.lock_key(self.conn, dedupe_key)
-        row = await self.fetch_one(
-            "SELECT m.id, m.fingerprint, (SELECT group_concat(department, char(31)) "
-            "FROM receipts WHERE dedupe_key = ?1) FROM (SELECT 1) AS one "
-            "LEFT JOIN messages m ON m.dedupe_key = ?1", (dedupe_key,))
-        message, fingerprint, departments = row if row else (None, None, None)
-        return Seen(message, fingerprint,
-                    frozenset(departments.split("\x1f")) if departments else frozenset())
-
     async def record_redelivery(self, message: int, now: datetime) -> int:
         """The stored message arrived once more; returns how often it has arrived."""
         row = await self.fetch_one(
@@ -447,36 +423,6 @@ class Tx:
              packed if packed is not None else pack(raw), trust, text))
         return int(cur.lastrowid or 0)
 
-    # --- threading --------------------------------------------------------------------
-
-    async def tickets_by_refs(self, refs: Iterable[str]) -> list[Ticket]:
-        refs = list(refs)
-        if not refs:
-            return []
-        marks = ",".join("?" * len(refs))
-        rows = await self.fetch_all(
-            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ref IN ({marks}) ORDER BY id", refs)
-        return [ticket_from_row(r) for r in rows]
-
-    async def tickets_by_message_ids(self, message_ids: Iterable[str]) -> list[Ticket]:
-        """Tickets whose conversation holds one of these Message-IDs, ours or theirs."""
-        ids = list(message_ids)[:60]
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        rows = await self.fetch_all(
-            f"""SELECT {TICKET_COLUMNS} FROM tickets WHERE id IN (
-                    SELECT e.ticket FROM messages m JOIN events e ON e.message = m.id
-                    WHERE m.message_id IN ({marks})
-                    UNION
-                    SELECT e.ticket FROM outbox o JOIN events e ON e.outgoing = o.id
-                    WHERE o.message_id IN ({marks})
-                    UNION  -- escalation mail has no event: its row names the ticket
-                    SELECT o.ticket FROM outbox o
-                    WHERE o.message_id IN ({marks}) AND o.draft IS NOT NULL)
-                ORDER BY id""", ids * 3)
-        return [ticket_from_row(r) for r in rows]
-
     # --- tickets and events ---------------------------------------------------------
 
     async def create_ticket(self, department: str, prefix: str, subject: str, requester: str,
@@ -500,9 +446,6 @@ class Tx:
         return Ticket(int(cur.lastrowid or 0), ref, department, subject, requester,
                       requester_name, Status.NEW, priority, now, now)
 
-    async def touch_ticket(self, ticket_id: int, now: datetime) -> None:
-        await self.execute("UPDATE tickets SET updated_at = ? WHERE id = ?", (ts(now), ticket_id))
-
     async def add_event(self, ticket_id: int, kind: str, now: datetime, *,
                         actor: str | None = None, message: int | None = None,
                         outgoing: int | None = None, detail: dict | None = None,
@@ -513,20 +456,6 @@ class Tx:
             "visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (ticket_id, ts(now), kind, actor, message, outgoing,
              json.dumps(detail) if detail else None, visibility))
-
-    async def add_attachments(self, tickets: list[int], message: int,
-                              files: list[tuple[Part, str | None]], now: datetime) -> None:
-        """One row per ticket and file: (part, its SHA-256, or None when not kept)."""
-        await self.conn.executemany(
-            "INSERT INTO attachments (ticket, message, filename, content_type, size, "
-            "sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(ticket, message, part.filename, part.content_type, part.length, digest,
-              ts(now)) for ticket in tickets for part, digest in files])
-
-    async def link_tickets(self, ticket_ids: list[int]) -> None:
-        pairs = [(a, b) for a in ticket_ids for b in ticket_ids if a != b]
-        await self.conn.executemany(
-            "INSERT OR IGNORE INTO ticket_links (ticket, other) VALUES (?, ?)", pairs)
 
     async def tickets_of_outgoing(self, outbox_id: int, primary: int | None) -> list[int]:
         rows = await self.fetch_all("SELECT DISTINCT ticket FROM events WHERE outgoing = ?",
@@ -555,28 +484,6 @@ class Tx:
                VALUES (?, ?, ?, ?, (SELECT id FROM outbox WHERE message_id = ?))""",
             [(ticket, ts(now), kind, json.dumps(detail), message_id)
              for ticket, kind, detail, message_id in events])
-
-    async def budget_used(self, mailbox: str, domain: str | None,
-                          since: datetime) -> tuple[int, int]:
-        """Automatic mail queued since then to this mailbox, and to this domain."""
-        row = await self.fetch_one(
-            """SELECT (SELECT COUNT(*) FROM outbox WHERE budget = ? AND created_at >= ?),
-                      (SELECT COUNT(*) FROM outbox WHERE budget_domain = ? AND created_at >= ?)""",
-            (mailbox, ts(since), domain, ts(since)))
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
-    async def tickets_notified(self, budget: str, since: datetime) -> int:
-        """Tickets whose team notification drew on this budget since then."""
-        row = await self.fetch_one(
-            "SELECT COUNT(DISTINCT ticket) FROM outbox WHERE budget = ? AND created_at >= ?",
-            (budget, ts(since)))
-        return int(row[0]) if row else 0
-
-    async def hold_notification(self, ticket_id: int, department: str, sender: str,
-                                now: datetime) -> None:
-        await self.execute(
-            "INSERT OR IGNORE INTO held_notifications (ticket, department, sender, at) "
-            "VALUES (?, ?, ?, ?)", (ticket_id, department, sender, ts(now)))
 
     async def pending_holds(self) -> list[tuple[str, str, float]]:
         """(department, sender, last summary's time or 0) per flood with tickets waiting."""
