@@ -46,7 +46,7 @@ async def backup(store: Store, target: Path,
     partial.unlink(missing_ok=True)
     os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # personal data
     try:
-        # aiosqlite runs the copy in its own thread, hence check_same_thread=False.
+        # the connection's own thread runs the copy, hence check_same_thread=False.
         copy = sqlite3.connect(partial, check_same_thread=False)
         try:
             # One step (pages=0): a consistent snapshot; in WAL mode the daemon keeps writing.

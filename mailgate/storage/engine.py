@@ -1,8 +1,8 @@
 """What the Store needs from a database engine: SQLite (embedded) or PostgreSQL (shared).
 
 `Connection` is the small part of aiosqlite's connection API that mailgate's SQL runs
-through; the SQLite engine hands out aiosqlite's own connection, the PostgreSQL engine an
-adapter that translates each statement (postgres/dialect.py). `Engine` is what differs
+through; the SQLite engine hands out its own (sqlite/connection.py), the PostgreSQL engine
+an adapter that translates each statement (postgres/dialect.py). `Engine` is what differs
 beyond the statements: opening, migrations, how a write transaction begins, and the few
 things several writers need (a lock per message key, claiming outbox rows).
 """

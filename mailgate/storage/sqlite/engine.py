@@ -1,4 +1,4 @@
-"""SQLite through aiosqlite: one connection, one writer, WAL, synchronous=FULL.
+"""SQLite: one connection, one writer, WAL, synchronous=FULL (connection.py runs it).
 
 Transactions are serialised by the Store's asyncio lock and begin IMMEDIATE, so the single
 writer never meets another; after COMMIT returns the data is on disk, which is what lets
@@ -12,10 +12,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-import aiosqlite
-
 from mailgate.storage import schema
 from mailgate.storage.attachments import AttachmentStore
+from mailgate.storage.sqlite.connection import SqliteConnection
 
 
 class SqliteEngine:
@@ -23,24 +22,23 @@ class SqliteEngine:
     shared = False
     begin = "BEGIN IMMEDIATE"
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: SqliteConnection, path: Path) -> None:
         self.conn = conn
         self.path = path
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: SqliteConnection | None = None
         self._reader_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteEngine:
         _prepare_file(path)
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn = await SqliteConnection.open(path, "sqlite-writer")
         try:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=FULL")
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=10000")
         except BaseException:
-            # Close on any failure: aiosqlite's thread is not a daemon thread, and a
-            # connection left open keeps the process alive after the error.
+            # Close on any failure: the connection's thread must not outlive it.
             await conn.close()
             raise
         return cls(conn, path)
@@ -53,11 +51,11 @@ class SqliteEngine:
             await self._reader.close()
         await self.conn.close()
 
-    async def reader(self) -> aiosqlite.Connection:
+    async def reader(self) -> SqliteConnection:
         """The read-only second connection, with a thread of its own."""
         async with self._reader_lock:
             if self._reader is None:
-                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                reader = await SqliteConnection.open(self.path, "sqlite-reader")
                 await reader.execute("PRAGMA query_only=ON")
                 await reader.execute("PRAGMA busy_timeout=10000")
                 self._reader = reader
@@ -66,7 +64,7 @@ class SqliteEngine:
     async def ready(self) -> None:
         """A file does not go away: nothing to reconnect."""
 
-    async def lock_key(self, conn: aiosqlite.Connection, key: str) -> None:
+    async def lock_key(self, conn: SqliteConnection, key: str) -> None:
         """The one writer holds every key already."""
 
     def attachments(self, state_dir: Path | None) -> AttachmentStore | None:
