@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -25,6 +26,7 @@ from mailgate.storage.postgres.engine import mask
 from mailgate.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from mailgate.storage.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from mailgate.storage.store import Store
+from mailgate.workers.attachment_sweep import AttachmentSweeper
 from tests.factories import (
     IT,
     TEMPLATES,
@@ -413,3 +415,19 @@ async def test_database_url_problems_are_named_by_check(tmp_path: Path,
         err = capsys.readouterr()
         assert problem in err.out + err.err, table
         assert "pw@" not in err.out + err.err
+
+
+async def test_the_sweep_deletes_only_old_blobs_no_row_names(pg: Store) -> None:
+    clock = FakeClock()
+    node = Harness(pg, _pg_pipeline(clock), clock)
+    await node.deliver(_with_attachment("<kept@example.com>", b"named content"))
+    blobs = pg.attachments()
+    assert blobs is not None
+    orphan = await asyncio.to_thread(blobs.put, b"a crash left me behind")
+    sweeper = AttachmentSweeper(pg, blobs)  # type: ignore[arg-type]
+    assert (await sweeper.run_once()).files == 0  # too young to tell
+    sweeper.clock = lambda: time.time() + 2 * 86400
+    swept = await sweeper.run_once()
+    assert (swept.files, swept.bytes) == (1, len(b"a crash left me behind"))
+    left = [r[0] for r in await node.rows("SELECT sha256 FROM attachment_blobs")]
+    assert left == [hashlib.sha256(b"named content").hexdigest()] and orphan not in left

@@ -42,6 +42,7 @@ from mailgate.service.startup import ListenError, StartError
 from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.errors import STORE_ERRORS
 from mailgate.storage.leases import LEADER, LeaseBook, leased_mailbox, mailbox_lease
+from mailgate.storage.postgres.blobs import BlobStore
 from mailgate.storage.store import OutboxRow, Store
 from mailgate.workers.attachment_sweep import AttachmentSweeper
 from mailgate.workers.autoclose import AutoCloser
@@ -211,8 +212,9 @@ class Daemon:
         self.autocloser = AutoCloser(self.store, self.current, self.clock)
         self.floods = FloodSummaries(self.store, self.current, self.clock, self._mail_queued)
         files = self.store.attachments()
-        if isinstance(files, AttachmentStore):  # blobs in a database need no file sweep
-            # The files are this node's own (its state directory): every node sweeps.
+        if isinstance(files, AttachmentStore | BlobStore):
+            # Files are this node's own (its state directory); blobs are shared, and a
+            # second node's sweep deletes nothing the first one's did not: every node sweeps.
             self.sweeper = AttachmentSweeper(self.store, files)
             self._spawn(self.sweeper.run(), "attachments.sweep")
         # The leader runs the periodic workers, a mailbox's lease holder its watcher; the

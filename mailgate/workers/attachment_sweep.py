@@ -1,4 +1,5 @@
-"""The daily sweep of <state>/attachments: files no attachments row names are deleted.
+"""The daily sweep of <state>/attachments: files no attachments row names are deleted
+(on PostgreSQL: rows of attachment_blobs no attachments row names, BlobStore.sweep).
 
 Such orphans come from a crash between writing a file and committing the rows that name
 it (see attachments.py), or from a temp file a crash interrupted. A file is only looked at
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from mailgate.service.log import get_logger
 from mailgate.storage.attachments import AttachmentStore, still_named
+from mailgate.storage.postgres.blobs import BlobStore
 from mailgate.storage.store import Store
 from mailgate.workers.periodic import every, repeat
 
@@ -33,7 +35,7 @@ class Swept:
 
 
 class AttachmentSweeper:
-    def __init__(self, store: Store, files: AttachmentStore,
+    def __init__(self, store: Store, files: AttachmentStore | BlobStore,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.files = files
@@ -45,6 +47,12 @@ class AttachmentSweeper:
 
     async def run_once(self) -> Swept:
         swept = Swept()
+        if isinstance(self.files, BlobStore):  # one DELETE; the same age rule as files
+            swept.files, swept.bytes = await asyncio.to_thread(
+                self.files.sweep, self.clock() - MIN_AGE)
+            if swept.files:
+                log.info("attachments.swept", files=swept.files, bytes=swept.bytes)
+            return swept
         found = await asyncio.to_thread(
             lambda: list(self.files.candidates(self.clock() - MIN_AGE)))
         for start in range(0, len(found), CHUNK):

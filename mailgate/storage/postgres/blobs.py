@@ -14,8 +14,10 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import psycopg
+if TYPE_CHECKING:  # imported when first connecting: SQLite-only installs have no psycopg
+    import psycopg
 
 _PUT = ("INSERT INTO attachment_blobs (sha256, size, data, created_at) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING")
@@ -30,6 +32,8 @@ class BlobStore:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            import psycopg
+
             extra = {"password": self.password} if self.password else {}
             self._conn = psycopg.connect(self.url, autocommit=True,
                                          application_name="mailgate-blobs", **extra)
