@@ -218,20 +218,28 @@ async def test_two_nodes_never_claim_one_outbox_row(pg_url: str, pg: Store) -> N
                 "SELECT id FROM outbox ORDER BY id LIMIT 1 FOR UPDATE")
             claimed = await asyncio.wait_for(pg.claim_outgoing(clock(), limit=5), 10)
             assert locked not in {row.id for row in claimed} and len(claimed) == 5
-        rounds = await asyncio.gather(*(s.claim_outgoing(clock(), limit=4)
-                                        for _ in range(5) for s in (pg, other)))
-        ids = [row.id for batch in [claimed, *rounds] for row in batch]
-        assert len(ids) == len(set(ids)) == 30  # every row once, none twice
-        assert await pg.claim_outgoing(clock(), limit=100) == []
-        # A claim runs out: a node that died holding rows leaves them to the others.
-        clock.advance(seconds=301)
-        again = await other.claim_outgoing(clock(), limit=100)
-        assert len(again) == 30
-        await pg.mark_sent({row.id for row in again}, clock())
-        clock.advance(hours=1)
-        assert await pg.claim_outgoing(clock(), limit=100) == []
+        # Both nodes claiming at once, round after round, keeping what they claimed.
+        mine: dict[Store, set[int]] = {pg: {row.id for row in claimed}, other: set()}
+
+        async def claim(store: Store) -> None:
+            for row in await store.claim_outgoing(clock(), limit=4, keep=mine[store]):
+                mine[store].add(row.id)
+
+        for _ in range(5):
+            await asyncio.gather(claim(pg), claim(other))
+        assert not mine[pg] & mine[other]  # no row went to both
+        assert len(mine[pg] | mine[other]) == 30 and mine[other]
+        assert await pg.claim_outgoing(clock(), limit=100, keep=mine[pg]) == []
+        # A node that dies lets go of its rows at once: the other one takes them.
+        await other.close()
+        taken = await pg.claim_outgoing(clock(), limit=100, keep=mine[pg])
+        assert {row.id for row in taken} == mine[other]
     finally:
         await other.close()
+    # Settled rows are not handed out again; unsettled ones come back to their claimer.
+    await pg.mark_sent(mine[pg], clock())
+    again = await pg.claim_outgoing(clock(), limit=100)
+    assert {row.id for row in again} == mine[other]
 
 
 def _with_attachment(message_id: str, data: bytes) -> bytes:

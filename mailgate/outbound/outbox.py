@@ -55,7 +55,8 @@ class Outbox:
     async def drain_once(self) -> int:
         """Send every due mail once; return how many were accepted by the server."""
         sent = 0
-        while rows := await self.store.claim_outgoing(self.clock(), limit=100):
+        while rows := await self.store.claim_outgoing(self.clock(), limit=100,
+                                                      keep=self.sent_log.pending):
             fresh = [row for row in rows if row.id not in self.sent_log.pending]
             if not fresh:  # everything due is sent already: let the database catch up
                 await self.apply_sent()

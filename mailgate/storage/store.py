@@ -26,9 +26,6 @@ from mailgate.storage.engine import Connection, Cursor, Engine
 from mailgate.storage.sqlite.engine import SqliteEngine
 
 FIRST_TICKET_NUMBER = 1001
-# How long a claimed outbox row stays away from other daemons (claim_outgoing): longer than
-# any one SMTP delivery takes, short enough that a dead daemon's mail goes out soon.
-CLAIM_SECONDS = 300.0
 TICKET_COLUMNS = ("id, ref, department, subject, requester, requester_name, status, priority, "
                   "created_at, updated_at")
 TICKET_FIELDS = len(TICKET_COLUMNS.split(","))  # how many of a row's first values they are
@@ -100,8 +97,10 @@ class Store:
     - message keys: gather.stored() first takes a transaction-scoped advisory lock on the key,
       so a second node with the same message waits for the first to commit and then sees
       it stored (the duplicate path), instead of failing on the unique constraint;
-    - outbox rows: claim_outgoing() takes due rows with FOR UPDATE SKIP LOCKED and moves
-      their next attempt past a lease, so two daemons never send one row twice.
+    - outbox rows: claim_outgoing() takes due rows with FOR UPDATE SKIP LOCKED and holds
+      each with a session lock until it is settled, so two daemons never send one row
+      twice, and a daemon that dies lets go of its rows at once
+      (PostgresEngine.claim_outgoing).
     READ COMMITTED was chosen over SERIALIZABLE because every contended write above is one
     statement on one row (or one key lock): nothing needs a whole-transaction retry, and a
     batch of mail is never re-run for a conflict a lock would have queued.
@@ -230,25 +229,19 @@ class Store:
                   ORDER BY next_attempt, id LIMIT ?"""
         return [_outbox_row(r) for r in await self.read_committed(sql, (ts(now), limit))]
 
-    async def claim_outgoing(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        """The due mail this process is to send now, oldest first.
+    async def claim_outgoing(self, now: datetime, limit: int = 100,
+                             keep: Iterable[int] = ()) -> list[OutboxRow]:
+        """The due mail this process is to send now, oldest first. The one sender of a
+        process calls it for each round: every row it claimed before is settled by then
+        (sent, retried later, failed) or, in `keep`, sent and waiting for mark_sent.
 
         SQLite has one daemon per file: the due rows as committed (due_outgoing). On a
-        shared engine several daemons drain one outbox: each takes due rows that no one
-        else holds (FOR UPDATE SKIP LOCKED) and moves their next attempt CLAIM_SECONDS
-        ahead in the same statement, so the other daemons do not see them as due while
-        this one sends; mark_sent/mark_retry/mark_failed settle them. A daemon that dies
-        holding a claim leaves rows that fall due again when the claim runs out."""
+        shared engine several daemons drain one outbox, and each row goes to one of them
+        (see PostgresEngine.claim_outgoing); rows kept are not handed out again."""
         if not self.engine.shared:
             return await self.due_outgoing(now, limit)
-        async with self.transaction() as tx:
-            rows = await tx.fetch_all(
-                f"""UPDATE outbox SET next_attempt = ? WHERE id IN (
-                        SELECT id FROM outbox WHERE status = 'queued' AND next_attempt <= ?
-                        ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED)
-                    RETURNING {_OUTBOX_ROW}""",
-                (ts(now) + CLAIM_SECONDS, ts(now), limit))
-        return sorted((_outbox_row(r) for r in rows), key=lambda row: row.id)
+        rows = await self.engine.claim_outgoing(_OUTBOX_ROW, ts(now), limit, set(keep))
+        return [_outbox_row(r) for r in rows]
 
     async def next_outgoing_at(self) -> datetime | None:
         [row] = await self.read_committed(

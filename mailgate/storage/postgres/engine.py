@@ -15,6 +15,7 @@ the attachment blobs, which are written from worker threads (blobs.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Generator, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +34,20 @@ from mailgate.storage.postgres.schema import MIGRATIONS
 # pg_advisory_xact_lock's first key: which kind of lock the second key names.
 MIGRATION_LOCK = 7_106_001  # one migrating node at a time
 MESSAGE_KEY_LOCK = 7_106_002  # one node at a time per message key (Tx.seen)
+OUTBOX_LOCK = 7_106_003  # one node at a time per outbox row (claim_outgoing)
+
+# Rows some node holds (this one included) are left out before LIMIT, so a node is never
+# handed only rows it cannot lock; pg_locks lists every session's advisory locks
+# (two-key form: classid = first key, objid = second, objsubid = 2).
+_CLAIM = """
+    SELECT id, pg_try_advisory_lock(?1, CAST(id % 2000000000 AS INTEGER)) FROM (
+        SELECT id FROM outbox WHERE status = 'queued' AND next_attempt <= ?2
+            AND CAST(id % 2000000000 AS BIGINT) NOT IN (
+                SELECT CAST(objid AS BIGINT) FROM pg_locks WHERE locktype = 'advisory'
+                AND classid = CAST(?1 AS OID) AND objsubid = 2)
+        ORDER BY next_attempt, id LIMIT ?3 FOR UPDATE SKIP LOCKED) AS due"""
+_UNLOCK = """SELECT pg_advisory_unlock(?, CAST(id % 2000000000 AS INTEGER))
+             FROM unnest(CAST(? AS BIGINT[])) AS id"""
 
 
 def mask(url: str) -> str:
@@ -99,6 +114,7 @@ class PgConnection:
         self.password = password
         self.read_only = read_only
         self.raw: psycopg.AsyncConnection | None = None
+        self._connecting = asyncio.Lock()  # two readers at once open one connection
 
     async def connect(self) -> None:
         extra = {"password": self.password} if self.password else {}
@@ -122,10 +138,11 @@ class PgConnection:
                 and self.raw.info.transaction_status != TransactionStatus.IDLE)
 
     async def reconnect_if_lost(self) -> None:
-        if self.lost:
-            if self.raw is not None:
-                await self.raw.close()
-            await self.connect()
+        async with self._connecting:
+            if self.lost:
+                if self.raw is not None:
+                    await self.raw.close()
+                await self.connect()
 
     def execute(self, sql: str, parameters: Sequence | Mapping = ()) -> _Pending:
         return _Pending(self._execute(sql, parameters))
@@ -178,6 +195,8 @@ class PostgresEngine:
         self.conn = PgConnection(url, password)
         self._reader = PgConnection(url, password, read_only=True)
         self.blobs = BlobStore(url, password)  # connects when first used
+        self._claims = PgConnection(url, password)  # holds the outbox rows being sent
+        self._held: set[int] = set()
 
     @classmethod
     async def open(cls, url: str, password: str | None = None) -> PostgresEngine:
@@ -190,6 +209,7 @@ class PostgresEngine:
 
     async def close(self) -> None:
         self.blobs.close()
+        await self._claims.close()  # lets go of every outbox row held
         await self._reader.close()
         await self.conn.close()
 
@@ -209,6 +229,43 @@ class PostgresEngine:
 
     def attachments(self, state_dir: Path | None) -> BlobStore:
         return self.blobs
+
+    async def claim_outgoing(self, columns: str, now: float, limit: int,
+                             keep: set[int]) -> list[tuple]:
+        """Due outbox rows no other node holds, each held by this process until its next
+        round (or, in `keep`, longer): a session-level advisory lock per row, taken on a
+        connection of its own.
+
+        Candidates are picked with FOR UPDATE SKIP LOCKED, so two nodes claiming at the
+        same instant take different rows without waiting; the advisory lock then carries
+        the claim beyond that statement, for as long as the SMTP delivery takes, without
+        a transaction held open meanwhile (its row locks would block the row's own
+        bookkeeping on the writer connection). The rows are read again after locking, so
+        one that another node settled in between is let go. A node that dies loses its
+        connection and with it every claim: its unsent rows go out from another node (or
+        itself restarted) at once."""
+        if self._claims.lost:
+            await self._claims.reconnect_if_lost()
+            self._held = set()  # the old session's locks died with it
+        conn = self._claims
+        release = self._held - keep
+        if release:
+            await conn.execute(_UNLOCK, (OUTBOX_LOCK, sorted(release)))
+        self._held -= release
+        candidates = await conn.execute_fetchall(_CLAIM, (OUTBOX_LOCK, now, limit))
+        locked = [int(row[0]) for row in candidates if row[1]]
+        if not locked:
+            return []
+        rows = await conn.execute_fetchall(
+            f"SELECT {columns} FROM outbox WHERE id = ANY(CAST(? AS BIGINT[])) "
+            "AND status = 'queued' AND next_attempt <= ? ORDER BY next_attempt, id",
+            (locked, now))
+        still = {int(row[0]) for row in rows}
+        settled = [i for i in locked if i not in still]
+        if settled:
+            await conn.execute(_UNLOCK, (OUTBOX_LOCK, settled))
+        self._held |= still
+        return rows
 
     async def columns(self, table: str) -> set[str]:
         rows = await self.conn.execute_fetchall(

@@ -70,6 +70,10 @@ class SqliteEngine:
     def attachments(self, state_dir: Path | None) -> AttachmentStore | None:
         return AttachmentStore.of(state_dir) if state_dir is not None else None
 
+    async def claim_outgoing(self, columns: str, now: float, limit: int,
+                             keep: set[int]) -> list[tuple]:
+        raise NotImplementedError("one daemon per SQLite file: Store.due_outgoing")
+
     async def columns(self, table: str) -> set[str]:
         rows = await self.conn.execute_fetchall(f"PRAGMA table_info({table})")
         return {r[1] for r in rows}
