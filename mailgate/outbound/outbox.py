@@ -82,7 +82,7 @@ class Outbox:
                 if self.store.engine.shared:
                     # Several nodes drain one outbox and this node's sent log dies with it:
                     # the mark reaches the database before the next send, so a node killed
-                    # now costs at most this one mail twice (when its claim runs out).
+                    # now costs at most this one mail twice (its claims die with it).
                     await self.apply_sent()
                 metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
                 log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
