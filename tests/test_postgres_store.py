@@ -319,7 +319,11 @@ def _sqlite_counts(path: Path) -> dict[str, int]:
 
 
 async def test_migrate_to_copies_every_table_and_verifies_the_counts(
-        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailgate.storage.postgres import transfer
+
+    monkeypatch.setattr(transfer, "CHUNK", 2)  # every table in several chunks
     config = _config(tmp_path)
     h = await _sqlite_installation(tmp_path)
     await h.store.close()

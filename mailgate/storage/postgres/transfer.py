@@ -101,17 +101,33 @@ async def _columns(source: Store, table: str) -> list[str]:
 
 
 async def _copy_table(source: Store, tx: Tx, table: str, columns: list[str]) -> int:
+    """A chunk at a time, so a large messages table never sits in memory: by its one key
+    column (or rowid) where it has one, else (a composite key) by offset."""
     names = ", ".join(f'"{c}"' for c in columns)
     insert = (f'INSERT INTO "{table}" ({names}) '
               f"VALUES ({', '.join('?' * len(columns))})")
-    copied = 0
+    info = await source.fetch_all(f'PRAGMA table_info("{table}")')
+    keys = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
     reader = await source.reader()
-    # One cursor read a chunk at a time: a large messages table never sits in memory.
-    async with reader.execute(f'SELECT {names} FROM "{table}"') as rows:
-        while chunk := await rows.fetchmany(CHUNK):
-            await tx.conn.executemany(insert, [tuple(r) for r in chunk])
-            copied += len(chunk)
-    return copied
+    copied, last = 0, None
+    while True:
+        if len(keys) <= 1:
+            key = f'"{keys[0]}"' if keys else "rowid"
+            where = f"WHERE {key} > ?" if last is not None else ""
+            rows = list(await reader.execute_fetchall(
+                f'SELECT {key}, {names} FROM "{table}" {where} ORDER BY {key} LIMIT {CHUNK}',
+                (last,) if last is not None else ()))
+            values = [tuple(r[1:]) for r in rows]
+            last = rows[-1][0] if rows else last
+        else:
+            order = ", ".join(f'"{k}"' for k in keys)
+            values = [tuple(r) for r in await reader.execute_fetchall(
+                f'SELECT {names} FROM "{table}" ORDER BY {order} LIMIT {CHUNK} OFFSET ?',
+                (copied,))]
+        if not values:
+            return copied
+        await tx.conn.executemany(insert, values)
+        copied += len(values)
 
 
 async def _copy_blobs(source: Store, target: Store, tx: Tx, done: Transferred) -> None:
