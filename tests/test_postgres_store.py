@@ -391,6 +391,12 @@ async def test_the_password_is_never_printed_or_logged(
     config.write_text(config.read_text() + f'[database]\nurl = "{url}"\n'
                       f'password_file = "db.password"\n')
     assert await asyncio.to_thread(main, ["--config", str(config), "check"]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(
+        main, ["--config", str(config), "check", "--connect"]) == 0
+    out = capsys.readouterr()
+    assert f"database: OK: {url}, no TLS, schema 0, " in out.out  # nothing migrated yet
+    assert secret not in out.out + out.err
     from mailgate.config.settings import load_config
 
     loaded = load_config(config)

@@ -82,14 +82,48 @@ def check_smtp(cfg: SmtpConfig) -> Result:
             client.close()
 
 
+async def check_database(config: Config) -> Result:
+    """[database]: connect with the real settings (TLS as sslmode says), read the schema
+    version; nothing is changed. Only a server is checked: SQLite is a local file."""
+    from mailgate.storage.errors import STORE_ERRORS
+    from mailgate.storage.schema import MIGRATIONS
+    from mailgate.storage.store import Store
+
+    server = config.database_server
+    assert server is not None
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            store = await Store.open(server.url, migrate=False,
+                                     password=config.store_password)
+            try:
+                version = await store.schema_version()
+                tls = await store.fetch_one("SELECT ssl, version FROM pg_stat_ssl "
+                                            "WHERE pid = pg_backend_pid()")
+            finally:
+                await store.close()
+    except (TimeoutError, *STORE_ERRORS) as exc:
+        return Result("database", "FAILED", str(exc) or "no answer in time")
+    shown = store.describe()
+    words = f"TLS {tls[1]}" if tls and tls[0] else "no TLS"
+    if version < len(MIGRATIONS):
+        schema = (f"schema {version}, {len(MIGRATIONS) - version} migration(s) pending "
+                  f"(mailgate migrate, or the first node's start)")
+    else:
+        schema = f"schema {version}"
+    return Result("database", "OK", f"{shown}, {words}, {schema}")
+
+
 async def check_all(config: Config) -> list[Result]:
-    """Every mailbox and the SMTP server at once, each in its own thread."""
+    """Every mailbox, the SMTP server and a database server at once."""
     jobs: list[Callable[[], Result]] = [
         (lambda box=box: check_mailbox(box)) for box in config.mailboxes]
     if config.smtp is not None:
         smtp = config.smtp
         jobs.append(lambda: check_smtp(smtp))
-    results = list(await asyncio.gather(*(asyncio.to_thread(job) for job in jobs)))
+    checks = [asyncio.to_thread(job) for job in jobs]
+    if config.database_server is not None:
+        checks.append(check_database(config))
+    results = list(await asyncio.gather(*checks))
     if config.smtp is None:
         results.append(Result("smtp", "SKIPPED", "not used: outgoing mail is written to "
                                                   "[outbox] dir"))
