@@ -165,10 +165,11 @@ class Store:
 
     async def fetch_one(self, sql: str, args: Iterable = ()) -> tuple | None:
         """One row, on the writer connection (it sees this process's open transaction)."""
-        rows = await self.conn.execute_fetchall(sql, tuple(args))
-        return next(iter(rows), None)
+        return next(iter(await self.fetch_all(sql, args)), None)
 
     async def fetch_all(self, sql: str, args: Iterable = ()) -> list:
+        if not self._write_lock.locked():  # between transactions: a lost link is renewed
+            await self.engine.ready()
         return list(await self.conn.execute_fetchall(sql, tuple(args)))
 
     async def schema_version(self) -> int:

@@ -57,9 +57,18 @@ class Translated:
     returns_id: bool  # RETURNING id was added for lastrowid
 
     def arguments(self, args: Sequence | Mapping) -> Sequence | Mapping:
-        if isinstance(args, Mapping) or self.order is None:
-            return args if isinstance(args, Mapping) else tuple(args)
-        return tuple(args[i] for i in self.order)
+        if isinstance(args, Mapping):
+            return {key: _storable(value) for key, value in args.items()}
+        values = tuple(args) if self.order is None else tuple(args[i] for i in self.order)
+        return tuple(_storable(value) for value in values)
+
+
+def _storable(value: object) -> object:
+    """PostgreSQL's TEXT cannot hold NUL, which SQLite stores: such a character from mail
+    becomes U+FFFD instead of failing the statement (bad input is data, not a crash)."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
 
 
 class TranslationError(ValueError):
