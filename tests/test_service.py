@@ -452,10 +452,11 @@ async def test_notify_ready_status_watchdog_and_stopping(service: Service) -> No
     # Refreshed once the mailbox is connected and idling.
     await service.notify.wait_for(lambda line: line.startswith("STATUS=") and "idle" in line
                                   and "outbox 0 queued" in line, ready)
+    [enabled] = service.events("watchdog.enabled")
+    assert enabled["interval"] == 0.1  # half of WATCHDOG_USEC
     mark = len(service.notify.datagrams)
-    await asyncio.sleep(1.0)
-    pings = service.notify.lines(mark).count("WATCHDOG=1")
-    assert 5 <= pings <= 15, pings  # every 0.1 s: half of WATCHDOG_USEC
+    for _ in range(5):  # and they keep coming
+        mark = 1 + await service.notify.wait_for(lambda line: line == "WATCHDOG=1", mark)
     mark = service.send_signal(signal.SIGTERM)
     await service.notify.wait_for(lambda line: line == "STOPPING=1", mark)
     assert await service.stop() == 0
@@ -465,7 +466,9 @@ async def test_notify_ready_status_watchdog_and_stopping(service: Service) -> No
 @pytest.mark.e2e
 async def test_watchdog_of_another_process_is_left_alone(service: Service) -> None:
     await service.start(env={"WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"})
-    await asyncio.sleep(0.5)
+    # Running in full (the mailbox idles): a watchdog would have pinged at its start.
+    await service.notify.wait_for(lambda line: line.startswith("STATUS=") and "idle" in line)
+    assert not service.events("watchdog.enabled")
     assert "WATCHDOG=1" not in service.notify.lines()
     assert await service.stop() == 0
 
