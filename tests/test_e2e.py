@@ -167,6 +167,7 @@ async def test_restart_neither_loses_nor_doubles(env: Env) -> None:
 
 async def test_recreated_mailbox_does_not_duplicate_tickets(env: Env) -> None:
     await asyncio.to_thread(env.dovecot.create_folder, env.account, "Requests")
+    created = int(time.time())  # Dovecot's UIDVALIDITY for it: the creation second
     running = env.daemon(extra='folder = "Requests"')
     await running.start()
     try:
@@ -176,7 +177,8 @@ async def test_recreated_mailbox_does_not_duplicate_tickets(env: Env) -> None:
         await env.sink.wait_for(count=3)
         # An admin deletes and recreates the folder: new UIDVALIDITY, UIDs start again.
         # Dovecot derives UIDVALIDITY from the creation second: wait so it really changes.
-        await asyncio.sleep(1.1)
+        while int(time.time()) <= created:
+            await asyncio.sleep(0.05)
         await asyncio.to_thread(env.dovecot.recreate_folder, env.account, "Requests")
         for raw in raws:
             await asyncio.to_thread(env.dovecot.append, env.account, raw, "Requests")
