@@ -90,8 +90,11 @@ def rule_matches(rule: Rule, msg: Inbound, recipients: tuple[str, ...],
 
 
 def _search(rule: Rule, pattern: regex.Pattern[str], text: str) -> bool:
+    # concurrent=False: keep the GIL. regex releases it for every search of a str by
+    # default; a bounded search takes microseconds, but getting the GIL back from the IMAP
+    # or SMTP thread can take a whole switch interval (5 ms), several times per message.
     try:
-        return pattern.search(text, timeout=SEARCH_TIMEOUT) is not None
+        return pattern.search(text, timeout=SEARCH_TIMEOUT, concurrent=False) is not None
     except TimeoutError:
         log.warning("rule.timeout", rule=rule.name, pattern=pattern.pattern[:200],
                     chars=len(text))
