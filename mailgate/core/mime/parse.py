@@ -146,8 +146,29 @@ def fingerprint(msg: Inbound) -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
 
 
+# The last message read, by the identity of its bytes: processing a mail reads it for
+# parse() and again for its attachments (storage/attachments.py extract), on the same bytes
+# object. Bytes are immutable and nothing mutates a Message after reading, so the second
+# reading can be the first one's result. One entry: it holds at most one mail a little
+# longer (a large mail is read through its light view, which is small).
+_last_read: tuple[bytes, Message, tuple[str, ...]] | None = None
+
+
 def read_message(raw: bytes, defects: list[str]) -> Message:
     """compat32's reading; a header block it gave up on is mended and read again."""
+    global _last_read
+    last = _last_read  # one read of the global: another thread may replace it
+    if last is not None and last[0] is raw:
+        defects.extend(last[2])
+        return last[1]
+    found: list[str] = []
+    msg = _read_message(raw, found)
+    defects.extend(found)
+    _last_read = (raw, msg, tuple(found))
+    return msg
+
+
+def _read_message(raw: bytes, defects: list[str]) -> Message:
     msg = message_from_bytes(raw)
     if any(isinstance(d, errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
         mended, repairs = headerblock.mend(raw)
@@ -467,13 +488,19 @@ def payload_bytes(part: Message) -> bytes | None:
     """The decoded content of a leaf part; None for an attached message (message/*).
 
     compat32 compares Content-Transfer-Encoding exactly, so "quoted-printable " with a
-    trailing space went undecoded: the value is cleaned first."""
-    if isinstance(part.get_payload(), list):
+    trailing space went undecoded: such a payload is decoded under the clean value, by a
+    stand-in holding just that header (the part stays as read: read_message hands one
+    Message to several readers)."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
         return None
     cte = str(part.get("content-transfer-encoding") or "")
     clean = cte.strip().lower()
     if clean != cte and clean in ("quoted-printable", "base64", "7bit", "8bit", "binary"):
-        part.replace_header("content-transfer-encoding", clean)
+        stand_in = Message()
+        stand_in["Content-Transfer-Encoding"] = clean
+        stand_in.set_payload(payload)
+        part = stand_in
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 
