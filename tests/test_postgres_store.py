@@ -98,6 +98,13 @@ def test_a_url_is_shown_without_its_password() -> None:
     assert mask("postgresql://mg@db/mailgate") == "postgresql://mg@db/mailgate"
 
 
+def test_a_password_in_the_query_is_masked_too() -> None:
+    # libpq reads ?password= as well as user:password@: neither may reach a log line.
+    assert mask("postgresql://mg@db/mailgate?sslmode=require&password=s3cret") == (
+        "postgresql://mg@db/mailgate?sslmode=require&password=***")
+    assert "s3cret" not in mask("postgresql://mg:s3cret@db/mailgate?PassWord=s3cret")
+
+
 # --- on a real PostgreSQL -----------------------------------------------------------------
 
 
@@ -442,6 +449,7 @@ async def test_database_url_problems_are_named_by_check(tmp_path: Path,
     for table, problem in (
             ('url = "mysql://db/x"', "expected a postgresql:// URL"),
             ('url = "postgresql://u:pw@db/x"', "inline passwords are not accepted"),
+            ('url = "postgresql://u@db/x?password=pw@"', "inline passwords are not accepted"),
             ('url = "postgresql://u@db/x"\npassword = "pw"', "inline passwords"),
             ('url = "postgresql://u@db"', "needs a host and a database name")):
         config.write_text(base + f"[database]\n{table}\n")

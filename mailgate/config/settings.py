@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import site
 import socket
 import sys
@@ -399,6 +400,10 @@ def _secret(table: Table, what: str, mode: SecretsMode,
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
 
+# libpq also takes the password as a query parameter: postgresql://u@db/x?password=...
+_QUERY_PASSWORD = re.compile(r"(?i)(?:^|&)password=")
+
+
 def _database(t: Table, secrets: SecretsMode) -> DatabaseConfig | None:
     """[database] url and the password the way [smtp] and mailboxes take theirs."""
     url = t.str("url", None)
@@ -416,7 +421,7 @@ def _database(t: Table, secrets: SecretsMode) -> DatabaseConfig | None:
     except ValueError as exc:
         t.problem("url", f"not a valid URL: {exc}")
         return None
-    if parts.password is not None:
+    if parts.password is not None or _QUERY_PASSWORD.search(parts.query):
         t.problem("url", "holds a password; inline passwords are not accepted: use "
                   "password_file, password_env or password_credential")
         return None

@@ -6,7 +6,7 @@ the message. A reply is all or nothing: one bad command line and none is execute
 typo such as "#ntoe" can never turn an internal note into a public answer.
 
 Who may run commands and what they do to a ticket is decided elsewhere (pipeline.py,
-workflow.py); this module only reads them.
+tickets/reply.py); this module only reads them.
 """
 
 from __future__ import annotations

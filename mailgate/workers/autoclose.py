@@ -1,6 +1,6 @@
 """Resolved tickets nobody answered close by themselves after [conversation] auto_close_after.
 
-A requester's reply inside the reopen window reopens a resolved ticket (workflow.py); a
+A requester's reply inside the reopen window reopens a resolved ticket (tickets/reply.py); a
 ticket still resolved when `auto_close_after` has passed since its resolution is closed
 here, with an event, in batches. The loop checks every minute (and when woken); tests call
 `run_once` with an injected clock.

@@ -1,6 +1,6 @@
 """Team notifications held back in a flood, summarised once an hour.
 
-A team hears of each new request (workflow.opened) -- but at most
+A team hears of each new request (tickets/new_request.py) -- but at most
 [limits] team_notifications_per_sender_per_hour times an hour from one sender. The rest are
 ticketed as usual and their notification is held (held_notifications). This worker sends
 the team one mail per flooding sender naming the held tickets ("14 more requests from x@ in

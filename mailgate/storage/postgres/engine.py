@@ -16,6 +16,7 @@ the attachment blobs, which are written from worker threads (blobs.py).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Generator, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -46,15 +47,20 @@ _CLAIM = """
                 SELECT CAST(objid AS BIGINT) FROM pg_locks WHERE locktype = 'advisory'
                 AND classid = CAST(?1 AS OID) AND objsubid = 2)
         ORDER BY next_attempt, id LIMIT ?3 FOR UPDATE SKIP LOCKED) AS due"""
+PASSWORD_IN_QUERY = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 _UNLOCK = """SELECT pg_advisory_unlock(?, CAST(id % 2000000000 AS INTEGER))
              FROM unnest(CAST(? AS BIGINT[])) AS id"""
 
 
 def mask(url: str) -> str:
-    """The URL without a password, for messages and logs."""
+    """The URL without a password, for messages and logs: libpq takes one both as
+    user:password@ and as ?password=, so both are hidden."""
     parts = urlsplit(url)
+    in_query = PASSWORD_IN_QUERY.search(parts.query) is not None
+    if in_query:
+        parts = parts._replace(query=PASSWORD_IN_QUERY.sub(r"\1***", parts.query))
     if parts.password is None:
-        return url
+        return urlunsplit(parts) if in_query else url
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
