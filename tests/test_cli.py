@@ -95,9 +95,10 @@ def test_demo_send_tickets_show_status(tmp_path: Path) -> None:
         status = run("--config", config, "status", "--json")
         assert json.loads(status.stdout)["open_tickets"] == {"it": 1}
         # One daemon leads; it holds its lease until a moment the database names.
-        [lease] = json.loads(status.stdout)["leases"]
-        assert (lease["name"], lease["live"]) == ("leader", True)
-        assert lease["holder"].endswith(str(tmp_path / "demo" / "state"))
+        leader, node = json.loads(status.stdout)["leases"]
+        assert (leader["name"], leader["live"]) == ("leader", True)
+        assert leader["holder"].endswith(str(tmp_path / "demo" / "state"))
+        assert (node["name"], node["holder"]) == (f"node:{leader['holder']}", leader["holder"])
         text = run("--config", config, "status").stdout
         assert re.search(r"^leader\s+\S+demo/state\s+\d{4}-", text, re.MULTILINE), text
     finally:

@@ -232,7 +232,10 @@ async def test_a_second_daemon_runs_nothing_until_the_first_stops_then_everythin
         assert (await second.status_line()).endswith(
             "; node node-b: 1 mailbox(es) on other nodes, periodic workers on another node")
         assert not any(t.get_name() == "escalation" for t in second._tasks)
+        # Each node's own lease says it is alive: a mailbox could be handed over.
+        assert await first._someone_else() and await second._someone_else()
         await first.stop()
+        assert not await second._someone_else()  # alone now: it keeps what it cannot reach
         assert second.cluster is not None
         await second.cluster.round()  # its next renewal, a minute before expiry
         assert [w.config.name for w in second.watchers] == ["it"]

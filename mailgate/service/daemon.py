@@ -41,7 +41,14 @@ from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.service.startup import ListenError, StartError
 from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.errors import STORE_ERRORS
-from mailgate.storage.leases import LEADER, LeaseBook, leased_mailbox, mailbox_lease
+from mailgate.storage.leases import (
+    LEADER,
+    LeaseBook,
+    leased_mailbox,
+    mailbox_lease,
+    node_lease,
+    other_live_nodes,
+)
 from mailgate.storage.postgres.blobs import BlobStore
 from mailgate.storage.store import OutboxRow, Store
 from mailgate.workers.attachment_sweep import AttachmentSweeper
@@ -150,6 +157,7 @@ class Daemon:
         self._watcher_tasks: dict[str, asyncio.Task] = {}
         self.cluster: Cluster | None = None
         self.lease_store: Store | None = None  # leases' own connection (shared engines)
+        self.lease_book: LeaseBook | None = None
         self._leader_tasks: list[asyncio.Task] = []
 
     @property
@@ -220,7 +228,8 @@ class Daemon:
         # The leader runs the periodic workers, a mailbox's lease holder its watcher; the
         # first round is awaited, so with one daemon everything runs when start returns.
         self.lease_store = await self._open_lease_store()
-        self.cluster = Cluster(LeaseBook(self.lease_store), self.config.node,
+        self.lease_book = LeaseBook(self.lease_store)
+        self.cluster = Cluster(self.lease_book, self.config.node,
                                self.config.cluster, self._gained, self._lost)
         self.cluster.want(self._wanted_leases(self.config))
         await self.cluster.round()
@@ -315,7 +324,10 @@ class Daemon:
 
     @staticmethod
     def _wanted_leases(config: Config) -> list[str]:
-        return [LEADER, *(mailbox_lease(box.name) for box in config.mailboxes)]
+        # The node's own lease stands for nothing but "this node is alive" (status, and
+        # whether a mailbox can be handed over to anyone).
+        return [node_lease(config.node), LEADER,
+                *(mailbox_lease(box.name) for box in config.mailboxes)]
 
     async def _gained(self, lease: str) -> None:
         if lease == LEADER:
@@ -333,7 +345,9 @@ class Daemon:
             self._tasks = [t for t in self._tasks if t not in doomed]
         else:
             name = leased_mailbox(lease)
-            doomed = self._detach_watchers((name,)) if name in self._watcher_tasks else []
+            if name not in self._watcher_tasks:  # the node's own lease, or not started
+                return
+            doomed = self._detach_watchers((name,))
         assert self.cluster is not None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cluster.settings.renew_every / 2):
@@ -357,12 +371,20 @@ class Daemon:
                     failing_since.pop(name, None)
                     continue
                 since = failing_since.setdefault(name, now)
-                if now - since >= HANDOVER_AFTER * lease:
+                if now - since >= HANDOVER_AFTER * lease and await self._someone_else():
                     log.warning("cluster.handing_over", node=self.config.node, mailbox=name,
                                 unreachable_for=round(now - since, 1),
                                 error=watcher.state.last_error)
                     failing_since.pop(name)
                     self.cluster.rest(mailbox_lease(name), HANDOVER_REST * lease)
+
+    async def _someone_else(self) -> bool:
+        """Another node is alive to take a mailbox over (alone, this one keeps trying)."""
+        assert self.lease_book is not None
+        try:
+            return bool(await other_live_nodes(self.lease_book, self.config.node))
+        except Exception:  # the database is away: keep what we have, the leases decide
+            return False
 
     def _start_leader_work(self) -> None:
         """The periodic workers: one node runs them, or a digest would go out once per node."""

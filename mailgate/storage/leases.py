@@ -22,6 +22,7 @@ from mailgate.storage.store import Store, from_ts
 
 LEADER = "leader"  # the node that runs the periodic workers
 MAILBOX_PREFIX = "mailbox:"
+NODE_PREFIX = "node:"  # each node's own: which nodes are alive
 
 # Unix seconds (with a fraction) by the database's clock, per engine.
 NOW_SQL = {
@@ -32,6 +33,10 @@ NOW_SQL = {
 
 def mailbox_lease(mailbox: str) -> str:
     return f"{MAILBOX_PREFIX}{mailbox}"
+
+
+def node_lease(node: str) -> str:
+    return f"{NODE_PREFIX}{node}"
 
 
 def leased_mailbox(lease: str) -> str | None:
@@ -95,6 +100,12 @@ class LeaseBook:
             f"""SELECT name, holder, expires_at, acquired_at, expires_at > {self.now}
                 FROM leases ORDER BY name""")
         return [_lease(row[:4], live=bool(row[4])) for row in rows]
+
+
+async def other_live_nodes(book: LeaseBook, me: str) -> list[str]:
+    """The other nodes whose own lease is live: who could take a lease over now."""
+    return [lease.holder for lease in await book.all()
+            if lease.name.startswith(NODE_PREFIX) and lease.live and lease.holder != me]
 
 
 def _lease(row: Sequence, live: bool) -> Lease:
