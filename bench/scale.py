@@ -328,6 +328,7 @@ def prepare(state: Path, total: int) -> Built | None:
     """Build the big SQLite store in STATE, or None when STATE holds one already (--store)."""
     if (state / "mailgate.sqlite3").exists():
         print(f"using the store in {state} as it is", flush=True)
+        forget_position(Target("big", state), None)  # an earlier run's mailbox is gone
         return None
     print(f"building a store with {total:,} tickets", flush=True)
     built = build(state, total)
