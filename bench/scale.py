@@ -18,13 +18,16 @@ untimed call (the command's own work: open the store, query, format); medians ar
 `tickets --department it --status open`, `report --since 30d`, `show REF` (a recent
 ticket). Last, a small burst (acks only, the
 issue's mix, one mailbox) through the real daemon on the big store and on an empty one,
-alternating. Writes bench/results/scale.json and prints a table.
+alternating. Writes bench/results/scale.json (one entry per tickets x engine, others kept)
+and prints a table. With --engine postgresql the big store is the SQLite one copied into a
+private PostgreSQL by `mailgate migrate --to` (timed), the empty one a fresh database.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sqlite3
 import statistics
@@ -439,8 +442,17 @@ def main() -> None:
     result = run(args)
     print(report(result))
     if not args.no_save:
-        name = "scale.json" if args.engine == "sqlite" else f"scale-{args.engine}.json"
-        print(f"wrote {rig.save(name, rig.stamp_end({**meta, **result}))}")
+        print(f"wrote {save(rig.stamp_end({**meta, **result}))}")
+
+
+def save(result: dict) -> Path:
+    """scale.json keeps one entry per tickets x engine; this run replaces its own."""
+    path = rig.RESULTS / "scale.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    kept = [s for s in old.get("stores", [])
+            if (s["tickets"], s["engine"]) != (result["tickets"], result["engine"])]
+    stores = sorted([*kept, result], key=lambda s: (s["engine"], s["tickets"]))
+    return rig.save("scale.json", {"stores": stores})
 
 
 if __name__ == "__main__":
