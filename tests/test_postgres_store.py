@@ -20,6 +20,7 @@ import pytest
 
 from mailgate.cli.main import main
 from mailgate.core.model import Outgoing, Priority
+from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.storage.postgres.dialect import TranslationError, translate, translate_many
 from mailgate.storage.postgres.engine import mask
@@ -120,11 +121,12 @@ async def pg(pg_url: str, tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
-def _pg_pipeline(clock: FakeClock) -> Pipeline:
+def _pg_pipeline(clock: FakeClock, trust: TrustPolicy | None = None) -> Pipeline:
     from mailgate.core.render import Renderer
 
     return Pipeline(example_directory(), Renderer(TEMPLATES),
-                    PipelineSettings(instance="mailgate-test", keys=TEST_KEYS), clock)
+                    PipelineSettings(instance="mailgate-test", keys=TEST_KEYS,
+                                     trust=trust or TrustPolicy()), clock)
 
 
 def _columns_sqlite(path: Path) -> dict[str, set[str]]:
@@ -207,6 +209,74 @@ async def test_a_concurrent_duplicate_is_the_duplicate_path(pg_url: str,
         assert actions == ["duplicate"] * 15 + ["ticket"] * 15
         assert await nodes[0].count("tickets") == 16
         assert await nodes[0].count("quarantine") == 0
+    finally:
+        for node in nodes:
+            await node.store.close()
+
+
+async def test_a_reply_racing_a_resolve_on_another_node_reopens_the_ticket(
+        pg_url: str, tmp_path: Path) -> None:
+    # Two nodes, two mails on one ticket at once: an agent's #resolve, the requester's
+    # new question. The second decision must read the ticket as the first one left it
+    # (resolved: the reply reopens it), not as it was (open: the reply would be noted on
+    # a ticket that then stays resolved, and autoclose closes it over her question).
+    clock = FakeClock()
+    proof = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
+                     _pg_pipeline(clock, TrustPolicy(frozenset({"example.com"}),
+                                                     "mx.example.com")), clock)
+             for i in range(2)]
+    try:
+        await nodes[0].deliver(mail())
+        clock.advance(minutes=5)
+        resolve = mail("Re: [IT-1001] Laptop won't boot", sender="Alice <alice@example.com>",
+                       message_id="<agent-1@example.com>", body="#resolve\nnew battery",
+                       headers=proof)
+        question = mail("Re: [IT-1001] Laptop won't boot", message_id="<ann-2@example.com>",
+                        body="It beeps again.", headers=proof)
+        async with nodes[0].store.transaction() as tx:
+            await nodes[0].pipeline.handle(tx, resolve, IT)
+            reply = asyncio.create_task(nodes[1].deliver(question))
+            await asyncio.sleep(0.3)
+            assert not reply.done()  # waits for the ticket, does not decide on its past
+        assert (await reply).action == "reply"
+        [(status,)] = await nodes[0].rows("SELECT status FROM tickets WHERE ref = 'IT-1001'")
+        kinds = [r[0] for r in await nodes[0].rows("SELECT kind FROM events ORDER BY id")]
+        assert status == "open" and kinds.index("resolved") < kinds.index("reopened")
+    finally:
+        for node in nodes:
+            await node.store.close()
+
+
+async def test_autoclose_on_another_node_does_not_close_a_ticket_a_reply_reopens(
+        pg_url: str, tmp_path: Path) -> None:
+    from mailgate.config.settings import ConversationConfig
+    from mailgate.workers.autoclose import AutoCloser
+
+    clock = FakeClock()
+    proof = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
+                     _pg_pipeline(clock, TrustPolicy(frozenset({"example.com"}),
+                                                     "mx.example.com")), clock)
+             for i in range(2)]
+    try:
+        await nodes[0].deliver(mail())
+        await nodes[0].deliver(mail("Re: [IT-1001] Laptop won't boot",
+                                    sender="Alice <alice@example.com>",
+                                    message_id="<agent-1@example.com>", body="#resolve\nDone.",
+                                    headers=proof))
+        clock.advance(days=5, minutes=1)  # past auto_close_after, inside the reopen window
+        closer = AutoCloser(nodes[1].store, nodes[1].current(
+            conversation=ConversationConfig(auto_close_after=timedelta(days=5))), clock)
+        question = mail("Re: [IT-1001] Laptop won't boot", message_id="<ann-2@example.com>",
+                        body="It beeps again.", headers=proof)
+        async with nodes[0].store.transaction() as tx:
+            await nodes[0].pipeline.handle(tx, question, IT)  # reopens, not committed yet
+            closing = asyncio.create_task(closer.run_once())
+            await asyncio.sleep(0.3)
+        await closing
+        [(status,)] = await nodes[0].rows("SELECT status FROM tickets WHERE ref = 'IT-1001'")
+        assert status == "open"  # her question is not closed over
     finally:
         for node in nodes:
             await node.store.close()

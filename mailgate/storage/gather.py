@@ -98,9 +98,14 @@ async def threaded(tx: Tx, refs: Sequence[str], message_ids: Sequence[str],
             args += ids * 3
     if not sources:
         return ()
+    # On a shared engine the tickets are locked until the transaction ends, in id order:
+    # a decision reads them as another node's mail left them, not as they were before it
+    # (READ COMMITTED: a mail resolving the ticket on one node, the requester's reply on
+    # the other would otherwise leave it resolved, her reply reopening nothing).
+    lock = " FOR UPDATE OF tickets" if tx.engine is not None and tx.engine.shared else ""
     rows = await tx.fetch_all(
         f"""SELECT f.via, {STATE_COLUMNS} FROM ({' UNION '.join(sources)}) f
-            JOIN tickets ON tickets.id = f.found ORDER BY f.via, tickets.id""", args)
+            JOIN tickets ON tickets.id = f.found ORDER BY f.via, tickets.id{lock}""", args)
     if not rows:
         return ()
     first = rows[0][0]

@@ -66,9 +66,13 @@ async def update_ticket(tx: Tx, ticket_id: int, columns: Mapping[str, object],
 
 
 async def resolved_before(tx: Tx, cutoff: datetime, limit: int) -> list[tuple[int, str]]:
+    """Resolved tickets to close. On a shared engine they are locked until the closing
+    transaction ends, and one that another node's mail is working on is skipped: closed
+    over, a reply reopening it there would be lost (it comes back next round if still due)."""
+    lock = " FOR UPDATE SKIP LOCKED" if tx.engine is not None and tx.engine.shared else ""
     rows = await tx.fetch_all(
         "SELECT id, ref FROM tickets WHERE status = 'resolved' AND resolved_at <= ? "
-        "ORDER BY resolved_at LIMIT ?", (ts(cutoff), limit))
+        f"ORDER BY resolved_at LIMIT ?{lock}", (ts(cutoff), limit))
     return [(r[0], r[1]) for r in rows]
 
 
