@@ -282,6 +282,38 @@ async def test_autoclose_on_another_node_does_not_close_a_ticket_a_reply_reopens
             await node.store.close()
 
 
+async def test_an_escalation_on_another_node_skips_a_ticket_being_answered(
+        pg_url: str, tmp_path: Path) -> None:
+    from mailgate.workers.escalation import Escalator
+
+    clock = FakeClock()  # Tuesday 10:00 Berlin: the first response is due at 15:00
+    proof = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
+                     _pg_pipeline(clock, TrustPolicy(frozenset({"example.com"}),
+                                                     "mx.example.com")), clock)
+             for i in range(2)]
+    try:
+        await nodes[0].deliver(mail())
+        clock.advance(hours=4)  # 14:00 Berlin: the 75 % warning is due
+        escalator = Escalator(nodes[1].store, nodes[1].current(), clock, lambda: None)
+        answer = mail("Re: [IT-1001] Laptop won't boot", sender="Alice <alice@example.com>",
+                      message_id="<agent-1@example.com>", body="On my way.", headers=proof)
+        async with nodes[0].store.transaction() as tx:
+            await nodes[0].pipeline.handle(tx, answer, IT)  # meets the first response
+            firing = asyncio.create_task(escalator.run_once())
+            await asyncio.sleep(0.3)
+        await firing
+        assert await escalator.run_once() == 0
+        # Answered in time: no warning about it, and nothing left due on the ticket.
+        assert await nodes[0].count("outbox", "kind LIKE 'escalation-%'") == 0
+        assert await nodes[0].count("tickets", "next_escalation_at IS NOT NULL "
+                                               "AND next_escalation_at <= 0 + "
+                                               f"{clock().timestamp()}") == 0
+    finally:
+        for node in nodes:
+            await node.store.close()
+
+
 def _outgoing(n: int) -> Outgoing:
     return Outgoing(message_id=f"out-{n}@mailgate.test", kind="ack", ticket_id=None,
                     mail_from="it-help@example.com", recipients=(f"p{n}@example.com",),

@@ -118,14 +118,21 @@ class SlaBook(ClockPolicy):
     # --- the scheduler's side ----------------------------------------------------------
 
     async def due(self, tx: Tx, now: datetime, limit: int) -> Tick:
-        """Decide, for up to `limit` due tickets, which levels fire now (reads only)."""
+        """Decide, for up to `limit` due tickets, which levels fire now (reads only).
+
+        On a shared engine the tickets are locked until the tick commits, and one that
+        another node's mail is working on (an answer meeting its clock) is skipped until
+        the next tick: fired from its past, a warning would go out about an answered
+        ticket, and its next instant would be written from a clock met meanwhile."""
+        lock = " FOR UPDATE OF t SKIP LOCKED" if tx.engine is not None and tx.engine.shared \
+            else ""
         rows = await tx.fetch_all(
             f"""SELECT {DUE_TICKET_COLUMNS}, {CLOCK_COLUMNS}
                 FROM (SELECT id FROM tickets WHERE next_escalation_at <= ?
                       ORDER BY next_escalation_at LIMIT ?) d
                 JOIN tickets t ON t.id = d.id
                 JOIN sla_clocks c ON c.ticket = t.id AND c.met_at IS NULL
-                ORDER BY t.next_escalation_at, t.id""", (ts(now), limit))
+                ORDER BY t.next_escalation_at, t.id{lock}""", (ts(now), limit))
         tick = Tick(now)
         by_ticket: dict[int, list[tuple]] = {}
         for row in rows:
