@@ -316,3 +316,28 @@ async def test_a_resting_lease_is_given_back_and_wanted_again_after_the_rest() -
     clock[0] = 41.0
     await node.cluster.round()
     assert node.running == set(WANTED)
+
+
+async def test_leases_lost_together_are_stopped_together() -> None:
+    """Each stop may wait for a transaction to end; one after the other, the last one
+    could outlive its lease. Here each stop only returns once all have begun."""
+    clock, book = [0.0], ScriptedBook()
+    stopping: list[str] = []
+    all_begun = asyncio.Event()
+
+    async def gain(lease: str) -> None:
+        pass
+
+    async def slow_loss(lease: str) -> None:
+        stopping.append(lease)
+        if len(stopping) == len(WANTED):
+            all_begun.set()
+        await asyncio.wait_for(all_begun.wait(), 5)  # one at a time: never set, fails
+
+    cluster = Cluster(book, "a", SETTINGS, gain, slow_loss, lambda: clock[0])
+    cluster.want(WANTED)
+    await cluster.round()
+    book.error = ConnectionError("database unreachable")
+    clock[0] = 20.0  # the last renewal was at 0: everything must stop now
+    await cluster.round()
+    assert sorted(stopping) == sorted(WANTED) and cluster.held == {}

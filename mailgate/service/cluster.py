@@ -93,9 +93,9 @@ class Cluster:
                 log.info("cluster.renewing_again", node=self.node)
             self.failing = None
             unwanted = [n for n in self.held if n not in wanted]
-            for name in [n for n in self.held if n not in claimed]:
-                # Another node holds it now (we were too late), or it is no longer wanted.
-                await self._lose(name, "unwanted" if name in unwanted else "taken")
+            # Another node holds it now (we were too late), or it is no longer wanted.
+            await self._lose({n: "unwanted" if n in unwanted else "taken"
+                              for n in self.held if n not in claimed})
             for name in wanted:
                 if name not in claimed:
                     continue
@@ -115,13 +115,21 @@ class Cluster:
                     held=sorted(self.held))
         # Whatever the next round cannot renew in time is stopped now, while it is ours.
         horizon = self.monotonic() + self.settings.renew_every * (1 + SLACK)
-        for name in [n for n, until in self.held.items() if until <= horizon]:
-            await self._lose(name, "not renewed")
+        await self._lose({n: "not renewed" for n, until in self.held.items()
+                          if until <= horizon})
 
-    async def _lose(self, name: str, why: str) -> None:
-        del self.held[name]
-        log.warning("cluster.lost", node=self.node, lease=name, reason=why)
-        await self.on_loss(name)
+    async def _lose(self, why: dict[str, str]) -> None:
+        """Stop what these leases stand for, all at once: one after the other, each
+        waiting for a transaction to end, the last could outlive its lease."""
+        for name, reason in why.items():
+            del self.held[name]
+            log.warning("cluster.lost", node=self.node, lease=name, reason=reason)
+        stopped = await asyncio.gather(*(self.on_loss(name) for name in why),
+                                       return_exceptions=True)
+        for name, outcome in zip(why, stopped, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("cluster.stop_failed", node=self.node, lease=name,
+                          error=repr(outcome))
 
     async def run(self) -> None:
         """Renew every third of the lease (or sooner when woken) until cancelled."""
