@@ -4,6 +4,7 @@ COMMIT (the fsync) above all, runs on the connection's own thread; order is kept
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -69,3 +70,27 @@ async def test_a_closed_connection_refuses_work(tmp_path: Path) -> None:
     await conn.close()
     with pytest.raises(Exception, match="closed"):
         await conn.execute("SELECT 1")
+
+
+async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    # SQLite keeps the transaction open when COMMIT fails (a deferred constraint here; a
+    # full disk or SQLITE_BUSY in the field): the store must roll it back, or every next
+    # BEGIN fails and a later COMMIT would write the failed batch after all.
+    from mailgate.storage.store import Store
+    from tests.harness import database
+
+    store = await Store.open(database(tmp_path / "state"))
+    try:
+        async with store.transaction() as tx:
+            await tx.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            await tx.execute("CREATE TABLE child (parent INTEGER REFERENCES parent (id) "
+                             "DEFERRABLE INITIALLY DEFERRED)")
+        with pytest.raises(sqlite3.IntegrityError):
+            async with store.transaction() as tx:
+                await tx.execute("INSERT INTO child VALUES (1)")  # checked at COMMIT
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO parent VALUES (1)")
+        assert await store.fetch_all("SELECT * FROM child") == []
+        assert await store.fetch_all("SELECT * FROM parent") == [(1,)]
+    finally:
+        await store.close()

@@ -32,6 +32,9 @@ class Connection(Protocol):
                                parameters: Sequence | Mapping = ...) -> Iterable[Any]: ...
     async def executemany(self, sql: str, parameters: Iterable[Sequence | Mapping]) -> Any: ...
 
+    @property
+    def in_transaction(self) -> bool: ...
+
 
 class Engine(Protocol):
     name: str  # "sqlite" | "postgresql"

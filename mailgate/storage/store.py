@@ -189,7 +189,15 @@ class Store:
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
-            await self.conn.execute("COMMIT")
+            try:
+                await self.conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may keep the transaction open when COMMIT fails (a full disk,
+                # SQLITE_BUSY): left so, every next BEGIN would fail, and a later COMMIT
+                # would write this failed work after all.
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                raise
 
     # --- reads (CLI, status, sender) ---------------------------------------------------
 
