@@ -87,6 +87,7 @@ async def check_database(config: Config) -> Result:
     version; nothing is changed. Only a server is checked: SQLite is a local file."""
     from mailgate.storage.errors import STORE_ERRORS
     from mailgate.storage.schema import MIGRATIONS
+    from mailgate.storage.server_info import connection_tls
     from mailgate.storage.store import Store
 
     server = config.database_server
@@ -97,8 +98,7 @@ async def check_database(config: Config) -> Result:
                                      password=config.store_password)
             try:
                 version = await store.schema_version()
-                tls = await store.fetch_one("SELECT ssl, version FROM pg_stat_ssl "
-                                            "WHERE pid = pg_backend_pid()")
+                tls = await connection_tls(store)
             finally:
                 await store.close()
     except (TimeoutError, *STORE_ERRORS) as exc:
