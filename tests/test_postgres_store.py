@@ -360,6 +360,30 @@ async def test_two_nodes_never_claim_one_outbox_row(pg_url: str, pg: Store) -> N
     assert {row.id for row in again} == mine[other] == taken
 
 
+async def test_rows_locked_by_a_claim_that_failed_half_way_are_claimed_again(
+        pg: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A claim locks its rows, then reads them again; if that read fails (cancelled by a
+    # reload or a stop, a statement timeout) on a session that lives on, the locks must
+    # still be let go at the next claim, or no node ever sends those rows.
+    clock = FakeClock()
+    async with pg.transaction() as tx:
+        await tx.enqueue_many([_outgoing(n) for n in range(3)], clock())
+    claims = pg.engine._claims  # type: ignore[attr-defined]
+    real = claims.execute_fetchall
+
+    async def failing_reread(sql: str, parameters: object = ()) -> list:
+        if "ANY(CAST" in sql:
+            monkeypatch.setattr(claims, "execute_fetchall", real)
+            raise RuntimeError("cancelled between locking and reading")
+        return await real(sql, parameters)
+
+    monkeypatch.setattr(claims, "execute_fetchall", failing_reread)
+    with pytest.raises(RuntimeError):
+        await pg.claim_outgoing(clock(), limit=10)
+    again = await pg.claim_outgoing(clock(), limit=10)
+    assert len(again) == 3
+
+
 def _with_attachment(message_id: str, data: bytes) -> bytes:
     msg = EmailMessage()
     msg["From"] = "Ann Example <ann@example.com>"

@@ -262,6 +262,9 @@ class PostgresEngine:
         locked = [int(row[0]) for row in candidates if row[1]]
         if not locked:
             return []
+        # Counted as held from here: if what follows fails on a session that lives on
+        # (a cancelled read), the next claim still lets them go.
+        self._held |= set(locked)
         rows = await conn.execute_fetchall(
             f"SELECT {columns} FROM outbox WHERE id = ANY(CAST(? AS BIGINT[])) "
             "AND status = 'queued' AND next_attempt <= ? ORDER BY next_attempt, id",
@@ -270,7 +273,7 @@ class PostgresEngine:
         settled = [i for i in locked if i not in still]
         if settled:
             await conn.execute(_UNLOCK, (OUTBOX_LOCK, settled))
-        self._held |= still
+            self._held -= set(settled)
         return rows
 
     async def columns(self, table: str) -> set[str]:
