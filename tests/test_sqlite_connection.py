@@ -4,6 +4,7 @@ COMMIT (the fsync) above all, runs on the connection's own thread; order is kept
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from pathlib import Path
@@ -44,6 +45,22 @@ async def test_statements_inside_begin_run_on_the_loop_thread(tmp_path: Path) ->
     await conn.execute("SELECT where_()")
     assert [t == loop_thread for t in threads] == [False, True, True, False, False]
     assert await conn.execute_fetchall("SELECT count(*) FROM t") == [(2,)]
+    await conn.close()
+
+
+async def test_another_tasks_statement_during_a_transaction_runs_on_the_thread(
+        tmp_path: Path) -> None:
+    # A read from another task (the digest's report, a status query on the writer) while
+    # an intake transaction is open may scan whole tables: it must not run on the event
+    # loop's thread, where it would stop every other task for as long as it takes.
+    conn, threads = await _connection(tmp_path)
+    loop_thread = threading.get_ident()
+    await conn.execute("BEGIN IMMEDIATE")
+    await conn.execute("INSERT INTO t VALUES (where_())")  # the transaction's own: inline
+    await asyncio.create_task(conn.execute_fetchall("SELECT where_() FROM t"))
+    await conn.execute("INSERT INTO t VALUES (where_())")
+    await conn.execute("COMMIT")
+    assert [t == loop_thread for t in threads] == [True, False, True]
     await conn.close()
 
 

@@ -5,8 +5,8 @@ its result: ten statements a message are twenty thread switches, and on two core
 wakes a thread on the other core that then waits for the GIL (bench/profile.py showed a
 third of the daemon's time in that hand-off). Here a statement runs in one of two places:
 
-- on the caller's thread (the event loop), when it cannot wait on anything: inside a
-  transaction this connection opened with BEGIN (the single writer already holds SQLite's
+- on the caller's thread (the event loop), when it cannot wait on anything: from the task
+  that opened the transaction with BEGIN (the single writer already holds SQLite's
   write lock, and in WAL mode nothing it reads is locked by others), with small
   parameters, and with nothing queued for the thread (statements keep their order).
   Such a statement works on the page cache and writes WAL frames without syncing:
@@ -14,8 +14,9 @@ third of the daemon's time in that hand-off). Here a statement runs in one of tw
 - on the connection's own thread for everything that may wait or take long: BEGIN (the
   busy timeout while another process writes), COMMIT and ROLLBACK (the fsync of
   synchronous=FULL), statements outside a transaction (reads that may scan, the reader
-  connection), statements carrying a large value (a big mail's raw bytes), scripts,
-  backups.
+  connection), other tasks' statements while a transaction is open (a digest's report,
+  a status read: they may scan too), statements carrying a large value (a big mail's raw
+  bytes), scripts, backups.
 
 Durability is SQLite's and unchanged: nothing is durable before COMMIT returns, and COMMIT
 runs exactly as before (synchronous=FULL, WAL).
@@ -88,6 +89,7 @@ class SqliteConnection:
         self._queued = 0  # jobs handed to the thread and not finished there
         self._queued_lock = threading.Lock()
         self._begun = False  # a transaction opened by BEGIN on this connection is open
+        self._owner: asyncio.Task | None = None  # the task that sent that BEGIN
         self._inline_run = 0
 
     @classmethod
@@ -152,20 +154,22 @@ class SqliteConnection:
         head = sql.lstrip()[:8].upper()
         if head.startswith("BEGIN"):
             cursor = await self._in_thread(run)
-            self._begun = True
+            self._begun, self._owner = True, asyncio.current_task()
             return cursor
         if head.startswith(_ENDS_TRANSACTION) and not _rolls_back_to_savepoint(sql):
             try:
                 return await self._in_thread(run)
             finally:
                 self._begun = self.raw.in_transaction
+                self._owner = self._owner if self._begun else None
         if self._may_run_inline(_size(_values(parameters))):
             return await self._inline(run)
         return await self._in_thread(run)
 
     def _may_run_inline(self, parameter_size: int) -> bool:
         return (self._begun and self._queued == 0 and self.raw.in_transaction
-                and parameter_size <= INLINE_PARAMETER_LIMIT)
+                and parameter_size <= INLINE_PARAMETER_LIMIT
+                and asyncio.current_task() is self._owner)
 
     async def _inline(self, run: Callable[[], T]) -> T:
         self._inline_run += 1
