@@ -73,8 +73,11 @@ async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None 
 def _by_message_ids(via: int, count: int) -> str:
     """Tickets whose conversation holds one of `count` Message-IDs, ours or theirs."""
     marks = ",".join("?" * count)
+    # `message_id != ''` repeats the partial index's condition: without it SQLite cannot
+    # use messages_message_id and scans every message (seconds per reply at a million).
     return f"""SELECT {via} AS via, e.ticket AS found FROM messages m
-                   JOIN events e ON e.message = m.id WHERE m.message_id IN ({marks})
+                   JOIN events e ON e.message = m.id
+                   WHERE m.message_id IN ({marks}) AND m.message_id != ''
                UNION SELECT {via}, e.ticket FROM outbox o
                    JOIN events e ON e.outgoing = o.id WHERE o.message_id IN ({marks})
                UNION SELECT {via}, o.ticket FROM outbox o  -- escalation mail has no event
