@@ -30,8 +30,8 @@ async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None 
     received it, and (with `budget`: the sender's mailbox and limited domain, and `flood`:
     (department, budget name) pairs) the automatic mail drawn on them in the last hour.
 
-    On a shared engine the key is locked first, until the transaction ends (as Tx.seen
-    does): the same message processed by another node now is waited for, then seen."""
+    On a shared engine the key is locked first, until the transaction ends: the same
+    message processed by another node now is waited for, then seen."""
     if tx.engine is not None and tx.engine.shared:
         await tx.engine.lock_key(tx.conn, dedupe_key)
     parts = ["SELECT 'message' AS what, id AS n, fingerprint AS name FROM messages "

@@ -406,7 +406,7 @@ class Tx:
                             stored: int | None = None, text: str | None = None,
                             packed: bytes | None = None) -> int:
         """Insert the message once: `stored` is its row if an earlier copy (for another
-        department) has one (see seen()). `text` is what the conversation shows of it;
+        department) has one (see gather.stored). `text` is what the conversation shows of it;
         `packed` the raw bytes compressed already (off the event loop, for large mail)."""
         if stored is not None:
             return stored

@@ -34,7 +34,7 @@ from mailgate.storage.postgres.schema import MIGRATIONS
 
 # pg_advisory_xact_lock's first key: which kind of lock the second key names.
 MIGRATION_LOCK = 7_106_001  # one migrating node at a time
-MESSAGE_KEY_LOCK = 7_106_002  # one node at a time per message key (Tx.seen)
+MESSAGE_KEY_LOCK = 7_106_002  # one node at a time per message key (gather.stored)
 OUTBOX_LOCK = 7_106_003  # one node at a time per outbox row (claim_outgoing)
 
 # Rows some node holds (this one included) are left out before LIMIT, so a node is never
