@@ -19,11 +19,15 @@ import pytest
 from mailgate.cli import main as cli
 from mailgate.core.terminal import visible, visible_lines
 from tests.factories import EXAMPLE_DIRECTORY, harness
-from tests.harness import database, database_table, query
+from tests.harness import database, database_table, on_postgresql, query
 
 HOSTILE = "\x1b[2J\x07\x00\r\u202e\x9b"  # clear screen, bell, NUL, CR, RLO, C1 CSI
 RAW = ("\x1b", "\x07", "\x00", "\r", "\u202e", "\x9b")
 SHOWN = ("\\x1b[2J", "\\x07", "\\x00", "\\x0d", "\\u202e", "\\x9b")
+if on_postgresql():  # its text cannot hold NUL: the store keeps U+FFFD (test_postgres_store)
+    HOSTILE = HOSTILE.replace("\x00", "")
+    RAW = tuple(c for c in RAW if c != "\x00")
+    SHOWN = tuple(c for c in SHOWN if c != "\\x00")
 
 
 # --- the pure function ---------------------------------------------------------------------
