@@ -6,12 +6,42 @@ mail with a million (bench/scale.py); the plan shows it at any size.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from mailgate.storage import queries
 from mailgate.storage.gather import _by_message_ids
-from tests.factories import harness
+from mailgate.storage.queries import TicketFilter, find_tickets, report_rows, risk_horizons
+from mailgate.storage.store import Store
+from tests.factories import example_directory, harness
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+# The tables a million tickets make big: tickets, their events and their SLA clocks, by
+# name or by the aliases storage/queries.py gives them.
+BIG = {"tickets", "events", "sla_clocks", "t", "e", "c"}
+
+
+def big_scans(plan: list) -> list[str]:
+    """The plan's walks over the whole of a big table or one of its indexes."""
+    return [step for step in scans(plan) if step.split()[1] in BIG]
+
+
+def explaining(monkeypatch: pytest.MonkeyPatch) -> list[list]:
+    """Make storage/queries.py explain each of its reads instead of running it: the plans,
+    in order (the reads see no rows)."""
+    plans: list[list] = []
+
+    async def explain(store: Store, sql: str, params: Mapping[str, object],
+                      committed: bool = False) -> list:
+        plans.append(list(await store.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}",
+                                                            params)))
+        return []
+
+    monkeypatch.setattr(queries, "_rows", explain)
+    return plans
 
 
 def scans(plan: list) -> list[str]:
@@ -27,5 +57,35 @@ async def test_threading_by_message_id_searches_the_index(tmp_path: Path) -> Non
         ids = ["<a@x>", "<b@x>", "<c@x>"]
         plan = await h.store.fetch_all(f"EXPLAIN QUERY PLAN {sql}", ids * 3)
         assert not scans(plan), plan  # before the fix: "SCAN e USING INDEX events_message"
+    finally:
+        await h.store.close()
+
+
+@pytest.mark.sqlite_only("reads SQLite's EXPLAIN QUERY PLAN")
+async def test_ticket_list_picks_its_page_before_reading_clocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = await harness(tmp_path)
+    try:
+        plans = explaining(monkeypatch)
+        flt = TicketFilter(department="it", statuses=("open",))
+        await find_tickets(h.store, flt, NOW, risk_horizons(example_directory(), NOW))
+        [plan] = plans
+        # before: "SCAN c" (every running clock of every ticket, then the 50 listed)
+        assert not big_scans(plan), plan
+    finally:
+        await h.store.close()
+
+
+@pytest.mark.sqlite_only("reads SQLite's EXPLAIN QUERY PLAN")
+async def test_report_reads_the_period_by_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = await harness(tmp_path)
+    try:
+        plans = explaining(monkeypatch)
+        await report_rows(h.store, example_directory(), NOW - timedelta(days=30), NOW)
+        cohort = plans[:-1]  # the last one, the backlog, counts every unresolved ticket
+        assert len(cohort) == 3
+        # before: "SCAN t" for the period's tickets, "SCAN e" for their replies
+        assert not [big_scans(plan) for plan in cohort if big_scans(plan)], cohort
     finally:
         await h.store.close()
