@@ -35,21 +35,21 @@ RESPONSE_EVENTS = ("reply",)
 
 # Written for both engines: flags are 0/1 integers (CASE), not booleans, which PostgreSQL
 # neither takes MAX of nor adds up; the horizons arrive as a VALUES list (_horizon_rows).
+# `a` is the active tickets (neither resolved nor closed) whose state is wanted.
 _STATE = """
     horizon(department, at) AS ({horizons}),
     state AS (
-        SELECT c.ticket AS ticket,
-               MAX(CASE WHEN c.due_at <= COALESCE(t.paused_at, :now) THEN 1 ELSE 0 END)
+        SELECT a.id AS ticket,
+               MAX(CASE WHEN c.due_at <= COALESCE(a.paused_at, :now) THEN 1 ELSE 0 END)
                    AS breached,
-               MAX(CASE WHEN t.paused_at IS NULL AND c.due_at > :now
+               MAX(CASE WHEN a.paused_at IS NULL AND c.due_at > :now
                    AND (c.fired >= 1 OR c.due_at <= COALESCE(h.at, :now + :risk))
                    THEN 1 ELSE 0 END) AS at_risk,
                MIN(c.due_at) AS next_due
-        FROM {clocks}
-        JOIN tickets t ON t.id = c.ticket
-        LEFT JOIN horizon h ON h.department = t.department
-        WHERE c.met_at IS NULL AND t.status NOT IN ('resolved', 'closed')
-        GROUP BY c.ticket)"""
+        FROM {tickets} a {join} sla_clocks c ON c.ticket = a.id AND c.met_at IS NULL
+        LEFT JOIN horizon h ON h.department = a.department
+        WHERE a.status NOT IN ('resolved', 'closed')
+        GROUP BY a.id)"""
 
 
 def risk_horizons(directory: Directory | None, now: datetime) -> dict[str, float]:
@@ -78,15 +78,21 @@ def _params(now: datetime, horizons: Mapping[str, float]) -> dict[str, object]:
 
 
 def _state(horizons: Mapping[str, float], scope: str | None = None) -> str:
-    """The _STATE clauses for these horizons (named :hdN, :haN in _params); with `scope`
-    (a CTE of ticket ids named before them), the clocks of those tickets only."""
+    """The _STATE clauses for these horizons (named :hdN, :haN in _params).
+
+    With `scope`, the state of the tickets in that CTE only (named before these clauses,
+    with at least the columns id, department, status, paused_at), each one's clocks looked up by
+    the clocks' primary key (ticket, target). The LEFT JOIN is on purpose: for an inner
+    join SQLite (with ANALYZE's statistics) builds a Bloom filter over all the running
+    clocks first, reading every one of them for the page's fifty tickets. A ticket
+    without a running clock then gets a state row with no next_due, which reads as no
+    SLA state, as no row does.
+    """
     rows = ", ".join(f"(:hd{i}, CAST(:ha{i} AS DOUBLE PRECISION))"
                      for i in range(len(horizons)))
     empty = "SELECT CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION) WHERE 1 = 0"
-    # The scope comes first in the FROM so that each of its tickets is looked up in the
-    # clocks' primary key (ticket, target) instead of every running clock being read.
-    clocks = f"{scope} p JOIN sla_clocks c ON c.ticket = p.id" if scope else "sla_clocks c"
-    return _STATE.format(horizons=f"VALUES {rows}" if rows else empty, clocks=clocks)
+    return _STATE.format(horizons=f"VALUES {rows}" if rows else empty,
+                         tickets=scope or "tickets", join="LEFT JOIN" if scope else "JOIN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,21 +179,24 @@ async def find_tickets(store: Store, flt: TicketFilter, now: datetime,
         sla_wanted.append("s.breached = 1")
     if flt.at_risk:
         sla_wanted.append("(s.at_risk = 1 AND s.breached = 0)")
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
     params["limit"] = flt.limit
     # Pick the tickets first (an index on the filters, newest first), then derive the SLA
     # state of those only: a million tickets have two million clocks. Without an SLA
-    # filter the page itself is picked first; with one, every matching ticket's state is
-    # needed to know which ones make the page.
+    # filter the page itself is picked first; with one, every matching active ticket's
+    # state is needed to know which ones make the page (only a ticket neither resolved nor
+    # closed has SLA state).
+    if sla_wanted:
+        where.append("t.status NOT IN ('resolved', 'closed')")
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
     page = "" if sla_wanted else "ORDER BY t.id DESC LIMIT :limit"
-    sql = f"""WITH picked(id) AS (SELECT t.id FROM tickets t {clause} {page}),
+    columns = ("id, ref, department, subject, requester, requester_name, status, priority, "
+               "created_at, updated_at")
+    sql = f"""WITH picked AS (SELECT {columns}, paused_at FROM tickets t {clause} {page}),
         {_state(horizons, scope="picked")}
-        SELECT t.id, t.ref, t.department, t.subject, t.requester, t.requester_name,
-               t.status, t.priority, t.created_at, t.updated_at,
-               s.breached, s.at_risk, s.next_due
-        FROM picked p JOIN tickets t ON t.id = p.id LEFT JOIN state s ON s.ticket = t.id
+        SELECT {columns}, s.breached, s.at_risk, s.next_due
+        FROM picked p LEFT JOIN state s ON s.ticket = p.id
         {"WHERE " + " OR ".join(sla_wanted) if sla_wanted else ""}
-        ORDER BY t.id DESC LIMIT :limit"""
+        ORDER BY id DESC LIMIT :limit"""
     rows = await _rows(store, sql, params)
     return [TicketRow(ticket_from_row(r), _sla(r[10], r[11], r[12]),
                       from_ts(r[12]) if r[12] is not None else None) for r in rows]
