@@ -288,6 +288,16 @@ def test_attached_messages_and_odd_transfer_encodings() -> None:
     assert attached.size > 0
 
 
+@pytest.mark.parametrize("cte", [b"8bit\t\t", b"binary ", b" 7bit \t"])
+def test_8bit_text_under_a_sloppy_transfer_encoding_keeps_its_characters(cte: bytes) -> None:
+    """The part is decoded from the bytes that were sent, never re-encoded as escapes."""
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+           b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n"
+           + "Move \u265a to \u265b".encode() + b"\r\n--b--\r\n")
+    assert parse(raw).body == "Move \u265a to \u265b"
+
+
 def test_an_empty_plain_alternative_gives_way_to_html() -> None:
     raw = (b"From: a@example.com\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
            b"--b\r\nContent-Type: text/html\r\n\r\n<p>HTML Body</p>\r\n"

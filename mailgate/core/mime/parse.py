@@ -489,17 +489,19 @@ def payload_bytes(part: Message) -> bytes | None:
 
     compat32 compares Content-Transfer-Encoding exactly, so "quoted-printable " with a
     trailing space went undecoded: such a payload is decoded under the clean value, by a
-    stand-in holding just that header (the part stays as read: read_message hands one
-    Message to several readers)."""
+    copy of the part (the part stays as read: read_message hands one Message to several
+    readers)."""
     payload = part.get_payload()
     if isinstance(payload, list):
         return None
     cte = str(part.get("content-transfer-encoding") or "")
     clean = cte.strip().lower()
     if clean != cte and clean in ("quoted-printable", "base64", "7bit", "8bit", "binary"):
-        stand_in = Message()
-        stand_in["Content-Transfer-Encoding"] = clean
-        stand_in.set_payload(payload)
+        # A private copy read from the part's own bytes: get_payload() of the part would
+        # hand 8-bit text over already decoded, and compat32 then re-encodes it as
+        # raw-unicode-escape ("\\u265a") instead of the bytes that were sent.
+        stand_in = message_from_bytes(part.as_bytes())
+        stand_in.replace_header("content-transfer-encoding", clean)
         part = stand_in
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
