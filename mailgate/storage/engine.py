@@ -49,6 +49,8 @@ class Engine(Protocol):
     async def claim_outgoing(self, columns: str, now: float, limit: int,
                              keep: set[int]) -> list[tuple]:
         """Shared engines: due outbox rows (these columns) that this process holds now."""
+    async def on_claims_connection(self, sql: str, rows: list[Sequence]) -> None:
+        """Shared engines: `sql` per row, one transaction, beside the writer connection."""
     async def migrate(self) -> int: ...
     async def close(self) -> None: ...
     async def lock_key(self, conn: Connection, key: str) -> None:

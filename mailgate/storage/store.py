@@ -321,11 +321,15 @@ class Store:
             yield
 
     async def mark_sent(self, outbox_ids: set[int], now: datetime) -> None:
+        rows = [(ts(now), outbox_id) for outbox_id in sorted(outbox_ids)]
+        if self.engine.shared:
+            # On the connection that holds the claims, committed by itself: a node marks
+            # each mail before its next send (outbound/outbox.py), and on the writer
+            # connection every mark waited for the intake batch in progress.
+            await self.engine.on_claims_connection(_MARK_SENT, rows)
+            return
         async with self.transaction():
-            await self.conn.executemany(
-                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, "
-                "last_error = NULL WHERE id = ? AND status = 'queued'",
-                [(ts(now), outbox_id) for outbox_id in sorted(outbox_ids)])
+            await self.conn.executemany(_MARK_SENT, rows)
 
     async def mark_retry(self, outbox_id: int, next_attempt: datetime, error: str,
                          count: bool = True) -> None:
@@ -343,6 +347,10 @@ class Store:
             for ticket_id in await tx.tickets_of_outgoing(row.id, row.ticket):
                 await tx.add_event(ticket_id, "delivery_failed", now, outgoing=row.id,
                                    detail={"error": error[:500], "to": list(row.recipients)})
+
+
+_MARK_SENT = ("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, "
+              "last_error = NULL WHERE id = ? AND status = 'queued'")
 
 
 class Tx:

@@ -276,6 +276,16 @@ class PostgresEngine:
             self._held -= set(settled)
         return rows
 
+    async def on_claims_connection(self, sql: str, rows: list[Sequence]) -> None:
+        """Run `sql` once per row on the claims connection, as one transaction of its own
+        (autocommit groups an executemany into one): settling claimed rows must not wait
+        behind the writer connection's open intake batch."""
+        if self._claims.lost:
+            await self._claims.reconnect_if_lost()
+            self._held = set()
+        async with self._claims._raw().transaction():
+            await self._claims.executemany(sql, rows)
+
     async def columns(self, table: str) -> set[str]:
         rows = await self.conn.execute_fetchall(
             "SELECT column_name FROM information_schema.columns "

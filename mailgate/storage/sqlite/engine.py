@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from mailgate.storage import schema
@@ -73,6 +74,9 @@ class SqliteEngine:
     async def claim_outgoing(self, columns: str, now: float, limit: int,
                              keep: set[int]) -> list[tuple]:
         raise NotImplementedError("one daemon per SQLite file: Store.due_outgoing")
+
+    async def on_claims_connection(self, sql: str, rows: list[Sequence]) -> None:
+        raise NotImplementedError("one daemon per SQLite file: no claims connection")
 
     async def columns(self, table: str) -> set[str]:
         rows = await self.conn.execute_fetchall(f"PRAGMA table_info({table})")
