@@ -32,7 +32,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.factories import EXAMPLE_DIRECTORY, ROOT
 from tests.mailservers import DovecotServer, ImapAccount, Received, find_dovecot
-from tests.postgres import SUPERUSER, PostgresServer, find_postgres, unusable_postgres
+from tests.postgres import PostgresServer, find_postgres, unusable_postgres
 
 RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -173,32 +173,12 @@ def postgres() -> Iterator[PostgresServer]:
         sys.exit(reason)
     bindir = find_postgres()
     assert bindir is not None
-    server = DurablePostgres(bindir)
+    server = PostgresServer(bindir, durable=True)
     server.start()
     try:
         yield server
     finally:
         server.cleanup()
-
-
-class DurablePostgres(PostgresServer):
-    """The tests' server with fsync and synchronous commit left on: SQLite runs with
-    synchronous=FULL, so a benchmark must not compare it with a server that skips flushes."""
-
-    def start(self, timeout: float = 30.0) -> None:
-        done = self._run(self.bindir / "initdb", "-D", self.data_dir, "-U", SUPERUSER,
-                         "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
-        if done.returncode != 0:
-            raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(self.bindir / "postgres"), "-D", str(self.data_dir),
-                 "-p", str(self.port), "-c", f"listen_addresses={self.host}",
-                 "-c", f"unix_socket_directories={self.socket_dir}",
-                 "-c", "max_connections=200"],
-                stdout=subprocess.DEVNULL, stderr=log, env=self._env(),
-                user=self.identity.user, group=self.identity.user and self.identity.gid)
-        self._wait_ready(timeout)
 
 
 # --- the sink --------------------------------------------------------------------------------

@@ -82,8 +82,11 @@ def _identity() -> _Identity:
 class PostgresServer:
     """A throw-away PostgreSQL cluster; databases are created while it runs."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, durable: bool = False) -> None:
         self.bindir = bindir
+        # A test server loses nothing it needs in a crash and skips the disk flushes; a
+        # benchmark's must flush as SQLite does with synchronous=FULL (bench/rig.py).
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="mailgate-postgres-"))
         self.identity = _identity()
         os.chown(self.root, self.identity.uid, self.identity.gid)
@@ -115,18 +118,19 @@ class PostgresServer:
         return {**env, "LC_ALL": "C.UTF-8", "TZ": "UTC"}
 
     def start(self, timeout: float = 30.0) -> None:
+        no_sync = () if self.durable else ("--no-sync",)
         done = self._run(self.bindir / "initdb", "-D", self.data_dir, "-U", SUPERUSER,
-                         "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
+                         "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", *no_sync)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
+        no_flush = () if self.durable else ("-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(self.bindir / "postgres"), "-D", str(self.data_dir),
                  "-p", str(self.port), "-c", f"listen_addresses={self.host}",
                  "-c", f"unix_socket_directories={self.socket_dir}",
-                 # A test server loses nothing it needs in a crash: skip the disk flushes.
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                 *no_flush, "-c", "max_connections=200"],
                 stdout=subprocess.DEVNULL, stderr=log, env=self._env(),
                 user=self.identity.user, group=self.identity.user and self.identity.gid)
         self._wait_ready(timeout)
