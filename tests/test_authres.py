@@ -131,6 +131,21 @@ def test_a_quoted_local_part_is_one_value() -> None:
         prop("smtp", "mailfrom", '"x;dmarc=pass"@evil.org', "evil.org"),)
 
 
+ATEXT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+
+
+@pytest.mark.parametrize("char", [*map(chr, range(0x21, 0x7f)), "\x80", "é", "\u2028",
+                                  "\ufeff", "😀", "\U0010ffff"])
+def test_a_local_part_is_atext_or_non_ascii_between_dots(char: str) -> None:
+    """RFC 5322 dot-atom with RFC 6532's UTF-8: every printable ASCII character but the
+    specials, and every non-ASCII one."""
+    header = f"mx.example.com; spf=pass smtp.mailfrom=a{char}b@example.org"
+    parsed = parse(header)
+    kept = parsed is not None and parsed.results[0].properties == (
+        prop("smtp", "mailfrom", f"a{char}b@example.org", "example.org"),)
+    assert kept == (char in ATEXT or char == "." or ord(char) >= 0x80)
+
+
 def test_nested_comments_are_skipped_whole() -> None:
     result = only_result("mx.example.com; spf=fail (a (b;dmarc=pass) c) smtp.helo=mail.evil.org")
     assert result == Result("spf", "fail", properties=(
