@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailgate.config.directory import Directory
 from mailgate.config.loader import Setup, load_setup
@@ -28,7 +28,6 @@ from mailgate.core.render import Renderer
 from mailgate.errors import ConfigError
 from mailgate.intake.imap import MailboxWatcher
 from mailgate.intake.pipeline import Clock
-from mailgate.intake.smtp import PushHandler, start_listener
 from mailgate.outbound.alerts import Alerter
 from mailgate.outbound.outbox import Outbox
 from mailgate.outbound.sentlog import SentLog
@@ -56,6 +55,9 @@ from mailgate.workers.autoclose import AutoCloser
 from mailgate.workers.digest import Digester
 from mailgate.workers.escalation import Escalator
 from mailgate.workers.flood import FloodSummaries
+
+if TYPE_CHECKING:  # imported with the first listener: aiosmtpd is for pushed mail only
+    from mailgate.intake.smtp import PushHandler
 
 log = get_logger("mailgate.service.daemon")
 # Stopping takes at most LISTENER_CLOSE + QUIESCE_TIMEOUT + SHUTDOWN_FLUSH seconds, which
@@ -211,9 +213,8 @@ class Daemon:
                              self.escalator.write)
         # Bound before any task runs: a port in use ends the start before mail is sent or
         # an IMAP login starts in a worker thread (which would hold up the exit).
-        self.handler = PushHandler(self.store, self.current, self.committed)
         if self.config.listener:
-            self.listener = await _listen(self.config.listener, self.handler)
+            self.listener = await _listen(self.config.listener, self._push_handler())
             self.listener_config = self.config.listener
         self._spawn(self.outbox.run(), "outbox")  # every node sends
         self.digester = Digester(self.store, self.current, self.clock, self.outbox.notify)
@@ -274,6 +275,16 @@ class Daemon:
                 found.append(("mailgate_tickets",
                               (("department", dept.department), ("state", state)), count))
         return found
+
+    def _push_handler(self) -> PushHandler:
+        """What every listener of this daemon hands its mail to: one for the daemon's life
+        (its bound on large messages outlasts a reload), made with the first listener."""
+        if self.handler is None:
+            from mailgate.intake.smtp import PushHandler
+
+            assert self.store and self.current
+            self.handler = PushHandler(self.store, self.current, self.committed)
+        return self.handler
 
     def _mail_queued(self) -> None:
         if self.outbox:
@@ -482,9 +493,11 @@ class Daemon:
         if previous and (same_address or new is None):
             previous.close()  # connected clients finish their session; no new ones
             previous = self.listener = self.listener_config = None
-        if new and self.handler:
+        if new:
+            from mailgate.intake.smtp import start_listener
+
             try:
-                self.listener = await start_listener(new, self.handler)
+                self.listener = await start_listener(new, self._push_handler())
                 self.listener_config = new
             except OSError as exc:
                 log.error("reload.listener_failed", listen=f"{new.host}:{new.port}",
@@ -674,6 +687,8 @@ def transport_key(config: Config) -> object:
 # --- running under systemd ----------------------------------------------------------
 
 async def _listen(config: ListenerConfig, handler: PushHandler) -> asyncio.Server:
+    from mailgate.intake.smtp import start_listener
+
     try:
         return await start_listener(config, handler)
     except OSError as exc:
