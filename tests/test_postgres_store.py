@@ -17,17 +17,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from mailgate.cli.main import main
 from mailgate.core.model import Outgoing, Priority
 from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
+from mailgate.storage import errors as store_errors
 from mailgate.storage.postgres.dialect import TranslationError, translate, translate_many
 from mailgate.storage.postgres.engine import mask
 from mailgate.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from mailgate.storage.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from mailgate.storage.store import Store
 from mailgate.workers.attachment_sweep import AttachmentSweeper
+from mailgate.workers.periodic import every, repeat
 from tests.factories import (
     IT,
     TEMPLATES,
@@ -599,3 +602,54 @@ async def test_the_sweep_deletes_only_old_blobs_no_row_names(pg: Store) -> None:
     assert (swept.files, swept.bytes) == (1, len(b"a crash left me behind"))
     left = [r[0] for r in await node.rows("SELECT sha256 FROM attachment_blobs")]
     assert left == [hashlib.sha256(b"named content").hexdigest()] and orphan not in left
+
+
+# --- psycopg's errors by what they mean to callers (storage/errors.py) ---------------------
+# The engine registers them when it is imported: a daemon on SQLite never imports psycopg.
+
+
+def _raising(sqlstate: str) -> str:
+    return f"DO $$ BEGIN RAISE EXCEPTION 'raised by the test' USING ERRCODE = '{sqlstate}'; END $$"
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01", "25006", "55P03"])
+async def test_failures_another_try_cures_are_temporary(pg: Store, sqlstate: str) -> None:
+    """A serialization failure, a deadlock, a read-only standby, a lock not granted."""
+    with pytest.raises(store_errors.TEMPORARY):
+        await pg.fetch_all(_raising(sqlstate))
+
+
+async def test_a_constraint_violation_is_a_store_error_but_not_temporary(pg: Store) -> None:
+    with pytest.raises(store_errors.STORE_ERRORS) as raised:
+        await pg.fetch_all(_raising("23505"))
+    assert not isinstance(raised.value, store_errors.TEMPORARY)
+
+
+async def test_a_worker_retries_a_round_whose_connection_the_server_cut(pg: Store,
+                                                                         pg_url: str) -> None:
+    """The worker loop (periodic.repeat) takes a connection the server terminated as a
+    retry, not a failure, and its next round runs on a new connection."""
+    [(pid,)] = await pg.fetch_all("SELECT pg_backend_pid()")
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    outcomes: list[str] = []
+    wake, done = asyncio.Event(), asyncio.Event()
+
+    async def run_once() -> None:
+        try:
+            await pg.fetch_all("SELECT 1")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+            wake.set()  # skip the backoff
+            raise
+        outcomes.append("ok")
+        done.set()
+
+    with capture_logs() as logs:
+        worker = asyncio.create_task(repeat("test", run_once, wake, every(3600)))
+        async with asyncio.timeout(10):
+            await done.wait()
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    assert outcomes == ["AdminShutdown", "ok"]
+    assert [entry["event"] for entry in logs] == ["test.retry"]

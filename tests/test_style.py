@@ -121,3 +121,36 @@ def test_no_sql_drivers_or_connections_outside_storage() -> None:
             continue
         found += storage_boundary_violations(path.read_text(), str(path.relative_to(ROOT)))
     assert found == [], "belongs in mailgate/storage/:\n" + "\n".join(found)
+
+
+# --- database errors are read when they are caught -----------------------------------------
+# storage/errors.py's tuples grow when an engine whose driver is imported late (PostgreSQL)
+# registers its classes; a module that bound them by `from ... import` keeps SQLite's only.
+
+GROWING = frozenset({"TEMPORARY", "STORE_ERRORS"})
+
+
+def frozen_error_tuples(source: str, name: str) -> list[str]:
+    """Where this module imports storage.errors' growing tuples by name, one line each."""
+    return [f"{name}:{node.lineno}: imports {alias.name} by name"
+            for node in ast.walk(ast.parse(source, name))
+            if isinstance(node, ast.ImportFrom) and node.module == "mailgate.storage.errors"
+            for alias in node.names if alias.name in GROWING]
+
+
+def test_the_checker_finds_error_tuples_imported_by_name() -> None:
+    bad = ("from mailgate.storage.errors import STORE_ERRORS, register\n"
+           "def f():\n    from mailgate.storage.errors import TEMPORARY\n")
+    assert frozen_error_tuples(bad, "bad.py") == [
+        "bad.py:1: imports STORE_ERRORS by name", "bad.py:3: imports TEMPORARY by name"]
+    assert frozen_error_tuples("from mailgate.storage import errors as store_errors\n"
+                               "from mailgate.storage.errors import register\n", "ok.py") == []
+
+
+def test_database_error_tuples_are_read_through_their_module() -> None:
+    found = []
+    for folder in ("mailgate", "tests", "bench", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            found += frozen_error_tuples(path.read_text(), str(path.relative_to(ROOT)))
+    assert found == [], ("name them as store_errors.TEMPORARY (storage/errors.py):\n"
+                         + "\n".join(found))

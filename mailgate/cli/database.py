@@ -17,7 +17,7 @@ from mailgate.cli.progress import Progress
 from mailgate.config.settings import Config, config_path, load_config
 from mailgate.service.startup import StartError, daemon_lock
 from mailgate.storage import database_file
-from mailgate.storage.errors import STORE_ERRORS
+from mailgate.storage import errors as store_errors
 from mailgate.storage.schema import MIGRATIONS
 from mailgate.storage.store import Store
 
@@ -39,7 +39,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         progress = Progress(f"backup to {target.name}")
         try:
             await _backup(store, target, progress)
-        except (OSError, *STORE_ERRORS) as exc:
+        except (OSError, *store_errors.STORE_ERRORS) as exc:
             say(f"backup to {target} failed: {exc}", file=sys.stderr)
             return 1
         report = {"database": str(database), "file": str(target),
@@ -123,7 +123,7 @@ def _migrate_now(args: argparse.Namespace, config: Config) -> int:
             store = await Store.open(config.store_target, migrate=False,
                                      password=config.store_password,
                                      state_dir=config.state_dir)
-        except STORE_ERRORS as exc:
+        except store_errors.STORE_ERRORS as exc:
             say(f"cannot open the database: {exc}", file=sys.stderr)
             return 1
         try:

@@ -12,7 +12,7 @@ from mailgate.cli.output import say
 from mailgate.config.directory import Directory
 from mailgate.config.settings import config_path, load_config
 from mailgate.errors import ConfigError
-from mailgate.storage.errors import STORE_ERRORS
+from mailgate.storage import errors as store_errors
 from mailgate.storage.schema import MIGRATIONS
 from mailgate.storage.store import Store
 
@@ -34,7 +34,7 @@ def with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]]
             store = await Store.open(config.store_target, migrate=False,
                                      password=config.store_password,
                                      state_dir=config.state_dir)
-        except STORE_ERRORS as exc:  # the server is down, the database or role is not there
+        except store_errors.STORE_ERRORS as exc:  # the server is down, no such database or role
             say(f"cannot open the database: {exc}", file=sys.stderr)
             return 1
         try:

@@ -68,7 +68,7 @@ def _password(path: str | None) -> str | None:
 
 async def _copy(args: argparse.Namespace, database: Path, url: str,
                 password: str | None) -> int:
-    from mailgate.storage.errors import STORE_ERRORS
+    from mailgate.storage import errors as store_errors
     from mailgate.storage.postgres.engine import mask
     from mailgate.storage.postgres.transfer import TransferError, copy_sqlite
 
@@ -81,13 +81,13 @@ async def _copy(args: argparse.Namespace, database: Path, url: str,
             return 1
         try:
             target = await Store.open(url, password=password)
-        except STORE_ERRORS as exc:
+        except store_errors.STORE_ERRORS as exc:
             say(f"mailgate migrate: {mask(url)}: {_hide(str(exc), password)}",
                 file=sys.stderr)
             return 1
         try:
             done = await copy_sqlite(source, target)
-        except (TransferError, *STORE_ERRORS) as exc:
+        except (TransferError, *store_errors.STORE_ERRORS) as exc:
             say(f"mailgate migrate: {mask(url)}: {_hide(str(exc), password)}; the target "
                 f"holds no copied row", file=sys.stderr)
             return 1

@@ -85,7 +85,7 @@ def check_smtp(cfg: SmtpConfig) -> Result:
 async def check_database(config: Config) -> Result:
     """[database]: connect with the real settings (TLS as sslmode says), read the schema
     version; nothing is changed. Only a server is checked: SQLite is a local file."""
-    from mailgate.storage.errors import STORE_ERRORS
+    from mailgate.storage import errors as store_errors
     from mailgate.storage.schema import MIGRATIONS
     from mailgate.storage.server_info import connection_tls
     from mailgate.storage.store import Store
@@ -101,7 +101,7 @@ async def check_database(config: Config) -> Result:
                 tls = await connection_tls(store)
             finally:
                 await store.close()
-    except (TimeoutError, *STORE_ERRORS) as exc:
+    except (TimeoutError, *store_errors.STORE_ERRORS) as exc:
         return Result("database", "FAILED", str(exc) or "no answer in time")
     shown = store.describe()
     words = f"TLS {tls[1]}" if tls and tls[0] else "no TLS"

@@ -32,7 +32,7 @@ from mailgate.core.model import Origin
 from mailgate.intake.pipeline import Clock
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
-from mailgate.storage.errors import STORE_ERRORS, TEMPORARY
+from mailgate.storage import errors as store_errors
 from mailgate.storage.store import Store
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class MailboxWatcher:
                 except NETWORK_ERRORS as exc:
                     failures += 1
                     await self._after_failure(exc, failures)
-                except TEMPORARY as exc:  # disk full, database locked
+                except store_errors.TEMPORARY as exc:  # disk full, database locked
                     failures += 1
                     await self._after_failure(exc, failures)
                 except Exception as exc:  # a bug must not silence the mailbox for good
@@ -176,7 +176,7 @@ class MailboxWatcher:
         metrics.METRICS.mailbox_state(self.config.name, mode)
         try:
             await self.store.record_mailbox_state(self.config.name, mode, error, self.clock())
-        except STORE_ERRORS as exc:  # status is best effort; intake must go on
+        except store_errors.STORE_ERRORS as exc:  # status is best effort; intake must go on
             log.warning("imap.state_not_saved", mailbox=self.config.name, error=str(exc))
 
     # --- one round: connect, then fetch and process everything new --------------------

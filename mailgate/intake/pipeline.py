@@ -30,10 +30,10 @@ from mailgate.outbound.compose import RelayParts
 from mailgate.outbound.kinds import Sending
 from mailgate.outbound.queued import QueuedMail, parts_to_relay
 from mailgate.service.log import get_logger
+from mailgate.storage import errors as store_errors
 from mailgate.storage import gather
 from mailgate.storage.apply import Arrival, MailWriter, apply
 from mailgate.storage.attachments import Attachments, Part, extract, select
-from mailgate.storage.errors import TEMPORARY
 from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Tx, pack
 from mailgate.tickets.budget import MailBudget
@@ -220,7 +220,7 @@ class Pipeline:
         try:
             async with tx.savepoint():
                 return await self._process(tx, mail, msg, origin, now)
-        except TEMPORARY:
+        except store_errors.TEMPORARY:
             raise  # disk full, locked, I/O error: the caller retries the whole batch
         except BadMessage as exc:
             reason = str(exc)

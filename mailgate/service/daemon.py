@@ -38,8 +38,8 @@ from mailgate.service.current import Current, Snapshot
 from mailgate.service.log import get_logger
 from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.service.startup import ListenError, StartError
+from mailgate.storage import errors as store_errors
 from mailgate.storage.attachments import AttachmentStore
-from mailgate.storage.errors import STORE_ERRORS
 from mailgate.storage.leases import (
     LEADER,
     LeaseBook,
@@ -195,7 +195,7 @@ class Daemon:
             self.store = await Store.open(self.config.store_target,
                                           password=self.config.store_password,
                                           state_dir=self.config.state_dir)
-        except STORE_ERRORS as exc:  # libpq's messages name the server, not the password
+        except store_errors.STORE_ERRORS as exc:  # libpq names the server, never the password
             if self.config.database_server is None:
                 raise
             raise StartError(f"cannot open the database: {exc}") from None
@@ -781,7 +781,7 @@ async def _report_status(daemon: Daemon) -> None:
         await asyncio.sleep(STATUS_INTERVAL)
         try:
             line = await daemon.status_line()
-        except STORE_ERRORS:  # status is best effort; the database may be busy or full
+        except store_errors.STORE_ERRORS:  # status is best effort; the database may be busy or full
             continue
         if line != last:
             sd_notify(f"STATUS={line}")

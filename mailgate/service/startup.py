@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mailgate.errors import MailgateError
+from mailgate.storage import errors as store_errors
 from mailgate.storage.database_file import schema_version_of
-from mailgate.storage.errors import STORE_ERRORS
 from mailgate.storage.schema import MIGRATIONS
 
 LOCK_NAME = "mailgate.lock"
@@ -86,7 +86,7 @@ def check_database(path: Path) -> None:
         return  # the daemon creates it
     try:
         version = schema_version_of(path)
-    except STORE_ERRORS as exc:
+    except store_errors.STORE_ERRORS as exc:
         raise StartError(f"database {path} cannot be opened: {exc}; restore it from a "
                          f"backup, or move it away to start with an empty one") from None
     if version > len(MIGRATIONS):

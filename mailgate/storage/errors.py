@@ -1,15 +1,17 @@
 """Database errors by what they mean to the caller, whichever engine raised them.
 
 Code outside mailgate/storage/ catches these tuples, never an engine's exception classes:
-`except TEMPORARY as exc:` for a failure that retrying later can cure, `except
-STORE_ERRORS:` for any database error at all (a best-effort read such as a status line).
+`except errors.TEMPORARY as exc:` for a failure that retrying later can cure, `except
+errors.STORE_ERRORS:` for any database error at all (a best-effort read such as a status
+line).
 
-Each engine adds its own classes here. PostgreSQL's (psycopg, when the `postgresql` extra
-is installed): OperationalError covers a lost connection, an administrator's shutdown
-(AdminShutdown is one) and a database that cannot be reached; a serialization failure or a
-deadlock one of two nodes is chosen to lose; a standby that is read-only after a failover
--- all cured by trying again, on a fresh connection (the engine reconnects before the next
-transaction).
+They start with SQLite's, and an engine whose driver is imported only when it is used adds
+its own with register() when its module is imported (PostgreSQL: psycopg, which a daemon on
+SQLite never imports). So always name them through this module, `from mailgate.storage
+import errors as store_errors` and `except store_errors.TEMPORARY:`: the except clause
+reads the tuple when an exception arrives, after the engine registered its classes, where
+`from mailgate.storage.errors import TEMPORARY` would keep the tuple as it was when that
+module was imported (tests/test_style.py refuses it).
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ TEMPORARY: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 # Any error the database raised: TEMPORARY ones, and constraint, schema and data errors.
 STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
-try:
-    import psycopg
-except ImportError:  # SQLite only: the postgresql extra is not installed
-    pass
-else:
-    TEMPORARY += (psycopg.OperationalError, psycopg.errors.SerializationFailure,
-                  psycopg.errors.DeadlockDetected, psycopg.errors.ReadOnlySqlTransaction,
-                  psycopg.errors.LockNotAvailable)
-    STORE_ERRORS += (psycopg.Error,)
+
+def register(temporary: tuple[type[BaseException], ...],
+             any_error: tuple[type[BaseException], ...]) -> None:
+    """An engine's classes: `temporary` join TEMPORARY, `any_error` (the driver's base
+    classes) STORE_ERRORS. Registering a class twice adds it once."""
+    global TEMPORARY, STORE_ERRORS
+    TEMPORARY += tuple(c for c in dict.fromkeys(temporary) if c not in TEMPORARY)
+    STORE_ERRORS += tuple(c for c in dict.fromkeys(any_error) if c not in STORE_ERRORS)

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from mailgate.service.log import get_logger
-from mailgate.storage.errors import TEMPORARY
+from mailgate.storage import errors as store_errors
 
 log = get_logger("mailgate.workers.periodic")
 MAX_BACKOFF = 60.0  # seconds between retries while the database keeps failing
@@ -30,7 +30,7 @@ async def repeat(name: str, run_once: Callable[[], Awaitable[object]], wake: asy
             await run_once()
             errors = 0
             timeout = await next_wait()
-        except TEMPORARY as exc:  # locked, disk full: retry, never die
+        except store_errors.TEMPORARY as exc:  # locked, disk full: retry, never die
             errors += 1
             log.warning(f"{name}.retry", error=str(exc), round=errors)
         except Exception:  # a bug in one round must not stop every later one

@@ -28,6 +28,7 @@ from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
 from psycopg.types.string import TextLoader
 
+from mailgate.storage import errors
 from mailgate.storage.postgres.blobs import BlobStore
 from mailgate.storage.postgres.dialect import translate, translate_many
 from mailgate.storage.postgres.schema import MIGRATIONS
@@ -36,6 +37,18 @@ from mailgate.storage.postgres.schema import MIGRATIONS
 MIGRATION_LOCK = 7_106_001  # one migrating node at a time
 MESSAGE_KEY_LOCK = 7_106_002  # one node at a time per message key (gather.stored)
 OUTBOX_LOCK = 7_106_003  # one node at a time per outbox row (claim_outgoing)
+
+# psycopg's errors by what they mean to mailgate's callers (storage/errors.py), known from
+# the moment this engine can raise them. Cured by trying again, on a fresh connection (the
+# engine reconnects before the next transaction): OperationalError covers a lost
+# connection, an administrator's shutdown (AdminShutdown is one) and a database that
+# cannot be reached; a serialization failure or a deadlock one of two nodes is chosen to
+# lose; a standby that is read-only after a failover; a lock not granted in time.
+errors.register(
+    temporary=(psycopg.OperationalError, psycopg.errors.SerializationFailure,
+               psycopg.errors.DeadlockDetected, psycopg.errors.ReadOnlySqlTransaction,
+               psycopg.errors.LockNotAvailable),
+    any_error=(psycopg.Error,))
 
 # Rows some node holds (this one included) are left out before LIMIT, so a node is never
 # handed only rows it cannot lock; pg_locks lists every session's advisory locks
