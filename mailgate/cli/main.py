@@ -9,6 +9,7 @@ route, directory, backup, migrate, version."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -17,13 +18,7 @@ from typing import NoReturn
 from mailgate import __version__
 from mailgate.cli import keys as keys_command
 from mailgate.cli import migrate as migrate_to
-from mailgate.cli.admin import cmd_check, cmd_quarantine, cmd_status
-from mailgate.cli.database import cmd_backup, cmd_migrate
-from mailgate.cli.directory import cmd_directory, cmd_route
 from mailgate.cli.output import say, say_lines
-from mailgate.cli.reports import cmd_report
-from mailgate.cli.service import cmd_demo, cmd_run
-from mailgate.cli.tickets import cmd_send, cmd_show, cmd_tickets
 from mailgate.connect.oauth import login as oauth_login
 from mailgate.errors import ConfigError
 from mailgate.service.log import setup_logging
@@ -43,6 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """mailgate.cli.MODULE's command function NAME, imported when that command runs: the
+    daemon's start does not wait for what `report` or `backup` import, nor they for it."""
+    def run(args: argparse.Namespace) -> int:
+        command: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(f"mailgate.cli.{module}"), name)
+        return command(args)
+    return run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,19 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    check = command("check", cmd_check, "validate config, directory and templates; exit 1 "
-                    "on problems")
+    check = command("check", later("admin", "cmd_check"),
+                    "validate config, directory and templates; exit 1 on problems")
     check.add_argument("--connect", action="store_true", help="also log in to every mailbox "
                        "and the SMTP server and say how it went (no mail is sent)")
-    command("run", cmd_run, "run the daemon (systemd runs this)")
-    demo = command("demo", cmd_demo, "run everything on localhost, no mail server needed")
+    command("run", later("service", "cmd_run"), "run the daemon (systemd runs this)")
+    demo = command("demo", later("service", "cmd_demo"),
+                   "run everything on localhost, no mail server needed")
     demo.add_argument("--dir", default="mailgate-demo", help="demo folder (default: %(default)s)")
     demo.add_argument("--port", type=port_number, default=2525,
                       help="SMTP port; 0 takes any free one (default: %(default)s)")
-    status = command("status", cmd_status, "mailboxes, outbox, quarantine, open tickets and "
-                     "SLA risk per department")
+    status = command("status", later("admin", "cmd_status"),
+                     "mailboxes, outbox, quarantine, open tickets and SLA risk per department")
     status.add_argument("--json", action="store_true")
-    tickets = command("tickets", cmd_tickets, "list tickets, newest first; filters combine")
+    tickets = command("tickets", later("tickets", "cmd_tickets"),
+                      "list tickets, newest first; filters combine")
     tickets.add_argument("--department", help="department key, e.g. it")
     tickets.add_argument("--status", help="new, open, waiting, resolved, closed; several "
                          "comma-separated, or 'active' for all but resolved and closed")
@@ -92,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_argument("--limit", type=count(MAX_LIMIT), default=50,
                          help=f"at most this many, 1-{MAX_LIMIT} (default: %(default)s)")
     tickets.add_argument("--json", action="store_true")
-    report = command("report", cmd_report, "figures per department for a period: requests, "
-                     "response and resolution times, SLA compliance, backlog, satisfaction")
+    report = command("report", later("reports", "cmd_report"),
+                     "figures per department for a period: requests, response and resolution "
+                     "times, SLA compliance, backlog, satisfaction")
     report.add_argument("--since", default="30d", metavar="AGE", type=age,
                         help="period ending now, e.g. 7d, 30d (default: %(default)s)")
     report.add_argument("--department", action="append", metavar="KEY",
@@ -106,32 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true")
     form.add_argument("--html", action="store_true",
                       help="one self-contained HTML page with a chart per department")
-    show = command("show", cmd_show, "one ticket and its conversation")
+    show = command("show", later("tickets", "cmd_show"), "one ticket and its conversation")
     show.add_argument("ref", help="ticket number, e.g. IT-1042")
     show.add_argument("--json", action="store_true")
-    send = command("send", cmd_send, "send a test message to an SMTP listener (e.g. the demo)")
+    send = command("send", later("tickets", "cmd_send"),
+                   "send a test message to an SMTP listener (e.g. the demo)")
     send.add_argument("--server", default="127.0.0.1:2525", type=server,
                       help="HOST:PORT (default: %(default)s)")
     send.add_argument("--from", dest="sender", default="ann@example.com")
     send.add_argument("--to", default="it-help@example.com")
     send.add_argument("--subject", default="Laptop won't boot")
     send.add_argument("--body", default="It only beeps three times. Could someone look at it?")
-    quarantine = command("quarantine", cmd_quarantine, "messages that could not be processed")
+    quarantine = command("quarantine", later("admin", "cmd_quarantine"),
+                         "messages that could not be processed")
     quarantine.add_argument("action", choices=("list", "show", "retry", "drop"))
     quarantine.add_argument("id", nargs="?", type=count(SQLITE_MAX_INT))
     quarantine.add_argument("--json", action="store_true")
-    backup = command("backup", cmd_backup, "copy the SQLite database to FILE, safe while "
-                     "mailgate runs (online backup); on PostgreSQL, says the pg_dump command")
+    backup = command("backup", later("database", "cmd_backup"),
+                     "copy the SQLite database to FILE, safe while mailgate runs (online backup); "
+                     "on PostgreSQL, says the pg_dump command")
     backup.add_argument("file", help="where to write the copy")
     backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     backup.add_argument("--json", action="store_true")
-    migrate = command("migrate", cmd_migrate, "apply pending database schema migrations")
+    migrate = command("migrate", later("database", "cmd_migrate"),
+                      "apply pending database schema migrations")
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if migrations are pending")
     migrate.add_argument("--json", action="store_true")
     migrate_to.add_arguments(migrate)
-    route = command("route", cmd_route, "which department, priority and rule a message "
-                    "would get (nothing is stored or sent)")
+    route = command("route", later("directory", "cmd_route"),
+                    "which department, priority and rule a message would get (nothing is stored "
+                    "or sent)")
     route.add_argument("--from", dest="sender", required=True, help="sender address")
     route.add_argument("--to", required=True, help="recipients, comma-separated")
     route.add_argument("--cc", help="Cc recipients, comma-separated")
@@ -140,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                        help="an extra header such as 'X-Priority: 1' (repeatable)")
     route.add_argument("--json", action="store_true")
-    directory = command("directory", cmd_directory, "import people from an HR export (CSV)")
+    directory = command("directory", later("directory", "cmd_directory"),
+                        "import people from an HR export (CSV)")
     directory.add_argument("action", choices=("import",))
     directory.add_argument("file", help="CSV with a header row: email,name,department,"
                            "manager,role")
