@@ -10,17 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from mailgate.config.settings import config_path, load_config
 from mailgate.service import keyfile
-
-
-def register(command: Callable[..., argparse.ArgumentParser]) -> None:
-    keys = command("keys", cmd_keys, "the secret that signs reply keys: status, or rotate it")
-    keys.add_argument("action", choices=("status", "rotate"))
-    keys.add_argument("--json", action="store_true")
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

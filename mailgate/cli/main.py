@@ -16,10 +16,8 @@ from datetime import timedelta
 from typing import NoReturn
 
 from mailgate import __version__
-from mailgate.cli import keys as keys_command
 from mailgate.cli import migrate as migrate_to
 from mailgate.cli.output import say, say_lines
-from mailgate.connect.oauth import login as oauth_login
 from mailgate.errors import ConfigError
 from mailgate.service.log import setup_logging
 from mailgate.service.startup import StartError
@@ -41,11 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
-    """mailgate.cli.MODULE's command function NAME, imported when that command runs: the
-    daemon's start does not wait for what `report` or `backup` import, nor they for it."""
+    """mailgate.MODULE's command function NAME, imported when that command runs: the
+    daemon's start does not wait for what `report`, `backup` or `oauth` import, nor they
+    for it."""
     def run(args: argparse.Namespace) -> int:
         command: Callable[[argparse.Namespace], int] = getattr(
-            importlib.import_module(f"mailgate.cli.{module}"), name)
+            importlib.import_module(f"mailgate.{module}"), name)
         return command(args)
     return run
 
@@ -71,20 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    check = command("check", later("admin", "cmd_check"),
+    check = command("check", later("cli.admin", "cmd_check"),
                     "validate config, directory and templates; exit 1 on problems")
     check.add_argument("--connect", action="store_true", help="also log in to every mailbox "
                        "and the SMTP server and say how it went (no mail is sent)")
-    command("run", later("service", "cmd_run"), "run the daemon (systemd runs this)")
-    demo = command("demo", later("service", "cmd_demo"),
+    command("run", later("cli.service", "cmd_run"), "run the daemon (systemd runs this)")
+    demo = command("demo", later("cli.service", "cmd_demo"),
                    "run everything on localhost, no mail server needed")
     demo.add_argument("--dir", default="mailgate-demo", help="demo folder (default: %(default)s)")
     demo.add_argument("--port", type=port_number, default=2525,
                       help="SMTP port; 0 takes any free one (default: %(default)s)")
-    status = command("status", later("admin", "cmd_status"),
+    status = command("status", later("cli.admin", "cmd_status"),
                      "mailboxes, outbox, quarantine, open tickets and SLA risk per department")
     status.add_argument("--json", action="store_true")
-    tickets = command("tickets", later("tickets", "cmd_tickets"),
+    tickets = command("tickets", later("cli.tickets", "cmd_tickets"),
                       "list tickets, newest first; filters combine")
     tickets.add_argument("--department", help="department key, e.g. it")
     tickets.add_argument("--status", help="new, open, waiting, resolved, closed; several "
@@ -99,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_argument("--limit", type=count(MAX_LIMIT), default=50,
                          help=f"at most this many, 1-{MAX_LIMIT} (default: %(default)s)")
     tickets.add_argument("--json", action="store_true")
-    report = command("report", later("reports", "cmd_report"),
+    report = command("report", later("cli.reports", "cmd_report"),
                      "figures per department for a period: requests, response and resolution "
                      "times, SLA compliance, backlog, satisfaction")
     report.add_argument("--since", default="30d", metavar="AGE", type=age,
@@ -114,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true")
     form.add_argument("--html", action="store_true",
                       help="one self-contained HTML page with a chart per department")
-    show = command("show", later("tickets", "cmd_show"), "one ticket and its conversation")
+    show = command("show", later("cli.tickets", "cmd_show"), "one ticket and its conversation")
     show.add_argument("ref", help="ticket number, e.g. IT-1042")
     show.add_argument("--json", action="store_true")
-    send = command("send", later("tickets", "cmd_send"),
+    send = command("send", later("cli.tickets", "cmd_send"),
                    "send a test message to an SMTP listener (e.g. the demo)")
     send.add_argument("--server", default="127.0.0.1:2525", type=server,
                       help="HOST:PORT (default: %(default)s)")
@@ -125,24 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--to", default="it-help@example.com")
     send.add_argument("--subject", default="Laptop won't boot")
     send.add_argument("--body", default="It only beeps three times. Could someone look at it?")
-    quarantine = command("quarantine", later("admin", "cmd_quarantine"),
+    quarantine = command("quarantine", later("cli.admin", "cmd_quarantine"),
                          "messages that could not be processed")
     quarantine.add_argument("action", choices=("list", "show", "retry", "drop"))
     quarantine.add_argument("id", nargs="?", type=count(SQLITE_MAX_INT))
     quarantine.add_argument("--json", action="store_true")
-    backup = command("backup", later("database", "cmd_backup"),
+    backup = command("backup", later("cli.database", "cmd_backup"),
                      "copy the SQLite database to FILE, safe while mailgate runs (online backup); "
                      "on PostgreSQL, says the pg_dump command")
     backup.add_argument("file", help="where to write the copy")
     backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     backup.add_argument("--json", action="store_true")
-    migrate = command("migrate", later("database", "cmd_migrate"),
+    migrate = command("migrate", later("cli.database", "cmd_migrate"),
                       "apply pending database schema migrations")
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if migrations are pending")
     migrate.add_argument("--json", action="store_true")
     migrate_to.add_arguments(migrate)
-    route = command("route", later("directory", "cmd_route"),
+    route = command("route", later("cli.directory", "cmd_route"),
                     "which department, priority and rule a message would get (nothing is stored "
                     "or sent)")
     route.add_argument("--from", dest="sender", required=True, help="sender address")
@@ -153,15 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                        help="an extra header such as 'X-Priority: 1' (repeatable)")
     route.add_argument("--json", action="store_true")
-    directory = command("directory", later("directory", "cmd_directory"),
+    directory = command("directory", later("cli.directory", "cmd_directory"),
                         "import people from an HR export (CSV)")
     directory.add_argument("action", choices=("import",))
     directory.add_argument("file", help="CSV with a header row: email,name,department,"
                            "manager,role")
     directory.add_argument("--output", help="people TOML to write (default: the "
                            "directory's people_file)")
-    keys_command.register(command)
-    oauth_login.register(command)
+    keys = command("keys", later("cli.keys", "cmd_keys"),
+                   "the secret that signs reply keys: status, or rotate it")
+    keys.add_argument("action", choices=("status", "rotate"))
+    keys.add_argument("--json", action="store_true")
+    oauth = command("oauth", later("connect.oauth.login", "cmd_oauth"),
+                    "OAuth2 logins: fetch the first refresh token, show what is stored")
+    oauth.add_argument("action", choices=("login", "status"))
+    oauth.add_argument("name", nargs="?", help="for login: a [[mailbox]] name, or smtp")
+    oauth.add_argument("--paste", action="store_true", help="paste an authorization code "
+                       "even where the provider offers the device code flow")
     command("version", cmd_version, "print the version")
     return parser
 

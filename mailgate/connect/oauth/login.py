@@ -39,15 +39,6 @@ class Target:
     profile: OAuthProfile
 
 
-def register(command: Callable[..., argparse.ArgumentParser]) -> None:
-    oauth = command("oauth", cmd_oauth, "OAuth2 logins: fetch the first refresh token, show "
-                    "what is stored")
-    oauth.add_argument("action", choices=("login", "status"))
-    oauth.add_argument("name", nargs="?", help="for login: a [[mailbox]] name, or smtp")
-    oauth.add_argument("--paste", action="store_true", help="paste an authorization code "
-                       "even where the provider offers the device code flow")
-
-
 def cmd_oauth(args: argparse.Namespace) -> int:
     from mailgate.cli.output import say
 
