@@ -25,7 +25,7 @@ from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.storage import errors as store_errors
 from mailgate.storage.postgres.dialect import TranslationError, translate, translate_many
-from mailgate.storage.postgres.engine import mask
+from mailgate.storage.postgres.engine import MIGRATION_LOCK, mask
 from mailgate.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from mailgate.storage.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from mailgate.storage.store import Store
@@ -159,6 +159,17 @@ async def test_the_schema_has_every_sqlite_table_and_column(pg: Store, tmp_path:
 async def test_migrating_again_changes_nothing(pg: Store) -> None:
     assert await pg.migrate() == 0
     assert await pg.schema_version() == len(PG_MIGRATIONS)
+
+
+async def test_a_start_on_a_current_database_does_not_wait_for_the_migration_lock(
+        pg_url: str, pg: Store, tmp_path: Path) -> None:
+    """A node holding the migration lock (migrating, or stuck) does not hold up another's
+    start on a database already at this version: there is nothing to migrate."""
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        async with asyncio.timeout(5):
+            second = await Store.open(pg_url, state_dir=tmp_path / "second")
+        await second.close()
 
 
 async def test_two_nodes_draw_distinct_ticket_numbers(pg_url: str, pg: Store) -> None:
