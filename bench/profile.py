@@ -2,6 +2,7 @@
 """Where one burst's time goes inside the daemon: py-spy attached to `mailgate run`.
 
     python bench/profile.py [--messages 1000] [--shape acks] [--rate 200]
+        [--engine sqlite|postgresql]
 
 Fills one Dovecot mailbox with the issue's mix, starts the daemon (acks only by default),
 attaches `py-spy record` to it once it is ready (all threads, idle stacks left out; with
@@ -9,7 +10,8 @@ attaches `py-spy record` to it once it is ready (all threads, idle stacks left o
 stops it once the last acknowledgement reached the sink. Writes the folded stacks to
 bench/results/profile-SHAPE[-gil].txt (flamegraph.pl or speedscope read them) and prints the
 functions with the most samples on top of the stack (self) and anywhere in it (total),
-as file:line. py-spy must be installed (pip install py-spy).
+as file:line. py-spy must be installed (pip install py-spy). With --engine postgresql the
+daemon's store is a fresh database on a private PostgreSQL (fsync on), as in burst.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,17 +34,19 @@ from bench import burst, rig
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
-def record(messages: int, shape: str, rate: int, out: Path, gil: bool) -> float:
+def record(messages: int, shape: str, rate: int, out: Path, gil: bool,
+           engine: str = "sqlite") -> float:
     """Run the burst under py-spy; the burst's seconds (spawn -> last ack)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     notify_team, cpus = burst.SHAPES[shape]
     mix = rig.message_mix(messages, 1)
     sink = rig.Sink()
     requests = sum(1 for r in mix if r.reply_to is None)
-    with rig.dovecot() as server, rig.tempdir("profile") as tmp:
+    with (rig.dovecot() as server, rig.tempdir("profile") as tmp,
+          rig.postgres() if engine == "postgresql" else nullcontext() as pg):
         accounts = rig.fill(server, mix)
-        config = rig.write_config(Path(tmp), sink, accounts,
-                                  rig.DaemonSetup(notify_team=notify_team))
+        config = rig.write_config(Path(tmp), sink, accounts, rig.DaemonSetup(
+            notify_team=notify_team, database_url=pg.create_database() if pg else None))
         daemon = rig.start_daemon(config, cpus=cpus)
         spy = subprocess.Popen([py_spy, "record", "--pid", str(daemon.pid), "--threads",
                                 "--rate", str(rate), "--format", "raw", "--output", str(out),
@@ -139,13 +144,15 @@ def main() -> None:
     parser.add_argument("--shape", choices=list(burst.SHAPES), default="acks")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--gil", action="store_true",
                         help="only the thread holding the GIL: where Python CPU time goes")
     args = parser.parse_args()
-    out = rig.RESULTS / f"profile-{args.shape}{'-gil' if args.gil else ''}.txt"
+    engine = "" if args.engine == "sqlite" else f"-{args.engine}"
+    out = rig.RESULTS / f"profile-{args.shape}{engine}{'-gil' if args.gil else ''}.txt"
     rig.RESULTS.mkdir(exist_ok=True)
     started = time.monotonic()
-    seconds = record(args.messages, args.shape, args.rate, out, args.gil)
+    seconds = record(args.messages, args.shape, args.rate, out, args.gil, args.engine)
     print(f"{args.messages} messages, {args.shape}: {seconds:.1f} s under py-spy "
           f"({time.monotonic() - started:.0f} s in all); folded stacks in {out}")
     print(summarise(out, args.top))

@@ -198,6 +198,46 @@ async def test_a_failing_message_rolls_back_only_itself(h: Harness,
     assert await h.count("quarantine") == 1
 
 
+async def refuse_outgoing_mail_to(h: Harness, address: str) -> None:
+    """A database that refuses to queue mail to `address`: the write that fails is the
+    message's last but one (its events come after), one a pipeline does not wait for."""
+    if h.store.engine.name == "sqlite":
+        await h.store.conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox "
+            f"WHEN NEW.recipients LIKE '%{address}%' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END")
+        return
+    await h.store.conn.run_script(f"""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.recipients LIKE '%{address}%' THEN
+                RAISE EXCEPTION 'refused by the database';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON outbox
+            FOR EACH ROW EXECUTE FUNCTION refuse()""")
+
+
+async def test_a_write_the_database_refuses_undoes_its_own_message_only(h: Harness) -> None:
+    """On PostgreSQL a message's writes whose results are not needed are not waited for
+    one by one; a failure among them is still this message's, not the next one's."""
+    await refuse_outgoing_mail_to(h, "zoe.q@example.com")
+    async with h.store.transaction() as tx:
+        before = await h.pipeline.handle(tx, mail(message_id="<a@x.example>"), IT)
+        refused = await h.pipeline.handle(tx, mail(
+            "Printer jammed", sender="Zoe Q <zoe.q@example.com>", message_id="<b@x.example>"), IT)
+        after = await h.pipeline.handle(tx, mail(
+            "VPN down", sender="Cy <cy@example.com>", message_id="<c@x.example>"), IT)
+    assert (before.action, after.action) == ("ticket", "ticket")
+    assert refused.action == "quarantined" and "refused by the database" in refused.reason
+    assert await h.count("tickets") == 2
+    assert await h.count("messages") == 2  # the refused message's rows were undone
+    assert await h.count("receipts") == 2
+    assert await h.count("outbox", "ticket NOT IN (SELECT id FROM tickets)") == 0
+    assert await h.count("quarantine") == 1
+
+
 async def test_header_injection_in_subject_cannot_add_headers(h: Harness) -> None:
     evil = mail("=?utf-8?q?hi=0D=0ABcc=3A_victim=40example=2Ecom?=")
     await h.deliver(evil)

@@ -199,6 +199,36 @@ async def _one_ticket(store: Store, subject: str) -> str:
     return ticket.ref
 
 
+async def test_other_tasks_reads_wait_while_a_message_is_pipelined(pg: Store,
+                                                                   tmp_path: Path) -> None:
+    """A mailbox watcher asks for its position on the writer connection while another's
+    batch is open, its messages' writes pipelined: both go on, neither breaks the link."""
+    clock = FakeClock()
+    node = Harness(pg, _pg_pipeline(clock), clock)
+    stop = asyncio.Event()
+
+    async def positions() -> int:
+        asked = 0
+        while not stop.is_set():
+            assert await pg.mailbox_position("nowhere") is None
+            asked += 1
+            await asyncio.sleep(0)
+        return asked
+
+    readers = [asyncio.create_task(positions()) for _ in range(3)]
+    try:
+        async with pg.transaction() as tx:
+            outcomes = [await node.pipeline.handle(
+                tx, mail(f"request {i}", message_id=f"<p{i}@example.com>"), IT)
+                for i in range(30)]
+    finally:
+        stop.set()
+        asked = await asyncio.gather(*readers)
+    assert [o.action for o in outcomes] == ["ticket"] * 30
+    assert min(asked) > 0
+    assert await node.count("tickets") == 30
+
+
 async def test_a_concurrent_duplicate_is_the_duplicate_path(pg_url: str,
                                                            tmp_path: Path) -> None:
     clock = FakeClock()

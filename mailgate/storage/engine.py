@@ -10,8 +10,9 @@ things several writers need (a lock per message key, claiming outbox rows).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from mailgate.storage.attachments import Attachments
 
@@ -34,6 +35,19 @@ class Connection(Protocol):
 
     @property
     def in_transaction(self) -> bool: ...
+
+
+@runtime_checkable
+class Pipelining(Protocol):
+    """A networked connection's way to save round trips (PostgreSQL): inside pipeline(),
+    a statement sent with send() (or executemany()) is not waited for; its error, if any,
+    is raised by the next statement that waits, or when the block ends. SQLite's
+    connection has no such thing: a round trip there is a hop to its thread."""
+
+    def pipeline(self) -> AbstractAsyncContextManager[None]: ...
+    async def send(self, sql: str, parameters: Sequence | Mapping = ...) -> None: ...
+    async def drop_pending(self) -> None:
+        """After a failure inside pipeline(): settle what was sent, errors ignored."""
 
 
 class Engine(Protocol):

@@ -22,7 +22,7 @@ from pathlib import Path
 from mailgate.core.mime.parse import fingerprint
 from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
 from mailgate.storage.attachments import Attachments, AttachmentStore
-from mailgate.storage.engine import Connection, Cursor, Engine
+from mailgate.storage.engine import Connection, Cursor, Engine, Pipelining
 from mailgate.storage.sqlite.engine import SqliteEngine
 
 FIRST_TICKET_NUMBER = 1001
@@ -361,7 +361,10 @@ class Tx:
         self.conn = conn
         self.state_dir = state_dir  # local files (SMTP spool; attachments on SQLite)
         self.engine = engine
-        self._savepoints = 0
+        self._savepoints = 0  # how many are open: the next one's name
+        # PostgreSQL: a message's statements whose results are not needed go out
+        # without waiting (see savepoint).
+        self._pipelining = conn if isinstance(conn, Pipelining) else None
 
     @property
     def attachments(self) -> Attachments | None:
@@ -373,6 +376,15 @@ class Tx:
     async def execute(self, sql: str, args: Iterable = ()) -> Cursor:
         return await self.conn.execute(sql, tuple(args))
 
+    async def send(self, sql: str, args: Iterable = ()) -> None:
+        """A statement whose result is not needed. Inside a savepoint on PostgreSQL it is
+        not waited for: an error in it is raised by a later statement of the savepoint,
+        or at its end (Pipelining); elsewhere it runs as execute() does."""
+        if self._pipelining is not None:
+            await self._pipelining.send(sql, tuple(args))
+        else:
+            await self.conn.execute(sql, tuple(args))
+
     # execute_fetchall is one trip to the database thread instead of three.
     async def fetch_one(self, sql: str, args: Iterable = ()) -> tuple | None:
         rows = await self.conn.execute_fetchall(sql, tuple(args))
@@ -383,15 +395,47 @@ class Tx:
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
+        """The block's statements, undone together if it raises. Named by depth: the
+        same few names each time, so PostgreSQL prepares them once."""
         self._savepoints += 1
         name = f"sp{self._savepoints}"
-        await self.conn.execute(f"SAVEPOINT {name}")
         try:
-            yield
+            if self._pipelining is None:
+                await self.conn.execute(f"SAVEPOINT {name}")
+                try:
+                    yield
+                except BaseException:
+                    await self._roll_back_to(name)
+                    raise
+                await self.conn.execute(f"RELEASE {name}")
+            else:
+                async with self._pipelined(name):
+                    yield
+        finally:
+            self._savepoints -= 1
+
+    @asynccontextmanager
+    async def _pipelined(self, name: str) -> AsyncIterator[None]:
+        """savepoint() on a Pipelining connection: SAVEPOINT, the statements that need no
+        answer and RELEASE travel with those that do, and the pipeline's end waits for
+        them all -- inside the block, so an error in any of them undoes the savepoint
+        and is raised here, for this message, never for the next one."""
+        assert self._pipelining is not None
+        try:
+            async with self._pipelining.pipeline():
+                await self._pipelining.send(f"SAVEPOINT {name}")
+                try:
+                    yield
+                except BaseException:
+                    await self._pipelining.drop_pending()
+                    raise
+                await self._pipelining.send(f"RELEASE {name}")
         except BaseException:
-            await self.conn.execute(f"ROLLBACK TO {name}")
-            await self.conn.execute(f"RELEASE {name}")
+            await self._roll_back_to(name)
             raise
+
+    async def _roll_back_to(self, name: str) -> None:
+        await self.conn.execute(f"ROLLBACK TO {name}")
         await self.conn.execute(f"RELEASE {name}")
 
     # --- dedupe ---------------------------------------------------------------------
@@ -439,21 +483,21 @@ class Tx:
                             requester_name: str, priority: Priority, now: datetime, *,
                             cc: Sequence[str] = (), next_escalation_at: float | None = None,
                             ) -> Ticket:
-        row = await self.fetch_one(  # one round trip: the first ticket of a prefix, or the next
-            "INSERT INTO counters (prefix, next_number) VALUES (?, ?) "
-            "ON CONFLICT (prefix) DO UPDATE SET next_number = counters.next_number + 1 "
-            "RETURNING next_number - 1", (prefix, FIRST_TICKET_NUMBER + 1))
-        number = int(row[0]) if row else FIRST_TICKET_NUMBER
-        ref = f"{prefix}-{number}"
-        cur = await self.execute(
-            """INSERT INTO tickets (ref, department, number, subject, requester,
-                   requester_name, status, priority, created_at, updated_at, cc,
-                   next_escalation_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (ref, department, number, subject, requester, requester_name, Status.NEW.value,
-             priority.value, ts(now), ts(now), json.dumps(list(cc)) if cc else None,
-             next_escalation_at))
-        return Ticket(int(cur.lastrowid or 0), ref, department, subject, requester,
+        values = (department, subject, requester, requester_name, Status.NEW.value,
+                  priority.value, ts(now), ts(now), json.dumps(list(cc)) if cc else None,
+                  next_escalation_at)
+        if self.engine is not None and self.engine.name == "postgresql":
+            # The number drawn and the ticket inserted in one statement: one round trip.
+            row = await self.fetch_one(
+                _DRAW_AND_OPEN, (prefix, FIRST_TICKET_NUMBER + 1, prefix, *values))
+            assert row is not None  # the counter's upsert always returns its row
+            ticket_id, number = int(row[0]), int(row[1])
+        else:
+            row = await self.fetch_one(_DRAW, (prefix, FIRST_TICKET_NUMBER + 1))
+            number = int(row[0]) if row else FIRST_TICKET_NUMBER
+            cur = await self.execute(_OPEN, (f"{prefix}-{number}", number, *values))
+            ticket_id = int(cur.lastrowid or 0)
+        return Ticket(ticket_id, f"{prefix}-{number}", department, subject, requester,
                       requester_name, Status.NEW, priority, now, now)
 
     async def add_event(self, ticket_id: int, kind: str, now: datetime, *,
@@ -551,6 +595,22 @@ class Tx:
                RETURNING id""",
             (ts(now), source, reason[:1000], key, sender, subject[:500], raw))
         return int(row[0]) if row else 0
+
+
+# A ticket's number: the first of its prefix, or the next (one round trip either way).
+_DRAW = ("INSERT INTO counters (prefix, next_number) VALUES (?, ?) "
+         "ON CONFLICT (prefix) DO UPDATE SET next_number = counters.next_number + 1 "
+         "RETURNING next_number - 1")
+_TICKET_VALUES = ("department, subject, requester, requester_name, status, priority, "
+                  "created_at, updated_at, cc, next_escalation_at")
+_TICKET_MARKS = ", ".join("?" * len(_TICKET_VALUES.split(",")))
+_OPEN = f"INSERT INTO tickets (ref, number, {_TICKET_VALUES}) VALUES (?, ?, {_TICKET_MARKS})"
+# PostgreSQL: both in one statement (a data-modifying WITH runs once, however often read).
+_DRAW_AND_OPEN = (
+    f"WITH drawn AS ({_DRAW} AS number) "
+    f"INSERT INTO tickets (ref, number, {_TICKET_VALUES}) "
+    "VALUES (CAST(? AS TEXT) || '-' || CAST((SELECT number FROM drawn) AS TEXT), "
+    f"(SELECT number FROM drawn), {_TICKET_MARKS}) RETURNING id, number")
 
 
 _OUTBOX_ROW = ("id, message_id, kind, ticket, mail_from, recipients, raw, attempts, created_at, "

@@ -28,7 +28,7 @@ def state_from_row(r: tuple) -> TicketState:
 
 
 async def set_text(tx: Tx, message: int, text: str) -> None:
-    await tx.execute("UPDATE messages SET text = ? WHERE id = ?", (text, message))
+    await tx.send("UPDATE messages SET text = ? WHERE id = ?", (text, message))
 
 
 async def set_status(tx: Tx, ticket_id: int, status: Status, now: datetime) -> None:
@@ -37,7 +37,7 @@ async def set_status(tx: Tx, ticket_id: int, status: Status, now: datetime) -> N
                    Status.CLOSED: (", closed_at = ?", (ts(now),)),
                    Status.OPEN: (", resolved_at = NULL, closed_at = NULL", ())}.get(
                        status, ("", ()))
-    await tx.execute(f"UPDATE tickets SET status = ?, updated_at = ?{extra} WHERE id = ?",
+    await tx.send(f"UPDATE tickets SET status = ?, updated_at = ?{extra} WHERE id = ?",
                      (status.value, ts(now), *args, ticket_id))
 
 
@@ -61,8 +61,8 @@ async def update_ticket(tx: Tx, ticket_id: int, columns: Mapping[str, object],
             if "paused_at" not in columns
             else "NULL" if columns["paused_at"] is not None else NEXT_ESCALATION))
     if sets:
-        await tx.execute(f"UPDATE tickets SET {', '.join(sets)} WHERE id = ?",
-                         (*args, ticket_id))
+        await tx.send(f"UPDATE tickets SET {', '.join(sets)} WHERE id = ?",
+                      (*args, ticket_id))
 
 
 async def resolved_before(tx: Tx, cutoff: datetime, limit: int) -> list[tuple[int, str]]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,19 @@ class _Pending:
 
 
 class PgConnection:
-    """One psycopg connection with the part of aiosqlite's API mailgate's SQL uses."""
+    """One psycopg connection with the part of aiosqlite's API mailgate's SQL uses.
+
+    Inside pipeline() (engine.Pipelining) a statement sent with send() or executemany()
+    goes out at once but is not waited for: its result (and any error) comes back with
+    the next statement whose rows are needed, or when the pipeline ends. A message's
+    dozen statements then cost a few round trips to the server instead of a dozen.
+
+    psycopg's pipeline is the whole connection's state, not one task's: a statement from
+    another task (a mailbox watcher asking for its position while another's batch is
+    open) let in halfway would be queued in it -- or, as it ends, sent and never read.
+    So while a pipeline is open, every other task's statement on this connection waits
+    until it ends (a message's worth of milliseconds). The task that opened it must not
+    wait, inside it, for another task that uses this connection."""
 
     def __init__(self, url: str, password: str | None, read_only: bool = False) -> None:
         self.url = url
@@ -134,6 +147,10 @@ class PgConnection:
         self.read_only = read_only
         self.raw: psycopg.AsyncConnection | None = None
         self._connecting = asyncio.Lock()  # two readers at once open one connection
+        self._pipe: psycopg.AsyncPipeline | None = None
+        self._pipe_owner: asyncio.Task | None = None  # the task whose pipeline is open
+        self._pipe_closed = asyncio.Event()
+        self._pipe_closed.set()
 
     async def connect(self) -> None:
         extra = {"password": self.password} if self.password else {}
@@ -166,11 +183,19 @@ class PgConnection:
     def execute(self, sql: str, parameters: Sequence | Mapping = ()) -> _Pending:
         return _Pending(self._execute(sql, parameters))
 
+    async def _my_turn(self) -> None:
+        """Wait while another task's pipeline is open (see the class)."""
+        while self._pipe_owner is not None and self._pipe_owner is not asyncio.current_task():
+            await self._pipe_closed.wait()
+
     async def _execute(self, sql: str, parameters: Sequence | Mapping) -> PgCursor:
+        await self._my_turn()
         done = translate(sql)
         raw = self._raw()
         async with raw.cursor() as cur:
             await cur.execute(done.sql, done.arguments(parameters))
+            if self._pipe is not None:  # this one's rows are wanted: wait for them
+                await self._pipe.sync()
             rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
             if done.returns_id:
                 return PgCursor([], cur.rowcount, int(rows[0][0]) if rows else None)
@@ -181,13 +206,52 @@ class PgConnection:
         return await (await self._execute(sql, parameters)).fetchall()
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence | Mapping]) -> None:
+        await self._my_turn()
         text, rows = translate_many(sql, parameters)
         if rows:
             async with self._raw().cursor() as cur:
                 await cur.executemany(text, rows)
 
+    @asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[None]:
+        """Until the block ends, send() and executemany() do not wait (see the class);
+        leaving it waits for everything sent and raises the first error among them."""
+        await self._my_turn()
+        self._pipe_owner = asyncio.current_task()
+        self._pipe_closed.clear()
+        try:
+            async with self._raw().pipeline() as pipe:
+                self._pipe = pipe
+                try:
+                    yield
+                finally:
+                    self._pipe = None
+        finally:
+            self._pipe_owner = None
+            self._pipe_closed.set()
+
+    async def send(self, sql: str, parameters: Sequence | Mapping = ()) -> None:
+        """A statement whose result is not needed: inside pipeline() it goes out without
+        waiting, elsewhere it runs as execute() does."""
+        if self._pipe is None or self._pipe_owner is not asyncio.current_task():
+            await self._execute(sql, parameters)
+            return
+        done = translate(sql)
+        await self._raw().execute(done.sql, done.arguments(parameters))
+
+    async def drop_pending(self) -> None:
+        """Inside pipeline(), after a failure: wait for what was sent, ignoring its errors
+        (the caller is rolling it back), so the connection takes statements again."""
+        if self._pipe is not None:
+            try:
+                await self._pipe.sync()
+            except psycopg.Error:
+                if self.lost:
+                    raise
+
     async def run_script(self, script: str) -> None:
         """PostgreSQL's own SQL (migrations), several statements, no parameters."""
+        await self._my_turn()
         await self._raw().execute(script.encode())
 
     async def commit(self) -> None:
@@ -243,8 +307,9 @@ class PostgresEngine:
         await self.conn.reconnect_if_lost()
 
     async def lock_key(self, conn: PgConnection, key: str) -> None:
-        await conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
-                           (MESSAGE_KEY_LOCK, key))
+        """Sent, not waited for (in a pipeline): the query after it waits for the lock."""
+        await conn.send("SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                        (MESSAGE_KEY_LOCK, key))
 
     def attachments(self, state_dir: Path | None) -> BlobStore:
         return self.blobs
@@ -290,12 +355,16 @@ class PostgresEngine:
         return rows
 
     async def on_claims_connection(self, sql: str, rows: list[Sequence]) -> None:
-        """Run `sql` once per row on the claims connection, as one transaction of its own
-        (autocommit groups an executemany into one): settling claimed rows must not wait
-        behind the writer connection's open intake batch."""
+        """Run `sql` once per row on the claims connection, as one transaction of its own:
+        settling claimed rows must not wait behind the writer connection's open intake
+        batch. One row (a node marks each mail before its next send) is one statement,
+        its own transaction in autocommit: one round trip, not BEGIN, it and COMMIT."""
         if self._claims.lost:
             await self._claims.reconnect_if_lost()
             self._held = set()
+        if len(rows) == 1:
+            await self._claims.execute(sql, rows[0])
+            return
         async with self._claims._raw().transaction():
             await self._claims.executemany(sql, rows)
 
