@@ -8,10 +8,17 @@ Internally every instant is an integer count of microseconds since the Unix epoc
 arithmetic is exact (add and elapsed are inverses to the microsecond) and cheap. Days are
 walked one at a time and each date's working spans are cached, so a scheduler asking about
 many tickets pays the zone conversions once per date.
+
+elapsed() answers from a timeline instead (see _Timeline): the working time of a run of
+days as one list of disjoint spans with the business time before each, so the time between
+two instants is a difference of two prefix sums, found by bisection, however far apart they
+are. A report asks this for every ticket of a month; walking days made it most of the
+report's time. The walk stays as the reference and for what a timeline cannot answer.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
@@ -30,6 +37,10 @@ MAX_SEARCH_DAYS = 20 * 366  # add()/next_open() give up after ~20 years instead 
 _US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CACHE_DAYS = 4096  # per-calendar cache of converted dates; cleared whole when full
+_TIMELINE_MARGIN = 400  # days a timeline reaches beyond the dates asked for, both ways
+_TIMELINE_MAX_DAYS = 40 * 366  # wider questions walk the days (one-off, rare)
+_NO_TIME_BEFORE = -(1 << 80)  # sentinels beyond any instant in microseconds
+_NO_TIME_AFTER = 1 << 80
 _INTERVAL = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
 _TABLE_KEYS = ("timezone", "hours", "holidays", "holiday_country", "holiday_subdivision")
 
@@ -101,6 +112,7 @@ class BusinessCalendar:
     _always: bool = field(init=False, repr=False, compare=False, default=False)
     _days: dict[int, tuple[tuple[int, int], ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict)
+    _timeline: _Timeline | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if len(self.hours) != 7:
@@ -151,8 +163,19 @@ class BusinessCalendar:
             return 0
         if self._always:
             return stop - begin
+        first, last = self._ordinal_of(start, begin), self._ordinal_of(end, stop)
+        timeline = self._timeline_over(first - 1, last)
+        if timeline is not None:
+            found = timeline.elapsed_us(begin, stop, first, last)
+            if found is not None:
+                return found
+        return self._walked_us(begin, stop, last)
+
+    def _walked_us(self, begin: int, stop: int, last: int) -> int:
+        """elapsed_us by walking the working spans of the dates up to `last` (the local
+        date of `stop`): the definition the timeline must agree with."""
         total = 0
-        for a, b in self._spans(begin, self._local_ordinal(stop)):
+        for a, b in self._spans(begin, last):
             if a >= stop:
                 break
             total += min(b, stop) - a
@@ -162,6 +185,29 @@ class BusinessCalendar:
 
     def _local_ordinal(self, us: int) -> int:
         return _from_us(us).astimezone(self.zone).toordinal()
+
+    def _ordinal_of(self, at: datetime, us: int) -> int:
+        """_local_ordinal(us) for `at`, the same instant, without building it again in UTC.
+        astimezone() leaves a datetime already in the zone as it is, even a wall time in a
+        DST gap: that one goes the long way, through the real instant."""
+        if at.tzinfo is self.zone:
+            return self._local_ordinal(us)
+        return at.astimezone(self.zone).toordinal()
+
+    def _timeline_over(self, first: int, last: int) -> _Timeline | None:
+        """A timeline holding the dates first..last, extended (built anew) when they are
+        outside the current one; None for a range too wide to keep."""
+        line = self._timeline
+        if line is not None and line.first <= first and last <= line.last:
+            return line
+        low, high = first - _TIMELINE_MARGIN, last + _TIMELINE_MARGIN
+        if line is not None:
+            low, high = min(low, line.first), max(high, line.last)
+        if high - low > _TIMELINE_MAX_DAYS:
+            return None
+        line = _Timeline.build(low, high, self._spans_on)
+        object.__setattr__(self, "_timeline", line)
+        return line
 
     def _never_open(self, at: datetime) -> ValueError:
         return ValueError(f"calendar {self.name!r} has no working time in the 20 years "
@@ -200,6 +246,72 @@ class BusinessCalendar:
             if b > a:  # an interval inside a spring-forward gap has no real time
                 spans.append((a, b))
         return tuple(sorted(spans))
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    """The working spans of the dates first..last in the order BusinessCalendar._spans
+    walks them (date by date, each date's spans sorted), each clipped to begin where the
+    ones before it ended, so they are disjoint and ascending, with the business time
+    before each. The business time below an instant is then one bisection away.
+
+    This matches the walk from `begin` (elapsed_us) exactly when nothing of the dates
+    before the walk's first date (the day before begin's date) reaches past `begin`, and
+    nothing of the dates after stop's date starts before `stop`: the walk leaves those
+    dates out, the timeline has them. `reach` and `next_start` per date tell; with ordinary
+    hours both hold always, and where they do not (spans that DST or hand-built intervals
+    make run into another date's) the caller walks instead.
+    """
+
+    first: int  # date ordinals
+    last: int
+    starts: list[int]  # spans, microseconds since the epoch
+    ends: list[int]
+    before: list[int]  # business microseconds before each span
+    reach: list[int]  # per date: the latest end of the spans of the dates up to it
+    next_start: list[int]  # per date: the start of the first span of that date or later
+
+    @classmethod
+    def build(cls, first: int, last: int,
+              spans_on: Callable[[int], tuple[tuple[int, int], ...]]) -> _Timeline:
+        starts: list[int] = []
+        ends: list[int] = []
+        before: list[int] = []
+        reach: list[int] = []
+        first_span: list[int] = []  # per date: index of its first span in starts
+        total, cursor = 0, _NO_TIME_BEFORE
+        for day in range(first, last + 1):
+            first_span.append(len(starts))
+            for a, b in spans_on(day):
+                if b > cursor:  # as _spans clips them
+                    a = max(a, cursor)
+                    starts.append(a)
+                    ends.append(b)
+                    before.append(total)
+                    total += b - a
+                    cursor = b
+            reach.append(cursor)
+        next_start = [starts[i] if i < len(starts) else _NO_TIME_AFTER for i in first_span]
+        return cls(first, last, starts, ends, before, reach, next_start)
+
+    def below(self, us: int) -> int:
+        """Business microseconds of the timeline before the instant `us`."""
+        i = bisect.bisect_right(self.starts, us) - 1
+        if i < 0:
+            return 0
+        return self.before[i] + min(us, self.ends[i]) - self.starts[i]
+
+    def elapsed_us(self, begin: int, stop: int, first: int, last: int) -> int | None:
+        """Business time from begin (local date `first`) to stop (local date `last`), or
+        None when the walk from begin could differ (see the class)."""
+        walk_from = first - 1
+        if walk_from < self.first or last > self.last:
+            return None
+        if walk_from > self.first and self.reach[walk_from - 1 - self.first] > begin:
+            return None
+        if last < self.last and self.next_start[last + 1 - self.first] < stop:
+            return None
+        return self.below(stop) - self.below(begin)
 
 
 def _to_us(at: datetime) -> int:
