@@ -162,7 +162,7 @@ async def test_imap_server_down_and_back_processes_what_arrived(
         private.cleanup()
 
 
-async def test_smtp_down_queues_then_sends_in_order(
+async def test_smtp_down_queues_then_sends_each_once(
         tmp_path: Path, dovecot: DovecotServer, imap_account: ImapAccount,
         smtp_sink: SmtpSink) -> None:
     config = write_config(tmp_path, smtp_sink, mailbox(tmp_path, "it", imap_account))
@@ -184,7 +184,9 @@ async def test_smtp_down_queues_then_sends_in_order(
         await smtp_sink.start()  # same port again
         received = await smtp_sink.wait_for(count=5, timeout=60)
         tickets = [m.message["X-Mailgate-Ticket"] for m in received]
-        assert tickets == [f"IT-{1001 + i}" for i in range(5)]  # in order, none lost
+        # None lost, none twice; the order is kept per ticket (test_outbox_lanes.py), not
+        # across tickets: they go out on several connections at once.
+        assert sorted(tickets) == [f"IT-{1001 + i}" for i in range(5)]
     finally:
         await daemon.stop()
 
@@ -215,7 +217,7 @@ async def test_locked_database_delays_but_loses_nothing(
             blocker.execute("ROLLBACK")
             blocker.close()
         await smtp_sink.wait_for(count=3, timeout=60)  # the retried batch, nothing lost
-        assert [m.message["In-Reply-To"] for m in smtp_sink.messages] == [
+        assert sorted(m.message["In-Reply-To"] for m in smtp_sink.messages) == [
             f"<lock{i}@x>" for i in range(3)]
     finally:
         await daemon.stop()

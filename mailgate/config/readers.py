@@ -76,10 +76,13 @@ class Table:
     def str(self, name: str, default: Any = REQUIRED) -> Any:
         return self._get(name, default, str, "a string")
 
-    def int(self, name: str, default: Any = REQUIRED, minimum: int | None = None) -> Any:
+    def int(self, name: str, default: Any = REQUIRED, minimum: int | None = None,
+            maximum: int | None = None) -> Any:
         value = self._get(name, default, int, "an integer")
         if isinstance(value, int) and minimum is not None and value < minimum:
             self.problem(name, f"must be at least {minimum}, got {value}")
+        if isinstance(value, int) and maximum is not None and value > maximum:
+            self.problem(name, f"must be at most {maximum}, got {value}")
         return value
 
     def float(self, name: str, default: Any = REQUIRED) -> Any:

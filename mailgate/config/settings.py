@@ -55,6 +55,12 @@ class SmtpConfig:
     tls_verify: bool = True  # false: any certificate is accepted (warned by check, logged)
     oauth: OAuthProfile | None = None  # log in with an OAuth2 token instead of a password
     oauth_mechanism: str = "auto"  # auto | xoauth2 | oauthbearer
+    # Mails on their way at once, each on its own connection. Three: Microsoft 365 allows
+    # three concurrent SMTP AUTH connections per mailbox; a local relay takes more.
+    connections: int = 3
+
+
+MAX_SMTP_CONNECTIONS = 20
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,7 @@ class Config:
     alerts: AlertsConfig | None = None  # mail an admin about failing mailboxes
     database_server: DatabaseConfig | None = None  # [database]: PostgreSQL instead of SQLite
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    read_processes: int | None = None  # [intake] read_processes; None: intake/reading.py
 
     @property
     def database(self) -> Path:
@@ -289,6 +296,9 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
         problems.append(f"{path}: smtp: missing; outgoing mail needs [smtp] (or [outbox] dir)")
     intake = root.table("intake")
     listener = _listener(intake.table("smtp")) if intake else None
+    # Processes reading fetched mail (intake/reading.py); unset: one when a core is spare.
+    read_processes = intake.int("read_processes", None, minimum=0, maximum=8) \
+        if intake else None
     mailboxes = tuple(_mailbox(t, *access) for t in root.tables("mailbox"))
     _unique_names(root, mailboxes)
     limits_table = root.table("limits")
@@ -322,7 +332,7 @@ def load_config(path: Path, secrets: SecretsMode = "read") -> Config:
         mailboxes=mailboxes, limits=limits, instance=instance, security=security,
         metrics=metrics, digest=digest,
         conversation=conversation, alerts=alerts, database_server=database_server,
-        cluster=cluster,
+        cluster=cluster, read_processes=read_processes,
     )
 
 
@@ -493,6 +503,7 @@ def _smtp(t: Table, secrets: SecretsMode, ca_default: Path | None,
         tls=tls, username=username, password=password, timeout=t.float("timeout", 30.0),
         ca_file=_ca_file(t.file.parent, t, ca_default), tls_verify=t.bool("tls_verify", True),
         oauth=oauth, oauth_mechanism=t.choice("oauth_mechanism", MECHANISMS, "auto"),
+        connections=t.int("connections", 3, minimum=1, maximum=MAX_SMTP_CONNECTIONS),
     )
     return config if config.host else None
 

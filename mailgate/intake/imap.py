@@ -16,7 +16,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +30,8 @@ from mailgate.connect.diagnose import Diagnosis, Endpoint, FolderMissing, StartT
 from mailgate.connect.tls import TlsSettings, client_context
 from mailgate.core.model import Origin
 from mailgate.intake.pipeline import Clock
+from mailgate.intake.read import Read
+from mailgate.intake.reading import Reader
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
 from mailgate.storage import errors as store_errors
@@ -45,7 +47,8 @@ MAX_BACKOFF = 300.0
 NETWORK_ERRORS = (OSError, IMAPClientError, ssl.SSLError, EOFError)
 # A FETCH brings whole messages into memory: a batch of 50 mails of 50 MB would be 2.5 GB.
 # Messages are fetched in groups of at most this many bytes (RFC822.SIZE), a larger one
-# alone; each group commits with the mailbox position, as a batch does.
+# alone; each group commits with the mailbox position, as a batch does. Two groups are in
+# memory at a time: the one processed and the next one, fetched meanwhile.
 FETCH_BYTES = 8 * 1024 * 1024
 
 
@@ -65,6 +68,9 @@ class MailboxState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+Fetched = tuple[dict[int, bytes], dict[int, Read]]  # a group's mail by UID, and as read
+
+
 class ConnectionDropped(ConnectionError):
     pass
 
@@ -80,7 +86,7 @@ class Reporter(Protocol):
 class MailboxWatcher:
     def __init__(self, config: MailboxConfig, store: Store, current: Current,
                  on_commit: Callable[[], None], clock: Clock,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None, reader: Reader | None = None) -> None:
         # This mailbox's own settings: a reload that changes them starts a new watcher.
         self.config = config
         self.reporter = reporter
@@ -88,6 +94,7 @@ class MailboxWatcher:
         self.current = current  # the rest, read once per transaction
         self.on_commit = on_commit
         self.clock = clock
+        self.reader = reader or Reader(0)  # reads fetched mail in another process
         self.origin = Origin(source=f"imap:{config.name}", departments=(config.department,))
         self.state = MailboxState(config.name)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{config.name}")
@@ -188,19 +195,47 @@ class MailboxWatcher:
                  folder=self.config.folder, idle=self._idle)
 
     async def poll_once(self) -> int:
-        """Fetch and process every message after the stored position; return the count."""
+        """Fetch and process every message after the stored position; return the count.
+
+        The next group is fetched (in this mailbox's thread) while one is processed (on
+        the event loop): the server's and the network's time hides behind ours."""
         uidvalidity, last_uid = await self._position()
         uids = await self._in_thread(self._new_uids, last_uid)
+        groups = self._groups(uids)
+        group = await anext(groups, None)
+        ahead = self._fetch_soon(group)
         done = 0
+        try:
+            while group is not None and ahead is not None:
+                fetched, reads = await ahead
+                following = await anext(groups, None)
+                ahead = self._fetch_soon(following)
+                await self._process(uidvalidity, group, fetched, reads)
+                done += len(group)
+                del fetched  # at most two groups' messages in memory at a time
+                group = following
+        finally:
+            _forget(ahead)
+            await groups.aclose()
+        return done
+
+    async def _groups(self, uids: list[int]) -> AsyncIterator[list[int]]:
+        """The new messages in groups to fetch: batches of batch_size, split by size."""
         for start in range(0, len(uids), self.config.batch_size):
             batch = uids[start:start + self.config.batch_size]
             sizes = await self._in_thread(self._sizes, batch)
             for group in by_size(batch, sizes, FETCH_BYTES):
-                fetched = await self._in_thread(self._fetch, group)
-                await self._process(uidvalidity, group, fetched)
-                del fetched  # one group's messages in memory at a time
-            done += len(batch)
-        return done
+                yield group
+
+    def _fetch_soon(self, group: list[int] | None) -> asyncio.Future[Fetched] | None:
+        if group is None:
+            return None
+        return asyncio.ensure_future(self._fetch_and_read(group))
+
+    async def _fetch_and_read(self, group: list[int]) -> Fetched:
+        fetched = await self._in_thread(self._fetch, group)
+        limit = self.current.snapshot.pipeline.settings.max_body_chars
+        return fetched, await self.reader.read(fetched, limit)
 
     async def _position(self) -> tuple[int, int]:
         uidvalidity = self._uidvalidity
@@ -215,7 +250,8 @@ class MailboxWatcher:
             return uidvalidity, 0
         return uidvalidity, stored[1]
 
-    async def _process(self, uidvalidity: int, batch: list[int], fetched: dict[int, bytes]) -> None:
+    async def _process(self, uidvalidity: int, batch: list[int], fetched: dict[int, bytes],
+                       reads: dict[int, Read]) -> None:
         outcomes = []
         async with self.store.transaction() as tx:
             # Inside the transaction: a reload swaps the snapshot only between them.
@@ -224,7 +260,7 @@ class MailboxWatcher:
                 raw = fetched.get(uid)
                 if raw is None:  # expunged between SEARCH and FETCH: nothing to lose
                     continue
-                outcome = await pipeline.handle(tx, raw, self.origin)
+                outcome = await pipeline.handle(tx, raw, self.origin, reads.get(uid))
                 outcomes.append(outcome.action)
                 log.debug("imap.message", mailbox=self.config.name, uid=uid,
                           action=outcome.action, tickets=outcome.tickets)
@@ -429,6 +465,17 @@ def _forget_announcements(client: IMAPClient) -> bool:
     untagged = client._imap.untagged_responses
     found = [untagged.pop(name, None) for name in ("EXISTS", "RECENT")]
     return any(found)
+
+
+def _forget(ahead: asyncio.Future | None) -> None:
+    """A fetch started ahead that nobody will read: stop waiting for it, and take its
+    failure (the round's own error is what counts) so asyncio does not report it."""
+    if ahead is None:
+        return
+    if not ahead.done():
+        ahead.cancel()
+    elif not ahead.cancelled():
+        ahead.exception()
 
 
 def _is_change(response: tuple) -> bool:

@@ -26,6 +26,7 @@ from mailgate.core.replykey import KeyRing, proven_refs
 from mailgate.core.routing import Route, routes_for
 from mailgate.core.trust import TrustPolicy, sender_trust
 from mailgate.errors import BadMessage
+from mailgate.intake.read import Read
 from mailgate.outbound.compose import RelayParts
 from mailgate.outbound.kinds import Sending
 from mailgate.outbound.queued import QueuedMail, parts_to_relay
@@ -34,8 +35,9 @@ from mailgate.storage import errors as store_errors
 from mailgate.storage import gather
 from mailgate.storage.apply import Arrival, MailWriter, apply
 from mailgate.storage.attachments import Attachments, Part, extract, select
+from mailgate.storage.packing import pack
 from mailgate.storage.slaclock import SlaBook
-from mailgate.storage.store import Tx, pack
+from mailgate.storage.store import Tx
 from mailgate.tickets.budget import MailBudget
 from mailgate.tickets.conversation import thread_hints
 from mailgate.tickets.effects import (
@@ -91,7 +93,8 @@ class Received:
 
     raw: bytes
     light: Light | None = None
-    packed: bytes | None = None  # the raw bytes as the database keeps them (large mail)
+    packed: bytes | None = None  # the raw bytes as the database keeps them, when known
+    parts: tuple[Part, ...] | None = None  # its attachments, when read already
 
     @classmethod
     async def of(cls, raw: bytes) -> Received:
@@ -116,6 +119,8 @@ class Received:
         return replace(msg, size=len(self.raw), attachments=files)
 
     async def attachments(self) -> list[Part]:
+        if self.parts is not None:
+            return list(self.parts)
         if self.light is None:
             return extract(self.raw)
         parts = await asyncio.to_thread(extract, self.light.slim)
@@ -211,12 +216,18 @@ class Pipeline:
         self.mailer = QueuedMail(directory, renderer,
                                  Sending(settings.instance, settings.keys, self.budget))
 
-    async def handle(self, tx: Tx, raw: bytes, origin: Origin) -> Outcome:
+    async def handle(self, tx: Tx, raw: bytes, origin: Origin,
+                     read: Read | None = None) -> Outcome:
+        """`read`: the mail as a reading process read it (intake/reading.py), if it did."""
         now = self.clock()
-        mail = await Received.of(raw)
-        msg = await _safe_parse(mail.readable, self.settings.max_body_chars)
-        if msg is not None and mail.light is not None:
-            msg = mail.light_fixed(msg)
+        if read is not None and read.msg is not None \
+                and read.limit == self.settings.max_body_chars:
+            mail, msg = Received(raw, packed=read.packed, parts=read.parts), read.msg
+        else:
+            mail = await Received.of(raw)
+            msg = await _safe_parse(mail.readable, self.settings.max_body_chars)
+            if msg is not None and mail.light is not None:
+                msg = mail.light_fixed(msg)
         try:
             async with tx.savepoint():
                 return await self._process(tx, mail, msg, origin, now)

@@ -1,4 +1,5 @@
-"""The sender loop: deliver due outbox rows in order, retry with backoff, never drop.
+"""The sender loop: deliver due outbox rows (in order per ticket, on several connections
+at once), retry with backoff, never drop.
 
 A row leaves the queue only when the server accepted it (status 'sent') or refused it for
 good (status 'failed', recorded on the ticket). Acceptance is written to the sent log at
@@ -35,6 +36,17 @@ def retry_delay(attempts: int, base: float = 30.0, cap: float = 3600.0) -> timed
     return timedelta(seconds=delay * random.uniform(0.8, 1.2))
 
 
+def by_lane(rows: list[OutboxRow], lanes: int) -> list[list[OutboxRow]]:
+    """The rows split over `lanes`, in order within each: one ticket's mail (else one
+    recipient list's) always shares a lane, so an acknowledgement goes out before the
+    answer that follows it."""
+    queues: list[list[OutboxRow]] = [[] for _ in range(max(1, lanes))]
+    for row in rows:
+        key = row.ticket if row.ticket is not None else hash(row.recipients)
+        queues[key % len(queues)].append(row)
+    return queues
+
+
 class Outbox:
     def __init__(self, store: Store, transport: Transport, clock: Clock,
                  sent_log: SentLog, write_draft: DraftWriter | None = None) -> None:
@@ -47,6 +59,8 @@ class Outbox:
         self.closing = asyncio.Event()
         self.server_backoff = 0  # consecutive rounds the server was unreachable
         self.last_error: str | None = None
+        self._halted = False  # this round found the server unreachable
+        self._marking = asyncio.Lock()
 
     def notify(self) -> None:
         """Called after a transaction that enqueued mail has committed."""
@@ -55,51 +69,69 @@ class Outbox:
     async def drain_once(self) -> int:
         """Send every due mail once; return how many were accepted by the server."""
         sent = 0
+        self._halted = False
         while rows := await self.store.claim_outgoing(self.clock(), limit=100,
                                                       keep=self.sent_log.pending):
             fresh = [row for row in rows if row.id not in self.sent_log.pending]
             if not fresh:  # everything due is sent already: let the database catch up
                 await self.apply_sent()
                 continue
-            for row in fresh:
-                if row.draft is not None:
-                    written = await self._write(row)
-                    if written is None:
-                        continue
-                    row = written
-                try:
-                    await self.transport.send(row)
-                except ServerUnavailable as exc:
-                    self._server_down(str(exc))
-                    return sent
-                except PermanentError as exc:
-                    await self._failed(row, str(exc))
-                    continue
-                except TransientError as exc:
-                    await self._retry(row, str(exc))
-                    continue
-                self.sent_log.record(row.id)
-                if self.store.engine.shared:
-                    # Several nodes drain one outbox and this node's sent log dies with it:
-                    # the mark reaches the database before the next send, so a node killed
-                    # now costs at most this one mail twice (its claims die with it).
-                    await self.apply_sent()
-                metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
-                log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
-                         to=list(row.recipients))
-                self.server_backoff, self.last_error = 0, None
-                sent += 1
+            lanes = by_lane(fresh, self.transport.lanes)
+            counts = await asyncio.gather(*(self._send_lane(queue, lane)
+                                            for lane, queue in enumerate(lanes)))
+            sent += sum(counts)
+            if self._halted:  # the server is unreachable: the rest waits for the next round
+                break
             if not self.store.write_busy():  # opportunistic: never wait for intake here
                 await self.apply_sent()
         await self.apply_sent()
         return sent
 
+    async def _send_lane(self, rows: list[OutboxRow], lane: int) -> int:
+        """Send one lane's rows in order; stop when any lane found the server down."""
+        sent = 0
+        for row in rows:
+            if self._halted:
+                break
+            if row.draft is not None:
+                written = await self._write(row)
+                if written is None:
+                    continue
+                row = written
+            try:
+                await self.transport.send(row, lane)
+            except ServerUnavailable as exc:
+                if not self._halted:
+                    self._halted = True
+                    self._server_down(str(exc))
+                break
+            except PermanentError as exc:
+                await self._failed(row, str(exc))
+                continue
+            except TransientError as exc:
+                await self._retry(row, str(exc))
+                continue
+            self.sent_log.record(row.id)
+            if self.store.engine.shared:
+                # Several nodes drain one outbox and this node's sent log dies with it:
+                # the mark reaches the database before the lane's next send, so a node
+                # killed now costs at most one mail per lane twice (its claims die with it).
+                await self.apply_sent()
+            metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
+            log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
+                     to=list(row.recipients))
+            if not self._halted:  # another lane's news of an outage stands for the round
+                self.server_backoff, self.last_error = 0, None
+            sent += 1
+        return sent
+
     async def apply_sent(self) -> None:
         """Move accepted ids from the sent log into the database in one transaction."""
-        ids = set(self.sent_log.pending)
-        if ids:
-            await self.store.mark_sent(ids, self.clock())
-            self.sent_log.applied(ids)
+        async with self._marking:  # lanes call this side by side: each id marked once
+            ids = set(self.sent_log.pending)
+            if ids:
+                await self.store.mark_sent(ids, self.clock())
+                self.sent_log.applied(ids)
 
     async def _write(self, row: OutboxRow) -> OutboxRow | None:
         """The row with its mail written from the draft, or None when it could not be.

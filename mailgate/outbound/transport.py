@@ -1,7 +1,9 @@
-"""How outgoing mail leaves: SMTP over one persistent connection, or files (demo, tests).
+"""How outgoing mail leaves: SMTP over a few persistent connections, or files (demo, tests).
 
-smtplib is blocking, so the SMTP transport owns one worker thread; the connection lives in
-that thread and is reused for every mail until the server drops it or we go idle.
+smtplib is blocking, so each SMTP connection (a *lane*, `[smtp] connections` of them) owns
+one worker thread; the connection lives in that thread and is reused for every mail until
+the server drops it or we go idle. The outbox sends on several lanes at once: a server
+answers one mail's DATA while the next is on its way on another connection.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ class ServerUnavailable(TransientError):
 
 
 class Transport(Protocol):
-    async def send(self, row: OutboxRow) -> None: ...
+    lanes: int  # how many mails may be on their way at once (each on its own lane)
+
+    async def send(self, row: OutboxRow, lane: int = 0) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -37,7 +41,29 @@ class Transport(Protocol):
 class SmtpTransport:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="smtp")
+        self._connections = [SmtpConnection(config, n) for n in range(config.connections)]
+        self.lanes = len(self._connections)
+
+    async def send(self, row: OutboxRow, lane: int = 0) -> None:
+        await self._connections[lane % self.lanes].send(row)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._connections))
+
+    def shutdown(self) -> None:
+        for connection in self._connections:
+            connection.shutdown()
+
+    def explain(self, exc: BaseException) -> str:
+        return self._connections[0].explain(exc)
+
+
+class SmtpConnection:
+    """One SMTP session, kept open between mails, in a thread of its own."""
+
+    def __init__(self, config: SmtpConfig, number: int = 0) -> None:
+        self.config = config
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"smtp-{number}")
         self._client: smtplib.SMTP | None = None
 
     async def send(self, row: OutboxRow) -> None:
@@ -182,11 +208,12 @@ def _classify_refusal(refused: dict) -> Exception:
 class DirectoryTransport:
     """Writes each mail to DIR/<id>-<kind>.eml atomically; used by the demo."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, lanes: int = 1) -> None:
         self.directory = directory
+        self.lanes = lanes
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    async def send(self, row: OutboxRow) -> None:
+    async def send(self, row: OutboxRow, lane: int = 0) -> None:
         await asyncio.to_thread(self._write, row)
 
     def _write(self, row: OutboxRow) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -28,6 +28,7 @@ from mailgate.core.render import Renderer
 from mailgate.errors import ConfigError
 from mailgate.intake.imap import MailboxWatcher
 from mailgate.intake.pipeline import Clock
+from mailgate.intake.reading import Reader, default_workers
 from mailgate.outbound.alerts import Alerter
 from mailgate.outbound.outbox import Outbox
 from mailgate.outbound.sentlog import SentLog
@@ -86,25 +87,56 @@ def make_transport(config: Config) -> Transport:
 
 
 class SwappableTransport:
-    """The outbox's transport; a reload replaces the one inside, never during a send."""
+    """The outbox's transport; a reload replaces the one inside, never during a send.
+
+    Sends run side by side (one per lane); a replacement or close waits until none is in
+    flight and holds new ones back meanwhile."""
 
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
-        self._lock = asyncio.Lock()
+        self._sending = 0
+        self._swapping = False
+        self._changed = asyncio.Condition()
 
-    async def send(self, row: OutboxRow) -> None:
-        async with self._lock:
-            await self.inner.send(row)
+    @property
+    def lanes(self) -> int:
+        return self.inner.lanes
+
+    async def send(self, row: OutboxRow, lane: int = 0) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._swapping)
+            self._sending += 1
+            inner = self.inner
+        try:
+            await inner.send(row, lane)
+        finally:
+            async with self._changed:
+                self._sending -= 1
+                self._changed.notify_all()
 
     async def close(self) -> None:
-        async with self._lock:
+        async with self._alone():
             await self.inner.close()
 
     async def replace(self, new: Transport) -> None:
-        async with self._lock:
+        async with self._alone():
             old, self.inner = self.inner, new
             with contextlib.suppress(Exception):  # the old server's problems are not ours
                 await old.close()
+
+    @contextlib.asynccontextmanager
+    async def _alone(self) -> AsyncIterator[None]:
+        """No send in flight, and none starting, until the block ends."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._swapping)
+            self._swapping = True
+            await self._changed.wait_for(lambda: self._sending == 0)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._swapping = False
+                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -147,6 +179,7 @@ class Daemon:
         self.sweeper: AttachmentSweeper | None = None
         self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
+        self.reader = Reader(read_processes(config))  # the watchers' reading processes
         self.alerter: Alerter | None = None
         self.listener: asyncio.Server | None = None
         # What the open listener was started with; after a failed reload, not the config.
@@ -217,6 +250,7 @@ class Daemon:
             self.listener = await _listen(self.config.listener, self._push_handler())
             self.listener_config = self.config.listener
         self._spawn(self.outbox.run(), "outbox")  # every node sends
+        self._spawn(self.reader.warm(), "reading.warm")  # while the mailboxes log in
         self.digester = Digester(self.store, self.current, self.clock, self.outbox.notify)
         self.autocloser = AutoCloser(self.store, self.current, self.clock)
         self.floods = FloodSummaries(self.store, self.current, self.clock, self._mail_queued)
@@ -315,7 +349,7 @@ class Daemon:
         # Each watcher has its own task, thread and error handling: one failing mailbox
         # (refused login, revoked token) never stops another.
         watcher = MailboxWatcher(box, self.store, self.current, self.committed, self.clock,
-                                 reporter=self.alerter)
+                                 reporter=self.alerter, reader=self.reader)
         self.watchers.append(watcher)
         self._watcher_tasks[box.name] = self._spawn(watcher.run(), f"mailbox:{box.name}")
 
@@ -476,6 +510,7 @@ class Daemon:
         if self.cluster is not None:  # new mailboxes' leases now, removed ones given back
             self.cluster.want(self._wanted_leases(self.config))
             await self.cluster.round()
+        self.reader.resize(read_processes(self.config))
         if plan.transport:
             await self.transport.replace(make_transport(self.config))
         if plan.listener:
@@ -634,6 +669,7 @@ class Daemon:
             metrics.install(metrics.Metrics())
         with contextlib.suppress(Exception):
             await self.transport.close()
+        self.reader.close()
         if self.outbox:
             with contextlib.suppress(Exception):
                 await self.outbox.apply_sent()
@@ -678,6 +714,10 @@ def fingerprint(value: object) -> object:
         return tuple((f.name, fingerprint(getattr(value, f.name)))
                      for f in dataclasses.fields(value))
     return value
+
+
+def read_processes(config: Config) -> int:
+    return config.read_processes if config.read_processes is not None else default_workers()
 
 
 def transport_key(config: Config) -> object:

@@ -46,8 +46,8 @@ listen = "127.0.0.1:{port}"
 class ConsoleTransport(DirectoryTransport):
     """Writes each mail like DirectoryTransport and tells the user about it."""
 
-    async def send(self, row: OutboxRow) -> None:
-        await super().send(row)
+    async def send(self, row: OutboxRow, lane: int = 0) -> None:
+        await super().send(row, lane)
         headers = email.message_from_bytes(row.raw.split(b"\r\n\r\n", 1)[0])
         # The subject and addresses come from the requester's mail: shown, never obeyed.
         print(f"\n>>> {row.kind} sent to {visible(', '.join(row.recipients))}\n"

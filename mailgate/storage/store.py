@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from mailgate.core.mime.parse import fingerprint
 from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
 from mailgate.storage.attachments import Attachments, AttachmentStore
 from mailgate.storage.engine import Connection, Cursor, Engine, Pipelining
+from mailgate.storage.packing import pack
 from mailgate.storage.sqlite.engine import SqliteEngine
 
 FIRST_TICKET_NUMBER = 1001
@@ -631,17 +631,6 @@ def _outbox_values(mail: Outgoing, now: datetime) -> tuple:
     return (mail.message_id, mail.kind, mail.ticket_id, mail.mail_from,
             json.dumps(list(mail.recipients)), mail.raw, mail.draft, mail.budget,
             mail.budget_domain, mail.copy_of, ts(now), ts(now))
-
-
-def pack(raw: bytes, piece: int = 1 << 20) -> bytes:
-    """How raw mail is kept in the database (zlib, fast level). Blocking for large mail:
-    call it in a worker thread; it compresses a piece at a time so the event loop's thread
-    gets the GIL between pieces (the same zlib stream as zlib.compress)."""
-    if len(raw) <= piece:
-        return zlib.compress(raw, 1)
-    packer, view = zlib.compressobj(1), memoryview(raw)
-    out = [packer.compress(view[at:at + piece]) for at in range(0, len(raw), piece)]
-    return b"".join([*out, packer.flush()])
 
 
 async def open_engine(target: Path | str, password: str | None = None) -> Engine:

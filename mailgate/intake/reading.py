@@ -1,0 +1,90 @@
+"""Reading fetched mail in another process, so that a second core does it.
+
+Reading a mail -- parsing it, decoding its attachments, compressing the bytes the database
+keeps -- is pure: its result depends on the bytes and the body limit alone. A mailbox's
+watcher hands each fetched group to a reading process in one call, while the event loop
+decides and stores the group before it; the pipeline then finds the mail read already.
+
+Nothing depends on where the reading happens. A group that cannot be read there (the
+process was killed, ran out of memory, or reading is off) comes back empty and the
+pipeline reads the mail inline, as it does for mail pushed through the listener; the
+next group starts a new process. Large mail (largemail.LARGE) is never sent across: it
+has its own light path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from mailgate.core.mime.largemail import LARGE
+from mailgate.intake.read import Read, read_group
+from mailgate.service.log import get_logger
+
+log = get_logger("mailgate.intake.reading")
+
+
+def default_workers() -> int:
+    """One reading process when there is a core to spare, else none (inline)."""
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
+
+class Reader:
+    """The reading processes of one daemon; `workers = 0` reads nothing (all inline)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def read(self, raws: dict[int, bytes], limit: int) -> dict[int, Read]:
+        """The small mails of a fetched group, read in the reading process, by UID; empty
+        when they cannot be (the pipeline then reads them inline)."""
+        small = {uid: raw for uid, raw in raws.items() if len(raw) <= LARGE}
+        if not small or self.workers == 0:
+            return {}
+        try:
+            reads = await asyncio.get_running_loop().run_in_executor(
+                self._executor(), read_group, list(small.values()), limit)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being stopped
+            return {}  # the pool was replaced (a reload) before it took the group
+        except BrokenProcessPool:
+            log.warning("reading.process_lost", note="read inline; a new process follows")
+            self._forget_pool()
+            return {}
+        except Exception as exc:  # out of memory, a result that cannot be pickled back
+            log.warning("reading.failed", error=repr(exc), note="read inline")
+            return {}
+        return dict(zip(small, reads, strict=True))
+
+    async def warm(self) -> None:
+        """Start the reading process now, so the first group does not wait for it."""
+        if self.workers:
+            await self.read({0: b"Subject: warm-up\r\n\r\n"}, 100)
+
+    def resize(self, workers: int) -> None:
+        """A reload's new count; the running group finishes on the old processes."""
+        if workers != self.workers:
+            self.workers = workers
+            self._forget_pool()
+
+    def close(self) -> None:
+        self._forget_pool()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the daemon has threads (database, IMAP, SMTP), and a forked
+            # child would inherit whatever locks they hold at that moment.
+            self._pool = ProcessPoolExecutor(self.workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def _forget_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,121 @@
+"""The outbox sends on several lanes (SMTP connections) at once: in order per ticket,
+each mail once, and a server found down on one lane stops every lane for the round."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mailgate.outbound.outbox import Outbox, by_lane
+from mailgate.outbound.sentlog import SentLog
+from mailgate.outbound.transport import ServerUnavailable
+from mailgate.service.daemon import SwappableTransport
+from mailgate.storage.store import OutboxRow
+from tests.factories import Harness, harness, mail
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = await harness(tmp_path, acks_per_hour=1000)
+    yield h
+    await h.store.close()
+
+
+class Recorder:
+    """A transport that takes a moment per mail and remembers what went out when."""
+
+    def __init__(self, lanes: int, down_on: int | None = None) -> None:
+        self.lanes = lanes
+        self.down_on = down_on  # the outbox id whose send finds the server down
+        self.sent: list[OutboxRow] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def send(self, row: OutboxRow, lane: int = 0) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001 * (row.id % 3))
+            if row.id == self.down_on:
+                raise ServerUnavailable("connection refused")
+            self.sent.append(row)
+        finally:
+            self.in_flight -= 1
+
+    async def close(self) -> None:
+        return None
+
+
+async def requests(h: Harness, count: int) -> None:
+    for i in range(count):
+        await h.deliver(mail(f"request {i}", sender=f"u{i}@example.com",
+                             message_id=f"<lane-{i}@example.com>"))
+
+
+def row(id: int, ticket: int | None, to: str = "a@example.com") -> OutboxRow:
+    return OutboxRow(id, f"m{id}", "ack", ticket, "it@example.com", (to,), b"", 0)
+
+
+def test_one_tickets_mail_shares_a_lane_in_order() -> None:
+    rows = [row(1, 7), row(2, 8), row(3, 7), row(4, None, "x@example.com"), row(5, 7),
+            row(6, None, "x@example.com"), row(7, 9)]
+    lanes = by_lane(rows, 3)
+    assert len(lanes) == 3
+    assert sorted(r.id for lane in lanes for r in lane) == [1, 2, 3, 4, 5, 6, 7]
+    for lane in lanes:
+        assert [r.id for r in lane] == sorted(r.id for r in lane)
+    holding = {r.id: n for n, lane in enumerate(lanes) for r in lane}
+    assert holding[1] == holding[3] == holding[5]  # ticket 7
+    assert holding[4] == holding[6]  # no ticket, same recipients
+    assert by_lane(rows, 1) == [rows]
+
+
+async def test_lanes_send_side_by_side_each_mail_once_in_order_per_ticket(
+        h: Harness, tmp_path: Path) -> None:
+    await requests(h, 6)
+    queued = await h.store.due_outgoing(h.clock(), 1000)
+    assert len({r.ticket for r in queued}) == 6 and len(queued) > 6  # acks + notifications
+    transport = Recorder(lanes=3)
+    outbox = Outbox(h.store, transport, h.clock, SentLog(tmp_path / "sent.log"))
+    assert await outbox.drain_once() == len(queued)
+    assert transport.most_in_flight == 3
+    assert sorted(r.id for r in transport.sent) == sorted(r.id for r in queued)
+    for ticket in {r.ticket for r in queued}:
+        order = [r.id for r in transport.sent if r.ticket == ticket]
+        assert order == sorted(order)
+    assert await h.rows("SELECT DISTINCT status FROM outbox") == [("sent",)]
+    assert await outbox.drain_once() == 0
+
+
+async def test_a_server_down_on_one_lane_stops_the_round_and_loses_nothing(
+        h: Harness, tmp_path: Path) -> None:
+    await requests(h, 6)
+    queued = await h.store.due_outgoing(h.clock(), 1000)
+    broken = Recorder(lanes=3, down_on=queued[len(queued) // 2].id)
+    outbox = Outbox(h.store, broken, h.clock, SentLog(tmp_path / "sent.log"))
+    sent = await outbox.drain_once()
+    assert sent == len(broken.sent) < len(queued)
+    assert outbox.server_backoff == 1  # one round, however many lanes saw it
+    left = await h.store.due_outgoing(h.clock(), 1000)
+    assert sorted(r.id for r in left) == sorted(
+        {r.id for r in queued} - {r.id for r in broken.sent})
+    healthy = Recorder(lanes=3)
+    outbox.transport = healthy
+    assert await outbox.drain_once() == len(left)
+    everything = [r.id for r in broken.sent + healthy.sent]
+    assert sorted(everything) == sorted(r.id for r in queued)  # each exactly once
+
+
+async def test_a_transport_is_replaced_only_between_sends() -> None:
+    first, second = Recorder(lanes=2), Recorder(lanes=2)
+    swappable = SwappableTransport(first)
+    sends = [asyncio.create_task(swappable.send(row(i, i), i % 2)) for i in range(1, 5)]
+    await asyncio.sleep(0)  # the sends are in flight on the first transport
+    await swappable.replace(second)
+    assert first.in_flight == 0 and len(first.sent) == 4  # it waited for all four
+    await asyncio.gather(*sends)
+    await swappable.send(row(9, 9))
+    assert [r.id for r in second.sent] == [9]

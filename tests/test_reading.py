@@ -1,0 +1,116 @@
+"""Reading fetched mail in another process (intake/reading.py): the same result as reading
+it inline, and a lost process costs nothing but the inline reading of one group."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mailgate.core.mime.largemail import LARGE
+from mailgate.core.mime.parse import parse
+from mailgate.intake.read import read_group, read_mail
+from mailgate.intake.reading import Reader
+from mailgate.storage.attachments import extract
+from mailgate.storage.packing import pack
+from tests.factories import IT, Harness, harness, mail
+
+LIMIT = 200_000
+
+
+def with_attachment(i: int) -> bytes:
+    data = base64.encodebytes(bytes(range(256)) * 8).decode().replace("\n", "\r\n")
+    return (f"From: Ann <ann{i}@example.com>\r\nTo: it-help@example.com\r\n"
+            f"Subject: log {i}\r\nMessage-ID: <att-{i}@example.com>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nSee the log.\r\n--b\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+            f'Content-Disposition: attachment; filename="log-{i}.bin"\r\n\r\n{data}--b--\r\n'
+            ).encode()
+
+
+MAILS = [mail(f"request {i}", message_id=f"<r{i}@example.com>") for i in range(3)] + [
+    with_attachment(1),
+    b"\x00\xff not mail at all \r\n\r\n\xfe",
+    mail("=?utf-8?q?caf=C3=A9?=", body="d\xe9j\xe0 vu".encode("latin-1").decode("latin-1")),
+]
+
+
+@pytest.fixture
+async def reader() -> AsyncIterator[Reader]:
+    reader = Reader(1)
+    yield reader
+    reader.close()
+
+
+def test_reading_is_parsing_extracting_and_packing() -> None:
+    for raw, read in zip(MAILS, read_group(MAILS, LIMIT), strict=True):
+        assert read.msg == parse(raw, LIMIT)
+        assert read.packed == pack(raw)
+        assert read.limit == LIMIT
+        expected = extract(raw) if read.msg and read.msg.attachments else None
+        assert read.parts == (tuple(expected) if expected is not None else None)
+    assert read_mail(with_attachment(2), LIMIT).parts  # the attachment, decoded
+
+
+async def test_a_reading_process_reads_what_inline_reading_reads(reader: Reader) -> None:
+    fetched = dict(enumerate(MAILS, start=10))
+    reads = await reader.read(fetched, LIMIT)
+    assert sorted(reads) == sorted(fetched)
+    for uid, raw in fetched.items():
+        assert reads[uid] == read_mail(raw, LIMIT)
+
+
+async def test_large_mail_and_no_processes_are_left_to_the_pipeline(reader: Reader) -> None:
+    big = mail("big", body="x" * (LARGE + 10))
+    assert list(await reader.read({1: big, 2: MAILS[0]}, LIMIT)) == [2]
+    assert await Reader(0).read({1: MAILS[0]}, LIMIT) == {}
+
+
+async def test_a_killed_reading_process_costs_one_inline_group(reader: Reader) -> None:
+    await reader.warm()
+    pool = reader._pool
+    assert pool is not None
+    for pid in list(pool._processes):  # the OOM killer, an admin's kill -9
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    assert await reader.read({1: MAILS[0]}, LIMIT) == {}  # read inline by the pipeline
+    again = await reader.read({1: MAILS[0]}, LIMIT)  # a new process for the next group
+    assert again[1].msg == parse(MAILS[0], LIMIT)
+    assert reader._pool is not pool
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = await harness(tmp_path, acks_per_hour=1000)
+    yield h
+    await h.store.close()
+
+
+async def test_the_pipeline_stores_the_same_from_a_reading_as_inline(h: Harness) -> None:
+    raws = [with_attachment(i) for i in range(4)]
+    async with h.store.transaction() as tx:
+        for i, raw in enumerate(raws):
+            read = read_mail(raw, LIMIT) if i % 2 else None
+            assert (await h.pipeline.handle(tx, raw, IT, read)).action == "ticket"
+    stored = await h.rows("SELECT t.ref, a.filename, a.size, a.sha256 FROM attachments a "
+                          "JOIN tickets t ON t.id = a.ticket ORDER BY t.ref")
+    assert [(ref, name) for ref, name, _, _ in stored] == [
+        (f"IT-{1001 + i}", f"log-{i}.bin") for i in range(4)]
+    assert len({(size, digest) for _, _, size, digest in stored}) == 1  # same bytes kept
+    packed = await h.rows("SELECT raw FROM messages ORDER BY id")
+    assert [row[0] for row in packed] == [pack(raw) for raw in raws]
+
+
+async def test_a_reading_with_another_body_limit_is_not_used(h: Harness) -> None:
+    raw = mail("long", body="word " * 100)
+    stale = read_mail(raw, 10)  # read before a reload changed [limits] max_body_chars
+    async with h.store.transaction() as tx:
+        await h.pipeline.handle(tx, raw, IT, stale)
+    [(text,)] = await h.rows("SELECT body FROM messages")
+    assert len(text) > 10
