@@ -15,7 +15,8 @@ shared machine hits all of them alike; figures are medians over the rounds.
 Wall time runs from spawning `python -m mailgate run` to the last mail the sink accepted
 (acks only: the last acknowledgement; notify: the last acknowledgement or notification),
 so interpreter start and imports count; `after_ready` runs from its READY=1 instead. Peak
-RSS is the daemon's VmHWM. Every request must have become exactly one ticket (checked with
+RSS is the VmHWM of the daemon and its children (the reading process), summed. Every
+request must have become exactly one ticket (checked with
 `mailgate tickets --json`) and drawn exactly one acknowledgement (In-Reply-To at the sink),
 and no reply may have made a ticket or an acknowledgement. Writes bench/results/burst.json
 (one entry per messages x mailboxes x engine, others kept) and prints a table. With
@@ -76,7 +77,7 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
     try:
         sink.wait_until(lambda: len(sink.acks) >= len(requests), TIMEOUT,
                         quiet=QUIET if notify_team else 0.0)
-        peak = rig.status_mb(daemon.pid)
+        peak = rig.family_mb(daemon.pid)
     finally:
         daemon.stop()
     mails, acks = list(sink.messages), list(sink.acks)

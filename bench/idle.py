@@ -50,7 +50,7 @@ def run(mailboxes: int, seconds: float) -> dict:
             time.sleep(seconds)
             cpu1, switches1, t1 = (rig.cpu_seconds(daemon.pid),
                                    context_switches(daemon.pid), time.monotonic())
-            rss = rig.status_mb(daemon.pid, "VmRSS")
+            rss = rig.family_mb(daemon.pid, "VmRSS")
         finally:
             daemon.stop()
     sink.close()

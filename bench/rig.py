@@ -379,10 +379,44 @@ def status_mb(pid: int, field_name: str = "VmHWM") -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of /proc/PID/stat: CPU time the process used so far, all threads."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """utime + stime of /proc/PID/stat: CPU time the process used so far, all threads,
+    and that of its children still running (the daemon's reading process)."""
+    total = 0.0
+    for member in family(pid):
+        try:
+            text = Path(f"/proc/{member}/stat").read_text()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def family_mb(pid: int, field_name: str = "VmHWM") -> float:
+    """status_mb of the process and its descendants, summed: the daemon with its reading
+    process (and multiprocessing's resource tracker). Their peaks need not coincide, so
+    the sum of VmHWM is an upper bound of the family's peak."""
+    total = 0.0
+    for member in family(pid):
+        try:
+            total += status_mb(member, field_name)
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def family(pid: int) -> list[int]:
+    """PID and every process descended from it (read from /proc/*/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                continue
+    return found
 
 
 def machine() -> dict:

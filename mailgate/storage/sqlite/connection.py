@@ -214,4 +214,13 @@ def _values(parameters: Sequence | Mapping) -> Iterable[Any]:
 
 
 def _size(values: Iterable[Any]) -> int:
-    return sum(len(v) for v in values if isinstance(v, (bytes, str, memoryview)))
+    # Asked before nearly every statement: a plain loop over exact types, not isinstance
+    # in a generator (4 % of an intake burst's event-loop time).
+    total = 0
+    for value in values:
+        if type(value) in _SIZED:
+            total += len(value)
+    return total
+
+
+_SIZED = frozenset({bytes, str, memoryview})
