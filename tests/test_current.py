@@ -81,9 +81,9 @@ async def test_the_pipeline_a_watcher_uses_is_the_one_current_at_each_batch(
     box = MailboxConfig(name="it", department="it", host="imap.invalid", port=993,
                         tls="implicit", username="u", password=None)
     watcher = MailboxWatcher(box, h.store, current, lambda: None, h.clock)
-    await watcher._process(7, [1], {1: mail(message_id="<one@example.com>")})
+    await watcher._process(7, [1], {1: mail(message_id="<one@example.com>")}, {})
     current.snapshot = renamed(h, "after-reload")
-    await watcher._process(7, [2], {2: mail("Other", message_id="<two@example.com>")})
+    await watcher._process(7, [2], {2: mail("Other", message_id="<two@example.com>")}, {})
     assert await instances(h, "ack") == ["mailgate-test", "after-reload"]
 
 
