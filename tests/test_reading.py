@@ -114,3 +114,13 @@ async def test_a_reading_with_another_body_limit_is_not_used(h: Harness) -> None
         await h.pipeline.handle(tx, raw, IT, stale)
     [(text,)] = await h.rows("SELECT body FROM messages")
     assert len(text) > 10
+
+
+async def test_a_machine_without_processes_reads_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(38, "Function not implemented")  # sem_open in a tight sandbox
+
+    monkeypatch.setattr("mailgate.intake.reading.ProcessPoolExecutor", refused)
+    reader = Reader(1)
+    assert await reader.read({1: MAILS[0]}, LIMIT) == {}
+    assert reader.workers == 0  # not tried again for every group

@@ -46,8 +46,14 @@ class Reader:
         if not small or self.workers == 0:
             return {}
         try:
+            pool = self._executor()
+        except Exception as exc:  # no processes here (a sandbox without /dev/shm ...)
+            log.warning("reading.unavailable", error=repr(exc), note="all mail read inline")
+            self.workers = 0
+            return {}
+        try:
             reads = await asyncio.get_running_loop().run_in_executor(
-                self._executor(), read_group, list(small.values()), limit)
+                pool, read_group, list(small.values()), limit)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
