@@ -24,7 +24,12 @@ from mailgate.core.model import Outgoing, Priority
 from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.storage import errors as store_errors
-from mailgate.storage.postgres.dialect import TranslationError, translate, translate_many
+from mailgate.storage.postgres.dialect import (
+    TranslationError,
+    one_insert,
+    translate,
+    translate_many,
+)
 from mailgate.storage.postgres.engine import MIGRATION_LOCK, mask
 from mailgate.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from mailgate.storage.schema import MIGRATIONS as SQLITE_MIGRATIONS
@@ -88,6 +93,30 @@ def test_inserts_into_id_tables_return_the_id_but_not_in_executemany() -> None:
     assert not translate("INSERT INTO receipts (a) VALUES (?)").returns_id
     sql, rows = translate_many("INSERT INTO events (ticket) VALUES (?1)", [(1,), (2,)])
     assert sql == "INSERT INTO events (ticket) VALUES (%s)" and rows == [(1,), (2,)]
+
+
+def test_executemany_of_a_plain_insert_is_one_statement_of_many_rows() -> None:
+    sql, args = one_insert("INSERT OR IGNORE INTO receipts (k, d) VALUES (?, ?)",
+                           [("a", 1), ("b", 2)]) or ("", ())
+    assert sql == "INSERT INTO receipts (k, d) VALUES (%s, %s), (%s, %s) ON CONFLICT DO NOTHING"
+    assert args == ("a", 1, "b", 2)
+    sql, args = one_insert("INSERT INTO events (ticket, outgoing) VALUES "
+                           "(?2, (SELECT id FROM outbox WHERE message_id = ?1))",
+                           [("<m1>", 1), ("<m2>", 2)]) or ("", ())
+    assert sql == ("INSERT INTO events (ticket, outgoing) VALUES "
+                   "(%s, (SELECT id FROM outbox WHERE message_id = %s)), "
+                   "(%s, (SELECT id FROM outbox WHERE message_id = %s))")  # no RETURNING
+    assert args == (1, "<m1>", 2, "<m2>")
+    rows = [(1,), (2,)]
+    # Row by row where one statement would mean something else, or one row only.
+    assert one_insert("INSERT INTO c (p) VALUES (?) ON CONFLICT (p) DO UPDATE SET n = 1",
+                      rows) is None  # a row may not be updated twice by one statement
+    assert one_insert("INSERT INTO e (a) VALUES ((SELECT max(a) FROM e) + ?)",
+                      rows) is None  # each row must see the one before
+    assert one_insert("INSERT INTO e (a) SELECT ? FROM x", rows) is None
+    assert one_insert("INSERT INTO e (a) VALUES (?), (?)", rows) is None
+    assert one_insert("UPDATE e SET a = ?", rows) is None
+    assert one_insert("INSERT INTO e (a) VALUES (?)", rows[:1]) is None
 
 
 def test_nul_in_text_becomes_a_replacement_character() -> None:

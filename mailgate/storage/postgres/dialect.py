@@ -12,7 +12,10 @@ comments are copied untouched, so a `?` or `:x` inside '...' stays text -- and r
 - SQLite's function names that PostgreSQL spells differently (group_concat, char);
 - LIKE to ILIKE (SQLite's LIKE ignores ASCII case, PostgreSQL's does not);
 - an INSERT into a table with an `id` identity column and no RETURNING gets
-  `RETURNING id`, so the cursor can answer `lastrowid` as SQLite's does.
+  `RETURNING id`, so the cursor can answer `lastrowid` as SQLite's does;
+- executemany of a plain `INSERT ... VALUES (...)` becomes one INSERT with a list of
+  values per row (one_insert): one statement for the server and for psycopg, not one
+  per row.
 
 Anything else that differs (json_extract) is a function the PostgreSQL schema defines.
 """
@@ -55,6 +58,9 @@ class Translated:
     # (None: the arguments go through as they are). Named statements take a mapping.
     order: tuple[int, ...] | None
     returns_id: bool  # RETURNING id was added for lastrowid
+    # Where in `sql` the one list of values of an INSERT that one_insert may repeat lies
+    # (start, end); None for any other statement.
+    values: tuple[int, int] | None = None
 
     def arguments(self, args: Sequence | Mapping) -> Sequence | Mapping:
         if isinstance(args, Mapping):
@@ -83,10 +89,14 @@ def translate(sql: str) -> Translated:
     numbered = named = positional = False
     depth = 0
     close_as_text: list[int] = []  # depths at which a json result's call closes
+    values = _ValuesList()
     for index, (kind, text) in enumerate(tokens):
+        values.see(kind, text, depth, len(out))
         if kind == "other" and text in "()":
             depth += 1 if text == "(" else -1
             out.append(text)
+            if text == ")" and depth == 0:
+                values.closed(len(out))
             if text == ")" and close_as_text and close_as_text[-1] == depth:
                 close_as_text.pop()
                 out.append("::text")
@@ -121,7 +131,56 @@ def translate(sql: str) -> Translated:
     returns_id = _needs_returning_id(words)
     if returns_id:
         text = text.rstrip().rstrip(";") + " RETURNING id"
-    return Translated(text, tuple(order) if numbered else None, returns_id)
+    span = None
+    if not named and values.repeatable(tokens, words, len(order)):
+        assert values.start is not None and values.end is not None
+        joined = "".join(out)
+        start = len("".join(out[:values.start]))
+        if words[:3] == ["INSERT", "OR", "IGNORE"]:  # shortened before the list
+            start -= len(joined) - len(_drop_or_ignore(joined))
+        span = (start, start + len("".join(out[values.start:values.end])))
+    return Translated(text, tuple(order) if numbered else None, returns_id, span)
+
+
+class _ValuesList:
+    """Finds the list of values of an INSERT, for one_insert: the parenthesis after a
+    top-level VALUES, which must be the only list, hold every placeholder, and be
+    followed by no other; the table must not be read in the statement (a row inserted
+    by the same statement would be invisible to it, not to the next row's)."""
+
+    def __init__(self) -> None:
+        self.after_values = False
+        self.start: int | None = None  # index in the output of its "("
+        self.end: int | None = None  # index just after its ")"
+        self.placeholders = 0  # inside it
+        self.lists = 0
+
+    def see(self, kind: str, text: str, depth: int, at: int) -> None:
+        if kind == "word" and depth == 0:
+            self.after_values = text.upper() == "VALUES"
+        elif kind == "other" and text == "(" and depth == 0 and self.after_values:
+            self.lists += 1
+            self.start, self.after_values = at, False
+        elif kind == "other" and text == "," and depth == 0 and self.end is not None:
+            self.lists += 1  # "VALUES (...), (...)": already several
+        elif kind in ("positional", "numbered") and self.start is not None and self.end is None:
+            self.placeholders += 1
+
+    def closed(self, at: int) -> None:
+        if self.start is not None and self.end is None:
+            self.end = at
+
+    def repeatable(self, tokens: list[tuple[str, str]], words: list[str],
+                   placeholders: int) -> bool:
+        if words[:2] == ["INSERT", "OR"]:
+            words = ["INSERT", *words[3:]]
+        if (words[:2] != ["INSERT", "INTO"] or self.lists != 1 or self.end is None
+                or self.placeholders != placeholders or "UPDATE" in words
+                or "RETURNING" in words):
+            return False
+        names = [text.strip('"').lower() for kind, text in tokens if kind in ("word", "quoted")]
+        table = names[names.index("into") + 1]
+        return names.count(table) == 1
 
 
 def translate_many(sql: str, rows: Iterable[Sequence | Mapping]) -> tuple[str, list]:
@@ -129,6 +188,23 @@ def translate_many(sql: str, rows: Iterable[Sequence | Mapping]) -> tuple[str, l
     done = translate(sql)
     text = done.sql.removesuffix(" RETURNING id") if done.returns_id else done.sql
     return text, [done.arguments(row) for row in rows]
+
+
+MAX_ROWS_PER_INSERT = 100  # beyond, rows go one statement each (large copies: memory)
+
+
+def one_insert(sql: str, rows: Sequence[Sequence | Mapping]) -> tuple[str, tuple] | None:
+    """executemany's rows of a plain `INSERT ... VALUES (...)` as one statement with a
+    list of values per row, and its arguments; None for any other statement, for named
+    placeholders, or for one row or more than MAX_ROWS_PER_INSERT."""
+    done = translate(sql)
+    if (done.values is None or not 1 < len(rows) <= MAX_ROWS_PER_INSERT
+            or isinstance(rows[0], Mapping)):
+        return None
+    start, end = done.values
+    text = done.sql.removesuffix(" RETURNING id") if done.returns_id else done.sql
+    text = text[:start] + ", ".join([text[start:end]] * len(rows)) + text[end:]
+    return text, tuple(value for row in rows for value in done.arguments(row))
 
 
 def _word(text: str, tokens: list[tuple[str, str]], index: int) -> str:

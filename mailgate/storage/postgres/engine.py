@@ -31,7 +31,7 @@ from psycopg.types.string import TextLoader
 
 from mailgate.storage import errors
 from mailgate.storage.postgres.blobs import BlobStore
-from mailgate.storage.postgres.dialect import translate, translate_many
+from mailgate.storage.postgres.dialect import one_insert, translate, translate_many
 from mailgate.storage.postgres.schema import MIGRATIONS
 
 # pg_advisory_xact_lock's first key: which kind of lock the second key names.
@@ -207,10 +207,16 @@ class PgConnection:
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence | Mapping]) -> None:
         await self._my_turn()
-        text, rows = translate_many(sql, parameters)
-        if rows:
-            async with self._raw().cursor() as cur:
-                await cur.executemany(text, rows)
+        rows = list(parameters)
+        one = one_insert(sql, rows)
+        if one is None and not rows:
+            return
+        text, values = one or translate_many(sql, rows)
+        async with self._raw().cursor() as cur:
+            if one is not None or len(values) == 1:  # one statement, atomic as one
+                await cur.execute(text, values if one else values[0])
+            else:
+                await cur.executemany(text, values)
 
     @asynccontextmanager
     async def pipeline(self) -> AsyncIterator[None]:
