@@ -8,6 +8,7 @@ import base64
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,15 @@ async def test_a_machine_without_processes_reads_inline(monkeypatch: pytest.Monk
     reader = Reader(1)
     assert await reader.read({1: MAILS[0]}, LIMIT) == {}
     assert reader.workers == 0  # not tried again for every group
+
+
+async def test_the_pipeline_routes_by_the_searches_done_ahead(h: Harness) -> None:
+    # The example's "locked-out" rule searches the subject; the reading process's answer
+    # is used as it is (here: a match the subject alone would not give).
+    raw = mail("Printer jammed", message_id="<ahead@example.com>")
+    read = read_mail(raw, LIMIT, h.pipeline.searches)
+    assert read.searched and not any(read.searched.values())
+    said_yes = replace(read, searched=dict.fromkeys(read.searched, True))
+    async with h.store.transaction() as tx:
+        await h.pipeline.handle(tx, raw, IT, said_yes)
+    assert await h.rows("SELECT priority FROM tickets") == [("high",)]

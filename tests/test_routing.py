@@ -16,7 +16,15 @@ from mailgate.config.directory import Directory, load_directory
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Origin, Priority
 from mailgate.core.render import Renderer
-from mailgate.core.routing import MAX_BODY_CHARS, Route, departments_for, routes_for
+from mailgate.core.routing import (
+    MAX_BODY_CHARS,
+    Route,
+    Search,
+    departments_for,
+    routes_for,
+    search_ahead,
+    searches_of,
+)
 from mailgate.errors import ConfigError
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.intake.smtp import PushHandler
@@ -308,6 +316,41 @@ def test_a_slow_rule_on_hostile_mail_is_stopped(tmp_path: Path, pattern: str) ->
     started = time.monotonic()
     assert routes_for(msg, SMTP, directory)[0].rule == "address"  # stopped: no match
     assert time.monotonic() - started < 2
+
+
+def test_searches_done_ahead_route_as_searches_done_here(tmp_path: Path) -> None:
+    directory = directory_with(tmp_path, """
+[[rule]]
+name = "by-header"
+header = { "X-Priority" = "^[12]" }
+department = "fac"
+[[rule]]
+name = "by-body"
+body = "printer|toner"
+department = "fac"
+""")
+    searches = searches_of(directory)
+    assert {s.field for s in searches} == {"header:x-priority", "body"}
+    for raw in (mail(subject="x", to="it@example.com", headers={"X-Priority": "1"}),
+                mail(subject="x", to="it@example.com", body="the toner is empty"),
+                mail(subject="x", to="it@example.com", body="nothing to see")):
+        msg = parse(raw)
+        ahead = search_ahead(msg, searches)
+        assert routes_for(msg, SMTP, directory, ahead) == routes_for(msg, SMTP, directory)
+    msg = parse(mail(subject="x", to="it@example.com", body="toner"))
+    # A search the reading process did not do (a rule a reload added meanwhile) is done here.
+    assert routes_for(msg, SMTP, directory, {})[0].rule == "by-body"
+    # What the reading process found is what counts: it searched the same bounded text.
+    body = Search("printer|toner", directory.rules[1].body.flags, "body")  # type: ignore[union-attr]
+    assert routes_for(msg, SMTP, directory, {body: False})[0].rule == "address"
+
+
+def test_a_search_that_ran_out_of_time_ahead_is_no_match(tmp_path: Path) -> None:
+    directory = directory_with(tmp_path, '[[rule]]\nbody = "(a|aa)+$"\ndepartment = "fac"\n')
+    msg = parse(mail(subject="x", to="it@example.com", body="a" * 5000 + "b"))
+    ahead = search_ahead(msg, searches_of(directory))
+    assert list(ahead.values()) == [None]  # stopped
+    assert routes_for(msg, SMTP, directory, ahead)[0].rule == "address"
 
 
 def test_example_directory_rules() -> None:

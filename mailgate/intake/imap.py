@@ -234,8 +234,9 @@ class MailboxWatcher:
 
     async def _fetch_and_read(self, group: list[int]) -> Fetched:
         fetched = await self._in_thread(self._fetch, group)
-        limit = self.current.snapshot.pipeline.settings.max_body_chars
-        return fetched, await self.reader.read(fetched, limit)
+        pipeline = self.current.snapshot.pipeline
+        return fetched, await self.reader.read(fetched, pipeline.settings.max_body_chars,
+                                               pipeline.searches)
 
     async def _position(self) -> tuple[int, int]:
         uidvalidity = self._uidvalidity

@@ -23,7 +23,7 @@ from mailgate.core.mime.parse import fingerprint, parse
 from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing, proven_refs
-from mailgate.core.routing import Route, routes_for
+from mailgate.core.routing import Route, Searched, routes_for, searches_of
 from mailgate.core.trust import TrustPolicy, sender_trust
 from mailgate.errors import BadMessage
 from mailgate.intake.read import Read
@@ -205,6 +205,7 @@ class Pipeline:
         self.clock = clock
         self.loop_context = LoopContext(directory.own_addresses(), settings.instance)
         self.prefixes = frozenset(d.prefix for d in directory.departments.values())
+        self.searches = searches_of(directory)  # for reading processes to do ahead
         self.sla = SlaBook(directory)
         self.budget = settings.budget(frozenset(
             domain_of(d.address) for d in directory.departments.values()))
@@ -220,9 +221,11 @@ class Pipeline:
                      read: Read | None = None) -> Outcome:
         """`read`: the mail as a reading process read it (intake/reading.py), if it did."""
         now = self.clock()
+        searched: Searched = {}
         if read is not None and read.msg is not None \
                 and read.limit == self.settings.max_body_chars:
             mail, msg = Received(raw, packed=read.packed, parts=read.parts), read.msg
+            searched = read.searched
         else:
             mail = await Received.of(raw)
             msg = await _safe_parse(mail.readable, self.settings.max_body_chars)
@@ -230,7 +233,7 @@ class Pipeline:
                 msg = mail.light_fixed(msg)
         try:
             async with tx.savepoint():
-                return await self._process(tx, mail, msg, origin, now)
+                return await self._process(tx, mail, msg, origin, now, searched)
         except store_errors.TEMPORARY:
             raise  # disk full, locked, I/O error: the caller retries the whole batch
         except BadMessage as exc:
@@ -248,10 +251,12 @@ class Pipeline:
         return Outcome("quarantined", reason=reason, quarantine=entry)
 
     async def _process(self, tx: Tx, mail: Received, msg: Inbound | None, origin: Origin,
-                       now: datetime) -> Outcome:
+                       now: datetime, searched: Searched) -> Outcome:
+        """`searched`: the routing rules' searches done ahead (routing.py)."""
         if msg is None:
             raise BadMessage("the parser could not read this message")
-        routes = {r.department: r for r in routes_for(msg, origin, self.directory)}
+        routes = {r.department: r
+                  for r in routes_for(msg, origin, self.directory, searched)}
         if not routes:
             raise BadMessage("addressed to no known department and no default_department set")
         targets = list(routes)
