@@ -160,10 +160,6 @@ class BusinessCalendar:
         in: add(start, s) <= end exactly when business_us(s) <= elapsed_us(start, end)."""
         return self.elapsed_us_each(((start, end),))[0]
 
-    def elapsed_each(self, pairs: Iterable[tuple[datetime, datetime]]) -> list[float]:
-        """elapsed() of every (start, end) pair."""
-        return [us / 1e6 for us in self.elapsed_us_each(pairs)]
-
     def elapsed_us_each(self, pairs: Iterable[tuple[datetime, datetime]]) -> list[int]:
         """elapsed_us() of every (start, end) pair: one loop for a report's thousands of
         tickets, where a call per pair cost more than the arithmetic. Consecutive pairs

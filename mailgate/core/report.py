@@ -23,8 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
+from zoneinfo import ZoneInfo
 
 from mailgate.core.businesstime import BusinessCalendar
+
+_UTC_ZONE = ZoneInfo("UTC")  # BusinessCalendar.always()'s (ZoneInfo keeps one per key)
 
 
 @dataclass(slots=True)
@@ -157,18 +160,20 @@ class _Times:
     def of(cls, tickets: list[TicketFacts], calendar: BusinessCalendar) -> _Times:
         # One pass over the pairs, each ticket's two after each other: the calendar
         # converts a ticket's arrival once for both.
-        pairs, responded = [], []
+        pairs: list[tuple[datetime, datetime]] = []
+        responses: list[bool] = []
         for t in tickets:
             if t.first_response_at:
                 pairs.append((t.created_at, t.first_response_at))
-                responded.append(True)
+                responses.append(True)
             if t.resolved_at:
                 pairs.append((t.created_at, t.resolved_at))
-                responded.append(False)
-        times = cls([], [])
-        for seconds, response in zip(calendar.elapsed_each(pairs), responded, strict=True):
-            (times.response if response else times.resolution).append(seconds)
-        return times
+                responses.append(False)
+        found = calendar.elapsed_us_each(pairs)  # elapsed() is elapsed_us() / 1e6
+        return cls([us / 1e6 for us, response in zip(found, responses, strict=True)
+                    if response],
+                   [us / 1e6 for us, response in zip(found, responses, strict=True)
+                    if not response])
 
     @classmethod
     def joined(cls, parts: Iterable[_Times]) -> _Times:
@@ -205,8 +210,10 @@ def _per_day(tickets: list[TicketFacts], since: datetime, until: datetime,
     first, last = since.astimezone(zone).date(), (until - timedelta(microseconds=1)).astimezone(
         zone).date()
     counts = {first + timedelta(days=n): 0 for n in range((last - first).days + 1)}
+    in_utc = zone is _UTC_ZONE  # the total row's: a UTC datetime has its date already
     for t in tickets:
-        day = t.created_at.astimezone(zone).date()
+        at = t.created_at
+        day = at.date() if in_utc and at.tzinfo is UTC else at.astimezone(zone).date()
         if day in counts:
             counts[day] += 1
     return tuple(counts.items())

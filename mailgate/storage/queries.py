@@ -17,6 +17,7 @@ clock is at risk.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -240,21 +241,40 @@ async def report_rows(store: Store, directory: Directory | None,
     rating = "t.rating" if ratings else "NULL"
     # No ORDER BY: nothing in the figures depends on the tickets' order.
     rows = await _rows(store, f"""
-        SELECT t.id, t.department, t.created_at, t.first_response_at, t.resolved_at, {rating}
+        SELECT t.id, t.department, t.created_at, t.first_response_at, t.resolved_at, {rating},
+               {", ".join(_CLOCK_STATE.format(target=target) for target in TALLIED)}
         FROM tickets t WHERE {cohort}""", params)
     responses = await _agent_responses(store, directory, cohort, params)
-    tickets = [TicketFacts(r[1], from_ts(r[2]), maybe_ts(r[3]), maybe_ts(r[4]),
-                           responses.get(r[0], 0), r[5]) for r in rows]
-    # Tallied here rather than read clock by clock: the instants are stored as the
-    # timestamps of whole microseconds (ts), so comparing them is comparing the datetimes.
-    tally_rows = await _rows(store, f"""
-        SELECT t.department, c.target,
-               SUM(CASE WHEN c.met_at IS NOT NULL OR c.due_at <= :until THEN 1 ELSE 0 END),
-               SUM(CASE WHEN c.met_at <= c.due_at THEN 1 ELSE 0 END)
-        FROM tickets t JOIN sla_clocks c ON c.ticket = t.id WHERE {cohort}
-        GROUP BY t.department, c.target""", params)
-    clocks = [ClockTally(r[0], r[1], int(r[2]), int(r[3])) for r in tally_rows]
-    return ReportRows(tickets, clocks, await _backlog(store, wanted, params), ratings)
+    tickets = [TicketFacts(r[1], from_ts(r[2]), None if r[3] is None else from_ts(r[3]),
+                           None if r[4] is None else from_ts(r[4]), responses.get(r[0], 0),
+                           r[5]) for r in rows]
+    return ReportRows(tickets, _tally(rows, first_state=6),
+                      await _backlog(store, wanted, params), ratings)
+
+
+# The SLA targets a report counts, and per request the state of its clock for one as of
+# :until: 2 met by its due time, 1 ended otherwise (met late, or overdue), 0 still running
+# within its time, NULL none. Read with the request (a lookup by primary key) rather than
+# clock by clock; the stored instants are the timestamps of whole microseconds (ts), so
+# comparing them is comparing the datetimes.
+TALLIED = ("first_response", "resolution")
+_CLOCK_STATE = """(SELECT CASE WHEN c.met_at <= c.due_at THEN 2
+                          WHEN c.met_at IS NOT NULL OR c.due_at <= :until THEN 1 ELSE 0 END
+                   FROM sla_clocks c WHERE c.ticket = t.id AND c.target = '{target}')"""
+
+
+def _tally(rows: list, first_state: int) -> list[ClockTally]:
+    """ClockTally per department and target from the requests' rows (department in column
+    1, the TALLIED targets' states from column `first_state` on)."""
+    departments = [r[1] for r in rows]
+    tallies = []
+    for offset, target in enumerate(TALLIED):
+        counts = Counter(zip(departments, (r[first_state + offset] for r in rows),
+                             strict=True))
+        for department in dict.fromkeys(departments):
+            met, late = counts[department, 2], counts[department, 1]
+            tallies.append(ClockTally(department, target, met + late, met))
+    return tallies
 
 
 # The departments the tickets name, one index step each on tickets_department_status (a
