@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -269,3 +270,61 @@ def test_one_calendar_many_questions_match_the_walk(cal: BusinessCalendar,
     # question answers (or grows for) the next ones.
     for start, end in itertools.pairwise(instants):
         assert cal.elapsed_us(start, end) == walked_us(cal, start, end)
+
+
+# -- Unix timestamps, as a report reads them -------------------------------------------------
+
+def stamp(at: datetime) -> float:
+    return at.timestamp()
+
+
+def stamp_pairs(seed: int, count: int, around_: datetime, days: int) -> list[tuple[float, float]]:
+    """Float timestamps with sub-microsecond parts, as random_pairs; every other start is
+    used twice in a row (a ticket's response and resolution)."""
+    rng = random.Random(seed)
+    pairs = []
+    for start, end in random_pairs(seed, count, around_, days):
+        a = stamp(start) + rng.uniform(-1e-6, 1e-6)
+        pairs.append((a, stamp(end) + rng.uniform(-1e-6, 1e-6)))
+        if rng.random() < 0.5:
+            pairs.append((a, a + rng.choice((0.0, 1e-7, 7200.0, 86400.0 * 3))))
+    return pairs
+
+
+@pytest.mark.parametrize("make", [office, lambda: office("America/Santiago"),
+                                  lambda: night_shift("Australia/Lord_Howe"),
+                                  lambda: BusinessCalendar.always()])
+def test_timestamps_match_the_walk_of_their_datetimes(make: object) -> None:
+    cal = make()  # type: ignore[operator]
+    pairs = stamp_pairs(16, 1500, utc(2026, 6, 1), 500)
+    expected = [walked_us(cal, datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
+                for a, b in pairs]
+    assert cal.elapsed_us_each(pairs) == expected
+
+
+def test_timestamps_round_to_the_microsecond_as_fromtimestamp_does() -> None:
+    # Exactly half a microsecond (a double holds such fractions near the epoch) goes to
+    # the even one, as fromtimestamp's rounding does; anything else to the nearest.
+    rng = random.Random(21)
+    near_epoch = (rng.randrange(-5, 5) + (rng.randrange(10**6) + 0.5) / 1e6
+                  for _ in range(5000))
+    halves = [s for s in near_epoch if abs(math.modf(s)[0] * 1e6 % 1) == 0.5]
+    assert len(halves) > 100
+    others = [rng.uniform(-3e9, 4e9) for _ in range(5000)]
+    cal = BusinessCalendar.always()
+    for s in halves + others:
+        whole = float(math.floor(s) - 1)  # whole seconds convert exactly
+        expected = (to_us(datetime.fromtimestamp(s, UTC))
+                    - to_us(datetime.fromtimestamp(whole, UTC)))
+        assert cal.elapsed_us_each([(whole, s)]) == [expected], s
+
+
+@settings(deadline=None, derandomize=True, max_examples=200)
+@given(calendars(), st.lists(WIDE, min_size=2, max_size=12))
+def test_random_calendars_from_timestamps_match_the_walk(cal: BusinessCalendar,
+                                                         instants: list[datetime]) -> None:
+    stamps = [stamp(i) for i in instants]
+    pairs = [(stamps[0], s) for s in stamps[1:]] + list(itertools.pairwise(stamps))
+    expected = [walked_us(cal, datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
+                for a, b in pairs]
+    assert cal.elapsed_us_each(pairs) == expected

@@ -158,38 +158,35 @@ class BusinessCalendar:
     def elapsed_us(self, start: datetime, end: datetime) -> int:
         """Business time from start to end in whole microseconds, the unit add() counts
         in: add(start, s) <= end exactly when business_us(s) <= elapsed_us(start, end)."""
-        return self.elapsed_us_each(((start, end),))[0]
-
-    def elapsed_us_each(self, pairs: Iterable[tuple[datetime, datetime]]) -> list[int]:
-        """elapsed_us() of every (start, end) pair: one loop for a report's thousands of
-        tickets, where a call per pair cost more than the arithmetic. Consecutive pairs
-        with the same start object (a ticket's arrival to its response, then to its
-        resolution) convert that start once."""
+        begin, stop = _to_us(start), _to_us(end)
+        if stop <= begin:
+            return 0
         if self._always:
-            return [max(0, _to_us(end) - _to_us(start)) for start, end in pairs]
-        found: list[int] = []
-        line = self._timeline
-        last_start: datetime | None = None
-        begin = first = below_begin = 0
+            return stop - begin
+        return self._between(begin, stop, self._ordinal(start, begin),
+                             self._ordinal(end, stop))
+
+    def elapsed_us_each(self, pairs: Iterable[tuple[float, float]]) -> list[int]:
+        """elapsed_us() of every (start, end) pair of Unix timestamps as the store keeps
+        instants, each the instant datetime.fromtimestamp(stamp, UTC) is: a report's
+        thousands of tickets without a datetime built, converted and taken apart again
+        for each. Consecutive pairs with the same start (a ticket's arrival to its
+        response, then to its resolution) convert it once."""
+        zone, found = self.zone, []
+        last_start: float | None = None
+        begin = first = 0
         for start, end in pairs:
-            if start is not last_start:
-                begin, last_start = _to_us(start), start
-                first = self._ordinal(start, begin)
-                below_begin = -1  # not looked up yet
-            stop = _to_us(end)
+            if start != last_start:
+                begin, last_start = _stamp_us(start), start
+                first = datetime.fromtimestamp(start, zone).toordinal()
+            stop = _stamp_us(end)
             if stop <= begin:
                 found.append(0)
-                continue
-            last = self._ordinal(end, stop)
-            if line is None or first - 1 < line.first or last > line.last:
-                line = self._timeline_over(first - 1, last)
-                below_begin = -1
-            if line is None or not line.answers(begin, stop, first, last):
-                found.append(self._walked_us(begin, stop, last))
-                continue
-            if below_begin < 0:
-                below_begin = line.below(begin)
-            found.append(line.below(stop) - below_begin)
+            elif self._always:
+                found.append(stop - begin)
+            else:
+                last = datetime.fromtimestamp(end, zone).toordinal()
+                found.append(self._between(begin, stop, first, last))
         return found
 
     def _ordinal(self, at: datetime, us: int) -> int:
@@ -199,6 +196,16 @@ class BusinessCalendar:
         if at.tzinfo is self.zone:
             return self._local_ordinal(us)
         return at.astimezone(self.zone).toordinal()
+
+    def _between(self, begin: int, stop: int, first: int, last: int) -> int:
+        """Business microseconds from begin (local date `first`) to stop (local date
+        `last`), begin < stop: from the timeline where it answers, else walked."""
+        line = self._timeline
+        if line is None or first - 1 < line.first or last > line.last:
+            line = self._timeline_over(first - 1, last)
+        if line is not None and line.answers(begin, stop, first, last):
+            return line.below(stop) - line.below(begin)
+        return self._walked_us(begin, stop, last)
 
     def _walked_us(self, begin: int, stop: int, last: int) -> int:
         """elapsed_us by walking the working spans of the dates up to `last` (the local
@@ -341,6 +348,13 @@ def _to_us(at: datetime) -> int:
 
 def _from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
+
+
+def _stamp_us(stamp: float) -> int:
+    """_to_us(datetime.fromtimestamp(stamp, UTC)) without the datetime: fromtimestamp's
+    own rounding, the fraction's microseconds to the nearest, halves to even."""
+    fraction, whole = math.modf(stamp)
+    return int(whole) * 1_000_000 + round(fraction * 1e6)
 
 
 def business_us(seconds: float) -> int:

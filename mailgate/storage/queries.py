@@ -245,9 +245,8 @@ async def report_rows(store: Store, directory: Directory | None,
                {", ".join(_CLOCK_STATE.format(target=target) for target in TALLIED)}
         FROM tickets t WHERE {cohort}""", params)
     responses = await _agent_responses(store, directory, cohort, params)
-    tickets = [TicketFacts(r[1], from_ts(r[2]), None if r[3] is None else from_ts(r[3]),
-                           None if r[4] is None else from_ts(r[4]), responses.get(r[0], 0),
-                           r[5]) for r in rows]
+    tickets = [TicketFacts(r[1], r[2], r[3], r[4], responses.get(r[0], 0), r[5])
+               for r in rows]
     return ReportRows(tickets, _tally(rows, first_state=6),
                       await _backlog(store, wanted, params), ratings)
 
