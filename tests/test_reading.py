@@ -15,13 +15,15 @@ import pytest
 
 from mailgate.core.mime.largemail import LARGE
 from mailgate.core.mime.parse import parse
-from mailgate.intake.read import read_group, read_mail
+from mailgate.intake.read import Asked, read_group, read_mail
 from mailgate.intake.reading import Reader
+from mailgate.outbound.compose import RelayParts, relay_parts
 from mailgate.storage.attachments import extract
 from mailgate.storage.packing import pack
 from tests.factories import IT, Harness, harness, mail
 
 LIMIT = 200_000
+ASKED = Asked(LIMIT, 10 * 1024 * 1024)
 
 
 def with_attachment(i: int) -> bytes:
@@ -50,27 +52,31 @@ async def reader() -> AsyncIterator[Reader]:
 
 
 def test_reading_is_parsing_extracting_and_packing() -> None:
-    for raw, read in zip(MAILS, read_group(MAILS, LIMIT), strict=True):
+    for raw, read in zip(MAILS, read_group(MAILS, ASKED), strict=True):
         assert read.msg == parse(raw, LIMIT)
         assert read.packed == pack(raw)
-        assert read.limit == LIMIT
+        assert read.asked == ASKED
         expected = extract(raw) if read.msg and read.msg.attachments else None
         assert read.parts == (tuple(expected) if expected is not None else None)
-    assert read_mail(with_attachment(2), LIMIT).parts  # the attachment, decoded
+    with_file = read_mail(with_attachment(2), ASKED)
+    assert with_file.parts  # the attachment, decoded
+    assert with_file.relay == relay_parts(with_attachment(2), ASKED.relay_limit)
+    assert with_file.relay and with_file.relay.parts  # and as the MIME part to relay
+    assert read_mail(MAILS[0], ASKED).relay is None  # a single text body has none
 
 
 async def test_a_reading_process_reads_what_inline_reading_reads(reader: Reader) -> None:
     fetched = dict(enumerate(MAILS, start=10))
-    reads = await reader.read(fetched, LIMIT)
+    reads = await reader.read(fetched, ASKED)
     assert sorted(reads) == sorted(fetched)
     for uid, raw in fetched.items():
-        assert reads[uid] == read_mail(raw, LIMIT)
+        assert reads[uid] == read_mail(raw, ASKED)
 
 
 async def test_large_mail_and_no_processes_are_left_to_the_pipeline(reader: Reader) -> None:
     big = mail("big", body="x" * (LARGE + 10))
-    assert list(await reader.read({1: big, 2: MAILS[0]}, LIMIT)) == [2]
-    assert await Reader(0).read({1: MAILS[0]}, LIMIT) == {}
+    assert list(await reader.read({1: big, 2: MAILS[0]}, ASKED)) == [2]
+    assert await Reader(0).read({1: MAILS[0]}, ASKED) == {}
 
 
 async def test_a_killed_reading_process_costs_one_inline_group(reader: Reader) -> None:
@@ -80,8 +86,8 @@ async def test_a_killed_reading_process_costs_one_inline_group(reader: Reader) -
     for pid in list(pool._processes):  # the OOM killer, an admin's kill -9
         os.kill(pid, signal.SIGKILL)
     await asyncio.sleep(0.2)
-    assert await reader.read({1: MAILS[0]}, LIMIT) == {}  # read inline by the pipeline
-    again = await reader.read({1: MAILS[0]}, LIMIT)  # a new process for the next group
+    assert await reader.read({1: MAILS[0]}, ASKED) == {}  # read inline by the pipeline
+    again = await reader.read({1: MAILS[0]}, ASKED)  # a new process for the next group
     assert again[1].msg == parse(MAILS[0], LIMIT)
     assert reader._pool is not pool
 
@@ -97,7 +103,7 @@ async def test_the_pipeline_stores_the_same_from_a_reading_as_inline(h: Harness)
     raws = [with_attachment(i) for i in range(4)]
     async with h.store.transaction() as tx:
         for i, raw in enumerate(raws):
-            read = read_mail(raw, LIMIT) if i % 2 else None
+            read = read_mail(raw, h.pipeline.reading) if i % 2 else None
             assert (await h.pipeline.handle(tx, raw, IT, read)).action == "ticket"
     stored = await h.rows("SELECT t.ref, a.filename, a.size, a.sha256 FROM attachments a "
                           "JOIN tickets t ON t.id = a.ticket ORDER BY t.ref")
@@ -110,7 +116,8 @@ async def test_the_pipeline_stores_the_same_from_a_reading_as_inline(h: Harness)
 
 async def test_a_reading_with_another_body_limit_is_not_used(h: Harness) -> None:
     raw = mail("long", body="word " * 100)
-    stale = read_mail(raw, 10)  # read before a reload changed [limits] max_body_chars
+    # Read before a reload changed [limits] max_body_chars.
+    stale = read_mail(raw, replace(h.pipeline.reading, body_limit=10))
     async with h.store.transaction() as tx:
         await h.pipeline.handle(tx, raw, IT, stale)
     [(text,)] = await h.rows("SELECT body FROM messages")
@@ -123,7 +130,7 @@ async def test_a_machine_without_processes_reads_inline(monkeypatch: pytest.Monk
 
     monkeypatch.setattr("mailgate.intake.reading.ProcessPoolExecutor", refused)
     reader = Reader(1)
-    assert await reader.read({1: MAILS[0]}, LIMIT) == {}
+    assert await reader.read({1: MAILS[0]}, ASKED) == {}
     assert reader.workers == 0  # not tried again for every group
 
 
@@ -131,9 +138,19 @@ async def test_the_pipeline_routes_by_the_searches_done_ahead(h: Harness) -> Non
     # The example's "locked-out" rule searches the subject; the reading process's answer
     # is used as it is (here: a match the subject alone would not give).
     raw = mail("Printer jammed", message_id="<ahead@example.com>")
-    read = read_mail(raw, LIMIT, h.pipeline.searches)
+    read = read_mail(raw, h.pipeline.reading)
     assert read.searched and not any(read.searched.values())
     said_yes = replace(read, searched=dict.fromkeys(read.searched, True))
     async with h.store.transaction() as tx:
         await h.pipeline.handle(tx, raw, IT, said_yes)
     assert await h.rows("SELECT priority FROM tickets") == [("high",)]
+
+
+async def test_the_team_notification_relays_the_parts_read_ahead(h: Harness) -> None:
+    raw = with_attachment(7)
+    read = read_mail(raw, h.pipeline.reading)
+    marked = RelayParts((b"Content-Type: text/plain\r\n\r\nrelayed from the reading\r\n",), ())
+    async with h.store.transaction() as tx:
+        await h.pipeline.handle(tx, raw, IT, replace(read, relay=marked))
+    notices = await h.rows("SELECT raw FROM outbox WHERE kind = 'notify-team'")
+    assert notices and all(b"relayed from the reading" in row[0] for row in notices)

@@ -234,9 +234,8 @@ class MailboxWatcher:
 
     async def _fetch_and_read(self, group: list[int]) -> Fetched:
         fetched = await self._in_thread(self._fetch, group)
-        pipeline = self.current.snapshot.pipeline
-        return fetched, await self.reader.read(fetched, pipeline.settings.max_body_chars,
-                                               pipeline.searches)
+        asked = self.current.snapshot.pipeline.reading
+        return fetched, await self.reader.read(fetched, asked)
 
     async def _position(self) -> tuple[int, int]:
         uidvalidity = self._uidvalidity

@@ -26,7 +26,7 @@ from mailgate.core.replykey import KeyRing, proven_refs
 from mailgate.core.routing import Route, Searched, routes_for, searches_of
 from mailgate.core.trust import TrustPolicy, sender_trust
 from mailgate.errors import BadMessage
-from mailgate.intake.read import Read
+from mailgate.intake.read import Asked, Read
 from mailgate.outbound.compose import RelayParts
 from mailgate.outbound.kinds import Sending
 from mailgate.outbound.queued import QueuedMail, parts_to_relay
@@ -95,6 +95,7 @@ class Received:
     light: Light | None = None
     packed: bytes | None = None  # the raw bytes as the database keeps them, when known
     parts: tuple[Part, ...] | None = None  # its attachments, when read already
+    relay: RelayParts | None = None  # its attachments to relay, when read already
 
     @classmethod
     async def of(cls, raw: bytes) -> Received:
@@ -205,7 +206,9 @@ class Pipeline:
         self.clock = clock
         self.loop_context = LoopContext(directory.own_addresses(), settings.instance)
         self.prefixes = frozenset(d.prefix for d in directory.departments.values())
-        self.searches = searches_of(directory)  # for reading processes to do ahead
+        # What a reading process does ahead for this pipeline (intake/read.py).
+        self.reading = Asked(settings.max_body_chars, settings.max_relay_bytes,
+                             searches_of(directory))
         self.sla = SlaBook(directory)
         self.budget = settings.budget(frozenset(
             domain_of(d.address) for d in directory.departments.values()))
@@ -222,10 +225,9 @@ class Pipeline:
         """`read`: the mail as a reading process read it (intake/reading.py), if it did."""
         now = self.clock()
         searched: Searched = {}
-        if read is not None and read.msg is not None \
-                and read.limit == self.settings.max_body_chars:
-            mail, msg = Received(raw, packed=read.packed, parts=read.parts), read.msg
-            searched = read.searched
+        if read is not None and read.msg is not None and read.asked == self.reading:
+            mail = Received(raw, packed=read.packed, parts=read.parts, relay=read.relay)
+            msg, searched = read.msg, read.searched
         else:
             mail = await Received.of(raw)
             msg = await _safe_parse(mail.readable, self.settings.max_body_chars)
@@ -363,8 +365,7 @@ class Pipeline:
         parts = RelayParts((), ())
         if verdict.kind is MailKind.REQUEST and sender:
             # A person wrote: answers, notes, commands, replies (reply.py).
-            parts = await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes,
-                                         mail.light)
+            parts = await self._relay_parts(mail, msg)
             recipients = budget_recipients(incoming, tickets, self.directory)
             drawn = await self._drawn(tx, sender, read.usage, recipients, now)
             replied = self.conversation.decide(
@@ -430,14 +431,18 @@ class Pipeline:
 
         async def mail_parts() -> RelayParts:
             if not found:
-                found.append(await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes,
-                                                  mail.light))
+                found.append(await self._relay_parts(mail, msg))
             return found[0]
 
         async def write(queued: QueueMail, tickets: Sequence[TicketState],
                         first: str | None) -> list[Outgoing]:
             return await self.mailer.write(queued, tickets, now, mail_parts, first)
         return write
+
+    async def _relay_parts(self, mail: Received, msg: Inbound) -> RelayParts:
+        if mail.relay is not None:  # read ahead
+            return mail.relay
+        return await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes, mail.light)
 
     async def _store_files(self, tx: Tx, mail: Received, msg: Inbound) -> tuple[StoredFile, ...]:
         """Write the mail's attachments (up to [limits] max_attachment_bytes in all);

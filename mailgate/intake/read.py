@@ -10,8 +10,19 @@ from dataclasses import dataclass
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Inbound
 from mailgate.core.routing import Search, search_ahead
+from mailgate.outbound.compose import RelayParts, carries_parts, relay_parts
 from mailgate.storage.attachments import Part, extract
 from mailgate.storage.packing import pack
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What the pipeline wants read, from its settings and directory. A reading done for
+    another (a reload came between) is not used: the pipeline reads that mail itself."""
+
+    body_limit: int  # [limits] max_body_chars
+    relay_limit: int  # [conversation] max_relay_bytes
+    searches: tuple[Search, ...] = ()  # the routing rules' searches (routing.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +32,24 @@ class Read:
     msg: Inbound | None  # None: the parser failed; the pipeline reads it again and says why
     packed: bytes  # the raw bytes as the database keeps them
     parts: tuple[Part, ...] | None  # its attachments decoded; None when it names none
-    limit: int  # the body limit ([limits] max_body_chars) it was read with
-    searched: dict[Search, bool | None]  # the routing rules' searches, done (routing.py)
+    relay: RelayParts | None  # its attachments as MIME parts to relay; None: it has none
+    searched: dict[Search, bool | None]  # the searches asked, done (True, False, timed out)
+    asked: Asked
 
 
-def read_mail(raw: bytes, limit: int, searches: tuple[Search, ...] = ()) -> Read:
+def read_mail(raw: bytes, asked: Asked) -> Read:
     try:
-        msg: Inbound | None = parse(raw, limit)
+        msg: Inbound | None = parse(raw, asked.body_limit)
     except Exception:  # parse promises not to raise; if it does, the pipeline quarantines
         msg = None
-    parts = tuple(extract(raw)) if msg is not None and msg.attachments else None
-    searched = search_ahead(msg, searches) if msg is not None else {}
-    return Read(msg, pack(raw), parts, limit, searched)
+    if msg is None:
+        return Read(None, pack(raw), None, None, {}, asked)
+    parts = tuple(extract(raw)) if msg.attachments else None
+    relay = relay_parts(raw, asked.relay_limit) if carries_parts(msg) else None
+    return Read(msg, pack(raw), parts, relay, search_ahead(msg, asked.searches), asked)
 
 
-def read_group(raws: list[bytes], limit: int, searches: tuple[Search, ...] = (),
-               ) -> list[Read]:
+def read_group(raws: list[bytes], asked: Asked) -> list[Read]:
     """A reading process's one job: a whole group per call, one hand-off each way."""
-    return [read_mail(raw, limit, searches) for raw in raws]
+    return [read_mail(raw, asked) for raw in raws]
+

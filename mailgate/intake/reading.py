@@ -21,8 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from mailgate.core.mime.largemail import LARGE
-from mailgate.core.routing import Search
-from mailgate.intake.read import Read, read_group
+from mailgate.intake.read import Asked, Read, read_group
 from mailgate.service.log import get_logger
 
 log = get_logger("mailgate.intake.reading")
@@ -40,11 +39,9 @@ class Reader:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    async def read(self, raws: dict[int, bytes], limit: int,
-                   searches: tuple[Search, ...] = ()) -> dict[int, Read]:
-        """The small mails of a fetched group, read in the reading process, by UID, with
-        the routing rules' SEARCHES done; empty when they cannot be (the pipeline then
-        reads them inline)."""
+    async def read(self, raws: dict[int, bytes], asked: Asked) -> dict[int, Read]:
+        """The small mails of a fetched group, read in the reading process as ASKED, by
+        UID; empty when they cannot be (the pipeline then reads them inline)."""
         small = {uid: raw for uid, raw in raws.items() if len(raw) <= LARGE}
         if not small or self.workers == 0:
             return {}
@@ -56,7 +53,7 @@ class Reader:
             return {}
         try:
             reads = await asyncio.get_running_loop().run_in_executor(
-                pool, read_group, list(small.values()), limit, searches)
+                pool, read_group, list(small.values()), asked)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -74,7 +71,7 @@ class Reader:
     async def warm(self) -> None:
         """Start the reading process now, so the first group does not wait for it."""
         if self.workers:
-            await self.read({0: b"Subject: warm-up\r\n\r\n"}, 100)
+            await self.read({0: b"Subject: warm-up\r\n\r\n"}, Asked(100, 100))
 
     def resize(self, workers: int) -> None:
         """A reload's new count; the running group finishes on the old processes."""

@@ -23,6 +23,8 @@ from email.header import Header
 from email.message import Message
 from email.utils import format_datetime, formataddr
 
+from mailgate.core.model import Inbound
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 CRLF = "\r\n"
 LOOP_HEADER = "X-Mailgate-Instance"  # our instance's name: mail that comes back is ours
@@ -101,6 +103,11 @@ def _content(text: str, html: str | None) -> tuple[list[tuple[str, str]], str]:
 class RelayParts:
     parts: tuple[bytes, ...]  # complete MIME parts, as received
     left_out: tuple[tuple[str, int], ...]  # (filename, size) of parts over the size cap
+
+
+def carries_parts(msg: Inbound) -> bool:
+    """Whether a received mail can have parts to relay: a single text body has none."""
+    return msg.headers.get("content-type", "text/plain") not in ("text/plain", "text/html")
 
 
 def relay_parts(raw: bytes, limit: int) -> RelayParts:

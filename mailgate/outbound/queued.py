@@ -19,7 +19,7 @@ from mailgate.core.mime.largemail import Light, restored_parts
 from mailgate.core.model import Inbound, Outgoing
 from mailgate.core.model import OutgoingKind as K
 from mailgate.core.render import Renderer
-from mailgate.outbound.compose import RelayParts, relay_parts
+from mailgate.outbound.compose import RelayParts, carries_parts, relay_parts
 from mailgate.outbound.kinds import Mail, Sending, build
 from mailgate.service.log import get_logger
 from mailgate.tickets.effects import QueueMail
@@ -39,7 +39,7 @@ async def parts_to_relay(raw: bytes, msg: Inbound, limit: int,
     """A received mail's attachments to relay. A single text body has none: skip the
     second parse. A large mail's are read from its light view, off the loop, and its big
     parts put back as they came (or named as left out when they do not fit)."""
-    if msg.headers.get("content-type", "text/plain") in ("text/plain", "text/html"):
+    if not carries_parts(msg):
         return NO_PARTS
     if light is None:
         return relay_parts(raw, limit)
