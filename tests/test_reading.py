@@ -16,7 +16,7 @@ import pytest
 from mailgate.core.mime.largemail import LARGE
 from mailgate.core.mime.parse import parse
 from mailgate.intake.read import Asked, read_group, read_mail
-from mailgate.intake.reading import Reader
+from mailgate.intake.reading import READ_AHEAD_BYTES, Reader, ahead_of
 from mailgate.outbound.compose import RelayParts, relay_parts
 from mailgate.storage.attachments import extract
 from mailgate.storage.packing import pack
@@ -154,3 +154,12 @@ async def test_the_team_notification_relays_the_parts_read_ahead(h: Harness) -> 
         await h.pipeline.handle(tx, raw, IT, replace(read, relay=marked))
     notices = await h.rows("SELECT raw FROM outbox WHERE kind = 'notify-team'")
     assert notices and all(b"relayed from the reading" in row[0] for row in notices)
+
+
+def test_what_is_read_ahead_is_bounded_per_group() -> None:
+    mails = {uid: b"x" * (700 * 1024) for uid in range(1, 6)}  # 3.5 MB in all
+    mails[6] = b"x" * (LARGE + 1)
+    mails[7] = MAILS[0]
+    chosen = ahead_of(mails)
+    assert list(chosen) == [1, 2, 7]  # 1.4 MB + a small one; the third would pass 2 MB
+    assert sum(map(len, chosen.values())) <= READ_AHEAD_BYTES

@@ -25,6 +25,22 @@ from mailgate.intake.read import Asked, Read, read_group
 from mailgate.service.log import get_logger
 
 log = get_logger("mailgate.intake.reading")
+# At most this much mail of a group is read ahead: a reading comes back as up to about
+# three times its size (packed, attachments decoded, parts to relay), and two groups are in
+# memory at a time. The rest of an attachment-heavy group is read inline, as before.
+READ_AHEAD_BYTES = 2 * 1024 * 1024
+
+
+def ahead_of(raws: dict[int, bytes]) -> dict[int, bytes]:
+    """The mails of a group to read ahead: in order, up to READ_AHEAD_BYTES together; a
+    large one (largemail.LARGE) never, it has its own light path."""
+    chosen: dict[int, bytes] = {}
+    total = 0
+    for uid, raw in raws.items():
+        if len(raw) <= LARGE and total + len(raw) <= READ_AHEAD_BYTES:
+            chosen[uid] = raw
+            total += len(raw)
+    return chosen
 
 
 def default_workers() -> int:
@@ -42,7 +58,7 @@ class Reader:
     async def read(self, raws: dict[int, bytes], asked: Asked) -> dict[int, Read]:
         """The small mails of a fetched group, read in the reading process as ASKED, by
         UID; empty when they cannot be (the pipeline then reads them inline)."""
-        small = {uid: raw for uid, raw in raws.items() if len(raw) <= LARGE}
+        small = ahead_of(raws)
         if not small or self.workers == 0:
             return {}
         try:
