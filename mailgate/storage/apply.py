@@ -1,10 +1,10 @@
 """The write step of a mail's processing: a decision's effects (tickets/effects.py), in one go.
 
 Effects of one kind are written together (one executemany each), in the order their
-rows depend on one another: the message, its receipts, the new tickets (whose ids and
-refs the rest names), changes to existing tickets (each written once, as the decision
-leaves it), clocks, links, attachments, held notifications, the outgoing mail, and last
-the events (which name the message, the tickets and the mail). Events keep the order the
+rows depend on one another: the message, the new tickets (whose ids and refs the rest
+names), the message's receipts, changes to existing tickets (each written once, as the
+decision leaves it), clocks, links, attachments, held notifications, the outgoing mail,
+and last the events (which name the message, the tickets and the mail). Events keep the order the
 decision listed them in, so "the first event of a ticket" means what it did.
 
 Portable SQL only (SQLite and PostgreSQL): ON CONFLICT DO NOTHING, subqueries for ids.
@@ -96,11 +96,21 @@ async def apply(tx: Tx, effects: Sequence[Effect], arrival: Arrival, write_mail:
     done.message = arrival.stored  # unless the effects store it now
     # What the conversation shows of the mail: the decision's last word on it.
     texts = [e.text for e in effects if isinstance(e, SetMessageText)]
+    message_row = None  # the new messages row's id, once asked for
     for store in _of(effects, StoreMessage):
-        done.message = await tx.store_message(
+        message_row = await tx.store_message_later(
             arrival.msg, arrival.fingerprint, store.kind, arrival.raw, arrival.source, now,
             store.trust, stored=arrival.stored, packed=arrival.packed,
             text=texts[-1] if texts else store.text)
+    # The tickets are opened before the message's id is asked for: on PostgreSQL it then
+    # comes back with theirs, in one round trip (Tx.fetch_later).
+    for new in _of(effects, OpenTicket):
+        ticket = await tx.create_ticket(new.department, new.prefix, new.subject, new.requester,
+                                        new.requester_name, new.priority, now, cc=new.cc,
+                                        next_escalation_at=new.next_escalation_at)
+        done.opened[new.slot] = TicketState.of(ticket, cc=new.cc)
+    if message_row is not None:
+        done.message = await message_row()
     if texts and (arrival.stored is not None or not _of(effects, StoreMessage)):
         assert done.message is not None  # stored before: its text is set now
         await ops.set_text(tx, done.message, texts[-1])
@@ -108,11 +118,6 @@ async def apply(tx: Tx, effects: Sequence[Effect], arrival: Arrival, write_mail:
         assert done.message is not None, "receipts name the stored message"
         await tx.add_receipts(arrival.msg.dedupe_key, receipts.departments, done.message,
                               receipts.outcome)
-    for new in _of(effects, OpenTicket):
-        ticket = await tx.create_ticket(new.department, new.prefix, new.subject, new.requester,
-                                        new.requester_name, new.priority, now, cc=new.cc,
-                                        next_escalation_at=new.next_escalation_at)
-        done.opened[new.slot] = TicketState.of(ticket, cc=new.cc)
     await _changes(tx, [e for e in effects if isinstance(e, CHANGES)], now)
     await _clocks(tx, done, _of(effects, StartClocks))
     await _links(tx, done, _of(effects, LinkTickets))

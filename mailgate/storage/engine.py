@@ -9,7 +9,7 @@ things several writers need (a lock per message key, claiming outbox rows).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -46,6 +46,10 @@ class Pipelining(Protocol):
 
     def pipeline(self) -> AbstractAsyncContextManager[None]: ...
     async def send(self, sql: str, parameters: Sequence | Mapping = ...) -> None: ...
+    async def defer(self, sql: str, parameters: Sequence | Mapping = ...,
+                    ) -> Callable[[], Awaitable[list[tuple]]]:
+        """Sent now, its rows when the returned function is awaited (one wait for several
+        statements' rows, or none if they came back with another's)."""
     async def drop_pending(self) -> None:
         """After a failure inside pipeline(): settle what was sent, errors ignored."""
 

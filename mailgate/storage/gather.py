@@ -141,10 +141,12 @@ async def ticket_facts(tx: Tx, ticket: TicketState, sender: str, now: datetime,
     thread, the sender's relays this hour (and with `texts`, the request's and the last
     answer's text), then its running clocks."""
     sql = f"{_TICKET_FACTS}{_TEXTS if texts else ''} FROM tickets t WHERE t.id = ?"
-    row = await tx.fetch_one(sql, (sender, ts(now - HOUR), OutgoingKind.RELAY_TEAM.value,
-                                   ticket.id))
+    facts = await tx.fetch_later(sql, (sender, ts(now - HOUR), OutgoingKind.RELAY_TEAM.value,
+                                       ticket.id))
+    running = await tx.fetch_later(_CLOCKS, (ticket.id,))  # both in one round trip
+    row = next(iter(await facts()), None)
     assert row is not None, f"ticket {ticket.ref} vanished inside its transaction"
-    clocks = await tx.fetch_all(_CLOCKS, (ticket.id,))
+    clocks = await running()
     running = {Target(r[0]): Clock(Target(r[0]), from_ts(r[1]), r[2], r[3], r[4])
                for r in clocks}
     return TicketFacts(ticket, running, maybe_ts(row[0]), maybe_ts(row[1]), row[2], row[3],

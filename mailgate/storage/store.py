@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +55,9 @@ def ticket_from_row(row: Sequence) -> Ticket:
         requester_name=row[5], status=Status(row[6]), priority=Priority(row[7]),
         created_at=from_ts(row[8]), updated_at=from_ts(row[9]),
     )
+
+
+Later = Callable[[], Awaitable[list]]  # a statement's rows, when awaited (Tx.fetch_later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +396,18 @@ class Tx:
     async def fetch_all(self, sql: str, args: Iterable = ()) -> list:
         return list(await self.conn.execute_fetchall(sql, tuple(args)))
 
+    async def fetch_later(self, sql: str, args: Iterable = ()) -> Later:
+        """fetch_all in two steps: the statement now, its rows when the result is awaited.
+        Inside a savepoint on PostgreSQL, statements asked for this way travel together
+        and their rows come back with one wait (Pipelining.defer); elsewhere it runs now."""
+        if self._pipelining is not None:
+            return await self._pipelining.defer(sql, tuple(args))
+        rows = await self.fetch_all(sql, args)
+
+        async def answer() -> list:
+            return rows
+        return answer
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """The block's statements, undone together if it raises. Named by depth: the
@@ -460,14 +475,28 @@ class Tx:
         """Insert the message once: `stored` is its row if an earlier copy (for another
         department) has one (see gather.stored). `text` is what the conversation shows of it;
         `packed` the raw bytes compressed already (off the event loop, for large mail)."""
+        row = await self.store_message_later(msg, fingerprint, kind, raw, source, now, trust,
+                                             stored=stored, text=text, packed=packed)
+        return await row()
+
+    async def store_message_later(self, msg: Inbound, fingerprint: str, kind: MailKind,
+                                  raw: bytes, source: str, now: datetime, trust: str = "", *,
+                                  stored: int | None = None, text: str | None = None,
+                                  packed: bytes | None = None,
+                                  ) -> Callable[[], Awaitable[int]]:
+        """store_message, its row's id when the result is awaited (see fetch_later)."""
         if stored is not None:
-            return stored
+            known = stored
+
+            async def found() -> int:
+                return known
+            return found
         recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
-        cur = await self.execute(
+        later = await self.fetch_later(
             """INSERT INTO messages (dedupe_key, message_id, fingerprint, kind, sender,
                    sender_name, recipients, subject, sent_date, body, attachments, defects,
                    size, source, received_at, raw, sender_trust, text)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             (msg.dedupe_key, msg.message_id, fingerprint, kind.value,
              msg.sender.addr if msg.sender else "", msg.sender.name if msg.sender else "",
              json.dumps(recipients), msg.subject, msg.date.isoformat() if msg.date else None,
@@ -475,7 +504,10 @@ class Tx:
                                    for a in msg.attachments]),
              json.dumps(list(msg.defects)), msg.size, source, ts(now),
              packed if packed is not None else pack(raw), trust, text))
-        return int(cur.lastrowid or 0)
+
+        async def inserted() -> int:
+            return int((await later())[0][0])
+        return inserted
 
     # --- tickets and events ---------------------------------------------------------
 

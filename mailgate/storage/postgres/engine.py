@@ -17,7 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -124,6 +132,12 @@ class _Pending:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+def _answered(rows: list[tuple]) -> Callable[[], Awaitable[list[tuple]]]:
+    async def answer() -> list[tuple]:
+        return rows
+    return answer
 
 
 class PgConnection:
@@ -244,6 +258,23 @@ class PgConnection:
             return
         done = translate(sql)
         await self._raw().execute(done.sql, done.arguments(parameters))
+
+    async def defer(self, sql: str,
+                    parameters: Sequence | Mapping = ()) -> Callable[[], Awaitable[list[tuple]]]:
+        """A statement whose rows are needed, but not yet: inside this task's pipeline it
+        goes out now, and asking for its rows waits only if they did not come back with
+        an earlier wait's. Elsewhere it runs now, as execute_fetchall() does."""
+        if self._pipe is None or self._pipe_owner is not asyncio.current_task():
+            return _answered(await self.execute_fetchall(sql, parameters))
+        done = translate(sql)
+        cur = self._raw().cursor()
+        await cur.execute(done.sql, done.arguments(parameters))
+
+        async def rows() -> list[tuple]:
+            if cur.pgresult is None and self._pipe is not None:
+                await self._pipe.sync()
+            return [tuple(r) for r in await cur.fetchall()] if cur.description else []
+        return rows
 
     async def drop_pending(self) -> None:
         """Inside pipeline(), after a failure: wait for what was sent, ignoring its errors
