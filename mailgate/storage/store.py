@@ -328,8 +328,13 @@ class Store:
         if self.engine.shared:
             # On the connection that holds the claims, committed by itself: a node marks
             # each mail before its next send (outbound/outbox.py), and on the writer
-            # connection every mark waited for the intake batch in progress.
-            await self.engine.on_claims_connection(_MARK_SENT, rows)
+            # connection every mark waited for the intake batch in progress. The ids the
+            # lanes sent meanwhile in one statement: one round trip, one commit.
+            ids = sorted(outbox_ids)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                await self.engine.on_claims_connection(
+                    _MARK_SENT_IN.format(", ".join("?" * len(chunk))), [(ts(now), *chunk)])
             return
         async with self.transaction():
             await self.conn.executemany(_MARK_SENT, rows)
@@ -352,8 +357,9 @@ class Store:
                                    detail={"error": error[:500], "to": list(row.recipients)})
 
 
-_MARK_SENT = ("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, "
-              "last_error = NULL WHERE id = ? AND status = 'queued'")
+_MARK_SENT_IN = ("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, "
+                 "last_error = NULL WHERE id IN ({}) AND status = 'queued'")
+_MARK_SENT = _MARK_SENT_IN.format("?")
 
 
 class Tx:
