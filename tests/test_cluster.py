@@ -2,7 +2,8 @@
 mailboxes, an SMTP sink. One node is SIGKILLed in the middle of a burst of 1,000 messages.
 
 Invariants under test (DESIGN.md #1, #2, and the cluster's own): every message becomes
-exactly one ticket; a kill costs at most one duplicate acknowledgement; the survivor holds
+exactly one ticket; a kill costs at most one duplicate acknowledgement per SMTP lane (the
+mail each connection had on its way, accepted but not yet marked); the survivor holds
 every mailbox (and the leader lease) within the lease time; a clean stop gives every
 lease back.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.config.loader import load_setup
+from mailgate.config.settings import SmtpConfig
 from mailgate.service.daemon import HANDOVER_AFTER, Daemon
 from tests.factories import EXAMPLE_DIRECTORY, ROOT, mail
 from tests.harness import query
@@ -195,8 +197,9 @@ async def test_two_nodes_one_killed_mid_burst_lose_and_double_nothing(
           f"settled {settle:.1f} s later")
     assert ticket_count == MESSAGES and requesters == MESSAGES  # none lost, none doubled
     assert messages == [(MESSAGES,)]
-    assert duplicates <= 1  # one kill
-    assert len(smtp_sink.messages) <= ticket_count + 1
+    lanes = SmtpConfig("sink", 25).connections  # the nodes' default [smtp] connections
+    assert duplicates <= lanes  # one kill: at most the mail on its way on each lane
+    assert len(smtp_sink.messages) <= ticket_count + lanes
     # Every ticket acknowledged: the dead node's outbox claims died with its connection.
     assert len(acked) == ticket_count
     # The dead node's last renewal was at most a lease ago; the survivor looks every
