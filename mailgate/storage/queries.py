@@ -18,7 +18,8 @@ clock is at risk.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -230,6 +231,28 @@ async def report_rows(store: Store, directory: Directory | None,
                       departments: Iterable[str] | None = None) -> ReportRows:
     """Everything a report needs about the requests that came in during [since, until):
     each request, its agent answers counted, and its SLA clocks tallied as of `until`."""
+    async with _without_jit(store):
+        return await _report_rows(store, directory, since, until, departments)
+
+
+@asynccontextmanager
+async def _without_jit(store: Store) -> AsyncIterator[None]:
+    """PostgreSQL's JIT compiler off for the report's reads, the session's setting back
+    after. A month of a million tickets is a lookup per request: the planner's estimate is
+    past jit_above_cost, and compiling took longer than the reads it sped up (0.2 s of the
+    period's 0.55 s read, 0.38 s of the backlog's 0.62 s)."""
+    if store.engine.name != "postgresql":
+        yield
+        return
+    await store.conn.execute("SET jit = off")
+    try:
+        yield
+    finally:
+        await store.conn.execute("RESET jit")
+
+
+async def _report_rows(store: Store, directory: Directory | None, since: datetime,
+                       until: datetime, departments: Iterable[str] | None) -> ReportRows:
     wanted = list(departments) if departments is not None else None
     ratings = "rating" in await columns(store, "tickets")
     params: dict[str, object] = {"since": ts(since), "until": ts(until)}
