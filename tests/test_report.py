@@ -231,3 +231,16 @@ async def test_html_renders_in_headless_chromium(store: Store, tmp_path: Path) -
     assert len(data) > 20_000, len(data)
     if os.environ.get("MAILGATE_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["MAILGATE_KEEP_SCREENSHOT"])
+
+
+async def test_an_actor_with_a_line_feed_is_one_actor(store: Store) -> None:
+    # The store hands a request's reply actors over joined by line feeds; an actor that
+    # has one in it (bad input is data) must still count once, and as nobody's agent.
+    rows = Rows(store)
+    ticket = await rows.ticket("it", berlin(23, 10), answered=berlin(23, 11),
+                               resolved=berlin(23, 14))
+    await rows.reply(ticket, "alice@example.com", berlin(23, 11))
+    await rows.reply(ticket, "alice@example.com\nalice@example.com", berlin(23, 12))
+    report = await department_report(store, example_directory(), SINCE, NOW, ["it"])
+    [it] = report.departments
+    assert it.first_touch == Rate(1, 1)  # one agent answer, not three
