@@ -163,3 +163,11 @@ def test_what_is_read_ahead_is_bounded_per_group() -> None:
     chosen = ahead_of(mails)
     assert list(chosen) == [1, 2, 7]  # 1.4 MB + a small one; the third would pass 2 MB
     assert sum(map(len, chosen.values())) <= READ_AHEAD_BYTES
+
+
+async def test_groups_are_read_inline_while_the_process_starts(reader: Reader) -> None:
+    warming = asyncio.create_task(reader.warm())
+    await asyncio.sleep(0)
+    assert await reader.read({1: MAILS[0]}, ASKED) == {}  # not held up by the start
+    await warming
+    assert list(await reader.read({1: MAILS[0]}, ASKED)) == [1]

@@ -54,13 +54,18 @@ class Reader:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._starting = False  # warm() is starting the process: do not wait for it
 
     async def read(self, raws: dict[int, bytes], asked: Asked) -> dict[int, Read]:
         """The small mails of a fetched group, read in the reading process as ASKED, by
-        UID; empty when they cannot be (the pipeline then reads them inline)."""
+        UID; empty when they cannot be, or while the process is still starting (the
+        pipeline then reads them inline)."""
         small = ahead_of(raws)
-        if not small or self.workers == 0:
+        if not small or self.workers == 0 or self._starting:
             return {}
+        return await self._read(small, asked)
+
+    async def _read(self, small: dict[int, bytes], asked: Asked) -> dict[int, Read]:
         try:
             pool = self._executor()
         except Exception as exc:  # no processes here (a sandbox without /dev/shm ...)
@@ -85,9 +90,15 @@ class Reader:
         return dict(zip(small, reads, strict=True))
 
     async def warm(self) -> None:
-        """Start the reading process now, so the first group does not wait for it."""
-        if self.workers:
-            await self.read({0: b"Subject: warm-up\r\n\r\n"}, Asked(100, 100))
+        """Start the reading process now; until it answers (a spawned interpreter takes
+        a few hundred milliseconds to import), groups are read inline, not held up."""
+        if not self.workers:
+            return
+        self._starting = True
+        try:
+            await self._read({0: b"Subject: warm-up\r\n\r\n"}, Asked(100, 100))
+        finally:
+            self._starting = False
 
     def resize(self, workers: int) -> None:
         """A reload's new count; the running group finishes on the old processes."""
