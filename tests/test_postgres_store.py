@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from mailgate.cli.main import main
@@ -34,6 +35,7 @@ from mailgate.storage.postgres.engine import MIGRATION_LOCK, mask
 from mailgate.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from mailgate.storage.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from mailgate.storage.store import Store
+from mailgate.workers import periodic
 from mailgate.workers.attachment_sweep import AttachmentSweeper
 from mailgate.workers.periodic import every, repeat
 from tests.factories import (
@@ -695,8 +697,8 @@ async def test_a_constraint_violation_is_a_store_error_but_not_temporary(pg: Sto
     assert not isinstance(raised.value, store_errors.TEMPORARY)
 
 
-async def test_a_worker_retries_a_round_whose_connection_the_server_cut(pg: Store,
-                                                                         pg_url: str) -> None:
+async def test_a_worker_retries_a_round_whose_connection_the_server_cut(
+        pg: Store, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker loop (periodic.repeat) takes a connection the server terminated as a
     retry, not a failure, and its next round runs on a new connection."""
     [(pid,)] = await pg.fetch_all("SELECT pg_backend_pid()")
@@ -716,6 +718,8 @@ async def test_a_worker_retries_a_round_whose_connection_the_server_cut(pg: Stor
         done.set()
 
     with capture_logs() as logs:
+        # A logger another test already used may be cached with that test's setup.
+        monkeypatch.setattr(periodic, "log", structlog.get_logger("mailgate.workers.periodic"))
         worker = asyncio.create_task(repeat("test", run_once, wake, every(3600)))
         async with asyncio.timeout(10):
             await done.wait()
