@@ -60,6 +60,13 @@ async def copy_sqlite(source: Store, target: Store,
                 raise TransferError(f"{table}: {want} rows in SQLite, {have} copied; "
                                     f"nothing was kept in the target")
             done.counts[table] = int(want)
+    # Statistics for the copied rows now, not when autovacuum gets round to it: without
+    # them the planner takes a table of a million rows for an empty one, and a reply's
+    # threading lookup and a new mail's dedupe lookup scan (intake at 200,000 tickets fell
+    # from 177 to 31 msgs/s until ANALYZE ran: 1.4 s).
+    async with target.transaction() as tx:
+        for table in tables:
+            await tx.execute(f'ANALYZE "{table}"')
     return done
 
 
