@@ -7,6 +7,9 @@ import asyncio
 import base64
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -171,3 +174,36 @@ async def test_groups_are_read_inline_while_the_process_starts(reader: Reader) -
     assert await reader.read({1: MAILS[0]}, ASKED) == {}  # not held up by the start
     await warming
     assert list(await reader.read({1: MAILS[0]}, ASKED)) == [1]
+
+
+def test_a_reading_process_ends_with_the_daemon_that_started_it(tmp_path: Path) -> None:
+    # A stand-in daemon starts its reading process, says its pid, and is SIGKILLed.
+    script = tmp_path / "daemon.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from mailgate.intake.reading import Reader\n"
+        "async def main():\n"
+        "    reader = Reader(1)\n"
+        "    await reader.warm()\n"
+        "    print(*reader._pool._processes, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n")
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                          cwd=Path(__file__).resolve().parent.parent) as daemon:
+        assert daemon.stdout is not None
+        [child] = [int(pid) for pid in daemon.stdout.readline().split()]
+        assert _alive(child)
+        daemon.kill()
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the reading process outlived its daemon"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent (init here) has to reap it

@@ -5,6 +5,9 @@ Pure and light on imports: a reading process imports this module alone, so it st
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import dataclass
 
 from mailgate.core.mime.parse import parse
@@ -47,6 +50,20 @@ def read_mail(raw: bytes, asked: Asked) -> Read:
     parts = tuple(extract(raw)) if msg.attachments else None
     relay = relay_parts(raw, asked.relay_limit) if carries_parts(msg) else None
     return Read(msg, pack(raw), parts, relay, search_ahead(msg, asked.searches), asked)
+
+
+def outlive_no_parent(parent: int) -> None:
+    """A reading process's initializer: end when the daemon that started it is gone.
+
+    A pool's worker waits for work forever; a daemon killed with SIGKILL (outside systemd,
+    whose control group takes the children with it) would leave it behind. A thread looks
+    once a second whether the parent is still the one that started it."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def read_group(raws: list[bytes], asked: Asked) -> list[Read]:

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from mailgate.core.mime.largemail import LARGE
-from mailgate.intake.read import Asked, Read, read_group
+from mailgate.intake.read import Asked, Read, outlive_no_parent, read_group
 from mailgate.service.log import get_logger
 
 log = get_logger("mailgate.intake.reading")
@@ -114,7 +114,9 @@ class Reader:
             # spawn, not fork: the daemon has threads (database, IMAP, SMTP), and a forked
             # child would inherit whatever locks they hold at that moment.
             self._pool = ProcessPoolExecutor(self.workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=outlive_no_parent,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def _forget_pool(self) -> None:

@@ -250,7 +250,8 @@ class Daemon:
             self.listener = await _listen(self.config.listener, self._push_handler())
             self.listener_config = self.config.listener
         self._spawn(self.outbox.run(), "outbox")  # every node sends
-        self._spawn(self.reader.warm(), "reading.warm")  # while the mailboxes log in
+        if self.config.mailboxes:  # only watchers read ahead (not the demo, not push)
+            self._spawn(self.reader.warm(), "reading.warm")  # while the mailboxes log in
         self.digester = Digester(self.store, self.current, self.clock, self.outbox.notify)
         self.autocloser = AutoCloser(self.store, self.current, self.clock)
         self.floods = FloodSummaries(self.store, self.current, self.clock, self._mail_queued)
