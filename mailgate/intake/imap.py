@@ -212,7 +212,7 @@ class MailboxWatcher:
                 ahead = self._fetch_soon(following)
                 await self._process(uidvalidity, group, fetched, reads)
                 done += len(group)
-                del fetched  # at most two groups' messages in memory at a time
+                del fetched, reads  # at most two groups' messages in memory at a time
                 group = following
         finally:
             _forget(ahead)

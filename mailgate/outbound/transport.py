@@ -54,9 +54,6 @@ class SmtpTransport:
         for connection in self._connections:
             connection.shutdown()
 
-    def explain(self, exc: BaseException) -> str:
-        return self._connections[0].explain(exc)
-
 
 class SmtpConnection:
     """One SMTP session, kept open between mails, in a thread of its own."""
