@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import compileall
 import json
 import os
 import platform
@@ -318,10 +319,22 @@ class Daemon:
                 self.process.wait(10)
 
 
+def compile_bytecode() -> None:
+    """Compile mailgate's modules to bytecode once, as `pip install` does for a package.
+
+    A checkout run with PYTHONDONTWRITEBYTECODE=1 (set on this machine) compiles every
+    module from source at every start: about 0.3 s of each daemon's start-up and of its
+    reading process's, which an installed mailgate never pays."""
+    if not getattr(compile_bytecode, "done", False):
+        compileall.compile_dir(ROOT / "mailgate", quiet=1)
+        compile_bytecode.done = True  # type: ignore[attr-defined]
+
+
 def start_daemon(config: Path, *, cpus: str | None = None, log_level: str = "warning",
                  wait_ready: bool = True, prefix: Sequence[str] = ()) -> Daemon:
     """Start the daemon on CONFIG (pinned to CPUS with taskset when given) and, with
     WAIT_READY, return once it sent READY=1 on its $NOTIFY_SOCKET."""
+    compile_bytecode()
     tmp = config.parent
     notify_path = tmp / "notify.sock"
     notify_path.unlink(missing_ok=True)
