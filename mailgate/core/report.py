@@ -26,20 +26,13 @@ from html import escape
 
 from mailgate.core.businesstime import BusinessCalendar
 
-
-@dataclass(slots=True)
-class TicketFacts:
-    """One request of the period, its instants as the store keeps them: Unix timestamps,
-    each the instant datetime.fromtimestamp(stamp, UTC) is. A report reads one per ticket
-    of the period (80,000 a month at a million tickets): datetimes for them cost more than
-    the figures' arithmetic, and a frozen dataclass's __init__ six times a plain one's."""
-
-    department: str
-    created_at: float
-    first_response_at: float | None
-    resolved_at: float | None
-    agent_responses: int  # agent answers recorded on the ticket
-    rating: int | None = None  # satisfaction 1-5, where the schema has one
+# One request of the period: (department, created_at, first_response_at, resolved_at,
+# rating), its instants as the store keeps them: Unix timestamps, each the instant
+# datetime.fromtimestamp(stamp, UTC) is; rating 1-5 or None (always None where the schema
+# has no ratings). A plain tuple, the row as the store reads it: a report reads one per
+# request of the period (80,000 a month at a million tickets), and an object built for
+# each, or a datetime, costs more than the figures' arithmetic.
+TicketFacts = tuple[str, float, float | None, float | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,23 +105,26 @@ class Report:
 
 
 def build_report(tickets: Sequence[TicketFacts], clocks: Sequence[ClockTally],
-                 backlog: Mapping[str, int], *, since: datetime, until: datetime,
-                 names: Mapping[str, str], calendars: Mapping[str, BusinessCalendar],
-                 ratings: bool) -> Report:
-    """The figures per department named in `names` (in that order), plus a total row."""
+                 first_touch: Mapping[str, int], backlog: Mapping[str, int], *,
+                 since: datetime, until: datetime, names: Mapping[str, str],
+                 calendars: Mapping[str, BusinessCalendar], ratings: bool) -> Report:
+    """The figures per department named in `names` (in that order), plus a total row.
+    `first_touch`: per department, its resolved requests of the period with exactly one
+    agent answer (the store counts them: who is an agent is the directory's to say)."""
     always = BusinessCalendar.always()
     cal = {key: calendars.get(key, always) for key in names}
     grouped: dict[str, list[TicketFacts]] = {key: [] for key in names}
     for t in tickets:
-        if t.department in grouped:
-            grouped[t.department].append(t)
+        group = grouped.get(t[0])
+        if group is not None:
+            group.append(t)
     # Each request's business times once, in its department's calendar; the total row
     # reuses them.
     times = {key: _Times.of(grouped[key], cal[key]) for key in names}
     figures = tuple(
         _figures(key, name, grouped[key], times[key],
-                 [c for c in clocks if c.department == key], backlog.get(key, 0), ratings,
-                 since, until, cal[key])
+                 [c for c in clocks if c.department == key], first_touch.get(key, 0),
+                 backlog.get(key, 0), ratings, since, until, cal[key])
         for key, name in names.items())
     total = None
     if len(names) > 1:
@@ -136,9 +132,10 @@ def build_report(tickets: Sequence[TicketFacts], clocks: Sequence[ClockTally],
                          [t for key in names for t in grouped[key]],
                          _Times.joined(times.values()),
                          [c for c in clocks if c.department in names],
+                         sum(first_touch.get(k, 0) for k in names),
                          sum(backlog.get(k, 0) for k in names), ratings, since, until, always)
     notes = []
-    if all(t.resolved_at is None for t in tickets):
+    if all(resolved is None for _, _, _, resolved, _ in tickets):
         notes.append("no request of the period is resolved yet: resolution time and "
                      "first-touch resolution are n/a")
     if not ratings:
@@ -160,12 +157,12 @@ class _Times:
         # converts a ticket's arrival once for both.
         pairs: list[tuple[float, float]] = []
         responses: list[bool] = []
-        for t in tickets:
-            if t.first_response_at is not None:
-                pairs.append((t.created_at, t.first_response_at))
+        for _, created, responded, resolved, _ in tickets:
+            if responded is not None:
+                pairs.append((created, responded))
                 responses.append(True)
-            if t.resolved_at is not None:
-                pairs.append((t.created_at, t.resolved_at))
+            if resolved is not None:
+                pairs.append((created, resolved))
                 responses.append(False)
         found = calendar.elapsed_us_each(pairs)  # elapsed() is elapsed_us() / 1e6
         return cls([us / 1e6 for us, response in zip(found, responses, strict=True)
@@ -181,16 +178,17 @@ class _Times:
 
 
 def _figures(key: str, name: str, tickets: list[TicketFacts], times: _Times,
-             clocks: list[ClockTally], backlog: int, ratings: bool, since: datetime,
-             until: datetime, day_calendar: BusinessCalendar) -> DepartmentFigures:
-    resolved = [t for t in tickets if t.resolved_at is not None]
-    rated = [t.rating for t in tickets if t.rating is not None]
+             clocks: list[ClockTally], first_touch: int, backlog: int, ratings: bool,
+             since: datetime, until: datetime,
+             day_calendar: BusinessCalendar) -> DepartmentFigures:
+    resolved = sum(1 for _, _, _, at, _ in tickets if at is not None)
+    rated = [rating for _, _, _, _, rating in tickets if rating is not None]
     satisfaction = (Satisfaction(len(rated), statistics.fmean(rated) if rated else None)
                     if ratings else None)
     return DepartmentFigures(
         key=key, name=name, requests_in=len(tickets),
         first_response=Stat.of(times.response), resolution=Stat.of(times.resolution),
-        first_touch=Rate(sum(1 for t in resolved if t.agent_responses == 1), len(resolved)),
+        first_touch=Rate(first_touch, resolved),
         sla_response=_compliance(clocks, "first_response"),
         sla_resolution=_compliance(clocks, "resolution"),
         backlog=backlog, satisfaction=satisfaction,
@@ -208,8 +206,8 @@ def _per_day(tickets: list[TicketFacts], since: datetime, until: datetime,
     first, last = since.astimezone(zone).date(), (until - timedelta(microseconds=1)).astimezone(
         zone).date()
     counts = {first + timedelta(days=n): 0 for n in range((last - first).days + 1)}
-    for t in tickets:
-        day = datetime.fromtimestamp(t.created_at, zone).date()
+    for _, created, _, _, _ in tickets:
+        day = datetime.fromtimestamp(created, zone).date()
         if day in counts:
             counts[day] += 1
     return tuple(counts.items())

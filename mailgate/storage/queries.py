@@ -222,6 +222,7 @@ async def columns(store: Store, table: str) -> set[str]:
 class ReportRows:
     tickets: list[TicketFacts]
     clocks: list[ClockTally]
+    first_touch: dict[str, int]  # per department: resolved with exactly one agent answer
     backlog: dict[str, int]
     ratings: bool  # the schema has a satisfaction rating on tickets
 
@@ -230,7 +231,8 @@ async def report_rows(store: Store, directory: Directory | None,
                       since: datetime, until: datetime,
                       departments: Iterable[str] | None = None) -> ReportRows:
     """Everything a report needs about the requests that came in during [since, until):
-    each request, its agent answers counted, and its SLA clocks tallied as of `until`."""
+    each request's instants, its department's resolved requests with one agent answer
+    counted, and the SLA clocks tallied as of `until`."""
     async with _without_jit(store):
         return await _report_rows(store, directory, since, until, departments)
 
@@ -251,6 +253,19 @@ async def _without_jit(store: Store) -> AsyncIterator[None]:
         await store.conn.execute("RESET jit")
 
 
+# The report's reads are set-based: the period's requests once with their instants, then
+# their clocks and their replies each as one join, counted in SQL. A lookup per request
+# (a correlated subquery) costs PostgreSQL's executor a few microseconds each: three per
+# request were 1.26 s of a month at a million tickets. The joins name the range of ids
+# the period's requests lie in (r.lo..r.hi), besides joining them: a condition the join
+# implies, so nothing changes in what is counted, but it lets the clocks and events be
+# read by their index on the ticket for that range only -- without it PostgreSQL hashes
+# every clock or event of the store. Requests are numbered as they come in, so the range
+# is the period's requests and hardly any other.
+_PERIOD = """p AS MATERIALIZED (SELECT t.id, t.department FROM tickets t WHERE {cohort}),
+    r AS (SELECT MIN(id) AS lo, MAX(id) AS hi FROM p)"""
+
+
 async def _report_rows(store: Store, directory: Directory | None, since: datetime,
                        until: datetime, departments: Iterable[str] | None) -> ReportRows:
     wanted = list(departments) if departments is not None else None
@@ -262,29 +277,61 @@ async def _report_rows(store: Store, directory: Directory | None, since: datetim
                 else f"t.department IN ({marks})" if wanted else "1 = 0")
     cohort = f"t.created_at >= :since AND t.created_at < :until AND {in_depts}"
     rating = "t.rating" if ratings else "NULL"
-    replies = await _reply_condition(store)
-    # No ORDER BY: nothing in the figures depends on the tickets' order. A request's
-    # replies come as "COUNT:actor<LF>actor...", looked up with it (events_ticket): a join
-    # of the period's tickets to their events had PostgreSQL hash every event of the
-    # store (0.6 s at a million tickets, against 0.29 s).
-    rows = await _rows(store, f"""
-        SELECT t.id, t.department, t.created_at, t.first_response_at, t.resolved_at, {rating},
-               (SELECT COUNT(*) || ':' || COALESCE(group_concat(e.actor, char(10)), '')
-                FROM events e WHERE e.ticket = t.id AND {replies}),
-               {", ".join(_CLOCK_STATE.format(target=target) for target in TALLIED)}
+    # No ORDER BY: nothing in the figures depends on the tickets' order. Each row is
+    # a TicketFacts as it is.
+    tickets = await _rows(store, f"""
+        SELECT t.department, t.created_at, t.first_response_at, t.resolved_at, {rating}
         FROM tickets t WHERE {cohort}""", params)
-    answers = _AgentAnswers(directory)
-    counts = [answers.count(r[1], r[6]) for r in rows]
-    for i, count in enumerate(counts):
-        if count is None:  # an actor with a line feed in it: its replies read apart
-            actors = await _rows(store, "SELECT e.actor FROM events e "
-                                        f"WHERE e.ticket = :ticket AND {replies}",
-                                 {"ticket": rows[i][0]})
-            counts[i] = answers.of(rows[i][1], [a for (a,) in actors])
-    tickets = [TicketFacts(r[1], r[2], r[3], r[4], count, r[5])
-               for r, count in zip(rows, counts, strict=True)]
-    return ReportRows(tickets, _tally(rows, first_state=7),
+    clocks = await _rows(store, f"""WITH {_PERIOD.format(cohort=cohort)}
+        SELECT p.department, c.target,
+               SUM(CASE WHEN c.met_at IS NOT NULL OR c.due_at <= :until THEN 1 ELSE 0 END),
+               SUM(CASE WHEN c.met_at <= c.due_at THEN 1 ELSE 0 END)
+        FROM r, sla_clocks c JOIN p ON p.id = c.ticket
+        WHERE c.ticket BETWEEN r.lo AND r.hi AND c.target IN ({_TALLIED})
+        GROUP BY p.department, c.target""", params)
+    first_touch = await _first_touch(store, directory, cohort, params)
+    return ReportRows(tickets, [ClockTally(*row) for row in clocks], first_touch,
                       await _backlog(store, wanted, params), ratings)
+
+
+async def _first_touch(store: Store, directory: Directory | None, cohort: str,
+                       params: Mapping[str, object]) -> dict[str, int]:
+    """Per department, the period's resolved requests with exactly one answer by one of
+    its agents. Who is an agent is the directory's to say, so SQL hands over each
+    resolved request's replies as "COUNT:actor<LF>actor..." (their actors), and counts
+    the requests per department and text: a month is a few such texts, not a row per
+    request."""
+    replies = await _reply_condition(store)
+    resolved = f"{cohort} AND t.resolved_at IS NOT NULL"
+    rows = await _rows(store, f"""WITH {_PERIOD.format(cohort=resolved)}
+        SELECT department, replies, COUNT(*) FROM (
+            SELECT p.department, COUNT(*) || ':' || group_concat(e.actor, char(10)) AS replies
+            FROM r, events e JOIN p ON p.id = e.ticket
+            WHERE e.ticket BETWEEN r.lo AND r.hi AND {replies}
+            GROUP BY p.id, p.department) answered
+        GROUP BY department, replies""", params)
+    answers = _AgentAnswers(directory)
+    hits: Counter[str] = Counter()
+    for department, text, requests in rows:
+        count = answers.count(department, text)
+        if count is None:  # an actor with a line feed in it: the replies read apart
+            return await _first_touch_by_reply(store, answers, resolved, replies, params)
+        if count == 1:
+            hits[department] += requests
+    return dict(hits)
+
+
+async def _first_touch_by_reply(store: Store, answers: _AgentAnswers, resolved: str,
+                                replies: str, params: Mapping[str, object]
+                                ) -> dict[str, int]:
+    """_first_touch from a row per reply: for actors that cannot be joined apart."""
+    rows = await _rows(store, f"""SELECT t.id, t.department, e.actor
+        FROM tickets t JOIN events e ON e.ticket = t.id WHERE {resolved} AND {replies}""",
+                       params)
+    department_of = {ticket: department for ticket, department, _ in rows}
+    counts = Counter(ticket for ticket, department, actor in rows
+                     if answers.is_agent(department, actor))
+    return dict(Counter(department_of[ticket] for ticket, n in counts.items() if n == 1))
 
 
 async def _reply_condition(store: Store) -> str:
@@ -306,8 +353,6 @@ class _AgentAnswers:
     def count(self, department: str, replies: str) -> int | None:
         """From the "COUNT:actor<LF>actor..." text; None when the count does not match."""
         number, _, joined = replies.partition(":")
-        if number == "0":
-            return 0
         actors = joined.split("\n")
         return self.of(department, actors) if len(actors) == int(number) else None
 
@@ -322,29 +367,12 @@ class _AgentAnswers:
         return known
 
 
-# The SLA targets a report counts, and per request the state of its clock for one as of
-# :until: 2 met by its due time, 1 ended otherwise (met late, or overdue), 0 still running
-# within its time, NULL none. Read with the request (a lookup by primary key) rather than
-# clock by clock; the stored instants are the timestamps of whole microseconds (ts), so
-# comparing them is comparing the datetimes.
+# The SLA targets a report counts. A clock is in time when it was met by its due time,
+# ended when it was met (late or not) or is overdue as of :until; clocks still running
+# within their time are in neither. The stored instants are the timestamps of whole
+# microseconds (ts), so comparing them is comparing the datetimes.
 TALLIED = ("first_response", "resolution")
-_CLOCK_STATE = """(SELECT CASE WHEN c.met_at <= c.due_at THEN 2
-                          WHEN c.met_at IS NOT NULL OR c.due_at <= :until THEN 1 ELSE 0 END
-                   FROM sla_clocks c WHERE c.ticket = t.id AND c.target = '{target}')"""
-
-
-def _tally(rows: list, first_state: int) -> list[ClockTally]:
-    """ClockTally per department and target from the requests' rows (department in column
-    1, the TALLIED targets' states from column `first_state` on)."""
-    departments = [r[1] for r in rows]
-    tallies = []
-    for offset, target in enumerate(TALLIED):
-        counts = Counter(zip(departments, (r[first_state + offset] for r in rows),
-                             strict=True))
-        for department in dict.fromkeys(departments):
-            met, late = counts[department, 2], counts[department, 1]
-            tallies.append(ClockTally(department, target, met + late, met))
-    return tallies
+_TALLIED = ", ".join(f"'{target}'" for target in TALLIED)
 
 
 # The departments the tickets name, one index step each on tickets_department_status (a
@@ -356,24 +384,29 @@ _EVERY_DEPARTMENT = """
         SELECT (SELECT MIN(t.department) FROM tickets t WHERE t.department > d.key)
         FROM departments d WHERE d.key IS NOT NULL)"""
 
+# A department's tickets neither resolved nor closed: the statuses other than those two
+# are the three ranges around them, each counted on tickets_department_status as a range
+# of the index. `status NOT IN (...)` reads every ticket of the department instead, and
+# nearly all of a million are closed; the three ranges joined by OR in one count are read
+# the same way by PostgreSQL (the index condition is the department, the statuses a
+# filter: 330,000 entries a department at a million tickets).
+_OPEN_RANGES = ("t.status < 'closed'", "t.status > 'closed' AND t.status < 'resolved'",
+                "t.status > 'resolved'")
+
 
 async def _backlog(store: Store, wanted: list[str] | None,
                    params: Mapping[str, object]) -> dict[str, int]:
     """Per department, its tickets neither resolved nor closed now, whenever they came in
-    (departments without any are left out). Counted on tickets_department_status per
-    department, the statuses other than 'closed' and 'resolved' as the three ranges around
-    them: `status NOT IN (...)` reads every ticket of the department instead, and nearly
-    all of a million are closed."""
+    (departments without any are left out)."""
     if wanted == []:
         return {}
     departments = (f"WITH RECURSIVE {_EVERY_DEPARTMENT}" if wanted is None else
                    "WITH departments(key) AS (VALUES "
                    + ", ".join(f"(:dept{i})" for i in range(len(wanted))) + ")")
+    counts = " + ".join(f"(SELECT COUNT(*) FROM tickets t WHERE t.department = d.key "
+                        f"AND {statuses})" for statuses in _OPEN_RANGES)
     rows = await _rows(store, f"""{departments}
-        SELECT d.key, (SELECT COUNT(*) FROM tickets t WHERE t.department = d.key
-                       AND (t.status < 'closed' OR t.status > 'resolved'
-                            OR (t.status > 'closed' AND t.status < 'resolved')))
-        FROM departments d WHERE d.key IS NOT NULL""", params)
+        SELECT d.key, {counts} FROM departments d WHERE d.key IS NOT NULL""", params)
     return {key: count for key, count in rows if count}
 
 
@@ -393,13 +426,13 @@ async def department_report(store: Store, directory: Directory | None,
     wanted = list(departments) if departments else None
     rows = await report_rows(store, directory, since, until, wanted)
     names = {k: d.name for k, d in directory.departments.items()} if directory else {}
-    known = {t.department for t in rows.tickets} | set(rows.backlog)
+    known = {department for department, *_ in rows.tickets} | set(rows.backlog)
     names.update({key: key for key in sorted(known - set(names))})
     if wanted:
         names = {key: names.get(key, key) for key in wanted}
-    return build_report(rows.tickets, rows.clocks, rows.backlog, since=since, until=until,
-                        names=names, calendars=calendar_lookup(directory),
-                        ratings=rows.ratings)
+    return build_report(rows.tickets, rows.clocks, rows.first_touch, rows.backlog,
+                        since=since, until=until, names=names,
+                        calendars=calendar_lookup(directory), ratings=rows.ratings)
 
 
 async def dependency_view(store: Store, directory: Directory | None,
