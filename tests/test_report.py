@@ -244,3 +244,32 @@ async def test_an_actor_with_a_line_feed_is_one_actor(store: Store) -> None:
     report = await department_report(store, example_directory(), SINCE, NOW, ["it"])
     [it] = report.departments
     assert it.first_touch == Rate(1, 1)  # one agent answer, not three
+
+
+async def test_a_request_of_another_period_numbered_between_the_periods_is_left_out(
+        store: Store) -> None:
+    # The store reads the period's clocks and replies by the range of ticket ids its
+    # requests lie in; a request that came in before the period but was numbered within
+    # that range (imported, say) is in the range and must not be counted.
+    rows = Rows(store)
+    first = await rows.ticket("it", berlin(23, 10), answered=berlin(23, 11),
+                              resolved=berlin(23, 14))
+    await rows.clock(first, "first_response", berlin(23, 15), berlin(23, 11))
+    await rows.reply(first, "alice@example.com", berlin(23, 11))
+    older = await rows.ticket("it", berlin(2, 10), answered=berlin(2, 11),
+                              resolved=berlin(23, 12))
+    await rows.clock(older, "first_response", berlin(2, 12), berlin(2, 11))
+    await rows.clock(older, "resolution", berlin(3, 12), berlin(23, 12))
+    await rows.reply(older, "bob@example.com", berlin(2, 11))
+    last = await rows.ticket("it", berlin(24, 10), answered=berlin(24, 16),
+                             resolved=berlin(24, 17))
+    await rows.clock(last, "first_response", berlin(24, 14), berlin(24, 16))
+    await rows.reply(last, "alice@example.com", berlin(24, 16))
+    await rows.reply(last, "bob@example.com", berlin(24, 16, 30))
+    report = await department_report(store, example_directory(), SINCE, NOW, ["it"])
+    [it] = report.departments
+    assert first < older < last
+    assert it.requests_in == 2
+    assert it.first_touch == Rate(1, 2)  # the first: one answer; the last: two
+    assert it.sla_response == Rate(1, 2)  # the first in time, the last late
+    assert it.sla_resolution == Rate(0, 0)
