@@ -328,3 +328,16 @@ def test_random_calendars_from_timestamps_match_the_walk(cal: BusinessCalendar,
     expected = [walked_us(cal, datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
                 for a, b in pairs]
     assert cal.elapsed_us_each(pairs) == expected
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Australia/Lord_Howe"])
+def test_local_days_of_timestamps_are_fromtimestamps_dates(zone: str) -> None:
+    # UTC is counted by arithmetic on the microseconds: a stamp half a microsecond or less
+    # before midnight rounds (halves to even) into the next day, as fromtimestamp does.
+    rng = random.Random(5)
+    midnights = [86400.0 * rng.randrange(-20000, 30000) for _ in range(2000)]
+    stamps = ([m + d for m in midnights for d in (-5e-7, -4.9e-7, -1e-6, 0.0, 1e-7)]
+              + [rng.uniform(-3e9, 4e9) for _ in range(5000)])
+    cal = office(zone) if zone != "UTC" else BusinessCalendar.always()
+    expected = [datetime.fromtimestamp(s, ZoneInfo(zone)).toordinal() for s in stamps]
+    assert cal.days_each(stamps) == expected

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -205,12 +206,10 @@ def _per_day(tickets: list[TicketFacts], since: datetime, until: datetime,
     zone = calendar.zone
     first, last = since.astimezone(zone).date(), (until - timedelta(microseconds=1)).astimezone(
         zone).date()
-    counts = {first + timedelta(days=n): 0 for n in range((last - first).days + 1)}
-    for _, created, _, _, _ in tickets:
-        day = datetime.fromtimestamp(created, zone).date()
-        if day in counts:
-            counts[day] += 1
-    return tuple(counts.items())
+    counts = Counter(calendar.days_each([created for _, created, _, _, _ in tickets]))
+    start = first.toordinal()
+    return tuple((first + timedelta(days=n), counts[start + n])
+                 for n in range((last - first).days + 1))
 
 
 # --- forms ------------------------------------------------------------------------------
