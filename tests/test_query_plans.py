@@ -35,7 +35,7 @@ def explaining(monkeypatch: pytest.MonkeyPatch) -> list[list]:
     plans: list[list] = []
 
     async def explain(store: Store, sql: str, params: Mapping[str, object],
-                      committed: bool = False) -> list:
+                      committed: bool = False, binary: bool = False) -> list:
         plans.append(list(await store.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}",
                                                             params)))
         return []

@@ -54,6 +54,17 @@ class Pipelining(Protocol):
         """After a failure inside pipeline(): settle what was sent, errors ignored."""
 
 
+@runtime_checkable
+class BinaryRows(Protocol):
+    """A networked connection that can hand a read's rows over in the server's binary
+    form (PostgreSQL): a float is eight bytes copied instead of text parsed, a third of
+    the CPU for a report's 80,000 rows. For columns of text, integers and floats only:
+    numeric and json would come back as the driver's own types, not as SQLite's."""
+
+    async def execute_fetchall_binary(self, sql: str,
+                                      parameters: Sequence | Mapping = ...) -> list[tuple]: ...
+
+
 class Engine(Protocol):
     name: str  # "sqlite" | "postgresql"
     # Several processes may write at once: row locks and key locks matter (PostgreSQL).

@@ -28,6 +28,7 @@ from mailgate.core.businesstime import BusinessCalendar
 from mailgate.core.dependencies import DependencyView, RequestFacts, build_dependencies
 from mailgate.core.model import Ticket
 from mailgate.core.report import ClockTally, Report, TicketFacts, build_report
+from mailgate.storage.engine import BinaryRows
 from mailgate.storage.store import Store, from_ts, maybe_ts, ticket_from_row, ts
 
 RISK_HORIZON = 3600.0  # business seconds: this much or less left counts as at risk
@@ -65,10 +66,14 @@ def risk_horizons(directory: Directory | None, now: datetime) -> dict[str, float
 
 
 async def _rows(store: Store, sql: str, params: Mapping[str, object],
-                committed: bool = False) -> list:
+                committed: bool = False, binary: bool = False) -> list:
     """The rows of one read: on the writer connection (it sees this process's own open
-    transaction), or with `committed` on the reader (which never waits for the writer)."""
+    transaction), or with `committed` on the reader (which never waits for the writer).
+    `binary`: many rows of text and numbers, in the server's binary form where the engine
+    has one (engine.BinaryRows)."""
     conn = await store.reader() if committed else store.conn
+    if binary and isinstance(conn, BinaryRows):
+        return await conn.execute_fetchall_binary(sql, params)
     return list(await conn.execute_fetchall(sql, params))
 
 
@@ -281,7 +286,7 @@ async def _report_rows(store: Store, directory: Directory | None, since: datetim
     # a TicketFacts as it is.
     tickets = await _rows(store, f"""
         SELECT t.department, t.created_at, t.first_response_at, t.resolved_at, {rating}
-        FROM tickets t WHERE {cohort}""", params)
+        FROM tickets t WHERE {cohort}""", params, binary=True)
     clocks = await _rows(store, f"""WITH {_PERIOD.format(cohort=cohort)}
         SELECT p.department, c.target,
                SUM(CASE WHEN c.met_at IS NOT NULL OR c.due_at <= :until THEN 1 ELSE 0 END),

@@ -258,6 +258,17 @@ class PgConnection:
                                parameters: Sequence | Mapping = ()) -> list[tuple]:
         return await (await self._execute(sql, parameters)).fetchall()
 
+    async def execute_fetchall_binary(self, sql: str,
+                                      parameters: Sequence | Mapping = ()) -> list[tuple]:
+        """execute_fetchall, the rows in binary form (engine.BinaryRows)."""
+        await self._my_turn()
+        done = translate(sql)
+        async with self._raw().cursor(binary=True) as cur:
+            await cur.execute(done.sql, done.arguments(parameters))
+            if self._pipe is not None:
+                await self._pipe.sync()
+            return await cur.fetchall()
+
     async def executemany(self, sql: str, parameters: Iterable[Sequence | Mapping]) -> None:
         await self._my_turn()
         rows = list(parameters)
