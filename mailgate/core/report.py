@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
+from itertools import compress
 
 from mailgate.core.businesstime import BusinessCalendar
 
@@ -166,10 +167,9 @@ class _Times:
                 pairs.append((created, resolved))
                 responses.append(False)
         found = calendar.elapsed_us_each(pairs)  # elapsed() is elapsed_us() / 1e6
-        return cls([us / 1e6 for us, response in zip(found, responses, strict=True)
-                    if response],
-                   [us / 1e6 for us, response in zip(found, responses, strict=True)
-                    if not response])
+        resolutions = [not response for response in responses]
+        return cls([us / 1e6 for us in compress(found, responses)],
+                   [us / 1e6 for us in compress(found, resolutions)])
 
     @classmethod
     def joined(cls, parts: Iterable[_Times]) -> _Times:
@@ -182,14 +182,13 @@ def _figures(key: str, name: str, tickets: list[TicketFacts], times: _Times,
              clocks: list[ClockTally], first_touch: int, backlog: int, ratings: bool,
              since: datetime, until: datetime,
              day_calendar: BusinessCalendar) -> DepartmentFigures:
-    resolved = sum(1 for _, _, _, at, _ in tickets if at is not None)
     rated = [rating for _, _, _, _, rating in tickets if rating is not None]
     satisfaction = (Satisfaction(len(rated), statistics.fmean(rated) if rated else None)
                     if ratings else None)
     return DepartmentFigures(
         key=key, name=name, requests_in=len(tickets),
         first_response=Stat.of(times.response), resolution=Stat.of(times.resolution),
-        first_touch=Rate(first_touch, resolved),
+        first_touch=Rate(first_touch, len(times.resolution)),  # a time per resolved one
         sla_response=_compliance(clocks, "first_response"),
         sla_resolution=_compliance(clocks, "resolution"),
         backlog=backlog, satisfaction=satisfaction,

@@ -431,7 +431,7 @@ async def department_report(store: Store, directory: Directory | None,
     wanted = list(departments) if departments else None
     rows = await report_rows(store, directory, since, until, wanted)
     names = {k: d.name for k, d in directory.departments.items()} if directory else {}
-    known = {department for department, *_ in rows.tickets} | set(rows.backlog)
+    known = {t[0] for t in rows.tickets} | set(rows.backlog)  # t: TicketFacts
     names.update({key: key for key in sorted(known - set(names))})
     if wanted:
         names = {key: names.get(key, key) for key in wanted}
