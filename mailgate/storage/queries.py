@@ -17,6 +17,7 @@ clock is at risk.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -251,11 +252,14 @@ async def _without_jit(store: Store) -> AsyncIterator[None]:
     if store.engine.name != "postgresql":
         yield
         return
-    await store.conn.execute("SET jit = off")
+    connections = [store.conn, await store.reader()]  # _report_rows reads on both
+    for conn in connections:
+        await conn.execute("SET jit = off")
     try:
         yield
     finally:
-        await store.conn.execute("RESET jit")
+        for conn in connections:
+            await conn.execute("RESET jit")
 
 
 # The report's reads are set-based: the period's requests once with their instants, then
@@ -282,21 +286,33 @@ async def _report_rows(store: Store, directory: Directory | None, since: datetim
                 else f"t.department IN ({marks})" if wanted else "1 = 0")
     cohort = f"t.created_at >= :since AND t.created_at < :until AND {in_depts}"
     rating = "t.rating" if ratings else "NULL"
-    # No ORDER BY: nothing in the figures depends on the tickets' order. Each row is
-    # a TicketFacts as it is.
-    tickets = await _rows(store, f"""
-        SELECT t.department, t.created_at, t.first_response_at, t.resolved_at, {rating}
-        FROM tickets t WHERE {cohort}""", params, binary=True)
-    clocks = await _rows(store, f"""WITH {_PERIOD.format(cohort=cohort)}
-        SELECT p.department, c.target,
-               SUM(CASE WHEN c.met_at IS NOT NULL OR c.due_at <= :until THEN 1 ELSE 0 END),
-               SUM(CASE WHEN c.met_at <= c.due_at THEN 1 ELSE 0 END)
-        FROM r, sla_clocks c JOIN p ON p.id = c.ticket
-        WHERE c.ticket BETWEEN r.lo AND r.hi AND c.target IN ({_TALLIED})
-        GROUP BY p.department, c.target""", params)
-    first_touch = await _first_touch(store, directory, cohort, params)
-    return ReportRows(tickets, [ClockTally(*row) for row in clocks], first_touch,
-                      await _backlog(store, wanted, params), ratings)
+
+    async def on_the_writer() -> tuple[list[TicketFacts], dict[str, int]]:
+        # No ORDER BY: nothing in the figures depends on the tickets' order. Each row is
+        # a TicketFacts as it is.
+        tickets = await _rows(store, f"""
+            SELECT t.department, t.created_at, t.first_response_at, t.resolved_at, {rating}
+            FROM tickets t WHERE {cohort}""", params, binary=True)
+        return tickets, await _first_touch(store, directory, cohort, params)
+
+    async def on_the_reader() -> tuple[list[ClockTally], dict[str, int]]:
+        clocks = await _rows(store, f"""WITH {_PERIOD.format(cohort=cohort)}
+            SELECT p.department, c.target,
+                   SUM(CASE WHEN c.met_at IS NOT NULL OR c.due_at <= :until THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN c.met_at <= c.due_at THEN 1 ELSE 0 END)
+            FROM r, sla_clocks c JOIN p ON p.id = c.ticket
+            WHERE c.ticket BETWEEN r.lo AND r.hi AND c.target IN ({_TALLIED})
+            GROUP BY p.department, c.target""", params, committed=True)
+        return ([ClockTally(*row) for row in clocks],
+                await _backlog(store, wanted, params, committed=True))
+
+    # Two lanes at once: the writer's connection and the reader's each read half, so the
+    # database works on two reads at a time (PostgreSQL: two server processes; SQLite:
+    # two threads, which leave the GIL while they step). Each read is a statement of its
+    # own, as before: the report never was one snapshot.
+    (tickets, first_touch), (clocks, backlog) = await asyncio.gather(on_the_writer(),
+                                                                     on_the_reader())
+    return ReportRows(tickets, clocks, first_touch, backlog, ratings)
 
 
 async def _first_touch(store: Store, directory: Directory | None, cohort: str,
@@ -399,8 +415,8 @@ _OPEN_RANGES = ("t.status < 'closed'", "t.status > 'closed' AND t.status < 'reso
                 "t.status > 'resolved'")
 
 
-async def _backlog(store: Store, wanted: list[str] | None,
-                   params: Mapping[str, object]) -> dict[str, int]:
+async def _backlog(store: Store, wanted: list[str] | None, params: Mapping[str, object],
+                   committed: bool = False) -> dict[str, int]:
     """Per department, its tickets neither resolved nor closed now, whenever they came in
     (departments without any are left out)."""
     if wanted == []:
@@ -411,7 +427,7 @@ async def _backlog(store: Store, wanted: list[str] | None,
     counts = " + ".join(f"(SELECT COUNT(*) FROM tickets t WHERE t.department = d.key "
                         f"AND {statuses})" for statuses in _OPEN_RANGES)
     rows = await _rows(store, f"""{departments}
-        SELECT d.key, {counts} FROM departments d WHERE d.key IS NOT NULL""", params)
+        SELECT d.key, {counts} FROM departments d WHERE d.key IS NOT NULL""", params, committed)
     return {key: count for key, count in rows if count}
 
 
