@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.intake.pipeline import Outcome
+from mailgate.intake.read import read_mail
 from tests.factories import FACILITIES, IT, Harness, harness, mail
 from tests.harness import database
 
@@ -363,3 +365,52 @@ async def test_bulk_mail_is_ticketed_or_ignored_as_configured(tmp_path: Path) ->
             assert (await h.deliver(digest)).action == "duplicate"  # kept either way
         finally:
             await store.close()
+
+
+async def deliver_read_ahead(h: Harness, raws: list[bytes]) -> list[Outcome]:
+    """A group of mail as the IMAP intake hands it over: read by a reading process,
+    the group's stored state read ahead, then each mail handled in one transaction."""
+    reads = [read_mail(raw, h.pipeline.reading) for raw in raws]
+    async with h.store.transaction() as tx:
+        await h.pipeline.read_ahead(tx, reads, IT)
+        return [await h.pipeline.handle(tx, raw, IT, read) for raw, read in zip(raws, reads,
+                                                                                 strict=True)]
+
+
+async def test_a_group_read_ahead_is_handled_as_without(h: Harness) -> None:
+    await h.deliver(mail("known", message_id="<known@x.example>"))
+    outcomes = await deliver_read_ahead(h, [
+        mail("known", message_id="<known@x.example>"),  # stored before the group
+        mail("first", message_id="<a@x.example>", sender="Bo <bo@example.com>"),
+        mail("first", message_id="<a@x.example>", sender="Bo <bo@example.com>"),  # again
+        mail("second", message_id="<b@x.example>", sender="Cy <cy@example.com>")])
+    assert [o.action for o in outcomes] == ["duplicate", "ticket", "duplicate", "ticket"]
+    assert await h.count("tickets") == 3
+    assert await h.count("outbox", "kind = 'ack'") == 3
+
+
+async def test_mail_queued_in_the_group_counts_against_a_budget_read_ahead(
+        tmp_path: Path) -> None:
+    """Budgets read before the group are stale once the group queues mail on them: the
+    third request from one sender is not acknowledged, as without reading ahead."""
+    h = await harness(tmp_path, acks_per_hour=2)
+    try:
+        await h.deliver(mail("before", message_id="<r0@x.example>"))
+        outcomes = await deliver_read_ahead(h, [
+            mail(f"request {i}", message_id=f"<r{i}@x.example>") for i in range(1, 4)])
+        assert [o.acknowledged for o in outcomes] == [True, False, False]
+        assert await h.count("tickets") == 4
+    finally:
+        await h.store.close()
+
+
+async def test_a_read_ahead_answers_each_mail_once(h: Harness) -> None:
+    raws = [mail(f"request {i}", message_id=f"<r{i}@x.example>",
+                 sender=f"P{i} <p{i}@example.com>") for i in range(3)]
+    reads = [read_mail(raw, h.pipeline.reading) for raw in raws]
+    async with h.store.transaction() as tx:
+        await h.pipeline.read_ahead(tx, reads, IT)
+        assert tx.ahead is not None
+        for raw, read in zip(raws, reads, strict=True):
+            assert (await h.pipeline.handle(tx, raw, IT, read)).action == "ticket"
+        assert tx.ahead.given == {read.msg.dedupe_key for read in reads if read.msg}

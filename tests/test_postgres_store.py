@@ -24,6 +24,7 @@ from mailgate.cli.main import main
 from mailgate.core.model import Outgoing, Priority
 from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
+from mailgate.intake.read import read_mail
 from mailgate.storage import errors as store_errors
 from mailgate.storage.postgres.dialect import (
     TranslationError,
@@ -283,6 +284,34 @@ async def test_a_concurrent_duplicate_is_the_duplicate_path(pg_url: str,
         actions = sorted(o.action for o in outcomes)
         assert actions == ["duplicate"] * 15 + ["ticket"] * 15
         assert await nodes[0].count("tickets") == 16
+        assert await nodes[0].count("quarantine") == 0
+    finally:
+        for node in nodes:
+            await node.store.close()
+
+
+async def test_groups_read_ahead_on_two_nodes_at_once_make_each_ticket_once(
+        pg_url: str, tmp_path: Path) -> None:
+    """Reading a group's stored state ahead locks its keys first, in one order on every
+    node: two nodes reading overlapping groups (in opposite orders) neither deadlock
+    nor both open a ticket for one mail."""
+    clock = FakeClock()
+    nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
+                     _pg_pipeline(clock), clock) for i in range(2)]
+
+    async def group(node: Harness, raws: list[bytes]) -> list[str]:
+        reads = [read_mail(raw, node.pipeline.reading) for raw in raws]
+        async with node.store.transaction() as tx:
+            await node.pipeline.read_ahead(tx, reads, IT)
+            return [(await node.pipeline.handle(tx, raw, IT, read)).action
+                    for raw, read in zip(raws, reads, strict=True)]
+
+    try:
+        raws = [mail(message_id=f"<g{i}@example.com>", subject=f"g{i}") for i in range(12)]
+        first, second = await asyncio.gather(group(nodes[0], raws),
+                                             group(nodes[1], raws[::-1]))
+        assert sorted(first + second) == ["duplicate"] * 12 + ["ticket"] * 12
+        assert await nodes[0].count("tickets") == 12
         assert await nodes[0].count("quarantine") == 0
     finally:
         for node in nodes:

@@ -84,6 +84,8 @@ class Engine(Protocol):
     async def close(self) -> None: ...
     async def lock_key(self, conn: Connection, key: str) -> None:
         """Hold until the transaction ends: others locking the same key wait."""
+    async def lock_keys(self, conn: Connection, keys: Sequence[str]) -> None:
+        """lock_key for each, at once, in an order every node shares."""
     async def ready(self) -> None:
         """Before a transaction: reconnect if the connection was lost."""
     def attachments(self, state_dir: Path | None) -> Attachments | None:

@@ -8,7 +8,8 @@ state, in another. Portable SQL: UNION ALL of typed columns, no SQLite-only func
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailgate.core.model import OutgoingKind
@@ -22,16 +23,34 @@ HOUR = timedelta(hours=1)
 MAX_IDS = 60  # Message-IDs looked up per mail: References can be long, and is sender-made
 
 
+Stored = tuple[int | None, str | None, frozenset[str], Usage]
+
+
+@dataclass(frozen=True, slots=True)
+class Asks:
+    """What stored() is asked about one mail: its key, and with `budget` (the sender's
+    mailbox and limited domain) and `flood` ((department, team budget) pairs) the
+    automatic mail drawn on them in the last hour."""
+
+    dedupe_key: str
+    budget: tuple[str, str | None] | None = None
+    flood: tuple[tuple[str, str], ...] = ()
+
+
 async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None = None,
                  flood: Sequence[tuple[str, str]] = (),
-                 now: datetime | None = None) -> tuple[int | None, str | None,
-                                                        frozenset[str], Usage]:
+                 now: datetime | None = None) -> Stored:
     """The messages row and fingerprint stored under this key, the departments that
     received it, and (with `budget`: the sender's mailbox and limited domain, and `flood`:
     (department, budget name) pairs) the automatic mail drawn on them in the last hour.
 
     On a shared engine the key is locked first, until the transaction ends: the same
-    message processed by another node now is waited for, then seen."""
+    message processed by another node now is waited for, then seen. Answered without a
+    query when read ahead for the mail's group (read_ahead), and still so."""
+    if tx.ahead is not None:
+        known = tx.ahead.answer(tx, Asks(dedupe_key, budget, tuple(flood)))
+        if known is not None:
+            return known
     if tx.engine is not None and tx.engine.shared:
         await tx.engine.lock_key(tx.conn, dedupe_key)
     parts = ["SELECT 'message' AS what, id AS n, fingerprint AS name FROM messages "
@@ -68,6 +87,101 @@ async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None 
             counts[what] = int(n)
     return (message, fingerprint, frozenset(received),
             Usage(counts["mailbox"], counts["domain"], notified))
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """stored()'s answers for a group of mail, read before the group's first message in
+    one query (read_ahead) instead of one per message.
+
+    An answer holds while the transaction has not written what it counts (Tx records
+    it): a key whose message or receipts were stored since, or a budget or domain that
+    mail queued since draws on, is read again by stored() itself, as is anything not
+    read ahead. Each key's answer is given once. The hour counted starts where the
+    group's started, a few milliseconds before the message's own: at most a little more
+    mail is counted against a budget, never less."""
+
+    messages: dict[str, tuple[int, str]]  # dedupe key -> (messages row, fingerprint)
+    received: dict[str, frozenset[str]]  # dedupe key -> departments that received it
+    keys: frozenset[str]  # every key read (those absent above: never stored)
+    mailboxes: dict[str, int]  # budget -> automatic mails queued this hour
+    domains: dict[str, int]  # budget_domain -> the same
+    notified: dict[str, int]  # team budget -> tickets notified about this hour
+    given: set[str]
+
+    def answer(self, tx: Tx, asks: Asks) -> Stored | None:
+        key = asks.dedupe_key
+        if key not in self.keys or key in self.given or key in tx.written_keys:
+            return None
+        mailbox, domain = asks.budget if asks.budget is not None else (None, None)
+        if (_stale(mailbox, self.mailboxes, tx.queued_budgets)
+                or _stale(domain, self.domains, tx.queued_domains)
+                or any(_stale(name, self.notified, tx.queued_budgets)
+                       for _, name in asks.flood)):
+            return None
+        self.given.add(key)
+        message, fingerprint = self.messages.get(key, (None, None))
+        usage = Usage(self.mailboxes[mailbox] if mailbox is not None else 0,
+                      self.domains[domain] if domain is not None else 0,
+                      {department: self.notified[name] for department, name in asks.flood})
+        return message, fingerprint, self.received.get(key, frozenset()), usage
+
+
+def _stale(name: str | None, counted: dict[str, int], queued: set[str]) -> bool:
+    """A budget's count read ahead cannot stand: not read, or drawn on since."""
+    return name is not None and (name not in counted or name in queued)
+
+
+READ_AHEAD_MAX = 200  # mails per query: a few hundred values per IN list at most
+
+
+async def read_ahead(tx: Tx, asks: Sequence[Asks], now: datetime) -> None:
+    """Read stored()'s answers for these mails at once (see Ahead), their keys locked
+    first on a shared engine (in one order, so two nodes cannot deadlock over them)."""
+    asks = list(asks)[:READ_AHEAD_MAX]
+    keys = sorted({a.dedupe_key for a in asks})
+    if not keys:
+        return
+    if tx.engine is not None and tx.engine.shared:
+        await tx.engine.lock_keys(tx.conn, keys)
+    mailboxes = sorted({a.budget[0] for a in asks if a.budget is not None})
+    domains = sorted({a.budget[1] for a in asks if a.budget is not None and a.budget[1]})
+    teams = sorted({name for a in asks for _, name in a.flood})
+    since = ts(now - HOUR)
+    parts = [f"SELECT 'message' AS what, dedupe_key AS name, id AS n, fingerprint AS fp "
+             f"FROM messages WHERE dedupe_key IN ({_marks(keys)})",
+             f"SELECT 'receipt', dedupe_key, NULL, department FROM receipts "
+             f"WHERE dedupe_key IN ({_marks(keys)})"]
+    args: list = [*keys, *keys]
+    for what, column, names, count in (("mailbox", "budget", mailboxes, "COUNT(*)"),
+                                        ("domain", "budget_domain", domains, "COUNT(*)"),
+                                        ("notified", "budget", teams,
+                                         "COUNT(DISTINCT ticket)")):
+        if names:
+            parts.append(f"SELECT '{what}', {column}, {count}, NULL FROM outbox "
+                         f"WHERE {column} IN ({_marks(names)}) AND created_at >= ? "
+                         f"GROUP BY {column}")
+            args += [*names, since]
+    rows = await tx.fetch_all(" UNION ALL ".join(parts), args)
+    found: dict[str, dict[str, int]] = {"mailbox": dict.fromkeys(mailboxes, 0),
+                                        "domain": dict.fromkeys(domains, 0),
+                                        "notified": dict.fromkeys(teams, 0)}
+    messages: dict[str, tuple[int, str]] = {}
+    received: dict[str, set[str]] = {}
+    for what, name, n, fp in rows:
+        if what == "message":
+            messages[name] = (n, fp)
+        elif what == "receipt":
+            received.setdefault(name, set()).add(fp)
+        else:
+            found[what][name] = int(n)
+    tx.ahead = Ahead(messages, {k: frozenset(v) for k, v in received.items()},
+                     frozenset(keys), found["mailbox"], found["domain"], found["notified"],
+                     set())
+
+
+def _marks(values: Iterable[object]) -> str:
+    return ", ".join("?" for _ in values)
 
 
 def _by_message_ids(via: int, count: int) -> str:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailgate.core.mime.parse import fingerprint
 from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
@@ -24,6 +25,9 @@ from mailgate.storage.attachments import Attachments, AttachmentStore
 from mailgate.storage.engine import Connection, Cursor, Engine, Pipelining
 from mailgate.storage.packing import pack
 from mailgate.storage.sqlite.engine import SqliteEngine
+
+if TYPE_CHECKING:
+    from mailgate.storage.gather import Ahead
 
 FIRST_TICKET_NUMBER = 1001
 TICKET_COLUMNS = ("id, ref, department, subject, requester, requester_name, status, priority, "
@@ -374,6 +378,14 @@ class Tx:
         # PostgreSQL: a message's statements whose results are not needed go out
         # without waiting (see savepoint).
         self._pipelining = conn if isinstance(conn, Pipelining) else None
+        # What this transaction wrote that a read done ahead (gather.read_ahead) counts:
+        # the keys of messages stored or received, and the budgets (outbox.budget) and
+        # domains (outbox.budget_domain) of mail queued. Never emptied: a write undone
+        # with its savepoint still makes the answer read ahead stale, to be safe.
+        self.written_keys: set[str] = set()
+        self.queued_budgets: set[str] = set()
+        self.queued_domains: set[str] = set()
+        self.ahead: Ahead | None = None  # a group's facts, when read ahead
 
     @property
     def attachments(self) -> Attachments | None:
@@ -470,6 +482,7 @@ class Tx:
 
     async def add_receipts(self, dedupe_key: str, departments: Iterable[str], message: int,
                            outcome: str) -> None:
+        self.written_keys.add(dedupe_key)
         await self.conn.executemany(
             "INSERT OR IGNORE INTO receipts (dedupe_key, department, message, outcome) "
             "VALUES (?, ?, ?, ?)", [(dedupe_key, d, message, outcome) for d in departments])
@@ -497,6 +510,7 @@ class Tx:
             async def found() -> int:
                 return known
             return found
+        self.written_keys.add(msg.dedupe_key)
         recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
         later = await self.fetch_later(
             """INSERT INTO messages (dedupe_key, message_id, fingerprint, kind, sender,
@@ -558,15 +572,24 @@ class Tx:
     # --- outbox -----------------------------------------------------------------------
 
     async def enqueue(self, mail: Outgoing, now: datetime) -> int:
+        self._drawn_on([mail])
         cur = await self.execute(
             f"INSERT INTO outbox ({_OUTBOX_INSERT}) VALUES ({_OUTBOX_MARKS})",
             _outbox_values(mail, now))
         return int(cur.lastrowid or 0)
 
     async def enqueue_many(self, mails: list[Outgoing], now: datetime) -> None:
+        self._drawn_on(mails)
         await self.conn.executemany(
             f"INSERT INTO outbox ({_OUTBOX_INSERT}) VALUES ({_OUTBOX_MARKS})",
             [_outbox_values(m, now) for m in mails])
+
+    def _drawn_on(self, mails: Iterable[Outgoing]) -> None:
+        for mail in mails:
+            if mail.budget is not None:
+                self.queued_budgets.add(mail.budget)
+            if mail.budget_domain is not None:
+                self.queued_domains.add(mail.budget_domain)
 
     async def add_events(self, events: list[tuple[int, str, dict, str | None]],
                          now: datetime) -> None:

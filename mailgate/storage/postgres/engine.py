@@ -398,6 +398,14 @@ class PostgresEngine:
         await conn.send("SELECT pg_advisory_xact_lock(?, hashtext(?))",
                         (MESSAGE_KEY_LOCK, key))
 
+    async def lock_keys(self, conn: PgConnection, keys: Sequence[str]) -> None:
+        """lock_key for several keys in one statement, waited for, in the order of their
+        lock numbers: two nodes locking overlapping groups take them in the same order."""
+        await conn.execute(
+            "SELECT COUNT(pg_advisory_xact_lock(?, number)) FROM ("
+            "SELECT DISTINCT hashtext(key) AS number FROM unnest(CAST(? AS TEXT[])) AS key "
+            "ORDER BY number) AS numbers", (MESSAGE_KEY_LOCK, list(keys)))
+
     def attachments(self, state_dir: Path | None) -> BlobStore:
         return self.blobs
 

@@ -68,6 +68,9 @@ class SqliteEngine:
     async def lock_key(self, conn: SqliteConnection, key: str) -> None:
         """The one writer holds every key already."""
 
+    async def lock_keys(self, conn: SqliteConnection, keys: Sequence[str]) -> None:
+        """The one writer holds every key already."""
+
     def attachments(self, state_dir: Path | None) -> AttachmentStore | None:
         return AttachmentStore.of(state_dir) if state_dir is not None else None
 
