@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from mailgate.core.mime.parse import parse
 from mailgate.intake.read import Asked, read_group, read_mail
 from mailgate.intake.reading import READ_AHEAD_BYTES, Reader, ahead_of
 from mailgate.outbound.compose import RelayParts, relay_parts
-from mailgate.storage.attachments import extract
+from mailgate.storage.attachments import AttachmentStore, extract
 from mailgate.storage.packing import pack
 from tests.factories import IT, Harness, harness, mail
 
@@ -38,6 +39,19 @@ def with_attachment(i: int) -> bytes:
             "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
             f'Content-Disposition: attachment; filename="log-{i}.bin"\r\n\r\n{data}--b--\r\n'
             ).encode()
+
+
+def with_two_files(first: bytes, second: bytes) -> bytes:
+    def part(name: str, data: bytes) -> str:
+        encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
+        return ("--b\r\nContent-Type: application/octet-stream\r\n"
+                "Content-Transfer-Encoding: base64\r\n"
+                f'Content-Disposition: attachment; filename="{name}"\r\n\r\n{encoded}')
+    return ("From: Ann <ann@example.com>\r\nTo: it-help@example.com\r\nSubject: two files\r\n"
+            "Message-ID: <two@example.com>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nTwo files.\r\n"
+            f"{part('a.bin', first)}{part('b.bin', second)}--b--\r\n").encode()
 
 
 MAILS = [mail(f"request {i}", message_id=f"<r{i}@example.com>") for i in range(3)] + [
@@ -207,3 +221,77 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"  # a zombie has ended; only its parent (init here) has to reap it
+
+
+def test_a_reading_stores_the_attachments_the_pipeline_will_keep(tmp_path: Path) -> None:
+    first, second = b"first file " * 100, b"second file " * 100
+    asked = replace(ASKED, attachment_limit=len(first) + 10)  # room for the first only
+    read = read_mail(with_two_files(first, second), asked, str(tmp_path))
+    store = AttachmentStore(tmp_path)
+    assert read.stored_in == str(tmp_path)
+    assert read.stored[0] == hashlib.sha256(first).hexdigest()
+    assert store.read(read.stored[0]) == first  # durable, under its content's name
+    assert read.stored[1] is None  # the pipeline will drop it: not written
+    assert store.read(hashlib.sha256(second).hexdigest()) is None
+    assert read_mail(with_two_files(first, second), asked).stored == ()  # no directory
+
+
+def test_a_part_that_cannot_be_stored_ahead_is_left_to_the_pipeline(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_bytes(b"")
+    read = read_mail(with_attachment(3), replace(ASKED, attachment_limit=LIMIT),
+                     str(not_a_directory))
+    assert read.parts and read.stored == (None,)
+
+
+@pytest.mark.sqlite_only("attachments are files on SQLite, rows on PostgreSQL")
+async def test_the_pipeline_keeps_the_files_stored_ahead(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = h.store.attachments()
+    assert isinstance(files, AttachmentStore)
+    raw = with_attachment(4)
+    read = read_mail(raw, h.pipeline.reading, str(files.root))
+    assert read.stored and read.stored[0]
+
+    def no_second_write(self: AttachmentStore, data: bytes) -> str:
+        raise AssertionError("stored again")
+
+    monkeypatch.setattr(AttachmentStore, "put", no_second_write)
+    async with h.store.transaction() as tx:
+        assert (await h.pipeline.handle(tx, raw, IT, read)).action == "ticket"
+    assert await h.rows("SELECT filename, sha256 FROM attachments") == [
+        ("log-4.bin", read.stored[0])]
+    assert files.read(read.stored[0]) == read.parts[0].data
+
+
+@pytest.mark.sqlite_only("attachments are files on SQLite, rows on PostgreSQL")
+async def test_files_stored_elsewhere_or_not_at_all_are_stored_by_the_pipeline(
+        h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = h.store.attachments()
+    assert isinstance(files, AttachmentStore)
+    written: list[bytes] = []
+    put = AttachmentStore.put
+
+    def counted(self: AttachmentStore, data: bytes) -> str:
+        written.append(data)
+        return put(self, data)
+
+    elsewhere = read_mail(with_attachment(5), h.pipeline.reading, str(tmp_path / "other"))
+    failed = replace(read_mail(with_attachment(6), h.pipeline.reading, str(files.root)),
+                     stored=(None,))
+    monkeypatch.setattr(AttachmentStore, "put", counted)
+    async with h.store.transaction() as tx:
+        for raw, read in ((with_attachment(5), elsewhere), (with_attachment(6), failed)):
+            assert (await h.pipeline.handle(tx, raw, IT, read)).action == "ticket"
+    assert len(written) == 2
+    for (digest,) in await h.rows("SELECT sha256 FROM attachments"):
+        assert files.read(digest) is not None
+
+
+async def test_a_reading_process_stores_ahead_in_the_directory_given(
+        reader: Reader, tmp_path: Path) -> None:
+    asked = replace(ASKED, attachment_limit=LIMIT)
+    reads = await reader.read({1: with_attachment(8), 2: MAILS[0]}, asked, str(tmp_path))
+    digest = reads[1].stored[0]
+    assert digest and AttachmentStore(tmp_path).read(digest) == reads[1].parts[0].data
+    assert reads[2].stored == ()

@@ -35,6 +35,7 @@ from mailgate.intake.reading import Reader
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
 from mailgate.storage import errors as store_errors
+from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.store import Store
 
 if TYPE_CHECKING:
@@ -235,7 +236,13 @@ class MailboxWatcher:
     async def _fetch_and_read(self, group: list[int]) -> Fetched:
         fetched = await self._in_thread(self._fetch, group)
         asked = self.current.snapshot.pipeline.reading
-        return fetched, await self.reader.read(fetched, asked)
+        return fetched, await self.reader.read(fetched, asked, self._attachment_dir())
+
+    def _attachment_dir(self) -> str | None:
+        """Where the reading process may store attachments ahead: a SQLite store's
+        directory. PostgreSQL keeps them in the database, which it must not touch."""
+        files = self.store.attachments()
+        return str(files.root) if isinstance(files, AttachmentStore) else None
 
     async def _position(self) -> tuple[int, int]:
         uidvalidity = self._uidvalidity

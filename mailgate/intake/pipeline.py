@@ -34,7 +34,7 @@ from mailgate.service.log import get_logger
 from mailgate.storage import errors as store_errors
 from mailgate.storage import gather
 from mailgate.storage.apply import Arrival, MailWriter, apply
-from mailgate.storage.attachments import Attachments, Part, extract, select
+from mailgate.storage.attachments import Attachments, AttachmentStore, Part, extract, select
 from mailgate.storage.packing import pack
 from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Tx
@@ -96,6 +96,8 @@ class Received:
     packed: bytes | None = None  # the raw bytes as the database keeps them, when known
     parts: tuple[Part, ...] | None = None  # its attachments, when read already
     relay: RelayParts | None = None  # its attachments to relay, when read already
+    stored: tuple[str | None, ...] = ()  # each part's digest, when stored already ...
+    stored_in: str | None = None  # ... in this attachment directory (intake/read.py)
 
     @classmethod
     async def of(cls, raw: bytes) -> Received:
@@ -127,12 +129,25 @@ class Received:
         parts = await asyncio.to_thread(extract, self.light.slim)
         return [self._real(part) for part in parts]
 
+    def _stored_ahead(self, store: Attachments, part: Part) -> str | None:
+        """The digest the reading process stored this very part under, in this store."""
+        if not (self.stored and isinstance(store, AttachmentStore)
+                and self.stored_in == str(store.root)):
+            return None
+        for candidate, digest in zip(self.parts or (), self.stored, strict=False):
+            if candidate is part:
+                return digest
+        return None
+
     def _real(self, part: Part) -> Part:
         assert self.light is not None
         span = self.light.real(part.data)
         return part if span is None else replace(part, size=span.size)
 
     async def keep(self, store: Attachments, part: Part) -> str:
+        ahead = self._stored_ahead(store, part)
+        if ahead is not None:
+            return ahead  # written and fsynced by the reading process, like put() would
         span = self.light.real(part.data) if self.light else None
         if span is None:
             return await asyncio.to_thread(store.put, part.data)
@@ -208,7 +223,7 @@ class Pipeline:
         self.prefixes = frozenset(d.prefix for d in directory.departments.values())
         # What a reading process does ahead for this pipeline (intake/read.py).
         self.reading = Asked(settings.max_body_chars, settings.max_relay_bytes,
-                             searches_of(directory))
+                             searches_of(directory), settings.max_attachment_bytes)
         self.sla = SlaBook(directory)
         self.budget = settings.budget(frozenset(
             domain_of(d.address) for d in directory.departments.values()))
@@ -226,7 +241,8 @@ class Pipeline:
         now = self.clock()
         searched: Searched = {}
         if read is not None and read.msg is not None and read.asked == self.reading:
-            mail = Received(raw, packed=read.packed, parts=read.parts, relay=read.relay)
+            mail = Received(raw, packed=read.packed, parts=read.parts, relay=read.relay,
+                            stored=read.stored, stored_in=read.stored_in)
             msg, searched = read.msg, read.searched
         else:
             mail = await Received.of(raw)

@@ -9,12 +9,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Inbound
 from mailgate.core.routing import Search, search_ahead
 from mailgate.outbound.compose import RelayParts, carries_parts, relay_parts
-from mailgate.storage.attachments import Part, extract
+from mailgate.storage.attachments import AttachmentStore, Part, extract, select
 from mailgate.storage.packing import pack
 
 
@@ -26,6 +27,7 @@ class Asked:
     body_limit: int  # [limits] max_body_chars
     relay_limit: int  # [conversation] max_relay_bytes
     searches: tuple[Search, ...] = ()  # the routing rules' searches (routing.py)
+    attachment_limit: int = 0  # [limits] max_attachment_bytes: what is stored ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,15 @@ class Read:
     relay: RelayParts | None  # its attachments as MIME parts to relay; None: it has none
     searched: dict[Search, bool | None]  # the searches asked, done (True, False, timed out)
     asked: Asked
+    # The SHA-256 each part is stored under in the attachment directory `stored_in`, in
+    # the order of `parts`; None: not stored ahead (dropped by the limit, or the write
+    # failed), the pipeline stores it as it always does.
+    stored: tuple[str | None, ...] = ()
+    stored_in: str | None = None
 
 
-def read_mail(raw: bytes, asked: Asked) -> Read:
+def read_mail(raw: bytes, asked: Asked, files: str | None = None) -> Read:
+    """FILES: the attachment directory (a SQLite store's) to store kept attachments in."""
     try:
         msg: Inbound | None = parse(raw, asked.body_limit)
     except Exception:  # parse promises not to raise; if it does, the pipeline quarantines
@@ -49,7 +57,28 @@ def read_mail(raw: bytes, asked: Asked) -> Read:
         return Read(None, pack(raw), None, None, {}, asked)
     parts = tuple(extract(raw)) if msg.attachments else None
     relay = relay_parts(raw, asked.relay_limit) if carries_parts(msg) else None
-    return Read(msg, pack(raw), parts, relay, search_ahead(msg, asked.searches), asked)
+    stored = store_ahead(parts, asked.attachment_limit, files) if parts and files else ()
+    return Read(msg, pack(raw), parts, relay, search_ahead(msg, asked.searches), asked,
+                stored, files)
+
+
+def store_ahead(parts: tuple[Part, ...], limit: int, files: str) -> tuple[str | None, ...]:
+    """Store the parts the pipeline will keep (attachments.select), as it would: files are
+    named by their content and written durably (attachments.py), so a file written here
+    is the file the pipeline's own write would leave, and one the pipeline then drops (a
+    reload lowered the limit; the group was rolled back) is an orphan the sweep removes.
+    The fsyncs of those writes are the point: here they cost the event loop nothing."""
+    kept, _ = select(list(parts), limit)
+    keep = {id(part) for part in kept}
+    store = AttachmentStore(Path(files))
+    return tuple(_stored(store, part) if id(part) in keep else None for part in parts)
+
+
+def _stored(store: AttachmentStore, part: Part) -> str | None:
+    try:
+        return store.put(part.data)
+    except OSError:  # disk full, permissions: the pipeline writes it and says what failed
+        return None
 
 
 def outlive_no_parent(parent: int) -> None:
@@ -66,7 +95,7 @@ def outlive_no_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def read_group(raws: list[bytes], asked: Asked) -> list[Read]:
+def read_group(raws: list[bytes], asked: Asked, files: str | None = None) -> list[Read]:
     """A reading process's one job: a whole group per call, one hand-off each way."""
-    return [read_mail(raw, asked) for raw in raws]
+    return [read_mail(raw, asked, files) for raw in raws]
 

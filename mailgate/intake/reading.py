@@ -56,16 +56,19 @@ class Reader:
         self._pool: ProcessPoolExecutor | None = None
         self._starting = False  # warm() is starting the process: do not wait for it
 
-    async def read(self, raws: dict[int, bytes], asked: Asked) -> dict[int, Read]:
+    async def read(self, raws: dict[int, bytes], asked: Asked,
+                   files: str | None = None) -> dict[int, Read]:
         """The small mails of a fetched group, read in the reading process as ASKED, by
-        UID; empty when they cannot be, or while the process is still starting (the
-        pipeline then reads them inline)."""
+        UID, their kept attachments stored in the directory FILES if given (read.py);
+        empty when they cannot be, or while the process is still starting (the pipeline
+        then reads them inline)."""
         small = ahead_of(raws)
         if not small or self.workers == 0 or self._starting:
             return {}
-        return await self._read(small, asked)
+        return await self._read(small, asked, files)
 
-    async def _read(self, small: dict[int, bytes], asked: Asked) -> dict[int, Read]:
+    async def _read(self, small: dict[int, bytes], asked: Asked,
+                    files: str | None = None) -> dict[int, Read]:
         try:
             pool = self._executor()
         except Exception as exc:  # no processes here (a sandbox without /dev/shm ...)
@@ -74,7 +77,7 @@ class Reader:
             return {}
         try:
             reads = await asyncio.get_running_loop().run_in_executor(
-                pool, read_group, list(small.values()), asked)
+                pool, read_group, list(small.values()), asked, files)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
