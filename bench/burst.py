@@ -30,6 +30,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from tests.mailservers import ImapAccount, Received
 SHAPES = {"acks": (False, None), "acks-pinned": (False, "0"),
           "notify": (True, None), "notify-pinned": (True, "0")}
 TIMEOUT = 1800.0
+CPU_PARTS = ("daemon", "reading", "dovecot", "sink")
 QUIET = 2.0  # no mail for this long after the last acknowledgement: the notifications are out
 
 
@@ -58,6 +60,7 @@ class Run:
     acks: int
     mails: int
     problems: list[str]
+    cpu: dict[str, float]  # CPU seconds from spawn to the last mail, per process (cpu_used)
 
 
 def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
@@ -73,10 +76,12 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
         notify_team=notify_team, batch_size=batch_size, state=state,
         database_url=database_url))
     sink.clear()
+    since = CpuSince()
     daemon = rig.start_daemon(config, cpus=cpus)
     try:
         sink.wait_until(lambda: len(sink.acks) >= len(requests), TIMEOUT,
                         quiet=QUIET if notify_team else 0.0)
+        cpu = since.used(daemon.pid)
         peak = rig.family_mb(daemon.pid)
     finally:
         daemon.stop()
@@ -88,7 +93,27 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
     problems = check(mix, tickets, acks)
     return Run(shape, last - daemon.spawned, last - daemon.ready,
                daemon.ready - daemon.spawned, peak, len(tickets), len(acks), len(mails),
-               problems)
+               problems, cpu)
+
+
+class CpuSince:
+    """CPU seconds used since it was made by everything a burst keeps busy: the daemon
+    (all its threads), its reading process, Dovecot's imap processes and this process
+    (the sink's thread; the main thread only sleeps meanwhile). It shows where a
+    message's CPU goes, and how much of the two cores the burst had."""
+
+    def __init__(self) -> None:
+        self.imap = rig.cpu_of_command("imap")
+        self.bench = time.process_time()
+
+    def used(self, daemon: int) -> dict[str, float]:
+        family = rig.family(daemon)
+        imap = rig.cpu_of_command("imap")
+        return {"daemon": rig.own_cpu_seconds(daemon),
+                "reading": sum(rig.own_cpu_seconds(child) for child in family[1:]),
+                "dovecot": sum(seconds - self.imap.get(pid, 0.0)
+                               for pid, seconds in imap.items()),
+                "sink": time.process_time() - self.bench}
 
 
 def check(mix: list[rig.Request], tickets: list[dict], acks: list[Received]) -> list[str]:
@@ -169,6 +194,10 @@ def summarise(args: argparse.Namespace, mix: list[rig.Request], shapes: list[str
             "tickets": [r.tickets for r in mine], "acks": [r.acks for r in mine],
             "mails_at_sink": [r.mails for r in mine],
             "problems": [p for r in mine for p in r.problems],
+            "cpu_ms_per_msg": {part: round(statistics.median(
+                1000 * r.cpu[part] / len(mix) for r in mine), 2) for part in mine[0].cpu},
+            "cores_busy": round(statistics.median(sum(r.cpu.values()) / r.seconds
+                                                  for r in mine), 2),
         }
     return result
 
@@ -183,8 +212,13 @@ def report(result: dict) -> str:
     title = (f"{result['messages']} messages ({result['requests']} requests, "
              f"{result['replies']} replies) in {result['mailboxes']} mailbox(es), "
              f"engine {result['engine']}, median of {result['rounds']} round(s)")
-    return title + "\n" + rig.table(rows, ["system", "startup s", "msgs/s", "after READY",
-                                           "x bare", "peak RSS MB", "check"])
+    cpu_rows = [[shape, *(f"{s['cpu_ms_per_msg'][part]:.2f}" for part in CPU_PARTS),
+                 f"{sum(s['cpu_ms_per_msg'].values()):.2f}", f"{s['cores_busy']:.2f}"]
+                for shape, s in result["shapes"].items()]
+    return (title + "\n" + rig.table(rows, ["system", "startup s", "msgs/s", "after READY",
+                                            "x bare", "peak RSS MB", "check"])
+            + "\n\nCPU per message (ms), spawn to last mail\n"
+            + rig.table(cpu_rows, ["system", *CPU_PARTS, "all", "cores busy"]))
 
 
 def save(result: dict, meta: dict) -> Path:

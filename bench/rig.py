@@ -394,15 +394,33 @@ def status_mb(pid: int, field_name: str = "VmHWM") -> float:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of /proc/PID/stat: CPU time the process used so far, all threads,
     and that of its children still running (the daemon's reading process)."""
-    total = 0.0
-    for member in family(pid):
-        try:
-            text = Path(f"/proc/{member}/stat").read_text()
-        except FileNotFoundError:  # ended meanwhile
-            continue
-        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
+    return sum(own_cpu_seconds(member) for member in family(pid))
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads); 0 once it has ended."""
+    return process_cpu(pid)[1]
+
+
+def process_cpu(pid: int) -> tuple[str, float]:
+    """(command name, utime + stime) of /proc/PID/stat; ("", 0.0) once it has ended."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return "", 0.0
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+    return text[text.index("(") + 1:text.rindex(")")], (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu_of_command(name: str) -> dict[int, float]:
+    """CPU seconds so far of every process with this command name (Dovecot's `imap`)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            command, seconds = process_cpu(int(entry.name))
+            if command == name:
+                found[int(entry.name)] = seconds
+    return found
 
 
 def family_mb(pid: int, field_name: str = "VmHWM") -> float:
