@@ -4,17 +4,31 @@ each mail once, and a server found down on one lane stops every lane for the rou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sys
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailgate.config.settings import SmtpConfig
+from mailgate.errors import PermanentError
 from mailgate.outbound.outbox import Outbox, by_lane
 from mailgate.outbound.sentlog import SentLog
-from mailgate.outbound.transport import ServerUnavailable
+from mailgate.outbound.transport import (
+    Accepted,
+    RunResult,
+    ServerUnavailable,
+    SmtpTransport,
+    Stop,
+    send_each,
+)
 from mailgate.service.daemon import SwappableTransport
 from mailgate.storage.store import OutboxRow
 from tests.factories import Harness, harness, mail
+from tests.mailservers import SmtpSink
 
 
 @pytest.fixture
@@ -27,9 +41,11 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 class Recorder:
     """A transport that takes a moment per mail and remembers what went out when."""
 
-    def __init__(self, lanes: int, down_on: int | None = None) -> None:
+    def __init__(self, lanes: int, down_on: int | None = None,
+                 refuse: int | None = None) -> None:
         self.lanes = lanes
         self.down_on = down_on  # the outbox id whose send finds the server down
+        self.refuse = refuse  # the outbox id the server refuses for good
         self.sent: list[OutboxRow] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -41,9 +57,15 @@ class Recorder:
             await asyncio.sleep(0.001 * (row.id % 3))
             if row.id == self.down_on:
                 raise ServerUnavailable("connection refused")
+            if row.id == self.refuse:
+                raise PermanentError("550 5.1.1 no such mailbox")
             self.sent.append(row)
         finally:
             self.in_flight -= 1
+
+    async def send_run(self, rows: Sequence[OutboxRow], lane: int, accepted: Accepted,
+                       stop: Stop) -> RunResult:
+        return await send_each(lambda row: self.send(row, lane), rows, accepted, stop)
 
     async def close(self) -> None:
         return None
@@ -119,3 +141,76 @@ async def test_a_transport_is_replaced_only_between_sends() -> None:
     await asyncio.gather(*sends)
     await swappable.send(row(9, 9))
     assert [r.id for r in second.sent] == [9]
+
+
+async def test_a_refused_mail_in_a_run_is_failed_and_the_run_goes_on(
+        h: Harness, tmp_path: Path) -> None:
+    await requests(h, 4)
+    queued = await h.store.due_outgoing(h.clock(), 1000)
+    refused = queued[1]
+    transport = Recorder(lanes=1, refuse=refused.id)
+    outbox = Outbox(h.store, transport, h.clock, SentLog(tmp_path / "sent.log"))
+    assert await outbox.drain_once() == len(queued) - 1
+    assert [r.id for r in transport.sent] == [r.id for r in queued if r is not refused]
+    statuses = dict(await h.rows("SELECT id, status FROM outbox"))
+    assert statuses.pop(refused.id) == "failed"
+    assert set(statuses.values()) == {"sent"}
+
+
+class RefusingSink(SmtpSink):
+    """Refuses one recipient at RCPT, as a server does for a mailbox that does not exist."""
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if address == "nobody@example.com":
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_an_smtp_run_is_sent_in_order_and_ends_at_a_refusal() -> None:
+    sink = RefusingSink()
+    await sink.start()
+    transport = SmtpTransport(SmtpConfig(sink.host, sink.port, connections=2))
+    mails = [replace(row(i, 1, "nobody@example.com" if i == 4 else f"p{i}@example.com"),
+                     raw=mail(f"mail {i}", message_id=f"<run-{i}@example.com>"))
+             for i in range(1, 7)]
+    accepted: list[tuple[int, str]] = []
+    try:
+        result = await transport.send_run(
+            mails, 1, lambda r: accepted.append((r.id, threading.current_thread().name)),
+            lambda: False)
+        assert result.sent == 3 and isinstance(result.failure, PermanentError)
+        assert [i for i, _ in accepted] == [1, 2, 3]  # told at once, in order
+        assert {name for _, name in accepted} == {"smtp-1_0"}  # by the lane's own thread
+        assert [m.message["Message-ID"] for m in sink.messages] == [
+            f"<run-{i}@example.com>" for i in (1, 2, 3)]
+        rest = await transport.send_run(mails[4:], 1, lambda r: None, lambda: True)
+        assert rest == RunResult(0)  # told to stop before the first
+        everything = await transport.send_run(mails[4:], 0, lambda r: None, lambda: False)
+        assert everything == RunResult(2) and len(sink.messages) == 5
+    finally:
+        await transport.close()
+        transport.shutdown()
+        await sink.stop()
+
+
+def test_the_sent_log_loses_no_id_recorded_while_it_is_applied(tmp_path: Path) -> None:
+    # The lanes' threads record while the event loop applies: an id recorded between
+    # "nothing pending" and the truncation of the file must stay in the file.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can: races show
+    try:
+        log = SentLog(tmp_path / "sent.log")
+        recorder = threading.Thread(target=lambda: [log.record(i) for i in range(1, 20001)])
+        recorder.start()
+        while recorder.is_alive():
+            log.applied(log.snapshot())
+        recorder.join()
+    finally:
+        sys.setswitchinterval(interval)
+    on_disk = SentLog(tmp_path / "sent.log").pending
+    assert log.pending <= on_disk  # a crash now resends nothing twice
+    log.applied(log.snapshot())
+    log.close()
+    assert SentLog(tmp_path / "sent.log").pending == set()

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
-from mailgate.errors import PermanentError, TransientError
+from mailgate.errors import PermanentError
 from mailgate.intake.pipeline import Clock
 from mailgate.outbound.sentlog import SentLog
 from mailgate.outbound.transport import ServerUnavailable, Transport
@@ -70,9 +70,12 @@ class Outbox:
         """Send every due mail once; return how many were accepted by the server."""
         sent = 0
         self._halted = False
-        while rows := await self.store.claim_outgoing(self.clock(), limit=100,
-                                                      keep=self.sent_log.pending):
-            fresh = [row for row in rows if row.id not in self.sent_log.pending]
+        while True:
+            pending = self.sent_log.snapshot()
+            rows = await self.store.claim_outgoing(self.clock(), limit=100, keep=pending)
+            if not rows:
+                break
+            fresh = [row for row in rows if row.id not in pending]
             if not fresh:  # everything due is sent already: let the database catch up
                 await self.apply_sent()
                 continue
@@ -88,47 +91,70 @@ class Outbox:
         return sent
 
     async def _send_lane(self, rows: list[OutboxRow], lane: int) -> int:
-        """Send one lane's rows in order; stop when any lane found the server down."""
-        sent = 0
-        for row in rows:
-            if self._halted:
-                break
-            if row.draft is not None:
-                written = await self._write(row)
-                if written is None:
-                    continue
-                row = written
-            try:
-                await self.transport.send(row, lane)
-            except ServerUnavailable as exc:
-                if not self._halted:
-                    self._halted = True
-                    self._server_down(str(exc))
-                break
-            except PermanentError as exc:
-                await self._failed(row, str(exc))
+        """Send one lane's rows in order; stop when any lane found the server down.
+
+        The rows go to the transport as one run (one hand-off to the connection's thread)
+        until one fails; what failed is dealt with here, and the rest is a new run. With a
+        shared engine each mail is its own run: see _after_sent."""
+        ready = [row for row in [await self._ready(row) for row in rows] if row is not None]
+        step = 1 if self.store.engine.shared else max(1, len(ready))
+        sent = at = 0
+        while at < len(ready) and not self._halted:
+            run = ready[at:at + step]
+            result = await self.transport.send_run(run, lane, self._accepted, self._stopped)
+            for row in run[:result.sent]:
+                await self._after_sent(row)
+            sent += result.sent
+            at += result.sent
+            if result.failure is None:
+                if result.sent < len(run):
+                    break  # stopped: another lane found the server down
                 continue
-            except TransientError as exc:
-                await self._retry(row, str(exc))
-                continue
-            self.sent_log.record(row.id)
-            if self.store.engine.shared:
-                # Several nodes drain one outbox and this node's sent log dies with it:
-                # the mark reaches the database before the lane's next send, so a node
-                # killed now costs at most one mail per lane twice (its claims die with it).
-                await self.apply_sent()
-            metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
-            log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
-                     to=list(row.recipients))
-            if not self._halted:  # another lane's news of an outage stands for the round
-                self.server_backoff, self.last_error = 0, None
-            sent += 1
+            at += 1  # the row that failed, dealt with now
+            if not await self._after_failure(run[result.sent], result.failure):
+                break
         return sent
+
+    async def _ready(self, row: OutboxRow) -> OutboxRow | None:
+        """The row with its mail, written from its draft if it has one (else None)."""
+        return row if row.draft is None else await self._write(row)
+
+    def _accepted(self, row: OutboxRow) -> None:
+        # Called in the connection's thread the moment the server said 250.
+        self.sent_log.record(row.id)
+
+    def _stopped(self) -> bool:
+        return self._halted
+
+    async def _after_sent(self, row: OutboxRow) -> None:
+        if self.store.engine.shared:
+            # Several nodes drain one outbox and this node's sent log dies with it:
+            # the mark reaches the database before the lane's next send, so a node
+            # killed now costs at most one mail per lane twice (its claims die with it).
+            await self.apply_sent()
+        metrics.METRICS.mail_sent(row.kind, self.clock().timestamp() - row.created_at)
+        log.info("mail.sent", outbox=row.id, kind=row.kind, message_id=row.message_id,
+                 to=list(row.recipients))
+        if not self._halted:  # another lane's news of an outage stands for the round
+            self.server_backoff, self.last_error = 0, None
+
+    async def _after_failure(self, row: OutboxRow, failure: Exception) -> bool:
+        """Record why ROW was not sent; False when the server is down (the lane stops)."""
+        if isinstance(failure, ServerUnavailable):
+            if not self._halted:
+                self._halted = True
+                self._server_down(str(failure))
+            return False
+        if isinstance(failure, PermanentError):
+            await self._failed(row, str(failure))
+        else:
+            await self._retry(row, str(failure))
+        return True
 
     async def apply_sent(self) -> None:
         """Move accepted ids from the sent log into the database in one transaction."""
         async with self._marking:  # lanes call this side by side: each id marked once
-            ids = set(self.sent_log.pending)
+            ids = self.sent_log.snapshot()
             if ids:
                 await self.store.mark_sent(ids, self.clock())
                 self.sent_log.applied(ids)

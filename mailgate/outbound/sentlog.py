@@ -10,24 +10,36 @@ start, ids left here are applied first, so nothing is sent twice because of the 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 
 class SentLog:
+    """Recorded from the SMTP connections' threads, applied from the event loop: a lock
+    keeps an id recorded between "nothing pending" and the truncation from being lost."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.pending: set[int] = _read(path)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lock = threading.Lock()
 
     def record(self, outbox_id: int) -> None:
-        os.write(self._fd, f"{outbox_id}\n".encode())
-        self.pending.add(outbox_id)
+        with self._lock:
+            os.write(self._fd, f"{outbox_id}\n".encode())
+            self.pending.add(outbox_id)
 
-    def applied(self, ids: set[int]) -> None:
+    def snapshot(self) -> frozenset[int]:
+        """The ids pending now, as a copy another thread's record() cannot change."""
+        with self._lock:
+            return frozenset(self.pending)
+
+    def applied(self, ids: set[int] | frozenset[int]) -> None:
         """The database now says these are sent: forget them (and the file, once empty)."""
-        self.pending -= ids
-        if not self.pending:
-            os.ftruncate(self._fd, 0)
+        with self._lock:
+            self.pending -= ids
+            if not self.pending:
+                os.ftruncate(self._fd, 0)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -15,7 +15,7 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -32,7 +32,14 @@ from mailgate.intake.reading import Reader, default_workers
 from mailgate.outbound.alerts import Alerter
 from mailgate.outbound.outbox import Outbox
 from mailgate.outbound.sentlog import SentLog
-from mailgate.outbound.transport import DirectoryTransport, SmtpTransport, Transport
+from mailgate.outbound.transport import (
+    Accepted,
+    DirectoryTransport,
+    RunResult,
+    SmtpTransport,
+    Stop,
+    Transport,
+)
 from mailgate.service import metrics
 from mailgate.service.cluster import Cluster
 from mailgate.service.current import Current, Snapshot
@@ -103,12 +110,23 @@ class SwappableTransport:
         return self.inner.lanes
 
     async def send(self, row: OutboxRow, lane: int = 0) -> None:
+        async with self._sending_on() as inner:
+            await inner.send(row, lane)
+
+    async def send_run(self, rows: Sequence[OutboxRow], lane: int, accepted: Accepted,
+                       stop: Stop) -> RunResult:
+        async with self._sending_on() as inner:
+            return await inner.send_run(rows, lane, accepted, stop)
+
+    @contextlib.asynccontextmanager
+    async def _sending_on(self) -> AsyncIterator[Transport]:
+        """The transport to send on; no replacement until the send is done."""
         async with self._changed:
             await self._changed.wait_for(lambda: not self._swapping)
             self._sending += 1
             inner = self.inner
         try:
-            await inner.send(row, lane)
+            yield inner
         finally:
             async with self._changed:
                 self._sending -= 1
