@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.intake import pipeline as pipeline_module
 from mailgate.intake.pipeline import Outcome
 from mailgate.intake.read import read_mail
 from tests.factories import FACILITIES, IT, Harness, harness, mail
@@ -414,3 +415,25 @@ async def test_a_read_ahead_answers_each_mail_once(h: Harness) -> None:
         for raw, read in zip(raws, reads, strict=True):
             assert (await h.pipeline.handle(tx, raw, IT, read)).action == "ticket"
         assert tx.ahead.given == {read.msg.dedupe_key for read in reads if read.msg}
+
+
+async def test_mail_that_breaks_routing_is_left_to_handle(h: Harness,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading ahead never stops a group: mail it cannot work out is read by handle(),
+    which quarantines it if it fails there too."""
+    raws = [mail("fine", message_id="<fine@x.example>"),
+            mail("odd", message_id="<odd@x.example>", sender="Od <od@example.com>")]
+    reads = [read_mail(raw, h.pipeline.reading) for raw in raws]
+    real = pipeline_module.routes_for
+
+    def fragile(msg: object, *args: object) -> object:
+        if getattr(msg, "subject", "") == "odd":
+            raise RuntimeError("routing broke")
+        return real(msg, *args)
+
+    monkeypatch.setattr(pipeline_module, "routes_for", fragile)
+    async with h.store.transaction() as tx:
+        await h.pipeline.read_ahead(tx, reads, IT)
+        outcomes = [await h.pipeline.handle(tx, raw, IT, read)
+                    for raw, read in zip(raws, reads, strict=True)]
+    assert [o.action for o in outcomes] == ["ticket", "quarantined"]

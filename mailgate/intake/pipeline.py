@@ -368,7 +368,10 @@ class Pipeline:
         for read in reads:
             if read is None or read.msg is None or read.asked != self.reading:
                 continue
-            routes = routes_for(read.msg, origin, self.directory, read.searched)
+            try:
+                routes = routes_for(read.msg, origin, self.directory, read.searched)
+            except Exception:  # handle() quarantines such mail; it must not stop the group
+                continue
             if routes:
                 asks.append(self._asks(read.msg, list(dict.fromkeys(r.department
                                                                      for r in routes))))
