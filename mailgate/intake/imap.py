@@ -263,6 +263,10 @@ class MailboxWatcher:
         async with self.store.transaction() as tx:
             # Inside the transaction: a reload swaps the snapshot only between them.
             pipeline = self.current.snapshot.pipeline
+            if tx.networked:  # on SQLite a statement is a call: reading ahead only adds
+                # work (each mail routed twice: 0.1-0.3 ms of CPU per message, in-process)
+                await pipeline.read_ahead(
+                    tx, [reads.get(uid) for uid in batch if uid in fetched], self.origin)
             for uid in batch:
                 raw = fetched.get(uid)
                 if raw is None:  # expunged between SEARCH and FETCH: nothing to lose

@@ -426,6 +426,12 @@ class Tx:
             return rows
         return answer
 
+    @property
+    def networked(self) -> bool:
+        """Each statement is a round trip to a server (PostgreSQL), not a call into a
+        library (SQLite): reading a group's facts ahead in one statement pays here."""
+        return self._pipelining is not None
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """The block's statements, undone together if it raises. Named by depth: the
