@@ -45,7 +45,7 @@ from tests.mailservers import ImapAccount, Received
 SHAPES = {"acks": (False, None), "acks-pinned": (False, "0"),
           "notify": (True, None), "notify-pinned": (True, "0")}
 TIMEOUT = 1800.0
-CPU_PARTS = ("daemon", "reading", "dovecot", "sink")
+CPU_PARTS = ("daemon", "reading", "dovecot", "postgres", "sink")
 QUIET = 2.0  # no mail for this long after the last acknowledgement: the notifications are out
 
 
@@ -98,12 +98,14 @@ def run_daemon(shape: str, accounts: dict[str, ImapAccount], sink: rig.Sink,
 
 class CpuSince:
     """CPU seconds used since it was made by everything a burst keeps busy: the daemon
-    (all its threads), its reading process, Dovecot's imap processes and this process
-    (the sink's thread; the main thread only sleeps meanwhile). It shows where a
-    message's CPU goes, and how much of the two cores the burst had."""
+    (all its threads), its reading process, Dovecot's imap processes, the PostgreSQL
+    server's processes (the bench's private one) and this process (the sink's thread;
+    the main thread only sleeps meanwhile). It shows where a message's CPU goes, and how
+    much of the two cores the burst had."""
 
     def __init__(self) -> None:
         self.imap = rig.cpu_of_command("imap")
+        self.postgres = rig.cpu_of_command("postgres")
         self.bench = time.process_time()
 
     def used(self, daemon: int) -> dict[str, float]:
@@ -113,6 +115,8 @@ class CpuSince:
                 "reading": sum(rig.own_cpu_seconds(child) for child in family[1:]),
                 "dovecot": sum(seconds - self.imap.get(pid, 0.0)
                                for pid, seconds in imap.items()),
+                "postgres": sum(seconds - self.postgres.get(pid, 0.0)
+                                for pid, seconds in rig.cpu_of_command("postgres").items()),
                 "sink": time.process_time() - self.bench}
 
 
