@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import regex
 
@@ -24,8 +24,10 @@ from mailgate.config.settings import (
     load_config,
     read_toml,
 )
-from mailgate.core.render import Renderer
 from mailgate.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where templates are loaded: jinja2 costs a command ~50 ms
+    from mailgate.core.render import Renderer
 
 T = TypeVar("T")
 
@@ -50,6 +52,8 @@ def load_setup(path: Path, secrets: SecretsMode = "read") -> Setup:
         raise ConfigError(exc.problems + _other_problems(path, exc.problems)) from None
     directory = _load_directory(config.directory_path, path)
     problems = _setup_problems(config, directory)
+    from mailgate.core.render import Renderer
+
     renderer = Renderer(config.templates_dir)
     problems += renderer.check()
     if problems:
@@ -79,6 +83,8 @@ def _other_problems(path: Path, found: list[str]) -> list[str]:
         more = exc.problems
     else:
         more = _setup_problems(config, directory)
+    from mailgate.core.render import Renderer
+
     more += Renderer(config.templates_dir).check()
     return [line for line in more if line not in found]
 
