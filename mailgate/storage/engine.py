@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from mailgate.storage.attachments import Attachments
+
+T = TypeVar("T")
 
 
 class Cursor(Protocol):
@@ -52,6 +54,13 @@ class Pipelining(Protocol):
         statements' rows, or none if they came back with another's)."""
     async def drop_pending(self) -> None:
         """After a failure inside pipeline(): settle what was sent, errors ignored."""
+
+
+def answered(value: T) -> Callable[[], Awaitable[T]]:
+    """A result known already, in the shape of one that is awaited later (defer)."""
+    async def answer() -> T:
+        return value
+    return answer
 
 
 @runtime_checkable

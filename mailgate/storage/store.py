@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from mailgate.core.mime.parse import fingerprint
 from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
 from mailgate.storage.attachments import Attachments, AttachmentStore
-from mailgate.storage.engine import Connection, Cursor, Engine, Pipelining
+from mailgate.storage.engine import Connection, Cursor, Engine, Pipelining, answered
 from mailgate.storage.packing import pack
 from mailgate.storage.sqlite.engine import SqliteEngine
 
@@ -420,11 +420,7 @@ class Tx:
         and their rows come back with one wait (Pipelining.defer); elsewhere it runs now."""
         if self._pipelining is not None:
             return await self._pipelining.defer(sql, tuple(args))
-        rows = await self.fetch_all(sql, args)
-
-        async def answer() -> list:
-            return rows
-        return answer
+        return answered(await self.fetch_all(sql, args))
 
     @property
     def networked(self) -> bool:
@@ -511,11 +507,7 @@ class Tx:
                                   ) -> Callable[[], Awaitable[int]]:
         """store_message, its row's id when the result is awaited (see fetch_later)."""
         if stored is not None:
-            known = stored
-
-            async def found() -> int:
-                return known
-            return found
+            return answered(stored)
         self.written_keys.add(msg.dedupe_key)
         recipients = [a.addr for a in (*msg.to, *msg.cc)][:1000]
         later = await self.fetch_later(

@@ -38,6 +38,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.string import TextLoader
 
 from mailgate.storage import errors
+from mailgate.storage.engine import answered
 from mailgate.storage.postgres.blobs import BlobStore
 from mailgate.storage.postgres.dialect import one_insert, translate, translate_many
 from mailgate.storage.postgres.schema import MIGRATIONS
@@ -170,12 +171,6 @@ class _Pending:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
-
-
-def _answered(rows: list[tuple]) -> Callable[[], Awaitable[list[tuple]]]:
-    async def answer() -> list[tuple]:
-        return rows
-    return answer
 
 
 class PgConnection:
@@ -315,7 +310,7 @@ class PgConnection:
         goes out now, and asking for its rows waits only if they did not come back with
         an earlier wait's. Elsewhere it runs now, as execute_fetchall() does."""
         if self._pipe is None or self._pipe_owner is not asyncio.current_task():
-            return _answered(await self.execute_fetchall(sql, parameters))
+            return answered(await self.execute_fetchall(sql, parameters))
         done = translate(sql)
         cur = self._raw().cursor()
         await cur.execute(done.sql, done.arguments(parameters))
