@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import generators
 from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
 from psycopg.types.string import TextLoader
@@ -135,6 +136,23 @@ class _BufferingCursor(psycopg.AsyncCursor):
 
 
 _BUFFERING = all(hasattr(_BufferingCursor, step) for step in _CURSOR_STEPS)
+
+# The parts of psycopg's pipeline that _sync() runs itself (psycopg 3.2 and 3.3).
+_PIPELINE_STEPS = ("_enqueue_sync", "_communicate_gen", "_fetch_gen")
+_DRAINING = all(hasattr(psycopg.AsyncPipeline, step) for step in _PIPELINE_STEPS)
+
+
+def _sync_drained(pipe: psycopg.AsyncPipeline) -> Generator[Any, Any, None]:
+    """psycopg's pipeline sync, with everything written sent before waiting for answers.
+
+    psycopg's own stops writing when it has handed the sync to libpq, even if libpq could
+    not send it all yet (the socket full: a statement of megabytes, a bytea attachment),
+    and then waits for answers; the server, missing the rest, waits too, for ever
+    (psycopg issue #685 was the pipeline's exit; a sync's is the same)."""
+    pipe._enqueue_sync()
+    yield from pipe._communicate_gen()
+    yield from generators.send(pipe.pgconn)  # until libpq's buffer is empty
+    yield from pipe._fetch_gen(flush=False)
 
 
 class PgCursor:
@@ -243,7 +261,7 @@ class PgConnection:
         async with raw.cursor() as cur:
             await cur.execute(done.sql, done.arguments(parameters))
             if self._pipe is not None:  # this one's rows are wanted: wait for them
-                await self._pipe.sync()
+                await self._sync()
             rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
             if done.returns_id:
                 return PgCursor([], cur.rowcount, int(rows[0][0]) if rows else None)
@@ -261,7 +279,7 @@ class PgConnection:
         async with self._raw().cursor(binary=True) as cur:
             await cur.execute(done.sql, done.arguments(parameters))
             if self._pipe is not None:
-                await self._pipe.sync()
+                await self._sync()
             return await cur.fetchall()
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence | Mapping]) -> None:
@@ -317,16 +335,27 @@ class PgConnection:
 
         async def rows() -> list[tuple]:
             if cur.pgresult is None and self._pipe is not None:
-                await self._pipe.sync()
+                await self._sync()
             return [tuple(r) for r in await cur.fetchall()] if cur.description else []
         return rows
+
+    async def _sync(self) -> None:
+        """Send what this task's pipeline holds and take in every answer (_sync_drained)."""
+        pipe = self._pipe
+        assert pipe is not None
+        if not _DRAINING:
+            await pipe.sync()
+            return
+        raw = self._raw()
+        async with raw.lock:  # as psycopg's own sync() holds it
+            await raw.wait(_sync_drained(pipe))
 
     async def drop_pending(self) -> None:
         """Inside pipeline(), after a failure: wait for what was sent, ignoring its errors
         (the caller is rolling it back), so the connection takes statements again."""
         if self._pipe is not None:
             try:
-                await self._pipe.sync()
+                await self._sync()
             except psycopg.Error:
                 if self.lost:
                     raise
