@@ -296,3 +296,15 @@ def test_send_to_nothing_says_so_in_one_line() -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert f"mailgate send: 127.0.0.1:{port}:" in result.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`mailgate show IT-1042 | head -3`: once the reader has gone, no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first line: every write meets a closed pipe
+    try:
+        done = subprocess.run([*MAILGATE, "version"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, cwd=ROOT)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -27,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not in Python's complaint at exit
+        return status
     except ConfigError as exc:
         say_lines(exc.problems, file=sys.stderr)
         return 1
@@ -36,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mailgate show IT-1042 | head`: the reader has what it wanted
+        # Python would complain again flushing stdout at exit; point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a command SIGPIPE ended
 
 
 def later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
