@@ -312,10 +312,10 @@ def report(result: dict) -> None:
 
 
 def stages(megabytes: float) -> None:
+    from mailgate.core.mime.files import extract
     from mailgate.core.mime.largemail import decoded_chunks, lighten
     from mailgate.core.mime.parse import parse
     from mailgate.outbound.compose import relay_parts
-    from mailgate.storage.attachments import extract
 
     raw = big_message(0, int(megabytes * 1e6), os.urandom(int(megabytes * 1e6)))
     light = lighten(raw)
@@ -327,7 +327,7 @@ def stages(megabytes: float) -> None:
 
     steps: list[tuple[str, Callable[[], object]]] = [
         ("stdlib: parse.parse", lambda: parse(raw)),
-        ("stdlib: attachments.extract", lambda: extract(raw)),
+        ("stdlib: files.extract", lambda: extract(raw)),
         ("stdlib: relay_parts", lambda: relay_parts(raw, 10 * 1024 * 1024)),
         ("light: lighten", lambda: lighten(raw)),
         ("light: parse the slim view", lambda: parse(light.slim)),

@@ -28,3 +28,8 @@ class PermanentError(MailgateError):
 
 class BadMessage(MailgateError, ValueError):
     """A message that cannot be processed; it goes to quarantine with this reason."""
+
+
+class StartError(MailgateError):
+    """The daemon (or a command that must not run beside it) cannot start; str() is the
+    whole message for the admin, one line."""

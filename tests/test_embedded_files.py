@@ -1,5 +1,5 @@
 """Files people really send inside other things: uuencoded in the body text, and in
-Outlook's winmail.dat (TNEF). parse() lists them, attachments.extract() stores them."""
+Outlook's winmail.dat (TNEF). parse() lists them, files.extract() hands them to the store."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailgate.core.mime import tnef, uuencode
+from mailgate.core.mime.files import extract
 from mailgate.core.mime.parse import parse
-from mailgate.storage.attachments import extract
 
 DATA = Path(__file__).parent / "data" / "mail"
 INVENTORY = b"Name;Abteilung;Raum\nAnn;IT;2.14\nBob;HR;1.02\n" * 3

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailgate.core.addresses import clean_address
 from mailgate.core.mime import flowed, headerblock, rfc2047
-from mailgate.core.mime.parse import clean_address, decode_text, fingerprint, html_to_text, parse
+from mailgate.core.mime.parse import decode_text, fingerprint, html_to_text, parse
 from tests.factories import mail
 
 DATA = Path(__file__).parent / "data" / "mail"

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.core.mime.files import extract
 from mailgate.core.mime.largemail import LARGE
 from mailgate.core.mime.parse import parse
 from mailgate.intake.read import Asked, read_group, read_mail
 from mailgate.intake.reading import READ_AHEAD_BYTES, Reader, ahead_of
 from mailgate.outbound.compose import RelayParts, relay_parts
-from mailgate.storage.attachments import AttachmentStore, extract
+from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.packing import pack
 from tests.factories import IT, Harness, harness, mail
 

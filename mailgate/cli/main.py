@@ -17,11 +17,9 @@ from datetime import timedelta
 from typing import NoReturn
 
 from mailgate import __version__
-from mailgate.cli import migrate as migrate_to
 from mailgate.cli.output import say, say_lines
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, StartError
 from mailgate.service.log import setup_logging
-from mailgate.service.startup import StartError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if migrations are pending")
     migrate.add_argument("--json", action="store_true")
-    migrate_to.add_arguments(migrate)
+    migrate.add_argument("--to", metavar="URL",  # cli/migrate.py
+                         help="copy this SQLite installation into an empty PostgreSQL "
+                              "database (postgresql://USER@HOST:PORT/DB)")
+    migrate.add_argument("--password-file", metavar="FILE",
+                         help="with --to: the PostgreSQL password, read from FILE")
     route = command("route", later("cli.directory", "cmd_route"),
                     "which department, priority and rule a message would get (nothing is stored "
                     "or sent)")

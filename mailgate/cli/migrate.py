@@ -21,14 +21,6 @@ from mailgate.storage.schema import MIGRATIONS
 from mailgate.storage.store import Store
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--to", metavar="URL",
-                        help="copy this SQLite installation into an empty PostgreSQL "
-                             "database (postgresql://USER@HOST:PORT/DB)")
-    parser.add_argument("--password-file", metavar="FILE",
-                        help="with --to: the PostgreSQL password, read from FILE")
-
-
 def cmd_migrate_to(args: argparse.Namespace) -> int:
     from mailgate.storage.postgres.engine import mask
 

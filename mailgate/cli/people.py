@@ -19,7 +19,7 @@ from typing import Any
 
 from mailgate.config.directory import Person, load_directory, manager_cycles, people_file_of
 from mailgate.config.settings import read_toml
-from mailgate.core.mime.parse import clean_address
+from mailgate.core.addresses import clean_address
 from mailgate.errors import ConfigError
 
 COLUMNS = ("email", "name", "department", "manager", "role")

@@ -4,10 +4,8 @@ test request to a listener."""
 from __future__ import annotations
 
 import argparse
-import smtplib
 import sys
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime, make_msgid
 
 from mailgate.cli.loading import directory_or_none, known_departments, with_store
 from mailgate.cli.output import print_json, print_table, say, say_lines
@@ -95,6 +93,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    import smtplib  # here, not for `tickets` and `show`
+    from email.utils import format_datetime, make_msgid
+
     host, _, port = args.server.rpartition(":")
     domain = args.sender.partition("@")[2] or "localhost"
     raw = (f"From: {args.sender}\r\nTo: {args.to}\r\nSubject: {args.subject}\r\n"

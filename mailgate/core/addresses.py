@@ -25,3 +25,14 @@ def domain_of(addr: str) -> str:
 def within(domain: str, domains: frozenset[str]) -> bool:
     """The domain is one of these or a subdomain of one."""
     return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+def clean_address(addr: str) -> str:
+    """Lower-cased local@domain, or "" if addr is not a plausible address."""
+    addr = addr.strip().strip("<>").lower()
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or ("." not in domain and domain != "localhost"):
+        return ""
+    if any(c in addr for c in " \t\r\n\x00<>,;\"()") or len(addr) > 320:
+        return ""
+    return addr

@@ -95,7 +95,7 @@ class Inbound:
     defects: tuple[str, ...] = ()
     size: int = 0
     from_count: int = 1  # addresses in From: in all; only exactly one can be verified
-    # The headers that tell automatic and list mail (parse.AUTOMATIC_HEADERS), as sent:
+    # The headers that tell automatic and list mail (headernames.AUTOMATIC_HEADERS), as sent:
     # unfolded, never RFC 2047-decoded, every occurrence, topmost first. classify.py reads
     # them by their grammar; decoded text could be made to say anything.
     raw_headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

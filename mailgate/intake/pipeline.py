@@ -18,6 +18,7 @@ from mailgate.config.directory import Directory
 from mailgate.config.settings import Config
 from mailgate.core.addresses import domain_of
 from mailgate.core.classify import LoopContext, Verdict, classify
+from mailgate.core.mime.files import Part, extract, select
 from mailgate.core.mime.largemail import LARGE, Light, decoded_chunks, lighten
 from mailgate.core.mime.parse import fingerprint, parse
 from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
@@ -34,7 +35,7 @@ from mailgate.service.log import get_logger
 from mailgate.storage import errors as store_errors
 from mailgate.storage import gather
 from mailgate.storage.apply import Arrival, MailWriter, apply
-from mailgate.storage.attachments import Attachments, AttachmentStore, Part, extract, select
+from mailgate.storage.attachments import Attachments, AttachmentStore
 from mailgate.storage.packing import pack
 from mailgate.storage.slaclock import SlaBook
 from mailgate.storage.store import Tx

@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailgate.core.mime.files import Part, extract, select
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Inbound
 from mailgate.core.routing import Search, search_ahead
 from mailgate.outbound.compose import RelayParts, carries_parts, relay_parts
-from mailgate.storage.attachments import AttachmentStore, Part, extract, select
+from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.packing import pack
 
 
@@ -63,7 +64,7 @@ def read_mail(raw: bytes, asked: Asked, files: str | None = None) -> Read:
 
 
 def store_ahead(parts: tuple[Part, ...], limit: int, files: str) -> tuple[str | None, ...]:
-    """Store the parts the pipeline will keep (attachments.select), as it would: files are
+    """Store the parts the pipeline will keep (files.select), as it would: files are
     named by their content and written durably (attachments.py), so a file written here
     is the file the pipeline's own write would leave, and one the pipeline then drops (a
     reload lowered the limit; the group was rolled back) is an orphan the sweep removes.

@@ -41,7 +41,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from mailgate.config.directory import Directory
 from mailgate.config.settings import ListenerConfig
-from mailgate.core.mime.parse import clean_address
+from mailgate.core.addresses import clean_address
 from mailgate.core.model import Origin
 from mailgate.service import metrics
 from mailgate.service.log import get_logger

@@ -22,16 +22,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailgate.errors import MailgateError
+from mailgate.errors import StartError  # here too: its users import it from startup
 from mailgate.storage import errors as store_errors
 from mailgate.storage.database_file import schema_version_of
 from mailgate.storage.schema import MIGRATIONS
 
 LOCK_NAME = "mailgate.lock"
-
-
-class StartError(MailgateError):
-    """The daemon cannot start; str() is the whole message for the admin, one line."""
 
 
 class ListenError(StartError):

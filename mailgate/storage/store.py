@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailgate.core.mime.parse import fingerprint
 from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
 from mailgate.storage.attachments import Attachments, AttachmentStore
 from mailgate.storage.engine import Connection, Cursor, Engine, Pipelining, answered
@@ -643,6 +642,8 @@ class Tx:
     async def quarantine(self, raw: bytes, source: str, reason: str, msg: Inbound | None,
                          now: datetime) -> int:
         """Keep the raw bytes and the reason; the same message quarantined twice is one row."""
+        from mailgate.core.mime.parse import fingerprint  # not for `tickets` and `show`
+
         key = f"{msg.dedupe_key}#{fingerprint(msg)}" if msg else None
         sender = msg.sender.addr if msg and msg.sender else ""
         subject = msg.subject if msg else ""

@@ -22,28 +22,11 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from itertools import islice
 
+from mailgate.core.addresses import clean_address
 from mailgate.core.mime import charsets, flowed, headerblock, rfc2047, tnef, uuencode
+from mailgate.core.mime.headernames import AUTOMATIC_HEADERS, LOOP_HEADERS, ROUTING_HEADERS
 from mailgate.core.model import Address, Attachment, Inbound
 
-# Headers kept decoded in Inbound.headers, where routing rules can match them.
-LOOP_HEADERS = (
-    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-post",
-    "x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-failed-recipients",
-    "return-path", "x-mailgate-instance", "x-loop", "feedback-type", "from",
-)
-# Headers that tell automatic and list mail, kept raw in Inbound.raw_headers for
-# classify.py, which reads them by their grammar.
-AUTOMATIC_HEADERS = (
-    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-unsubscribe-post",
-    "list-post", "list-help", "list-subscribe", "list-owner", "list-archive", "mailing-list",
-    "x-mailman-version", "x-mailing-list", "x-ml-name", "x-loop", "sender", "return-path",
-    "x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-response-suppress",
-    "x-ms-exchange-inbox-rules-loop", "x-ms-exchange-generated-message-source",
-    "feedback-id", "x-failed-recipients", "x-mailgate-instance", "feedback-type",
-)
-# Headers routing rules may match on ([[rule]] header = {...}); kept beside the loop ones.
-ROUTING_HEADERS = ("x-priority", "importance", "priority", "x-msmail-priority", "sensitivity",
-                   "keywords")
 MAX_HEADER_CHARS = 4096  # a decoded header longer than this is cut: nobody reads further
 MAX_ADDRESSES = 1000  # per header; mail to 10,000 recipients is still one request
 MAX_PARTS = 500
@@ -273,17 +256,6 @@ def _addresses(r: _Reading, name: str) -> tuple[Address, ...]:
         if clean and clean not in found:
             found[clean] = Address(clean, display)
     return tuple(found.values())
-
-
-def clean_address(addr: str) -> str:
-    """Lower-cased local@domain, or "" if addr is not a plausible address."""
-    addr = addr.strip().strip("<>").lower()
-    local, at, domain = addr.rpartition("@")
-    if not at or not local or ("." not in domain and domain != "localhost"):
-        return ""
-    if any(c in addr for c in " \t\r\n\x00<>,;\"()") or len(addr) > 320:
-        return ""
-    return addr
 
 
 def _sender(r: _Reading) -> Address | None:

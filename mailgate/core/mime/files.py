@@ -1,0 +1,119 @@
+"""Which files a mail carries (pure): its attachments decoded, the files uuencoded in its
+text and those inside a winmail.dat, and which of them fit the size limit. Where they are
+then kept is storage/attachments.py's business."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import Message
+
+from mailgate.core.mime import tnef, uuencode
+from mailgate.core.mime.parse import (
+    body_parts,
+    charset_hint,
+    guess_type,
+    leaf_parts,
+    part_filename,
+    payload_bytes,
+    read_message,
+)
+
+MAX_FILES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    filename: str
+    content_type: str
+    data: bytes
+    size: int | None = None  # when data is only a stand-in (largemail.py): the real size
+
+    @property
+    def length(self) -> int:
+        return len(self.data) if self.size is None else self.size
+
+
+def extract(raw: bytes) -> list[Part]:
+    """The attachments of a mail, decoded (body text parts excluded, as for relaying):
+    the files uuencoded in its body text first, a winmail.dat's files instead of it.
+    Names as parse.py reads them, so the stored files match Inbound.attachments."""
+    try:
+        msg = read_message(raw, [])
+    except Exception:
+        return []
+    leaves = leaf_parts(msg)
+    texts = body_parts(leaves)
+    found = [file for part in texts for file in _uuencoded(part)]
+    hint = charset_hint(msg)
+    for part in _attached(leaves, {id(p) for p in texts}, hint):
+        try:
+            data = payload_bytes(part)
+        except Exception:
+            data = None
+        if data is None:  # message/rfc822 and other attached messages: kept whole
+            try:
+                data = part.as_bytes()
+            except Exception:
+                continue
+        name = part_filename(part, hint=hint)[:255] or "unnamed"
+        found += _unwrapped(Part(name, part.get_content_type(), data))
+    return found
+
+
+def _attached(leaves: list[tuple[Message, str]], texts: set[int],
+              hint: str | None) -> list[Message]:
+    """The leaves that are attachments, in order: all but the body's text parts (`texts`,
+    by identity) and its first unnamed inline text/html. Robust against 8-bit header
+    values, which compat32 hands out as Header objects, not strings."""
+    found: list[Message] = []
+    html_seen = False
+    for part, _parent in leaves:
+        if len(found) >= MAX_FILES:
+            break
+        if id(part) in texts:
+            continue
+        try:
+            ctype = part.get_content_type()
+            disposition = str(part.get("content-disposition") or "").split(";")[0]
+            named = bool(part_filename(part, hint=hint))
+        except Exception:  # an unreadable part is not an attachment we could store
+            continue
+        inline_html = (ctype == "text/html" and not named
+                       and disposition.strip().lower() != "attachment")
+        if inline_html and not html_seen:
+            html_seen = True
+            continue
+        found.append(part)
+    return found
+
+
+def _uuencoded(part: Message) -> list[Part]:
+    try:
+        data = payload_bytes(part)
+    except Exception:
+        return []
+    if not data:
+        return []
+    return [Part(f.filename, guess_type(f.filename), f.data) for f in uuencode.split(data)[1]]
+
+
+def _unwrapped(part: Part) -> list[Part]:
+    """A winmail.dat becomes the files inside it; one that cannot be read stays."""
+    if not tnef.is_tnef(part.content_type, part.filename):
+        return [part]
+    inside = tnef.files(part.data)
+    if not inside:
+        return [part]
+    return [Part(f.filename, guess_type(f.filename), f.data) for f in inside]
+
+
+def select(parts: list[Part], limit: int) -> tuple[list[Part], list[Part]]:
+    """Kept and dropped: in order, as long as the decoded total stays within `limit`."""
+    kept, dropped, total = [], [], 0
+    for part in parts:
+        if total + part.length > limit:
+            dropped.append(part)
+        else:
+            total += part.length
+            kept.append(part)
+    return kept, dropped

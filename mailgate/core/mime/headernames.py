@@ -1,0 +1,22 @@
+"""The headers parse.py keeps beside the body, by what reads them; a module of its own so
+that the directory (which checks rule headers against them) does not import the parser."""
+
+# Headers kept decoded in Inbound.headers, where routing rules can match them.
+LOOP_HEADERS = (
+    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-post",
+    "x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-failed-recipients",
+    "return-path", "x-mailgate-instance", "x-loop", "feedback-type", "from",
+)
+# Headers that tell automatic and list mail, kept raw in Inbound.raw_headers for
+# classify.py, which reads them by their grammar.
+AUTOMATIC_HEADERS = (
+    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-unsubscribe-post",
+    "list-post", "list-help", "list-subscribe", "list-owner", "list-archive", "mailing-list",
+    "x-mailman-version", "x-mailing-list", "x-ml-name", "x-loop", "sender", "return-path",
+    "x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-response-suppress",
+    "x-ms-exchange-inbox-rules-loop", "x-ms-exchange-generated-message-source",
+    "feedback-id", "x-failed-recipients", "x-mailgate-instance", "feedback-type",
+)
+# Headers routing rules may match on ([[rule]] header = {...}); kept beside the loop ones.
+ROUTING_HEADERS = ("x-priority", "importance", "priority", "x-msmail-priority", "sensitivity",
+                   "keywords")
