@@ -34,7 +34,10 @@ class BlobStore:
         if self._conn is None or self._conn.closed or self._conn.broken:
             import psycopg
 
+            from mailgate.storage.postgres.link import link_options
+
             extra = {"password": self.password} if self.password else {}
+            extra.update(link_options(self.url))
             self._conn = psycopg.connect(self.url, autocommit=True,
                                          application_name="mailgate-blobs", **extra)
         return self._conn

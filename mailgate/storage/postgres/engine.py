@@ -42,6 +42,7 @@ from mailgate.storage import errors
 from mailgate.storage.engine import answered
 from mailgate.storage.postgres.blobs import BlobStore
 from mailgate.storage.postgres.dialect import one_insert, translate, translate_many
+from mailgate.storage.postgres.link import link_options
 from mailgate.storage.postgres.schema import MIGRATIONS
 
 # pg_advisory_xact_lock's first key: which kind of lock the second key names.
@@ -219,6 +220,7 @@ class PgConnection:
 
     async def connect(self) -> None:
         extra = {"password": self.password} if self.password else {}
+        extra.update(link_options(self.url))
         raw = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
                                                     application_name="mailgate",
                                                     cursor_factory=_BufferingCursor, **extra)
