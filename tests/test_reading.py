@@ -296,3 +296,40 @@ async def test_a_reading_process_stores_ahead_in_the_directory_given(
     digest = reads[1].stored[0]
     assert digest and AttachmentStore(tmp_path).read(digest) == reads[1].parts[0].data
     assert reads[2].stored == ()
+
+
+def slow_to_read(megabytes: float) -> bytes:
+    """Mail whose reading costs about a second per megabyte: RFC 2231 parameters by the
+    ten thousand (linear since linearparams.py, but slow per byte all the same)."""
+    count = int(megabytes * 1024 * 1024 / 20)
+    return (b"From: Ann <ann@example.com>\r\nTo: it-help@example.com\r\nSubject: params\r\n"
+            b"Message-ID: <slow@example.com>\r\nContent-Type: text/plain; "
+            + b"; ".join(b"name*%d*=utf-8''a" % i for i in range(count)) + b"\r\n\r\nbody\r\n")
+
+
+async def test_a_mail_that_takes_too_long_to_read_is_given_up_the_rest_are_read(
+        reader: Reader) -> None:
+    asked = replace(ASKED, cpu_limit=0.05)
+    slow = slow_to_read(0.5)
+    assert ahead_of({2: slow}) == {2: slow}  # read ahead, in the reading process
+    await reader.warm()
+    reads = await reader.read({1: MAILS[0], 2: slow, 3: MAILS[1]}, asked)
+    assert reads[2].msg is None and "more than 0.05 s of CPU" in reads[2].gave_up
+    assert reads[1] == read_mail(MAILS[0], asked) and reads[3] == read_mail(MAILS[1], asked)
+    assert not reads[1].gave_up
+    # The same limit ends no ordinary reading, and the process is not left broken.
+    assert (await reader.read({4: MAILS[2]}, asked))[4].msg == parse(MAILS[2], LIMIT)
+
+
+async def test_a_mail_given_up_is_quarantined_with_the_reason_not_read_again(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = slow_to_read(0.2)
+    [read] = read_group([slow], replace(h.pipeline.reading, cpu_limit=0.001))
+    assert read.gave_up
+    given_up = replace(read, asked=h.pipeline.reading)  # as the pipeline asked it
+    monkeypatch.setattr("mailgate.intake.pipeline.parse", None)  # reading it again would fail
+    async with h.store.transaction() as tx:
+        outcome = await h.pipeline.handle(tx, slow, IT, given_up)
+    assert outcome.action == "quarantined" and outcome.reason == read.gave_up
+    assert await h.rows("SELECT raw, reason FROM quarantine") == [(slow, read.gave_up)]
+    assert await h.count("tickets") == 0

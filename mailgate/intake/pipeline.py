@@ -241,6 +241,8 @@ class Pipeline:
         """`read`: the mail as a reading process read it (intake/reading.py), if it did."""
         now = self.clock()
         searched: Searched = {}
+        if read is not None and read.gave_up and read.asked == self.reading:
+            return await self._quarantine(tx, raw, None, origin, read.gave_up, now)
         if read is not None and read.msg is not None and read.asked == self.reading:
             mail = Received(raw, packed=read.packed, parts=read.parts, relay=read.relay,
                             stored=read.stored, stored_in=read.stored_in)

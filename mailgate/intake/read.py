@@ -6,6 +6,7 @@ Pure and light on imports: a reading process imports this module alone, so it st
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ class Asked:
     relay_limit: int  # [conversation] max_relay_bytes
     searches: tuple[Search, ...] = ()  # the routing rules' searches (routing.py)
     attachment_limit: int = 0  # [limits] max_attachment_bytes: what is stored ahead
+    # CPU seconds one mail may take to read in a reading process. Reading is linear in the
+    # mail's size (a read-ahead group is at most 2 MB: well under a second), so only a mail
+    # shaped to make some step slow gets here; it is quarantined, not read again.
+    cpu_limit: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ class Read:
     # failed), the pipeline stores it as it always does.
     stored: tuple[str | None, ...] = ()
     stored_in: str | None = None
+    gave_up: str = ""  # why reading stopped (Asked.cpu_limit); the pipeline quarantines it
 
 
 def read_mail(raw: bytes, asked: Asked, files: str | None = None) -> Read:
@@ -98,5 +104,36 @@ def outlive_no_parent(parent: int) -> None:
 
 def read_group(raws: list[bytes], asked: Asked, files: str | None = None) -> list[Read]:
     """A reading process's one job: a whole group per call, one hand-off each way."""
-    return [read_mail(raw, asked, files) for raw in raws]
+    return [read_within_limit(raw, asked, files) for raw in raws]
+
+
+class _TooSlow(BaseException):
+    """Not an Exception: reading catches those on purpose (parse never raises)."""
+
+
+def _too_slow(signum: int, frame: object) -> None:
+    raise _TooSlow
+
+
+def read_within_limit(raw: bytes, asked: Asked, files: str | None = None) -> Read:
+    """read_mail, stopped after asked.cpu_limit seconds of this process's CPU.
+
+    A reading process's tasks run on its main thread, where a signal can interrupt Python
+    code: a profiling timer (it counts CPU, not waiting) raises inside whatever step is
+    taking too long. Elsewhere (not the main thread) the mail is read without a limit."""
+    if threading.current_thread() is not threading.main_thread():
+        return read_mail(raw, asked, files)
+    previous = signal.signal(signal.SIGPROF, _too_slow)
+    try:
+        signal.setitimer(signal.ITIMER_PROF, asked.cpu_limit)
+        try:
+            return read_mail(raw, asked, files)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+    except _TooSlow:
+        return Read(None, b"", None, None, {}, asked, gave_up=(
+            f"reading it took more than {asked.cpu_limit:g} s of CPU (a mail shaped to be "
+            "slow to read; `mailgate quarantine retry` reads it without a limit)"))
+    finally:
+        signal.signal(signal.SIGPROF, previous)
 
