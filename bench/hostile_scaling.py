@@ -49,8 +49,8 @@ from mailgate.core.routing import Search, search_ahead  # noqa: E402
 from mailgate.core.trim import trim_reply  # noqa: E402
 from mailgate.core.trust import TrustPolicy, sender_trust  # noqa: E402
 from mailgate.intake.read import Asked, read_mail  # noqa: E402
-from mailgate.tickets.conversation import clean_subject, thread_hints  # noqa: E402
 from mailgate.service.log import setup_logging  # noqa: E402
+from mailgate.tickets.conversation import clean_subject, thread_hints  # noqa: E402
 from tests.factories import TEST_KEYS, harness  # noqa: E402
 
 HEAD = b"From: Ann <ann@example.com>\r\nTo: it-help@example.com\r\n"
