@@ -20,7 +20,15 @@ from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.storage.store import Store
 from mailgate.workers.flood import FloodSummaries
-from tests.factories import TEMPLATES, TEST_KEYS, FakeClock, Harness, example_directory, mail
+from tests.factories import (
+    FACILITIES,
+    TEMPLATES,
+    TEST_KEYS,
+    FakeClock,
+    Harness,
+    example_directory,
+    mail,
+)
 from tests.harness import database
 
 ORG = frozenset({"example.com"})
@@ -311,3 +319,19 @@ async def test_5_a_notify_list_address_never_commands(milter: Harness) -> None:
                               to="payroll@example.com", message_id="<list@example.com>",
                               body="#close", headers=verified))
     assert await field(milter, "status", "PAY-1001") == "new"
+
+
+# --- lookalike mailboxes: only ASCII case is one mailbox ---------------------------------
+
+
+async def test_a_mailbox_that_unicode_case_folds_to_an_agents_is_not_the_agent(
+        milter: Harness) -> None:
+    """fran\u212a@example.com (KELVIN SIGN) is another SMTPUTF8 mailbox of our domain; its
+    owner's mail passes DMARC for example.com, but str.lower() would make it frank's."""
+    await milter.deliver(mail(to="facilities@example.com"), FACILITIES)
+    verified = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    await milter.deliver(mail("Re: [FAC-1001] x", sender="Frank <fran\u212a@example.com>",
+                              to="facilities@example.com", message_id="<kelvin@example.com>",
+                              body="#close", headers=verified), FACILITIES)
+    assert await field(milter, "status", "FAC-1001") == "new"
+    assert await milter.count("events", "actor = 'frank@example.com'") == 0

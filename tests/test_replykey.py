@@ -39,6 +39,20 @@ def test_plus_tags_and_case_are_one_mailbox() -> None:
     assert proven_refs(RING, [mid], "ALICE+other@example.COM", NOW) == {"IT-1042"}
 
 
+@pytest.mark.parametrize(("issued_to", "lookalike"), [
+    ("\u017fam@example.com", "sam@example.com"),  # LONG S: casefold() makes it "s"
+    ("\ufb01ona@example.com", "fiona@example.com"),  # the "fi" ligature
+    ("gro\u00df@example.com", "gross@example.com"),  # SHARP S: casefold() makes it "ss"
+    ("fran\u212a@example.com", "frank@example.com"),  # KELVIN SIGN: lower() makes it "k"
+])
+def test_only_ascii_case_is_one_mailbox(issued_to: str, lookalike: str) -> None:
+    """Unicode case folding joins distinct (SMTPUTF8) mailboxes: a key issued to one must
+    not prove the ASCII address it folds to, nor the other way round."""
+    assert proven_refs(RING, [key(issued_to)], lookalike, NOW) == frozenset()
+    assert proven_refs(RING, [key(lookalike)], issued_to, NOW) == frozenset()
+    assert proven_refs(RING, [key(issued_to)], issued_to, NOW) == {"IT-1042"}
+
+
 def test_one_key_for_a_request_with_several_tickets() -> None:
     mid = key("ann@example.com", ("IT-1042", "FAC-1001"))
     assert proven_refs(RING, [mid], "ann@example.com", NOW) == {"IT-1042", "FAC-1001"}

@@ -17,7 +17,7 @@ import regex
 
 from mailgate.config.readers import Table, parse_duration
 from mailgate.config.settings import read_toml
-from mailgate.core.addresses import canonical, clean_address, strip_plus
+from mailgate.core.addresses import canonical, clean_address, fold_case, strip_plus
 from mailgate.core.businesstime import BusinessCalendar, HolidayLookup, calendar_from_table
 from mailgate.core.mime.headernames import LOOP_HEADERS, ROUTING_HEADERS
 from mailgate.core.model import Priority
@@ -129,7 +129,7 @@ class Directory:
 
     def department_for_address(self, addr: str) -> Department | None:
         """Department owning addr; plus-addressing (it-help+laptop@) counts as it-help@."""
-        addr = addr.lower()
+        addr = fold_case(addr)
         key = self._by_address.get(addr) or self._by_address.get(strip_plus(addr))
         return self.departments.get(key) if key else None
 
@@ -144,13 +144,13 @@ class Directory:
         """Whether mail for addr is ours to take (the SMTP listener's RCPT check): a
         department's address, an address a rule routes by, or anything at all when a
         default_department catches the rest."""
-        addr = addr.lower()
+        addr = fold_case(addr)
         return (self.default_department is not None
                 or self.department_for_address(addr) is not None
                 or addr in self._rule_addresses or strip_plus(addr) in self._rule_addresses)
 
     def person(self, addr: str) -> Person | None:
-        addr = addr.lower()
+        addr = fold_case(addr)
         return self.people.get(addr) or self.people.get(strip_plus(addr))
 
     def sla_for(self, dept: Department) -> SlaPolicy:
@@ -170,7 +170,7 @@ class Directory:
         fills (no lead, no assignee yet) is skipped."""
         found: dict[str, None] = {}
         for role in roles:
-            found.update(dict.fromkeys(a.lower() for a in self._filled_by(dept, role, assignee)
+            found.update(dict.fromkeys(fold_case(a) for a in self._filled_by(dept, role, assignee)
                                        if a))
         return tuple(found)
 
@@ -190,7 +190,7 @@ class Directory:
 
 def is_agent(dept: Department, addr: str) -> bool:
     """Someone who answers for the department: a team member, its lead, head or notify list."""
-    addr = addr.lower()
+    addr = fold_case(addr)
     return addr in dept.team or addr in (dept.lead, dept.head, dept.notify)
 
 
@@ -256,7 +256,7 @@ def people_file_of(path: Path) -> Path | None:
 
 def _department(t: Table) -> Department:
     key = t.str("key") or ""
-    addresses = tuple(a.strip().lower() for a in t.str_list("addresses", []) or [])
+    addresses = tuple(fold_case(a.strip()) for a in t.str_list("addresses", []) or [])
     if not addresses:
         t.problem("addresses", "missing; list at least one address, e.g. ['it-help@example.com']")
     for addr in addresses:
@@ -268,7 +268,7 @@ def _department(t: Table) -> Department:
                   f"got {prefix!r}")
     dept = Department(
         key=key, name=t.str("name", key), addresses=addresses or ("invalid@invalid",),
-        prefix=prefix, team=tuple(a.lower() for a in t.str_list("team", []) or []),
+        prefix=prefix, team=tuple(fold_case(a) for a in t.str_list("team", []) or []),
         lead=_lower(t.str("lead", None)), head=_lower(t.str("head", None)),
         notify=_lower(t.str("notify", None)), calendar=t.str("calendar", None),
         sla=t.str("sla", None),
@@ -278,7 +278,7 @@ def _department(t: Table) -> Department:
 
 
 def _lower(value: str | None) -> str | None:
-    return value.lower() if value else value
+    return fold_case(value) if value else value
 
 
 def _check_departments(root: Table, departments: list[Department],
@@ -341,7 +341,7 @@ def _people(root: Table, people_path: Path | None) -> list[tuple[Person, Table]]
 
 
 def _person(t: Table) -> Person:
-    email = (t.str("email") or "").strip().lower()
+    email = fold_case((t.str("email") or "").strip())
     if email and not _is_address(email):
         t.problem("email", f"not an email address: {email!r}")
     manager = _lower(t.str("manager", None))
@@ -445,7 +445,7 @@ def _rule(t: Table, departments: Mapping[str, Department], have_people: bool) ->
 
 
 def _rule_addresses(t: Table, key: str, domains: bool) -> tuple[str, ...]:
-    values = tuple(v.strip().lower() for v in t.str_list(key, []) or [])
+    values = tuple(fold_case(v.strip()) for v in t.str_list(key, []) or [])
     for value in values:
         if domains and value.startswith("@") and _is_address("x" + value):
             continue

@@ -2,9 +2,21 @@
 
 `Victim+1@Example.com` and `victim+2@example.com` reach the same person, so automatic mail
 to either draws on one budget and a reply key issued to one is valid for the other.
+
+Only ASCII letters are folded. Unicode case rules make distinct mailboxes one: str.lower()
+turns the KELVIN SIGN into "k", str.casefold() also turns LONG S into "s", "\ufb01" into
+"fi" and "\u00df" into "ss". `fran\u212a@example.com` is somebody else's (SMTPUTF8)
+mailbox, not frank@example.com's, and must never be read as his.
 """
 
 from __future__ import annotations
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_case(text: str) -> str:
+    """ASCII letters lower-cased, every other character as it is."""
+    return text.translate(_ASCII_LOWER)
 
 
 def strip_plus(addr: str) -> str:
@@ -14,8 +26,8 @@ def strip_plus(addr: str) -> str:
 
 
 def canonical(addr: str) -> str:
-    """The address with its plus tag removed and case folded."""
-    return strip_plus(addr.strip()).casefold()
+    """The address with its plus tag removed and ASCII case folded."""
+    return fold_case(strip_plus(addr.strip()))
 
 
 def domain_of(addr: str) -> str:
@@ -28,8 +40,8 @@ def within(domain: str, domains: frozenset[str]) -> bool:
 
 
 def clean_address(addr: str) -> str:
-    """Lower-cased local@domain, or "" if addr is not a plausible address."""
-    addr = addr.strip().strip("<>").lower()
+    """ASCII-lower-cased local@domain, or "" if addr is not a plausible address."""
+    addr = fold_case(addr.strip().strip("<>"))
     local, at, domain = addr.rpartition("@")
     if not at or not local or ("." not in domain and domain != "localhost"):
         return ""
