@@ -251,6 +251,11 @@ def test_an_unreadable_header_of_someone_else_only_ends_the_run() -> None:
     (b"From: group: ann@example.com, bob@example.com;\r\n", 2),
     (b"Sender: ann@example.com\r\n", 0),
     (b"From: undisclosed:;\r\nSender: ann@example.com\r\n", 0),
+    # From: without a usable address, and the sender taken from another header
+    (b"From: ann\r\nSender: ann@example.com\r\n", 0),
+    (b"From: ann@example.com@evil.test\r\nSender: ann@example.com\r\n", 0),
+    (b"From: @example.com\r\nReply-To: ann@example.com\r\n", 0),
+    (b"From: ann@\r\nSender: ann@example.com\r\n", 0),
 ])
 def test_only_one_from_address_can_be_verified(from_lines: bytes, count: int) -> None:
     raw = (f"Authentication-Results: {PASS}\r\n".encode() + from_lines

@@ -111,7 +111,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         | _content_type_headers(msg),
         defects=tuple(dict.fromkeys(defects))[:MAX_DEFECTS],
         size=len(raw),
-        from_count=sum(1 for _, addr in senders if addr.strip()),
+        from_count=_from_count(r, senders),
         raw_headers={name: tuple(_unfolded(v) for v in r.values(name)[:20])
                      for name in AUTOMATIC_HEADERS if name in r.index},
         part_types=part_types,
@@ -258,6 +258,16 @@ def _addresses(r: _Reading, name: str) -> tuple[Address, ...]:
         if clean and clean not in found:
             found[clean] = Address(clean, display)
     return tuple(found.values())
+
+
+def _from_count(r: _Reading, senders: list[tuple[str, str]]) -> int:
+    """Addresses in From:, usable or not; 0 when none is usable. The sender is then another
+    header's (_sender), and "From: ann" or "From: ann@example.com@evil.test" above a
+    "Sender: ann@example.com" must not make that header's address the single From: that
+    a DMARC, DKIM or SPF pass is about."""
+    if not _addresses(r, "from"):
+        return 0
+    return sum(1 for _, addr in senders if addr.strip())
 
 
 def _sender(r: _Reading) -> Address | None:
