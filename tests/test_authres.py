@@ -234,6 +234,10 @@ def test_the_id_of_an_unreadable_header_is_still_known() -> None:
     assert leading_id(' "mx.example.com"(c);;') == "mx.example.com"
     assert leading_id("(unterminated mx.example.com") is None
     assert leading_id(";") is None
+    # Spellings RFC 8601 reads as the id, but a stripping rule matching it as written not.
+    assert leading_id("(c) mx.example.com; dmarc=pass") is None
+    assert leading_id('"mx.ex\\ample.com"; dmarc=pass') is None
+    assert leading_id('\t"mx.example.com"; dmarc=pass') == "mx.example.com"
 
 
 # --- an MTA writing attacker-chosen values: they come back exactly as values ----------------

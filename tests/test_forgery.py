@@ -335,3 +335,17 @@ async def test_a_mailbox_that_unicode_case_folds_to_an_agents_is_not_the_agent(
                               body="#close", headers=verified), FACILITIES)
     assert await field(milter, "status", "FAC-1001") == "new"
     assert await milter.count("events", "actor = 'frank@example.com'") == 0
+
+
+async def test_1_a_forged_header_the_stripping_rule_leaves_in_proves_nothing(
+        milter: Harness) -> None:
+    """Our MTA's header on top (example.com publishes no DMARC record), the sender's below
+    it with our id after a comment: README's header_checks regex does not strip it."""
+    await milter.deliver(mail())
+    ours = ("mx.example.com; spf=pass smtp.mailfrom=evil.example; "
+            "dmarc=none header.from=example.com")
+    forged = "(mx) mx.example.com; dkim=pass header.d=example.com"
+    raw = f"Authentication-Results: {ours}\r\n".encode() + forged_alice(
+        "#take", headers={"Authentication-Results": forged})
+    await milter.deliver(raw)
+    assert await field(milter, "assignee") is None

@@ -166,7 +166,7 @@ def test_results_that_do_not_vouch(result: str) -> None:
     "MX.Example.COM; DMARC=Pass Header.From=Example.COM",
     '"mx.example.com"; dmarc=pass header.from=example.com',
     "mx.example.com 1 (v1); dmarc=pass header.from=example.com",
-    "  (a comment) mx.example.com;dmarc=pass header.from=example.com (p=reject)",
+    "  mx.example.com(a comment);dmarc=pass header.from=example.com (p=reject)",
     "mx.example.com; dkim=pass (2048-bit key) header.d=example.com header.i=@example.com"
     " header.a=rsa-sha256 header.s=sel header.b=\"AbC/dE+f\"",
     "mx.example.com; dkim=pass header.i=ann@example.com",
@@ -218,6 +218,30 @@ def test_a_forged_header_with_our_id_below_another_id_does_not_count() -> None:
     # Topmost is somebody else's: our MTA wrote nothing, whatever is below is the sender's.
     assert trust_of(ANN, relay, PASS) is Trust.UNVERIFIED
     assert trust_of(ANN, PASS, relay) is Trust.VERIFIED
+
+
+# Our MTA's own header (no DMARC record: dmarc=none), then one the sender wrote, with our id
+# spelled so that the rule stripping forged headers leaves it in: README's header_checks
+# regex (/^Authentication-Results:\s*"?mx\.example\.com"?[\s;(]/) or OpenDKIM's
+# RemoveARAll, which keeps what its parser refuses.
+OUR_NONE = "mx.example.com; spf=pass smtp.mailfrom=evil.test; dmarc=none header.from=example.com"
+
+
+@pytest.mark.parametrize("forged", [
+    "(ours) mx.example.com; dkim=pass header.d=example.com",  # a comment before the id
+    ' "mx.ex\\ample.com"; dkim=pass header.d=example.com',  # an escape inside it
+    "mx.example.com; dkim=pass header.d=example.com (" + "x" * 4100 + ")",  # too long
+    "mx.example.com; dkim=pass header.d=example.com x-note.by=mx",  # ptype not registered
+])
+def test_a_forged_header_our_stripping_rule_leaves_in_does_not_count(forged: str) -> None:
+    assert trust_of(ANN, OUR_NONE, forged) is Trust.UNVERIFIED
+    assert trust_of(ANN, forged) is Trust.UNVERIFIED
+
+
+def test_our_id_quoted_without_escapes_is_still_ours() -> None:
+    # The README's regex strips it ("?...?"), OpenDKIM's parser reads it.
+    assert trust_of(ANN, OUR_NONE, '"mx.example.com"; dkim=pass header.d=example.com'
+                    ) is Trust.VERIFIED
 
 
 def test_a_forged_header_right_below_ours_cannot_undo_a_dmarc_fail() -> None:

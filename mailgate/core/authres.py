@@ -77,14 +77,22 @@ def parse(header: str) -> AuthResults | None:
 
 
 def leading_id(header: str) -> str | None:
-    """The authserv-id a header starts with, even when the rest does not parse: a header of
+    """The authserv-id a header opens with, spelled as MTAs write their own and as the
+    rules that strip forged ones match it: after whitespace only, a token or a quoted
+    string without backslash escapes. None for any other spelling, even where RFC 8601
+    reads our id in it ("(c) mx.example.com;", "mx.ex\\ample.com" quoted): a Postfix
+    header_checks rule or a filter matching the id as written leaves such a header in,
+    so it must not pass for ours. Known even when the rest does not parse: a header of
     our own MTA that cannot be read must not be mistaken for somebody else's."""
     reader = _Reader(header[:MAX_CHARS])
+    while reader.peek() and reader.peek() in _WSP:
+        reader.pos += 1
+    start = reader.pos
     try:
-        reader.cfws()
-        return _value(reader)
+        written = _value(reader)
     except _Invalid:
         return None
+    return None if "\\" in reader.text[start:reader.pos] else written
 
 
 class _Reader:

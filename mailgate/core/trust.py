@@ -7,8 +7,11 @@ From: is whatever the sender typed. mailgate believes it only as far as configur
   (authres.py), never RFC 2047-decoded. Walking the headers top-down, only the leading run
   carrying our id counts (an MTA may add several, one per filter); the first header with
   another id, or that does not parse, ends the run: headers further down may be the
-  sender's. A header with our id that does not parse, or of an unknown version, makes the
-  sender unverified: our MTA said something we cannot read, maybe a fail.
+  sender's. Our id counts only spelled as an MTA writes it and a stripping rule matches
+  it (authres.leading_id: no comment before it, no escapes in it). A header with our id
+  that does not parse, or of an unknown version, or that the usual stripping filter could
+  not read (_filters_read), makes the sender unverified: our MTA said something we cannot
+  read, maybe a fail, or the filter left a forged header in.
 - In the counted headers, the sender is verified by `dmarc=pass` with `header.from` equal to
   the From: domain, or `dkim=pass` whose `header.d` (else the domain of `header.i`) is the
   From: domain or a parent of it, or `spf=pass` whose `smtp.mailfrom` domain is. A DMARC
@@ -31,8 +34,12 @@ from enum import StrEnum
 
 from mailgate.core import authres
 from mailgate.core.addresses import within
-from mailgate.core.authres import Result
+from mailgate.core.authres import AuthResults, Result
 from mailgate.core.model import Inbound
+
+# RFC 8601's and RFC 8904's property types; the bytes of one header OpenDKIM parses.
+_PTYPES = frozenset({"smtp", "header", "body", "policy", "dns"})
+_READ_BY_FILTERS = 4096
 
 
 class Trust(StrEnum):
@@ -79,16 +86,24 @@ def _counted(headers: Iterable[str], authserv_id: str) -> list[Result] | None:
     """Results of the leading run of our MTA's headers; None when one of ours is unreadable."""
     counted: list[Result] = []
     for header in headers:
-        parsed = authres.parse(header)
-        if parsed is None:
-            written_id = authres.leading_id(header)
-            return None if written_id is not None and _ours(written_id, authserv_id) else counted
-        if not _ours(parsed.authserv_id, authserv_id):
+        written_id = authres.leading_id(header)
+        if written_id is None or not _ours(written_id, authserv_id):
             break
+        parsed = authres.parse(header)
+        if parsed is None or not _filters_read(header, parsed):
+            return None
         if parsed.version != 1:  # RFC 8601 is version 1; a later one may mean other things
             return None
         counted.extend(parsed.results)
     return counted
+
+
+def _filters_read(header: str, parsed: AuthResults) -> bool:
+    """Whether the filter that strips forged headers could have read this one. OpenDKIM
+    (RemoveARAll) leaves in what its parser refuses: a header longer than 4,096 bytes, a
+    property type not registered. Such a header with our id may be a forged one it left."""
+    return (len(header.encode("utf-8", "replace")) <= _READ_BY_FILTERS
+            and all(p.ptype in _PTYPES for r in parsed.results for p in r.properties))
 
 
 def _ours(written_id: str, authserv_id: str) -> bool:
