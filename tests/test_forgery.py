@@ -349,3 +349,50 @@ async def test_1_a_forged_header_the_stripping_rule_leaves_in_proves_nothing(
         "#take", headers={"Authentication-Results": forged})
     await milter.deliver(raw)
     assert await field(milter, "assignee") is None
+
+
+# --- what a mail carries beyond its leading lines is never a command ---------------------
+
+
+def forwarded(body: str, inner: str) -> str:
+    """A multipart body: `body` as text, then a message/rfc822 part whose text is `inner`."""
+    return (f"--b\r\nContent-Type: text/plain\r\n\r\n{body}\r\n--b\r\n"
+            "Content-Type: message/rfc822\r\n\r\nFrom: mallory@evil.example\r\n"
+            f"Subject: fwd\r\nContent-Type: text/plain\r\n\r\n{inner}\r\n--b\r\n"
+            'Content-Type: text/plain; name="c.txt"\r\nContent-Disposition: attachment; '
+            f'filename="c.txt"\r\n\r\n{inner}\r\n--b--')
+
+
+@pytest.mark.parametrize(("subject", "body", "multipart"), [
+    ("Re: [IT-1001] x", "> #close\n> #assign bob\n\nLooks fine to me.", False),  # quoted
+    ("Re: [IT-1001] x", "On Tue, Ann wrote:\n> #close", False),
+    ("Re: [IT-1001] x", "\u200b#close", False),  # ZERO WIDTH SPACE before the sign
+    ("Re: [IT-1001] x", "\u202e#close", False),  # RIGHT-TO-LEFT OVERRIDE
+    ("Re: [IT-1001] x", "\uff03close", False),  # FULLWIDTH NUMBER SIGN
+    ("Re: [IT-1001] x", "#clos\u0435", False),  # CYRILLIC SMALL LETTER IE: not a command
+    ("#close Re: [IT-1001] x", "Looks fine to me.", False),  # in the subject
+    ("Re: [IT-1001] x", forwarded("See the attached mail.", "#close"), True),
+])
+async def test_only_the_leading_lines_of_the_text_command(stock: Harness, subject: str,
+                                                          body: str, multipart: bool) -> None:
+    await stock.deliver(mail())
+    key = await stock.key_from("alice@example.com", "notify-team")
+    headers = {"In-Reply-To": key}
+    raw = mail(subject, sender="alice@example.com", message_id="<a-q@example.com>",
+               body=body, headers=headers)
+    if multipart:
+        raw = raw.replace(b"Content-Type: text/plain; charset=utf-8",
+                          b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"')
+    await stock.deliver(raw)
+    assert await field(stock, "status") != "closed"  # "open" for a public answer
+    assert await field(stock, "assignee") is None
+    assert await stock.count("events", "kind = 'closed'") == 0
+
+
+async def test_the_requesters_own_key_commands_nothing(stock: Harness) -> None:
+    await stock.deliver(mail())
+    key = await stock.key_from("ann@example.com", "ack")
+    await stock.deliver(mail("Re: [IT-1001] x", message_id="<ann-cmd@example.com>",
+                             body="#close\n#assign bob", headers={"References": key}))
+    assert await field(stock, "status") == "new"
+    assert await field(stock, "assignee") is None

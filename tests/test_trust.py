@@ -157,6 +157,11 @@ def test_parse_hands_the_headers_over_raw_only_unfolded() -> None:
     "mx.example.com; dmarc=pass header.from=example.com;",
     "mx.example.com 2; dmarc=pass header.from=example.com",  # a version we do not know
     "mx.example.com.evil.test; dmarc=pass header.from=example.com",
+    # Names that start with ours, and a punycode lookalike (ex\u00e4mple.com).
+    "mx.example.com; dkim=pass header.d=example.com.evil.test",
+    "mx.example.com; spf=pass smtp.mailfrom=ann@example.com.evil.test",
+    "mx.example.com; dmarc=pass header.from=xn--exmple-cua.com",
+    "mx.example.com; dkim=pass header.i=ann@example.com.evil.test",
 ])
 def test_results_that_do_not_vouch(result: str) -> None:
     assert trust_of(ANN, result) is Trust.UNVERIFIED
@@ -289,6 +294,19 @@ def test_only_one_from_address_can_be_verified(from_lines: bytes, count: int) ->
     assert msg.sender is not None and msg.sender.addr == ANN
     expected = Trust.VERIFIED if count == 1 else Trust.UNVERIFIED
     assert sender_trust(msg, OURS) is expected
+
+
+@pytest.mark.parametrize(("from_line", "expected"), [
+    ('"ann@example.com" <mallory@evil.test>', Trust.OUTSIDER),  # an address as the name
+    ("=?utf-8?q?ann=40example.com?= <mallory@evil.test>", Trust.OUTSIDER),  # encoded
+    ("mallory@evil.test (ann@example.com)", Trust.OUTSIDER),  # in a comment
+    ("ann@example.com <mallory@evil.test>", Trust.UNVERIFIED),  # two addresses to a parser
+    ("ann@example.com)<mallory@evil.test>", Trust.UNVERIFIED),
+])
+def test_only_the_from_address_is_the_sender(from_line: str, expected: Trust) -> None:
+    raw = (f"Authentication-Results: {PASS}\r\nFrom: {from_line}\r\n".encode()
+           + mail().split(b"\r\n", 1)[1])
+    assert sender_trust(parse(raw), OURS) is expected
 
 
 # Where an MTA copies what the sender chose: the envelope sender (in smtp.mailfrom and in a
