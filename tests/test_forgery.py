@@ -396,3 +396,19 @@ async def test_the_requesters_own_key_commands_nothing(stock: Harness) -> None:
                              body="#close\n#assign bob", headers={"References": key}))
     assert await field(stock, "status") == "new"
     assert await field(stock, "assignee") is None
+
+
+async def test_1_a_leaked_key_proves_nothing_where_our_mta_says_dmarc_failed(
+        milter: Harness) -> None:
+    """Alice forwarded our notification, headers and all, to a vendor: its Message-ID is
+    her key. Whoever holds it writes as her from outside; our MTA says DMARC failed."""
+    await milter.deliver(mail())
+    key = await milter.key_from("alice@example.com", "notify-team")
+    await milter.deliver(forged_alice("#take\n#priority high", headers={
+        "In-Reply-To": key,
+        "Authentication-Results": "mx.example.com; dmarc=fail header.from=example.com"}))
+    assert await field(milter, "assignee") is None
+    assert await field(milter, "priority") == "normal"
+    # Her own reply, with the same key, still works; so does one our MTA says nothing of.
+    await milter.deliver(forged_alice("#priority high", n=2, headers={"In-Reply-To": key}))
+    assert await field(milter, "priority") == "high"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mailgate.config.settings import load_config
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Address, Inbound
-from mailgate.core.trust import Trust, TrustPolicy, may_command, sender_trust
+from mailgate.core.trust import Trust, TrustPolicy, dmarc_failed, may_command, sender_trust
 from mailgate.errors import ConfigError
 from tests.factories import harness, mail
 from tests.test_authres import ATTACKER_TEXT, DECODING_BAIT, mta_header
@@ -70,6 +70,26 @@ def test_only_the_topmost_header_of_our_mta_counts() -> None:
     assert trust_of("ann@example.com",
                     "mx.example.com; dmarc=fail header.from=example.com",
                     "mx.example.com; dmarc=pass header.from=example.com") is Trust.UNVERIFIED
+
+
+@pytest.mark.parametrize(("results", "failed"), [
+    (("mx.example.com; dmarc=fail header.from=example.com",), True),
+    (("mx.example.com; dmarc=fail (p=none)",), True),  # no header.from: a fail is a fail
+    (("mx.example.com; dkim=pass header.d=example.com",
+      "mx.example.com; dmarc=fail header.from=example.com"), True),
+    (("mx.example.com; dmarc=fail header.from=evil.test",), False),  # not about our From:
+    (("mx.example.com; dmarc=none header.from=example.com",), False),
+    (("relay.example.net; dmarc=fail header.from=example.com",), False),  # not our MTA's
+    (("mx.example.com; dmarc=fail header.from=example.com junk",), False),  # unreadable
+    ((), False),
+])
+def test_dmarc_failed_is_our_mtas_fail_for_our_from_domain(results: tuple[str, ...],
+                                                          failed: bool) -> None:
+    raw = mail(sender=ANN)
+    prefix = b"".join(f"Authentication-Results: {h}\r\n".encode() for h in results)
+    assert dmarc_failed(parse(prefix + raw), OURS) is failed
+    assert dmarc_failed(parse(prefix + mail(sender="x@evil.test")), OURS) is False
+    assert dmarc_failed(parse(prefix + raw), TrustPolicy(frozenset({"example.com"}))) is False
 
 
 def test_commands_need_a_vouched_or_domain_trusted_sender() -> None:

@@ -18,6 +18,8 @@ From: is whatever the sender typed. mailgate believes it only as far as configur
   fail, or a DMARC result about another From: domain (the MTA read another From: than we
   did), overrides every pass. Mail whose From: carries no address or more than one is never
   verified: DMARC evaluators disagree about which address they checked.
+- A DMARC fail about one of our From: domains (`dmarc_failed`) takes even a reply key's
+  proof away: keys can leak with a forwarded copy of our mail; DMARC says who sent it.
 
 The MTA must remove incoming Authentication-Results carrying our id (RFC 8601 section 5),
 and must quote or escape what it copies into its own; nothing here can make up for that.
@@ -67,6 +69,20 @@ def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
                                          domain):
         return Trust.VERIFIED
     return Trust.UNVERIFIED
+
+
+def dmarc_failed(msg: Inbound, policy: TrustPolicy) -> bool:
+    """Whether our own MTA says DMARC failed for the From: domain, one of ours: the mail
+    did not come from our domain's servers, whatever else it carries. A reply key does
+    not prove such a mail (tickets can leak keys: a member forwards our mail with its
+    headers), so the pipeline drops its keys."""
+    if msg.sender is None or policy.authserv_id is None:
+        return False
+    domain = msg.sender.addr.rpartition("@")[2].lower()
+    if policy.trusted_domains and not within(domain, policy.trusted_domains):
+        return False
+    results = _counted(msg.auth_results, _ascii_lower(policy.authserv_id))
+    return results is not None and any(_failed_for(r, domain) for r in results)
 
 
 def may_command(trust: Trust) -> bool:
@@ -122,6 +138,13 @@ def _vetoes(result: Result, domain: str) -> bool:
         return False
     header_from = _domain_of(result, "header", "from", address=False)
     return result.result == "fail" or (header_from is not None and header_from != domain)
+
+
+def _failed_for(result: Result, domain: str) -> bool:
+    """A DMARC fail about this From: domain, or naming none (a fail is a fail)."""
+    if result.method != "dmarc" or result.result != "fail":
+        return False
+    return _domain_of(result, "header", "from", address=False) in (None, domain)
 
 
 def _passes(result: Result, domain: str) -> bool:

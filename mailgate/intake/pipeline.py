@@ -25,7 +25,7 @@ from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing, proven_refs
 from mailgate.core.routing import Route, Searched, routes_for, searches_of
-from mailgate.core.trust import TrustPolicy, sender_trust
+from mailgate.core.trust import TrustPolicy, dmarc_failed, sender_trust
 from mailgate.errors import BadMessage
 from mailgate.intake.read import Asked, Read
 from mailgate.outbound.compose import RelayParts
@@ -529,8 +529,12 @@ class Pipeline:
 
     def _proven(self, msg: Inbound, now: datetime) -> frozenset[str]:
         """Tickets a reply key in this mail proves its sender for: In-Reply-To and
-        References echo our Message-IDs; a rating link's mail carries the key in its body."""
+        References echo our Message-IDs; a rating link's mail carries the key in its body.
+        None when our MTA says the From: (one of our domains) failed DMARC: a key can leak
+        with a copy of our mail, and whoever holds it did not send from that mailbox."""
         if not self.settings.keys.active or msg.sender is None:
+            return frozenset()
+        if dmarc_failed(msg, self.settings.trust):
             return frozenset()
         candidates = [*msg.in_reply_to, *msg.references]
         if "mgk1." in msg.body:

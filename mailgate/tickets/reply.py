@@ -7,8 +7,9 @@ never gets here, so nothing here can answer an auto-reply or a bounce. Pure: no 
 
 A From: line proves nothing. What a mail may *do* depends on its proof (`Incoming.proof`):
 a reply key for this ticket and this sender (replykey.py: the reply echoes the Message-ID
-of mail we sent that person about the ticket), or a pass from our own MTA's
-Authentication-Results (trust.py). In order:
+of mail we sent that person about the ticket; none counts when our own MTA says the From:
+failed DMARC, see pipeline._proven), or a pass from our own MTA's Authentication-Results
+(trust.py). In order:
 
 1. a member of the ticket's department (team, lead, head; never a notify list) with proof
    answers publicly (relayed to the requester from the department address), writes an
