@@ -305,6 +305,9 @@ def test_an_unreadable_header_of_someone_else_only_ends_the_run() -> None:
     (b"From: ann@example.com@evil.test\r\nSender: ann@example.com\r\n", 0),
     (b"From: @example.com\r\nReply-To: ann@example.com\r\n", 0),
     (b"From: ann@\r\nSender: ann@example.com\r\n", 0),
+    # a second From: field without an address (DKIM signs the last one)
+    (b"From: ann@example.com\r\nFrom: \r\n", 2),
+    (b"From: <>\r\nFrom: ann@example.com\r\n", 2),
 ])
 def test_only_one_from_address_can_be_verified(from_lines: bytes, count: int) -> None:
     raw = (f"Authentication-Results: {PASS}\r\n".encode() + from_lines

@@ -261,13 +261,14 @@ def _addresses(r: _Reading, name: str) -> tuple[Address, ...]:
 
 
 def _from_count(r: _Reading, senders: list[tuple[str, str]]) -> int:
-    """Addresses in From:, usable or not; 0 when none is usable. The sender is then another
-    header's (_sender), and "From: ann" or "From: ann@example.com@evil.test" above a
-    "Sender: ann@example.com" must not make that header's address the single From: that
-    a DMARC, DKIM or SPF pass is about."""
+    """Addresses in From:, usable or not, and at least one per From: field; 0 when none
+    is usable. The sender is then another header's (_sender), and "From: ann" or
+    "From: ann@example.com@evil.test" above a "Sender: ann@example.com" must not make that
+    header's address the single From: that a DMARC, DKIM or SPF pass is about. A second,
+    empty From: field is still a second author to a DKIM verifier (it signs the last one)."""
     if not _addresses(r, "from"):
         return 0
-    return sum(1 for _, addr in senders if addr.strip())
+    return max(sum(1 for _, addr in senders if addr.strip()), len(r.values("from")))
 
 
 def _sender(r: _Reading) -> Address | None:
