@@ -19,11 +19,10 @@ from datetime import datetime
 from email import errors, message_from_bytes
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
-from html.parser import HTMLParser
 from itertools import islice
 
 from mailgate.core.addresses import clean_address
-from mailgate.core.mime import charsets, flowed, headerblock, rfc2047, tnef, uuencode
+from mailgate.core.mime import charsets, flowed, headerblock, htmltext, rfc2047, tnef, uuencode
 from mailgate.core.mime.headernames import AUTOMATIC_HEADERS, LOOP_HEADERS, ROUTING_HEADERS
 from mailgate.core.model import Address, Attachment, Inbound
 
@@ -565,38 +564,22 @@ def _html_text(part: Message, defects: list[str]) -> str:
     return charsets.decode(data, _html_charset(part, data), defects, what="body")
 
 
-class _TextExtractor(HTMLParser):
-    BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "hr"})
-    SKIP = frozenset({"script", "style", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag in self.BLOCK:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self.BLOCK:
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.chunks.append(data)
+_BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "hr"})
+_SKIPPED_TAGS = frozenset({"script", "style", "head", "title"})
 
 
 def html_to_text(html: str) -> str:
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-    except Exception:
-        return re.sub(r"<[^>]*>", " ", html)
-    lines = (" ".join(line.split()) for line in "".join(extractor.chunks).splitlines())
+    """The text of an HTML body: a line break at each block tag, nothing of script, style,
+    head and title; read by htmltext.py in linear time."""
+    chunks: list[str] = []
+    skipping = 0
+    for token in htmltext.tokens(html):
+        if token.kind == "data":
+            if not skipping:
+                chunks.append(token.value)
+        elif token.value in _SKIPPED_TAGS and (token.kind == "start" or skipping):
+            skipping += 1 if token.kind == "start" else -1
+        elif token.value in _BLOCK_TAGS:
+            chunks.append("\n")
+    lines = (" ".join(line.split()) for line in "".join(chunks).splitlines())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
