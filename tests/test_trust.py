@@ -263,6 +263,19 @@ def test_a_forged_header_our_stripping_rule_leaves_in_does_not_count(forged: str
     assert trust_of(ANN, forged) is Trust.UNVERIFIED
 
 
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_a_header_smuggled_behind_a_bare_cr_does_not_count(line_end: bytes) -> None:
+    """An MTA ends lines at LF only: to it, and to every rule stripping forged headers,
+    "X-Note: x<CR>Authentication-Results: ..." is one X-Note header."""
+    smuggled = b"X-Note: x\rAuthentication-Results: mx.example.com; dkim=pass header.d=example.com"
+    raw = (f"Authentication-Results: {OUR_NONE}\r\n".encode() + smuggled + b"\r\n"
+           + mail(sender=ANN)).replace(b"\r\n", line_end)
+    assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
+    # The same header on a line of its own would count: the MTA should have stripped it.
+    honest = raw.replace(b"x\rAuth", b"x" + line_end + b"Auth")
+    assert sender_trust(parse(honest), OURS) is Trust.VERIFIED
+
+
 def test_our_id_quoted_without_escapes_is_still_ours() -> None:
     # The README's regex strips it ("?...?"), OpenDKIM's parser reads it.
     assert trust_of(ANN, OUR_NONE, '"mx.example.com"; dkim=pass header.d=example.com'

@@ -104,7 +104,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         body=body,
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
-        auth_results=_auth_results(r),
+        auth_results=() if _bare_cr_in_header_block(raw) else _auth_results(r),
         headers={name: r.header(name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
                  if name in r.index}
         | _content_type_headers(msg),
@@ -196,6 +196,19 @@ def _raw_items(msg: Message) -> list[tuple[str, str]]:
 def _unfolded(value: str) -> str:
     """A header as the sender wrote it, only unfolded; raw 8-bit bytes become U+FFFD."""
     return _UNDECLARED_8BIT.sub("\ufffd", _FOLD.sub("", value))
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_HEADER_BLOCK_END = re.compile(rb"\n\r?\n")
+
+
+def _bare_cr_in_header_block(raw: bytes) -> bool:
+    """Whether a CR not followed by LF is in the header block as an MTA reads it (lines end
+    at LF). compat32 ends a line there, an MTA does not: "X-Note: x<CR>Authentication-
+    Results: ours; dkim=pass" is one X-Note header to the MTA, so nothing strips it, and
+    two headers to us. No Authentication-Results of such a mail can be placed."""
+    end = _HEADER_BLOCK_END.search(raw)
+    return _BARE_CR.search(raw, 0, end.end() if end else len(raw)) is not None
 
 
 def _auth_results(r: _Reading) -> tuple[str, ...]:
