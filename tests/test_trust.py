@@ -276,6 +276,15 @@ def test_a_header_smuggled_behind_a_bare_cr_does_not_count(line_end: bytes) -> N
     assert sender_trust(parse(honest), OURS) is Trust.VERIFIED
 
 
+@pytest.mark.parametrize("field", [b"Authentication-Results :", b"Authentication-Results\t:"])
+def test_a_field_name_a_stripping_rule_does_not_match_does_not_count(field: bytes) -> None:
+    """Obsolete syntax (RFC 5322 4.5): Postfix takes it for a header, README's
+    /^Authentication-Results:.../ rule does not match it, mailgate mends it into one."""
+    forged = field + b" mx.example.com; dkim=pass header.d=example.com\r\n"
+    raw = f"Authentication-Results: {OUR_NONE}\r\n".encode() + forged + mail(sender=ANN)
+    assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
+
+
 def test_our_id_quoted_without_escapes_is_still_ours() -> None:
     # The README's regex strips it ("?...?"), OpenDKIM's parser reads it.
     assert trust_of(ANN, OUR_NONE, '"mx.example.com"; dkim=pass header.d=example.com'

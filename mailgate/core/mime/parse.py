@@ -104,7 +104,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         body=body,
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
-        auth_results=() if _bare_cr_in_header_block(raw) else _auth_results(r),
+        auth_results=_auth_results(r, raw),
         headers={name: r.header(name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
                  if name in r.index}
         | _content_type_headers(msg),
@@ -198,24 +198,29 @@ def _unfolded(value: str) -> str:
     return _UNDECLARED_8BIT.sub("\ufffd", _FOLD.sub("", value))
 
 
-_BARE_CR = re.compile(rb"\r(?!\n)")
 _HEADER_BLOCK_END = re.compile(rb"\n\r?\n")
+_AR_FIELD = re.compile(rb"^authentication-results:", re.IGNORECASE | re.MULTILINE)
 
 
-def _bare_cr_in_header_block(raw: bytes) -> bool:
-    """Whether a CR not followed by LF is in the header block as an MTA reads it (lines end
-    at LF). compat32 ends a line there, an MTA does not: "X-Note: x<CR>Authentication-
-    Results: ours; dkim=pass" is one X-Note header to the MTA, so nothing strips it, and
-    two headers to us. No Authentication-Results of such a mail can be placed."""
+def _auth_results_as_mta_reads(raw: bytes) -> int:
+    """How many Authentication-Results fields an MTA finds: lines (ended by LF) that start
+    with the field name and its colon, up to the first empty line. What strips forged
+    headers (a header_checks rule, a milter) sees these and only these."""
     end = _HEADER_BLOCK_END.search(raw)
-    return _BARE_CR.search(raw, 0, end.end() if end else len(raw)) is not None
+    return len(_AR_FIELD.findall(raw, 0, end.end() if end else len(raw)))
 
 
-def _auth_results(r: _Reading) -> tuple[str, ...]:
+def _auth_results(r: _Reading, raw: bytes) -> tuple[str, ...]:
     """The headers as the MTA wrote them, only unfolded, for authres.py's grammar. Never
     RFC 2047-decoded (an encoded word in a copied envelope sender would become structure)
-    and never cut (a cut header could end in a pass)."""
-    return tuple(_unfolded(v) for v in r.values("authentication-results")[:10])
+    and never cut (a cut header could end in a pass). None at all when compat32 found
+    other fields than an MTA does: "X-Note: x<CR>Authentication-Results: ..." (compat32
+    ends a line at a CR alone, an MTA only at LF) or "Authentication-Results : ..." (read
+    after mending) is a header no rule stripped, and one of ours to us."""
+    values = r.values("authentication-results")
+    if len(values) != _auth_results_as_mta_reads(raw):
+        return ()
+    return tuple(_unfolded(v) for v in values[:10])
 
 
 def decode_text(value: str, defects: list[str] | None = None, *, hint: str | None = None,
