@@ -412,3 +412,18 @@ async def test_1_a_leaked_key_proves_nothing_where_our_mta_says_dmarc_failed(
     # Her own reply, with the same key, still works; so does one our MTA says nothing of.
     await milter.deliver(forged_alice("#priority high", n=2, headers={"In-Reply-To": key}))
     assert await field(milter, "priority") == "high"
+
+
+async def test_1_a_signed_mail_replayed_with_a_second_subject_proves_nothing(
+        milter: Harness) -> None:
+    """Alice's genuine, DKIM-signed '#close' for IT-1001, sent again by someone else with
+    'Subject: [IT-1002]' put above the signed Subject: DKIM still passes (it checks the
+    last Subject), mailgate would read the first."""
+    await milter.deliver(mail())
+    await milter.deliver(mail("Second", message_id="<req-2@example.com>"))
+    signed = forged_alice("#close", headers={
+        "Authentication-Results": "mx.example.com; dkim=pass header.d=example.com"})
+    await milter.deliver(b"Subject: Re: [IT-1002] x\r\nMessage-ID: <replay@evil.example>\r\n"
+                         + signed)
+    assert await field(milter, "status", "IT-1002") != "closed"
+    assert await field(milter, "status", "IT-1001") != "closed"

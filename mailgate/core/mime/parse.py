@@ -216,11 +216,23 @@ def _auth_results(r: _Reading, raw: bytes) -> tuple[str, ...]:
     and never cut (a cut header could end in a pass). None at all when compat32 found
     other fields than an MTA does: "X-Note: x<CR>Authentication-Results: ..." (compat32
     ends a line at a CR alone, an MTA only at LF) or "Authentication-Results : ..." (read
-    after mending) is a header no rule stripped, and one of ours to us."""
+    after mending) is a header no rule stripped, and one of ours to us. None either when
+    a field RFC 5322 allows once is there twice: which one did the verifier check?"""
     values = r.values("authentication-results")
-    if len(values) != _auth_results_as_mta_reads(raw):
+    if len(values) != _auth_results_as_mta_reads(raw) or _repeated_once_only_field(r):
         return ()
     return tuple(_unfolded(v) for v in values[:10])
+
+
+# RFC 5322 section 3.6: at most one of each. DKIM signs the last instance of a field, we
+# read the first: a copy of a signed mail with "Subject: [IT-1002]" put above its signed
+# Subject still passes DKIM, and would run its commands on another ticket.
+_ONCE_ONLY_FIELDS = ("date", "from", "sender", "reply-to", "to", "cc", "message-id",
+                     "in-reply-to", "references", "subject")
+
+
+def _repeated_once_only_field(r: _Reading) -> bool:
+    return any(len(r.values(name)) > 1 for name in _ONCE_ONLY_FIELDS)
 
 
 def decode_text(value: str, defects: list[str] | None = None, *, hint: str | None = None,
