@@ -198,16 +198,31 @@ def _unfolded(value: str) -> str:
     return _UNDECLARED_8BIT.sub("\ufffd", _FOLD.sub("", value))
 
 
-_HEADER_BLOCK_END = re.compile(rb"\n\r?\n")
-_AR_FIELD = re.compile(rb"^authentication-results:", re.IGNORECASE | re.MULTILINE)
+# A header field line as Postfix's is_header() reads one: a name, optional blanks, a colon
+# (RFC 5322 4.5 obsolete syntax allows the blanks).
+_MTA_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+_AR_NAME = re.compile(rb"authentication-results:", re.IGNORECASE)
+MAX_MTA_HEADER_LINES = 10_000
 
 
 def _auth_results_as_mta_reads(raw: bytes) -> int:
-    """How many Authentication-Results fields an MTA finds: lines (ended by LF) that start
-    with the field name and its colon, up to the first empty line. What strips forged
-    headers (a header_checks rule, a milter) sees these and only these."""
-    end = _HEADER_BLOCK_END.search(raw)
-    return len(_AR_FIELD.findall(raw, 0, end.end() if end else len(raw)))
+    """How many Authentication-Results fields an MTA finds, and so what strips forged ones
+    (a header_checks rule, a milter) sees: lines ended by LF, fields and their
+    continuations up to the first line that is neither (an empty line, or a line without a
+    colon, where an MTA's body starts and headerblock.mend reads on). -1 past
+    MAX_MTA_HEADER_LINES lines: not counted, so never equal."""
+    found, in_field = 0, False
+    start = raw.index(b"\n") + 1 if raw.startswith(b"From ") and b"\n" in raw else 0
+    for _ in range(MAX_MTA_HEADER_LINES):
+        end = raw.find(b"\n", start)
+        end = len(raw) if end < 0 else end
+        if not (in_field and raw[start:start + 1] in (b" ", b"\t")):  # not a continuation
+            if start >= len(raw) or not _MTA_FIELD.match(raw, start, end):
+                return found
+            in_field = True
+            found += _AR_NAME.match(raw, start, end) is not None
+        start = end + 1
+    return -1
 
 
 def _auth_results(r: _Reading, raw: bytes) -> tuple[str, ...]:
@@ -215,11 +230,13 @@ def _auth_results(r: _Reading, raw: bytes) -> tuple[str, ...]:
     RFC 2047-decoded (an encoded word in a copied envelope sender would become structure)
     and never cut (a cut header could end in a pass). None at all when compat32 found
     other fields than an MTA does: "X-Note: x<CR>Authentication-Results: ..." (compat32
-    ends a line at a CR alone, an MTA only at LF) or "Authentication-Results : ..." (read
-    after mending) is a header no rule stripped, and one of ours to us. None either when
+    ends a line at a CR alone, an MTA only at LF), "Authentication-Results : ..." or one
+    below a line without a colon (both read after headerblock.mend) is a header no rule
+    stripped, and one of ours to us. None either when
     a field RFC 5322 allows once is there twice: which one did the verifier check?"""
     values = r.values("authentication-results")
-    if len(values) != _auth_results_as_mta_reads(raw) or _repeated_once_only_field(r):
+    if not values or _repeated_once_only_field(r) or len(values) != _auth_results_as_mta_reads(
+            raw):
         return ()
     return tuple(_unfolded(v) for v in values[:10])
 
