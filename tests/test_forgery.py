@@ -19,6 +19,8 @@ from mailgate.core.render import Renderer
 from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.storage.store import Store
+from mailgate.tickets.budget import MailBudget
+from mailgate.tickets.new_request import team_budget
 from mailgate.workers.flood import FloodSummaries
 from tests.factories import (
     FACILITIES,
@@ -232,6 +234,17 @@ async def test_4_plus_tags_and_case_share_one_budget(stock: Harness) -> None:
     assert await stock.count("tickets") == 25  # every request is kept
     assert len(await sent(stock, "ack")) == 10
     assert await stock.count("events", "kind = 'ack_suppressed'") == 15
+
+
+def test_4_unicode_case_variants_share_one_budget() -> None:
+    """Identity folds ASCII case only (a lookalike mailbox is not an agent's), but a server
+    may deliver J\u00d6RG@ and j\u00f6rg@ to one person: budgets fold every case rule."""
+    budget = MailBudget(own_domains=ORG)
+    keys = {budget.keys(f"{s}+{n}@example.com")
+            for n, s in enumerate(["J\u00d6RG", "j\u00f6rg", "J\u00f6rg", "j\u00d6rg"])}
+    assert keys == {("j\u00f6rg@example.com", None)}
+    assert team_budget("it", "J\u00d6RG+1@example.com") == team_budget("it",
+                                                                   "j\u00f6rg@example.com")
 
 
 async def test_4_a_domain_outside_the_organisation_has_a_budget(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailgate.core.addresses import canonical, domain_of, within
+from mailgate.core.addresses import budget_mailbox, domain_of, within
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class MailBudget:
     def keys(self, recipient: str) -> tuple[str, str | None]:
         """The mailbox and (outside the organisation) the domain a mail draws on."""
         domain = domain_of(recipient)
-        return canonical(recipient), None if within(domain, self.own_domains) else domain
+        return budget_mailbox(recipient), None if within(domain, self.own_domains) else domain
 
     def judge(self, recipient: str, to_mailbox: int, to_domain: int) -> str | None:
         """Why no more automatic mail may go to `recipient`, given what went to its mailbox

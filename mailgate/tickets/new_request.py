@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailgate.config.directory import Directory, is_agent
-from mailgate.core.addresses import canonical
+from mailgate.core.addresses import budget_mailbox, canonical
 from mailgate.core.classify import Verdict
 from mailgate.core.commands import HELP, parse_rating
 from mailgate.core.model import Inbound, MailKind, OutgoingKind, Status, Ticket
@@ -210,7 +210,7 @@ def _team_notice(request: Request, facts: Facts, ticket: NewTicket, key: str,
 
 def team_budget(department: str, sender: str) -> str:
     """The budget a department's notifications about one sender's requests draw on."""
-    return f"team:{department}:{canonical(sender)}"
+    return f"team:{department}:{budget_mailbox(sender)}"
 
 
 def is_stale(ticket: TicketState, msg: Inbound, directory: Directory,
