@@ -145,13 +145,16 @@ def relay_parts(raw: bytes, limit: int) -> RelayParts:
 def _attachment_leaves(msg: Message) -> list[Message]:
     found: list[Message] = []
     body_types: set[str] = set()
-    stack = [msg]
+    stack = [msg]  # the next part on top: depth first, in the mail's order
     while stack and len(found) < 100:
-        part = stack.pop(0)
+        part = stack.pop()
         ctype = part.get_content_type()
         payload = part.get_payload()
         if part.is_multipart() and ctype != "message/rfc822" and isinstance(payload, list):
-            stack = [p for p in payload if isinstance(p, Message)] + stack
+            # Pushed in reverse onto the end: taking from the front (pop(0), children +
+            # stack) moved the whole stack per part, quadratic in a mail of 500,000
+            # empty multiparts.
+            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
             continue
         disposition = str(part.get("content-disposition") or "").split(";")[0].strip().lower()
         attachment = bool(_part_name(part, "")) or disposition == "attachment"
