@@ -1,5 +1,7 @@
 """Reading mail: bytes to an Inbound, whatever the charset or damage. Pure; never raises."""
 
-from mailgate.core.mime import linearparams
+from mailgate.core.mime import linearaddresses, linearparams
 
-linearparams.install()  # before any mail is read: see linearparams.py
+# Before any mail is read: see linearparams.py and linearaddresses.py.
+linearparams.install()
+linearaddresses.install()
