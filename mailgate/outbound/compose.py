@@ -75,13 +75,12 @@ def compose(env: Envelope, text: str, html: str | None = None,
     headers = _headers(env)
     content_headers, body = _content(text, html)
     if not attachments:
-        return (CRLF.join(_lines(headers + content_headers)) + CRLF + CRLF + body).encode("ascii")
+        return _head(headers + content_headers) + body.encode("ascii")
     boundary = f"=_mailgate_mixed_{uuid4_hex()}"
     headers.append(("Content-Type", f'multipart/mixed; boundary="{boundary}"'))
-    head = CRLF.join(_lines(headers)) + CRLF + CRLF
     first = CRLF.join(_lines(content_headers)) + CRLF + CRLF + body
     delimiter = f"{CRLF}--{boundary}{CRLF}".encode("ascii")
-    return b"".join([head.encode("ascii"), f"--{boundary}{CRLF}".encode("ascii"),
+    return b"".join([_head(headers), f"--{boundary}{CRLF}".encode("ascii"),
                      first.encode("ascii"),
                      *(delimiter + part.rstrip(b"\r\n") for part in attachments),
                      f"{CRLF}--{boundary}--{CRLF}".encode("ascii")])
@@ -217,6 +216,22 @@ def _lines(headers: list[tuple[str, str]]) -> list[str]:
     return [f"{name}: {value}" for name, value in headers]
 
 
+def _head(headers: list[tuple[str, str]]) -> bytes:
+    """The header block and the blank line. Every value is ASCII (encoded words) but an
+    internationalised address (RFC 6532: jörg@example.com has no ASCII spelling), which
+    goes as UTF-8; the transport then sends with SMTPUTF8 (needs_smtputf8)."""
+    return (CRLF.join(_lines(headers)) + CRLF + CRLF).encode("utf-8")
+
+
+def needs_smtputf8(mail_from: str, recipients: Sequence[str], raw: bytes) -> bool:
+    """Whether a mail can only go with SMTPUTF8 (RFC 6531): an address in its envelope
+    or its header block is not ASCII."""
+    end = raw.find(b"\r\n\r\n")
+    head = raw if end < 0 else raw[:end]
+    return not (mail_from.isascii() and all(r.isascii() for r in recipients)
+                and head.isascii())
+
+
 def _qp(text: str) -> str:
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
@@ -235,7 +250,16 @@ def encode_header(value: str, offset: int = 0) -> str:
 def address(name: str, addr: str) -> str:
     addr = header_safe(addr, 320)
     name = header_safe(name, 200)
-    return formataddr((name, addr), charset="utf-8") if name else addr
+    if not name:
+        return addr
+    if addr.isascii():
+        return formataddr((name, addr), charset="utf-8")
+    # formataddr refuses an address that is not ASCII: it writes the name for a stand-in.
+    named = formataddr((name, _STAND_IN), charset="utf-8")
+    return named[:named.rindex(f"<{_STAND_IN}>")] + f"<{addr}>"
+
+
+_STAND_IN = "stand-in@invalid"
 
 
 PLACEHOLDER_ID = "mailgate-copy-placeholder@invalid"

@@ -22,6 +22,7 @@ from mailgate.connect import diagnose
 from mailgate.connect.diagnose import Endpoint, OAuthFailure, StartTlsMissing
 from mailgate.connect.tls import TlsSettings, client_context
 from mailgate.errors import PermanentError, TransientError
+from mailgate.outbound.compose import needs_smtputf8
 from mailgate.service.log import get_logger
 from mailgate.storage.store import OutboxRow
 
@@ -146,9 +147,15 @@ class SmtpConnection:
             fresh = self._client is None
             try:
                 client = self._connect()
-                refused = client.sendmail(row.mail_from, list(row.recipients), row.raw)
+                utf8 = needs_smtputf8(row.mail_from, row.recipients, row.raw)
+                refused = client.sendmail(row.mail_from, list(row.recipients), row.raw,
+                                          mail_options=["SMTPUTF8"] if utf8 else [])
             except smtplib.SMTPRecipientsRefused as exc:
                 raise _classify_refusal(exc.recipients) from None
+            except smtplib.SMTPNotSupportedError:  # no SMTPUTF8: not this mail, ever
+                self._reset()
+                raise PermanentError(f"{self.config.host} does not take internationalised "
+                                     "addresses (SMTPUTF8); this mail names one") from None
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code == 421:
                     self._drop()
