@@ -120,6 +120,8 @@ SHAPES: dict[str, tuple[int, Callable[[int], bytes]]] = {
     "To of encoded words": (10_000, lambda n: simple(
         b"To: " + b", ".join(b"=?utf-8?q?J=C3=B6rg_%d?= <u%d@example.com>" % (i, i)
                              for i in range(n)) + b"\r\n")),
+    "To group": (5_000, lambda n: simple(
+        b"To: team: " + b"a@b.c, " * n + b"\r\n")),
     "To nested comments": (10_000, lambda n: simple(
         b"To: u@example.com " + b"(" * n + b")" * n + b"\r\n")),
     "To unclosed quotes": (20_000, lambda n: simple(b"To: " + b'"a, ' * n + b"\r\n")),
@@ -133,6 +135,8 @@ SHAPES: dict[str, tuple[int, Callable[[int], bytes]]] = {
         b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
         + b"; ".join(b"filename*%d*=utf-8''a%%C3%%A4" % i for i in range(n)) + b"\r\n\r\nx"])),
     "deep nesting": (500, nested),
+    "deep nesting long part": (5_000, lambda n: nested(900).replace(
+        b"bottom\r\n", b"x\r\n" * n)),
     "many parts": (5_000, lambda n: multipart(
         [text_part(b"text")] + [b"Content-Type: application/x-a\r\n\r\nx"] * n)),
     "many empty multiparts": (5_000, lambda n: multipart(
@@ -155,6 +159,10 @@ SHAPES: dict[str, tuple[int, Callable[[int], bytes]]] = {
         b"Content-Type: text/html\r\n", b"&amp;&#233;&lt;&bogus;" * n)),
     "html unclosed comment": (50_000, lambda n: simple(
         b"Content-Type: text/html\r\n", b"<!-- " + b"<a> " * n)),
+    "html unterminated tags": (2_500, lambda n: simple(
+        b"Content-Type: text/html\r\n", b"<p>x</p>" + b"<a " * n)),
+    "html unclosed comments": (2_500, lambda n: simple(
+        b"Content-Type: text/html\r\n", b"<p>x</p>" + b"<!--" * n)),
     "html unclosed tag": (50_000, lambda n: simple(
         b"Content-Type: text/html\r\n", b"<a " + b"b " * n)),
     "html many lt": (50_000, lambda n: simple(
@@ -165,6 +173,8 @@ SHAPES: dict[str, tuple[int, Callable[[int], bytes]]] = {
         b"Content-Type: text/plain; format=flowed\r\n", b"word \r\n" * n + b"end\r\n")),
     "flowed quoted": (50_000, lambda n: simple(
         b"Content-Type: text/plain; format=flowed; delsp=yes\r\n", b">>> w \r\n" * n)),
+    "uuencode begin blanks": (2_500, lambda n: simple(
+        b"Subject: uu\r\n", b"begin 644 a" + b" \t" * n + b"x\r\r\nend\r\n")),
     "uuencode begin lines": (20_000, lambda n: simple(
         b"Subject: uu\r\n", b"begin 644 a.txt\r\nM86)C\r\n" * n)),
     "uuencode unclosed": (20_000, lambda n: simple(
