@@ -16,7 +16,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def fold_case(text: str) -> str:
     """ASCII letters lower-cased, every other character as it is."""
-    return text.translate(_ASCII_LOWER)
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 def strip_plus(addr: str) -> str:

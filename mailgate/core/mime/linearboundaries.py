@@ -94,25 +94,42 @@ def _matchers(self: Any) -> Matchers | None:
     return self.__dict__.get("_mailgate_matchers")
 
 
+# Up to this many matchers the original loop (a few regex calls in C per line) is cheaper
+# than taking the line apart, and the stack is not counted at all: ordinary mail nests
+# two or three deep. Past it the stack is counted, from then on one push or pop at a time.
+SHALLOW = 4
+
+
+def _counted(stack: list[Any]) -> Matchers:
+    matchers = Matchers()
+    for matcher in stack:
+        matchers.count(matcher, +1)
+    return matchers
+
+
 def push_eof_matcher(self: Any, pred: Any) -> None:
     ORIGINAL_PUSH(self, pred)
-    if "_mailgate_matchers" not in self.__dict__:
-        # Its first matcher: the stack was empty until now (else counted from the start).
-        self._mailgate_matchers = Matchers(other=len(self._eofstack) - 1)
-    self._mailgate_matchers.count(pred, +1)
+    matchers = _matchers(self)
+    if matchers is not None:
+        matchers.count(pred, +1)
+    elif len(self._eofstack) > SHALLOW:
+        self._mailgate_matchers = _counted(self._eofstack)
 
 
 def pop_eof_matcher(self: Any) -> Any:
     pred = ORIGINAL_POP(self)
     matchers = _matchers(self)
     if matchers is not None:
-        matchers.count(pred, -1)
+        if len(self._eofstack) > SHALLOW:
+            matchers.count(pred, -1)
+        else:
+            del self._mailgate_matchers  # shallow again: the original loop
     return pred
 
 
 def readline(self: Any) -> Any:
     """BufferedSubFile.readline, trying the stack only for a line that may end a part."""
-    if not self._lines or not self._eofstack:
+    if not self._lines or len(self._eofstack) <= SHALLOW:
         return ORIGINAL_READLINE(self)
     matchers = _matchers(self)
     if matchers is not None and not matchers.may_end(self._lines[0]):
