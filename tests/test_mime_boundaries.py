@@ -80,11 +80,24 @@ MIME_LINES = st.sampled_from([
 def test_mail_is_read_into_the_same_parts_as_by_the_email_package(
         lines: list[str], end: str) -> None:
     text = end.join(["Content-Type: multipart/mixed; boundary=a", "", *lines])
-    assert shape(read(text, original=False)) == shape(read(text, original=True))
+    expected = shape(read(text, original=True))
+    shallow = linearboundaries.SHALLOW
+    try:
+        for linearboundaries.SHALLOW in (0, 1, shallow):  # counted from the first matcher on
+            assert shape(read(text, original=False)) == expected
+    finally:
+        linearboundaries.SHALLOW = shallow
 
 
 def test_the_email_package_uses_it_once_mailgate_reads_mail() -> None:
-    assert feedparser.BufferedSubFile.readline is linearboundaries.readline
+    assert feedparser.BufferedSubFile.push_eof_matcher is linearboundaries.push_eof_matcher
+    assert feedparser.BufferedSubFile.pop_eof_matcher is linearboundaries.pop_eof_matcher
+    lines = feedparser.BufferedSubFile()
+    for i in range(linearboundaries.SHALLOW + 1):  # deep: its lines come through the count
+        lines.push_eof_matcher(boundary_matcher(f"b{i}"))
+    assert lines.readline.__func__ is linearboundaries.deep_readline
+    lines.pop_eof_matcher()  # shallow again: the email package's own loop
+    assert lines.readline.__func__ is linearboundaries.ORIGINAL_READLINE
 
 
 def nested(levels: int, body: bytes) -> bytes:

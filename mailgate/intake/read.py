@@ -103,8 +103,15 @@ def outlive_no_parent(parent: int) -> None:
 
 
 def read_group(raws: list[bytes], asked: Asked, files: str | None = None) -> list[Read]:
-    """A reading process's one job: a whole group per call, one hand-off each way."""
-    return [read_within_limit(raw, asked, files) for raw in raws]
+    """A reading process's one job: a whole group per call, one hand-off each way; each
+    mail read within asked.cpu_limit (read_within_limit)."""
+    if threading.current_thread() is not threading.main_thread():
+        return [read_mail(raw, asked, files) for raw in raws]  # signals reach only the main
+    previous = signal.signal(signal.SIGPROF, _too_slow)
+    try:
+        return [read_within_limit(raw, asked, files) for raw in raws]
+    finally:
+        signal.signal(signal.SIGPROF, previous)
 
 
 class _TooSlow(BaseException):
@@ -116,14 +123,12 @@ def _too_slow(signum: int, frame: object) -> None:
 
 
 def read_within_limit(raw: bytes, asked: Asked, files: str | None = None) -> Read:
-    """read_mail, stopped after asked.cpu_limit seconds of this process's CPU.
+    """read_mail, stopped after asked.cpu_limit seconds of this process's CPU; read_group
+    has set the handler that raises _TooSlow.
 
     A reading process's tasks run on its main thread, where a signal can interrupt Python
     code: a profiling timer (it counts CPU, not waiting) raises inside whatever step is
-    taking too long. Elsewhere (not the main thread) the mail is read without a limit."""
-    if threading.current_thread() is not threading.main_thread():
-        return read_mail(raw, asked, files)
-    previous = signal.signal(signal.SIGPROF, _too_slow)
+    taking too long."""
     try:
         signal.setitimer(signal.ITIMER_PROF, asked.cpu_limit)
         try:
@@ -134,6 +139,3 @@ def read_within_limit(raw: bytes, asked: Asked, files: str | None = None) -> Rea
         return Read(None, b"", None, None, {}, asked, gave_up=(
             f"reading it took more than {asked.cpu_limit:g} s of CPU (a mail shaped to be "
             "slow to read; `mailgate quarantine retry` reads it without a limit)"))
-    finally:
-        signal.signal(signal.SIGPROF, previous)
-

@@ -20,6 +20,7 @@ any mail is read.
 from __future__ import annotations
 
 import re
+import types
 from collections import Counter
 from dataclasses import dataclass, field
 from email import feedparser
@@ -95,8 +96,9 @@ def _matchers(self: Any) -> Matchers | None:
 
 
 # Up to this many matchers the original loop (a few regex calls in C per line) is cheaper
-# than taking the line apart, and the stack is not counted at all: ordinary mail nests
-# two or three deep. Past it the stack is counted, from then on one push or pop at a time.
+# than taking the line apart, and nothing here runs per line: ordinary mail nests two or
+# three deep. Past it the stack is counted, from then on one push or pop at a time, and the
+# file reads its lines through deep_readline.
 SHALLOW = 4
 
 
@@ -114,6 +116,7 @@ def push_eof_matcher(self: Any, pred: Any) -> None:
         matchers.count(pred, +1)
     elif len(self._eofstack) > SHALLOW:
         self._mailgate_matchers = _counted(self._eofstack)
+        self.readline = types.MethodType(deep_readline, self)
 
 
 def pop_eof_matcher(self: Any) -> Any:
@@ -122,17 +125,16 @@ def pop_eof_matcher(self: Any) -> Any:
     if matchers is not None:
         if len(self._eofstack) > SHALLOW:
             matchers.count(pred, -1)
-        else:
-            del self._mailgate_matchers  # shallow again: the original loop
+        else:  # shallow again: the class's readline, the original
+            del self._mailgate_matchers
+            del self.readline
     return pred
 
 
-def readline(self: Any) -> Any:
+def deep_readline(self: Any) -> Any:
     """BufferedSubFile.readline, trying the stack only for a line that may end a part."""
-    if not self._lines or len(self._eofstack) <= SHALLOW:
-        return ORIGINAL_READLINE(self)
     matchers = _matchers(self)
-    if matchers is not None and not matchers.may_end(self._lines[0]):
+    if self._lines and matchers is not None and not matchers.may_end(self._lines[0]):
         return self._lines.popleft()
     return ORIGINAL_READLINE(self)
 
@@ -140,4 +142,3 @@ def readline(self: Any) -> Any:
 def install() -> None:
     BufferedSubFile.push_eof_matcher = push_eof_matcher  # type: ignore[method-assign]
     BufferedSubFile.pop_eof_matcher = pop_eof_matcher  # type: ignore[method-assign]
-    BufferedSubFile.readline = readline  # type: ignore[method-assign]
