@@ -126,3 +126,19 @@ async def test_a_server_without_smtputf8_fails_that_mail_and_takes_the_next() ->
         await transport.close()
         transport.shutdown()
         await sink.stop()
+
+
+async def test_mailgate_send_sends_from_such_an_address() -> None:
+    from mailgate.cli.main import main
+
+    sink = Utf8Sink()
+    await sink.start()
+    try:
+        status = await asyncio.to_thread(main, [
+            "send", "--server", f"{sink.host}:{sink.port}", "--from", JOERG,
+            "--to", "it-help@example.com", "--subject", "Ausweis verloren"])
+        assert status == 0
+        [received] = await sink.wait_for(1)
+        assert received.mail_from == JOERG and sink.utf8 == [True]
+    finally:
+        await sink.stop()

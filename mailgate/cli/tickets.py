@@ -96,15 +96,19 @@ def cmd_send(args: argparse.Namespace) -> int:
     import smtplib  # here, not for `tickets` and `show`
     from email.utils import format_datetime, make_msgid
 
+    from mailgate.outbound.compose import needs_smtputf8
+
     host, _, port = args.server.rpartition(":")
     domain = args.sender.partition("@")[2] or "localhost"
     raw = (f"From: {args.sender}\r\nTo: {args.to}\r\nSubject: {args.subject}\r\n"
            f"Date: {format_datetime(datetime.now(UTC))}\r\n"
            f"Message-ID: {make_msgid(domain=domain)}\r\n"
            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{args.body}\r\n").encode()
+    utf8 = needs_smtputf8(args.sender, [args.to], raw)  # jörg@example.com
     try:
         with smtplib.SMTP(host or "127.0.0.1", int(port), timeout=30) as client:
-            client.sendmail(args.sender, [args.to], raw)
+            client.sendmail(args.sender, [args.to], raw,
+                            mail_options=["SMTPUTF8"] if utf8 else [])
     except (OSError, smtplib.SMTPException) as exc:
         say(f"mailgate send: {args.server}: {exc} (is `mailgate demo` running there?)",
             file=sys.stderr)
