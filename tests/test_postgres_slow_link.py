@@ -155,3 +155,14 @@ async def test_a_statement_to_a_server_gone_silent_fails_instead_of_waiting_for_
         assert await conn.execute_fetchall("SELECT count(*) FROM files") == [(0,)]
     finally:
         await conn.close()
+
+
+def test_pgconnect_timeout_in_the_environment_is_the_admins_choice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailgate.storage.postgres.link import link_options
+
+    url = "postgresql://mailgate@db.example.com/mailgate?keepalives_count=9"
+    assert link_options(url) == {k: v for k, v in LINK_DEFAULTS.items()
+                                 if k != "keepalives_count"}
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "3")
+    assert "connect_timeout" not in link_options(url)

@@ -10,8 +10,10 @@ Only a line starting with "--" can be a boundary line, and only a blank line can
 header blocks of a delivery-status part (the two kinds of matcher the parser pushes): this
 replacement keeps the boundaries on the stack in a multiset, recognises the boundary a
 line would close by taking the line apart once, and runs the original loop only for a line
-that does end a part (or when a matcher of another kind is on the stack). The same lines
-end the same parts (tests/test_mime_boundaries.py holds it against the original).
+that does end a part (or when a matcher of another kind is on the stack). It takes over
+only while a file's stack is deeper than SHALLOW: ordinary mail, two or three deep, runs
+the original loop untouched. The same lines end the same parts
+(tests/test_mime_boundaries.py holds it against the original).
 
 mailgate replaces the original when mailgate.core.mime is imported (its __init__), before
 any mail is read.

@@ -232,8 +232,8 @@ def _auth_results(r: _Reading, raw: bytes) -> tuple[str, ...]:
     other fields than an MTA does: "X-Note: x<CR>Authentication-Results: ..." (compat32
     ends a line at a CR alone, an MTA only at LF), "Authentication-Results : ..." or one
     below a line without a colon (both read after headerblock.mend) is a header no rule
-    stripped, and one of ours to us. None either when
-    a field RFC 5322 allows once is there twice: which one did the verifier check?"""
+    stripped, and one of ours to us. None either when a field RFC 5322 allows once is
+    there twice: which one did the verifier check?"""
     values = r.values("authentication-results")
     if not values or _repeated_once_only_field(r) or len(values) != _auth_results_as_mta_reads(
             raw):

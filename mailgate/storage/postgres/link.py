@@ -34,4 +34,9 @@ def link_options(url: str) -> dict[str, str]:
     """The LINK_DEFAULTS that neither the URL nor the environment sets."""
     given = conninfo_to_dict(url)
     return {name: value for name, value in LINK_DEFAULTS.items()
-            if name not in given and _FROM_ENVIRONMENT.get(name, "") not in os.environ}
+            if name not in given and not _set_in_environment(name)}
+
+
+def _set_in_environment(name: str) -> bool:
+    variable = _FROM_ENVIRONMENT.get(name)
+    return variable is not None and variable in os.environ
