@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import ROOT
+from tests.factories import ROOT, harness, mail
 from tests.harness import database, database_table, on_postgresql
 
 MAILGATE = [sys.executable, "-m", "mailgate"]
@@ -308,3 +309,38 @@ def test_output_into_a_closed_pipe_ends_quietly() -> None:
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+# What `tickets` and `show` do not need, and a new process would pay for: structlog (with
+# the asyncio logging it imports) about a third of their start-up, the mail parser and the
+# email package replacements it installs, the reports' arithmetic, SMTP. `show` of plain
+# text needs no regex module either (core.terminal imports it for text to escape).
+_NOT_FOR_VIEWS = ("structlog", "mailgate.service.log", "mailgate.core.mime",
+                  "email.feedparser", "mailgate.core.report", "mailgate.core.dependencies",
+                  "smtplib", "mailgate.cli.migrate")
+
+
+def test_tickets_and_show_start_without_what_they_do_not_use(tmp_path: Path) -> None:
+    async def one_ticket() -> None:
+        h = await harness(tmp_path)
+        try:
+            assert (await h.deliver(mail("Printer jams"))).tickets == ("IT-1001",)
+        finally:
+            await h.store.close()
+
+    asyncio.run(one_ticket())
+    directory = ROOT / "config" / "directory.example.toml"
+    config = write_config(tmp_path, f'[state]\ndir = "state"\n[directory]\npath = '
+                          f'"{directory}"\n[outbox]\ndir = "out"\n')
+    code = ("import sys; from mailgate.cli.main import main; status = main(sys.argv[1:]); "
+            "print('modules:', *sorted(sys.modules)); sys.exit(status)")
+    for command, unwanted in ((["tickets", "--department", "it"], _NOT_FOR_VIEWS),
+                              (["show", "IT-1001"], (*_NOT_FOR_VIEWS, "regex"))):
+        done = subprocess.run([sys.executable, "-c", code, "--config", str(config), *command],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert "Printer jams" in done.stdout
+        loaded = set(done.stdout.rpartition("modules:")[2].split())
+        assert "mailgate.storage.store" in loaded  # the list is the one it should be
+        assert not {m for m in loaded for u in unwanted
+                    if m == u or m.startswith(u + ".")}, command

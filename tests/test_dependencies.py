@@ -39,7 +39,7 @@ from mailgate.core import dependencies
 from mailgate.core.dependencies import UNKNOWN, RequestFacts, build_dependencies
 from mailgate.core.report import Stat
 from mailgate.errors import ConfigError
-from mailgate.storage.queries import dependency_view
+from mailgate.storage.reports import dependency_view
 from mailgate.storage.store import Store
 from mailgate.workers.digest import Digester
 from tests.factories import ROOT, Harness, example_directory, harness

@@ -14,13 +14,14 @@ import pytest
 
 from mailgate.storage import queries
 from mailgate.storage.gather import _by_message_ids
-from mailgate.storage.queries import TicketFilter, find_tickets, report_rows, risk_horizons
+from mailgate.storage.queries import TicketFilter, find_tickets, risk_horizons
+from mailgate.storage.reports import report_rows
 from mailgate.storage.store import Store
 from tests.factories import example_directory, harness
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 # The tables a million tickets make big: tickets, their events and their SLA clocks, by
-# name or by the aliases storage/queries.py gives them.
+# name or by the aliases storage/queries.py and storage/reports.py give them.
 BIG = {"tickets", "events", "sla_clocks", "t", "e", "c"}
 
 
@@ -30,8 +31,8 @@ def big_scans(plan: list) -> list[str]:
 
 
 def explaining(monkeypatch: pytest.MonkeyPatch) -> list[list]:
-    """Make storage/queries.py explain each of its reads instead of running it: the plans,
-    in order (the reads see no rows)."""
+    """Make storage/queries.py and storage/reports.py explain each of their reads instead
+    of running it: the plans, in order (the reads see no rows)."""
     plans: list[list] = []
 
     async def explain(store: Store, sql: str, params: Mapping[str, object],
@@ -40,7 +41,7 @@ def explaining(monkeypatch: pytest.MonkeyPatch) -> list[list]:
                                                             params)))
         return []
 
-    monkeypatch.setattr(queries, "_rows", explain)
+    monkeypatch.setattr(queries, "read_rows", explain)
     return plans
 
 

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailgate.core.report import Rate, Satisfaction, Stat, as_html, as_json, as_text
-from mailgate.storage.queries import columns, department_report
+from mailgate.storage.reports import columns, department_report
 from mailgate.storage.store import Store
 from tests.environment import missing
 from tests.factories import example_directory

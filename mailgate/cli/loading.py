@@ -7,14 +7,17 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from mailgate.cli.output import say
-from mailgate.config.directory import Directory
 from mailgate.config.settings import config_path, load_config
 from mailgate.errors import ConfigError
 from mailgate.storage import errors as store_errors
 from mailgate.storage.schema import MIGRATIONS
 from mailgate.storage.store import Store
+
+if TYPE_CHECKING:
+    from mailgate.config.directory import Directory
 
 
 def with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]],

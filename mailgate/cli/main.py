@@ -19,12 +19,12 @@ from typing import NoReturn
 from mailgate import __version__
 from mailgate.cli.output import say, say_lines
 from mailgate.errors import ConfigError, StartError
-from mailgate.service.log import setup_logging
+from mailgate.service.logwanted import want_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    want_logging(args.log_level)
     try:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows up here, not in Python's complaint at exit

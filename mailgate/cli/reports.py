@@ -21,7 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         from mailgate.core.report import as_html, as_json, as_text
-        from mailgate.storage.queries import department_report
+        from mailgate.storage.reports import department_report
 
         now = datetime.now(UTC)
         if args.dependencies:
@@ -42,7 +42,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 async def _dependencies(store: Store, directory: Directory | None, since: datetime,
                         until: datetime, args: argparse.Namespace) -> int:
     from mailgate.core import dependencies
-    from mailgate.storage.queries import dependency_view
+    from mailgate.storage.reports import dependency_view
 
     view = await dependency_view(store, directory, since, until, args.department)
     if args.json:

@@ -19,7 +19,7 @@ from mailgate.config.readers import Table, parse_duration
 from mailgate.config.settings import read_toml
 from mailgate.core.addresses import canonical, clean_address, fold_case, strip_plus
 from mailgate.core.businesstime import BusinessCalendar, HolidayLookup, calendar_from_table
-from mailgate.core.mime.headernames import LOOP_HEADERS, ROUTING_HEADERS
+from mailgate.core.headernames import LOOP_HEADERS, ROUTING_HEADERS
 from mailgate.core.model import Priority
 from mailgate.errors import ConfigError
 

@@ -510,11 +510,11 @@ def _smtp(t: Table, secrets: SecretsMode, ca_default: Path | None,
 
 def _ca_file(base: Path, t: Table, default: Path | None) -> Path | None:
     """`ca_file`: a PEM file of CA certificates trusted besides the system store."""
-    from mailgate.connect.tls import ca_file_problem
-
     value = t.str("ca_file", None)
     if not value:
         return default
+    from mailgate.connect.tls import ca_file_problem  # ssl: only when there is a file to check
+
     path = _path(base, value)
     if (problem := ca_file_problem(path)) is not None:
         t.problem("ca_file", problem)

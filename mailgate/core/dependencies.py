@@ -1,5 +1,5 @@
 """The dependency view: which departments send requests to which, and how fast each
-answers them. Pure: no I/O (mailgate/queries.py reads the rows).
+answers them. Pure: no I/O (storage/reports.py reads the rows).
 
 For the requests that came in during the period, the *requesting* department is the
 requester's department in the directory's people; a requester who is not listed (or is

@@ -3,7 +3,7 @@
 The figures describe the requests that came in during the period (a cohort): how many,
 how fast they were first answered and resolved (in the department's business time), how
 many were resolved with a single agent answer, and how their SLA clocks fared. Backlog is
-the open tickets now, whenever they came in. The query layer (storage/queries.py) reads
+the open tickets now, whenever they came in. The query layer (storage/reports.py) reads
 the rows; everything here is arithmetic and formatting over them.
 
 - median: the middle value (mean of the two middle ones for an even count);

@@ -12,7 +12,10 @@ is exact and needs none of it: json.dumps escapes every control character itself
 
 from __future__ import annotations
 
-import regex
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import regex
 
 # Control characters (C0, DEL, C1), format characters (bidi embeddings, overrides and
 # isolates, LRM/RLM/ALM, zero-width space, word joiner, BOM, soft hyphen, tags...),
@@ -20,9 +23,9 @@ import regex
 # paragraph separators, which some terminals treat as a line break.
 # ZWNJ and ZWJ (U+200C, U+200D) stay: Persian and Indic names and emoji need them to be
 # drawn right, and they cannot reorder or hide the text around them.
-_UNSAFE = regex.compile(r"[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}--[\u200c\u200d]]", regex.V1)
-_UNSAFE_KEEP_TAB = regex.compile(r"[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}--[\t\u200c\u200d]]",
-                                 regex.V1)
+_UNSAFE = r"[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}--[\u200c\u200d]]"
+_UNSAFE_KEEP_TAB = r"[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}--[\t\u200c\u200d]]"
+_compiled: dict[str, regex.Pattern[str]] = {}
 
 
 def _escape(match: regex.Match[str]) -> str:
@@ -37,7 +40,19 @@ def _escape(match: regex.Match[str]) -> str:
 def visible(text: str, *, tab: bool = False) -> str:
     """One line for a terminal: every control or format character, newline included, as
     a visible escape. With tab=True a tab stays a tab (free text such as a mail body)."""
-    return (_UNSAFE_KEEP_TAB if tab else _UNSAFE).sub(_escape, text)
+    # Printable text (str.isprintable: no C* or Z* other than " ") has nothing to escape;
+    # only the rest needs the regex module, whose import a CLI command would pay for.
+    if text.isprintable():
+        return text
+    return _unsafe(_UNSAFE_KEEP_TAB if tab else _UNSAFE).sub(_escape, text)
+
+
+def _unsafe(pattern: str) -> regex.Pattern[str]:
+    if (compiled := _compiled.get(pattern)) is None:
+        import regex
+
+        compiled = _compiled[pattern] = regex.compile(pattern, regex.V1)
+    return compiled
 
 
 def visible_lines(text: str) -> str:

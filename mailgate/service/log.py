@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import structlog
 
 from mailgate.core.terminal import visible
+from mailgate.service import logwanted
 
 # syslog priorities (RFC 5424) for structlog's method names
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
@@ -90,3 +91,7 @@ def _visible_values(logger: Any, method: str,
         if isinstance(value, str) and key != "exception":
             event[key] = visible(value)
     return event
+
+
+if (_level := logwanted.wanted()) is not None:  # the command line asked before this import
+    setup_logging(_level)

@@ -137,7 +137,7 @@ class Digester:
                                  mail: kinds.Mail) -> Outgoing:
         from mailgate.core import dependencies
         from mailgate.core.report import as_html, as_text
-        from mailgate.storage.queries import department_report, dependency_view
+        from mailgate.storage.reports import department_report, dependency_view
 
         since, directory = slot - PERIOD, snapshot.directory
         report = await department_report(self.store, directory, since, slot)
@@ -169,7 +169,7 @@ class Digester:
     async def _mail(self, snapshot: Snapshot, dept: Department, slot: datetime,
                     mail: kinds.Mail) -> Outgoing:
         from mailgate.core.report import as_html, as_text
-        from mailgate.storage.queries import department_report
+        from mailgate.storage.reports import department_report
 
         report = await department_report(self.store, snapshot.directory, slot - PERIOD,
                                          slot, [dept.key])

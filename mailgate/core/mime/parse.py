@@ -22,8 +22,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 from itertools import islice
 
 from mailgate.core.addresses import clean_address
+from mailgate.core.headernames import AUTOMATIC_HEADERS, LOOP_HEADERS, ROUTING_HEADERS
 from mailgate.core.mime import charsets, flowed, headerblock, htmltext, rfc2047, tnef, uuencode
-from mailgate.core.mime.headernames import AUTOMATIC_HEADERS, LOOP_HEADERS, ROUTING_HEADERS
 from mailgate.core.model import Address, Attachment, Inbound
 
 MAX_HEADER_CHARS = 4096  # a decoded header longer than this is cut: nobody reads further

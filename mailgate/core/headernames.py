@@ -1,5 +1,6 @@
-"""The headers parse.py keeps beside the body, by what reads them; a module of its own so
-that the directory (which checks rule headers against them) does not import the parser."""
+"""The headers parse.py keeps beside the body, by what reads them; a module of its own,
+outside core.mime, so that the directory (which checks rule headers against them) imports
+neither the parser nor the email-package replacements core.mime installs."""
 
 # Headers kept decoded in Inbound.headers, where routing rules can match them.
 LOOP_HEADERS = (
