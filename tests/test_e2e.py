@@ -311,7 +311,8 @@ async def test_sla_warning_and_breach_reach_the_sink_and_an_answer_stops_them(
         await asyncio.to_thread(env.append, mail(
             "Re: [IT-1002] New mouse", sender="Alice <alice@example.com>",
             message_id="<answer@example.com>", body="On its way.", headers={
-                "Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}))
+                "Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                          "dmarc=pass header.from=example.com"}))
         await eventually(lambda: _answered(daemon))
         [relayed] = (await env.sink.wait_for(count=3))[2:]  # alice's answer, to ann
         assert relayed.rcpt_tos == ["ann@example.com"]

@@ -26,7 +26,8 @@ SECURITY = """[security]
 trusted_domains = ["example.com"]
 authserv_id = "mx.example.com"
 """
-VERIFIED = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+VERIFIED = {"Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                      "dmarc=pass header.from=example.com"}
 
 
 @pytest.fixture

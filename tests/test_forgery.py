@@ -177,7 +177,8 @@ async def test_1_the_envelope_sender_cannot_smuggle_a_dmarc_pass(milter: Harness
 async def test_1_a_real_pass_from_our_mta_is_proof(milter: Harness) -> None:
     await milter.deliver(mail())
     await milter.deliver(forged_alice("#take", headers={
-        "Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}))
+        "Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                  "dmarc=pass header.from=example.com"}))
     assert await field(milter, "assignee") == "alice@example.com"
 
 
@@ -327,7 +328,8 @@ async def test_5_the_organisation_may_comment_when_configured(tmp_path: Path) ->
 
 async def test_5_a_notify_list_address_never_commands(milter: Harness) -> None:
     await milter.deliver(mail(to="payroll@example.com"))
-    verified = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    verified = {"Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                          "dmarc=pass header.from=example.com"}
     await milter.deliver(mail("Re: [PAY-1001] x", sender="payroll-team@example.com",
                               to="payroll@example.com", message_id="<list@example.com>",
                               body="#close", headers=verified))
@@ -342,7 +344,8 @@ async def test_a_mailbox_that_unicode_case_folds_to_an_agents_is_not_the_agent(
     """fran\u212a@example.com (KELVIN SIGN) is another SMTPUTF8 mailbox of our domain; its
     owner's mail passes DMARC for example.com, but str.lower() would make it frank's."""
     await milter.deliver(mail(to="facilities@example.com"), FACILITIES)
-    verified = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    verified = {"Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                          "dmarc=pass header.from=example.com"}
     await milter.deliver(mail("Re: [FAC-1001] x", sender="Frank <fran\u212a@example.com>",
                               to="facilities@example.com", message_id="<kelvin@example.com>",
                               body="#close", headers=verified), FACILITIES)

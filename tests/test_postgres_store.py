@@ -325,7 +325,8 @@ async def test_a_reply_racing_a_resolve_on_another_node_reopens_the_ticket(
     # (resolved: the reply reopens it), not as it was (open: the reply would be noted on
     # a ticket that then stays resolved, and autoclose closes it over her question).
     clock = FakeClock()
-    proof = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    proof = {"Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                       "dmarc=pass header.from=example.com"}
     nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
                      _pg_pipeline(clock, TrustPolicy(frozenset({"example.com"}),
                                                      "mx.example.com")), clock)
@@ -358,7 +359,8 @@ async def test_autoclose_on_another_node_does_not_close_a_ticket_a_reply_reopens
     from mailgate.workers.autoclose import AutoCloser
 
     clock = FakeClock()
-    proof = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    proof = {"Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                       "dmarc=pass header.from=example.com"}
     nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
                      _pg_pipeline(clock, TrustPolicy(frozenset({"example.com"}),
                                                      "mx.example.com")), clock)
@@ -391,7 +393,8 @@ async def test_an_escalation_on_another_node_skips_a_ticket_being_answered(
     from mailgate.workers.escalation import Escalator
 
     clock = FakeClock()  # Tuesday 10:00 Berlin: the first response is due at 15:00
-    proof = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.com"}
+    proof = {"Authentication-Results": "mx.example.com; spf=pass smtp.mailfrom=example.com; "
+                                       "dmarc=pass header.from=example.com"}
     nodes = [Harness(await Store.open(pg_url, state_dir=tmp_path / f"n{i}"),
                      _pg_pipeline(clock, TrustPolicy(frozenset({"example.com"}),
                                                      "mx.example.com")), clock)

@@ -53,7 +53,8 @@ async def make(tmp_path: Path, **settings: object) -> Harness:
 
 
 def verified(domain: str = "example.com") -> dict[str, str]:
-    return {A_R: f"mx.example.com; dmarc=pass header.from={domain}"}
+    return {A_R: f"mx.example.com; spf=pass smtp.mailfrom={domain}; "
+                 f"dmarc=pass header.from={domain}"}
 
 
 def agent(body: str, sender: str = "Alice <alice@example.com>", n: int = 1,
@@ -186,7 +187,8 @@ async def test_attachments_are_relayed_as_they_came_and_capped(tmp_path: Path) -
         raw = (
             "From: Alice <alice@example.com>\r\nTo: it-help@example.com\r\n"
             "Subject: Re: [IT-1001] Laptop\r\nMessage-ID: <att@example.com>\r\n"
-            f"{A_R}: mx.example.com; dmarc=pass header.from=example.com\r\n"
+            f"{A_R}: mx.example.com; spf=pass smtp.mailfrom=example.com; "
+            "dmarc=pass header.from=example.com\r\n"
             'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
             "--b\r\nContent-Type: text/plain\r\n\r\nSee the screenshot.\r\n"
             '--b\r\nContent-Type: image/png; name="shot.png"\r\n'

@@ -21,3 +21,12 @@ AUTOMATIC_HEADERS = (
 # Headers routing rules may match on ([[rule]] header = {...}); kept beside the loop ones.
 ROUTING_HEADERS = ("x-priority", "importance", "priority", "x-msmail-priority", "sensitivity",
                    "keywords")
+# Fields that pin a mail to what it does, for trust.py: a DKIM pass vouches for a mail's
+# tickets and commands only when its signature covers every instance of each of these
+# (RFC 6376 5.4). parse.py counts them as the MTA in front of the DKIM verifier reads the
+# header block. The tickets: Subject (its [IT-1042] tags), In-Reply-To and References
+# (tickets/conversation.py), and Message-ID (which makes a second copy a duplicate). The
+# commands: From (whose they are), and the Content- fields that decide which text of the
+# signed body is read as the mail's text.
+PINNING_FIELDS = ("subject", "in-reply-to", "references", "message-id", "from",
+                  "content-type", "content-transfer-encoding", "content-disposition")

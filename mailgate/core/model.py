@@ -92,6 +92,13 @@ class Inbound:
     headers: Mapping[str, str] = field(default_factory=dict)  # loop-relevant, lower-case names
     embedded_ids: tuple[str, ...] = ()  # Message-IDs of mail quoted inside (bounces, reports)
     auth_results: tuple[str, ...] = ()  # Authentication-Results headers, topmost first
+    # What the DKIM verifier behind our MTA read, for trust.py; only where auth_results
+    # are kept. Each DKIM-Signature field as the MTA splits the header block (unfolded,
+    # never decoded, topmost first), and how many instances of "dkim-signature" and of
+    # each headernames.PINNING_FIELDS the header has: -1 where mailgate's parser and the
+    # MTA read them differently. Empty: not counted, and then nothing is pinned.
+    dkim_signatures: tuple[str, ...] = ()
+    field_counts: Mapping[str, int] = field(default_factory=dict)
     defects: tuple[str, ...] = ()
     size: int = 0
     from_count: int = 1  # addresses in From: in all; only exactly one can be verified

@@ -24,6 +24,21 @@ From: is whatever the sender typed. mailgate believes it only as far as configur
 The MTA must remove incoming Authentication-Results carrying our id (RFC 8601 section 5),
 and must quote or escape what it copies into its own; nothing here can make up for that.
 
+What a pass proves is not all of the mail (`mail_trust`). DKIM vouches for the body and
+the fields its signature's h= lists, nothing more (RFC 6376 3.5, 5.4): whoever holds a copy
+of a signed mail can send it again with another Subject tag, an added In-Reply-To or
+References, another Message-ID, another Content-Type, or text appended beyond an l= limit,
+and DKIM still passes. So a VERIFIED sender is REPLAYABLE unless the proof pins the mail:
+- `spf=pass` for the From: domain (or a parent): the mail came whole from that domain's
+  own servers; no copy made elsewhere passes;
+- or an aligned `dkim=pass` whose signature covers every instance of every field of
+  headernames.PINNING_FIELDS the mail has (a Message-ID among them) and signs all of the
+  body (no l=). The signature that passed is the DKIM-Signature field whose d=, s= and b=
+  match the result's header.d, header.s and header.b (RFC 8601 2.7.1, RFC 6008); when
+  several could be it, each of them must cover. Any DKIM-Signature field that does not
+  parse (dkimsig.py), or that the MTA and mailgate's parser do not see alike, pins nothing.
+- `dmarc=pass` alone pins nothing: it rests on SPF or on DKIM, and does not say which.
+
 Email commands (#resolve, #assign ...) are accepted only from senders `may_command`
 approves; everything else is still a ticket or a reply, just never an instruction.
 """
@@ -34,9 +49,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mailgate.core import authres
+from mailgate.core import authres, dkimsig
 from mailgate.core.addresses import within
 from mailgate.core.authres import AuthResults, Result
+from mailgate.core.dkimsig import Signature
+from mailgate.core.headernames import PINNING_FIELDS
 from mailgate.core.model import Inbound
 
 # RFC 8601's and RFC 8904's property types; the bytes of one header OpenDKIM parses.
@@ -49,6 +66,9 @@ class Trust(StrEnum):
     UNVERIFIED = "unverified"  # one of ours, but our MTA did not vouch for it
     DOMAIN = "domain"  # one of ours; no authserv_id configured, so the domain is all we have
     VERIFIED = "verified"  # one of ours and SPF/DKIM/DMARC passed per our own MTA
+    # One of ours, and our MTA vouched for the sender, but not for what puts this copy of
+    # the mail on its tickets or which text its commands are: it may be a replayed copy.
+    REPLAYABLE = "replayable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +89,18 @@ def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
                                          domain):
         return Trust.VERIFIED
     return Trust.UNVERIFIED
+
+
+def mail_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
+    """What this copy of the mail proves, for the tickets it lands on and the commands
+    in it: `sender_trust`, a VERIFIED sender REPLAYABLE where the proof does not pin the
+    fields that choose the tickets and the text (see the module's docstring)."""
+    trust = sender_trust(msg, policy)
+    if trust is not Trust.VERIFIED or policy.authserv_id is None or msg.sender is None:
+        return trust
+    results = _counted(msg.auth_results, _ascii_lower(policy.authserv_id)) or []
+    domain = msg.sender.addr.rpartition("@")[2].lower()
+    return Trust.VERIFIED if _pinned(msg, results, domain) else Trust.REPLAYABLE
 
 
 def dmarc_failed(msg: Inbound, policy: TrustPolicy) -> bool:
@@ -96,6 +128,65 @@ def _verified(headers: Iterable[str], authserv_id: str, domain: str) -> bool:
     if any(_vetoes(r, domain) for r in results):
         return False
     return any(_passes(r, domain) for r in results)
+
+
+def _pinned(msg: Inbound, results: list[Result], domain: str) -> bool:
+    if any(r.method == "spf" and _passes(r, domain) for r in results):
+        return True  # the mail came from our domain's own servers, headers and all
+    signatures = _signatures(msg)
+    return signatures is not None and any(
+        _covering(r, signatures, msg) for r in results
+        if r.method == "dkim" and _passes(r, domain))
+
+
+def _signatures(msg: Inbound) -> list[Signature] | None:
+    """Every DKIM-Signature field, read; None when one does not parse, or the MTA read
+    others than parse.py kept (a name with blanks before its colon, too many, too long):
+    the one that passed could be one we cannot read."""
+    if len(msg.dkim_signatures) != msg.field_counts.get("dkim-signature"):
+        return None
+    found = [dkimsig.parse(value) for value in msg.dkim_signatures]
+    return None if None in found else [s for s in found if s is not None]
+
+
+def _covering(result: Result, signatures: list[Signature], msg: Inbound) -> bool:
+    """Whether the signature this pass is about covers the mail; every one it could be."""
+    candidates = [s for s in signatures if _is_about(result, s)]
+    return bool(candidates) and all(_covers(s, msg) for s in candidates)
+
+
+def _is_about(result: Result, signature: Signature) -> bool:
+    """Whether `result` can be about `signature`: each of header.d, header.s, header.i
+    and header.b it gives matches (header.b: a prefix of b=, RFC 6008)."""
+    for prop in result.properties:
+        if prop.ptype != "header":
+            continue
+        if prop.property == "d" and _ascii_lower(prop.value) != signature.domain:
+            return False
+        if prop.property == "s" and _ascii_lower(prop.value) != signature.selector:
+            return False
+        if prop.property == "b" and not signature.b.startswith(prop.value):
+            return False
+        if prop.property == "i" and not _same_identity(prop.value, signature.identity):
+            return False
+    return True
+
+
+def _same_identity(written: str, identity: str) -> bool:
+    local, _, domain = written.rpartition("@")
+    their_local, _, their_domain = identity.rpartition("@")
+    return local == their_local and _ascii_lower(domain) == _ascii_lower(their_domain)
+
+
+def _covers(signature: Signature, msg: Inbound) -> bool:
+    """Every instance of every pinning field signed (a field absent from the mail need
+    not be: this copy does not have it), a Message-ID among them, and all of the body.
+    A count of -1 is a field parse.py and the MTA read differently."""
+    counts = msg.field_counts
+    if signature.body_length is not None or counts.get("message-id", 0) < 1:
+        return False
+    return all(0 <= counts.get(name, 0) <= signature.instances(name)
+               for name in PINNING_FIELDS)
 
 
 def _counted(headers: Iterable[str], authserv_id: str) -> list[Result] | None:

@@ -25,7 +25,7 @@ from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing, proven_refs
 from mailgate.core.routing import Route, Searched, routes_for, searches_of
-from mailgate.core.trust import TrustPolicy, dmarc_failed, sender_trust
+from mailgate.core.trust import TrustPolicy, dmarc_failed, mail_trust
 from mailgate.errors import BadMessage
 from mailgate.intake.read import Asked, Read
 from mailgate.outbound.compose import RelayParts
@@ -294,7 +294,7 @@ class Pipeline:
         facts = replace(facts, threaded=await self._thread(tx, msg, verdict))
         existing = list(facts.threaded)
         request = Request(msg, verdict, tuple(pending), routes, tuple(pending),
-                          sender_trust(msg, self.settings.trust))
+                          mail_trust(msg, self.settings.trust))
         if existing and verdict.kind is MailKind.REQUEST:
             stale = [t for t in existing if is_stale(t, msg, self.directory,
                                                       self.settings.reopen_window, now)]
@@ -393,7 +393,7 @@ class Pipeline:
         """A follow-up to known tickets: read, decide (reply.py), write (apply.py). A
         person's mail works the tickets; automatic mail is only noted."""
         msg, tickets = arrival.msg, list(read.threaded)
-        trust = sender_trust(msg, self.settings.trust)
+        trust = mail_trust(msg, self.settings.trust)
         effects: list[Effect] = [StoreMessage(verdict.kind, trust),
                                  AddReceipts(tuple(pending), "reply")]
         person = verdict.kind in (MailKind.REQUEST, MailKind.BULK)

@@ -266,7 +266,8 @@ class Conversation:
         plan.log("warning", "member.unproven", ticket=t.st.ref, sender=mail.sender,
                  trust=mail.trust.value)
         self._notice(plan, t, dept, K.UNPROVEN_NOTICE, member,
-                     {"name": self._name(member, mail), "text": text[:2000]})
+                     {"name": self._name(member, mail), "text": text[:2000],
+                      "replayable": mail.trust is Trust.REPLAYABLE})
         return "unproven"
 
     def _from_other(self, plan: _Plan, t: TicketChanges, dept: Department | None, text: str,

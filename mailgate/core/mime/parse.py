@@ -22,7 +22,12 @@ from email.utils import getaddresses, parsedate_to_datetime
 from itertools import islice
 
 from mailgate.core.addresses import clean_address
-from mailgate.core.headernames import AUTOMATIC_HEADERS, LOOP_HEADERS, ROUTING_HEADERS
+from mailgate.core.headernames import (
+    AUTOMATIC_HEADERS,
+    LOOP_HEADERS,
+    PINNING_FIELDS,
+    ROUTING_HEADERS,
+)
 from mailgate.core.mime import charsets, flowed, headerblock, htmltext, rfc2047, tnef, uuencode
 from mailgate.core.model import Address, Attachment, Inbound
 
@@ -88,6 +93,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
     message_id = _first_id(r.header("message-id"))
     senders = _address_pairs(r, "from")
     body, attachments, part_types = _body_and_attachments(r, max_body_chars)
+    auth_results, signatures, counts = _authentication(r, raw)
     defects.extend(type(d).__name__ for d in msg.defects[:20])
     return Inbound(
         message_id=message_id,
@@ -104,7 +110,9 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         body=body,
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
-        auth_results=_auth_results(r, raw),
+        auth_results=auth_results,
+        dkim_signatures=signatures,
+        field_counts=counts,
         headers={name: r.header(name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
                  if name in r.index}
         | _content_type_headers(msg),
@@ -200,45 +208,87 @@ def _unfolded(value: str) -> str:
 
 # A header field line as Postfix's is_header() reads one: a name, optional blanks, a colon
 # (RFC 5322 4.5 obsolete syntax allows the blanks).
-_MTA_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
-_AR_NAME = re.compile(rb"authentication-results:", re.IGNORECASE)
+_MTA_FIELD = re.compile(rb"([!-9;-~]+)([ \t]*):")
 MAX_MTA_HEADER_LINES = 10_000
+MAX_SIGNATURES = 10
 
 
-def _auth_results_as_mta_reads(raw: bytes) -> int:
-    """How many Authentication-Results fields an MTA finds, and so what strips forged ones
-    (a header_checks rule, a milter) sees: lines ended by LF, fields and their
-    continuations up to the first line that is neither (an empty line, or a line without a
-    colon, where an MTA's body starts and headerblock.mend reads on). -1 past
-    MAX_MTA_HEADER_LINES lines: not counted, so never equal."""
-    found, in_field = 0, False
+@dataclass(frozen=True, slots=True)
+class _MtaField:
+    name: bytes  # as written, before the blanks and the colon
+    blanks: bool  # blanks before the colon
+    value: bytes  # after the colon, continuation lines and their line ends included
+
+
+def _fields_as_mta_reads(raw: bytes) -> list[_MtaField] | None:
+    """The header fields as an MTA finds them, and so what strips forged ones (a
+    header_checks rule, a milter) and the DKIM verifier see: lines ended by LF, fields
+    and their continuations up to the first line that is neither (an empty line, or a line
+    without a colon, where an MTA's body starts and headerblock.mend reads on). None past
+    MAX_MTA_HEADER_LINES lines: not counted."""
+    spans: list[tuple[re.Match[bytes], int]] = []  # each field's name line, and its end
     start = raw.index(b"\n") + 1 if raw.startswith(b"From ") and b"\n" in raw else 0
     for _ in range(MAX_MTA_HEADER_LINES):
         end = raw.find(b"\n", start)
-        end = len(raw) if end < 0 else end
-        if not (in_field and raw[start:start + 1] in (b" ", b"\t")):  # not a continuation
-            if start >= len(raw) or not _MTA_FIELD.match(raw, start, end):
-                return found
-            in_field = True
-            found += _AR_NAME.match(raw, start, end) is not None
-        start = end + 1
-    return -1
+        end = len(raw) if end < 0 else end + 1
+        if spans and raw[start:start + 1] in (b" ", b"\t"):  # a continuation
+            spans[-1] = (spans[-1][0], end)
+        else:
+            found = _MTA_FIELD.match(raw, start, end) if start < len(raw) else None
+            if found is None:
+                return [_MtaField(m.group(1), bool(m.group(2)), raw[m.end():stop])
+                        for m, stop in spans]
+            spans.append((found, end))
+        start = end
+    return None
 
 
-def _auth_results(r: _Reading, raw: bytes) -> tuple[str, ...]:
-    """The headers as the MTA wrote them, only unfolded, for authres.py's grammar. Never
-    RFC 2047-decoded (an encoded word in a copied envelope sender would become structure)
-    and never cut (a cut header could end in a pass). None at all when compat32 found
-    other fields than an MTA does: "X-Note: x<CR>Authentication-Results: ..." (compat32
-    ends a line at a CR alone, an MTA only at LF), "Authentication-Results : ..." or one
-    below a line without a colon (both read after headerblock.mend) is a header no rule
-    stripped, and one of ours to us. None either when a field RFC 5322 allows once is
-    there twice: which one did the verifier check?"""
+def _authentication(r: _Reading, raw: bytes
+                    ) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, int]]:
+    """The Authentication-Results headers as the MTA wrote them, only unfolded, for
+    authres.py's grammar; with them what trust.py needs to see what a DKIM pass vouches
+    for (Inbound.dkim_signatures, Inbound.field_counts).
+
+    Never RFC 2047-decoded (an encoded word in a copied envelope sender would become
+    structure) and never cut (a cut header could end in a pass). None at all when compat32
+    found other fields than an MTA does: "X-Note: x<CR>Authentication-Results: ..."
+    (compat32 ends a line at a CR alone, an MTA only at LF), "Authentication-Results :
+    ..." or one below a line without a colon (both read after headerblock.mend) is a
+    header no rule stripped, and one of ours to us. None either when a field RFC 5322
+    allows once is there twice: which one did the verifier check?"""
     values = r.values("authentication-results")
-    if not values or _repeated_once_only_field(r) or len(values) != _auth_results_as_mta_reads(
-            raw):
-        return ()
-    return tuple(_unfolded(v) for v in values[:10])
+    if not values or _repeated_once_only_field(r):
+        return (), (), {}
+    fields = _fields_as_mta_reads(raw)
+    if fields is None or len(values) != sum(
+            f.name.lower() == b"authentication-results" and not f.blanks for f in fields):
+        return (), (), {}
+    signatures = tuple(_field_text(f.value) for f in fields
+                       if f.name.lower() == b"dkim-signature" and not f.blanks)
+    return (tuple(_unfolded(v) for v in values[:10]),
+            signatures[:MAX_SIGNATURES], _field_counts(r, fields))
+
+
+def _field_counts(r: _Reading, fields: list[_MtaField]) -> dict[str, int]:
+    """Instances of each pinning field and of DKIM-Signature, as the MTA reads the header;
+    -1 where one is written with blanks before its colon (does the verifier take it for
+    that field?) or, for a pinning field, where compat32 counts otherwise (mailgate reads
+    another field than the verifier checked)."""
+    counts = dict.fromkeys((*PINNING_FIELDS, "dkim-signature"), 0)
+    for f in fields:
+        name = f.name.lower().decode("ascii")
+        if name in counts and counts[name] >= 0:
+            counts[name] = -1 if f.blanks else counts[name] + 1
+    for name in PINNING_FIELDS:
+        if counts[name] != len(r.values(name)):
+            counts[name] = -1
+    return counts
+
+
+def _field_text(value: bytes) -> str:
+    """A field's value as text, unfolded; bytes that are not ASCII become U+FFFD."""
+    text = value.decode("ascii", "replace")
+    return _FOLD.sub("", text.removesuffix("\n").removesuffix("\r"))
 
 
 # RFC 5322 section 3.6: at most one of each. DKIM signs the last instance of a field, we
