@@ -21,7 +21,15 @@ from mailgate.core.render import Renderer
 from mailgate.core.trust import TrustPolicy
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.storage.store import Store
-from tests.factories import TEMPLATES, TEST_KEYS, FakeClock, Harness, example_directory, mail
+from tests.factories import (
+    FACILITIES,
+    TEMPLATES,
+    TEST_KEYS,
+    FakeClock,
+    Harness,
+    example_directory,
+    mail,
+)
 from tests.harness import database
 
 B = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdEfGhIjKlMnOp="
@@ -214,3 +222,24 @@ async def test_an_spf_pass_still_proves_the_mail_came_from_our_servers(
         milter: Harness) -> None:
     await milter.deliver(alices("#close", results=(SPF,), signatures=()))
     assert await field(milter, "status") == "closed"
+
+
+# --- the same copy through another mailbox ---------------------------------------------------
+
+
+async def test_a_copy_through_another_departments_mailbox_runs_nothing_again(
+        milter: Harness) -> None:
+    """Her signed '#take', every field covered, sent again unchanged to the facilities
+    address (or Bcc'd there): the same mail, worked on IT-1001 once already."""
+    signed = alices("#take", fields={"In-Reply-To": "<req-1@example.com>"})
+    await milter.deliver(signed)
+    [(key,)] = await milter.rows("SELECT message_id FROM outbox WHERE kind = 'notify-team' "
+                                 "AND recipients = '[\"bob@example.com\"]' ORDER BY id LIMIT 1")
+    await milter.deliver(mail("Re: [IT-1001] x", sender="bob@example.com", body="#take",
+                              message_id="<bob-1@example.com>",
+                              headers={"In-Reply-To": f"<{key}>"}))
+    outcome = await milter.deliver(signed, FACILITIES)
+    assert (outcome.action, outcome.tickets) == ("duplicate", ("IT-1001",))
+    assert await field(milter, "assignee") == "bob@example.com"
+    assert await milter.count("events", "kind = 'assigned'") == 2
+    assert (await milter.deliver(signed, FACILITIES)).action == "duplicate"

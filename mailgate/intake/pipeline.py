@@ -293,6 +293,8 @@ class Pipeline:
         verdict = classify(msg, self.loop_context)
         facts = replace(facts, threaded=await self._thread(tx, msg, verdict))
         existing = list(facts.threaded)
+        if existing and facts.message is not None:
+            return await self._worked_already(tx, mail, arrival, existing, pending, now)
         request = Request(msg, verdict, tuple(pending), routes, tuple(pending),
                           mail_trust(msg, self.settings.trust))
         if existing and verdict.kind is MailKind.REQUEST:
@@ -320,6 +322,22 @@ class Pipeline:
         if msg.sender is None:
             raise BadMessage("no usable From address")
         return await self._open(tx, mail, arrival, request, facts, now)
+
+    async def _worked_already(self, tx: Tx, mail: Received, arrival: Arrival,
+                              tickets: list[TicketState], pending: list[str],
+                              now: datetime) -> Outcome:
+        """This very mail (same key, same content) is stored already and threads into
+        tickets: it was worked on them when it came through another department's mailbox
+        (a Bcc, or a copy someone sent there again). The new departments receive it; its
+        answers and commands are not carried out a second time."""
+        await apply(tx, [AddReceipts(tuple(pending), "duplicate")], arrival,
+                    self._mail_writer(mail, arrival.msg, now), now)
+        assert arrival.stored is not None
+        times = await tx.record_redelivery(arrival.stored, now)
+        refs = tuple(t.ref for t in tickets)
+        log.info("message.duplicate", message_id=arrival.msg.message_id,
+                 source=arrival.source, departments=pending, tickets=refs, deliveries=times)
+        return Outcome("duplicate", refs, reason="already worked on " + ", ".join(refs))
 
     async def _ignore(self, tx: Tx, mail: Received, arrival: Arrival, verdict: Verdict,
                       pending: list[str], now: datetime) -> Outcome:
