@@ -243,3 +243,16 @@ async def test_a_copy_through_another_departments_mailbox_runs_nothing_again(
     assert await field(milter, "assignee") == "bob@example.com"
     assert await milter.count("events", "kind = 'assigned'") == 2
     assert (await milter.deliver(signed, FACILITIES)).action == "duplicate"
+
+
+async def test_the_team_is_told_a_requesters_mail_may_be_a_replayed_copy(
+        milter: Harness) -> None:
+    await milter.deliver(mail("Monitor flickers", message_id="<req-3@example.com>"))  # IT-1003
+    signed = alices("Thanks, that fixed it.", subject="Re: [IT-1003] Monitor flickers",
+                    h=ALL.replace("subject:", "")).replace(b"Alice Adams <alice@", b"Ann <ann@")
+    await milter.deliver(signed)
+    rows = await milter.rows("SELECT raw FROM outbox WHERE kind = 'relay-team' ORDER BY id")
+    text = email.message_from_bytes(rows[-1][0]).get_payload(decode=True).decode()
+    assert "may be a copy of another mail" in text and "Thanks, that fixed it." in text
+    assert await milter.rows("SELECT sender_trust FROM messages WHERE message_id = "
+                             "'alice-1@example.com'") == [("replayable",)]

@@ -565,6 +565,7 @@ class Conversation:
         author = mail.msg.sender
         name = author.name if author and author.name else mail.sender
         context = {"text": text, "kind": kind, "reopened": reopened, "unverified": unverified,
+                   "replayable": unverified and mail.trust is Trust.REPLAYABLE,
                    "author": {"name": author.name if author else "", "address": mail.sender},
                    "left_out": list(parts.left_out)}
         sent = plan.event(t, "relayed", actor=mail.sender, visibility="internal",
