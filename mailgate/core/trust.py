@@ -29,14 +29,16 @@ the fields its signature's h= lists, nothing more (RFC 6376 3.5, 5.4): whoever h
 of a signed mail can send it again with another Subject tag, an added In-Reply-To or
 References, another Message-ID, another Content-Type, or text appended beyond an l= limit,
 and DKIM still passes. So a VERIFIED sender is REPLAYABLE unless the proof pins the mail:
-- `spf=pass` for the From: domain (or a parent): the mail came whole from that domain's
-  own servers; no copy made elsewhere passes;
+- an aligned `spf=pass` (as above): the mail came from a server the From: domain
+  authorises, our own; a copy sent from anywhere else does not pass, and whoever can
+  send through those servers can forge a From: outright anyway;
 - or an aligned `dkim=pass` whose signature covers every instance of every field of
   headernames.PINNING_FIELDS the mail has (a Message-ID among them) and signs all of the
   body (no l=). The signature that passed is the DKIM-Signature field whose d=, s= and b=
   match the result's header.d, header.s and header.b (RFC 8601 2.7.1, RFC 6008); when
-  several could be it, each of them must cover. Any DKIM-Signature field that does not
-  parse (dkimsig.py), or that the MTA and mailgate's parser do not see alike, pins nothing.
+  several could be it, each of them must cover. When one DKIM-Signature field does not
+  parse (dkimsig.py), or the MTA and mailgate's parser do not see the fields alike, no
+  DKIM pass pins: the one that passed may be one we cannot read.
 - `dmarc=pass` alone pins nothing: it rests on SPF or on DKIM, and does not say which.
 
 Email commands (#resolve, #assign ...) are accepted only from senders `may_command`
