@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailgate.core import dkimsig
+from mailgate.core.headernames import PINNING_FIELDS
 from mailgate.core.mime.parse import parse
 from mailgate.core.trust import Trust, TrustPolicy, mail_trust, sender_trust
 
@@ -268,3 +269,25 @@ def test_more_signatures_than_are_read_pin_nothing() -> None:
     raw = mail_with(*[sig()] * 11)
     assert trust(raw) is Trust.REPLAYABLE
     assert trust(mail_with(*[sig()] * 10)) is Trust.VERIFIED
+
+
+_EXTRA = {"in-reply-to": "In-Reply-To: <req-1@example.com>",
+          "references": "References: <req-0@example.com> <req-1@example.com>",
+          "content-transfer-encoding": "Content-Transfer-Encoding: 7bit",
+          "content-disposition": "Content-Disposition: inline"}
+_ALWAYS = {"from", "subject", "message-id", "content-type"}  # in every mail_with() mail
+
+
+@given(st.sets(st.sampled_from(sorted(_EXTRA))),
+       st.sets(st.sampled_from(PINNING_FIELDS), max_size=2),
+       st.permutations([*PINNING_FIELDS, "to", "date", "x-mailer"]),
+       st.lists(st.booleans(), min_size=11, max_size=11), st.sampled_from([":", " : "]))
+def test_pinned_exactly_when_every_present_pinning_field_is_signed(
+        present: set[str], left_out: set[str], names: list[str], upper: list[bool],
+        colon: str) -> None:
+    signed = [n.upper() if up else n for n, up in zip(names, upper, strict=True)
+              if n not in left_out]
+    raw = mail_with(sig(colon.join(signed)),
+                    fields="\r\n".join(_EXTRA[n] for n in sorted(present)))
+    expected = Trust.REPLAYABLE if left_out & (_ALWAYS | present) else Trust.VERIFIED
+    assert trust(raw) is expected
