@@ -45,7 +45,7 @@ from mailgate.core.commands import parse_commands  # noqa: E402
 from mailgate.core.mime import parse as parse_module  # noqa: E402
 from mailgate.core.mime.largemail import lighten  # noqa: E402
 from mailgate.core.replykey import proven_refs  # noqa: E402
-from mailgate.core.routing import Search, search_ahead  # noqa: E402
+from mailgate.core.rulesearch import Search, search_ahead  # noqa: E402
 from mailgate.core.trim import trim_reply  # noqa: E402
 from mailgate.core.trust import TrustPolicy, sender_trust  # noqa: E402
 from mailgate.intake.read import Asked, read_mail  # noqa: E402

@@ -16,15 +16,8 @@ from mailgate.config.directory import Directory, load_directory
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Origin, Priority
 from mailgate.core.render import Renderer
-from mailgate.core.routing import (
-    MAX_BODY_CHARS,
-    Route,
-    Search,
-    departments_for,
-    routes_for,
-    search_ahead,
-    searches_of,
-)
+from mailgate.core.routing import Route, departments_for, routes_for, searches_of
+from mailgate.core.rulesearch import MAX_BODY_CHARS, Search, search_ahead
 from mailgate.errors import ConfigError
 from mailgate.intake.pipeline import Pipeline, PipelineSettings
 from mailgate.intake.smtp import PushHandler

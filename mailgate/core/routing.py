@@ -13,7 +13,6 @@ Order of decision:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import regex
@@ -21,31 +20,10 @@ import regex
 from mailgate.config.directory import Directory, Rule
 from mailgate.core.addresses import strip_plus
 from mailgate.core.model import Inbound, Origin, Priority
+from mailgate.core.rulesearch import Search, Searched, field_text, found_in_time
 from mailgate.service.log import get_logger
 
 log = get_logger("mailgate.core.routing")
-
-# Mail is hostile: a rule like a.*b.*c backtracks for seconds on crafted text. Every search
-# looks at a bounded prefix and is stopped after SEARCH_TIMEOUT; a stopped search counts as
-# no match (logged), so one slow rule costs at most that much per message.
-SEARCH_TIMEOUT = 0.05  # seconds
-MAX_SUBJECT_CHARS = 1000
-MAX_BODY_CHARS = 10_000
-MAX_HEADER_CHARS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Search:
-    """One regex search a rule can ask of a message: a pattern on one field of it."""
-
-    pattern: str
-    flags: int
-    field: str  # "subject", "body" or "header:<lower-case name>"
-
-
-# Searches done ahead, in a reading process (intake/read.py): True/False, or None when the
-# search ran out of time. A search not in it is done here.
-Searched = Mapping[Search, bool | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,26 +88,6 @@ def searches_of(directory: Directory) -> tuple[Search, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def search_ahead(msg: Inbound, searches: tuple[Search, ...]) -> dict[Search, bool | None]:
-    """Do SEARCHES on MSG (in a reading process, where no other thread wants the GIL)."""
-    done: dict[Search, bool | None] = {}
-    for search in searches:
-        text = field_text(msg, search.field)
-        if text is not None:
-            done[search] = _search(regex.compile(search.pattern, search.flags), text)
-    return done
-
-
-def field_text(msg: Inbound, field: str) -> str | None:
-    """The bounded text of MSG a search on FIELD reads; None for a header it lacks."""
-    if field == "subject":
-        return msg.subject[:MAX_SUBJECT_CHARS]
-    if field == "body":
-        return msg.body[:MAX_BODY_CHARS]
-    value = msg.headers.get(field.removeprefix("header:"))
-    return None if value is None else value[:MAX_HEADER_CHARS]
-
-
 def _patterns(rule: Rule) -> list[tuple[regex.Pattern[str], str]]:
     """The rule's searches in the order they are tried: subject, headers, body last."""
     found = [(rule.subject, "subject")] if rule.subject else []
@@ -140,25 +98,11 @@ def _patterns(rule: Rule) -> list[tuple[regex.Pattern[str], str]]:
 def _matches(rule: Rule, pattern: regex.Pattern[str], field: str, text: str,
              searched: Searched) -> bool:
     key = Search(pattern.pattern, pattern.flags, field)
-    result = searched[key] if key in searched else _search(pattern, text)
+    result = searched[key] if key in searched else found_in_time(pattern, text)
     if result is None:
         log.warning("rule.timeout", rule=rule.name, pattern=pattern.pattern[:200],
                     chars=len(text))
     return bool(result)
-
-
-def _search(pattern: regex.Pattern[str], text: str) -> bool | None:
-    """Whether PATTERN is found in TEXT; None when the search ran out of time.
-
-    The timeout makes regex give up the GIL and wait to get it back: on the event loop's
-    thread, with the IMAP and SMTP threads busy, about 0.25 ms per search where the search
-    itself takes 20 us. So mail fetched over IMAP is searched ahead in its reading process
-    (search_ahead), and only pushed mail is searched here. concurrent=False: regex would
-    otherwise release the GIL for every search of a str as well."""
-    try:
-        return pattern.search(text, timeout=SEARCH_TIMEOUT, concurrent=False) is not None
-    except TimeoutError:
-        return None
 
 
 def _addressed(addr: str, wanted: tuple[str, ...]) -> bool:

@@ -24,7 +24,8 @@ from mailgate.core.mime.parse import fingerprint, parse
 from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
 from mailgate.core.render import Renderer
 from mailgate.core.replykey import KeyRing, proven_refs
-from mailgate.core.routing import Route, Searched, routes_for, searches_of
+from mailgate.core.routing import Route, routes_for, searches_of
+from mailgate.core.rulesearch import Searched
 from mailgate.core.trust import TrustPolicy, dmarc_failed, mail_trust
 from mailgate.errors import BadMessage
 from mailgate.intake.read import Asked, Read

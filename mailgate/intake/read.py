@@ -15,7 +15,7 @@ from pathlib import Path
 from mailgate.core.mime.files import Part, extract, select
 from mailgate.core.mime.parse import parse
 from mailgate.core.model import Inbound
-from mailgate.core.routing import Search, search_ahead
+from mailgate.core.rulesearch import Search, search_ahead
 from mailgate.outbound.compose import RelayParts, carries_parts, relay_parts
 from mailgate.storage.attachments import AttachmentStore
 from mailgate.storage.packing import pack
@@ -28,7 +28,7 @@ class Asked:
 
     body_limit: int  # [limits] max_body_chars
     relay_limit: int  # [conversation] max_relay_bytes
-    searches: tuple[Search, ...] = ()  # the routing rules' searches (routing.py)
+    searches: tuple[Search, ...] = ()  # the routing rules' searches (rulesearch.py)
     attachment_limit: int = 0  # [limits] max_attachment_bytes: what is stored ahead
     # CPU seconds one mail may take to read in a reading process. Reading is linear in the
     # mail's size (a read-ahead group is at most 2 MB: well under a second), so only a mail
