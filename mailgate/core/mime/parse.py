@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email import errors, message_from_bytes
 from email.message import Message
+from email.policy import Compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from itertools import islice
 
@@ -39,6 +40,7 @@ MAX_DEFECTS = 50
 _MSGID = re.compile(r"<([^<>\s]{1,900})>")
 _WHITESPACE = re.compile(r"[\s\x00]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # CRLF + WSP is the WSP (RFC 5322 unfolding)
+_FOLD_ANY = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")  # compat32 also ends a line at a lone CR
 _UNDECLARED_8BIT = re.compile("[\udc80-\udcff]")  # compat32's surrogate-escaped raw bytes
 # The CRs of a run that ends in LF (CRLF, and QP's "=0D" before a line end), from the run's
 # first CR: see line_ends().
@@ -160,18 +162,35 @@ def read_message(raw: bytes, defects: list[str]) -> Message:
     return msg
 
 
+class _Unfolding(Compat32):
+    """compat32, with a header's value unfolded when it is fetched (RFC 5322 2.2.3: the
+    CRLF before a blank is removed, the blank stays). compat32 hands it over folded, and
+    its parameter reading then keeps the line break inside a quoted value: a boundary that
+    Outlook folded inside its quotes never matched the delimiter lines, and the whole mail
+    was read as one text with the raw MIME in it. Only a folded value pays for the check
+    of its line breaks; what is stored (raw_items(), as_bytes()) stays as it was sent."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            value = _FOLD_ANY.sub("", value)
+        return super().header_fetch_parse(name, value)  # type: ignore[return-value]
+
+
+_UNFOLDING = _Unfolding()
+
+
 def _read_message(raw: bytes, defects: list[str]) -> Message:
-    msg = message_from_bytes(raw)
+    msg = message_from_bytes(raw, policy=_UNFOLDING)
     if any(isinstance(d, errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
         mended, repairs = headerblock.mend(raw)
         if repairs:
             defects.extend(repairs)
-            raw, msg = mended, message_from_bytes(mended)
+            raw, msg = mended, message_from_bytes(mended, policy=_UNFOLDING)
     if any(isinstance(d, errors.NoBoundaryInMultipartDefect) for d in msg.defects):
         mended, repairs = headerblock.mend_boundary(raw)
         if repairs:
             defects.extend(repairs)
-            msg = message_from_bytes(mended)
+            msg = message_from_bytes(mended, policy=_UNFOLDING)
     return msg
 
 
