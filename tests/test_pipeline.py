@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import os
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -437,3 +438,24 @@ async def test_mail_that_breaks_routing_is_left_to_handle(h: Harness,
         outcomes = [await h.pipeline.handle(tx, raw, IT, read)
                     for raw, read in zip(raws, reads, strict=True)]
     assert [o.action for o in outcomes] == ["ticket", "quarantined"]
+
+
+async def test_mail_past_a_small_size_is_read_off_the_event_loop(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile shape reads at up to seconds a MB: only small mail is parsed on the
+    event loop's thread (pushed mail, and IMAP mail not read ahead)."""
+    read_on: list[str] = []
+    real_parse = pipeline_module.parse
+
+    def parse(raw: bytes, max_body_chars: int) -> object:
+        read_on.append(threading.current_thread().name)
+        return real_parse(raw, max_body_chars)
+
+    monkeypatch.setattr(pipeline_module, "parse", parse)
+    small = mail("Small", message_id="<small@x>")
+    html = b"Content-Type: text/html\r\n\r\n" + b"<" * (pipeline_module.PARSE_INLINE_UP_TO + 1)
+    bigger = mail("Bigger", message_id="<bigger@x>").replace(
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n", html)
+    assert (await h.deliver(small)).tickets and (await h.deliver(bigger)).tickets
+    loop = threading.current_thread().name
+    assert read_on[0] == loop and read_on[1] != loop, read_on

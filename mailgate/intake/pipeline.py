@@ -564,11 +564,17 @@ class Pipeline:
 KEY_IN_TEXT = re.compile(r"mgk1\.[A-Za-z0-9._-]{20,300}")
 
 
+# Reading takes time linear in a mail's size, but up to ~3.5 s a MB for a hostile shape
+# (bench/hostile_scaling.py: an HTML body of 256 KB of "<" took 0.85 s): on the event loop
+# that would stall every connection, mailbox and the metrics endpoint. Inline, a mail up
+# to this size stalls it for at most ~0.2 s; ordinary mail is far below it.
+PARSE_INLINE_UP_TO = 64 * 1024
+
+
 async def _safe_parse(raw: bytes, max_body_chars: int,
-                      in_thread_above: int = 1024 * 1024) -> Inbound | None:
-    """Parse; a large message in a worker thread (seconds of CPU for 50 MB would stall
-    every connection and the metrics endpoint), small mail inline (a thread hop would
-    cost more than parsing it)."""
+                      in_thread_above: int = PARSE_INLINE_UP_TO) -> Inbound | None:
+    """Parse; a larger message in a worker thread (PARSE_INLINE_UP_TO), small mail inline
+    (a thread hop would cost more than parsing it)."""
     try:
         if len(raw) > in_thread_above:
             return await asyncio.to_thread(parse, raw, max_body_chars)
