@@ -59,7 +59,7 @@ async def test_a_request_from_such_an_address_is_a_ticket_acknowledged_to_it(
     [(recipients, raw)] = await h.rows("SELECT recipients, raw FROM outbox WHERE kind = 'ack'")
     assert json.loads(recipients) == [JOERG]
     ack = email.message_from_bytes(raw, policy=email.policy.SMTPUTF8)
-    assert ack["To"] == JOERG and ack["Message-ID"].startswith("<mgk1.")
+    assert ack["To"] == JOERG and ack["Message-ID"].startswith("<mgk2.")
 
 
 class NoUtf8Sink(SmtpSink):

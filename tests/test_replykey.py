@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailgate.core.replykey import KeyRing, keyed_message_id, proven_refs
+from mailgate.core.replykey import (
+    KeyRing,
+    _mac,
+    keyed_message_id,
+    proven_refs,
+    valid_keys,
+)
 from mailgate.service import keyfile
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -26,7 +32,7 @@ def key(recipient: str = "alice@example.com", refs: tuple[str, ...] = ("IT-1042"
 
 def test_a_key_proves_its_ticket_for_its_recipient_only() -> None:
     mid = key()
-    assert mid.startswith("mgk1.k1.") and mid.endswith("@example.com")
+    assert mid.startswith("mgk2.k1.") and mid.endswith("@example.com")
     assert proven_refs(RING, [mid], "alice@example.com", NOW) == {"IT-1042"}
     assert proven_refs(RING, [f"<{mid}>"], "alice@example.com", NOW) == {"IT-1042"}
     assert proven_refs(RING, [mid], "bob@example.com", NOW) == frozenset()
@@ -67,9 +73,54 @@ def test_tampering_with_any_part_breaks_the_key() -> None:
         ".".join((version, key_id, expiry, refs, mac[:-1] + ("a" if mac[-1] != "a" else "b"),
                   rest)),
         ".".join((version, "k2", expiry, refs, mac, rest)),  # a key id nobody has
+        ".".join((version, key_id, expiry, refs, mac, "0" + rest[1:])) if rest[0] != "0"
+        else ".".join((version, key_id, expiry, refs, mac, "1" + rest[1:])),  # another nonce
+        ".".join((version, key_id, expiry, refs, mac)),  # no nonce
+        ".".join(("mgk1", key_id, expiry, refs, mac, rest)),  # the old version's MAC
     ]
     for value in forged:
         assert proven_refs(RING, [value], "alice@example.com", NOW) == frozenset(), value
+
+
+def old_key(recipient: str = "alice@example.com", refs: str = "IT-1042",
+            nonce: str = "0123456789abcdef0123456789abcdef") -> str:
+    """An mgk1 key as mailgate issued them before mgk2: the MAC leaves the nonce out."""
+    expiry = "ff00"  # long after NOW
+    mac = _mac(b"one secret", "mgk1", "k1", expiry, refs, recipient)
+    return f"mgk1.k1.{expiry}.{refs}.{mac}.{nonce}@example.com"
+
+
+def test_each_mail_has_a_key_of_its_own() -> None:
+    """Two mails to one person about one ticket on one day: two identities, so burning
+    the key one of them exposed leaves the other proving."""
+    first, second = key(), key()
+    [one] = valid_keys(RING, [first], ["alice@example.com"], NOW)
+    [two] = valid_keys(RING, [second], ["alice@example.com"], NOW)
+    assert one.identity != two.identity and one.refs == two.refs == {"IT-1042"}
+    assert proven_refs(RING, [first], "alice@example.com", NOW, exposed={one.identity}) \
+        == frozenset()
+    assert proven_refs(RING, [second], "alice@example.com", NOW, exposed={one.identity}) \
+        == {"IT-1042"}
+
+
+def test_old_keys_still_prove_and_burn_by_the_day() -> None:
+    first, second = old_key(), old_key(nonce="f" * 32)
+    assert proven_refs(RING, [first], "alice@example.com", NOW) == {"IT-1042"}
+    assert proven_refs(RING, [first], "bob@example.com", NOW) == frozenset()
+    [one] = valid_keys(RING, [first], ["alice@example.com"], NOW)
+    [two] = valid_keys(RING, [second], ["alice@example.com"], NOW)
+    assert one.identity == two.identity and one.identity.startswith("mgk1.")
+    assert proven_refs(RING, [second], "alice@example.com", NOW, exposed={one.identity}) \
+        == frozenset()
+
+
+def test_valid_keys_are_found_for_any_holder_once() -> None:
+    alice, bob = key("alice@example.com"), key("bob@example.com", ("FAC-1001",))
+    found = valid_keys(RING, [f"<{alice}>", alice, bob, "<other@x>", "mgk2.k1.zz.IT-1.x"],
+                       ["carol@example.com", "Bob@example.com", "alice+x@example.com"], NOW)
+    assert [k.refs for k in found] == [{"IT-1042"}, {"FAC-1001"}]
+    assert valid_keys(RING, [alice, bob], ["carol@example.com"], NOW) == ()
+    assert valid_keys(RING, [alice], [], NOW) == ()
 
 
 def test_keys_expire() -> None:
@@ -80,7 +131,7 @@ def test_keys_expire() -> None:
 
 def test_an_empty_ring_signs_and_proves_nothing() -> None:
     mid = keyed_message_id(KeyRing(), ("IT-1042",), "alice@example.com", "example.com", NOW)
-    assert not mid.startswith("mgk1.")
+    assert not mid.startswith(("mgk1.", "mgk2."))
     assert proven_refs(KeyRing(), [key()], "alice@example.com", NOW) == frozenset()
 
 
@@ -91,8 +142,8 @@ def test_a_key_signed_elsewhere_proves_nothing() -> None:
 
 @given(st.text(max_size=300))
 def test_no_string_without_the_secret_proves_anything(value: str) -> None:
-    assert proven_refs(RING, [value, f"mgk1.k1.zz.IT-1.{value}"], "alice@example.com",
-                       NOW) == frozenset()
+    assert proven_refs(RING, [value, f"mgk1.k1.zz.IT-1.{value}", f"mgk2.k1.zz.IT-1.{value}"],
+                       "alice@example.com", NOW) == frozenset()
 
 
 def test_the_secret_file_is_made_private_and_rotates(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ async def test_agent_answer_is_relayed_from_the_department_threaded(h: Harness) 
     # Threaded on the requester's own mail only: our Message-IDs carry reply keys, and
     # one person's copy must never carry another's key in its References.
     assert reply["References"].split() == ["<req-1@example.com>"]
-    assert ack["Message-ID"].startswith("<mgk1.") and reply["Message-ID"].startswith("<mgk1.")
+    assert ack["Message-ID"].startswith("<mgk2.") and reply["Message-ID"].startswith("<mgk2.")
     assert reply["Auto-Submitted"] == "no"
     assert reply["X-Auto-Response-Suppress"] is None and reply["Precedence"] is None
     body = text_of(reply)
@@ -285,7 +285,7 @@ async def test_spoofed_agent_address_cannot_run_commands_or_reach_the_requester(
     assert await sent(h, "command-reply") == []
     [notice] = await sent(h, "unproven-notice")  # to alice's own address, with her key
     assert notice["To"] == "alice@example.com"
-    assert notice["Message-ID"].startswith("<mgk1.")
+    assert notice["Message-ID"].startswith("<mgk2.")
     assert "nothing proves that you wrote it" in text_of(notice)
     assert await ticket(h, "first_response_at") is None
     # The real alice answers that notice: her reply carries her key, and now it counts.
@@ -505,7 +505,7 @@ async def test_cc_of_the_request_is_stored_and_copied_on_answers_and_summary(
     assert summary["Cc"] == "carl@example.com, dora@example.com"
     # The rating links carry the requester's key in her copy only.
     copies = await h.rows("SELECT recipients, raw FROM outbox WHERE kind = 'summary'")
-    keyed = {json.loads(r)[0]: b"mgk1." in raw.split(b"\r\n\r\n", 1)[1]
+    keyed = {json.loads(r)[0]: b"mgk2." in raw.split(b"\r\n\r\n", 1)[1]
              for r, raw in copies}
     assert keyed == {"ann@example.com": True, "carl@example.com": False,
                      "dora@example.com": False}
@@ -710,7 +710,7 @@ async def test_a_rating_link_in_the_summary_opens_a_reply_that_is_stored(h: Harn
     assert fields["subject"] == ["[IT-1001] Rating: 3"]
     # A mail opened from a link has no In-Reply-To: the key rides below a signature line.
     score, key = fields["body"][0].split("\r\n\r\n-- \r\n")
-    assert score == "3" and key.startswith("mgk1.")
+    assert score == "3" and key.startswith("mgk2.")
     forged = mail(fields["subject"][0], message_id="<forged@example.com>", body="1")
     await h.deliver(forged)  # the same click without the key: no proof, no rating
     assert await ticket(h, "rating") is None

@@ -8,7 +8,13 @@ References echo that Message-ID, so a mail that brings back a valid key for tick
 for its own From: mailbox was written by someone who received our mail about T in that
 mailbox. A forger who does not read that mailbox cannot produce one.
 
-    <mgk1.{key id}.{expiry day}.{refs}.{mac}.{nonce}@domain>
+    <mgk2.{key id}.{expiry day}.{refs}.{mac}.{nonce}@domain>
+
+The MAC covers the nonce too, so each mail's key is its own: a key someone else has seen
+(an agent's answer to our mail with the requester in Cc carries hers) can be burnt without
+burning the next mail's (see `Key.identity`). `mgk1` keys, whose MAC left the nonce out,
+keep verifying until they expire; burning one burns every mgk1 key of that day for that
+person and ticket.
 
 Keys expire (`ttl`); the secret can be rotated: older secrets stay in the ring, and keep
 verifying, until the keys they signed have expired. Pure: the ring is data, time is passed.
@@ -27,11 +33,14 @@ from datetime import datetime, timedelta
 
 from mailgate.core.addresses import canonical
 
-VERSION = "mgk1"
+VERSION = "mgk2"
+VERSIONS = ("mgk1", "mgk2")  # verified; the first signs no more
 DAY = 86_400
 MAC_CHARS = 20  # base32: 100 bits
+MAX_KEYS = 80  # keys checked per mail, the first ones given: References is the sender's
 _TOKEN = re.compile(
-    r"mgk1\.([a-z0-9]{1,16})\.([a-z0-9]{1,8})\.([A-Za-z0-9_-]{1,200})\.([a-z2-7]{20})\.")
+    r"(mgk[12])\.([a-z0-9]{1,16})\.([a-z0-9]{1,8})\.([A-Za-z0-9_-]{1,200})\.([a-z2-7]{20})"
+    r"\.([0-9a-f]{32}(?![0-9a-f]))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,35 +65,65 @@ def keyed_message_id(ring: KeyRing, refs: Sequence[str], recipient: str, domain:
         return f"{joined + '.' if _REFS_OK.fullmatch(joined) else ''}{nonce}@{domain}"
     key_id, secret = ring.secrets[0]
     expiry = _b36(int(now.timestamp() + ring.ttl.total_seconds()) // DAY)
-    mac = _mac(secret, key_id, expiry, joined, recipient)
+    mac = _mac(secret, VERSION, key_id, expiry, joined, recipient, nonce)
     return f"{VERSION}.{key_id}.{expiry}.{joined}.{mac}.{nonce}@{domain}"
 
 
-def proven_refs(ring: KeyRing, message_ids: Iterable[str], sender: str,
-                now: datetime) -> frozenset[str]:
-    """The ticket numbers for which one of these Message-IDs (a reply's In-Reply-To and
-    References, or a key quoted in a rating link) is a valid, unexpired key for `sender`."""
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A valid, unexpired key found in a mail."""
+
+    identity: str  # what exposure burns: this one mail's key (mgk2), the day's (mgk1)
+    refs: frozenset[str]  # the tickets it is for
+
+
+def valid_keys(ring: KeyRing, message_ids: Iterable[str], holders: Iterable[str],
+               now: datetime) -> tuple[Key, ...]:
+    """The keys among these Message-IDs (a reply's In-Reply-To and References, or a key
+    quoted in a rating link) that are valid and unexpired for one of `holders` (its
+    mailbox: the key says whose it is only to who knows the secret), each once. Only the
+    first MAX_KEYS that could be ours (a known key id, not expired) are checked."""
     secrets = dict(ring.secrets)
     today = int(now.timestamp()) // DAY
-    proven: set[str] = set()
-    for value in message_ids:
-        found = _TOKEN.search(value)
-        if found is None:
+    holders = list(dict.fromkeys(holders))
+    found: dict[str, Key] = {}
+    checked = 0
+    for value in dict.fromkeys(message_ids):
+        token = _TOKEN.search(value)
+        if token is None:
             continue
-        key_id, expiry, joined, mac = found.groups()
+        version, key_id, expiry, joined, mac, nonce = token.groups()
         secret = secrets.get(key_id)
-        if secret is None or int(expiry, 36) < today:
+        if secret is None or int(expiry, 36) < today or (version == "mgk2" and not nonce):
             continue
-        if hmac.compare_digest(mac, _mac(secret, key_id, expiry, joined, sender)):
-            proven.update(joined.split("_"))
-    return frozenset(proven)
+        checked += 1
+        if checked > MAX_KEYS:
+            break
+        signed = nonce if version == "mgk2" else None
+        if any(hmac.compare_digest(mac, _mac(secret, version, key_id, expiry, joined, holder,
+                                             signed))
+               for holder in holders):
+            identity = f"{version}.{mac}"
+            found.setdefault(identity, Key(identity, frozenset(joined.split("_"))))
+    return tuple(found.values())
+
+
+def proven_refs(ring: KeyRing, message_ids: Iterable[str], sender: str, now: datetime,
+                exposed: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The ticket numbers for which one of these Message-IDs is a valid, unexpired key for
+    `sender` that has not been exposed (its identity not in `exposed`)."""
+    return frozenset(ref for key in valid_keys(ring, message_ids, (sender,), now)
+                     if key.identity not in exposed for ref in key.refs)
 
 
 _REFS_OK = re.compile(r"[A-Za-z][A-Za-z0-9]{0,9}-\d{1,9}(_[A-Za-z][A-Za-z0-9]{0,9}-\d{1,9})*")
 
 
-def _mac(secret: bytes, key_id: str, expiry: str, refs: str, recipient: str) -> str:
-    message = "\n".join((VERSION, key_id, expiry, refs.upper(), canonical(recipient)))
+def _mac(secret: bytes, version: str, key_id: str, expiry: str, refs: str, recipient: str,
+         nonce: str | None = None) -> str:
+    """mgk1 (nonce None) signs what it always did; mgk2 also the nonce."""
+    fields = (version, key_id, expiry, refs.upper(), canonical(recipient))
+    message = "\n".join(fields if nonce is None else (*fields, nonce))
     digest = hmac.new(secret, message.encode(), hashlib.sha256).digest()
     return base64.b32encode(digest).decode().lower()[:MAC_CHARS]
 

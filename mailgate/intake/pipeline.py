@@ -556,12 +556,12 @@ class Pipeline:
         if dmarc_failed(msg, self.settings.trust):
             return frozenset()
         candidates = [*msg.in_reply_to, *msg.references]
-        if "mgk1." in msg.body:
+        if "mgk1." in msg.body or "mgk2." in msg.body:
             candidates += KEY_IN_TEXT.findall(msg.body)[:20]
         return proven_refs(self.settings.keys, candidates, msg.sender.addr, now)
 
 
-KEY_IN_TEXT = re.compile(r"mgk1\.[A-Za-z0-9._-]{20,300}")
+KEY_IN_TEXT = re.compile(r"mgk[12]\.[A-Za-z0-9._-]{20,300}")
 
 
 # Reading takes time linear in a mail's size, but up to ~3.5 s a MB for a hostile shape
