@@ -13,6 +13,13 @@ What the table does not settle:
 - a byte-order mark wins over the label (as in browsers);
 - `us-ascii` text that carries 8-bit bytes has broken its own promise: valid UTF-8 is read
   as UTF-8, anything else as windows-1252 (the table's reading of the label);
+- 8-bit text under a legacy multibyte label (GB2312, Big5, Shift_JIS, EUC-JP, EUC-KR)
+  that is valid UTF-8 is UTF-8: web forms send UTF-8 under the site's old label, and GB18030
+  even decodes most UTF-8 Chinese "cleanly" into other characters, while text really in
+  those encodings is practically never valid UTF-8 (their two-byte characters would have
+  to fall into UTF-8's lead/continuation pattern, character after character). Read as
+  UTF-8, with a defect. Single-byte labels keep their reading: Latin-1 text can be valid
+  UTF-8 by chance, and browsers and mail clients follow those labels;
 - the WHATWG "replacement" encoding exists to stop browsers from running script hidden in
   ISO-2022-KR/HZ/ISO-2022-CN pages. Mail text is never code here and those labels were
   real Korean and Chinese mail, so the two Python can decode are decoded (MAIL_LABELS);
@@ -108,6 +115,8 @@ SINGLE_BYTE = frozenset({"IBM866", "KOI8-R", "KOI8-U", "macintosh", "x-mac-cyril
 NOT_ASCII_COMPATIBLE = frozenset({"UTF-16BE", "UTF-16LE", "UTF-32", "UTF-32LE", "UTF-32BE",
                                   "UTF-7", "ISO-2022-JP", "ISO-2022-JP-2", "ISO-2022-KR",
                                   "HZ-GB-2312", "replacement"})
+# Multibyte legacy encodings whose 8-bit text is practically never valid UTF-8 (above).
+LEGACY_MULTIBYTE = frozenset({"GBK", "gb18030", "Big5", "EUC-JP", "Shift_JIS", "EUC-KR"})
 ASCII_LABELS = frozenset(k for k in ("us-ascii", "ascii", "ansi_x3.4-1968") if k in TABLE)
 # Labels that say "I do not know": read as undeclared text, without an unknown-label defect.
 UNDECLARED_LABELS = frozenset({"unknown-8bit", "x-unknown", "unknown", "8bit", "default",
@@ -191,6 +200,10 @@ def _decode(data: bytes, label: str | None, defects: list[str], what: str,
     text = _utf8(data) if key in ASCII_LABELS else None
     if text is not None:
         defects.append(f"8-bit {what} labelled us-ascii read as UTF-8")
+        return Decoded(text, "UTF-8", True)
+    text = _utf8(data) if name in LEGACY_MULTIBYTE else None
+    if text is not None:
+        defects.append(f"{what} labelled {name} is valid UTF-8; read as UTF-8")
         return Decoded(text, "UTF-8", True)
     found = decode_as(data, name)
     if found.clean:

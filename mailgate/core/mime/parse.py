@@ -177,9 +177,13 @@ class _Unfolding(Compat32):
 
 
 _UNFOLDING = _Unfolding()
+_BOM = b"\xef\xbb\xbf"
 
 
 def _read_message(raw: bytes, defects: list[str]) -> Message:
+    if raw.startswith(_BOM):  # a mail saved by a Windows editor: the BOM hid the first field
+        raw = raw[len(_BOM):]
+        defects.append("byte-order mark before the header block skipped")
     msg = message_from_bytes(raw, policy=_UNFOLDING)
     if any(isinstance(d, errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
         mended, repairs = headerblock.mend(raw)
