@@ -10,6 +10,7 @@ import base64
 
 import pytest
 
+from mailgate.core.mime.files import extract
 from mailgate.core.mime.parse import parse
 
 
@@ -65,3 +66,38 @@ def test_text_really_in_a_legacy_multibyte_charset_keeps_its_label(label: str,
                label.replace("ks_c_5601-1987", "cp949")) + b"\r\n"
     msg = parse(raw)
     assert msg.body.strip() == text and msg.defects == ()
+
+
+def _alternative(boundary: str, plain: str, html: str) -> str:
+    return (f"Content-Type: multipart/alternative; boundary={boundary}\r\n\r\n"
+            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{plain}\r\n"
+            f"--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+            f"--{boundary}--\r\n")
+
+
+def test_each_alternative_shown_in_a_mixed_mail_gives_its_text() -> None:
+    # A gateway's banner, then the request, each as its own plain/HTML pair side by side
+    # in a multipart/mixed (RFC 2046 5.1.3: shown one after the other): the request's text
+    # is the ticket's text, not an "unnamed" attachment.
+    raw = ("From: ann@example.com\r\nSubject: laptop\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           "--m\r\n" + _alternative("a1", "Scanned for viruses.", "<p>Scanned for viruses.</p>")
+           + "--m\r\n" + _alternative("a2", "My laptop will not boot.",
+                                      "<p>My laptop will not boot.</p>")
+           + "--m\r\nContent-Type: image/png; name=screen.png\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--m--\r\n").encode()
+    msg = parse(raw)
+    assert " ".join(msg.body.split()) == "Scanned for viruses. My laptop will not boot."
+    assert [a.filename for a in msg.attachments] == ["screen.png"]
+    assert [p.filename for p in extract(raw)] == ["screen.png"]
+
+
+def test_the_alternatives_of_one_choice_are_still_one_text() -> None:
+    raw = (b"From: ann@example.com\r\nSubject: laptop\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n"
+           b"Content-Type: multipart/alternative; boundary=a\r\n\r\n"
+           b"--a\r\nContent-Type: text/plain\r\n\r\nplain words\r\n"
+           b"--a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nother words\r\n"
+           b"--a\r\nContent-Type: text/html\r\n\r\n<p>html words</p>\r\n--a--\r\n"
+           b"--m--\r\n")
+    assert parse(raw).body.strip() == "plain words"

@@ -9,6 +9,7 @@ from email.message import Message
 
 from mailgate.core.mime import tnef, uuencode
 from mailgate.core.mime.parse import (
+    Leaf,
     body_parts,
     charset_hint,
     guess_type,
@@ -45,7 +46,9 @@ def extract(raw: bytes) -> list[Part]:
     texts = body_parts(leaves)
     found = [file for part in texts for file in _uuencoded(part)]
     hint = charset_hint(msg)
-    for part in _attached(leaves, {id(p) for p in texts}, hint):
+    text_ids = {id(p) for p in texts}
+    shown = {leaf.group for leaf in leaves if leaf.group and id(leaf.part) in text_ids}
+    for part in _attached(leaves, text_ids, shown, hint):
         try:
             data = payload_bytes(part)
         except Exception:
@@ -60,14 +63,16 @@ def extract(raw: bytes) -> list[Part]:
     return found
 
 
-def _attached(leaves: list[tuple[Message, str]], texts: set[int],
+def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
               hint: str | None) -> list[Message]:
     """The leaves that are attachments, in order: all but the body's text parts (`texts`,
-    by identity) and its first unnamed inline text/html. Robust against 8-bit header
-    values, which compat32 hands out as Header objects, not strings."""
+    by identity), its first unnamed inline text/html and the HTML twins of its texts (an
+    unnamed inline text/html in an alternative whose plain text is body text: `shown`,
+    see parse.Leaf). Robust against 8-bit header values, which compat32 hands out as
+    Header objects, not strings."""
     found: list[Message] = []
     html_seen = False
-    for part, _parent in leaves:
+    for part, _parent, group in leaves:
         if len(found) >= MAX_FILES:
             break
         if id(part) in texts:
@@ -80,7 +85,7 @@ def _attached(leaves: list[tuple[Message, str]], texts: set[int],
             continue
         inline_html = (ctype == "text/html" and not named
                        and disposition.strip().lower() != "attachment")
-        if inline_html and not html_seen:
+        if inline_html and (not html_seen or group in shown):
             html_seen = True
             continue
         found.append(part)

@@ -21,6 +21,7 @@ from email.message import Message
 from email.policy import Compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from itertools import islice
+from typing import NamedTuple
 
 from mailgate.core.addresses import clean_address
 from mailgate.core.headernames import (
@@ -437,14 +438,25 @@ def charset_hint(msg: Message) -> str | None:
     return None
 
 
-def _walk(msg: Message, defects: list[str], types: list[str]) -> list[tuple[Message, str]]:
-    """Leaf parts in order with their parent's content type ("" for the message itself),
-    iteratively (deep nesting must not hit the recursion limit); `types` gets the content
-    type of every part met, containers too."""
-    leaves: list[tuple[Message, str]] = []
-    stack: list[tuple[Message, int, str]] = [(msg, 0, "")]
+class Leaf(NamedTuple):
+    """A leaf part, its parent's content type ("" for the message itself), and `group`:
+    for a leaf of a multipart/alternative that sits in a multipart/mixed, a number naming
+    that alternative (0 otherwise). RFC 2046 5.1.3: a mixed mail's parts are shown one
+    after the other, so each such alternative gives its text to the body, as the first
+    one does (a gateway's banner, then the request; a request, then a list's footer)."""
+
+    part: Message
+    parent: str
+    group: int = 0
+
+
+def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Leaf]:
+    """Leaf parts in order (see Leaf), iteratively (deep nesting must not hit the
+    recursion limit); `types` gets the content type of every part met, containers too."""
+    leaves: list[Leaf] = []
+    stack: list[tuple[Message, int, str, int]] = [(msg, 0, "", 0)]
     while stack and len(leaves) < MAX_PARTS:
-        part, depth, parent = stack.pop()
+        part, depth, parent, group = stack.pop()
         try:
             ctype = part.get_content_type()
             types.append(ctype)
@@ -458,10 +470,12 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[tuple[Mess
             if depth >= MAX_DEPTH:
                 defects.append(f"multipart nesting deeper than {MAX_DEPTH}; inner parts ignored")
                 continue
-            stack.extend((p, depth + 1, ctype) for p in reversed(payload)
+            inner = (len(types) if ctype == "multipart/alternative"
+                     and parent == "multipart/mixed" else 0)  # a number of its own
+            stack.extend((p, depth + 1, ctype, inner) for p in reversed(payload)
                          if isinstance(p, Message))
         else:
-            leaves.append((part, parent))
+            leaves.append(Leaf(part, parent, group))
     if stack:
         defects.append(f"more than {MAX_PARTS} parts; the rest ignored")
     return leaves
@@ -498,19 +512,21 @@ def _body_and_attachments(r: _Reading, max_chars: int
     fallback: str | None = None  # text a client shows although it is no proper body part
     attachments: list[Attachment] = []
     types: list[str] = []
-    for part, parent in _walk(r.msg, r.defects, types):
+    shown: set[int] = set()  # the alternatives whose plain text is in the body
+    for part, parent, group in _walk(r.msg, r.defects, types):
         try:
             ctype = part.get_content_type()
             filename = part_filename(part, r.defects, r.hint)
             inline = _disposition(part) != "attachment"
-            if ctype == "text/plain" and inline and not filename and (
-                    plain is None or parent == "multipart/mixed"):
+            if ctype == "text/plain" and inline and not filename and _body_text(
+                    plain is not None, parent, group, shown):
                 # Text, an inline picture, more text (Apple Mail, phones): one body.
                 text, files = _plain_text(part, r.defects)
                 plain = text if plain is None else _joined(plain, text)
                 attachments += files
-            elif ctype == "text/html" and html is None and inline and not filename:
-                html = _html_text(part, r.defects)
+            elif ctype == "text/html" and inline and not filename and (
+                    html is None or group in shown):  # else the plain text's HTML twin
+                html = _html_text(part, r.defects) if html is None else html
             elif ctype.startswith("multipart/"):
                 # A multipart whose boundary never comes: its text is all there is.
                 if fallback is None and isinstance(part.get_payload(), str):
@@ -533,21 +549,33 @@ def _body_and_attachments(r: _Reading, max_chars: int
     return body, tuple(attachments[:MAX_PARTS]), tuple(types)
 
 
-def leaf_parts(msg: Message) -> list[tuple[Message, str]]:
-    """Leaf parts in order with their parent's content type, within the bounds parse()
-    reads (MAX_PARTS, MAX_DEPTH)."""
+def leaf_parts(msg: Message) -> list[Leaf]:
+    """Leaf parts in order (see Leaf), within the bounds parse() reads (MAX_PARTS,
+    MAX_DEPTH)."""
     return _walk(msg, [], [])
 
 
-def body_parts(leaves: list[tuple[Message, str]]) -> list[Message]:
-    """The text/plain parts (of leaf_parts()) the body text comes from, in order: the first
-    unnamed inline one, and the unnamed inline ones beside it in a multipart/mixed
-    (attachments.py takes the uuencoded files from these and stores the other parts)."""
+def _body_text(have_text: bool, parent: str, group: int, shown: set[int]) -> bool:
+    """Whether an unnamed inline text/plain leaf is body text: the first one; each one in
+    a multipart/mixed; the first one of each alternative shown in a multipart/mixed
+    (`shown` collects those alternatives)."""
+    if group and group not in shown:
+        shown.add(group)
+        return True
+    return not have_text or parent == "multipart/mixed"
+
+
+def body_parts(leaves: list[Leaf]) -> list[Message]:
+    """The text/plain parts (of leaf_parts()) the body text comes from, in order, by
+    parse()'s rule (_body_text); attachments.py takes the uuencoded files from these and
+    stores the other parts."""
     found: list[Message] = []
-    for part, parent in leaves:
+    shown: set[int] = set()
+    for part, parent, group in leaves:
         try:
             if (part.get_content_type() == "text/plain" and _disposition(part) != "attachment"
-                    and not part_filename(part) and (not found or parent == "multipart/mixed")):
+                    and not part_filename(part)
+                    and _body_text(bool(found), parent, group, shown)):
                 found.append(part)
         except Exception:
             continue
