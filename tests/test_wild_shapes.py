@@ -101,3 +101,27 @@ def test_the_alternatives_of_one_choice_are_still_one_text() -> None:
            b"--a\r\nContent-Type: text/html\r\n\r\n<p>html words</p>\r\n--a--\r\n"
            b"--m--\r\n")
     assert parse(raw).body.strip() == "plain words"
+
+
+def test_a_first_header_line_indented_by_mistake_is_still_a_field() -> None:
+    raw = (b" From: Ann Example <ann@example.com>\r\nSubject: printer\r\n"
+           b"Content-Type: text/plain\r\n\r\nIt jams.\r\n")
+    msg = parse(raw)
+    assert msg.sender is not None and msg.sender.addr == "ann@example.com"
+    assert msg.sender.name == "Ann Example" and msg.body.strip() == "It jams."
+
+
+def test_a_multipart_without_the_blank_line_after_its_header_keeps_its_parts() -> None:
+    # No empty line before the preamble: the boundary line is body, never a continuation
+    # of Content-Type, even though the first part's fields follow it.
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/alternative;\r\n boundary=\"b1\"\r\n"
+           b"This is a multi-part message in MIME format.\r\n"
+           b"--b1\r\nContent-Type: text/plain; charset=ISO-8859-1\r\n"
+           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+           b"The printer jams. Andr=E9\r\n"
+           b"--b1\r\nContent-Type: text/html; charset=ISO-8859-1\r\n\r\n"
+           b"<html><body>The printer jams.</body></html>\r\n--b1--\r\n")
+    msg = parse(raw)
+    assert msg.body.strip() == "The printer jams. André"
+    assert msg.attachments == ()

@@ -4,10 +4,13 @@ compat32 ends the header block at the first line that is neither a header field 
 continuation: one line that lost its leading whitespace (a long Received or To header
 re-wrapped by a broken gateway) turned everything after it, From and Subject included,
 into body text. Here such a line is read as a continuation when more header fields follow
-it, a line before the first field (mbox `From `/`>From ` envelope, junk) is dropped, and
-`Subject : x` (obsolete syntax, RFC 5322 section 4.5) loses the space before its colon.
-Each repair is recorded as a defect. The parser only calls this when compat32 reported a
-missing header/body separator, so well-formed mail never pays for it.
+it (before any blank or boundary line: below those, the fields are a first part's, the
+blank line after the header block being what is missing), a first field indented by
+mistake loses its blanks, a line before the first field (mbox `From `/`>From ` envelope,
+junk) is dropped, and `Subject : x` (obsolete syntax, RFC 5322 section 4.5) loses the
+space before its colon. Each repair is recorded as a defect. The parser only calls this
+when compat32 reported a missing header/body separator or an indented first line, so
+well-formed mail never pays for it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ def mend(raw: bytes) -> tuple[bytes, list[str]]:
 
 def _mend_line(lines: list[bytes], index: int, line: bytes, after_field: bool,
                defects: list[str]) -> bytes | None:
+    if line[:1] in (b" ", b"\t") and not after_field and FIELD.match(line.lstrip(b" \t")):
+        # " From: ..." first: a continuation of nothing, which compat32 drops.
+        defects.append(f"blanks before the first header field skipped: {_show(line)}")
+        return line.lstrip(b" \t")
     if line[:1] in (b" ", b"\t") or FIELD.match(line):
         return line
     if index == 0 and line.startswith(b"From "):
@@ -73,8 +80,8 @@ def _mend_line(lines: list[bytes], index: int, line: bytes, after_field: bool,
 
 def _fields_follow(lines: list[bytes], index: int) -> bool:
     for line in lines[index + 1:index + 1 + LOOKAHEAD]:
-        if not line.strip(b"\r\n"):
-            return False
+        if not line.strip(b"\r\n") or line.startswith(b"--"):
+            return False  # a blank line or a boundary line: the fields below are a part's
         if FIELD.match(line) or _OBSOLETE_FIELD.match(line):
             return True
     return False

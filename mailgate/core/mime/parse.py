@@ -179,6 +179,8 @@ class _Unfolding(Compat32):
 
 _UNFOLDING = _Unfolding()
 _BOM = b"\xef\xbb\xbf"
+_HEADER_BLOCK_DAMAGE = (errors.MissingHeaderBodySeparatorDefect,
+                        errors.FirstHeaderLineIsContinuationDefect)
 
 
 def _read_message(raw: bytes, defects: list[str]) -> Message:
@@ -186,7 +188,7 @@ def _read_message(raw: bytes, defects: list[str]) -> Message:
         raw = raw[len(_BOM):]
         defects.append("byte-order mark before the header block skipped")
     msg = message_from_bytes(raw, policy=_UNFOLDING)
-    if any(isinstance(d, errors.MissingHeaderBodySeparatorDefect) for d in msg.defects):
+    if any(isinstance(d, _HEADER_BLOCK_DAMAGE) for d in msg.defects):
         mended, repairs = headerblock.mend(raw)
         if repairs:
             defects.extend(repairs)
