@@ -125,3 +125,17 @@ def test_a_multipart_without_the_blank_line_after_its_header_keeps_its_parts() -
     msg = parse(raw)
     assert msg.body.strip() == "The printer jams. André"
     assert msg.attachments == ()
+
+
+def test_a_media_type_without_the_semicolon_before_its_parameters() -> None:
+    raw = ("From: ann@example.com\r\nSubject: invoice\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           "--m\r\nContent-Type: text/plain charset=\"utf-8\"\r\n\r\nGrüße, the invoice.\r\n"
+           "--m\r\nContent-Type: application/pdf name=\"inv.pdf\"\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--m--\r\n").encode()
+    msg = parse(raw)
+    assert msg.body.strip() == "Grüße, the invoice."
+    assert [(a.filename, a.content_type) for a in msg.attachments] == [
+        ("inv.pdf", "application/pdf")]
+    assert [(p.filename, p.content_type) for p in extract(raw)] == [
+        ("inv.pdf", "application/pdf")]

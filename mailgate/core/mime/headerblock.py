@@ -20,14 +20,6 @@ import re
 FIELD = re.compile(rb"[!-9;-~]+:")  # RFC 5322 field name and colon
 _OBSOLETE_FIELD = re.compile(rb"([!-9;-~]+)[ \t]+:")  # "Subject :"
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
-# "Content-Type: multipart/mixed<fold>boundary=..." without the ";" between them. The
-# whitespace is a fold or a run of blanks, each taken whole (possessive): written as one
-# `[ \t]*(?:\r\n|\r|\n)?[ \t]+` it could be split in as many ways as the run is long, and
-# a header of 16,000 blanks before something that is no boundary took 3 s, 4 x per doubling.
-_BOUNDARY_WITHOUT_SEMICOLON = re.compile(
-    rb"^(content-type:[ \t]*multipart/[!#-'*+.0-9A-Z^-~-]+)"
-    rb"((?:[ \t]*+(?:\r\n|\r|\n)[ \t]++|[ \t]++))(boundary[ \t]*=)",
-    re.IGNORECASE | re.MULTILINE)
 LOOKAHEAD = 5  # colon-less lines in a row that may still be followed by fields
 MAX_HEADER_LINES = 5000
 
@@ -101,16 +93,3 @@ def _header_lines(raw: bytes) -> list[bytes]:
 
 def _show(line: bytes) -> str:
     return repr(line.strip()[:40].decode("ascii", "replace"))
-
-
-def mend_boundary(raw: bytes) -> tuple[bytes, list[str]]:
-    """A multipart Content-Type whose boundary parameter lost its ";" (compat32 then finds
-    no boundary and shows the raw parts as text): the ";" put back, in the header block."""
-    end = raw.find(b"\n\n")
-    crlf_end = raw.find(b"\r\n\r\n")
-    head_end = min(e for e in (end, crlf_end, len(raw)) if e >= 0)
-    head = raw[:head_end]
-    mended, count = _BOUNDARY_WITHOUT_SEMICOLON.subn(rb"\1;\2\3", head, count=1)
-    if not count:
-        return raw, []
-    return mended + raw[head_end:], ["multipart boundary parameter without ';' mended"]

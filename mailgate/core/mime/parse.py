@@ -41,6 +41,11 @@ MAX_DEFECTS = 50
 _MSGID = re.compile(r"<([^<>\s]{1,900})>")
 _WHITESPACE = re.compile(r"[\s\x00]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # CRLF + WSP is the WSP (RFC 5322 unfolding)
+# RFC 2045 5.1: type "/" subtype, then blanks and a parameter "name=" where the ";" should be.
+# (Folded or not: parse() checks the message's own value as sent, for its defect.)
+_PARAMETER_WITHOUT_SEMICOLON = re.compile(
+    r"^([ \t]*[!#-'*+.0-9A-Z^-~-]+/[!#-'*+.0-9A-Z^-~-]+)[ \t\r\n]+"
+    r"(?=[!#-'*+.0-9A-Z^-~-]+[ \t]*=)")
 _FOLD_ANY = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")  # compat32 also ends a line at a lone CR
 _UNDECLARED_8BIT = re.compile("[\udc80-\udcff]")  # compat32's surrogate-escaped raw bytes
 # The CRs of a run that ends in LF (CRLF, and QP's "=0D" before a line end), from the run's
@@ -93,6 +98,8 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
     except Exception as exc:  # the parser is tolerant; this is a last resort
         return _unparseable(raw, f"unparseable: {type(exc).__name__}")
     r = _Reading.of(msg, defects, raw)
+    if _PARAMETER_WITHOUT_SEMICOLON.match(next(iter(r.values("content-type")), "")):
+        defects.append("Content-Type without ';' before its parameters; mended")  # _Unfolding
     message_id = _first_id(r.header("message-id"))
     senders = _address_pairs(r, "from")
     body, attachments, part_types = _body_and_attachments(r, max_body_chars)
@@ -169,11 +176,18 @@ class _Unfolding(Compat32):
     its parameter reading then keeps the line break inside a quoted value: a boundary that
     Outlook folded inside its quotes never matched the delimiter lines, and the whole mail
     was read as one text with the raw MIME in it. Only a folded value pays for the check
-    of its line breaks; what is stored (raw_items(), as_bytes()) stays as it was sent."""
+    of its line breaks; what is stored (raw_items(), as_bytes()) stays as it was sent.
+
+    A Content-Type whose media type lost the ";" before its first parameter
+    (`application/pdf name="x.pdf"`) gets it back: compat32 took the whole line for the
+    type, so `text/plain charset=utf-8` was no text and its part an attachment."""
 
     def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
-        if isinstance(value, str) and ("\n" in value or "\r" in value):
-            value = _FOLD_ANY.sub("", value)
+        if isinstance(value, str):
+            if "\n" in value or "\r" in value:
+                value = _FOLD_ANY.sub("", value)
+            if len(name) == 12 and name.lower() == "content-type":
+                value = _PARAMETER_WITHOUT_SEMICOLON.sub(r"\1; ", value, count=1)
         return super().header_fetch_parse(name, value)  # type: ignore[return-value]
 
 
@@ -193,11 +207,6 @@ def _read_message(raw: bytes, defects: list[str]) -> Message:
         if repairs:
             defects.extend(repairs)
             raw, msg = mended, message_from_bytes(mended, policy=_UNFOLDING)
-    if any(isinstance(d, errors.NoBoundaryInMultipartDefect) for d in msg.defects):
-        mended, repairs = headerblock.mend_boundary(raw)
-        if repairs:
-            defects.extend(repairs)
-            msg = message_from_bytes(mended, policy=_UNFOLDING)
     return msg
 
 
