@@ -139,3 +139,27 @@ def test_a_media_type_without_the_semicolon_before_its_parameters() -> None:
         ("inv.pdf", "application/pdf")]
     assert [(p.filename, p.content_type) for p in extract(raw)] == [
         ("inv.pdf", "application/pdf")]
+
+
+def test_a_display_name_before_a_bare_address_is_a_name() -> None:
+    # "From: Big Bug bb@bug.com", no angle brackets (old scripts): the one word with an
+    # "@", last, is the address; the words before it are the name.
+    msg = parse(b"From: Big Bug bb@bug.example\r\nSubject: x\r\n\r\nhello\r\n")
+    assert msg.sender is not None
+    assert (msg.sender.addr, msg.sender.name) == ("bb@bug.example", "Big Bug")
+    quoted = parse(b'From: "Big Bug" bb@bug.example\r\nSubject: x\r\n\r\nhello\r\n')
+    assert quoted.sender is not None and quoted.sender.name == "Big Bug"
+
+
+def test_words_around_two_addresses_are_not_guessed_apart() -> None:
+    msg = parse(b"From: Big a@x.example b@y.example\r\nSubject: x\r\n\r\nhello\r\n")
+    assert msg.sender is None
+
+
+def test_obsolete_blanks_before_the_colon_of_a_first_from_field() -> None:
+    # RFC 5322 4.5 (its appendix A.6.3 example): "From  :" is a field, not an mbox line.
+    raw = (b"From  : John Doe <jdoe@machine(comment).  example>\r\n"
+           b"Subject     : Saying Hello\r\n\r\nThis is a message just to say hello.\r\n")
+    msg = parse(raw)
+    assert msg.sender is not None and msg.sender.addr == "jdoe@machine.example"
+    assert msg.subject == "Saying Hello"

@@ -19,7 +19,7 @@ from datetime import datetime
 from email import errors, message_from_bytes
 from email.message import Message
 from email.policy import Compat32
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime, unquote
 from itertools import islice
 from typing import NamedTuple
 
@@ -193,6 +193,7 @@ class _Unfolding(Compat32):
 
 _UNFOLDING = _Unfolding()
 _BOM = b"\xef\xbb\xbf"
+_OBSOLETE_FIRST_FROM = re.compile(rb"From[ \t]+:")
 _HEADER_BLOCK_DAMAGE = (errors.MissingHeaderBodySeparatorDefect,
                         errors.FirstHeaderLineIsContinuationDefect)
 
@@ -201,6 +202,10 @@ def _read_message(raw: bytes, defects: list[str]) -> Message:
     if raw.startswith(_BOM):  # a mail saved by a Windows editor: the BOM hid the first field
         raw = raw[len(_BOM):]
         defects.append("byte-order mark before the header block skipped")
+    if raw.startswith(b"From") and (obsolete := _OBSOLETE_FIRST_FROM.match(raw)):
+        # RFC 5322 4.5 "From  :" is a field; compat32 took it for an mbox "From " line.
+        raw = b"From:" + raw[obsolete.end():]
+        defects.append("space before the colon of header 'From'")
     msg = message_from_bytes(raw, policy=_UNFOLDING)
     if any(isinstance(d, _HEADER_BLOCK_DAMAGE) for d in msg.defects):
         mended, repairs = headerblock.mend(raw)
@@ -379,7 +384,20 @@ def _read_addresses(r: _Reading, name: str) -> list[tuple[str, str]]:
         r.defects.append(f"unparseable {name} header")
         return []
     return [(decode_text(restore(display), r.defects, hint=r.hint, what=what), restore(addr))
-            for display, addr in pairs[:MAX_ADDRESSES]]
+            for display, addr in map(_bare_address, pairs[:MAX_ADDRESSES])]
+
+
+def _bare_address(pair: tuple[str, str]) -> tuple[str, str]:
+    """`Big Bug bb@bug.com` (no angle brackets; old scripts write it) reads as one address
+    of four words: when the last word is the only one with an "@", it is the address and
+    the words before it the name. Anything else stays as read (and unusable)."""
+    display, addr = pair
+    if display or " " not in addr.strip():
+        return pair
+    *name, last = addr.split()
+    if "@" not in last or any("@" in word for word in name):
+        return pair
+    return unquote(" ".join(name)), last
 
 
 def _addresses(r: _Reading, name: str) -> tuple[Address, ...]:
