@@ -226,7 +226,7 @@ async def test_a_second_daemon_runs_nothing_until_the_first_stops_then_everythin
         assert [w.config.name for w in first.watchers] == ["it"]
         assert first.cluster and first.cluster.holds(LEADER)
         assert {t.get_name() for t in first._leader_tasks} == {
-            "escalation", "digest", "autoclose", "flood"}
+            "escalation", "digest", "autoclose", "flood", "exposed_keys.sweep"}
         assert second.watchers == [] and second._leader_tasks == []
         assert "node" not in await first.status_line()  # it holds everything
         assert (await second.status_line()).endswith(
@@ -239,7 +239,7 @@ async def test_a_second_daemon_runs_nothing_until_the_first_stops_then_everythin
         assert second.cluster is not None
         await second.cluster.round()  # its next renewal, a minute before expiry
         assert [w.config.name for w in second.watchers] == ["it"]
-        assert second.cluster.holds(LEADER) and len(second._leader_tasks) == 4
+        assert second.cluster.holds(LEADER) and len(second._leader_tasks) == 5
     finally:
         for daemon in daemons:
             if daemon.cluster and daemon.cluster.held:

@@ -140,6 +140,14 @@ class Directory:
     def own_addresses(self) -> frozenset[str]:
         return frozenset(self._by_address)
 
+    def is_own(self, addr: str) -> bool:
+        """Whether addr is one of mailgate's own: a department's address or one a rule
+        routes by, plus tag and ASCII case aside (default_department does not make every
+        address ours)."""
+        addr = fold_case(addr)
+        return (self.department_for_address(addr) is not None
+                or addr in self._rule_addresses or strip_plus(addr) in self._rule_addresses)
+
     def accepts(self, addr: str) -> bool:
         """Whether mail for addr is ours to take (the SMTP listener's RCPT check): a
         department's address, an address a rule routes by, or anything at all when a

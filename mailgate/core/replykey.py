@@ -75,6 +75,7 @@ class Key:
 
     identity: str  # what exposure burns: this one mail's key (mgk2), the day's (mgk1)
     refs: frozenset[str]  # the tickets it is for
+    expires: float = 0.0  # Unix seconds: the end of its expiry day
 
 
 def valid_keys(ring: KeyRing, message_ids: Iterable[str], holders: Iterable[str],
@@ -104,7 +105,8 @@ def valid_keys(ring: KeyRing, message_ids: Iterable[str], holders: Iterable[str]
                                              signed))
                for holder in holders):
             identity = f"{version}.{mac}"
-            found.setdefault(identity, Key(identity, frozenset(joined.split("_"))))
+            found.setdefault(identity, Key(identity, frozenset(joined.split("_")),
+                                           float((int(expiry, 36) + 1) * DAY)))
     return tuple(found.values())
 
 

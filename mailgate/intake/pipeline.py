@@ -16,17 +16,18 @@ from datetime import datetime, timedelta
 
 from mailgate.config.directory import Directory
 from mailgate.config.settings import Config
-from mailgate.core.addresses import domain_of
+from mailgate.core.addresses import canonical, domain_of
 from mailgate.core.classify import LoopContext, Verdict, classify
+from mailgate.core.exposure import exposed_keys, others
 from mailgate.core.mime.files import Part, extract, select
 from mailgate.core.mime.largemail import LARGE, Light, decoded_chunks, lighten
 from mailgate.core.mime.parse import fingerprint, parse
 from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
 from mailgate.core.render import Renderer
-from mailgate.core.replykey import KeyRing, proven_refs
+from mailgate.core.replykey import Key, KeyRing, valid_keys
 from mailgate.core.routing import Route, routes_for, searches_of
 from mailgate.core.rulesearch import Searched
-from mailgate.core.trust import TrustPolicy, dmarc_failed, mail_trust
+from mailgate.core.trust import Trust, TrustPolicy, dmarc_failed, mail_trust
 from mailgate.errors import BadMessage
 from mailgate.intake.read import Asked, Read
 from mailgate.outbound.compose import RelayParts
@@ -48,6 +49,7 @@ from mailgate.tickets.effects import (
     AddReceipts,
     Drawn,
     Effect,
+    ExposeKeys,
     Facts,
     HoldNotification,
     Log,
@@ -174,6 +176,9 @@ class PipelineSettings:
     auto_mail_per_domain_per_hour: int = 100
     team_notices_per_sender_per_hour: int = 5
     bulk_mail: str = "ticket"  # ticket | ignore: list and bulk mail matching no ticket
+    # The [[mailbox]] usernames that are addresses: mailgate's own, like the departments'
+    # (a mail to them and to nobody else exposes no reply key, see core/exposure.py).
+    own_mailboxes: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: Config, keys: KeyRing | None = None) -> PipelineSettings:
@@ -195,7 +200,9 @@ class PipelineSettings:
                    comments_from=config.conversation.comments_from,
                    auto_mail_per_domain_per_hour=limits.auto_mail_per_domain_per_hour,
                    team_notices_per_sender_per_hour=limits.team_notifications_per_sender_per_hour,
-                   bulk_mail=config.conversation.bulk_mail)
+                   bulk_mail=config.conversation.bulk_mail,
+                   own_mailboxes=frozenset(canonical(m.username) for m in config.mailboxes
+                                           if "@" in m.username))
 
     def budget(self, own_domains: frozenset[str]) -> MailBudget:
         """The automatic-mail budget; the organisation's domains (trusted_domains and the
@@ -367,18 +374,20 @@ class Pipeline:
 
     async def _stored(self, tx: Tx, msg: Inbound, departments: list[str],
                       now: datetime) -> Facts:
-        asks = self._asks(msg, departments)
-        message, fp, received, usage = await gather.stored(
-            tx, asks.dedupe_key, asks.budget, asks.flood, now)
-        return Facts(message, fp, received, usage=usage)
+        asks = self._asks(msg, departments, now)
+        message, fp, received, usage, exposed = await gather.stored(
+            tx, asks.dedupe_key, asks.budget, asks.flood, now, asks.tokens)
+        return Facts(message, fp, received, usage=usage, exposed=exposed)
 
-    def _asks(self, msg: Inbound, departments: Sequence[str]) -> gather.Asks:
-        """What reading a mail's stored state asks for (gather.stored)."""
+    def _asks(self, msg: Inbound, departments: Sequence[str], now: datetime) -> gather.Asks:
+        """What reading a mail's stored state asks for (gather.stored): with it, whether
+        the reply keys that would prove its sender have been exposed."""
         sender = msg.sender.addr if msg.sender else None
         flood = tuple((d, team_budget(d, sender)) for d in departments) \
             if sender and self.settings.notify_team else ()
+        tokens = tuple(k.identity for k in self._keys(msg, now))
         return gather.Asks(msg.dedupe_key, self.budget.keys(sender) if sender else None,
-                           flood)
+                           flood, tokens)
 
     async def read_ahead(self, tx: Tx, reads: Sequence[Read | None], origin: Origin) -> None:
         """Before a group of mail from one source is handled in `tx`: what each one's
@@ -386,7 +395,7 @@ class Pipeline:
         (gather.read_ahead), so a message costs one round trip to the database less. Only
         mail a reading process read for this pipeline is known here; the rest, and
         anything the group's own writes make stale, is read by handle() as before."""
-        asks = []
+        asks, now = [], self.clock()
         for read in reads:
             if read is None or read.msg is None or read.asked != self.reading:
                 continue
@@ -396,8 +405,8 @@ class Pipeline:
                 continue
             if routes:
                 asks.append(self._asks(read.msg, list(dict.fromkeys(r.department
-                                                                     for r in routes))))
-        await gather.read_ahead(tx, asks, self.clock())
+                                                                     for r in routes)), now))
+        await gather.read_ahead(tx, asks, now)
 
     async def _thread(self, tx: Tx, msg: Inbound, verdict: Verdict) -> tuple[TicketState, ...]:
         hints = thread_hints(msg, self.prefixes)
@@ -414,14 +423,15 @@ class Pipeline:
         msg, tickets = arrival.msg, list(read.threaded)
         trust = mail_trust(msg, self.settings.trust)
         effects: list[Effect] = [StoreMessage(verdict.kind, trust),
-                                 AddReceipts(tuple(pending), "reply")]
+                                 AddReceipts(tuple(pending), "reply"),
+                                 *self._exposure(msg, now)]
         person = verdict.kind in (MailKind.REQUEST, MailKind.BULK)
         dropped: list[str] = []
         if person:
             files = await self._store_files(tx, mail, msg)
             effects += self._attachment_effects(tickets, files)
             dropped = [f.filename for f in files if f.sha256 is None]
-        incoming = Incoming(msg, trust, self._proven(msg, now))
+        incoming = self._incoming(msg, trust, read.exposed, now)
         sender = msg.sender.addr if msg.sender else None
         texts = verdict.kind is MailKind.REQUEST and needs_texts(msg)
         facts = [await gather.ticket_facts(tx, t, sender or "", now, texts) for t in tickets]
@@ -469,8 +479,10 @@ class Pipeline:
         history in it (a forwarded mail, "see below") is often the request itself."""
         msg = request.msg
         request = replace(request, files=await self._store_files(tx, mail, msg))
-        effects = open_request(request, facts, self.new_requests, now)
+        effects = [*open_request(request, facts, self.new_requests, now),
+                   *self._exposure(msg, now)]
         applied = await apply(tx, effects, arrival, self._mail_writer(mail, msg, now), now)
+        _log(effects)
         for ticket in applied.opened:
             log.info("ticket.created", ticket=ticket.ref, dept=ticket.department,
                      message_id=msg.message_id, source=arrival.source,
@@ -546,19 +558,49 @@ class Pipeline:
                         for t in on]
         return effects
 
-    def _proven(self, msg: Inbound, now: datetime) -> frozenset[str]:
-        """Tickets a reply key in this mail proves its sender for: In-Reply-To and
+    def _incoming(self, msg: Inbound, trust: Trust, exposed: frozenset[str],
+                  now: datetime) -> Incoming:
+        """The mail as the conversation decides on it: the tickets its reply keys prove
+        its sender for, unless others have seen the key (`exposed`, read with the mail's
+        stored state); those tickets' keys that were seen are named, to say why."""
+        keys = self._keys(msg, now)
+        proven = frozenset(r for k in keys if k.identity not in exposed for r in k.refs)
+        seen = frozenset(r for k in keys if k.identity in exposed for r in k.refs) - proven
+        return Incoming(msg, trust, proven, seen)
+
+    def _keys(self, msg: Inbound, now: datetime) -> tuple[Key, ...]:
+        """The reply keys in this mail that are valid for its sender: In-Reply-To and
         References echo our Message-IDs; a rating link's mail carries the key in its body.
         None when our MTA says the From: (one of our domains) failed DMARC: a key can leak
         with a copy of our mail, and whoever holds it did not send from that mailbox."""
         if not self.settings.keys.active or msg.sender is None:
-            return frozenset()
+            return ()
         if dmarc_failed(msg, self.settings.trust):
-            return frozenset()
-        candidates = [*msg.in_reply_to, *msg.references]
-        if "mgk1." in msg.body or "mgk2." in msg.body:
-            candidates += KEY_IN_TEXT.findall(msg.body)[:20]
-        return proven_refs(self.settings.keys, candidates, msg.sender.addr, now)
+            return ()
+        return valid_keys(self.settings.keys, _key_candidates(msg), (msg.sender.addr,), now)
+
+    def _exposure(self, msg: Inbound, now: datetime) -> list[Effect]:
+        """Burn the reply keys this mail shows to others (core/exposure.py)."""
+        if not self.settings.keys.active:
+            return []
+        keys = exposed_keys(self.settings.keys, msg, _key_candidates(msg), self._own, now)
+        if not keys:
+            return []
+        return [ExposeKeys({k.identity: k.expires for k in keys}),
+                Log("warning", "reply_keys.exposed", {
+                    "message_id": msg.message_id, "keys": len(keys),
+                    "to": list(others(msg, self._own))[:10]})]
+
+    def _own(self, addr: str) -> bool:
+        return self.directory.is_own(addr) or canonical(addr) in self.settings.own_mailboxes
+
+
+def _key_candidates(msg: Inbound) -> list[str]:
+    """Where a mail may carry reply keys: In-Reply-To, References, a rating link's body."""
+    candidates = [*msg.in_reply_to, *msg.references]
+    if "mgk1." in msg.body or "mgk2." in msg.body:
+        candidates += KEY_IN_TEXT.findall(msg.body)[:20]
+    return candidates
 
 
 KEY_IN_TEXT = re.compile(r"mgk[12]\.[A-Za-z0-9._-]{20,300}")

@@ -63,6 +63,7 @@ from mailgate.workers.autoclose import AutoCloser
 from mailgate.workers.digest import Digester
 from mailgate.workers.escalation import Escalator
 from mailgate.workers.flood import FloodSummaries
+from mailgate.workers.key_sweep import ExposedKeySweeper
 
 if TYPE_CHECKING:  # imported with the first listener: aiosmtpd is for pushed mail only
     from mailgate.intake.smtp import PushHandler
@@ -194,6 +195,7 @@ class Daemon:
         self.autocloser: AutoCloser | None = None
         self.digester: Digester | None = None
         self.floods: FloodSummaries | None = None
+        self.key_sweeper: ExposedKeySweeper | None = None
         self.sweeper: AttachmentSweeper | None = None
         self.handler: PushHandler | None = None
         self.watchers: list[MailboxWatcher] = []
@@ -273,6 +275,7 @@ class Daemon:
         self.digester = Digester(self.store, self.current, self.clock, self.outbox.notify)
         self.autocloser = AutoCloser(self.store, self.current, self.clock)
         self.floods = FloodSummaries(self.store, self.current, self.clock, self._mail_queued)
+        self.key_sweeper = ExposedKeySweeper(self.store, self.clock)
         files = self.store.attachments()
         if isinstance(files, AttachmentStore | BlobStore):
             # Files are this node's own (its state directory); blobs are shared, and a
@@ -453,13 +456,15 @@ class Daemon:
     def _start_leader_work(self) -> None:
         """The periodic workers: one node runs them, or a digest would go out once per node."""
         assert self.escalator and self.digester and self.autocloser and self.floods
+        assert self.key_sweeper
         if self._leader_tasks:  # already running
             return
         self._leader_tasks = [
             self._spawn(self.escalator.run(), "escalation"),
             self._spawn(self.digester.run(), "digest"),
             self._spawn(self.autocloser.run(), "autoclose"),
-            self._spawn(self.floods.run(), "flood")]
+            self._spawn(self.floods.run(), "flood"),
+            self._spawn(self.key_sweeper.run(), "exposed_keys.sweep")]
 
     def _detach_watchers(self, names: tuple[str, ...]) -> list[asyncio.Task]:
         """Forget these mailboxes' watchers and return their tasks, still to be cancelled."""

@@ -3,7 +3,8 @@
 Effects of one kind are written together (one executemany each), in the order their
 rows depend on one another: the message, the new tickets (whose ids and refs the rest
 names), the message's receipts, changes to existing tickets (each written once, as the
-decision leaves it), clocks, links, attachments, held notifications, the outgoing mail,
+decision leaves it), clocks, links, attachments, held notifications, exposed reply keys,
+the outgoing mail,
 and last the events (which name the message, the tickets and the mail). Events keep the order the
 decision listed them in, so "the first event of a ticket" means what it did.
 
@@ -28,6 +29,7 @@ from mailgate.tickets.effects import (
     AddReceipts,
     Change,
     Effect,
+    ExposeKeys,
     HoldNotification,
     LinkTickets,
     NewTicket,
@@ -123,6 +125,7 @@ async def apply(tx: Tx, effects: Sequence[Effect], arrival: Arrival, write_mail:
     await _links(tx, done, _of(effects, LinkTickets))
     await _attachments(tx, done, _of(effects, AddAttachments), now)
     await _holds(tx, done, _of(effects, HoldNotification), now)
+    await _exposed(tx, _of(effects, ExposeKeys), now)
     events = await _mail(tx, done, effects, write_mail, now)
     await _events(tx, done, events, now)
     return Applied(done.message, tuple(done.opened[slot] for slot in sorted(done.opened)))
@@ -167,6 +170,16 @@ async def _holds(tx: Tx, done: _Written, holds: list[HoldNotification],
         await tx.conn.executemany(
             "INSERT INTO held_notifications (ticket, department, sender, at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+
+
+async def _exposed(tx: Tx, exposes: list[ExposeKeys], now: datetime) -> None:
+    """Burn the keys; the first time a key was seen elsewhere is the one kept."""
+    keys = {token: expires for e in exposes for token, expires in e.keys.items()}
+    if keys:
+        tx.exposed_tokens.update(keys)
+        await tx.conn.executemany(
+            "INSERT INTO exposed_keys (token, at, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING", [(t, ts(now), keys[t]) for t in sorted(keys)])
 
 
 async def _mail(tx: Tx, done: _Written, effects: Sequence[Effect], write_mail: MailWriter,

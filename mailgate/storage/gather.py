@@ -1,9 +1,10 @@
 """The read step of a mail's processing: what a decision needs, in as few queries as can be.
 
-`usage` answers "is this mail stored, for whom, and how much automatic mail went to its
-sender this hour" in one query; `threaded` finds the tickets a mail continues, by subject
-tag, by Message-ID and (for automatic mail) by the Message-IDs quoted inside, with their
-state, in another. Portable SQL: UNION ALL of typed columns, no SQLite-only functions.
+`stored` answers "is this mail stored, for whom, how much automatic mail went to its
+sender this hour, and have others seen its reply keys" in one query; `threaded` finds the
+tickets a mail continues, by subject tag, by Message-ID and (for automatic mail) by the
+Message-IDs quoted inside, with their state, in another. Portable SQL: UNION ALL of typed
+columns, no SQLite-only functions.
 """
 
 from __future__ import annotations
@@ -23,32 +24,37 @@ HOUR = timedelta(hours=1)
 MAX_IDS = 60  # Message-IDs looked up per mail: References can be long, and is sender-made
 
 
-Stored = tuple[int | None, str | None, frozenset[str], Usage]
+# The messages row, its fingerprint, the departments that received it, the automatic mail
+# drawn, and which of the reply keys asked about have been exposed.
+Stored = tuple[int | None, str | None, frozenset[str], Usage, frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
 class Asks:
     """What stored() is asked about one mail: its key, and with `budget` (the sender's
     mailbox and limited domain) and `flood` ((department, team budget) pairs) the
-    automatic mail drawn on them in the last hour."""
+    automatic mail drawn on them in the last hour, with `tokens` which of its reply keys
+    (replykey.Key.identity) are in exposed_keys."""
 
     dedupe_key: str
     budget: tuple[str, str | None] | None = None
     flood: tuple[tuple[str, str], ...] = ()
+    tokens: tuple[str, ...] = ()
 
 
 async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None = None,
                  flood: Sequence[tuple[str, str]] = (),
-                 now: datetime | None = None) -> Stored:
+                 now: datetime | None = None, tokens: Sequence[str] = ()) -> Stored:
     """The messages row and fingerprint stored under this key, the departments that
-    received it, and (with `budget`: the sender's mailbox and limited domain, and `flood`:
-    (department, budget name) pairs) the automatic mail drawn on them in the last hour.
+    received it, (with `budget`: the sender's mailbox and limited domain, and `flood`:
+    (department, budget name) pairs) the automatic mail drawn on them in the last hour,
+    and which of `tokens` (reply keys) have been exposed.
 
     On a shared engine the key is locked first, until the transaction ends: the same
     message processed by another node now is waited for, then seen. Answered without a
     query when read ahead for the mail's group (read_ahead), and still so."""
     if tx.ahead is not None:
-        known = tx.ahead.answer(tx, Asks(dedupe_key, budget, tuple(flood)))
+        known = tx.ahead.answer(tx, Asks(dedupe_key, budget, tuple(flood), tuple(tokens)))
         if known is not None:
             return known
     if tx.engine is not None and tx.engine.shared:
@@ -73,9 +79,13 @@ async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None 
             parts.append("SELECT 'notified', COUNT(DISTINCT ticket), CAST(? AS TEXT) "
                          "FROM outbox WHERE budget = ? AND created_at >= ?")
             args += [department, name, since]
+    if tokens:
+        parts.append(f"SELECT 'exposed', NULL, token FROM exposed_keys "
+                     f"WHERE token IN ({_marks(tokens)})")
+        args += list(tokens)
     rows = await tx.fetch_all(" UNION ALL ".join(parts), args)
     message = fingerprint = None
-    received, counts, notified = set(), {"mailbox": 0, "domain": 0}, {}
+    received, counts, notified, exposed = set(), {"mailbox": 0, "domain": 0}, {}, set()
     for what, n, name in rows:
         if what == "message":
             message, fingerprint = n, name
@@ -83,10 +93,12 @@ async def stored(tx: Tx, dedupe_key: str, budget: tuple[str, str | None] | None 
             received.add(name)
         elif what == "notified":
             notified[name] = int(n)
+        elif what == "exposed":
+            exposed.add(name)
         else:
             counts[what] = int(n)
     return (message, fingerprint, frozenset(received),
-            Usage(counts["mailbox"], counts["domain"], notified))
+            Usage(counts["mailbox"], counts["domain"], notified), frozenset(exposed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +119,8 @@ class Ahead:
     mailboxes: dict[str, int]  # budget -> automatic mails queued this hour
     domains: dict[str, int]  # budget_domain -> the same
     notified: dict[str, int]  # team budget -> tickets notified about this hour
+    tokens: frozenset[str]  # every reply key read
+    exposed: frozenset[str]  # those of them in exposed_keys
     given: set[str]
 
     def answer(self, tx: Tx, asks: Asks) -> Stored | None:
@@ -117,14 +131,17 @@ class Ahead:
         if (_stale(mailbox, self.mailboxes, tx.queued_budgets)
                 or _stale(domain, self.domains, tx.queued_domains)
                 or any(_stale(name, self.notified, tx.queued_budgets)
-                       for _, name in asks.flood)):
+                       for _, name in asks.flood)
+                or not self.tokens.issuperset(asks.tokens)
+                or not tx.exposed_tokens.isdisjoint(asks.tokens)):
             return None
         self.given.add(key)
         message, fingerprint = self.messages.get(key, (None, None))
         usage = Usage(self.mailboxes[mailbox] if mailbox is not None else 0,
                       self.domains[domain] if domain is not None else 0,
                       {department: self.notified[name] for department, name in asks.flood})
-        return message, fingerprint, self.received.get(key, frozenset()), usage
+        return (message, fingerprint, self.received.get(key, frozenset()), usage,
+                self.exposed.intersection(asks.tokens))
 
 
 def _stale(name: str | None, counted: dict[str, int], queued: set[str]) -> bool:
@@ -147,6 +164,7 @@ async def read_ahead(tx: Tx, asks: Sequence[Asks], now: datetime) -> None:
     mailboxes = sorted({a.budget[0] for a in asks if a.budget is not None})
     domains = sorted({a.budget[1] for a in asks if a.budget is not None and a.budget[1]})
     teams = sorted({name for a in asks for _, name in a.flood})
+    tokens = sorted({token for a in asks for token in a.tokens})
     since = ts(now - HOUR)
     parts = [f"SELECT 'message' AS what, dedupe_key AS name, id AS n, fingerprint AS fp "
              f"FROM messages WHERE dedupe_key IN ({_marks(keys)})",
@@ -162,22 +180,29 @@ async def read_ahead(tx: Tx, asks: Sequence[Asks], now: datetime) -> None:
                          f"WHERE {column} IN ({_marks(names)}) AND created_at >= ? "
                          f"GROUP BY {column}")
             args += [*names, since]
+    if tokens:
+        parts.append(f"SELECT 'exposed', token, NULL, NULL FROM exposed_keys "
+                     f"WHERE token IN ({_marks(tokens)})")
+        args += tokens
     rows = await tx.fetch_all(" UNION ALL ".join(parts), args)
     found: dict[str, dict[str, int]] = {"mailbox": dict.fromkeys(mailboxes, 0),
                                         "domain": dict.fromkeys(domains, 0),
                                         "notified": dict.fromkeys(teams, 0)}
     messages: dict[str, tuple[int, str]] = {}
     received: dict[str, set[str]] = {}
+    exposed: set[str] = set()
     for what, name, n, fp in rows:
         if what == "message":
             messages[name] = (n, fp)
         elif what == "receipt":
             received.setdefault(name, set()).add(fp)
+        elif what == "exposed":
+            exposed.add(name)
         else:
             found[what][name] = int(n)
     tx.ahead = Ahead(messages, {k: frozenset(v) for k, v in received.items()},
                      frozenset(keys), found["mailbox"], found["domain"], found["notified"],
-                     set())
+                     frozenset(tokens), frozenset(exposed), set())
 
 
 def _marks(values: Iterable[object]) -> str:

@@ -251,4 +251,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX tickets_created_at ON tickets(created_at);
     """,
+    # 10: reply keys someone else has seen (a mail carrying them went to other people too):
+    # they prove nothing any more (core/exposure.py). `token`: the key's identity
+    # (replykey.Key), `at`: when it was seen, `expires`: the key's own end, after which
+    # the row is swept (workers/key_sweep.py)
+    """
+    CREATE TABLE exposed_keys (
+        token TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX exposed_keys_expires ON exposed_keys(expires);
+    """,
 )

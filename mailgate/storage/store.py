@@ -378,12 +378,14 @@ class Tx:
         # without waiting (see savepoint).
         self._pipelining = conn if isinstance(conn, Pipelining) else None
         # What this transaction wrote that a read done ahead (gather.read_ahead) counts:
-        # the keys of messages stored or received, and the budgets (outbox.budget) and
-        # domains (outbox.budget_domain) of mail queued. Never emptied: a write undone
-        # with its savepoint still makes the answer read ahead stale, to be safe.
+        # the keys of messages stored or received, the budgets (outbox.budget) and
+        # domains (outbox.budget_domain) of mail queued, and the reply keys burnt. Never
+        # emptied: a write undone with its savepoint still makes the answer read ahead
+        # stale, to be safe.
         self.written_keys: set[str] = set()
         self.queued_budgets: set[str] = set()
         self.queued_domains: set[str] = set()
+        self.exposed_tokens: set[str] = set()  # reply keys burnt (exposed_keys rows)
         self.ahead: Ahead | None = None  # a group's facts, when read ahead
 
     @property

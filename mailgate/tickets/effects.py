@@ -54,6 +54,7 @@ class Facts:
     received_by: frozenset[str] = frozenset()  # departments that have this mail already
     threaded: tuple[TicketState, ...] = ()  # the tickets it continues, oldest first
     usage: Usage = field(default_factory=Usage)
+    exposed: frozenset[str] = frozenset()  # its reply keys that others have seen (identities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +232,15 @@ class WriteClock:
 
 
 @dataclass(frozen=True, slots=True)
+class ExposeKeys:
+    """Reply keys that the mail being handled showed to people other than the key's
+    holder and mailgate: from now on they prove nothing. Each key's identity
+    (replykey.Key) and the end of its validity (Unix seconds), when its row may go."""
+
+    keys: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     """A line for the log, written by the caller once the effects are applied."""
 
@@ -241,4 +251,4 @@ class Log:
 
 Change = SetMessageText | UpdateTicket | WriteClock
 Effect = (StoreMessage | AddReceipts | OpenTicket | StartClocks | AddEvent | LinkTickets
-          | AddAttachments | HoldNotification | QueueMail | Change | Log)
+          | AddAttachments | HoldNotification | QueueMail | ExposeKeys | Change | Log)

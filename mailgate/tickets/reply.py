@@ -91,6 +91,9 @@ class Incoming:
     msg: Inbound
     trust: Trust
     proven: frozenset[str] = frozenset()  # tickets a reply key in this mail proves
+    # Tickets the sender's reply key in this mail was for, but others had seen that key
+    # (core/exposure.py): it proves nothing, and the notice says why.
+    exposed: frozenset[str] = frozenset()
 
     @property
     def sender(self) -> str:
@@ -260,14 +263,16 @@ class Conversation:
         """A member's address, but nothing proves the mail is theirs: kept, internal,
         never relayed or obeyed; the member's own address is told how to act."""
         mail = plan.mail
+        exposed = t.st.ref in mail.exposed
         plan.add(SetMessageText(text),
                  plan.event(t, "reply", actor=mail.sender, of_mail=True,
-                            detail={"unproven": mail.trust.value}, visibility="internal"))
+                            detail={"unproven": mail.trust.value} | _exposed(exposed),
+                            visibility="internal"))
         plan.log("warning", "member.unproven", ticket=t.st.ref, sender=mail.sender,
-                 trust=mail.trust.value)
+                 trust=mail.trust.value, exposed_key=exposed)
         self._notice(plan, t, dept, K.UNPROVEN_NOTICE, member,
                      {"name": self._name(member, mail), "text": text[:2000],
-                      "replayable": mail.trust is Trust.REPLAYABLE})
+                      "replayable": mail.trust is Trust.REPLAYABLE, "exposed": exposed})
         return "unproven"
 
     def _from_other(self, plan: _Plan, t: TicketChanges, dept: Department | None, text: str,
@@ -323,7 +328,8 @@ class Conversation:
         """The requester's address, but not a reply to our mail and not vouched for by our
         MTA: it may be forged. No reopen, no rating, no clock; the team sees it, marked."""
         mail = plan.mail
-        detail = {"role": "requester", "unproven": mail.trust.value}
+        detail = {"role": "requester", "unproven": mail.trust.value} \
+            | _exposed(t.st.ref in mail.exposed)
         if rating is not None:
             detail["rating_ignored"] = rating[0]
         plan.add(plan.event(t, "reply", actor=mail.sender, of_mail=True, detail=detail,
@@ -566,6 +572,7 @@ class Conversation:
         name = author.name if author and author.name else mail.sender
         context = {"text": text, "kind": kind, "reopened": reopened, "unverified": unverified,
                    "replayable": unverified and mail.trust is Trust.REPLAYABLE,
+                   "exposed": unverified and st.ref in mail.exposed,
                    "author": {"name": author.name if author else "", "address": mail.sender},
                    "left_out": list(parts.left_out)}
         sent = plan.event(t, "relayed", actor=mail.sender, visibility="internal",
@@ -688,6 +695,12 @@ def find_department(directory: Directory, name: str) -> Department | None:
 
 def _unverified(proof: str | None) -> dict:
     return {} if proof else {"unverified": True}
+
+
+def _exposed(exposed: bool) -> dict:
+    """An unproven mail's event says so when its key would have proved it, but others
+    had seen that key."""
+    return {"exposed_key": True} if exposed else {}
 
 
 def span(delta: timedelta) -> str:
