@@ -46,7 +46,6 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")  # CRLF + WSP is the WSP (RFC 5322 unfoldi
 _PARAMETER_WITHOUT_SEMICOLON = re.compile(
     r"^([ \t]*[!#-'*+.0-9A-Z^-~-]+/[!#-'*+.0-9A-Z^-~-]+)[ \t\r\n]+"
     r"(?=[!#-'*+.0-9A-Z^-~-]+[ \t]*=)")
-_FOLD_ANY = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")  # compat32 also ends a line at a lone CR
 _UNDECLARED_8BIT = re.compile("[\udc80-\udcff]")  # compat32's surrogate-escaped raw bytes
 # The CRs of a run that ends in LF (CRLF, and QP's "=0D" before a line end), from the run's
 # first CR: see line_ends().
@@ -183,12 +182,20 @@ class _Unfolding(Compat32):
     type, so `text/plain charset=utf-8` was no text and its part an attachment."""
 
     def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
-        if isinstance(value, str):
-            if "\n" in value or "\r" in value:
-                value = _FOLD_ANY.sub("", value)
-            if len(name) == 12 and name.lower() == "content-type":
+        # Called for every get(), so string methods, and a regex only where they fire.
+        # Every line break compat32 keeps in a value begins a continuation line (one that
+        # starts with a blank), so removing the breaks is exactly the unfolding.
+        if not isinstance(value, str):
+            return value
+        if "\n" in value or "\r" in value:
+            value = value.replace("\r\n", "").replace("\n", "").replace("\r", "")
+        if len(name) == 12 and name.lower() == "content-type":
+            media_type = value.partition(";")[0].strip()
+            if " " in media_type or "\t" in media_type:
                 value = _PARAMETER_WITHOUT_SEMICOLON.sub(r"\1; ", value, count=1)
-        return super().header_fetch_parse(name, value)  # type: ignore[return-value]
+        if value.isascii():  # compat32's answer for a value without raw 8-bit bytes
+            return value
+        return Compat32.header_fetch_parse(self, name, value)  # type: ignore[return-value]
 
 
 _UNFOLDING = _Unfolding()
