@@ -7,6 +7,7 @@ mailgate read wrongly. Each message here is hand-made: the shape, not the third-
 from __future__ import annotations
 
 import base64
+import struct
 
 import pytest
 
@@ -163,3 +164,37 @@ def test_obsolete_blanks_before_the_colon_of_a_first_from_field() -> None:
     msg = parse(raw)
     assert msg.sender is not None and msg.sender.addr == "jdoe@machine.example"
     assert msg.subject == "Saying Hello"
+
+
+def _tnef_object(name: int, data: bytes) -> bytes:
+    """One message-level TNEF attribute: level, id, type, length, data, checksum."""
+    return (bytes([1]) + struct.pack("<HHI", name & 0xFFFF, name >> 16, len(data)) + data
+            + struct.pack("<H", sum(data) & 0xFFFF))
+
+
+def _winmail(*objects: bytes) -> str:
+    stream = b"\x78\x9f\x3e\x22\x01\x00" + b"".join(objects)
+    return base64.encodebytes(stream).decode()
+
+
+def _outlook_mail(winmail: str) -> bytes:
+    # Outlook's "Rich Text" mail to the outside: an empty text part, the text in winmail.dat.
+    return ("From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+            "--m\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\r\n\r\n"
+            "--m\r\nContent-Type: application/ms-tnef; name=winmail.dat\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n" + winmail + "--m--\r\n").encode()
+
+
+def test_the_text_outlook_put_into_winmail_dat_is_the_body() -> None:
+    body = b"Please reset my password.\r\n\x00"
+    msg = parse(_outlook_mail(_winmail(_tnef_object(0x0002800C, body))))  # attBody
+    assert msg.body.strip() == "Please reset my password."
+
+
+def test_the_html_outlook_put_into_winmail_dat_is_the_body() -> None:
+    html = b"<html><body><p>Printer on floor 3 is offline.</p></body></html>"
+    props = (struct.pack("<I", 1) + struct.pack("<HH", 0x0102, 0x1013)  # PR_BODY_HTML
+             + struct.pack("<II", 1, len(html)) + html + b"\x00" * (-len(html) % 4))
+    msg = parse(_outlook_mail(_winmail(_tnef_object(0x00069003, props))))  # attMsgProps
+    assert msg.body.strip() == "Printer on floor 3 is offline."

@@ -570,11 +570,14 @@ def _body_and_attachments(r: _Reading, max_chars: int
             else:
                 if ctype == "text/plain" and fallback is None and inline:
                     fallback, _ = _plain_text(part, r.defects)  # named, shown inline
-                attachments += _attachments(part, ctype, filename, r.defects)
+                found, text = _attachments(part, ctype, filename, r.defects)
+                attachments += found
+                fallback = fallback or text  # e.g. the text inside a winmail.dat
         except Exception as exc:
             r.defects.append(f"unreadable part: {type(exc).__name__}")
-    # Plain text first; an empty plain alternative beside a real HTML one is no text.
-    if plain is not None and (plain.strip() or not html):
+    # Plain text first; an empty plain part beside real HTML, or beside text shown
+    # otherwise (a winmail.dat's, a named inline text), is no text.
+    if plain is not None and (plain.strip() or not (html or fallback)):
         body = plain
     else:
         body = html_to_text(html) if html else fallback or ""
@@ -693,15 +696,20 @@ def _size(part: Message) -> int:
 
 
 def _attachments(part: Message, ctype: str, filename: str,
-                 defects: list[str]) -> list[Attachment]:
-    """One attachment, or the files a winmail.dat carries."""
+                 defects: list[str]) -> tuple[list[Attachment], str | None]:
+    """One attachment, or the files a winmail.dat carries; and the text a winmail.dat
+    carries (None if none)."""
     if tnef.is_tnef(ctype, filename):
-        inside = tnef.files(_payload(part))
-        if inside:
-            return [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in inside]
+        inside = tnef.read(_payload(part))
         if inside is None:
             defects.append("winmail.dat (TNEF) could not be read; kept as it is")
-    return [Attachment(filename or "unnamed", ctype, _size(part))]
+        else:
+            text = inside.text.strip() or html_to_text(inside.html) or None
+            if inside.files:
+                return [Attachment(f.filename, guess_type(f.filename), len(f.data))
+                        for f in inside.files], text
+            return [Attachment(filename or "unnamed", ctype, _size(part))], text
+    return [Attachment(filename or "unnamed", ctype, _size(part))], None
 
 
 def guess_type(filename: str) -> str:
