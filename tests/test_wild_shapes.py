@@ -198,3 +198,30 @@ def test_the_html_outlook_put_into_winmail_dat_is_the_body() -> None:
              + struct.pack("<II", 1, len(html)) + html + b"\x00" * (-len(html) % 4))
     msg = parse(_outlook_mail(_winmail(_tnef_object(0x00069003, props))))  # attMsgProps
     assert msg.body.strip() == "Printer on floor 3 is offline."
+
+
+def test_a_text_subtype_without_a_reader_is_read_as_plain_text() -> None:
+    # RFC 2046 4.1.4: unrecognised subtypes of text are treated as text/plain.
+    raw = (b"From: ann@example.com\r\nSubject: notes\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: text/markdown; charset=utf-8\r\n\r\n"
+           b"**Hello!** The VPN drops every hour.\r\n--m--\r\n")
+    msg = parse(raw)
+    assert msg.body.strip() == "**Hello!** The VPN drops every hour."
+
+
+def test_enriched_text_is_read_without_its_formatting() -> None:
+    # RFC 1896: a single line break is a space, n breaks are n-1, "<<" is "<".
+    raw = (b"From: ann@example.com\r\nSubject: notes\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/enriched\r\n\r\n"
+           b"<bold>The VPN</bold> drops\r\nevery hour.\r\n\r\n"
+           b"<param>red</param><color>Since</color> 9 <<am>.\r\n")
+    assert parse(raw).body.strip() == "The VPN drops every hour.\nSince 9 <am>."
+
+
+def test_a_calendar_part_is_not_the_text() -> None:
+    raw = (b"From: ann@example.com\r\nSubject: meeting\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/calendar; method=REQUEST\r\n\r\n"
+           b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+    msg = parse(raw)
+    assert msg.body == "" and [a.content_type for a in msg.attachments] == ["text/calendar"]

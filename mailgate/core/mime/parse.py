@@ -30,7 +30,16 @@ from mailgate.core.headernames import (
     PINNING_FIELDS,
     ROUTING_HEADERS,
 )
-from mailgate.core.mime import charsets, flowed, headerblock, htmltext, rfc2047, tnef, uuencode
+from mailgate.core.mime import (
+    charsets,
+    enriched,
+    flowed,
+    headerblock,
+    htmltext,
+    rfc2047,
+    tnef,
+    uuencode,
+)
 from mailgate.core.model import Address, Attachment, Inbound
 
 MAX_HEADER_CHARS = 4096  # a decoded header longer than this is cut: nobody reads further
@@ -570,6 +579,8 @@ def _body_and_attachments(r: _Reading, max_chars: int
             else:
                 if ctype == "text/plain" and fallback is None and inline:
                     fallback, _ = _plain_text(part, r.defects)  # named, shown inline
+                elif _shown_as_text(ctype) and fallback is None and inline and not filename:
+                    fallback = _other_text(part, ctype, r.defects)
                 found, text = _attachments(part, ctype, filename, r.defects)
                 attachments += found
                 fallback = fallback or text  # e.g. the text inside a winmail.dat
@@ -724,6 +735,27 @@ def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment
         delsp = str(part.get_param("delsp") or "").lower() == "yes"
         text = flowed.unflow(line_ends(text), delsp)
     return text, [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in files]
+
+
+# Text subtypes that are data for a program rather than text for a reader.
+_NOT_SHOWN_AS_TEXT = frozenset({"text/calendar", "text/rfc822-headers", "text/vcard",
+                                "text/x-vcard", "text/directory", "text/x-vcalendar"})
+
+
+def _shown_as_text(ctype: str) -> bool:
+    """RFC 2046 4.1.4: an unrecognised subtype of text is treated as text/plain (HTML has
+    its own reading; calendars, cards and header blocks are no one's message text)."""
+    return (ctype.startswith("text/") and ctype not in ("text/plain", "text/html")
+            and ctype not in _NOT_SHOWN_AS_TEXT)
+
+
+def _other_text(part: Message, ctype: str, defects: list[str]) -> str:
+    """The text of a text/* part that is neither plain nor HTML (text/markdown ...);
+    enriched and richtext without their formatting commands."""
+    text = charsets.decode(_payload(part), _charset(part), defects, what="body")
+    if ctype in ("text/enriched", "text/richtext"):
+        return enriched.to_text(text, richtext=ctype == "text/richtext")
+    return text
 
 
 def line_ends(text: str) -> str:
