@@ -225,3 +225,20 @@ def test_a_calendar_part_is_not_the_text() -> None:
            b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
     msg = parse(raw)
     assert msg.body == "" and [a.content_type for a in msg.attachments] == ["text/calendar"]
+
+
+def test_an_html_part_shown_in_a_mixed_mail_is_text_beside_a_plain_footer() -> None:
+    # A list server (or a gateway) appends its footer as a text/plain part after an
+    # HTML-only request: both are shown, one after the other (RFC 2046 5.1.3).
+    raw = (b"From: ann@example.com\r\nSubject: laptop\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           b"<html><body><p>My laptop will not boot.</p></body></html>\r\n"
+           b"--m\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+           b"-- \r\nhelpdesk-users mailing list\r\n"
+           b"--m\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Sent from my phone</p>\r\n"
+           b"--m--\r\n")
+    msg = parse(raw)
+    assert msg.body.split("\n") == ["My laptop will not boot.", "", "-- ",
+                                    "helpdesk-users mailing list", "", "Sent from my phone"]
+    assert msg.attachments == () and extract(raw) == []

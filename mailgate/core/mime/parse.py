@@ -569,9 +569,15 @@ def _body_and_attachments(r: _Reading, max_chars: int
                 text, files = _plain_text(part, r.defects)
                 plain = text if plain is None else _joined(plain, text)
                 attachments += files
+            elif ctype == "text/html" and inline and not filename and parent == _MIXED:
+                # Shown in sequence like a plain part (an HTML request, then a list's
+                # plain footer): its text joins the body in its place.
+                text = html_to_text(_html_text(part, r.defects))
+                plain = text if plain is None else _joined(plain, text)
+                html = text if html is None else html
             elif ctype == "text/html" and inline and not filename and (
                     html is None or group in shown):  # else the plain text's HTML twin
-                html = _html_text(part, r.defects) if html is None else html
+                html = html_to_text(_html_text(part, r.defects)) if html is None else html
             elif ctype.startswith("multipart/"):
                 # A multipart whose boundary never comes: its text is all there is.
                 if fallback is None and isinstance(part.get_payload(), str):
@@ -588,10 +594,10 @@ def _body_and_attachments(r: _Reading, max_chars: int
             r.defects.append(f"unreadable part: {type(exc).__name__}")
     # Plain text first; an empty plain part beside real HTML, or beside text shown
     # otherwise (a winmail.dat's, a named inline text), is no text.
-    if plain is not None and (plain.strip() or not (html or fallback)):
+    if plain is not None and (plain.strip() or (html is None and not fallback)):
         body = plain
     else:
-        body = html_to_text(html) if html else fallback or ""
+        body = html or fallback or ""
     body = line_ends(body).replace("\x00", "")
     if len(body) > max_chars:
         r.defects.append(f"body longer than {max_chars} characters; cut")
@@ -612,7 +618,7 @@ def _body_text(have_text: bool, parent: str, group: int, shown: set[int]) -> boo
     if group and group not in shown:
         shown.add(group)
         return True
-    return not have_text or parent == "multipart/mixed"
+    return not have_text or parent == _MIXED
 
 
 def body_parts(leaves: list[Leaf]) -> list[Message]:
@@ -737,6 +743,7 @@ def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment
     return text, [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in files]
 
 
+_MIXED = "multipart/mixed"
 # Text subtypes that are data for a program rather than text for a reader.
 _NOT_SHOWN_AS_TEXT = frozenset({"text/calendar", "text/rfc822-headers", "text/vcard",
                                 "text/x-vcard", "text/directory", "text/x-vcalendar"})
