@@ -242,3 +242,18 @@ def test_an_html_part_shown_in_a_mixed_mail_is_text_beside_a_plain_footer() -> N
     assert msg.body.split("\n") == ["My laptop will not boot.", "", "-- ",
                                     "helpdesk-users mailing list", "", "Sent from my phone"]
     assert msg.attachments == () and extract(raw) == []
+
+
+def test_an_html_request_with_pictures_keeps_its_text_beside_a_plain_footer() -> None:
+    raw = (b"From: ann@example.com\r\nSubject: laptop\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: multipart/related; boundary=r\r\n\r\n"
+           b"--r\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           b"<p>My laptop shows this:</p><img src=\"cid:s1\">\r\n"
+           b"--r\r\nContent-Type: image/png\r\nContent-ID: <s1>\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--r--\r\n"
+           b"--m\r\nContent-Type: text/plain\r\n\r\nhelpdesk-users mailing list\r\n--m--\r\n")
+    msg = parse(raw)
+    assert msg.body.split("\n") == ["My laptop shows this:", "", "helpdesk-users mailing list"]
+    assert [a.content_type for a in msg.attachments] == ["image/png"]
+    assert [p.content_type for p in extract(raw)] == ["image/png"]

@@ -67,10 +67,10 @@ def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
               hint: str | None) -> list[Message]:
     """The leaves that are attachments, in order: all but the body's text parts (`texts`,
     by identity), its first unnamed inline text/html, those shown in a multipart/mixed
-    and the HTML twins of its texts (an unnamed inline text/html in an alternative whose
-    plain text is body text: `shown`, see parse.Leaf); as parse() reads the body. Robust
-    against 8-bit header values, which compat32 hands out as Header objects, not
-    strings."""
+    (in it, or first in a multipart/related in it) and the HTML twins of its texts (an
+    unnamed inline text/html in an alternative whose plain text is body text: `shown`,
+    see parse.Leaf); as parse() reads the body. Robust against 8-bit header values, which
+    compat32 hands out as Header objects, not strings."""
     found: list[Message] = []
     html_seen = False
     for part, parent, group in leaves:
@@ -86,7 +86,8 @@ def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
             continue
         inline_html = (ctype == "text/html" and not named
                        and disposition.strip().lower() != "attachment")
-        if inline_html and (not html_seen or group in shown or parent == "multipart/mixed"):
+        if inline_html and (not html_seen or group in shown or parent == "multipart/mixed"
+                            or (group and parent == "multipart/related")):
             html_seen = True
             continue
         found.append(part)

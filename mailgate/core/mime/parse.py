@@ -485,10 +485,11 @@ def charset_hint(msg: Message) -> str | None:
 
 class Leaf(NamedTuple):
     """A leaf part, its parent's content type ("" for the message itself), and `group`:
-    for a leaf of a multipart/alternative that sits in a multipart/mixed, a number naming
-    that alternative (0 otherwise). RFC 2046 5.1.3: a mixed mail's parts are shown one
-    after the other, so each such alternative gives its text to the body, as the first
-    one does (a gateway's banner, then the request; a request, then a list's footer)."""
+    for a leaf of a multipart/alternative or multipart/related that sits in a
+    multipart/mixed, a number naming that container (0 otherwise). RFC 2046 5.1.3: a
+    mixed mail's parts are shown one after the other, so each such container gives its
+    text to the body, as the first one does (a gateway's banner, then the request; a
+    request, then a list's footer)."""
 
     part: Message
     parent: str
@@ -515,8 +516,8 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Leaf]:
             if depth >= MAX_DEPTH:
                 defects.append(f"multipart nesting deeper than {MAX_DEPTH}; inner parts ignored")
                 continue
-            inner = (len(types) if ctype == "multipart/alternative"
-                     and parent == "multipart/mixed" else 0)  # a number of its own
+            inner = (len(types) if ctype in _GROUPS and parent == _MIXED
+                     else 0)  # a number of its own
             stack.extend((p, depth + 1, ctype, inner) for p in reversed(payload)
                          if isinstance(p, Message))
         else:
@@ -569,7 +570,8 @@ def _body_and_attachments(r: _Reading, max_chars: int
                 text, files = _plain_text(part, r.defects)
                 plain = text if plain is None else _joined(plain, text)
                 attachments += files
-            elif ctype == "text/html" and inline and not filename and parent == _MIXED:
+            elif ctype == "text/html" and inline and not filename and _html_shown(
+                    parent, group, shown):
                 # Shown in sequence like a plain part (an HTML request, then a list's
                 # plain footer): its text joins the body in its place.
                 text = html_to_text(_html_text(part, r.defects))
@@ -619,6 +621,18 @@ def _body_text(have_text: bool, parent: str, group: int, shown: set[int]) -> boo
         shown.add(group)
         return True
     return not have_text or parent == _MIXED
+
+
+def _html_shown(parent: str, group: int, shown: set[int]) -> bool:
+    """Whether an unnamed inline text/html leaf is shown in sequence in a multipart/mixed:
+    a part of it, or the first text of a multipart/related in it (the related's root,
+    its pictures beside it). An HTML alternative is not: the plain one is read."""
+    if parent == _MIXED:
+        return True
+    if group and parent == _RELATED and group not in shown:
+        shown.add(group)
+        return True
+    return False
 
 
 def body_parts(leaves: list[Leaf]) -> list[Message]:
@@ -744,6 +758,8 @@ def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment
 
 
 _MIXED = "multipart/mixed"
+_RELATED = "multipart/related"
+_GROUPS = ("multipart/alternative", _RELATED)  # containers whose text Leaf.group tracks
 # Text subtypes that are data for a program rather than text for a reader.
 _NOT_SHOWN_AS_TEXT = frozenset({"text/calendar", "text/rfc822-headers", "text/vcard",
                                 "text/x-vcard", "text/directory", "text/x-vcalendar"})
