@@ -257,3 +257,19 @@ def test_an_html_request_with_pictures_keeps_its_text_beside_a_plain_footer() ->
     assert msg.body.split("\n") == ["My laptop shows this:", "", "helpdesk-users mailing list"]
     assert [a.content_type for a in msg.attachments] == ["image/png"]
     assert [p.content_type for p in extract(raw)] == ["image/png"]
+
+
+def test_a_mixed_html_alternative_is_not_read_beside_its_plain_twin() -> None:
+    # Apple Mail's HTML with a picture between two texts: the alternative's HTML choice
+    # is a multipart/mixed; the plain choice is the text, read once.
+    raw = (b"From: ann@example.com\r\nSubject: laptop\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/alternative; boundary=a\r\n\r\n"
+           b"--a\r\nContent-Type: text/plain\r\n\r\nBefore. After.\r\n"
+           b"--a\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: text/html\r\n\r\n<p>Before.</p>\r\n"
+           b"--m\r\nContent-Type: image/png; name=s.png\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n"
+           b"--m\r\nContent-Type: text/html\r\n\r\n<p>After.</p>\r\n--m--\r\n--a--\r\n")
+    msg = parse(raw)
+    assert msg.body.strip() == "Before. After."
+    assert [a.filename for a in msg.attachments] == [p.filename for p in extract(raw)]

@@ -66,14 +66,14 @@ def extract(raw: bytes) -> list[Part]:
 def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
               hint: str | None) -> list[Message]:
     """The leaves that are attachments, in order: all but the body's text parts (`texts`,
-    by identity), its first unnamed inline text/html, those shown in a multipart/mixed
-    (in it, or first in a multipart/related in it) and the HTML twins of its texts (an
-    unnamed inline text/html in an alternative whose plain text is body text: `shown`,
-    see parse.Leaf); as parse() reads the body. Robust against 8-bit header values, which
-    compat32 hands out as Header objects, not strings."""
+    by identity), its first unnamed inline text/html, those shown in a free
+    multipart/mixed (in it, or first in a multipart/related in it; see parse.Leaf) and
+    the HTML twins of its texts (an unnamed inline text/html in an alternative whose plain
+    text is body text: `shown`); as parse() reads the body. Robust against 8-bit header
+    values, which compat32 hands out as Header objects, not strings."""
     found: list[Message] = []
     html_seen = False
-    for part, parent, group in leaves:
+    for part, parent, group, free in leaves:
         if len(found) >= MAX_FILES:
             break
         if id(part) in texts:
@@ -86,8 +86,9 @@ def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
             continue
         inline_html = (ctype == "text/html" and not named
                        and disposition.strip().lower() != "attachment")
-        if inline_html and (not html_seen or group in shown or parent == "multipart/mixed"
-                            or (group and parent == "multipart/related")):
+        in_sequence = (parent == "multipart/mixed" and free) or (
+            group and parent == "multipart/related")  # parse._html_shown
+        if inline_html and (not html_seen or group in shown or in_sequence):
             html_seen = True
             continue
         found.append(part)

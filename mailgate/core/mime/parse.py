@@ -484,25 +484,29 @@ def charset_hint(msg: Message) -> str | None:
 
 
 class Leaf(NamedTuple):
-    """A leaf part, its parent's content type ("" for the message itself), and `group`:
-    for a leaf of a multipart/alternative or multipart/related that sits in a
-    multipart/mixed, a number naming that container (0 otherwise). RFC 2046 5.1.3: a
-    mixed mail's parts are shown one after the other, so each such container gives its
-    text to the body, as the first one does (a gateway's banner, then the request; a
-    request, then a list's footer)."""
+    """A leaf part and where it sits. RFC 2046 5.1.3: a multipart/mixed's parts are shown
+    one after the other, so each gives its text to the body (a gateway's banner, then the
+    request; a request, then a list's footer), unless the mixed is itself only one of the
+    choices of a multipart/alternative (Apple Mail's HTML: text, picture, text).
+
+    `parent`: the parent's content type ("" for the message itself). `free`: no
+    multipart/alternative above the parent, so the parent is shown whole. `group`: for a
+    leaf of a multipart/alternative or multipart/related that sits in a free
+    multipart/mixed, a number naming that container (0 otherwise): it gives one text."""
 
     part: Message
     parent: str
     group: int = 0
+    free: bool = True
 
 
 def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Leaf]:
     """Leaf parts in order (see Leaf), iteratively (deep nesting must not hit the
     recursion limit); `types` gets the content type of every part met, containers too."""
     leaves: list[Leaf] = []
-    stack: list[tuple[Message, int, str, int]] = [(msg, 0, "", 0)]
+    stack: list[tuple[Message, int, str, int, bool]] = [(msg, 0, "", 0, True)]
     while stack and len(leaves) < MAX_PARTS:
-        part, depth, parent, group = stack.pop()
+        part, depth, parent, group, free = stack.pop()
         try:
             ctype = part.get_content_type()
             types.append(ctype)
@@ -516,12 +520,13 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Leaf]:
             if depth >= MAX_DEPTH:
                 defects.append(f"multipart nesting deeper than {MAX_DEPTH}; inner parts ignored")
                 continue
-            inner = (len(types) if ctype in _GROUPS and parent == _MIXED
+            inner = (len(types) if ctype in _GROUPS and parent == _MIXED and free
                      else 0)  # a number of its own
-            stack.extend((p, depth + 1, ctype, inner) for p in reversed(payload)
+            inner_free = free and ctype != _ALTERNATIVE
+            stack.extend((p, depth + 1, ctype, inner, inner_free) for p in reversed(payload)
                          if isinstance(p, Message))
         else:
-            leaves.append(Leaf(part, parent, group))
+            leaves.append(Leaf(part, parent, group, free))
     if stack:
         defects.append(f"more than {MAX_PARTS} parts; the rest ignored")
     return leaves
@@ -559,19 +564,19 @@ def _body_and_attachments(r: _Reading, max_chars: int
     attachments: list[Attachment] = []
     types: list[str] = []
     shown: set[int] = set()  # the alternatives whose plain text is in the body
-    for part, parent, group in _walk(r.msg, r.defects, types):
+    for part, parent, group, free in _walk(r.msg, r.defects, types):
         try:
             ctype = part.get_content_type()
             filename = part_filename(part, r.defects, r.hint)
             inline = _disposition(part) != "attachment"
             if ctype == "text/plain" and inline and not filename and _body_text(
-                    plain is not None, parent, group, shown):
+                    plain is not None, parent, group, free, shown):
                 # Text, an inline picture, more text (Apple Mail, phones): one body.
                 text, files = _plain_text(part, r.defects)
                 plain = text if plain is None else _joined(plain, text)
                 attachments += files
             elif ctype == "text/html" and inline and not filename and _html_shown(
-                    parent, group, shown):
+                    parent, group, free, shown):
                 # Shown in sequence like a plain part (an HTML request, then a list's
                 # plain footer): its text joins the body in its place.
                 text = html_to_text(_html_text(part, r.defects))
@@ -613,21 +618,23 @@ def leaf_parts(msg: Message) -> list[Leaf]:
     return _walk(msg, [], [])
 
 
-def _body_text(have_text: bool, parent: str, group: int, shown: set[int]) -> bool:
+def _body_text(have_text: bool, parent: str, group: int, free: bool,
+               shown: set[int]) -> bool:
     """Whether an unnamed inline text/plain leaf is body text: the first one; each one in
-    a multipart/mixed; the first one of each alternative shown in a multipart/mixed
-    (`shown` collects those alternatives)."""
+    a free multipart/mixed; the first one of each alternative or related part shown in
+    one (`shown` collects those; see Leaf)."""
     if group and group not in shown:
         shown.add(group)
         return True
-    return not have_text or parent == _MIXED
+    return not have_text or (parent == _MIXED and free)
 
 
-def _html_shown(parent: str, group: int, shown: set[int]) -> bool:
-    """Whether an unnamed inline text/html leaf is shown in sequence in a multipart/mixed:
-    a part of it, or the first text of a multipart/related in it (the related's root,
-    its pictures beside it). An HTML alternative is not: the plain one is read."""
-    if parent == _MIXED:
+def _html_shown(parent: str, group: int, free: bool, shown: set[int]) -> bool:
+    """Whether an unnamed inline text/html leaf is shown in sequence in a free
+    multipart/mixed (see Leaf): a part of it, or the first text of a multipart/related in
+    it (the related's root, its pictures beside it). An HTML alternative is not: the
+    plain one is read."""
+    if parent == _MIXED and free:
         return True
     if group and parent == _RELATED and group not in shown:
         shown.add(group)
@@ -641,11 +648,11 @@ def body_parts(leaves: list[Leaf]) -> list[Message]:
     stores the other parts."""
     found: list[Message] = []
     shown: set[int] = set()
-    for part, parent, group in leaves:
+    for part, parent, group, free in leaves:
         try:
             if (part.get_content_type() == "text/plain" and _disposition(part) != "attachment"
                     and not part_filename(part)
-                    and _body_text(bool(found), parent, group, shown)):
+                    and _body_text(bool(found), parent, group, free, shown)):
                 found.append(part)
         except Exception:
             continue
@@ -759,7 +766,8 @@ def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment
 
 _MIXED = "multipart/mixed"
 _RELATED = "multipart/related"
-_GROUPS = ("multipart/alternative", _RELATED)  # containers whose text Leaf.group tracks
+_ALTERNATIVE = "multipart/alternative"
+_GROUPS = (_ALTERNATIVE, _RELATED)  # containers whose text Leaf.group tracks
 # Text subtypes that are data for a program rather than text for a reader.
 _NOT_SHOWN_AS_TEXT = frozenset({"text/calendar", "text/rfc822-headers", "text/vcard",
                                 "text/x-vcard", "text/directory", "text/x-vcalendar"})
