@@ -167,6 +167,16 @@ SHAPES: dict[str, tuple[int, Callable[[int], bytes]]] = {
         b"Content-Type: text/html\r\n", b"<a " + b"b " * n)),
     "html many lt": (50_000, lambda n: simple(
         b"Content-Type: text/html\r\n", b"<" * n)),
+    "enriched many lt": (200_000, lambda n: simple(
+        b"Content-Type: text/enriched\r\n", b"<" * n)),
+    "enriched unclosed params": (50_000, lambda n: simple(
+        b"Content-Type: text/enriched\r\n", b"<param>" * n)),
+    "enriched line breaks": (200_000, lambda n: simple(
+        b"Content-Type: text/enriched\r\n", b"a\r\n\r\n" * n)),
+    "media type then blanks": (50_000, lambda n: multipart([
+        b"Content-Type: text/plain" + b" " * n + b"x\r\n\r\ntext"])),
+    "folded Content-Type": (20_000, lambda n: multipart([
+        b"Content-Type: text/plain;" + b"\r\n a=b;" * n + b"\r\n\r\ntext"])),
     "html blank lines": (50_000, lambda n: simple(
         b"Content-Type: text/html\r\n", b"<p>\r\n\r\n\r\n" * n)),
     "flowed soft breaks": (50_000, lambda n: simple(
