@@ -563,7 +563,7 @@ def _body_and_attachments(r: _Reading, max_chars: int
     fallback: str | None = None  # text a client shows although it is no proper body part
     attachments: list[Attachment] = []
     types: list[str] = []
-    shown: set[int] = set()  # the alternatives whose plain text is in the body
+    shown: set[int] = set()  # the groups (see Leaf) whose text is in the body
     for part, parent, group, free in _walk(r.msg, r.defects, types):
         try:
             ctype = part.get_content_type()
@@ -579,12 +579,13 @@ def _body_and_attachments(r: _Reading, max_chars: int
                     parent, group, free, shown):
                 # Shown in sequence like a plain part (an HTML request, then a list's
                 # plain footer): its text joins the body in its place.
-                text = html_to_text(_html_text(part, r.defects))
+                source = _html_text(part, r.defects)
+                text = html_to_text(source)
                 plain = text if plain is None else _joined(plain, text)
-                html = text if html is None else html
+                html = source if html is None else html
             elif ctype == "text/html" and inline and not filename and (
                     html is None or group in shown):  # else the plain text's HTML twin
-                html = html_to_text(_html_text(part, r.defects)) if html is None else html
+                html = _html_text(part, r.defects) if html is None else html
             elif ctype.startswith("multipart/"):
                 # A multipart whose boundary never comes: its text is all there is.
                 if fallback is None and isinstance(part.get_payload(), str):
@@ -601,10 +602,10 @@ def _body_and_attachments(r: _Reading, max_chars: int
             r.defects.append(f"unreadable part: {type(exc).__name__}")
     # Plain text first; an empty plain part beside real HTML, or beside text shown
     # otherwise (a winmail.dat's, a named inline text), is no text.
-    if plain is not None and (plain.strip() or (html is None and not fallback)):
+    if plain is not None and (plain.strip() or not (html or fallback)):
         body = plain
     else:
-        body = html or fallback or ""
+        body = html_to_text(html) if html else fallback or ""  # converted only if read
     body = line_ends(body).replace("\x00", "")
     if len(body) > max_chars:
         r.defects.append(f"body longer than {max_chars} characters; cut")
