@@ -3,10 +3,13 @@
 The compat32 parser is used on purpose: policy.default is several times slower on whole
 messages, and we decode only the few headers decisions need, ourselves, tolerantly:
 charset labels through the WHATWG table (charsets.py), encoded words exactly by RFC 2047
-(rfc2047.py), a damaged header block mended and parsed again (headerblock.py). The body
-text loses its inline uuencoded files (uuencode.py) to the attachments, winmail.dat gives
-up the files inside it (tnef.py), format=flowed paragraphs are joined (flowed.py) and line
-ends are "\\n" whatever the sender used.
+(rfc2047.py), a damaged header block mended and parsed again (headerblock.py), header
+values unfolded when fetched (_Unfolding). The body is the text a reader is shown: the
+plain choice of each alternative, each part of a multipart/mixed in its place (Leaf). It
+loses its inline uuencoded files (uuencode.py) to the attachments, winmail.dat gives up
+the files and text inside it (tnef.py), format=flowed paragraphs are joined (flowed.py),
+enriched text loses its commands (enriched.py) and line ends are "\\n" whatever the
+sender used.
 """
 
 from __future__ import annotations
