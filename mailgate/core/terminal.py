@@ -12,6 +12,7 @@ is exact and needs none of it: json.dumps escapes every control character itself
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 # drawn right, and they cannot reorder or hide the text around them.
 _UNSAFE = r"[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}--[\u200c\u200d]]"
 _UNSAFE_KEEP_TAB = r"[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}--[\t\u200c\u200d]]"
-_compiled: dict[str, regex.Pattern[str]] = {}
 
 
 def _escape(match: regex.Match[str]) -> str:
@@ -47,12 +47,11 @@ def visible(text: str, *, tab: bool = False) -> str:
     return _unsafe(_UNSAFE_KEEP_TAB if tab else _UNSAFE).sub(_escape, text)
 
 
+@cache
 def _unsafe(pattern: str) -> regex.Pattern[str]:
-    if (compiled := _compiled.get(pattern)) is None:
-        import regex
+    import regex
 
-        compiled = _compiled[pattern] = regex.compile(pattern, regex.V1)
-    return compiled
+    return regex.compile(pattern, regex.V1)
 
 
 def visible_lines(text: str) -> str:
