@@ -63,7 +63,7 @@ def risk_horizons(directory: Directory | None, now: datetime) -> dict[str, float
 
 
 async def read_rows(store: Store, sql: str, params: Mapping[str, object],
-                committed: bool = False, binary: bool = False) -> list:
+                    committed: bool = False, binary: bool = False) -> list:
     """The rows of one read: on the writer connection (it sees this process's own open
     transaction), or with `committed` on the reader (which never waits for the writer).
     `binary`: many rows of text and numbers, in the server's binary form where the engine
