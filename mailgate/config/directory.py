@@ -152,10 +152,7 @@ class Directory:
         """Whether mail for addr is ours to take (the SMTP listener's RCPT check): a
         department's address, an address a rule routes by, or anything at all when a
         default_department catches the rest."""
-        addr = fold_case(addr)
-        return (self.default_department is not None
-                or self.department_for_address(addr) is not None
-                or addr in self._rule_addresses or strip_plus(addr) in self._rule_addresses)
+        return self.default_department is not None or self.is_own(addr)
 
     def person(self, addr: str) -> Person | None:
         addr = fold_case(addr)
