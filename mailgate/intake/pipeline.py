@@ -320,7 +320,8 @@ class Pipeline:
                         request, departments=tuple(follow), routes=follow,
                         follows=tuple(stale)), facts, now)
         if existing:
-            return await self._append(tx, mail, arrival, verdict, facts, pending, now)
+            return await self._append(tx, mail, arrival, verdict, request.trust, facts,
+                                      pending, now)
         if verdict.kind not in (MailKind.REQUEST, MailKind.BULK):
             return await self._quarantine(
                 tx, mail.raw, msg, origin, f"{verdict.kind.value} matching no ticket: "
@@ -417,11 +418,12 @@ class Pipeline:
                                      msg.embedded_ids if automatic else ())
 
     async def _append(self, tx: Tx, mail: Received, arrival: Arrival, verdict: Verdict,
-                      read: Facts, pending: list[str], now: datetime) -> Outcome:
+                      trust: Trust, read: Facts, pending: list[str],
+                      now: datetime) -> Outcome:
         """A follow-up to known tickets: read, decide (reply.py), write (apply.py). A
-        person's mail works the tickets; automatic mail is only noted."""
+        person's mail works the tickets; automatic mail is only noted. `trust`: the
+        request's (mail_trust), not worked out again."""
         msg, tickets = arrival.msg, list(read.threaded)
-        trust = mail_trust(msg, self.settings.trust)
         effects: list[Effect] = [StoreMessage(verdict.kind, trust),
                                  AddReceipts(tuple(pending), "reply"),
                                  *self._exposure(msg, now)]
