@@ -375,18 +375,20 @@ class Pipeline:
 
     async def _stored(self, tx: Tx, msg: Inbound, departments: list[str],
                       now: datetime) -> Facts:
-        asks = self._asks(msg, departments, now)
+        keys = self._keys(msg, now)
+        asks = self._asks(msg, departments, keys)
         message, fp, received, usage, exposed = await gather.stored(
             tx, asks.dedupe_key, asks.budget, asks.flood, now, asks.tokens)
-        return Facts(message, fp, received, usage=usage, exposed=exposed)
+        return Facts(message, fp, received, usage=usage, keys=keys, exposed=exposed)
 
-    def _asks(self, msg: Inbound, departments: Sequence[str], now: datetime) -> gather.Asks:
+    def _asks(self, msg: Inbound, departments: Sequence[str],
+              keys: Sequence[Key]) -> gather.Asks:
         """What reading a mail's stored state asks for (gather.stored): with it, whether
-        the reply keys that would prove its sender have been exposed."""
+        the reply keys that would prove its sender (`keys`) have been exposed."""
         sender = msg.sender.addr if msg.sender else None
         flood = tuple((d, team_budget(d, sender)) for d in departments) \
             if sender and self.settings.notify_team else ()
-        tokens = tuple(k.identity for k in self._keys(msg, now))
+        tokens = tuple(k.identity for k in keys)
         return gather.Asks(msg.dedupe_key, self.budget.keys(sender) if sender else None,
                            flood, tokens)
 
@@ -405,8 +407,8 @@ class Pipeline:
             except Exception:  # handle() quarantines such mail; it must not stop the group
                 continue
             if routes:
-                asks.append(self._asks(read.msg, list(dict.fromkeys(r.department
-                                                                     for r in routes)), now))
+                departments = list(dict.fromkeys(r.department for r in routes))
+                asks.append(self._asks(read.msg, departments, self._keys(read.msg, now)))
         await gather.read_ahead(tx, asks, now)
 
     async def _thread(self, tx: Tx, msg: Inbound, verdict: Verdict) -> tuple[TicketState, ...]:
@@ -433,7 +435,7 @@ class Pipeline:
             files = await self._store_files(tx, mail, msg)
             effects += self._attachment_effects(tickets, files)
             dropped = [f.filename for f in files if f.sha256 is None]
-        incoming = self._incoming(msg, trust, read.exposed, now)
+        incoming = _incoming(msg, trust, read)
         sender = msg.sender.addr if msg.sender else None
         texts = verdict.kind is MailKind.REQUEST and needs_texts(msg)
         facts = [await gather.ticket_facts(tx, t, sender or "", now, texts) for t in tickets]
@@ -560,16 +562,6 @@ class Pipeline:
                         for t in on]
         return effects
 
-    def _incoming(self, msg: Inbound, trust: Trust, exposed: frozenset[str],
-                  now: datetime) -> Incoming:
-        """The mail as the conversation decides on it: the tickets its reply keys prove
-        its sender for, unless others have seen the key (`exposed`, read with the mail's
-        stored state); those tickets' keys that were seen are named, to say why."""
-        keys = self._keys(msg, now)
-        proven = frozenset(r for k in keys if k.identity not in exposed for r in k.refs)
-        seen = frozenset(r for k in keys if k.identity in exposed for r in k.refs) - proven
-        return Incoming(msg, trust, proven, seen)
-
     def _keys(self, msg: Inbound, now: datetime) -> tuple[Key, ...]:
         """The reply keys in this mail that are valid for its sender: In-Reply-To and
         References echo our Message-IDs; a rating link's mail carries the key in its body.
@@ -595,6 +587,16 @@ class Pipeline:
 
     def _own(self, addr: str) -> bool:
         return self.directory.is_own(addr) or canonical(addr) in self.settings.own_mailboxes
+
+
+def _incoming(msg: Inbound, trust: Trust, read: Facts) -> Incoming:
+    """The mail as the conversation decides on it: the tickets its reply keys (read with
+    its stored state) prove its sender for, unless others have seen the key
+    (`read.exposed`); those tickets' keys that were seen are named, to say why."""
+    keys, exposed = read.keys, read.exposed
+    proven = frozenset(r for k in keys if k.identity not in exposed for r in k.refs)
+    seen = frozenset(r for k in keys if k.identity in exposed for r in k.refs) - proven
+    return Incoming(msg, trust, proven, seen)
 
 
 def _key_candidates(msg: Inbound) -> list[str]:

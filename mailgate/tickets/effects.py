@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from mailgate.core.model import MailKind, OutgoingKind, Priority
+from mailgate.core.replykey import Key
 from mailgate.core.sla import Clock, Target
 from mailgate.outbound.kinds import Thread
 from mailgate.tickets.clocks import Opening
@@ -54,7 +55,8 @@ class Facts:
     received_by: frozenset[str] = frozenset()  # departments that have this mail already
     threaded: tuple[TicketState, ...] = ()  # the tickets it continues, oldest first
     usage: Usage = field(default_factory=Usage)
-    exposed: frozenset[str] = frozenset()  # its reply keys that others have seen (identities)
+    keys: tuple[Key, ...] = ()  # its reply keys valid for its sender
+    exposed: frozenset[str] = frozenset()  # those of them that others have seen (identities)
 
 
 @dataclass(frozen=True, slots=True)
