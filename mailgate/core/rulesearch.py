@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import regex
 
@@ -44,8 +45,15 @@ def search_ahead(msg: Inbound, searches: tuple[Search, ...]) -> dict[Search, boo
     for search in searches:
         text = field_text(msg, search.field)
         if text is not None:
-            done[search] = found_in_time(regex.compile(search.pattern, search.flags), text)
+            done[search] = found_in_time(_compiled(search.pattern, search.flags), text)
     return done
+
+
+@lru_cache(maxsize=1024)
+def _compiled(pattern: str, flags: int) -> regex.Pattern[str]:
+    """A rule's pattern, compiled once per process: a look-up in regex's own cache (5 us)
+    costs more than the search itself, for every search of every mail."""
+    return regex.compile(pattern, flags)
 
 
 def field_text(msg: Inbound, field: str) -> str | None:
