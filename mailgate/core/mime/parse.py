@@ -322,10 +322,10 @@ def _authentication(r: _Reading, raw: bytes
     if fields is None or len(values) != sum(
             f.name.lower() == b"authentication-results" and not f.blanks for f in fields):
         return (), (), {}
-    signatures = tuple(_field_text(f.value) for f in fields
-                       if f.name.lower() == b"dkim-signature" and not f.blanks)
-    return (tuple(_unfolded(v) for v in values[:10]),
-            signatures[:MAX_SIGNATURES], _field_counts(r, fields))
+    signatures = tuple(islice((_field_text(f.value) for f in fields  # only those kept
+                               if f.name.lower() == b"dkim-signature" and not f.blanks),
+                              MAX_SIGNATURES))
+    return (tuple(_unfolded(v) for v in values[:10]), signatures, _field_counts(r, fields))
 
 
 def _field_counts(r: _Reading, fields: list[_MtaField]) -> dict[str, int]:
