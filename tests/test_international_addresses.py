@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailgate.config.settings import SmtpConfig
+from mailgate.config.settings import Secret, SmtpConfig
 from mailgate.errors import PermanentError
 from mailgate.outbound.compose import address, needs_smtputf8
-from mailgate.outbound.transport import SmtpTransport
+from mailgate.outbound.transport import ServerUnavailable, SmtpTransport
 from mailgate.storage.store import OutboxRow
 from tests.factories import Harness, harness, mail
 from tests.mailservers import SmtpSink
@@ -122,6 +122,23 @@ async def test_a_server_without_smtputf8_fails_that_mail_and_takes_the_next() ->
         await transport.send(_row(2, "ann@example.com"))  # the connection still works
         [received] = await sink.wait_for(1)
         assert received.rcpt_tos == ["ann@example.com"]
+    finally:
+        await transport.close()
+        transport.shutdown()
+        await sink.stop()
+
+
+async def test_a_server_without_auth_is_retried_not_blamed_on_the_address() -> None:
+    """login() raises SMTPNotSupportedError too when the server offers no AUTH: that is
+    the server's setup, retried like an unreachable server, never this mail's failure."""
+    sink = SmtpSink()  # offers SMTPUTF8, but no AUTH on a plain connection
+    await sink.start()
+    transport = SmtpTransport(SmtpConfig(sink.host, sink.port, username="it@example.com",
+                                         password=Secret("pw", "test")))
+    try:
+        with pytest.raises(ServerUnavailable) as caught:
+            await transport.send(_row(1, JOERG))
+        assert "SMTPUTF8" not in str(caught.value)
     finally:
         await transport.close()
         transport.shutdown()

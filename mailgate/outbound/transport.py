@@ -148,14 +148,15 @@ class SmtpConnection:
             try:
                 client = self._connect()
                 utf8 = needs_smtputf8(row.mail_from, row.recipients, row.raw)
+                # Asked, not caught: login() raises SMTPNotSupportedError too (no AUTH),
+                # which is the server's setup, retried, not this mail's fault.
+                if utf8 and not client.has_extn("smtputf8"):  # not this mail, ever
+                    raise PermanentError(f"{self.config.host} does not take internationalised "
+                                         "addresses (SMTPUTF8); this mail names one")
                 refused = client.sendmail(row.mail_from, list(row.recipients), row.raw,
                                           mail_options=["SMTPUTF8"] if utf8 else [])
             except smtplib.SMTPRecipientsRefused as exc:
                 raise _classify_refusal(exc.recipients) from None
-            except smtplib.SMTPNotSupportedError:  # no SMTPUTF8: not this mail, ever
-                self._reset()
-                raise PermanentError(f"{self.config.host} does not take internationalised "
-                                     "addresses (SMTPUTF8); this mail names one") from None
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code == 421:
                     self._drop()
