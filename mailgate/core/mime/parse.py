@@ -368,11 +368,6 @@ def decode_text(value: str, defects: list[str] | None = None, *, hint: str | Non
     return _WHITESPACE.sub(" ", text).strip()[:MAX_HEADER_CHARS]
 
 
-def decode_bytes(data: bytes, charset: str | None, defects: list[str] | None = None) -> str:
-    """Text of `data` in the charset its label names, read as browsers read labels."""
-    return charsets.decode(data, charset, defects)
-
-
 def _address_pairs(r: _Reading, name: str) -> list[tuple[str, str]]:
     """(display name, address) pairs of a header, display names decoded.
 
