@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import islice
 
 from mailgate.config.directory import Directory
 from mailgate.config.settings import Config
@@ -603,7 +604,8 @@ def _key_candidates(msg: Inbound) -> list[str]:
     """Where a mail may carry reply keys: In-Reply-To, References, a rating link's body."""
     candidates = [*msg.in_reply_to, *msg.references]
     if "mgk1." in msg.body or "mgk2." in msg.body:
-        candidates += KEY_IN_TEXT.findall(msg.body)[:20]
+        # The first 20, found lazily: a body of 200,000 characters can hold 8,000 tokens.
+        candidates += (m.group() for m in islice(KEY_IN_TEXT.finditer(msg.body), 20))
     return candidates
 
 
