@@ -25,7 +25,7 @@ from mailgate.core.mime.largemail import LARGE, Light, decoded_chunks, lighten
 from mailgate.core.mime.parse import fingerprint, parse
 from mailgate.core.model import Inbound, MailKind, Origin, Outgoing
 from mailgate.core.render import Renderer
-from mailgate.core.replykey import Key, KeyRing, valid_keys
+from mailgate.core.replykey import VERSIONS, Key, KeyRing, valid_keys
 from mailgate.core.routing import Route, routes_for, searches_of
 from mailgate.core.rulesearch import Searched
 from mailgate.core.trust import Trust, TrustPolicy, dmarc_failed, mail_trust
@@ -603,13 +603,13 @@ def _incoming(msg: Inbound, trust: Trust, read: Facts) -> Incoming:
 def _key_candidates(msg: Inbound) -> list[str]:
     """Where a mail may carry reply keys: In-Reply-To, References, a rating link's body."""
     candidates = [*msg.in_reply_to, *msg.references]
-    if "mgk1." in msg.body or "mgk2." in msg.body:
+    if any(f"{version}." in msg.body for version in VERSIONS):
         # The first 20, found lazily: a body of 200,000 characters can hold 8,000 tokens.
         candidates += (m.group() for m in islice(KEY_IN_TEXT.finditer(msg.body), 20))
     return candidates
 
 
-KEY_IN_TEXT = re.compile(r"mgk[12]\.[A-Za-z0-9._-]{20,300}")
+KEY_IN_TEXT = re.compile(rf"(?:{'|'.join(VERSIONS)})\.[A-Za-z0-9._-]{{20,300}}")
 
 
 # Reading takes time linear in a mail's size, but up to ~3.5 s a MB for a hostile shape
