@@ -556,7 +556,7 @@ def _embedded_ids(msg: Message) -> tuple[str, ...]:
 
 def _body_and_attachments(r: _Reading, max_chars: int
                           ) -> tuple[str, tuple[Attachment, ...], tuple[str, ...]]:
-    plain: str | None = None
+    texts: list[str] = []  # the plain body, "\n\n".join(texts): see _join_into
     html: str | None = None
     fallback: str | None = None  # text a client shows although it is no proper body part
     attachments: list[Attachment] = []
@@ -568,18 +568,17 @@ def _body_and_attachments(r: _Reading, max_chars: int
             filename = part_filename(part, r.defects, r.hint)
             inline = _disposition(part) != "attachment"
             if ctype == "text/plain" and inline and not filename and _body_text(
-                    plain is not None, parent, group, free, shown):
+                    bool(texts), parent, group, free, shown):
                 # Text, an inline picture, more text (Apple Mail, phones): one body.
                 text, files = _plain_text(part, r.defects)
-                plain = text if plain is None else _joined(plain, text)
+                _join_into(texts, text)
                 attachments += files
             elif ctype == "text/html" and inline and not filename and _html_shown(
                     parent, group, free, shown):
                 # Shown in sequence like a plain part (an HTML request, then a list's
                 # plain footer): its text joins the body in its place.
                 source = _html_text(part, r.defects)
-                text = html_to_text(source)
-                plain = text if plain is None else _joined(plain, text)
+                _join_into(texts, html_to_text(source))
                 html = source if html is None else html
             elif ctype == "text/html" and inline and not filename and (
                     html is None or group in shown):  # else the plain text's HTML twin
@@ -598,6 +597,7 @@ def _body_and_attachments(r: _Reading, max_chars: int
                 fallback = fallback or text  # e.g. the text inside a winmail.dat
         except Exception as exc:
             r.defects.append(f"unreadable part: {type(exc).__name__}")
+    plain = "\n\n".join(texts) if texts else None
     # Plain text first; an empty plain part beside real HTML, or beside text shown
     # otherwise (a winmail.dat's, a named inline text), is no text.
     if plain is not None and (plain.strip() or not (html or fallback)):
@@ -658,8 +658,23 @@ def body_parts(leaves: list[Leaf]) -> list[Message]:
     return found
 
 
-def _joined(first: str, more: str) -> str:
-    return f"{first.rstrip()}\n\n{more.lstrip()}" if first.strip() else more
+def _join_into(texts: list[str], more: str) -> None:
+    """Add `more` to the text "\\n\\n".join(texts): the text so far without its trailing
+    blanks, a blank line, `more` without its leading ones; `more` alone while the text so
+    far is blank. In pieces, joined once: a text joined part by part was copied again for
+    each part (500 parts of 100 kB took 8 s). texts[0] is blank only when it is alone."""
+    if not texts or _blank(texts[0]):
+        texts[:] = [more]
+        return
+    while _blank(texts[-1]):  # blank pieces at the end go, as in rstrip()
+        texts.pop()
+    texts[-1] = texts[-1].rstrip()
+    texts.append(more.lstrip())
+
+
+def _blank(text: str) -> bool:
+    """text.strip() == "", without copying the text."""
+    return not text or text.isspace()
 
 
 def _disposition(part: Message) -> str:
