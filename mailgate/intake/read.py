@@ -104,12 +104,12 @@ def outlive_no_parent(parent: int) -> None:
 
 def read_group(raws: list[bytes], asked: Asked, files: str | None = None) -> list[Read]:
     """A reading process's one job: a whole group per call, one hand-off each way; each
-    mail read within asked.cpu_limit (read_within_limit)."""
+    mail read within asked.cpu_limit (_read_within_limit)."""
     if threading.current_thread() is not threading.main_thread():
         return [read_mail(raw, asked, files) for raw in raws]  # signals reach only the main
     previous = signal.signal(signal.SIGPROF, _too_slow)
     try:
-        return [read_within_limit(raw, asked, files) for raw in raws]
+        return [_read_within_limit(raw, asked, files) for raw in raws]
     finally:
         signal.signal(signal.SIGPROF, previous)
 
@@ -122,9 +122,10 @@ def _too_slow(signum: int, frame: object) -> None:
     raise _TooSlow
 
 
-def read_within_limit(raw: bytes, asked: Asked, files: str | None = None) -> Read:
-    """read_mail, stopped after asked.cpu_limit seconds of this process's CPU; read_group
-    has set the handler that raises _TooSlow.
+def _read_within_limit(raw: bytes, asked: Asked, files: str | None = None) -> Read:
+    """read_mail, stopped after asked.cpu_limit seconds of this process's CPU. Only for
+    read_group, which sets the handler that raises _TooSlow: without it, SIGPROF's
+    default action would end the process.
 
     A reading process's tasks run on its main thread, where a signal can interrupt Python
     code: a profiling timer (it counts CPU, not waiting) raises inside whatever step is
