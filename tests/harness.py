@@ -9,7 +9,7 @@ A test gets its database from here, never by spelling a path itself:
 - `database_table(state_dir)`: the `[database]` table a mailgate.toml needs for it ("" on
   SQLite, whose database lives in the state directory);
 - `query(target, sql, *args)`: read rows back from either engine, synchronously, with
-  `?` placeholders.
+  `?` placeholders; `snapshot` and `counts` read several statements in one transaction.
 
 Tests that are about SQLite itself (its file, its pragmas, its locks, migrations from old
 SQLite schemas) carry `@pytest.mark.sqlite_only("why")` and are skipped in postgresql mode
@@ -104,6 +104,36 @@ def query(target: Path | str, sql: str, *args: object) -> list[tuple]:
     with psycopg.connect(target) as conn:
         cursor = conn.execute(sql.replace("?", "%s"), args)
         return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+def snapshot(target: Path | str, statements: dict[str, str]) -> dict[str, list[tuple]]:
+    """The rows of each of STATEMENTS, all read in one transaction, so that they agree.
+
+    Separate reads of a database a daemon is writing can see a half: the outbox before a
+    commit (nothing queued), then the mailbox position after it (all read), and a test
+    would "settle" on a state that never was.
+    """
+    if isinstance(target, Path):
+        db = sqlite3.connect(target, timeout=10, isolation_level=None)
+        try:
+            db.execute("BEGIN")  # a read transaction: one WAL snapshot for every statement
+            rows = {name: [tuple(r) for r in db.execute(sql)] for name, sql in statements.items()}
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        return rows
+    import psycopg
+
+    with psycopg.connect(target) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot
+        with conn.transaction():
+            return {name: [tuple(r) for r in conn.execute(sql).fetchall()]
+                    for name, sql in statements.items()}
+
+
+def counts(target: Path | str, statements: dict[str, str]) -> dict[str, int]:
+    """Each of STATEMENTS' one number (a one-row, one-column SELECT), read in one snapshot."""
+    return {name: int(value) for name, [(value,)] in snapshot(target, statements).items()}
 
 
 def scalar(target: Path | str, sql: str, *args: object) -> object:

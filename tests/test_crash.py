@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT, mail
-from tests.harness import database, scalar
+from tests.harness import counts, database
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -56,16 +56,14 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 
 def database_state(tmp_path: Path) -> dict[str, int]:
-    target = database(tmp_path / "state")
-    one = lambda sql: int(scalar(target, sql))  # noqa: E731
-    return {
-        "tickets": one("SELECT COUNT(*) FROM tickets"),
-        "messages": one("SELECT COUNT(*) FROM messages"),
-        "queued": one("SELECT COUNT(*) FROM outbox WHERE status = 'queued'"),
-        "acks": one("SELECT COUNT(*) FROM outbox"),
-        "quarantine": one("SELECT COUNT(*) FROM quarantine"),
-        "last_uid": one("SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes"),
-    }
+    return counts(database(tmp_path / "state"), {
+        "tickets": "SELECT COUNT(*) FROM tickets",
+        "messages": "SELECT COUNT(*) FROM messages",
+        "queued": "SELECT COUNT(*) FROM outbox WHERE status = 'queued'",
+        "acks": "SELECT COUNT(*) FROM outbox",
+        "quarantine": "SELECT COUNT(*) FROM quarantine",
+        "last_uid": "SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes",
+    })
 
 
 async def settle(tmp_path: Path, sink: SmtpSink, expected: int, last_uid: int,

@@ -34,7 +34,7 @@ from mailgate.service.sdnotify import reloading, sd_notify, watchdog_interval
 from mailgate.storage.schema import MIGRATIONS
 from tests.environment import missing
 from tests.factories import ROOT, mail
-from tests.harness import database, database_table, query, scalar
+from tests.harness import database, database_table, snapshot
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -394,16 +394,16 @@ def _smtp_send(port: int, recipient: str, raw: bytes) -> None:
 
 
 def database_state(target: Path | str) -> dict:
-    one = lambda sql: scalar(target, sql)  # noqa: E731
-    return {
-        "tickets": one("SELECT COUNT(*) FROM tickets"),
-        "queued": one("SELECT COUNT(*) FROM outbox WHERE status = 'queued'"),
-        "quarantine": one("SELECT COUNT(*) FROM quarantine"),
-        "last_uid": one("SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes"),
-        "per_message": Counter(r[0] for r in query(
-            target, "SELECT m.message_id FROM messages m JOIN events e ON e.message = m.id "
-            "WHERE e.kind = 'created'")),
-    }
+    rows = snapshot(target, {
+        "tickets": "SELECT COUNT(*) FROM tickets",
+        "queued": "SELECT COUNT(*) FROM outbox WHERE status = 'queued'",
+        "quarantine": "SELECT COUNT(*) FROM quarantine",
+        "last_uid": "SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes",
+        "per_message": "SELECT m.message_id FROM messages m JOIN events e ON e.message = m.id "
+                       "WHERE e.kind = 'created'",
+    })
+    per_message = Counter(r[0] for r in rows.pop("per_message"))
+    return {**{name: int(value) for name, [(value,)] in rows.items()}, "per_message": per_message}
 
 
 def assert_exactly_once(state: dict, expected: int) -> None:
