@@ -488,7 +488,8 @@ class Leaf(NamedTuple):
     choices of a multipart/alternative (Apple Mail's HTML: text, picture, text).
 
     `parent`: the parent's content type ("" for the message itself). `free`: no
-    multipart/alternative above the parent, so the parent is shown whole. `group`: for a
+    multipart/alternative above the parent but through the choice whose text is read
+    (_plain_choice), so the parent is shown whole. `group`: for a
     leaf of a multipart/alternative or multipart/related that sits in a free
     multipart/mixed, a number naming that container (0 otherwise): it gives one text."""
 
@@ -520,14 +521,52 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Leaf]:
                 continue
             inner = (len(types) if ctype in _GROUPS and parent == _MIXED and free
                      else 0)  # a number of its own
-            inner_free = free and ctype != _ALTERNATIVE
-            stack.extend((p, depth + 1, ctype, inner, inner_free) for p in reversed(payload)
-                         if isinstance(p, Message))
+            children = [p for p in payload if isinstance(p, Message)]
+            chosen = _plain_choice(children) if ctype == _ALTERNATIVE else None
+            stack.extend((p, depth + 1, ctype, inner,
+                          free and (ctype != _ALTERNATIVE or p is chosen))
+                         for p in reversed(children))
         else:
             leaves.append(Leaf(part, parent, group, free))
     if stack:
         defects.append(f"more than {MAX_PARTS} parts; the rest ignored")
     return leaves
+
+
+def _plain_choice(choices: list[Message]) -> Message | None:
+    """The choice of a multipart/alternative whose text is read, when it is a multipart:
+    the first choice that holds plain body text (RFC 8621 4.1.4's example: text, a
+    picture, more text in a multipart/mixed beside the HTML). It is shown whole, so it
+    stays free (see Leaf); a single text/plain choice needs no such mark."""
+    for choice in choices:
+        try:
+            if not choice.is_multipart():
+                if choice.get_content_type() == "text/plain":
+                    return None
+                continue
+            if _holds_plain_text(choice):
+                return choice
+        except Exception:  # an unreadable choice is not the one read
+            continue
+    return None
+
+
+def _holds_plain_text(container: Message) -> bool:
+    """Whether a multipart holds an unnamed inline text/plain leaf, not counting those
+    inside attached messages (their text is not this message's)."""
+    stack, seen = [container], 0
+    while stack and seen < MAX_PARTS:
+        part, seen = stack.pop(), seen + 1
+        ctype = part.get_content_type()
+        payload = part.get_payload()
+        if ctype.startswith("message/"):
+            continue
+        if isinstance(payload, list):
+            stack.extend(p for p in payload if isinstance(p, Message))
+        elif (ctype == "text/plain" and _disposition(part) != "attachment"
+              and not part_filename(part)):
+            return True
+    return False
 
 
 _HEADER_MSGID = re.compile(rb"^message-id:\s*<([^<>\s]{1,900})>", re.IGNORECASE | re.MULTILINE)

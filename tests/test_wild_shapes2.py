@@ -1,0 +1,54 @@
+"""Shapes of real mail from more public collections (stalwartlabs/mail-parser, with its
+expected readings; mailgun/flanker; apache/james-mime4j and the MIME-tools messages it
+carries) that mailgate read wrongly. Each message here is hand-made: the shape, not the
+third-party file. The first collections are in test_wild_shapes.py."""
+
+from __future__ import annotations
+
+from mailgate.core.mime.files import extract
+from mailgate.core.mime.parse import parse
+
+
+def test_a_plain_choice_made_of_several_parts_gives_all_its_text() -> None:
+    # stalwartlabs/mail-parser rfc/007.eml (RFC 8621 4.1.4's example): the plain choice
+    # of an alternative is a multipart/mixed of text, an inline picture, more text; the
+    # other choice is HTML with its picture. The plain choice is read whole, as a
+    # multipart/mixed is anywhere else (RFC 2046 5.1.3); before, only the text outside
+    # the alternative was read.
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: text/plain\r\n\r\nHello,\r\n"
+           b"--m\r\nContent-Type: multipart/alternative; boundary=a\r\n\r\n"
+           b"--a\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n"
+           b"--p\r\nContent-Type: text/plain\r\n\r\nthe printer shows this:\r\n"
+           b"--p\r\nContent-Type: image/png\r\nContent-Disposition: inline\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n"
+           b"--p\r\nContent-Type: text/plain\r\n\r\nand then stops.\r\n--p--\r\n"
+           b"--a\r\nContent-Type: multipart/related; boundary=r\r\n\r\n"
+           b"--r\r\nContent-Type: text/html\r\n\r\n<p>the printer shows this:"
+           b"<img src=\"cid:i\"> and then stops.</p>\r\n"
+           b"--r\r\nContent-Type: image/png\r\nContent-ID: <i>\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--r--\r\n"
+           b"--a--\r\n"
+           b"--m\r\nContent-Type: text/plain\r\n\r\nAnn\r\n--m--\r\n")
+    msg = parse(raw)
+    assert msg.body.split("\n\n") == ["Hello,", "the printer shows this:",
+                                      "and then stops.", "Ann"]
+    assert [a.content_type for a in msg.attachments] == ["image/png", "image/png"]
+    assert [p.content_type for p in extract(raw)] == ["image/png", "image/png"]
+    top = raw.split(b"--m\r\nContent-Type: multipart/alternative; boundary=a\r\n\r\n")[1]
+    alone = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/alternative; boundary=a\r\n\r\n"
+             + top.split(b"--m\r\n")[0])
+    assert parse(alone).body.split("\n\n") == ["the printer shows this:", "and then stops."]
+
+
+def test_text_inside_a_message_attached_to_a_choice_does_not_make_it_the_text() -> None:
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/alternative; boundary=a\r\n\r\n"
+           b"--a\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n"
+           b"--p\r\nContent-Type: text/html\r\n\r\n<p>See <b>this</b>:</p>\r\n"
+           b"--p\r\nContent-Type: message/rfc822\r\n\r\n"
+           b"From: bob@example.com\r\nSubject: old\r\n\r\nOld words.\r\n--p--\r\n"
+           b"--a\r\nContent-Type: text/plain\r\n\r\nSee the mail below.\r\n--a--\r\n")
+    assert parse(raw).body.strip() == "See the mail below."  # the plain choice
