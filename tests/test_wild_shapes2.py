@@ -5,6 +5,8 @@ third-party file. The first collections are in test_wild_shapes.py."""
 
 from __future__ import annotations
 
+import base64
+
 from mailgate.core.mime.files import extract
 from mailgate.core.mime.parse import parse
 
@@ -52,3 +54,37 @@ def test_text_inside_a_message_attached_to_a_choice_does_not_make_it_the_text() 
            b"From: bob@example.com\r\nSubject: old\r\n\r\nOld words.\r\n--p--\r\n"
            b"--a\r\nContent-Type: text/plain\r\n\r\nSee the mail below.\r\n--a--\r\n")
     assert parse(raw).body.strip() == "See the mail below."  # the plain choice
+
+
+_FORWARDED = (b"From: bob@example.com\r\nSubject: the old ticket\r\n\r\n"
+              b"The printer jammed again.\r\n")
+
+
+def test_an_attached_message_is_stored_as_the_message_not_as_its_part() -> None:
+    # stalwartlabs/mail-parser thirdparty/015.eml: the stored .eml of a forwarded mail
+    # began with the part's own fields (Content-Type: message/rfc822, its disposition),
+    # so a mail program opened an empty message holding the real one.
+    raw = (b"From: ann@example.com\r\nSubject: fw\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n"
+           b"--m\r\nContent-Type: message/rfc822; name=old.eml\r\n"
+           b"Content-Disposition: attachment; filename=old.eml\r\n\r\n"
+           + _FORWARDED + b"--m--\r\n")
+    [stored] = extract(raw)
+    assert stored.filename == "old.eml"
+    # The line end before the delimiter is the delimiter's (RFC 2046 5.1.1).
+    assert stored.data.replace(b"\r\n", b"\n") == _FORWARDED.replace(b"\r\n", b"\n")[:-1]
+
+
+def test_a_message_attached_in_base64_is_stored_decoded() -> None:
+    # apache/james-mime4j testmsgs/base64encoded-rfc822message.msg (and MIME-tools'
+    # multi-2gifs-base64.msg): RFC 2046 5.2.1 allows only 7bit, 8bit or binary for
+    # message/rfc822, but whole messages are sent base64-encoded; the file is the message.
+    raw = (b"From: ann@example.com\r\nSubject: fw\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n"
+           b"--m\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(_FORWARDED) + b"--m--\r\n")
+    [stored] = extract(raw)
+    assert stored.content_type == "message/rfc822" and stored.data == _FORWARDED
+

@@ -4,6 +4,9 @@ then kept is storage/attachments.py's business."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import quopri
 from dataclasses import dataclass
 from email.message import Message
 
@@ -55,7 +58,7 @@ def extract(raw: bytes) -> list[Part]:
             data = None
         if data is None:  # message/rfc822 and other attached messages: kept whole
             try:
-                data = part.as_bytes()
+                data = _enclosed(part)
             except Exception:
                 continue
         name = part_filename(part, hint=hint)[:255] or "unnamed"
@@ -93,6 +96,24 @@ def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
             continue
         found.append(part)
     return found
+
+
+def _enclosed(part: Message) -> bytes:
+    """An attached message (message/*) as the file it is: the part's content without the
+    part's own header fields, which only say how it is attached. Decoded if it was sent
+    base64 or quoted-printable: RFC 2046 5.2.1 forbids both for message/rfc822, yet whole
+    messages are sent so (MIME-tools and mime4j test them)."""
+    data = part.as_bytes()  # the part's fields, an empty line, then its content
+    content = data[1:] if data.startswith(b"\n") else data.partition(b"\n\n")[2]
+    encoding = str(part.get("content-transfer-encoding") or "").strip().lower()
+    try:
+        if encoding == "base64":
+            return base64.b64decode(content)  # blanks and line ends are skipped
+        if encoding == "quoted-printable":
+            return quopri.decodestring(content)
+    except (binascii.Error, ValueError):
+        pass  # kept as sent: undecodable is still the file that came
+    return content
 
 
 def _uuencoded(part: Message) -> list[Part]:
