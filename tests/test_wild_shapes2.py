@@ -88,3 +88,28 @@ def test_a_message_attached_in_base64_is_stored_decoded() -> None:
     [stored] = extract(raw)
     assert stored.content_type == "message/rfc822" and stored.data == _FORWARDED
 
+
+
+def test_a_multipart_whose_boundary_never_comes_is_text_in_its_place() -> None:
+    # mime4j missing-inner-boundary.msg: a multipart/alternative inside a mixed, its
+    # boundary never written: no delimiter, so its content is plain text (what mail
+    # programs show), shown after the first part. It was neither body nor attachment.
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: text/plain\r\n\r\nHello,\r\n"
+           b"--m\r\nContent-Type: multipart/alternative; boundary=gone\r\n\r\n"
+           b"The printer jams.\r\n--m--\r\n")
+    msg = parse(raw)
+    assert msg.body.strip().split("\n\n") == ["Hello,", "The printer jams."]
+    assert msg.attachments == () and extract(raw) == []
+
+
+def test_a_message_whose_multipart_boundary_never_comes_is_text_not_a_file() -> None:
+    # mailgun/flanker false-multipart.eml: parse() read the content as the body, and
+    # extract() stored it as a file named "unnamed" as well.
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/alternative; boundary=gone\r\n\r\n"
+           b"The printer jams.\r\n")
+    msg = parse(raw)
+    assert msg.body.strip() == "The printer jams." and msg.attachments == ()
+    assert extract(raw) == []

@@ -541,7 +541,7 @@ def _plain_choice(choices: list[Message]) -> Message | None:
     for choice in choices:
         try:
             if not choice.is_multipart():
-                if choice.get_content_type() == "text/plain":
+                if _plain(choice, choice.get_content_type()):
                     return None
                 continue
             if _holds_plain_text(choice):
@@ -563,8 +563,8 @@ def _holds_plain_text(container: Message) -> bool:
             continue
         if isinstance(payload, list):
             stack.extend(p for p in payload if isinstance(p, Message))
-        elif (ctype == "text/plain" and _disposition(part) != "attachment"
-              and not part_filename(part)):
+        elif _plain(part, ctype) and _disposition(part) != "attachment" and not part_filename(
+                part):
             return True
     return False
 
@@ -606,7 +606,7 @@ def _body_and_attachments(r: _Reading, max_chars: int
             ctype = part.get_content_type()
             filename = part_filename(part, r.defects, r.hint)
             inline = _disposition(part) != "attachment"
-            if ctype == "text/plain" and inline and not filename and _body_text(
+            if _plain(part, ctype) and inline and not filename and _body_text(
                     bool(texts), parent, group, free, shown):
                 # Text, an inline picture, more text (Apple Mail, phones): one body.
                 text, files = _plain_text(part, r.defects)
@@ -622,12 +622,8 @@ def _body_and_attachments(r: _Reading, max_chars: int
             elif ctype == "text/html" and inline and not filename and (
                     html is None or group in shown):  # else the plain text's HTML twin
                 html = _html_text(part, r.defects) if html is None else html
-            elif ctype.startswith("multipart/"):
-                # A multipart whose boundary never comes: its text is all there is.
-                if fallback is None and isinstance(part.get_payload(), str):
-                    fallback, _ = _plain_text(part, r.defects)
             else:
-                if ctype == "text/plain" and fallback is None and inline:
+                if _plain(part, ctype) and fallback is None and inline:
                     fallback, _ = _plain_text(part, r.defects)  # named, shown inline
                 elif _shown_as_text(ctype) and fallback is None and inline and not filename:
                     fallback = _other_text(part, ctype, r.defects)
@@ -648,6 +644,14 @@ def _body_and_attachments(r: _Reading, max_chars: int
         r.defects.append(f"body longer than {max_chars} characters; cut")
         body = body[:max_chars]
     return body, tuple(attachments[:MAX_PARTS]), tuple(types)
+
+
+def _plain(part: Message, ctype: str) -> bool:
+    """Whether a leaf is read as text/plain: it is one, or it is a multipart whose
+    boundary never comes (no delimiter line: its content is plain text, what mail
+    programs show; flanker's false-multipart.eml, mime4j's missing-inner-boundary.msg)."""
+    return ctype == "text/plain" or (ctype.startswith("multipart/")
+                                     and isinstance(part.get_payload(), str))
 
 
 def leaf_parts(msg: Message) -> list[Leaf]:
@@ -688,7 +692,7 @@ def body_parts(leaves: list[Leaf]) -> list[Message]:
     shown: set[int] = set()
     for part, parent, group, free in leaves:
         try:
-            if (part.get_content_type() == "text/plain" and _disposition(part) != "attachment"
+            if (_plain(part, part.get_content_type()) and _disposition(part) != "attachment"
                     and not part_filename(part)
                     and _body_text(bool(found), parent, group, free, shown)):
                 found.append(part)
