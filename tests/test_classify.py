@@ -136,6 +136,30 @@ def test_our_own_mailbox_rule_is_plumbing_not_automatic_mail() -> None:
     assert kind_of(mail(headers=own)) is MailKind.REQUEST
 
 
+@pytest.mark.parametrize(("envelope_sender", "expected", "reason"), [
+    ("", MailKind.AUTO_REPLY, "null return path"),
+    ("users-bounces+ann=example.com@lists.example.org", MailKind.BULK,
+     "envelope sender users-bounces+ann=example.com@lists.example.org is a list address"),
+    ("Owner-Users@Example.org", MailKind.BULK, "envelope sender owner-users@example.org"),
+    ("ann@example.com", MailKind.REQUEST, ""),
+    (None, MailKind.REQUEST, ""),  # read from a mailbox: its Return-Path says it
+])
+def test_the_envelope_of_pushed_mail_is_its_return_path(envelope_sender: str | None,
+                                                        expected: MailKind,
+                                                        reason: str) -> None:
+    """Mail pushed to our SMTP listener has no Return-Path header (the final delivery
+    writes one, and that is us): its MAIL FROM is the reverse-path RFC 3834 speaks of.
+    An out-of-office reply sent from <> with an ordinary subject and no Auto-Submitted
+    must not be acknowledged."""
+    verdict = classify(parse(mail("Re: Laptop won't boot")),
+                       LoopContext(CTX.own_addresses, CTX.instance, envelope_sender))
+    assert verdict.kind is expected
+    assert reason in verdict.reason
+    bounce = mail("Your message", sender="MAILER-DAEMON@mx.example.org")
+    assert classify(parse(bounce), LoopContext(CTX.own_addresses, CTX.instance, "")
+                    ) == Verdict(MailKind.BOUNCE, "sent by mailer-daemon with a null return path")
+
+
 @pytest.mark.parametrize("headers", [
     {"Precedence": "=?utf-8?q?bulk?="},  # an encoded word is no keyword here
     {"Precedence": "(bulk) normal"},  # a comment is no keyword either

@@ -86,6 +86,20 @@ async def test_a_flood_reaches_each_agent_five_times_and_one_victim_ten_times(
     assert sum(a.startswith("victim+") for a in to) == 10  # one budget, plus tags or not
 
 
+async def test_mail_pushed_from_the_null_sender_is_never_answered(
+        daemon: Daemon, smtp_sink: SmtpSink) -> None:
+    """An autoresponder that writes neither Auto-Submitted nor an out-of-office subject,
+    sending from MAIL FROM:<> as RFC 3834 asks: only the envelope says what it is, and
+    pushed mail has no Return-Path header to carry it."""
+    await asyncio.to_thread(push, daemon, mail(
+        "Re: Printer", sender="Robot <robot@vendor.example.net>",
+        message_id="<oof-1@vendor.example.net>", body="I am away until Monday."), "")
+    assert await smtp_sink.before_marker(lambda raw: asyncio.to_thread(push, daemon, raw)) == []
+    assert await count(daemon, "SELECT COUNT(*) FROM quarantine "
+                               "WHERE reason LIKE '%null return path%'") == 1
+    assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 1  # the marker's
+
+
 async def _tickets(daemon: Daemon, wanted: int) -> bool:
     return await count(daemon, "SELECT COUNT(*) FROM tickets") >= wanted
 

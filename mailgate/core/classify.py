@@ -52,6 +52,10 @@ class Verdict:
 class LoopContext:
     own_addresses: frozenset[str]  # every department address and our From addresses
     instance: str  # our X-Mailgate-Instance value
+    # The SMTP reverse-path of mail pushed to our listener ("" is the null one): there we
+    # are the final delivery, and no Return-Path header says it. None: read from a
+    # mailbox, whose delivery wrote it into Return-Path.
+    envelope_sender: str | None = None
 
 
 Rule = Callable[[Inbound, LoopContext], str | None]
@@ -86,8 +90,10 @@ def _delivery_report(msg: Inbound) -> str | None:
     return None
 
 
-def _null_path(msg: Inbound) -> bool:
-    return mh.is_null_path(_first(msg, "return-path"))
+def _null_path(msg: Inbound, ctx: LoopContext) -> bool:
+    """RFC 5321's null reverse-path (bounces and auto-replies), in the envelope we were
+    handed or in the Return-Path the delivery wrote."""
+    return ctx.envelope_sender == "" or mh.is_null_path(_first(msg, "return-path"))
 
 
 def _bounce(msg: Inbound, ctx: LoopContext) -> str | None:
@@ -99,11 +105,11 @@ def _bounce(msg: Inbound, ctx: LoopContext) -> str | None:
     if local in BOUNCE_LOCALPARTS:
         if bounce_subject:
             return f"sent by {local} with a bounce subject"
-        if _null_path(msg):
+        if _null_path(msg, ctx):
             return f"sent by {local} with a null return path"
         if "message/rfc822" in msg.part_types:
             return f"sent by {local} with a returned message attached"
-    if bounce_subject and _null_path(msg):
+    if bounce_subject and _null_path(msg, ctx):
         return "null return path and a bounce subject"
     return None
 
@@ -130,7 +136,7 @@ def _auto_reply(msg: Inbound, ctx: LoopContext) -> str | None:
         return "X-Auto-Response-Suppress header (Exchange automatic mail)"
     if AUTO_REPLY_SUBJECT.search(msg.subject):
         return "automatic-reply subject"
-    if _null_path(msg):
+    if _null_path(msg, ctx):
         return "null return path"
     return None
 
@@ -150,6 +156,9 @@ def _bulk(msg: Inbound, ctx: LoopContext) -> str | None:
         for address in mh.addresses(_first(msg, name)):
             if LIST_SENDER.search(mh.local_part(address)):
                 return f"{name} {address} is a list address"
+    envelope = (ctx.envelope_sender or "").lower()
+    if "@" in envelope and LIST_SENDER.search(mh.local_part(envelope)):
+        return f"envelope sender {envelope} is a list address"
     if any(mh.has_value(v) for v in _raw(msg, "x-loop")):
         return "X-Loop header"
     if any(mh.has_value(v) for v in _raw(msg, "feedback-id")):

@@ -299,7 +299,8 @@ class Pipeline:
             log.info("message.duplicate", message_id=msg.message_id, source=origin.source,
                      departments=targets, deliveries=times)
             return Outcome("duplicate", reason="already received for " + ", ".join(targets))
-        verdict = classify(msg, self.loop_context)
+        verdict = classify(msg, replace(self.loop_context,
+                                        envelope_sender=origin.envelope_sender))
         facts = replace(facts, threaded=await self._thread(tx, msg, verdict))
         existing = list(facts.threaded)
         if existing and facts.message is not None:

@@ -133,7 +133,7 @@ class PushHandler:
         departments = tuple(dict.fromkeys(
             d.key for d in map(directory.department_for_address, recipients) if d))
         return Origin(source="smtp", departments=departments,
-                      envelope_sender=envelope.mail_from or "",
+                      envelope_sender=_reverse_path(envelope.mail_from),
                       envelope_recipients=recipients)
 
     @staticmethod
@@ -142,6 +142,12 @@ class PushHandler:
         if getattr(server, "speaks_lmtp", False):
             return "\r\n".join([line] * max(1, len(envelope.rcpt_tos)))
         return line
+
+
+def _reverse_path(mail_from: str | None) -> str:
+    """MAIL FROM's address; "" for the null reverse-path, which aiosmtpd hands over as
+    "<>" (the email package's addr_spec of an empty angle-addr)."""
+    return "" if not mail_from or mail_from == "<>" else mail_from
 
 
 # --- logging a storm calmly -----------------------------------------------------------
