@@ -44,6 +44,19 @@ def test_headers_decide_the_kind(headers: dict[str, str], expected: MailKind) ->
     assert kind_of(mail(headers=headers)) is expected
 
 
+@pytest.mark.parametrize(("fields", "expected"), [
+    # An autoresponder that copies the headers of the mail it answers (our relayed answer
+    # says "Auto-Submitted: no") and adds its own below: every field counts.
+    (b"Auto-Submitted: no\r\nAuto-Submitted: auto-replied\r\n", MailKind.AUTO_REPLY),
+    (b"Auto-Submitted: (none)\r\nAuto-Submitted: auto-generated\r\n", MailKind.AUTO_REPLY),
+    (b"Precedence: normal\r\nPrecedence: bulk\r\n", MailKind.BULK),
+    (b"Precedence: first-class\r\nPrecedence: auto_reply\r\n", MailKind.AUTO_REPLY),
+    (b"Auto-Submitted: no\r\nAuto-Submitted: no (a person)\r\n", MailKind.REQUEST),
+])
+def test_every_instance_of_a_marking_field_counts(fields: bytes, expected: MailKind) -> None:
+    assert kind_of(fields + mail()) is expected
+
+
 @pytest.mark.parametrize("subject", ["Automatic reply: Laptop", "Out of Office: away",
                                      "AUTO: gone", "Abwesenheitsnotiz: Urlaub",
                                      "Réponse automatique : absent"])
@@ -54,6 +67,19 @@ def test_out_of_office_subjects(subject: str) -> None:
 def test_ordinary_subjects_that_look_similar_are_requests() -> None:
     assert kind_of(mail("Automatic backups failing")) is MailKind.REQUEST
     assert kind_of(mail("Out of paper in printer 3")) is MailKind.REQUEST
+
+
+@pytest.mark.parametrize("part", ["message/disposition-notification",
+                                  "message/global-disposition-notification",
+                                  "message/global-headers"])
+def test_a_report_part_without_its_multipart_report_is_still_a_report(part: str) -> None:
+    """A read receipt (RFC 8098) whose sender wrapped it in multipart/mixed."""
+    raw = mail(body=f"--b\r\nContent-Type: text/plain\r\n\r\nRead: Laptop\r\n--b\r\n"
+                    f"Content-Type: {part}\r\n\r\nFinal-Recipient: rfc822; ann@example.com"
+                    f"\r\n--b--\r\n").replace(
+        b"Content-Type: text/plain; charset=utf-8",
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"')
+    assert verdict_of(raw) == Verdict(MailKind.BOUNCE, f"{part} part")
 
 
 def test_bounces_by_report_or_by_sender_with_another_sign() -> None:

@@ -32,9 +32,12 @@ BOUNCE_SUBJECT = re.compile(
     r"|mail system error|delivery notification|warning: could not send)",
     re.IGNORECASE,
 )
-# Parts only delivery and feedback reports carry (RFC 3464, 6533, 5965, 6522).
+# Parts only delivery, disposition and feedback reports carry (RFC 3464, 6533, 8098,
+# 5965, 6522), also where a sender forgot the multipart/report around them.
 REPORT_PARTS = ("message/delivery-status", "message/global-delivery-status",
-                "text/rfc822-headers", "message/feedback-report")
+                "text/rfc822-headers", "message/global-headers",
+                "message/disposition-notification", "message/global-disposition-notification",
+                "message/feedback-report")
 LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post", "list-help", "list-subscribe",
                 "list-owner", "list-archive")  # RFC 2919 and RFC 2369
 LIST_SOFTWARE_HEADERS = ("mailing-list", "x-mailman-version", "x-mailing-list", "x-ml-name")
@@ -68,6 +71,11 @@ def _raw(msg: Inbound, name: str) -> tuple[str, ...]:
 def _first(msg: Inbound, name: str) -> str:
     values = msg.raw_headers.get(name, ())
     return values[0] if values else ""
+
+
+def _precedences(msg: Inbound) -> tuple[str, ...]:
+    """The keyword of every Precedence field: a second one saying bulk is still bulk."""
+    return tuple(mh.keyword(v) for v in _raw(msg, "precedence"))
 
 
 def _own(msg: Inbound, ctx: LoopContext) -> str | None:
@@ -123,13 +131,16 @@ def _sender_localpart(msg: Inbound) -> str:
 
 
 def _auto_reply(msg: Inbound, ctx: LoopContext) -> str | None:
-    auto = next((mh.keyword(v) for v in _raw(msg, "auto-submitted") if mh.keyword(v)), "")
-    if auto and auto != "no":
+    # Every field counts, not the first: "Auto-Submitted: no" above an autoresponder's
+    # own (one that copies the headers of the mail it answers) must not hide it.
+    auto = next((k for k in map(mh.keyword, _raw(msg, "auto-submitted")) if k and k != "no"),
+                "")
+    if auto:
         return f"Auto-Submitted: {auto}"
     for name in ("x-autoreply", "x-autorespond", "x-autoresponder"):
         if any(mh.is_yes(v) for v in _raw(msg, name)):
             return f"{name} header"
-    if mh.keyword(_first(msg, "precedence")) == "auto_reply":
+    if "auto_reply" in _precedences(msg):
         return "Precedence: auto_reply"
     suppress = {w for v in _raw(msg, "x-auto-response-suppress") for w in mh.keywords(v)}
     if suppress & {"all", "oof", "autoreply"}:
@@ -142,8 +153,8 @@ def _auto_reply(msg: Inbound, ctx: LoopContext) -> str | None:
 
 
 def _bulk(msg: Inbound, ctx: LoopContext) -> str | None:
-    precedence = mh.keyword(_first(msg, "precedence"))
-    if precedence in ("bulk", "list", "junk"):
+    precedence = next((p for p in _precedences(msg) if p in ("bulk", "list", "junk")), "")
+    if precedence:
         return f"Precedence: {precedence}"
     for name in LIST_HEADERS:
         values = _raw(msg, name)
