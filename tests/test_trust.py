@@ -37,6 +37,13 @@ def test_subdomain_of_a_trusted_domain_is_ours() -> None:
     assert trust_of("ann@notexample.com", policy=policy) is Trust.OUTSIDER
 
 
+def test_only_ascii_case_is_folded_in_the_from_domain() -> None:
+    # str.lower() makes KELVIN SIGN "k": wor\u212a.example is not work.example.
+    policy = TrustPolicy(frozenset({"work.example"}))
+    assert trust_of("boss@wor\u212a.example", policy=policy) is Trust.OUTSIDER
+    assert trust_of("boss@WORK.example", policy=policy) is Trust.DOMAIN
+
+
 def test_without_authserv_id_the_domain_is_all_we_have() -> None:
     assert trust_of("ann@example.com", policy=TrustPolicy(frozenset({"example.com"}))
                     ) is Trust.DOMAIN

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mailgate.core import authres, dkimsig
-from mailgate.core.addresses import within
+from mailgate.core.addresses import fold_case, within
 from mailgate.core.authres import AuthResults, Result
 from mailgate.core.dkimsig import Signature
 from mailgate.core.headernames import PINNING_FIELDS
@@ -82,7 +82,7 @@ class TrustPolicy:
 def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
     if msg.sender is None:
         return Trust.OUTSIDER
-    domain = msg.sender.addr.rpartition("@")[2].lower()
+    domain = _from_domain(msg.sender.addr)
     if policy.trusted_domains and not within(domain, policy.trusted_domains):
         return Trust.OUTSIDER
     if policy.authserv_id is None:
@@ -101,7 +101,7 @@ def mail_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
     if trust is not Trust.VERIFIED or policy.authserv_id is None or msg.sender is None:
         return trust
     results = _counted(msg.auth_results, _ascii_lower(policy.authserv_id)) or []
-    domain = msg.sender.addr.rpartition("@")[2].lower()
+    domain = _from_domain(msg.sender.addr)
     return Trust.VERIFIED if _pinned(msg, results, domain) else Trust.REPLAYABLE
 
 
@@ -112,7 +112,7 @@ def dmarc_failed(msg: Inbound, policy: TrustPolicy) -> bool:
     headers), so the pipeline drops its keys."""
     if msg.sender is None or policy.authserv_id is None:
         return False
-    domain = msg.sender.addr.rpartition("@")[2].lower()
+    domain = _from_domain(msg.sender.addr)
     if policy.trusted_domains and not within(domain, policy.trusted_domains):
         return False
     results = _counted(msg.auth_results, _ascii_lower(policy.authserv_id))
@@ -219,6 +219,12 @@ def _ours(written_id: str, authserv_id: str) -> bool:
     # ASCII case only: str.lower() would turn a KELVIN SIGN into "k", and the MTA that
     # strips forged headers carrying our id does not do that.
     return written_id.isascii() and _ascii_lower(written_id) == authserv_id
+
+
+def _from_domain(addr: str) -> str:
+    """The From: domain, ASCII case folded only: str.lower() made "wor\u212a.example"
+    (KELVIN SIGN) the trusted "work.example", a domain the sender's is not."""
+    return fold_case(addr.rpartition("@")[2])
 
 
 def _ascii_lower(text: str) -> str:
