@@ -141,3 +141,17 @@ def test_base64_cut_one_letter_after_a_whole_group_still_decodes() -> None:
     [stored] = extract(raw)
     assert picture.startswith(stored.data) and len(stored.data) == len(picture) - 3
     assert [a.size for a in msg.attachments] == [len(stored.data)]
+
+
+def test_iso_2022_jp_reads_the_nec_characters_as_browsers_do() -> None:
+    # php-mime-mail-parser tests/mails/issue116: "№" (NEC row 13) in an ISO-2022-JP
+    # subject became U+FFFD. The WHATWG decoder reads JIS X 0208 through index-jis0208,
+    # Windows-31J's table: NEC row 13 (№, ㈱, ①) and the IBM extensions are in it.
+    jis = "\x1b$B-b\x1b(B41 \x1b$B-j%W%j%s%?!<\x1b(B".encode("ascii")  # №41 ㈱プリンター
+    raw = (b"From: ann@example.com\r\nSubject: =?iso-2022-jp?B?"
+           + base64.b64encode(jis) + b"?=\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n"
+           + b"\x1b$B-!\x1b(B toner\r\n")  # ① toner
+    msg = parse(raw)
+    assert msg.subject == "№41 ㈱プリンター"
+    assert msg.body.strip() == "① toner" and msg.defects == ()

@@ -23,7 +23,9 @@ What the table does not settle:
 - the WHATWG "replacement" encoding exists to stop browsers from running script hidden in
   ISO-2022-KR/HZ/ISO-2022-CN pages. Mail text is never code here and those labels were
   real Korean and Chinese mail, so the two Python can decode are decoded (MAIL_LABELS);
-  ISO-2022-CN, which Python cannot decode, becomes one U+FFFD, as in browsers.
+  ISO-2022-CN, which Python cannot decode, becomes one U+FFFD, as in browsers;
+- ISO-2022-JP with the NEC and IBM characters (①, №, ㈱), which Python's codecs refuse,
+  is read by the WHATWG decoder itself (iso2022jp.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import codecs
 import re
 from dataclasses import dataclass
 
+from mailgate.core.mime import iso2022jp
 from mailgate.core.mime.whatwg_labels import LABELS as WHATWG_LABELS
 
 # WHATWG encoding name -> the Python codecs that implement it, tried in order (strictly),
@@ -231,6 +234,9 @@ def decode_as(data: bytes, name: str) -> Decoded:
             return Decoded(data.decode(codec), name, True)
         except UnicodeDecodeError:
             continue
+    if name == "ISO-2022-JP":  # NEC and IBM characters, which the WHATWG decoder reads
+        text = iso2022jp.decode(data)
+        return Decoded(text, name, "\ufffd" not in text)
     return Decoded(data.decode(candidates[0], "replace"), name, False)
 
 
