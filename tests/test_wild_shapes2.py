@@ -155,3 +155,18 @@ def test_iso_2022_jp_reads_the_nec_characters_as_browsers_do() -> None:
     msg = parse(raw)
     assert msg.subject == "№41 ㈱プリンター"
     assert msg.body.strip() == "① toner" and msg.defects == ()
+
+
+def test_a_named_html_part_shown_inline_is_the_text_when_there_is_no_other() -> None:
+    # notmuch test/corpora/html/attribute-text: the whole mail one text/html part with
+    # "Content-Disposition: inline; filename=test.html" (report generators, scanners).
+    # Shown inline, it is what the reader sees, as a named inline text/plain part is;
+    # the body was empty. It stays an attachment too.
+    raw = (b"From: ann@example.com\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/html\r\nContent-Disposition: inline; filename=report.html\r\n"
+           b"\r\n<html><body><p>Disk <b>C:</b> is 98% full.</p></body></html>\r\n")
+    msg = parse(raw)
+    assert msg.body.strip() == "Disk C: is 98% full."
+    assert [a.filename for a in msg.attachments] == ["report.html"]
+    attached = raw.replace(b"inline; filename", b"attachment; filename")
+    assert parse(attached).body == ""

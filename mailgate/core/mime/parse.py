@@ -626,6 +626,8 @@ def _body_and_attachments(r: _Reading, max_chars: int
             else:
                 if _plain(part, ctype) and fallback is None and inline:
                     fallback, _ = _plain_text(part, r.defects)  # named, shown inline
+                elif ctype == "text/html" and fallback is None and inline:
+                    fallback = html_to_text(_html_text(part, r.defects))  # likewise
                 elif _shown_as_text(ctype) and fallback is None and inline and not filename:
                     fallback = _other_text(part, ctype, r.defects)
                 found, text = _attachments(part, ctype, filename, r.defects)
