@@ -14,6 +14,7 @@ import pytest
 from mailgate.intake import pipeline as pipeline_module
 from mailgate.intake.pipeline import Outcome
 from mailgate.intake.read import read_mail
+from mailgate.outbound import queued as queued_module
 from tests.factories import FACILITIES, IT, Harness, harness, mail
 from tests.harness import database
 
@@ -459,3 +460,33 @@ async def test_mail_past_a_small_size_is_read_off_the_event_loop(
     assert (await h.deliver(small)).tickets and (await h.deliver(bigger)).tickets
     loop = threading.current_thread().name
     assert read_on[0] == loop and read_on[1] != loop, read_on
+
+
+async def test_the_parts_of_mail_past_a_small_size_are_read_off_the_event_loop(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attachments are read twice more after parse (to store, to relay to the team): for
+    pushed mail those readings ran on the event loop whatever the size, and 800 kB of
+    empty parts (--b lines) stopped it for 2 s."""
+    read_on: dict[str, list[str]] = {"extract": [], "relay_parts": []}
+
+    def recording(module: object, name: str) -> None:
+        real = getattr(module, name)
+
+        def record(*args: object) -> object:
+            read_on[name].append(threading.current_thread().name)
+            return real(*args)
+        monkeypatch.setattr(module, name, record)
+
+    recording(pipeline_module, "extract")
+    recording(queued_module, "relay_parts")
+    head = b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    part = (b'--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n--b\r\n'
+            b'Content-Type: application/pdf; name="a.pdf"\r\n\r\n%PDF-1.4\r\n')
+    small = mail("Small", message_id="<small@x>").replace(
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n", head + part) + b"--b--\r\n"
+    empty = b"--b\r\n\r\n" * (pipeline_module.PARSE_INLINE_UP_TO // 6)
+    bigger = small.replace(b"<small@x>", b"<bigger@x>").replace(b"--b--", empty + b"--b--")
+    assert (await h.deliver(small)).tickets and (await h.deliver(bigger)).tickets
+    loop = threading.current_thread().name
+    for name, threads in read_on.items():
+        assert threads[0] == loop and threads[-1] != loop, (name, threads)

@@ -130,6 +130,8 @@ class Received:
         if self.parts is not None:
             return list(self.parts)
         if self.light is None:
+            if len(self.raw) > PARSE_INLINE_UP_TO:  # read again: as slow as parse
+                return await asyncio.to_thread(extract, self.raw)
             return extract(self.raw)
         parts = await asyncio.to_thread(extract, self.light.slim)
         return [self._real(part) for part in parts]
@@ -523,7 +525,8 @@ class Pipeline:
     async def _relay_parts(self, mail: Received, msg: Inbound) -> RelayParts:
         if mail.relay is not None:  # read ahead
             return mail.relay
-        return await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes, mail.light)
+        return await parts_to_relay(mail.raw, msg, self.settings.max_relay_bytes, mail.light,
+                                    in_thread_above=PARSE_INLINE_UP_TO)
 
     async def _store_files(self, tx: Tx, mail: Received, msg: Inbound) -> tuple[StoredFile, ...]:
         """Write the mail's attachments (up to [limits] max_attachment_bytes in all);

@@ -18,11 +18,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email import message_from_bytes, policy
+from email import policy
 from email.header import Header
 from email.message import Message
 from email.utils import format_datetime, formataddr
 
+from mailgate.core.mime.parse import read_message
 from mailgate.core.model import Inbound
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -117,7 +118,7 @@ def relay_parts(raw: bytes, limit: int) -> RelayParts:
     not attachments) are left out: the relayed mail carries the trimmed text instead.
     """
     try:
-        msg = message_from_bytes(raw)
+        msg = read_message(raw, [])  # parse's own reading of these bytes, when it is kept
     except Exception:
         return RelayParts((), ())
     kept: list[bytes] = []
