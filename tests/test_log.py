@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import structlog
 
+from mailgate.core.replykey import KeyRing, keyed_message_id
 from mailgate.service.log import get_logger, setup_logging
 
 
@@ -64,3 +66,23 @@ def test_the_console_shows_control_characters_from_mail_as_escapes(tmp_path: Pat
     text = path.read_text()
     assert "\x1b[2J" not in text and "\u202e" not in text
     assert "\\x1b[2J" in text and "\\u202e" in text
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_no_reply_key_reaches_the_log(tmp_path: Path, as_json: bool) -> None:
+    """Our Message-ID is its recipient's reply key: with it in In-Reply-To, whoever
+    reads the log could write as her. The log keeps everything but the MAC."""
+    ring = KeyRing((("t1", b"test secret"),))
+    key = keyed_message_id(ring, ["IT-1001"], "alice@example.com", "example.com",
+                           datetime(2026, 11, 24, tzinfo=UTC))
+    mac = key.split(".")[4]
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        setup_logging("info", json=as_json, stream=stream)
+        log = get_logger("test")
+        log.info("mail.sent", message_id=key, to=["alice@example.com"])
+        log.error("mail.failed", error=f"550 5.7.1 <{key}>: refused", ids=[key])
+        log.warning("message.quarantined", message_id=key, reason="our own mail")
+    text = path.read_text()
+    assert mac not in text
+    assert key.replace(f".{mac}.", ".-.") in text

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from mailgate.core.replykey import redacted
 from mailgate.core.terminal import visible
 from mailgate.service import logwanted
 
@@ -37,7 +38,7 @@ def setup_logging(level: str = "info", json: bool | None = None,
                 else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     # JSON escapes control characters itself; the console renderer prints values raw, and
     # a Message-ID or subject from mail may carry ESC or bidi overrides.
-    safe = [] if json else [_visible_values]
+    safe = [_no_reply_keys] if json else [_no_reply_keys, _visible_values]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -83,6 +84,19 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def _no_reply_keys(logger: Any, method: str,
+                   event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Our Message-IDs are their recipients' reply keys (replykey.py): one in a log line
+    (a mail sent, our own mail come back, a server's answer quoting it) would let whoever
+    reads the log write as that person. Their MACs are left out, wherever they are."""
+    for key, value in event.items():
+        if isinstance(value, str) and "mgk" in value:
+            event[key] = redacted(value)
+        elif isinstance(value, list | tuple) and any("mgk" in str(v) for v in value):
+            event[key] = [redacted(v) if isinstance(v, str) else v for v in value]
+    return event
 
 
 def _visible_values(logger: Any, method: str,
