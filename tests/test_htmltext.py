@@ -16,30 +16,42 @@ from mailgate.core.mime.parse import html_to_text, parse
 
 
 class HtmlParserReading(HTMLParser):
-    """How parse.py read HTML before htmltext.py: the reference for ordinary HTML."""
+    """How parse.py read HTML before htmltext.py, with the head ending as HTML's "in
+    head" insertion mode ends it: the reference for ordinary HTML."""
 
     BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "hr"})
-    SKIP = frozenset({"script", "style", "head", "title"})
+    SKIP = frozenset({"script", "style", "title"})
+    HEAD = frozenset({"base", "basefont", "bgsound", "link", "meta", "title", "noscript",
+                      "noframes", "style", "script", "template", "head"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.chunks: list[str] = []
         self.skipping = 0
+        self.in_head = False
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self.SKIP:
+        if self.in_head and not self.skipping and tag not in self.HEAD:
+            self.in_head = False
+        if tag == "head":
+            self.in_head = True
+        elif tag in self.SKIP:
             self.skipping += 1
         elif tag in self.BLOCK:
             self.chunks.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self.skipping:
+        if tag == "head":
+            self.in_head = False
+        elif tag in self.SKIP and self.skipping:
             self.skipping -= 1
         elif tag in self.BLOCK:
             self.chunks.append("\n")
 
     def handle_data(self, data: str) -> None:
-        if not self.skipping:
+        if self.in_head and not self.skipping and data.strip(" \t\n\r\f"):
+            self.in_head = False
+        if not self.skipping and not self.in_head:
             self.chunks.append(data)
 
 

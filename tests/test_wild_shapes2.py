@@ -170,3 +170,18 @@ def test_a_named_html_part_shown_inline_is_the_text_when_there_is_no_other() -> 
     assert [a.filename for a in msg.attachments] == ["report.html"]
     attached = raw.replace(b"inline; filename", b"attachment; filename")
     assert parse(attached).body == ""
+
+
+def test_a_head_without_its_end_tag_does_not_hide_the_body() -> None:
+    # Thunderbird mailnews/test/data/base64-3 and multipart-base64-3: text written inside
+    # <head>, which browsers show (HTML's "in head" mode: text, or a tag a head cannot
+    # hold, ends the head). The same rule keeps a head whose </head> was left out from
+    # taking the whole body with it; both read as an empty body.
+    in_head = b"<html><head>The printer <b>jams</b> again.</head></html>"
+    unclosed = (b"<html><head><meta charset=utf-8><title>Ticket</title>"
+                b"<body><p>The printer jams again.</p></body></html>")
+    for html in (in_head, unclosed):
+        raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+               + base64.encodebytes(html))
+        assert parse(raw).body == "The printer jams again.", html
