@@ -297,6 +297,43 @@ def test_a_field_a_stripping_rule_does_not_see_does_not_count(field: bytes) -> N
     assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
 
 
+RECEIVED = b"Received: from relay.example.net by mx.example.com; 24 Nov 2026 09:00 +0100\r\n"
+
+
+@pytest.mark.parametrize(("layout", "at_one_hop"), [
+    # Postfix and its milters: their headers above its Received, the sender's below it.
+    ([OUR_NONE, RECEIVED, "mx.example.com; spf=pass smtp.mailfrom=ann@example.com"],
+     Trust.VERIFIED),
+    # Gmail's shape: the border's Received above its results, the sender's further down.
+    ([RECEIVED, OUR_NONE, RECEIVED, "mx.example.com; dkim=pass header.d=example.com"],
+     Trust.VERIFIED),
+    # Our border's DMARC fail below an inner hop's pass: which one counts cannot be told.
+    (["mx.example.com; spf=pass smtp.mailfrom=ann@example.com", RECEIVED,
+      "mx.example.com; dmarc=fail header.from=example.com"], Trust.UNVERIFIED),
+])
+def test_headers_with_our_id_on_both_sides_of_a_hop_verify_nothing(
+        layout: list[str | bytes], at_one_hop: Trust) -> None:
+    """One MTA hop writes its results above its own Received field or right below it:
+    one of ours below another hop's Received was in the mail before that hop. Where the
+    MTA strips nothing, it is the sender's."""
+    fields = [f if isinstance(f, bytes) else f"Authentication-Results: {f}\r\n".encode()
+              for f in layout]
+    head = b"".join(fields)
+    assert sender_trust(parse(head + mail(sender=ANN)), OURS) is Trust.UNVERIFIED
+    # The same headers without the Received field between them: one hop's.
+    between = len(fields) - 2
+    one_hop = b"".join(fields[:between] + fields[between + 1:])
+    assert sender_trust(parse(one_hop + mail(sender=ANN)), OURS) is at_one_hop
+
+
+def test_a_run_of_ours_at_one_hop_still_verifies() -> None:
+    spf = "mx.example.com; spf=pass smtp.mailfrom=ann@example.com"
+    for head in (f"Authentication-Results: {OUR_NONE}\r\nAuthentication-Results: {spf}\r\n"
+                 .encode() + RECEIVED + RECEIVED,
+                 RECEIVED + f"Authentication-Results: {spf}\r\n".encode() + RECEIVED):
+        assert sender_trust(parse(head + mail(sender=ANN)), OURS) is Trust.VERIFIED
+
+
 def test_our_id_quoted_without_escapes_is_still_ours() -> None:
     # The README's regex strips it ("?...?"), OpenDKIM's parser reads it.
     assert trust_of(ANN, OUR_NONE, '"mx.example.com"; dkim=pass header.d=example.com'

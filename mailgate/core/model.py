@@ -92,6 +92,10 @@ class Inbound:
     headers: Mapping[str, str] = field(default_factory=dict)  # loop-relevant, lower-case names
     embedded_ids: tuple[str, ...] = ()  # Message-IDs of mail quoted inside (bounces, reports)
     auth_results: tuple[str, ...] = ()  # Authentication-Results headers, topmost first
+    # How many Received fields lie above each of them, as the MTA reads the header block:
+    # one MTA hop writes its results above its Received field, or right below it, never
+    # below another hop's. Empty: not counted.
+    auth_results_depths: tuple[int, ...] = ()
     # What the DKIM verifier behind our MTA read, for trust.py; only where auth_results
     # are kept. Each DKIM-Signature field as the MTA splits the header block (unfolded,
     # never decoded, topmost first), and how many instances of "dkim-signature" and of

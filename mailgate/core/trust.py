@@ -11,7 +11,10 @@ From: is whatever the sender typed. mailgate believes it only as far as configur
   it (authres.leading_id: no comment before it, no escapes in it). A header with our id
   that does not parse, or of an unknown version, or that the usual stripping filter could
   not read (_filters_read), makes the sender unverified: our MTA said something we cannot
-  read, maybe a fail, or the filter left a forged header in.
+  read, maybe a fail, or the filter left a forged header in. So does a Received field
+  between two headers with our id: one MTA hop writes its results above its own Received
+  field or right below it, so the lower one was in the mail before that hop (an earlier
+  hop's, or the sender's where the MTA strips nothing).
 - In the counted headers, the sender is verified by `dmarc=pass` with `header.from` equal to
   the From: domain, or `dkim=pass` whose `header.d` (else the domain of `header.i`) is the
   From: domain or a parent of it, or `spf=pass` whose `smtp.mailfrom` domain is. A DMARC
@@ -47,7 +50,6 @@ approves; everything else is still a ticket or a reply, just never an instructio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -87,8 +89,7 @@ def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
         return Trust.OUTSIDER
     if policy.authserv_id is None:
         return Trust.DOMAIN
-    if msg.from_count == 1 and _verified(msg.auth_results, _ascii_lower(policy.authserv_id),
-                                         domain):
+    if msg.from_count == 1 and _verified(msg, _ascii_lower(policy.authserv_id), domain):
         return Trust.VERIFIED
     return Trust.UNVERIFIED
 
@@ -100,7 +101,7 @@ def mail_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
     trust = sender_trust(msg, policy)
     if trust is not Trust.VERIFIED or policy.authserv_id is None or msg.sender is None:
         return trust
-    results = _counted(msg.auth_results, _ascii_lower(policy.authserv_id)) or []
+    results = _counted(msg, _ascii_lower(policy.authserv_id)) or []
     domain = _from_domain(msg.sender.addr)
     return Trust.VERIFIED if _pinned(msg, results, domain) else Trust.REPLAYABLE
 
@@ -115,7 +116,7 @@ def dmarc_failed(msg: Inbound, policy: TrustPolicy) -> bool:
     domain = _from_domain(msg.sender.addr)
     if policy.trusted_domains and not within(domain, policy.trusted_domains):
         return False
-    results = _counted(msg.auth_results, _ascii_lower(policy.authserv_id))
+    results = _counted(msg, _ascii_lower(policy.authserv_id))
     return results is not None and any(_failed_for(r, domain) for r in results)
 
 
@@ -123,8 +124,8 @@ def may_command(trust: Trust) -> bool:
     return trust in (Trust.VERIFIED, Trust.DOMAIN)
 
 
-def _verified(headers: Iterable[str], authserv_id: str, domain: str) -> bool:
-    results = _counted(headers, authserv_id)
+def _verified(msg: Inbound, authserv_id: str, domain: str) -> bool:
+    results = _counted(msg, authserv_id)
     if results is None or not domain.isascii():  # AR domains are ASCII; so must ours be
         return False
     if any(_vetoes(r, domain) for r in results):
@@ -191,13 +192,19 @@ def _covers(signature: Signature, msg: Inbound) -> bool:
                for name in PINNING_FIELDS)
 
 
-def _counted(headers: Iterable[str], authserv_id: str) -> list[Result] | None:
-    """Results of the leading run of our MTA's headers; None when one of ours is unreadable."""
+def _counted(msg: Inbound, authserv_id: str) -> list[Result] | None:
+    """Results of the leading run of our MTA's headers; None when one of ours is unreadable,
+    or when a Received field lies between two of them: the lower one was in the mail
+    before that hop, written by an earlier hop or by the sender, and which of them the MTA
+    should have stripped cannot be told here."""
     counted: list[Result] = []
-    for header in headers:
+    depths = msg.auth_results_depths or (0,) * len(msg.auth_results)
+    for header, depth in zip(msg.auth_results, depths, strict=False):
         written_id = authres.leading_id(header)
         if written_id is None or not _ours(written_id, authserv_id):
             break
+        if depth != depths[0]:
+            return None
         parsed = authres.parse(header)
         if parsed is None or not _filters_read(header, parsed):
             return None

@@ -115,7 +115,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
     message_id = _first_id(r.header("message-id"))
     senders = _address_pairs(r, "from")
     body, attachments, part_types = _body_and_attachments(r, max_body_chars)
-    auth_results, signatures, counts = _authentication(r, raw)
+    auth_results, depths, signatures, counts = _authentication(r, raw)
     defects.extend(type(d).__name__ for d in msg.defects[:20])
     return Inbound(
         message_id=message_id,
@@ -133,6 +133,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
         auth_results=auth_results,
+        auth_results_depths=depths,
         dkim_signatures=signatures,
         field_counts=counts,
         headers={name: r.header(name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
@@ -303,8 +304,8 @@ def _fields_as_mta_reads(raw: bytes) -> list[_MtaField] | None:
     return None
 
 
-def _authentication(r: _Reading, raw: bytes
-                    ) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, int]]:
+def _authentication(r: _Reading, raw: bytes) -> tuple[
+        tuple[str, ...], tuple[int, ...], tuple[str, ...], dict[str, int]]:
     """The Authentication-Results headers as the MTA wrote them, only unfolded, for
     authres.py's grammar; with them what trust.py needs to see what a DKIM pass vouches
     for (Inbound.dkim_signatures, Inbound.field_counts).
@@ -318,15 +319,28 @@ def _authentication(r: _Reading, raw: bytes
     allows once is there twice: which one did the verifier check?"""
     values = r.values("authentication-results")
     if not values or _repeated_once_only_field(r):
-        return (), (), {}
+        return (), (), (), {}
     fields = _fields_as_mta_reads(raw)
     if fields is None or len(values) != sum(
             f.name.lower() == b"authentication-results" and not f.blanks for f in fields):
-        return (), (), {}
+        return (), (), (), {}
     signatures = tuple(islice((_field_text(f.value) for f in fields  # only those kept
                                if f.name.lower() == b"dkim-signature" and not f.blanks),
                               MAX_SIGNATURES))
-    return (tuple(_unfolded(v) for v in values[:10]), signatures, _field_counts(r, fields))
+    return (tuple(_unfolded(v) for v in values[:10]), _depths(fields)[:10], signatures,
+            _field_counts(r, fields))
+
+
+def _depths(fields: list[_MtaField]) -> tuple[int, ...]:
+    """For each Authentication-Results field, the Received fields above it."""
+    depths, received = [], 0
+    for f in fields:
+        name = f.name.lower()
+        if name == b"received":
+            received += 1
+        elif name == b"authentication-results" and not f.blanks:
+            depths.append(received)
+    return tuple(depths)
 
 
 def _field_counts(r: _Reading, fields: list[_MtaField]) -> dict[str, int]:
