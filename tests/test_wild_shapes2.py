@@ -185,3 +185,19 @@ def test_a_head_without_its_end_tag_does_not_hide_the_body() -> None:
                b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
                + base64.encodebytes(html))
         assert parse(raw).body == "The printer jams again.", html
+
+
+def test_a_display_name_folded_inside_its_quotes_keeps_the_sender() -> None:
+    # stalwartlabs/mail-parser resources/address.json ('"John\r\n Doe" <a@b.com>'), the
+    # shape of a long "Lastname, Firstname (Department)" folded by its mailer: FWS is
+    # allowed inside a quoted string (RFC 5322 3.2.4), and unfolding removes the CRLF
+    # only. Read folded, the quoted name ended at the line break: no sender at all.
+    raw = (b'From: "Doe,\r\n John (Accounts)" <john.doe@example.com>\r\n'
+           b'To: "Help\r\n Desk" <help@example.com>, ann@example.com\r\n'
+           b"Subject: printer\r\n\r\nIt jams.\r\n")
+    msg = parse(raw)
+    assert msg.sender is not None
+    assert (msg.sender.addr, msg.sender.name) == ("john.doe@example.com",
+                                                  "Doe, John (Accounts)")
+    assert [(a.addr, a.name) for a in msg.to] == [("help@example.com", "Help Desk"),
+                                                 ("ann@example.com", "")]

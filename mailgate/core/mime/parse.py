@@ -405,7 +405,10 @@ def _read_addresses(r: _Reading, name: str) -> list[tuple[str, str]]:
         return _PLACEHOLDER.sub(lambda m: words[int(m.group(1))], text) if words else text
 
     what = f"{name} header"
-    values = [rfc2047.plain(rfc2047.WORD.sub(set_aside, v[: MAX_ADDRESSES * 200]),
+    # Unfolded first (RFC 5322 2.2.3): folding may fall inside a quoted display name
+    # ("Doe,\r\n John" <a@b.com>, FWS is allowed there), and getaddresses() reads a
+    # line break inside quotes as the end of the address: the sender was lost.
+    values = [rfc2047.plain(rfc2047.WORD.sub(set_aside, _unfold(v[: MAX_ADDRESSES * 200])),
                             r.defects, what, r.hint) for v in r.values(name)]
     try:
         pairs = getaddresses(values)
@@ -414,6 +417,15 @@ def _read_addresses(r: _Reading, name: str) -> list[tuple[str, str]]:
         return []
     return [(decode_text(restore(display), r.defects, hint=r.hint, what=what), restore(addr))
             for display, addr in map(_bare_address, pairs[:MAX_ADDRESSES])]
+
+
+def _unfold(value: str) -> str:
+    """A raw header value on one line: CRLF before a blank removed, any other line break
+    (a mended continuation) a blank."""
+    return _LINE_BREAK.sub(" ", _FOLD.sub("", value))
+
+
+_LINE_BREAK = re.compile(r"[\r\n]+")
 
 
 def _bare_address(pair: tuple[str, str]) -> tuple[str, str]:
