@@ -14,12 +14,16 @@ What the table does not settle:
 - `us-ascii` text that carries 8-bit bytes has broken its own promise: valid UTF-8 is read
   as UTF-8, anything else as windows-1252 (the table's reading of the label);
 - 8-bit text under a legacy multibyte label (GB2312, Big5, Shift_JIS, EUC-JP, EUC-KR)
-  that is valid UTF-8 is UTF-8: web forms send UTF-8 under the site's old label, and GB18030
-  even decodes most UTF-8 Chinese "cleanly" into other characters, while text really in
-  those encodings is practically never valid UTF-8 (their two-byte characters would have
-  to fall into UTF-8's lead/continuation pattern, character after character). Read as
-  UTF-8, with a defect. Single-byte labels keep their reading: Latin-1 text can be valid
-  UTF-8 by chance, and browsers and mail clients follow those labels;
+  that is valid UTF-8 may be UTF-8: web forms send UTF-8 under the site's old label, and
+  GB18030 even decodes most UTF-8 Chinese "cleanly" into other characters. Text really in
+  those encodings stays valid UTF-8 only by chance, byte after byte, so long valid UTF-8
+  (LONG_UTF8 continuation bytes) is UTF-8, and so is text the label does not decode
+  cleanly. Short text is valid UTF-8 by chance often enough (Shift_JIS "ﾃｽ" is UTF-8 "ý",
+  GB2312 "要" is "Ҫ"; one Chinese character in six), and UTF-8 "Café" decodes cleanly
+  as Shift_JIS "Cafﾃｩ": there the likelier of the two readings wins (plausibility.py).
+  UTF-8 chosen over the label is a defect. The hint for undeclared 8-bit bytes is weighed
+  the same way. Single-byte labels keep their reading: Latin-1 text can be valid UTF-8 by
+  chance, and browsers and mail clients follow those labels;
 - the WHATWG "replacement" encoding exists to stop browsers from running script hidden in
   ISO-2022-KR/HZ/ISO-2022-CN pages. Mail text is never code here and those labels were
   real Korean and Chinese mail, so the two Python can decode are decoded (MAIL_LABELS);
@@ -35,6 +39,7 @@ import re
 from dataclasses import dataclass
 
 from mailgate.core.mime import iso2022jp
+from mailgate.core.mime.plausibility import utf8_is_likelier
 from mailgate.core.mime.whatwg_labels import LABELS as WHATWG_LABELS
 
 # WHATWG encoding name -> the Python codecs that implement it, tried in order (strictly),
@@ -125,6 +130,11 @@ ASCII_LABELS = frozenset(k for k in ("us-ascii", "ascii", "ansi_x3.4-1968") if k
 UNDECLARED_LABELS = frozenset({"unknown-8bit", "x-unknown", "unknown", "8bit", "default",
                                "x-user-unknown"})
 BOMS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xfe\xff", "UTF-16BE"), (b"\xff\xfe", "UTF-16LE"))
+# Continuation bytes (all but the first byte of each UTF-8 character) that make valid UTF-8
+# under a legacy multibyte label UTF-8 without weighing its readings: real legacy text
+# meets UTF-8's pattern only by chance, byte after byte (tests/charset_sweep.py: no real
+# legacy text in the sweep stayed valid UTF-8 beyond 4).
+LONG_UTF8 = 12
 DETECT_SAMPLE = 64 * 1024  # bytes the detector looks at: enough to tell, cheap to run
 _LOOSE_SEPARATORS = re.compile(r"[\s_\-]+")
 _LABEL_END = re.compile(r"[\s;,*'\"]")
@@ -206,8 +216,7 @@ def _decode(data: bytes, label: str | None, defects: list[str], what: str,
         return Decoded(text, "UTF-8", True)
     text = _utf8(data) if name in LEGACY_MULTIBYTE else None
     if text is not None:
-        defects.append(f"{what} labelled {name} is valid UTF-8; read as UTF-8")
-        return Decoded(text, "UTF-8", True)
+        return _utf8_or_label(data, text, name, defects, what)
     found = decode_as(data, name)
     if found.clean:
         return found
@@ -217,6 +226,38 @@ def _decode(data: bytes, label: str | None, defects: list[str], what: str,
         return guess
     defects.append(f"{what} is not valid {name}; bad bytes replaced")
     return found
+
+
+def _utf8_or_label(data: bytes, text: str, name: str, defects: list[str],
+                   what: str) -> Decoded:
+    """Valid UTF-8 `text` of `data` under a legacy multibyte label `name`: the label's
+    reading when it is clean and the likelier text of the two (plausibility.py), else
+    UTF-8 with a defect that says why."""
+    if len(data) - len(text) >= LONG_UTF8:
+        why = "is valid UTF-8"
+    else:
+        found = decode_as(data, name)
+        if found.clean and not _utf8_likelier(data, text, found):
+            return found
+        why = ("is valid UTF-8, likelier text than its reading as " + name if found.clean
+               else "is valid UTF-8, not valid " + name)
+    defects.append(f"{what} labelled {name} {why}; read as UTF-8")
+    return Decoded(text, "UTF-8", True)
+
+
+def _utf8_likelier(data: bytes, utf8: str, legacy: Decoded) -> bool:
+    continuation = len(data) - len(utf8)  # the bytes beyond the first of each character
+    return utf8_is_likelier(utf8, legacy.text, legacy.encoding, continuation)
+
+
+def _hinted_legacy(data: bytes, text: str, hint: str | None) -> Decoded | None:
+    """The reading of undeclared valid UTF-8 `data` in the message's legacy multibyte
+    charset `hint`, when that reading is clean and the likelier text; else None."""
+    name = encoding_for(hint)
+    if name not in LEGACY_MULTIBYTE or len(data) - len(text) >= LONG_UTF8:
+        return None
+    found = decode_as(data, name)
+    return found if found.clean and not _utf8_likelier(data, text, found) else None
 
 
 def decode_as(data: bytes, name: str) -> Decoded:
@@ -243,7 +284,9 @@ def decode_as(data: bytes, name: str) -> Decoded:
 def undeclared(data: bytes, defects: list[str], *, what: str = "text",
                hint: str | None = None, utf8: bool = True) -> Decoded:
     """8-bit text whose charset nobody named: UTF-8 if it is valid UTF-8 (no defect: RFC
-    6532 allows raw UTF-8 in headers), else the hint, else a detector, else windows-1252."""
+    6532 allows raw UTF-8 in headers) unless the hint is a legacy multibyte charset whose
+    reading is likelier (as under such a label), else the hint, else a detector, else
+    windows-1252."""
     if data.isascii():
         if b"\x1b$" in data:  # RFC 1468: undeclared Japanese mail is ISO-2022-JP
             found = decode_as(data, "ISO-2022-JP")
@@ -253,6 +296,11 @@ def undeclared(data: bytes, defects: list[str], *, what: str = "text",
         return Decoded(data.decode("ascii"), "UTF-8", True)
     if utf8:
         text = _utf8(data)
+        hinted = _hinted_legacy(data, text, hint) if text is not None else None
+        if hinted is not None:  # a short "ﾃｽ" in a Shift_JIS mail, not UTF-8 "ý"
+            defects.append(f"undeclared 8-bit {what} read as {hinted.encoding} "
+                           "(the message's charset)")
+            return hinted
         if text is not None:
             return Decoded(text, "UTF-8", True)
         mostly = _mostly_utf8(data)  # e.g. a name cut to a byte count inside a character
