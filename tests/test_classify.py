@@ -110,6 +110,8 @@ def test_a_role_sender_without_a_delivery_report_is_ticketed_not_answered() -> N
 
 def test_mail_from_our_own_address_is_own() -> None:
     assert kind_of(mail(sender="IT <it-help@example.com>")) is MailKind.OWN
+    assert kind_of(mail(sender="IT-Help+IT-1001@Example.com")) is MailKind.OWN  # tag, case
+    assert kind_of(mail(sender="it-help-desk@example.com")) is MailKind.REQUEST
 
 
 def test_the_first_matching_rule_gives_the_reason() -> None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mailgate.core.addresses import strip_plus
 from mailgate.core.mime import mailheaders as mh
 from mailgate.core.model import Inbound, MailKind
 
@@ -81,7 +82,9 @@ def _precedences(msg: Inbound) -> tuple[str, ...]:
 def _own(msg: Inbound, ctx: LoopContext) -> str | None:
     if any(mh.keyword(v) == ctx.instance.lower() for v in _raw(msg, "x-mailgate-instance")):
         return "carries our own X-Mailgate-Instance header"
-    if msg.sender and msg.sender.addr in ctx.own_addresses:
+    # Plus tag aside, as directory.is_own: it-help+x@ is delivered to it-help@, so an
+    # acknowledgement to it would only come back to us.
+    if msg.sender and strip_plus(msg.sender.addr) in ctx.own_addresses:
         return f"sent from our own address {msg.sender.addr}"
     return None
 
