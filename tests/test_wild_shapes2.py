@@ -201,3 +201,20 @@ def test_a_display_name_folded_inside_its_quotes_keeps_the_sender() -> None:
                                                   "Doe, John (Accounts)")
     assert [(a.addr, a.name) for a in msg.to] == [("help@example.com", "Help Desk"),
                                                  ("ann@example.com", "")]
+
+
+def test_blanks_and_comments_around_the_slash_of_a_media_type() -> None:
+    # stalwartlabs/mail-parser resources/content_type.json ("text /plain",
+    # "message / rfc822", "(hello) text (plain) / (world) plain (eod)"): type "/" subtype
+    # are tokens of a structured field, and CFWS may stand between them (RFC 2045 5.1,
+    # RFC 5322 3.2.2). Kept in the type, "text /plain" was no text: an empty body.
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+           b"--m\r\nContent-Type: (the request) text /plain; charset=iso-8859-1\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n\r\nThe printer jams. Gr\xfc\xdfe\r\n"
+           b"--m\r\nContent-Type: image/ jpeg name=\"jam (1).jpg\"\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--m--\r\n")
+    msg = parse(raw)
+    assert msg.body.strip() == "The printer jams. Grüße"
+    assert [(a.filename, a.content_type) for a in msg.attachments] == [
+        ("jam (1).jpg", "image/jpeg")]

@@ -206,8 +206,11 @@ class _Unfolding(Compat32):
         if "\n" in value or "\r" in value:
             value = value.replace("\r\n", "").replace("\n", "").replace("\r", "")
         if len(name) == 12 and name.lower() == "content-type":
-            media_type = value.partition(";")[0].strip()
-            if " " in media_type or "\t" in media_type:
+            media_type = value.partition(";")[0]
+            if "(" in media_type or "/ " in media_type or " /" in media_type:
+                value = _without_cfws(value)
+                media_type = value.partition(";")[0]
+            if " " in media_type.strip() or "\t" in media_type.strip():
                 value = _PARAMETER_WITHOUT_SEMICOLON.sub(r"\1; ", value, count=1)
         if value.isascii():  # compat32's answer for a value without raw 8-bit bytes
             return value
@@ -215,6 +218,23 @@ class _Unfolding(Compat32):
 
 
 _UNFOLDING = _Unfolding()
+_COMMENT = re.compile(r"\([^()]*\)")
+_SLASH = re.compile(r"[ \t]*/[ \t]*")
+
+
+def _without_cfws(value: str) -> str:
+    """A Content-Type value with `text /plain`, `(a) text / (b) plain` as `text/plain`:
+    RFC 2045's type "/" subtype are a structured field's tokens, and comments and blanks
+    may stand between them (RFC 5322 3.2.2). compat32 kept them in the type, and a
+    `text /plain` body read as no text. Only up to the first ";" or "=": a parameter
+    that lost its ";" (`name="Invoice (1).pdf"`) keeps its value."""
+    end = min((i for i in (value.find(";"), value.find("=")) if i >= 0), default=len(value))
+    media_type = value[:end]
+    for _ in range(5):  # comments nest; five levels are more than mail uses
+        media_type, found = _COMMENT.subn(" ", media_type)
+        if not found:
+            break
+    return " " + _SLASH.sub("/", media_type.strip()) + value[end:]
 _BOM = b"\xef\xbb\xbf"
 _OBSOLETE_FIRST_FROM = re.compile(rb"From[ \t]+:")
 _HEADER_BLOCK_DAMAGE = (errors.MissingHeaderBodySeparatorDefect,
