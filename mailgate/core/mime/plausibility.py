@@ -48,6 +48,7 @@ _COMPATIBLE = frozenset({("latin", "cjk"), ("cjk", "latin")})
 _CJK_SCRIPTS = frozenset({"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HANGUL",
                           "IDEOGRAPHIC", "FULLWIDTH", "BOPOMOFO"})
 _IN_WORD_MARKS = "ー々〆ｰﾞﾟ"  # CJK length and repeat marks, letters in all but category
+_LONG_ASCII = re.compile(r"[\x00-\x7f]{5,}")
 # A Latin-1 sign beside a number ("© 2024", "5 °C", "£20").
 _SIGN_BY_NUMBER = re.compile(r"[¡-¿] ?[0-9]|[0-9] ?[¡-¿]")
 _IMPOSSIBLE = frozenset({"Cc", "Co", "Cn", "Cs"})  # controls, private use, unassigned
@@ -69,11 +70,20 @@ def utf8_is_likelier(utf8: str, legacy: str, encoding: str, continuation: int) -
     """Whether `utf8` (the bytes read as UTF-8, `continuation` of them continuation bytes)
     is a likelier text than `legacy` (the same bytes read under their legacy multibyte
     `encoding`); both readings are clean."""
+    utf8, legacy = _around_non_ascii(utf8), _around_non_ascii(legacy)
     odd_utf8 = oddities(utf8, _utf8_common())
     odd_legacy = oddities(legacy, _legacy_common(encoding))
     if odd_utf8 != odd_legacy:
         return odd_utf8 < odd_legacy
     return continuation >= 2 or _european_in_place(utf8)
+
+
+def _around_non_ascii(text: str) -> str:
+    """`text` with each ASCII run cut to its first and last two characters: the same
+    oddities (only a run's ends touch other characters, ASCII next to ASCII is never odd,
+    and what follows a run depends on its last two), in time bounded by the non-ASCII
+    characters, not by the length of a long mail with "Café" in it."""
+    return _LONG_ASCII.sub(lambda run: run[0][:2] + run[0][-2:], text)
 
 
 def _european_in_place(text: str) -> bool:
