@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import quopri
 from dataclasses import dataclass
 from email.message import Message
 
-from mailgate.core.mime import tnef, uuencode
+from mailgate.core.mime import quotedprintable, tnef, uuencode
 from mailgate.core.mime.parse import (
     Leaf,
     body_parts,
@@ -110,7 +109,7 @@ def _enclosed(part: Message) -> bytes:
         if encoding == "base64":
             return base64.b64decode(content)  # blanks and line ends are skipped
         if encoding == "quoted-printable":
-            return quopri.decodestring(content)
+            return quotedprintable.decode(content)
     except (binascii.Error, ValueError):
         pass  # kept as sent: undecodable is still the file that came
     return content

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
 
+from mailgate.core.mime import quotedprintable
 from mailgate.outbound.compose import RelayParts
 
 LARGE = 1024 * 1024  # messages over this take the light path
@@ -103,7 +104,7 @@ def decoded_chunks(raw: bytes, span: Span) -> Iterator[bytes]:
             carry = data[whole:]
             yield _b64(data[:whole])
         elif span.encoding == "quoted-printable":
-            yield binascii.a2b_qp(piece)
+            yield quotedprintable.decode(piece)
         else:
             yield piece
     if carry:
