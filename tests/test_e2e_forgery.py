@@ -100,6 +100,26 @@ async def test_mail_pushed_from_the_null_sender_is_never_answered(
     assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 1  # the marker's
 
 
+async def test_a_stranger_cannot_stall_the_daemon_with_a_rating_line(
+        daemon: Daemon, smtp_sink: SmtpSink) -> None:
+    """Any mail tagged with a resolved ticket's number has its first line read as a
+    rating, whoever sent it: '1', 3,000 blanks and 'x' took the old pattern minutes on the
+    event loop, and no other mail was read meanwhile (the marker's answer never came)."""
+    await asyncio.to_thread(push, daemon, mail())
+    first = {m.rcpt_tos[0]: m.message for m in await smtp_sink.wait_for(count=3)}
+    await asyncio.to_thread(push, daemon, mail(
+        "Re: [IT-1001] New request", sender="Alice Adams <alice@example.com>",
+        message_id="<resolve@example.com>", body="#resolve Replaced the cable.",
+        headers={"In-Reply-To": first["alice@example.com"]["Message-ID"]}),
+        "alice@example.com")
+    assert await status(daemon) == "resolved"
+    await asyncio.to_thread(push, daemon, mail(
+        "Re: [IT-1001] x", sender="mallory@evil.example", message_id="<stall@evil.example>",
+        body="1" + " " * 3000 + "x"), "mallory@evil.example")
+    await smtp_sink.before_marker(lambda raw: asyncio.to_thread(push, daemon, raw))
+    assert await status(daemon) == "resolved"
+
+
 async def _tickets(daemon: Daemon, wanted: int) -> bool:
     return await count(daemon, "SELECT COUNT(*) FROM tickets") >= wanted
 
