@@ -55,15 +55,20 @@ _IMPOSSIBLE = frozenset({"Cc", "Co", "Cn", "Cs"})  # controls, private use, unas
 # Punctuation, symbols and emoji blocks mail text uses under any label.
 _SYMBOL_BLOCKS = ((0x2000, 0x2BFF), (0x3000, 0x303F), (0xFF01, 0xFF60), (0xFE00, 0xFE0F),
                   (0x1F000, 0x1FAFF))
-# The first level and symbol rows of each standard, as (Python codec, EUC lead bytes).
-_STANDARDS: dict[str, tuple[tuple[str, range], ...]] = {
-    "GBK": (("gb2312", range(0xA1, 0xAA)), ("gb2312", range(0xB0, 0xD8))),
-    "Big5": (("big5", range(0xA1, 0xC7)),),  # symbols and the common Hanzi (to C67E)
-    "Shift_JIS": (("euc_jp", range(0xA1, 0xA9)), ("euc_jp", range(0xB0, 0xD0))),
-    "EUC-KR": (("euc_kr", range(0xA1, 0xAD)), ("euc_kr", range(0xB0, 0xC9))),
+# The symbol rows and first level of each national standard: (Python codec, lead bytes).
+_EUC_TRAILS = range(0xA1, 0xFF)
+_STANDARDS: dict[str, tuple[tuple[str, range, tuple[int, ...]], ...]] = {
+    "GB2312": (("gb2312", range(0xA1, 0xAA), (*_EUC_TRAILS,)),
+               ("gb2312", range(0xB0, 0xD8), (*_EUC_TRAILS,))),
+    "Big5": (("big5", range(0xA1, 0xC7), (*range(0x40, 0x7F), *_EUC_TRAILS)),),  # to C67E
+    "JIS X 0208": (("euc_jp", range(0xA1, 0xA9), (*_EUC_TRAILS,)),
+                   ("euc_jp", range(0xB0, 0xD0), (*_EUC_TRAILS,)),
+                   ("cp932", range(0x87, 0x88), (*range(0x40, 0x9D),))),  # NEC row 13: ①, ㈱
+    "KS X 1001": (("euc_kr", range(0xA1, 0xAD), (*_EUC_TRAILS,)),
+                  ("euc_kr", range(0xB0, 0xC9), (*_EUC_TRAILS,))),
 }
-_STANDARD_OF = {"GBK": "GBK", "gb18030": "GBK", "Big5": "Big5", "Shift_JIS": "Shift_JIS",
-                "EUC-JP": "Shift_JIS", "EUC-KR": "EUC-KR"}
+_STANDARD_OF = {"GBK": "GB2312", "gb18030": "GB2312", "Big5": "Big5",
+                "Shift_JIS": "JIS X 0208", "EUC-JP": "JIS X 0208", "EUC-KR": "KS X 1001"}
 
 
 def utf8_is_likelier(utf8: str, legacy: str, encoding: str, continuation: int) -> bool:
@@ -156,8 +161,8 @@ def _legacy_common(encoding: str) -> frozenset[str]:
     ambiguous text needs it)."""
     standard = _STANDARD_OF.get(encoding, "")
     chars = _first_level(standard)
-    if standard == "Shift_JIS":
-        chars |= frozenset(bytes(range(0xA1, 0xE0)).decode("cp932"))  # half-width katakana
+    if standard == "JIS X 0208":  # and JIS X 0201's half-width katakana
+        chars |= frozenset(bytes(range(0xA1, 0xE0)).decode("cp932"))
     return chars
 
 
@@ -176,19 +181,15 @@ def _utf8_common() -> frozenset[str]:
 def _first_level(standard: str) -> frozenset[str]:
     """The symbol rows and first-level characters of a CJK standard, read from Python's
     codecs; their Latin letters (pinyin, KS X 1001's ĳ and ŉ) are not what its mail writes."""
-    trails = (*range(0x40, 0x7F), *range(0xA1, 0xFF))
     chars = set().union(*(_decoded_pairs(codec, leads, trails)
-                          for codec, leads in _STANDARDS.get(standard, ())))
-    if standard == "Shift_JIS":
-        chars |= _decoded_pairs("cp932", (0x87,), range(0x40, 0x9D))  # NEC row 13: ①, ㈱
+                          for codec, leads, trails in _STANDARDS.get(standard, ())))
     return frozenset(c for c in chars
                      if c > "\x7f" and not unicodedata.name(c, "").startswith("LATIN"))
 
 
-def _decoded_pairs(codec: str, leads: Iterable[int], trails: Iterable[int]) -> set[str]:
+def _decoded_pairs(codec: str, leads: Iterable[int], trails: tuple[int, ...]) -> set[str]:
     """The characters of every two-byte code lead+trail that `codec` defines."""
     found: set[str] = set()
-    trails = tuple(trails)
     for lead in leads:
         for trail in trails:
             try:
