@@ -41,6 +41,7 @@ from mailgate.core.mime import (
     headerblock,
     htmltext,
     rfc2047,
+    smime,
     tnef,
     uuencode,
 )
@@ -237,6 +238,8 @@ def _without_cfws(value: str) -> str:
     return " " + _SLASH.sub("/", media_type.strip()) + value[end:]
 _BOM = b"\xef\xbb\xbf"
 _OBSOLETE_FIRST_FROM = re.compile(rb"From[ \t]+:")
+# Mail that may hold an opaque-signed S/MIME part (smime.py): only it pays for the walk.
+_MAYBE_SMIME = re.compile(rb"(?i)pkcs7-mime|\.p7m")
 _HEADER_BLOCK_DAMAGE = (errors.MissingHeaderBodySeparatorDefect,
                         errors.FirstHeaderLineIsContinuationDefect)
 
@@ -255,6 +258,8 @@ def _read_message(raw: bytes, defects: list[str]) -> Message:
         if repairs:
             defects.extend(repairs)
             raw, msg = mended, message_from_bytes(mended, policy=_UNFOLDING)
+    if _MAYBE_SMIME.search(raw):
+        smime.open_signed(msg, defects)
     return msg
 
 
