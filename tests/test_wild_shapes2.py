@@ -218,3 +218,13 @@ def test_blanks_and_comments_around_the_slash_of_a_media_type() -> None:
     assert msg.body.strip() == "The printer jams. Grüße"
     assert [(a.filename, a.content_type) for a in msg.attachments] == [
         ("jam (1).jpg", "image/jpeg")]
+
+
+def test_words_labelled_base64_are_not_decoded_as_cut_base64() -> None:
+    # jhillyerd/enmime mime-bad-content-transfer-encoding.raw: plain words under
+    # "Content-Transfer-Encoding: base64", one letter over whole groups of four. Blanks
+    # inside its lines say it is no base64; it stays the words the stdlib hands back.
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n"
+           b"\r\nThe printer on floor 2 jams.\r\nPlease send Bobby.\r\n")
+    assert parse(raw).body.startswith("The printer on floor 2 jams.")

@@ -832,6 +832,7 @@ def payload_bytes(part: Message) -> bytes | None:
     return data if isinstance(data, bytes) else b""
 
 
+_LINE_ENDS = re.compile(rb"[\r\n]+")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")
 
 
@@ -839,8 +840,12 @@ def _whole_base64_groups(encoded: bytes) -> bytes:
     """Base64 one character over whole groups of four (a mail cut short): the stdlib then
     hands back the encoded text itself, so a cut text part read as base64 letters and a
     cut file was stored as them. The whole groups decode; the lone character carries 6
-    bits, no whole byte (RFC 2045 6.8), and goes, as largemail._b64 drops it."""
-    letters = _NOT_BASE64.sub(b"", encoded)
+    bits, no whole byte (RFC 2045 6.8), and goes, as largemail._b64 drops it. Text that
+    is no base64 at all (words labelled base64: blanks inside its lines) stays as the
+    stdlib hands it back."""
+    letters = _LINE_ENDS.sub(b"", encoded)
+    if _NOT_BASE64.search(letters):
+        return encoded
     try:
         return binascii.a2b_base64(letters[: len(letters) - len(letters) % 4])
     except binascii.Error:
