@@ -69,6 +69,20 @@ def test_mail_labels_only_add_labels_or_replace_the_replacement_encoding() -> No
     ("windows-1251", "Привет", "cp1251"),
     ("utf-7", "Grüße", "utf-7"),
     ("iso-2022-kr", "한국어", "iso2022_kr"),
+    # Labels WHATWG lacks that old mail uses: DOS, Mac and Central Asian code pages, Johab.
+    ("johab", "똠방각하", "johab"),
+    ("ibm737", "Ελλάδα", "cp737"),
+    ("csIBM865", "Blåbærsyltetøy", "cp865"),
+    ("862", "עברית", "cp862"),
+    ("ibm00858", "€uro", "cp858"),
+    ("cp1125", "Привіт", "cp1125"),
+    ("x-mac-ce", "Łódź", "mac_latin2"),
+    ("x-mac-greek", "Ελλάδα", "mac_greek"),
+    ("x-mac-turkish", "Türkçe ğ", "mac_turkish"),
+    ("x-mac-icelandic", "Þór", "mac_iceland"),
+    ("koi8-t", "Тоҷикӣ", "koi8_t"),
+    ("kz-1048", "Қазақ", "kz1048"),
+    ("pt154", "Қазақ", "ptcp154"),
 ])
 def test_labels_mean_what_browsers_read(label: str, text: str, encoded_as: str) -> None:
     defects: list[str] = []
@@ -83,6 +97,10 @@ def test_windows_code_pages_keep_undefined_bytes_as_c1_controls() -> None:
 def test_byte_order_mark_wins_over_the_label() -> None:
     assert decode("ü".encode("utf-16-le").join([b"\xff\xfe", b""]), "iso-8859-1") == "ü"
     assert decode(b"\xef\xbb\xbfGr\xc3\xbc\xc3\x9fe", "windows-1252") == "Grüße"
+    # UTF-32's marks are not UTF-16's followed by a NUL (encoded words too).
+    assert decode("Hi ü".encode("utf-32"), "utf-32") == "Hi ü"
+    assert decode("Hi ü".encode("utf-32"), None) == "Hi ü"
+    assert decode(b"\x00\x00\xfe\xff" + "Hi".encode("utf-32-be"), "utf-16") == "Hi"
 
 
 def test_replacement_and_user_defined() -> None:

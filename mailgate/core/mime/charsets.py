@@ -96,10 +96,19 @@ EXTRA_CODECS: dict[str, tuple[str, ...]] = {
     "ISO-2022-KR": ("iso2022_kr",),
     "HZ-GB-2312": ("hz",),
     "ISO-2022-JP-2": ("iso2022_jp_2",),
-    "IBM437": ("cp437",),
-    "IBM850": ("cp850",),
-    "IBM852": ("cp852",),
+    "JOHAB": ("johab",),  # Korean, KS X 1001 annex 3: old Korean mail
 }
+# Single-byte code pages of DOS, old Macs and Central Asia, under their IANA names.
+OLD_CODE_PAGES: dict[str, str] = {
+    "IBM437": "cp437", "IBM737": "cp737", "IBM775": "cp775", "IBM850": "cp850",
+    "IBM852": "cp852", "IBM855": "cp855", "IBM857": "cp857", "IBM00858": "cp858",
+    "IBM860": "cp860", "IBM861": "cp861", "IBM862": "cp862", "IBM863": "cp863",
+    "IBM864": "cp864", "IBM865": "cp865", "IBM869": "cp869", "CP1125": "cp1125",
+    "x-mac-ce": "mac_latin2", "x-mac-greek": "mac_greek", "x-mac-turkish": "mac_turkish",
+    "x-mac-icelandic": "mac_iceland", "KOI8-T": "koi8_t", "KZ-1048": "kz1048",
+    "PTCP154": "ptcp154",
+}
+EXTRA_CODECS.update({name: (codec,) for name, codec in OLD_CODE_PAGES.items()})
 # Labels seen in mail that WHATWG lacks (or maps to "replacement", see above).
 MAIL_LABELS: dict[str, str] = {
     "utf-7": "UTF-7", "unicode-1-1-utf-7": "UTF-7", "csunicode11utf7": "UTF-7",
@@ -111,13 +120,27 @@ MAIL_LABELS: dict[str, str] = {
     "cp949": "EUC-KR", "uhc": "EUC-KR", "ks_c_5601": "EUC-KR",
     "cp950": "Big5", "ms950": "Big5", "windows-950": "Big5", "big5hkscs": "Big5",
     "tis620": "windows-874", "cp874": "windows-874",
-    "cp437": "IBM437", "ibm437": "IBM437", "cp850": "IBM850", "ibm850": "IBM850",
-    "cp852": "IBM852", "ibm852": "IBM852",
+    "johab": "JOHAB", "x-johab": "JOHAB", "cp1361": "JOHAB", "ms1361": "JOHAB",
+    "x-mac-centraleurroman": "x-mac-ce", "maccentraleurope": "x-mac-ce",
+    "x-mac-latin2": "x-mac-ce", "macgreek": "x-mac-greek", "macturkish": "x-mac-turkish",
+    "maciceland": "x-mac-icelandic", "x-mac-iceland": "x-mac-icelandic",
+    "koi8-t": "KOI8-T", "kz-1048": "KZ-1048", "strk1048-2002": "KZ-1048",
+    "pt154": "PTCP154", "ptcp154": "PTCP154", "cp154": "PTCP154",
+    "cyrillic-asian": "PTCP154", "cp1125": "CP1125", "ibm1125": "CP1125",
+    "cp858": "IBM00858", "ibm00858": "IBM00858", "ibm858": "IBM00858",
 }
+for _name in OLD_CODE_PAGES:  # each name, and for IBM's: cp850, ibm850, 850, csibm850 ...
+    MAIL_LABELS.setdefault(_name.lower(), _name)
+    if _name.startswith("IBM"):
+        _number = _name[3:].lstrip("0")
+        for _label in (f"cp{_number}", f"ibm{_number}", _number, f"csibm{_number}",
+                       f"cspc{_number}", f"ibm-{_number}"):
+            MAIL_LABELS.setdefault(_label, _name)
+MAIL_LABELS.setdefault("cspc8codepage437", "IBM437")
 TABLE: dict[str, str] = {**WHATWG_LABELS, **MAIL_LABELS}
 ALL_CODECS: dict[str, tuple[str, ...]] = {**CODECS, **EXTRA_CODECS}
-SINGLE_BYTE = frozenset({"IBM866", "KOI8-R", "KOI8-U", "macintosh", "x-mac-cyrillic",
-                         "IBM437", "IBM850", "IBM852"}
+SINGLE_BYTE = frozenset({"IBM866", "KOI8-R", "KOI8-U", "macintosh", "x-mac-cyrillic"}
+                        | set(OLD_CODE_PAGES)
                         | {n for n in CODECS if n.startswith(("ISO-8859-", "windows-"))})
 # Encodings whose ASCII bytes are not ASCII text: never take the all-ASCII shortcut.
 NOT_ASCII_COMPATIBLE = frozenset({"UTF-16BE", "UTF-16LE", "UTF-32", "UTF-32LE", "UTF-32BE",
@@ -129,7 +152,10 @@ ASCII_LABELS = frozenset(k for k in ("us-ascii", "ascii", "ansi_x3.4-1968") if k
 # Labels that say "I do not know": read as undeclared text, without an unknown-label defect.
 UNDECLARED_LABELS = frozenset({"unknown-8bit", "x-unknown", "unknown", "8bit", "default",
                                "x-user-unknown"})
-BOMS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xfe\xff", "UTF-16BE"), (b"\xff\xfe", "UTF-16LE"))
+# UTF-32's marks before UTF-16's: FF FE 00 00 would be UTF-16LE text starting with NUL.
+BOMS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\x00\x00\xfe\xff", "UTF-32BE"),
+        (b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\xfe\xff", "UTF-16BE"),
+        (b"\xff\xfe", "UTF-16LE"))
 # Continuation bytes (all but the first byte of each UTF-8 character) that make valid UTF-8
 # under a legacy multibyte label UTF-8 without weighing its readings: real legacy text
 # meets UTF-8's pattern only by chance, byte after byte (tests/charset_sweep.py: no real
