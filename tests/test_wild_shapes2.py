@@ -228,3 +228,13 @@ def test_words_labelled_base64_are_not_decoded_as_cut_base64() -> None:
            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n"
            b"\r\nThe printer on floor 2 jams.\r\nPlease send Bobby.\r\n")
     assert parse(raw).body.startswith("The printer on floor 2 jams.")
+
+
+def test_comments_between_the_tokens_of_a_date() -> None:
+    # stalwartlabs/mail-parser resources/date.json: RFC 5322 3.3 lets CFWS stand between
+    # the date's tokens; with a comment inside, the date was lost.
+    raw = (b"From: ann@example.com\r\nSubject: printer\r\n"
+           b"Date: Tue, 1 Jul 2003 ((a nested)\r\n comment) 10:52:37 +0200 (CEST)\r\n"
+           b"\r\nIt jams.\r\n")
+    date = parse(raw).date
+    assert date is not None and date.isoformat() == "2003-07-01T10:52:37+02:00"

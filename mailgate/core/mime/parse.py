@@ -230,12 +230,18 @@ def _without_cfws(value: str) -> str:
     `text /plain` body read as no text. Only up to the first ";" or "=": a parameter
     that lost its ";" (`name="Invoice (1).pdf"`) keeps its value."""
     end = min((i for i in (value.find(";"), value.find("=")) if i >= 0), default=len(value))
-    media_type = value[:end]
-    for _ in range(5):  # comments nest; five levels are more than mail uses
-        media_type, found = _COMMENT.subn(" ", media_type)
+    media_type = _without_comments(value[:end])
+    return " " + _SLASH.sub("/", media_type.strip()) + value[end:]
+
+
+def _without_comments(text: str) -> str:
+    """RFC 5322 comments, each a blank (comments nest; five levels are more than mail
+    uses). Only for structured values without quoted strings."""
+    for _ in range(5):
+        text, found = _COMMENT.subn(" ", text)
         if not found:
             break
-    return " " + _SLASH.sub("/", media_type.strip()) + value[end:]
+    return text
 _BOM = b"\xef\xbb\xbf"
 _OBSOLETE_FIRST_FROM = re.compile(rb"From[ \t]+:")
 # Mail that may hold an opaque-signed S/MIME part (smime.py): only it pays for the walk.
@@ -502,6 +508,8 @@ def _sender(r: _Reading) -> Address | None:
 def _date(value: str) -> datetime | None:
     if not value:
         return None
+    if "(" in value:  # RFC 5322 3.3: comments may stand between the date's tokens
+        value = _without_comments(value)
     try:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
