@@ -238,3 +238,19 @@ def test_comments_between_the_tokens_of_a_date() -> None:
            b"\r\nIt jams.\r\n")
     date = parse(raw).date
     assert date is not None and date.isoformat() == "2003-07-01T10:52:37+02:00"
+
+
+def test_8bit_text_under_iso_2022_jp_without_an_escape_is_in_another_charset() -> None:
+    # apache/spamassassin t/data/nice/cjk/iso-2022-jp.2: a Japanese list's EUC-JP text
+    # labelled ISO-2022-JP. That encoding is 7-bit, switching sets by escape sequences;
+    # 8-bit bytes and no escape break its promise, so the label is wrong. It read as 186
+    # replacement characters; it is read as undeclared text (here EUC-JP), with a defect.
+    text = "ああ、心当たりがあります。たぶん、この前のsshと同じ問題です。調べます。"
+    raw = (b"From: ann@example.com\r\nSubject: ruby\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/plain; charset=iso-2022-jp\r\n"
+           b"Content-Transfer-Encoding: 7bit\r\n\r\n" + text.encode("euc-jp") + b"\r\n")
+    msg = parse(raw)
+    assert msg.body.strip() == text
+    assert any("none of its escapes" in d for d in msg.defects)
+    real = text.encode("iso-2022-jp")  # with its escapes: the label holds
+    assert parse(raw.replace(text.encode("euc-jp"), real)).body.strip() == text

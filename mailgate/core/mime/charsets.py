@@ -29,7 +29,10 @@ What the table does not settle:
   real Korean and Chinese mail, so the two Python can decode are decoded (MAIL_LABELS);
   ISO-2022-CN, which Python cannot decode, becomes one U+FFFD, as in browsers;
 - ISO-2022-JP with the NEC and IBM characters (①, №, ㈱), which Python's codecs refuse,
-  is read by the WHATWG decoder itself (iso2022jp.py).
+  is read by the WHATWG decoder itself (iso2022jp.py);
+- 8-bit text under the label of a 7-bit escape encoding (ISO-2022-JP/-KR, HZ) without a
+  single escape sequence is in another charset (EUC-JP relabelled by a list server): it
+  is read as undeclared text, with a defect.
 """
 
 from __future__ import annotations
@@ -146,6 +149,10 @@ SINGLE_BYTE = frozenset({"IBM866", "KOI8-R", "KOI8-U", "macintosh", "x-mac-cyril
 NOT_ASCII_COMPATIBLE = frozenset({"UTF-16BE", "UTF-16LE", "UTF-32", "UTF-32LE", "UTF-32BE",
                                   "UTF-7", "ISO-2022-JP", "ISO-2022-JP-2", "ISO-2022-KR",
                                   "HZ-GB-2312", "replacement"})
+# 7-bit encodings that switch character sets by escape (shift) sequences: text under
+# their label with 8-bit bytes and no escape at all is in another charset.
+ESCAPE_ENCODINGS = {"ISO-2022-JP": re.compile(rb"\x1b"), "ISO-2022-JP-2": re.compile(rb"\x1b"),
+                    "ISO-2022-KR": re.compile(rb"\x1b"), "HZ-GB-2312": re.compile(rb"~\{")}
 # Multibyte legacy encodings whose 8-bit text is practically never valid UTF-8 (above).
 LEGACY_MULTIBYTE = frozenset({"GBK", "gb18030", "Big5", "EUC-JP", "Shift_JIS", "EUC-KR"})
 ASCII_LABELS = frozenset(k for k in ("us-ascii", "ascii", "ansi_x3.4-1968") if k in TABLE)
@@ -246,6 +253,13 @@ def _decode(data: bytes, label: str | None, defects: list[str], what: str,
     found = decode_as(data, name)
     if found.clean:
         return found
+    if name in ESCAPE_ENCODINGS and not ESCAPE_ENCODINGS[name].search(data):
+        # 8-bit bytes and not one shift sequence: a 7-bit encoding's promise broken, the
+        # label is wrong (EUC-JP text relabelled ISO-2022-JP by a list server).
+        guess = undeclared(data, [], what=what, hint=hint)
+        defects.append(f"8-bit {what} labelled {name} has none of its escapes; read as "
+                       f"{guess.encoding}")
+        return guess
     if name == "UTF-8":  # not UTF-8 at all, most likely: a mislabelled legacy text
         guess = undeclared(data, [], what=what, hint=hint, utf8=False)
         defects.append(f"{what} is not valid UTF-8; read as {guess.encoding}")
