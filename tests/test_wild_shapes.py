@@ -13,6 +13,7 @@ import pytest
 
 from mailgate.core.mime.files import extract
 from mailgate.core.mime.parse import parse
+from mailgate.outbound.compose import relay_parts
 
 
 def test_a_boundary_folded_inside_its_quotes_is_read_unfolded() -> None:
@@ -273,3 +274,25 @@ def test_a_mixed_html_alternative_is_not_read_beside_its_plain_twin() -> None:
     msg = parse(raw)
     assert msg.body.strip() == "Before. After."
     assert [a.filename for a in msg.attachments] == [p.filename for p in extract(raw)]
+
+
+def test_an_appledouble_file_is_its_data_fork_alone() -> None:
+    # Mac mail clients send a file as multipart/appledouble (RFC 1740): the Finder data
+    # and resource fork (application/applefile, same name), then the file itself.
+    raw = (b"From: ann@example.com\r\nSubject: doc\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=o\r\n\r\n"
+           b"--o\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+           b"--o\r\nContent-Type: multipart/appledouble; boundary=ad\r\n\r\n"
+           b"--ad\r\nContent-Type: application/applefile; name=\"report.pdf\"\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nAAUWBwACAAA=\r\n"
+           b"--ad\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--ad--\r\n--o--\r\n")
+    msg = parse(raw)
+    assert [(a.filename, a.content_type) for a in msg.attachments] == [
+        ("report.pdf", "application/pdf")]
+    assert [(p.filename, p.data) for p in extract(raw)] == [("report.pdf", b"%PDF-1.4\n")]
+    [relayed] = relay_parts(raw, 10**6).parts
+    assert b"application/pdf" in relayed and b"applefile" not in relayed
+    # A resource fork alone is still the file that came.
+    lone = raw.replace(b"--ad\r\nContent-Type: application/pdf", b"--x\r\nContent-Type: x/y")
+    assert [a.content_type for a in parse(lone).attachments] == ["application/applefile"]

@@ -23,7 +23,7 @@ from email.header import Header
 from email.message import Message
 from email.utils import format_datetime, formataddr
 
-from mailgate.core.mime.parse import read_message
+from mailgate.core.mime.parse import read_message, shown_children
 from mailgate.core.model import Inbound
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -154,7 +154,7 @@ def _attachment_leaves(msg: Message) -> list[Message]:
             # Pushed in reverse onto the end: taking from the front (pop(0), children +
             # stack) moved the whole stack per part, quadratic in a mail of 500,000
             # empty multiparts.
-            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+            stack.extend(reversed(shown_children(ctype, payload)))
             continue
         disposition = str(part.get("content-disposition") or "").split(";")[0].strip().lower()
         attachment = bool(_part_name(part, "")) or disposition == "attachment"

@@ -583,7 +583,7 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Leaf]:
                 continue
             inner = (len(types) if ctype in _GROUPS and parent == _MIXED and free
                      else 0)  # a number of its own
-            children = [p for p in payload if isinstance(p, Message)]
+            children = shown_children(ctype, payload)
             chosen = _plain_choice(children) if ctype == _ALTERNATIVE else None
             stack.extend((p, depth + 1, ctype, inner,
                           free and (ctype != _ALTERNATIVE or p is chosen))
@@ -593,6 +593,17 @@ def _walk(msg: Message, defects: list[str], types: list[str]) -> list[Leaf]:
     if stack:
         defects.append(f"more than {MAX_PARTS} parts; the rest ignored")
     return leaves
+
+
+def shown_children(ctype: str, payload: list) -> list[Message]:
+    """The parts of a multipart a mail client shows. A multipart/appledouble (RFC 1740) is
+    a Mac file's Finder data and resource fork (application/applefile) and its data fork:
+    only the data fork is the file; the other, under the same name, is no attachment."""
+    children = [p for p in payload if isinstance(p, Message)]
+    if ctype != _APPLEDOUBLE:
+        return children
+    forks = [p for p in children if p.get_content_type() != "application/applefile"]
+    return forks or children
 
 
 def _plain_choice(choices: list[Message]) -> Message | None:
@@ -911,6 +922,7 @@ def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment
 _MIXED = "multipart/mixed"
 _RELATED = "multipart/related"
 _ALTERNATIVE = "multipart/alternative"
+_APPLEDOUBLE = "multipart/appledouble"
 _GROUPS = (_ALTERNATIVE, _RELATED)  # containers whose text Leaf.group tracks
 # Text subtypes that are data for a program rather than text for a reader.
 _NOT_SHOWN_AS_TEXT = frozenset({"text/calendar", "text/rfc822-headers", "text/vcard",
