@@ -254,3 +254,15 @@ def test_8bit_text_under_iso_2022_jp_without_an_escape_is_in_another_charset() -
     assert any("none of its escapes" in d for d in msg.defects)
     real = text.encode("iso-2022-jp")  # with its escapes: the label holds
     assert parse(raw.replace(text.encode("euc-jp"), real)).body.strip() == text
+
+
+def test_every_attachment_parse_lists_is_a_file_extract_returns() -> None:
+    # php-mime-mail-parser issue408: 328 attachments; 100 were stored, all 328 listed.
+    parts = b"".join(b"--b\r\nContent-Type: text/csv; name=\"f%d.csv\"\r\n\r\nx;%d\r\n" % (i, i)
+                     for i in range(300))
+    raw = (b"From: ann@example.com\r\nSubject: files\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain"
+           b"\r\n\r\nthe exports\r\n" + parts + b"--b--\r\n")
+    listed = [a.filename for a in parse(raw).attachments]
+    assert len(listed) == 300
+    assert [f.filename for f in extract(raw)] == listed

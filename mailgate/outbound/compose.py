@@ -23,7 +23,7 @@ from email.header import Header
 from email.message import Message
 from email.utils import format_datetime, formataddr
 
-from mailgate.core.mime.parse import read_message, shown_children
+from mailgate.core.mime.parse import MAX_PARTS, read_message, shown_children
 from mailgate.core.model import Inbound
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -146,7 +146,7 @@ def _attachment_leaves(msg: Message) -> list[Message]:
     found: list[Message] = []
     body_types: set[str] = set()
     stack = [msg]  # the next part on top: depth first, in the mail's order
-    while stack and len(found) < 100:
+    while stack and len(found) < MAX_PARTS:  # as many as parse() lists
         part = stack.pop()
         ctype = part.get_content_type()
         payload = part.get_payload()

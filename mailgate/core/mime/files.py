@@ -11,6 +11,7 @@ from email.message import Message
 
 from mailgate.core.mime import quotedprintable, tnef, uuencode
 from mailgate.core.mime.parse import (
+    MAX_PARTS,
     Leaf,
     body_parts,
     charset_hint,
@@ -21,7 +22,9 @@ from mailgate.core.mime.parse import (
     read_message,
 )
 
-MAX_FILES = 100
+# As many files as parse() lists attachments: with fewer, a mail of 300 files named them
+# all on its ticket but stored only the first 100, and said nothing of the others.
+MAX_FILES = MAX_PARTS
 
 
 @dataclass(frozen=True, slots=True)
