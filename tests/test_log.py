@@ -83,6 +83,7 @@ def test_no_reply_key_reaches_the_log(tmp_path: Path, as_json: bool) -> None:
         log.info("mail.sent", message_id=key, to=["alice@example.com"])
         log.error("mail.failed", error=f"550 5.7.1 <{key}>: refused", ids=[key])
         log.warning("message.quarantined", message_id=key, reason="our own mail")
+        log.info("event", detail={"refs": [key], "by": {"id": key}}, pair=("x", key))
     text = path.read_text()
     assert mac not in text
     assert key.replace(f".{mac}.", ".-.") in text

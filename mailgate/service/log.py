@@ -92,11 +92,20 @@ def _no_reply_keys(logger: Any, method: str,
     (a mail sent, our own mail come back, a server's answer quoting it) would let whoever
     reads the log write as that person. Their MACs are left out, wherever they are."""
     for key, value in event.items():
-        if isinstance(value, str) and "mgk" in value:
-            event[key] = redacted(value)
-        elif isinstance(value, list | tuple) and any("mgk" in str(v) for v in value):
-            event[key] = [redacted(v) if isinstance(v, str) else v for v in value]
+        event[key] = _without_keys(value)
     return event
+
+
+def _without_keys(value: Any, depth: int = 4) -> Any:
+    """VALUE with the MAC of each reply key in its strings left out, inside lists, tuples
+    and dicts too (a detail dict, a list of recipients)."""
+    if isinstance(value, str):
+        return redacted(value) if "mgk" in value else value
+    if depth == 0 or not isinstance(value, list | tuple | dict) or "mgk" not in str(value):
+        return value
+    if isinstance(value, dict):
+        return {k: _without_keys(v, depth - 1) for k, v in value.items()}
+    return [_without_keys(v, depth - 1) for v in value]
 
 
 def _visible_values(logger: Any, method: str,
