@@ -126,6 +126,7 @@ def test_quarantine_list_show_retry_drop(tmp_path: Path) -> None:
     import asyncio
     from datetime import UTC, datetime
 
+    from mailgate.core.model import Origin
     from mailgate.storage.store import Store
     from tests.factories import mail
 
@@ -137,8 +138,8 @@ def test_quarantine_list_show_retry_drop(tmp_path: Path) -> None:
         store = await Store.open(database(tmp_path / "state"))
         async with store.transaction() as tx:  # as if an earlier release had failed on it
             now = datetime.now(UTC)
-            await tx.quarantine(junk, "imap:it", "no usable sender", None, now)
-            await tx.quarantine(good, "imap:it", "internal error: fixed since", None, now)
+            await tx.quarantine(junk, Origin("imap:it"), "no usable sender", None, now)
+            await tx.quarantine(good, Origin("imap:it"), "internal error: fixed since", None, now)
         await store.close()
 
     asyncio.run(hold())

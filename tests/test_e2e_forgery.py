@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -118,6 +120,28 @@ async def test_a_stranger_cannot_stall_the_daemon_with_a_rating_line(
         body="1" + " " * 3000 + "x"), "mallory@evil.example")
     await smtp_sink.before_marker(lambda raw: asyncio.to_thread(push, daemon, raw))
     assert await status(daemon) == "resolved"
+
+
+async def test_a_retried_auto_reply_from_the_null_sender_is_held_again_not_answered(
+        daemon: Daemon, tmp_path: Path) -> None:
+    """The autoresponder above, held for matching no ticket: an admin's `mailgate
+    quarantine retry` runs it with the envelope it came with (kept with it), so it is
+    held again, for the same reason, and nothing is queued for the robot. Without the
+    envelope the retry read it as a request and acknowledged it: a loop."""
+    await asyncio.to_thread(push, daemon, mail(
+        "Re: Printer", sender="Robot <robot@vendor.example.net>",
+        message_id="<oof-2@vendor.example.net>", body="I am away until Monday."), "")
+    assert daemon.store is not None
+    [held] = await daemon.store.quarantined()
+    assert "null return path" in held.reason
+    retried = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "mailgate", "--config", str(tmp_path / "mailgate.toml"),
+        "quarantine", "retry", str(held.id)], capture_output=True, text=True, timeout=60)
+    assert retried.returncode == 1, retried.stdout + retried.stderr
+    assert "quarantined" in retried.stdout and "null return path" in retried.stdout
+    assert await count(daemon, "SELECT COUNT(*) FROM outbox") == 0
+    assert await count(daemon, "SELECT COUNT(*) FROM tickets") == 0
+    assert [e.id for e in await daemon.store.quarantined()] == [held.id]
 
 
 async def _tickets(daemon: Daemon, wanted: int) -> bool:

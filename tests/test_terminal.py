@@ -18,6 +18,7 @@ import pytest
 
 from mailgate.cli import main as cli
 from mailgate.core import terminal
+from mailgate.core.model import Origin
 from mailgate.core.terminal import visible, visible_lines
 from tests.factories import EXAMPLE_DIRECTORY, harness
 from tests.harness import database, database_table, on_postgresql, query
@@ -109,7 +110,7 @@ def hostile_db(tmp_path: Path) -> Path:
                 await tx.execute("UPDATE messages SET text = ?, body = ?", (BODY, BODY))
                 await tx.execute("UPDATE attachments SET filename = ?", (FILENAME,))
                 await tx.quarantine(b"From: x\r\n\r\nbody " + HOSTILE.encode() + b"\r\n",
-                                    "imap:it", REASON, None, datetime.now(UTC))
+                                    Origin("imap:it"), REASON, None, datetime.now(UTC))
                 await tx.execute("INSERT INTO mailboxes (name, updated_at, state, last_error) "
                                  "VALUES ('it', 0, 'reconnecting', ?)",
                                  (f"server said {HOSTILE}",))

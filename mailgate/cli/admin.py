@@ -16,6 +16,7 @@ from mailgate.config.loader import Setup, load_setup
 from mailgate.config.settings import config_path, load_config, unread_secrets
 from mailgate.connect import tls
 from mailgate.core.model import Origin
+from mailgate.core.routing import envelope_departments
 from mailgate.errors import ConfigError
 from mailgate.storage import quarantine
 from mailgate.storage.history import local_time
@@ -190,11 +191,13 @@ async def _quarantine_action(store: Store, args: argparse.Namespace) -> int:
         say(f"quarantine {args.id} is {held.status}; only held entries can be retried",
             file=sys.stderr)
         return 1
-    return await _retry(store, args, held.raw, held.source)
+    return await _retry(store, args, held)
 
 
-async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str) -> int:
-    """Run the message through the pipeline again, e.g. after fixing the directory."""
+async def _retry(store: Store, args: argparse.Namespace, held: quarantine.HeldMail) -> int:
+    """Run the message through the pipeline again, e.g. after fixing the directory: from
+    where it came, with the envelope it came with (MAIL FROM:<> makes pushed mail
+    automatic, RCPT TO routes it), which the directory of now maps to departments."""
     from mailgate.intake.pipeline import Pipeline, PipelineSettings
     from mailgate.service import keyfile
     from mailgate.service.daemon import system_clock
@@ -204,16 +207,21 @@ async def _retry(store: Store, args: argparse.Namespace, raw: bytes, source: str
                                             keyfile.ring_for(setup.config, system_clock()))
     pipeline = Pipeline(setup.directory, setup.renderer, settings,
                         system_clock)
-    departments = _departments_of_source(setup, source)
+    origin = _origin_of(setup, held)
     async with store.transaction() as tx:
         await quarantine.mark_retried(tx, args.id)
-        outcome = await pipeline.handle(tx, raw, Origin(source=source, departments=departments))
+        outcome = await pipeline.handle(tx, held.raw, origin)
         if outcome.quarantine not in (None, args.id):  # held again: keep one entry, not two
             await quarantine.held_again(tx, args.id, outcome.quarantine, outcome.reason)
     say(f"quarantine {args.id}: {outcome.action} {' '.join(outcome.tickets)} {outcome.reason}")
     return 0 if outcome.action != "quarantined" else 1
 
 
-def _departments_of_source(setup: Setup, source: str) -> tuple[str, ...]:
-    name = source.removeprefix("imap:")
-    return tuple(b.department for b in setup.config.mailboxes if b.name == name)
+def _origin_of(setup: Setup, held: quarantine.HeldMail) -> Origin:
+    if held.envelope_sender is not None:  # pushed: its departments are its recipients'
+        return Origin(held.source, envelope_departments(setup.directory,
+                                                        held.envelope_recipients),
+                      held.envelope_sender, held.envelope_recipients)
+    name = held.source.removeprefix("imap:")
+    return Origin(held.source, tuple(b.department for b in setup.config.mailboxes
+                                     if b.name == name))

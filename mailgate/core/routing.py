@@ -13,6 +13,7 @@ Order of decision:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import regex
@@ -51,6 +52,13 @@ def routes_for(msg: Inbound, origin: Origin, directory: Directory,
     if not routes and directory.default_department:
         return [Route(directory.default_department, Priority.NORMAL, "default")]
     return list(routes.values())
+
+
+def envelope_departments(directory: Directory, recipients: Sequence[str]) -> tuple[str, ...]:
+    """The departments whose addresses are among a pushed mail's envelope recipients (RCPT
+    TO): the mailboxes it was received for, as a mailbox watcher's department is."""
+    return tuple(dict.fromkeys(
+        d.key for d in map(directory.department_for_address, recipients) if d))
 
 
 def departments_for(msg: Inbound, origin: Origin, directory: Directory) -> list[str]:

@@ -277,7 +277,7 @@ class Pipeline:
 
     async def _quarantine(self, tx: Tx, raw: bytes, msg: Inbound | None, origin: Origin,
                           reason: str, now: datetime) -> Outcome:
-        entry = await tx.quarantine(raw, origin.source, reason, msg, now)
+        entry = await tx.quarantine(raw, origin, reason, msg, now)
         log.warning("message.quarantined", source=origin.source, quarantine=entry,
                     message_id=_mid(msg), reason=reason)
         return Outcome("quarantined", reason=reason, quarantine=entry)

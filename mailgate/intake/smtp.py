@@ -43,6 +43,7 @@ from mailgate.config.directory import Directory
 from mailgate.config.settings import ListenerConfig
 from mailgate.core.addresses import clean_address
 from mailgate.core.model import Origin
+from mailgate.core.routing import envelope_departments
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
 from mailgate.storage.store import Store
@@ -130,9 +131,7 @@ class PushHandler:
     @staticmethod
     def _origin(directory: Directory, envelope: Envelope) -> Origin:
         recipients = tuple(a for a in (clean_address(r) for r in envelope.rcpt_tos) if a)
-        departments = tuple(dict.fromkeys(
-            d.key for d in map(directory.department_for_address, recipients) if d))
-        return Origin(source="smtp", departments=departments,
+        return Origin(source="smtp", departments=envelope_departments(directory, recipients),
                       envelope_sender=_reverse_path(envelope.mail_from),
                       envelope_recipients=recipients)
 

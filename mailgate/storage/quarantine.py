@@ -7,6 +7,7 @@ on one entry by its id.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from mailgate.storage.store import Store, Tx
@@ -18,12 +19,20 @@ class HeldMail:
     reason: str
     raw: bytes
     status: str  # held | retried | dropped
+    # The SMTP envelope of pushed mail ("" is the null reverse-path); None: read from a
+    # mailbox, or held before mailgate kept it (schema 11).
+    envelope_sender: str | None = None
+    envelope_recipients: tuple[str, ...] = ()
 
 
 async def entry(store: Store, entry_id: int) -> HeldMail | None:
     row = await store.fetch_one(
-        "SELECT source, reason, raw, status FROM quarantine WHERE id = ?", (entry_id,))
-    return HeldMail(row[0], row[1], bytes(row[2]), row[3]) if row is not None else None
+        "SELECT source, reason, raw, status, envelope_sender, envelope_recipients "
+        "FROM quarantine WHERE id = ?", (entry_id,))
+    if row is None:
+        return None
+    recipients = tuple(json.loads(row[5])) if row[5] else ()
+    return HeldMail(row[0], row[1], bytes(row[2]), row[3], row[4], recipients)
 
 
 async def drop(store: Store, entry_id: int) -> None:

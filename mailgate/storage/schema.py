@@ -263,4 +263,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX exposed_keys_expires ON exposed_keys(expires);
     """,
+    # 11: what a retry of quarantined mail needs of where it came from (storage/quarantine.py):
+    # the SMTP envelope of pushed mail, which classified it (MAIL FROM:<> is automatic mail)
+    # and routed it (RCPT TO of a Bcc). NULL: read from a mailbox, or kept before this version.
+    """
+    ALTER TABLE quarantine ADD COLUMN envelope_sender TEXT;  -- empty: the null reverse-path
+    ALTER TABLE quarantine ADD COLUMN envelope_recipients TEXT;  -- JSON list
+    """,
 )

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailgate.core.model import Inbound, MailKind, Outgoing, Priority, Status, Ticket
+from mailgate.core.model import Inbound, MailKind, Origin, Outgoing, Priority, Status, Ticket
 from mailgate.storage.attachments import Attachments, AttachmentStore
 from mailgate.storage.engine import Connection, Cursor, Engine, Pipelining, answered
 from mailgate.storage.packing import pack
@@ -641,21 +641,31 @@ class Tx:
                    last_message_at = excluded.last_message_at""",
             (name, uidvalidity, last_uid, ts(now), ts(now)))
 
-    async def quarantine(self, raw: bytes, source: str, reason: str, msg: Inbound | None,
+    async def quarantine(self, raw: bytes, origin: Origin, reason: str, msg: Inbound | None,
                          now: datetime) -> int:
-        """Keep the raw bytes and the reason; the same message quarantined twice is one row."""
+        """Keep the raw bytes, the reason and the envelope a retry needs (pushed mail's:
+        its MAIL FROM made it automatic mail, its RCPT TO routed it); the same message
+        quarantined twice is one row, and an envelope once known stays known."""
         from mailgate.core.mime.parse import fingerprint  # not for `tickets` and `show`
 
         key = f"{msg.dedupe_key}#{fingerprint(msg)}" if msg else None
         sender = msg.sender.addr if msg and msg.sender else ""
         subject = msg.subject if msg else ""
+        recipients = json.dumps(list(origin.envelope_recipients)) \
+            if origin.envelope_sender is not None else None
         row = await self.fetch_one(
-            """INSERT INTO quarantine (at, source, reason, dedupe_key, sender, subject, raw)
-               VALUES (?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO quarantine (at, source, reason, dedupe_key, sender, subject, raw,
+                                       envelope_sender, envelope_recipients)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (dedupe_key) DO UPDATE SET reason = excluded.reason,
-                   at = excluded.at, status = 'held'
+                   at = excluded.at, status = 'held',
+                   envelope_sender = COALESCE(excluded.envelope_sender,
+                                              quarantine.envelope_sender),
+                   envelope_recipients = COALESCE(excluded.envelope_recipients,
+                                                  quarantine.envelope_recipients)
                RETURNING id""",
-            (ts(now), source, reason[:1000], key, sender, subject[:500], raw))
+            (ts(now), origin.source, reason[:1000], key, sender, subject[:500], raw,
+             origin.envelope_sender, recipients))
         return int(row[0]) if row else 0
 
 
