@@ -1,10 +1,9 @@
-"""The text of HTML bodies (core/mime/htmltext.py, parse.html_to_text): what Python's
-html.parser read from ordinary HTML, in time linear in the input, which html.parser
-(CPython 3.11) is not on markup that never ends."""
+"""The tokens of HTML bodies (core/mime/htmltext.py): what Python's html.parser reads from
+ordinary HTML, in time linear in the input, which html.parser (CPython 3.11) is not on
+markup that never ends. What the text made of them looks like is test_htmlplain.py's."""
 
 from __future__ import annotations
 
-import re
 import time
 from html.parser import HTMLParser
 
@@ -14,60 +13,58 @@ from hypothesis import strategies as st
 from mailgate.core.mime import htmltext
 from mailgate.core.mime.parse import html_to_text, parse
 
+Event = tuple[str, str, tuple[tuple[str, str], ...], bool]
 
-class HtmlParserReading(HTMLParser):
-    """How parse.py read HTML before htmltext.py, with the head ending as HTML's "in
-    head" insertion mode ends it: the reference for ordinary HTML."""
 
-    BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "hr"})
-    SKIP = frozenset({"script", "style", "title"})
-    HEAD = frozenset({"base", "basefont", "bgsound", "link", "meta", "title", "noscript",
-                      "noframes", "style", "script", "template", "head"})
+class HtmlParserEvents(HTMLParser):
+    """What html.parser reports, as htmltext's tokens: the reference for ordinary HTML."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self.skipping = 0
-        self.in_head = False
+        self.events: list[Event] = []
 
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if self.in_head and not self.skipping and tag not in self.HEAD:
-            self.in_head = False
-        if tag == "head":
-            self.in_head = True
-        elif tag in self.SKIP:
-            self.skipping += 1
-        elif tag in self.BLOCK:
-            self.chunks.append("\n")
+    def handle_starttag(self, tag: str, attrs: list, closed: bool = False) -> None:
+        self.events.append(("start", tag, tuple((k, v or "") for k, v in attrs), closed))
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        self.handle_starttag(tag, attrs, closed=True)
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "head":
-            self.in_head = False
-        elif tag in self.SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self.BLOCK:
-            self.chunks.append("\n")
+        self.events.append(("end", tag, (), False))
 
     def handle_data(self, data: str) -> None:
-        if self.in_head and not self.skipping and data.strip(" \t\n\r\f"):
-            self.in_head = False
-        if not self.skipping and not self.in_head:
-            self.chunks.append(data)
+        self.events.append(("data", data, (), False))
 
 
-def html_parser_text(html: str) -> str:
-    reader = HtmlParserReading()
+def merged(events: list[Event]) -> list[Event]:
+    """Adjacent text as one (either reader may cut text in two)."""
+    out: list[Event] = []
+    for event in events:
+        if event[0] == "data" and out and out[-1][0] == "data":
+            out[-1] = ("data", out[-1][1] + event[1], (), False)
+        else:
+            out.append(event)
+    return out
+
+
+def html_parser_events(html: str) -> list[Event]:
+    reader = HtmlParserEvents()
     reader.feed(html)
     reader.close()
-    lines = (" ".join(line.split()) for line in "".join(reader.chunks).splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return merged(reader.events)
+
+
+def token_events(html: str) -> list[Event]:
+    return merged([(t.kind, t.value, t.attrs, t.self_closing) for t in htmltext.tokens(html)])
 
 
 TAGS = ["p", "div", "br", "span", "a", "b", "table", "tr", "td", "li", "ul", "h1", "head",
         "title", "img", "font", "o:p", "P", "BR", "Div"]
 ATTRIBUTES = st.sampled_from(['', ' class="x"', " href='a>b'", ' style="color: red"',
                               " width=3", ' alt="a &amp; b"', " data-x=\"'\"", " nowrap",
-                              " href=a/b", ' src="x/"', " x = y", " b=''"])
+                              " href=a/b", ' src="x/"', " x = y", " b=''",
+                              " hidden", ' TYPE="cite" class="gmail_quote x"',
+                              " title='a b' style=display:none", ' a="1" A="2"'])
 TEXT = st.sampled_from(["hello", " ", "\n", "\r\n", "&amp;", "&lt;b&gt;", "&#233;", "&#x41;",
                         "&nbsp;", "&copy", "R&D", "a & b", "x < 3", "5 > 4", "tab\there",
                         "caf\u00e9", ";", "#", "&", "&#", "ünïcode"])
@@ -85,7 +82,7 @@ DOCUMENT = st.lists(st.one_of(TEXT, START, END, OTHER), max_size=30).map("".join
 @settings(max_examples=3000, deadline=None)
 @given(DOCUMENT)
 def test_ordinary_html_reads_as_html_parser_read_it(html: str) -> None:
-    assert html_to_text(html) == html_parser_text(html)
+    assert token_events(html) == html_parser_events(html)
 
 
 def test_known_documents_read_alike() -> None:
@@ -95,18 +92,35 @@ def test_known_documents_read_alike() -> None:
                  '<p class="MsoNormal">x<o:p></o:p></p><!--[if gte mso 9]><xml></xml>'
                  "<![endif]-->", "<ul><li>one<li>two</ul>", "a < b and c > d", "",
                  "<p>unclosed", "text &amp; more &unknown; &#99999999;"]:
-        assert html_to_text(html) == html_parser_text(html), html
+        assert token_events(html) == html_parser_events(html), html
 
 
 def test_tokens_say_what_the_markup_is() -> None:
     found = list(htmltext.tokens('<P class="a>b">x &amp; y<br/></p><!-- c -->z'))
     assert [(t.kind, t.value) for t in found] == [
-        ("start", "p"), ("data", "x & y"), ("start", "br"), ("end", "br"), ("end", "p"),
-        ("data", "z")]
+        ("start", "p"), ("data", "x & y"), ("start", "br"), ("end", "p"), ("data", "z")]
+    assert found[0].attr("class") == "a>b" and found[2].self_closing
+
+
+def test_attributes_are_read_by_their_grammar_not_searched_for() -> None:
+    """Each attribute is a name, then "=" and a quoted or unquoted value, or no value:
+    a word inside another attribute's value is no attribute of its own."""
+    [tag] = htmltext.tokens("""<DIV title='hidden style=display:none' Hidden class=a\tb="x"
+        data-x = "1" style=color:red;display:none STYLE="second" =odd href=a/b/>""")
+    assert tag.attrs == (("title", "hidden style=display:none"), ("hidden", ""),
+                         ("class", "a"), ("b", "x"), ("data-x", "1"),
+                         ("style", "color:red;display:none"), ("style", "second"),
+                         ("=odd", ""), ("href", "a/b/"))
+    assert tag.attr("style") == "color:red;display:none"  # the first of duplicates
+    assert tag.attr("id") is None and not tag.self_closing
+    [plain] = htmltext.tokens("<p title='x hidden'>")
+    assert plain.attr("hidden") is None
+    [value] = htmltext.tokens('<a href="?a=1&amp;b=2" x=&lt;y>')
+    assert value.attrs == (("href", "?a=1&b=2"), ("x", "<y"))
 
 
 def test_markup_that_never_ends_is_text() -> None:
-    assert html_to_text("<p>before</p><a href='x") == "before\n<a href='x"
+    assert html_to_text("<p>before</p><a href='x") == "before\n\n<a href='x"
     assert html_to_text("a <!-- never closed") == "a <!-- never closed"
 
 
@@ -120,4 +134,4 @@ def test_an_html_body_of_unterminated_tags_is_read_in_seconds() -> None:
     started = time.monotonic()
     msg = parse(raw)
     assert time.monotonic() - started < 60
-    assert msg.body.startswith("hello\n<a <a ")
+    assert msg.body.startswith("hello\n\n<a <a ")

@@ -396,6 +396,33 @@ async def test_reopen_and_close_commands(h: Harness) -> None:
     assert "is open, not resolved" in text_of(refusal)
 
 
+def html_only(raw: bytes, html: str) -> bytes:
+    return raw.replace(b"Content-Type: text/plain", b"Content-Type: text/html").replace(
+        b"\r\n\r\nPLACEHOLDER", b"\r\n\r\n" + html.encode())
+
+
+async def test_a_quoted_or_hidden_command_in_an_html_only_reply_runs_nothing(
+        h: Harness) -> None:
+    """A verified agent's HTML-only reply (Apple Mail: the quote first, no attribution)
+    whose only text is a quoted "#close": the quote is marked as quoted, so its first line
+    is no command. Nor is a "#close" the agent's client never showed (display:none)."""
+    await h.deliver(mail())
+    await h.deliver(html_only(agent("PLACEHOLDER"), '<html><body><blockquote type="cite">'
+                              "<div>#close duplicate</div><div>thanks</div></blockquote>"
+                              "</body></html>"))
+    await h.deliver(html_only(agent("PLACEHOLDER", n=2), '<div style="display:none">#close'
+                              "</div><div>Looking into it.</div>"))
+    assert await ticket(h, "status") == "open"
+    assert await h.rows("SELECT kind FROM events WHERE kind = 'closed'") == []
+    [(quoted,), (hidden,)] = await h.rows(
+        "SELECT text FROM messages WHERE message_id LIKE 'agent-%' ORDER BY message_id")
+    assert quoted == "" and hidden == "Looking into it."
+    # The same reply with the command as the agent's own text does close the ticket.
+    await h.deliver(html_only(agent("PLACEHOLDER", n=3), "<div>#close duplicate</div>"
+                              '<blockquote type="cite">old</blockquote>'))
+    assert await ticket(h, "status") == "closed"
+
+
 async def test_transfer_keeps_the_number_and_restarts_the_sla(h: Harness) -> None:
     await h.deliver(mail())
     await h.deliver(agent("#take"))

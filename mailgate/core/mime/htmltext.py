@@ -8,10 +8,13 @@ once: every construct is found with one forward search from its `<`, and a const
 that does not end makes the rest of the document plain text -- nothing is searched twice.
 
 It reads what html.parser with convert_charrefs reads from ordinary HTML (tests hold the
-two equal): text between tags with its character references decoded, tag names lower
-case, `<script>` and `<style>` content raw up to their end tag, comments, declarations
-and processing instructions skipped. Malformed markup may come out differently; it is
-text either way.
+two equal): text between tags with its character references decoded, tag names and
+attribute names lower case, attribute values unquoted and decoded, `<script>` and
+`<style>` content raw up to their end tag, comments, declarations and processing
+instructions skipped. Malformed markup may come out differently; it is text either way.
+Attributes are read by HTML's attribute grammar (a name; "=" and a quoted or unquoted
+value, or none), never searched for in the raw tag: `<p title='hidden'>` has no hidden
+attribute, and `<div style=display:none>` has one style.
 """
 
 from __future__ import annotations
@@ -38,15 +41,34 @@ _SECTION_ENDS = {**dict.fromkeys(("temp", "cdata", "ignore", "include", "rcdata"
 _GT = re.compile(">")
 
 
+# One attribute of a start tag's attribute text (HTML's "before attribute name" state on):
+# separators, a name (it may start with "="), then "=" and a double-quoted, single-quoted or
+# unquoted value, or no value. Possessive: each character is taken once.
+_ATTRIBUTE = re.compile(r"""[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"""
+                        r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+"""
+                        r"""(?:"([^"]*+)"|'([^']*+)'|([^\t\n\f\r >]*+)))?""")
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     kind: str  # "data", "start", "end"
     value: str  # the text (decoded), or the lower-case tag name
+    attrs: tuple[tuple[str, str], ...] = ()  # a start tag's, in order; no value reads ""
+    self_closing: bool = False  # a start tag written `<br/>`
+
+    def attr(self, name: str) -> str | None:
+        """The value of the first attribute of that (lower-case) name, as HTML keeps the
+        first of duplicates; None when the tag has none."""
+        for key, value in self.attrs:
+            if key == name:
+                return value
+        return None
 
 
 def tokens(html: str) -> Iterator[Token]:
-    """Text, start tags and end tags in document order; a self-closing tag (`<br/>`) is a
-    start and an end, as html.parser reports it."""
+    """Text, start tags and end tags in document order. A self-closing tag (`<br/>`) is a
+    start tag marked self_closing and nothing more: html.parser reports an end after it,
+    but HTML ignores the mark on elements that are not void (`<div/>` opens a div)."""
     pos, n = 0, len(html)
     while pos < n:
         lt = html.find("<", pos)
@@ -90,13 +112,19 @@ def _construct(html: str, lt: int) -> Generator[Token, None, int]:
         yield Token("data", "<")
         return lt + 1
     name = tag.group(1).lower()
-    yield Token("start", name)
-    if _self_closing(tag.group(2)):
-        yield Token("end", name)
+    closed = _self_closing(tag.group(2))
+    yield Token("start", name, _attributes(tag.group(2)), closed)
+    if closed:
         return tag.end()
     if name in RAW_TEXT:
         return (yield from _raw_text(html, tag.end(), name))
     return tag.end()
+
+
+def _attributes(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple((found.group(1).lower(), unescape(next(
+                      (v for v in found.group(2, 3, 4) if v is not None), "")))
+                 for found in _ATTRIBUTE.finditer(text))
 
 
 def _self_closing(attributes: str) -> bool:

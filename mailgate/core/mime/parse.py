@@ -39,12 +39,12 @@ from mailgate.core.mime import (
     enriched,
     flowed,
     headerblock,
-    htmltext,
     rfc2047,
     smime,
     tnef,
     uuencode,
 )
+from mailgate.core.mime.htmlplain import html_to_text
 from mailgate.core.model import Address, Attachment, Inbound
 
 MAX_HEADER_CHARS = 4096  # a decoded header longer than this is cut: nobody reads further
@@ -973,41 +973,3 @@ def _html_charset(part: Message, data: bytes) -> str | None:
 def _html_text(part: Message, defects: list[str]) -> str:
     data = _payload(part)
     return charsets.decode(data, _html_charset(part, data), defects, what="body")
-
-
-_BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "hr"})
-_SKIPPED_TAGS = frozenset({"script", "style", "title"})
-# What a <head> holds (HTML's "in head" insertion mode). Anything else met there, text or
-# another tag, ends the head unannounced and is the body's, as browsers show it: a <head>
-# with no </head> hid the whole body, and text written in the head was lost.
-_HEAD_TAGS = frozenset({"base", "basefont", "bgsound", "link", "meta", "title", "noscript",
-                        "noframes", "style", "script", "template", "head"})
-_HTML_BLANKS = " \t\n\r\f"
-
-
-def html_to_text(html: str) -> str:
-    """The text of an HTML body: a line break at each block tag, nothing of script, style,
-    title and what else a head holds; read by htmltext.py in linear time."""
-    chunks: list[str] = []
-    skipping = 0
-    in_head = False
-    for token in htmltext.tokens(html):
-        if in_head and not skipping and _ends_head(token):
-            in_head = False
-        if token.kind == "data":
-            if not skipping and not in_head:
-                chunks.append(token.value)
-        elif token.value == "head":
-            in_head = token.kind == "start"
-        elif token.value in _SKIPPED_TAGS and (token.kind == "start" or skipping):
-            skipping += 1 if token.kind == "start" else -1
-        elif token.value in _BLOCK_TAGS:
-            chunks.append("\n")
-    lines = (" ".join(line.split()) for line in "".join(chunks).splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _ends_head(token: htmltext.Token) -> bool:
-    if token.kind == "data":
-        return bool(token.value.strip(_HTML_BLANKS))
-    return token.kind == "start" and token.value not in _HEAD_TAGS

@@ -1,0 +1,393 @@
+"""The plain text of an HTML body, as a mail client's plain view shows it. Pure; never raises.
+
+A request's text is read from this when a mail has no plain text: trim.py drops quoted
+lines (">") and ends the text at an attribution or an Outlook header block, commands.py
+reads commands from its leading lines. So the text shows what the sender's client showed,
+the way Thunderbird's HTML-to-plain conversion writes it, and nothing the client hid:
+
+- citations are marked ">" per level (">> " two deep, ">" alone on an empty line): a
+  blockquote of type "cite" (Thunderbird, Apple Mail, Roundcube, Proton) or of a mail
+  client's quote class (Gmail's gmail_quote). A blockquote without either is indentation
+  (Thunderbird's Indent button), the sender's own text, and is not marked;
+- not read: script, style, title, template, the head, and elements a client hides by their
+  own attributes: `hidden`, an inline style display:none, visibility:hidden, opacity:0,
+  a zero (max-)height with overflow:hidden, or mso-hide:all (Outlook's; preheaders carry
+  it). Text hidden by a stylesheet's class rules is read: there is no CSS engine here;
+- lines as a browser breaks them: a line break at each block, a blank line around
+  paragraphs, headings, top-level lists and <pre>; <br> ends a line; list items bulleted
+  "* " or numbered "1. "; table cells separated by a tab, rows on lines of their own;
+  blanks collapsed except in <pre>; NBSP a space; links their text; images left out
+  (alt text is what shows in place of a blocked image: logos, icons, "image001.png").
+
+Elements close as HTML closes them where it matters for what is hidden or cited: an open
+<p> is closed by a block, <li> by <li>, a cell by a cell or a row; an end tag closes the
+nearest open element of its name and what is open inside it, and one with none open is
+ignored. Per-name counts answer "is one open?" at once, and each element is pushed and
+popped once, so the text is read in time linear in the input (htmltext.py tokenizes it
+so too).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from mailgate.core.mime import htmltext
+from mailgate.core.mime.htmltext import Token
+
+MAX_QUOTE_DEPTH = 10  # ">" marks per line at most: 100,000 nested quotes stay small
+
+# Breaks a block asks for at its start and end: 1 a line of its own, 2 a blank line around.
+_BLANK_LINE_AROUND = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "dl"})
+_LINE_BREAK_AROUND = frozenset({
+    "address", "article", "aside", "blockquote", "caption", "center", "details", "dialog",
+    "dd", "dir", "div", "dt", "fieldset", "figcaption", "figure", "footer", "form", "header",
+    "hgroup", "hr", "legend", "li", "main", "menu", "nav", "ol", "search", "section",
+    "summary", "table", "tbody", "tfoot", "thead", "tr", "ul"})
+_LISTS = frozenset({"ul", "ol", "dir", "menu"})
+_VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "embed", "hr", "img",
+                   "input", "keygen", "link", "meta", "param", "source", "track", "wbr"})
+_NEVER_SHOWN = frozenset({"script", "style", "title", "template"})
+_QUOTE_CLASSES = frozenset({"gmail_quote", "protonmail_quote"})
+# What a <head> holds (HTML's "in head" insertion mode). Anything else met there, text or
+# another tag, ends the head unannounced and is the body's, as browsers show it: a <head>
+# with no </head> hid the whole body, and text written in the head was lost.
+_HEAD_TAGS = frozenset({"base", "basefont", "bgsound", "link", "meta", "title", "noscript",
+                        "noframes", "style", "script", "template", "head"})
+_HTML_BLANKS = " \t\n\r\f"
+_BLANK_RUN = re.compile(r"[ \t\n\r\f]+")
+
+# Elements a start tag closes when one is open in scope (HTML's tree construction): the
+# group of names it closes, and the elements that bound the search (a <p> inside a table
+# cell is not closed by a <div> outside it).
+_SCOPE = frozenset({"applet", "caption", "html", "table", "td", "th", "marquee", "object",
+                    "template", "button"})
+_GROUPS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "p": (frozenset({"p"}), _SCOPE),
+    "item": (frozenset({"li"}), _SCOPE | {"ol", "ul"}),
+    "term": (frozenset({"dd", "dt"}), _SCOPE | {"ol", "ul", "dl"}),
+    "cell": (frozenset({"td", "th"}), frozenset({"html", "table", "template"})),
+    "row": (frozenset({"tr"}), frozenset({"html", "table", "template"})),
+}
+_GROUP_NAMES = tuple(_GROUPS)
+_CLOSES_P = frozenset({"address", "article", "aside", "blockquote", "center", "details",
+                       "dialog", "dir", "div", "dl", "fieldset", "figcaption", "figure",
+                       "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+                       "hgroup", "hr", "main", "menu", "nav", "ol", "p", "pre", "search",
+                       "section", "summary", "ul", "li", "dd", "dt"})
+_CLOSES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(_CLOSES_P, ("p",)), "li": ("item", "p"), "dd": ("term", "p"),
+    "dt": ("term", "p"), "td": ("cell",), "th": ("cell",), "tr": ("cell", "row"),
+    **dict.fromkeys(("tbody", "thead", "tfoot"), ("cell", "row"))}
+
+
+def html_to_text(html: str) -> str:
+    """The text of an HTML body as a mail client's plain view shows it (module doc)."""
+    reader = _Reader()
+    for token in htmltext.tokens(html):
+        reader.read(token)
+    return reader.lines.text()
+
+
+@dataclass(slots=True)
+class _Open:
+    """An open element and what it does to the text inside it."""
+    name: str
+    hides: bool = False
+    cites: bool = False
+    number: int | None = None  # an ordered list's next item number
+    # Per _GROUPS: the stack index of the nearest open element of the group that a start
+    # tag could close, -1 when none is open in scope.
+    nearest: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class _Lines:
+    """Lines being written, each with its quote depth; breaks owed until text comes."""
+    done: list[tuple[int, str]] = field(default_factory=list)
+    line: list[str] = field(default_factory=list)
+    depth: int = 0  # the current line's quote depth, fixed by its first text
+    owed: int = 0  # 1: the next text starts a line; 2: after a blank line
+    blank: bool = False  # a collapsed blank is owed before the next word on this line
+    separator: str = ""  # owed before the next text on this line (a cell's tab)
+    marker: str = ""  # a list item's bullet, owed before its first text
+    shown: bool = False  # the current line has more than blanks (a spacer cell's NBSP)
+    empties: int = 0  # empty lines since the last line with text
+
+    def block(self, breaks: int) -> None:
+        self.owed = max(self.owed, breaks)
+
+    def hard_break(self, depth: int) -> None:
+        """<br>: the line ends here, an empty one if nothing was written on it."""
+        if self.done or self.line:
+            self._settle(depth)
+            self._end(depth)
+
+    def words(self, data: str, depth: int) -> None:
+        """Text in normal flow: blanks collapse to one, none at a line's start."""
+        parts = _BLANK_RUN.split(data)
+        if parts[0] == "":
+            self.blank = True
+        for index, word in enumerate(parts):
+            if word:
+                if index:
+                    self.blank = True
+                self.write(word, depth)
+        if parts[-1] == "" and len(parts) > 1:
+            self.blank = True
+
+    def preformatted(self, data: str, depth: int) -> None:
+        for index, piece in enumerate(data.replace("\r\n", "\n").replace("\r", "\n")
+                                      .split("\n")):
+            if index:
+                self._settle(depth)
+                self._end(depth)
+            if piece:
+                self.write(piece, depth)
+
+    def write(self, text: str, depth: int) -> None:
+        self._settle(depth)
+        if self.line and self.separator and not self.shown:
+            self.line.clear()  # no line starts with an empty cell's blanks and a tab
+        if self.line:
+            if self.separator:
+                self.line.append(self.separator)
+            elif self.blank:
+                self.line.append(" ")
+        else:
+            self.depth = depth
+            if self.marker:
+                self.line.append(self.marker)
+        self.marker = self.separator = ""
+        self.blank = False
+        text = text.replace("\xa0", " ")
+        self.shown = self.shown or not text.isspace()
+        self.line.append(text)
+
+    def _settle(self, depth: int) -> None:
+        """Pay the breaks owed before text: end the line, leave a blank one."""
+        if not (self.done or self.line):
+            self.owed = 0
+        if self.owed and self.line:
+            self._end(depth)
+        if self.owed == 2 and not self.empties:
+            self._end(min(depth, self.depth))
+        self.owed = 0
+
+    def _end(self, depth: int) -> None:
+        if self.line:
+            self.done.append((self.depth, "".join(self.line).rstrip()))
+            self.empties = 0
+        else:
+            self.done.append((depth, ""))
+            self.empties += 1
+        self.line.clear()
+        self.blank = self.shown = False
+        self.separator = ""
+
+    def text(self) -> str:
+        if self.line:
+            self._end(self.depth)
+        kept: list[tuple[int, str]] = []
+        for depth, text in self.done:
+            if text or (kept and kept[-1][1]):  # no empty line first, none twice
+                kept.append((depth, text))
+        while kept and not kept[-1][1]:
+            kept.pop()
+        return "\n".join(_marked(depth, text) for depth, text in kept)
+
+
+def _marked(depth: int, text: str) -> str:
+    """A line with its quote marks as Thunderbird writes them: ">> text", ">" if empty."""
+    if not depth:
+        return text
+    return ">" * depth + (" " + text if text else "")
+
+
+class _Reader:
+    """Walks the tokens keeping the open elements, and writes what shows into lines."""
+
+    def __init__(self) -> None:
+        self.lines = _Lines()
+        self.stack: list[_Open] = []
+        self.open = Counter[str]()
+        self.lists: list[_Open] = []
+        self.hidden = 0  # open elements that hide what is inside them
+        self.quotes = 0  # open citations
+        self.pre = 0  # open <pre>
+        self.pre_started = False  # a newline right after <pre> is not content
+        self.in_head = False
+
+    @property
+    def depth(self) -> int:
+        return min(self.quotes, MAX_QUOTE_DEPTH)
+
+    def read(self, token: Token) -> None:
+        if self.in_head and not self.hidden and _ends_head(token):
+            self.in_head = False
+        if token.kind == "data":
+            self._data(token.value)
+        elif token.value == "head":
+            self.in_head = token.kind == "start"
+        elif token.kind == "start":
+            self._start(token)
+        else:
+            self._end(token.value)
+
+    def _data(self, text: str) -> None:
+        if self.hidden or self.in_head:
+            return
+        if self.pre:
+            if self.pre_started and text.startswith(("\r\n", "\n", "\r")):
+                text = text[2:] if text.startswith("\r\n") else text[1:]
+            self.pre_started = False
+            self.lines.preformatted(text, self.depth)
+        else:
+            self.lines.words(text, self.depth)
+
+    def _start(self, token: Token) -> None:
+        name = token.value
+        for group in _CLOSES.get(name, ()):
+            self._close_nearest(group)
+        if name == "br":
+            if not self.hidden:
+                self.lines.hard_break(self.depth)
+            return
+        if not self.hidden:
+            self._layout_start(token)
+        if name in _VOID:
+            return
+        self._push(token)
+
+    def _layout_start(self, token: Token) -> None:
+        name = token.value
+        if name in _BLANK_LINE_AROUND:
+            self.lines.block(2)
+        elif name in _LISTS:
+            self.lines.block(1 if self.lists else 2)
+        elif name in _LINE_BREAK_AROUND:
+            self.lines.block(1)
+        if name == "li":
+            self.lines.marker = self._marker()
+        elif name in ("td", "th") and self.lines.line:
+            self.lines.separator = "\t"
+        elif name == "pre":
+            self.pre_started = True
+
+    def _marker(self) -> str:
+        if not self.lists:
+            return "* "
+        indent = "  " * (len(self.lists) - 1)
+        inner = self.lists[-1]
+        if inner.number is None:
+            return f"{indent}* "
+        inner.number += 1
+        return f"{indent}{inner.number - 1}. "
+
+    def _push(self, token: Token) -> None:
+        name = token.value
+        parent = self.stack[-1].nearest if self.stack else (-1,) * len(_GROUPS)
+        index = len(self.stack)
+        nearest = tuple(index if name in _GROUPS[g][0] else -1 if name in _GROUPS[g][1]
+                        else parent[i] for i, g in enumerate(_GROUP_NAMES))
+        element = _Open(name, hides=_hides(token), cites=_cites(token), nearest=nearest)
+        if name == "ol":
+            element.number = _start_number(token.attr("start"))
+        self.stack.append(element)
+        self.open[name] += 1
+        self.hidden += element.hides
+        self.quotes += element.cites
+        self.pre += name == "pre"
+        if name in _LISTS:
+            self.lists.append(element)
+
+    def _end(self, name: str) -> None:
+        if name == "br":  # </br> is read as <br>
+            self._start(Token("start", "br"))
+            return
+        if name in ("html", "body"):
+            return  # text after </body> is still the body's, inside what is open
+        if self.open[name]:
+            while self.stack and self._pop().name != name:
+                pass
+        if not self.hidden and (name in _BLANK_LINE_AROUND or name in _LINE_BREAK_AROUND):
+            self.lines.block(2 if name in _BLANK_LINE_AROUND
+                             or (name in _LISTS and not self.lists) else 1)
+
+    def _close_nearest(self, group: str) -> None:
+        if not self.stack:
+            return
+        index = self.stack[-1].nearest[_GROUP_NAMES.index(group)]
+        if index >= 0:
+            while len(self.stack) > index:
+                self._pop()
+
+    def _pop(self) -> _Open:
+        element = self.stack.pop()
+        self.open[element.name] -= 1
+        self.hidden -= element.hides
+        self.quotes -= element.cites
+        self.pre -= element.name == "pre"
+        if self.lists and self.lists[-1] is element:
+            self.lists.pop()
+        if element.cites and not self.hidden:
+            self.lines.block(1)
+        return element
+
+
+def _cites(token: Token) -> bool:
+    """A citation: a blockquote of type cite or of a mail client's quote class. Gmail's
+    gmail_quote also names the <div> around the attribution; only the blockquote cites."""
+    if token.value != "blockquote":
+        return False
+    if (token.attr("type") or "").strip(_HTML_BLANKS).lower() == "cite":
+        return True
+    return not _QUOTE_CLASSES.isdisjoint(_classes(token))
+
+
+def _classes(token: Token) -> list[str]:
+    return (token.attr("class") or "").split()
+
+
+def _hides(token: Token) -> bool:
+    if token.value in _NEVER_SHOWN or token.attr("hidden") is not None:
+        return True
+    style = token.attr("style")
+    return bool(style) and _style_hides(style)
+
+
+_IMPORTANT = re.compile(r"\s*!\s*important\s*$")
+_ZERO = re.compile(r"0*\.?0*(?:px|pt|em|rem|%|cm|mm|in)?")
+
+
+def _style_hides(style: str) -> bool:
+    """Whether an inline style hides the element and all inside it: display:none,
+    visibility:hidden, opacity:0, mso-hide:all, or a zero height that overflow:hidden
+    clips (what preheaders use)."""
+    declared: dict[str, str] = {}
+    for declaration in style.split(";"):
+        name, colon, value = declaration.partition(":")
+        if colon:
+            declared[name.strip().lower()] = _IMPORTANT.sub("", value.strip().lower())
+    if (declared.get("display") == "none" or declared.get("mso-hide") == "all"
+            or declared.get("visibility") in ("hidden", "collapse")
+            or _is_zero(declared.get("opacity", "1"))):
+        return True
+    return declared.get("overflow") == "hidden" and any(
+        _is_zero(declared.get(n, "1")) for n in ("max-height", "height"))
+
+
+def _is_zero(value: str) -> bool:
+    return bool(value) and any(c == "0" for c in value) and bool(_ZERO.fullmatch(value))
+
+
+def _start_number(value: str | None) -> int:
+    text = (value or "").strip(_HTML_BLANKS)
+    return int(text) if text.lstrip("-").isdigit() and len(text) < 10 else 1
+
+
+def _ends_head(token: Token) -> bool:
+    if token.kind == "data":
+        return bool(token.value.strip(_HTML_BLANKS))
+    return token.kind == "start" and token.value not in _HEAD_TAGS
