@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.core.replykey import _mac
+from mailgate.core.replykey import DAY, _b36, _mac
 from mailgate.intake.pipeline import Outcome
 from mailgate.intake.read import read_mail
 from mailgate.storage import schema
 from mailgate.storage.exposed import sweep_expired
 from mailgate.storage.postgres import schema as pg_schema
 from mailgate.storage.store import Store
-from tests.factories import IT, TEST_KEYS, Harness, harness, mail
+from tests.factories import IT, TEST_KEYS, FakeClock, Harness, harness, mail
 from tests.harness import database, query
 
 SUBJECT = "Re: [IT-1001] Laptop won't boot"
@@ -172,7 +172,7 @@ async def test_the_requesters_key_shown_to_a_colleague_reopens_nothing(h: Harnes
 def mgk1_key(recipient: str, nonce: str) -> str:
     """An mgk1 key for IT-1001 as mailgate issued them before mgk2 (the MAC leaves the
     nonce out), valid for 60 days."""
-    expiry = "ff00"  # long after the harness's clock
+    expiry = _b36(int(FakeClock().now.timestamp()) // DAY + 30)  # the harness's clock's
     mac = _mac(SECRET, "mgk1", KEY_ID, expiry, "IT-1001", recipient)
     return f"<mgk1.{KEY_ID}.{expiry}.IT-1001.{mac}.{nonce}@example.com>"
 
@@ -203,6 +203,78 @@ async def test_a_group_read_ahead_sees_a_key_burnt_earlier_in_the_group(h: Harne
     assert [o.action for o in outcomes] == ["reply", "reply"]
     assert await field(h, "assignee") == "alice@example.com"
     assert await field(h, "status") != "closed"
+
+
+def junk_key(n: int) -> str:
+    """An id shaped like a key of ours (our key id, a live expiry day) whose MAC is
+    nobody's: what a mail can carry by the hundred."""
+    expiry = _b36(int(FakeClock().now.timestamp()) // DAY + 30)
+    return f"<mgk2.{KEY_ID}.{expiry}.IT-1001.{'a' * 20}.{n:032x}@example.com>"
+
+
+def long_thread(key: str, shape: str) -> tuple[dict[str, str], str]:
+    """Headers and body of a mail that carries `key` where a cut on the ids read used to
+    leave it: each shape is one cut."""
+    if shape == "references beyond the last 50":
+        return {"In-Reply-To": "<r59@example.com>", "References": " ".join(
+            [key, *(f"<r{i}@example.com>" for i in range(60))])}, "Thanks."
+    if shape == "references beyond 4096 characters":
+        return {"In-Reply-To": "<r1@example.com>", "References": "\r\n ".join(
+            [*(f"<{'x' * 150}.{i}@example.com>" for i in range(30)), key])}, "Thanks."
+    if shape == "in-reply-to beyond its first 10":
+        return {"In-Reply-To": " ".join(
+            [*(f"<r{i}@example.com>" for i in range(10)), key])}, "Thanks."
+    if shape == "beyond the keys proof checks":
+        return {"In-Reply-To": "<r1@example.com>", "References": "\r\n ".join(
+            [*(junk_key(n) for n in range(85)), key])}, "Thanks."
+    assert shape == "a body beyond its first 20 keys"
+    return {}, "\r\n".join([*(junk_key(n)[1:-1] for n in range(21)), key[1:-1]])
+
+
+@pytest.mark.parametrize("shape", ["references beyond the last 50",
+                                   "references beyond 4096 characters",
+                                   "in-reply-to beyond its first 10",
+                                   "beyond the keys proof checks",
+                                   "a body beyond its first 20 keys"])
+async def test_every_key_a_mail_shows_others_is_burnt_wherever_it_sits(
+        h: Harness, shape: str) -> None:
+    """A long thread's answer with ann in Cc carries alice's key where the ids read for
+    threading, or the keys proof checks, stop: a later mail that puts it in In-Reply-To
+    would be proven by it, so it is burnt all the same."""
+    key = await opened(h)
+    headers, body = long_thread(key, shape)
+    await h.deliver(mail(SUBJECT, sender="Alice Adams <alice@example.com>",
+                         cc="ann@example.com", message_id="<alice-1@example.com>",
+                         body=body, headers=headers))
+    await h.deliver(forged_by_ann("#close", key))
+    assert await field(h, "status") != "closed"
+    assert await h.count("events", "kind = 'closed'") == 0
+
+
+async def test_another_persons_key_shown_to_others_is_burnt_too(h: Harness) -> None:
+    """Bob forwarded his notification to alice with its headers; her answer with ann in
+    Cc carries bob's key in References: ann could write as bob with it."""
+    await opened(h)
+    bobs = await h.key_from("bob@example.com", "notify-team")
+    await h.deliver(mail(SUBJECT, sender="Alice Adams <alice@example.com>",
+                         cc="ann@example.com", message_id="<alice-1@example.com>",
+                         body="Bob asked me to look.",
+                         headers={"In-Reply-To": "<fwd@example.com>",
+                                  "References": f"{bobs} <fwd@example.com>"}))
+    await h.deliver(mail(SUBJECT, sender="Bob <bob@example.com>", body="#close",
+                         message_id="<forged-bob@ann.example>", headers={"In-Reply-To": bobs}))
+    assert await field(h, "status") != "closed"
+
+
+async def test_many_ids_before_the_key_do_not_hide_a_genuine_answer(h: Harness) -> None:
+    """Proof reads the same ids, In-Reply-To's first: alice's answer in a long thread,
+    sent to mailgate only, still proves her."""
+    key = await opened(h)
+    await h.deliver(mail(SUBJECT, sender="Alice Adams <alice@example.com>", body="#take",
+                         message_id="<alice-1@example.com>",
+                         headers={"In-Reply-To": key, "References": " ".join(
+                             [*(f"<r{i}@example.com>" for i in range(200)), key])}))
+    assert await field(h, "assignee") == "alice@example.com"
 
 
 async def test_expired_keys_rows_are_swept(h: Harness) -> None:

@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailgate.core.replykey import (
+    DAY,
     KeyRing,
+    _b36,
     _mac,
     keyed_message_id,
     proven_refs,
@@ -85,7 +87,7 @@ def test_tampering_with_any_part_breaks_the_key() -> None:
 def old_key(recipient: str = "alice@example.com", refs: str = "IT-1042",
             nonce: str = "0123456789abcdef0123456789abcdef") -> str:
     """An mgk1 key as mailgate issued them before mgk2: the MAC leaves the nonce out."""
-    expiry = "ff00"  # long after NOW
+    expiry = _b36(int(NOW.timestamp()) // DAY + 30)  # within the ring's ttl of NOW
     mac = _mac(b"one secret", "mgk1", "k1", expiry, refs, recipient)
     return f"mgk1.k1.{expiry}.{refs}.{mac}.{nonce}@example.com"
 

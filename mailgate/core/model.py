@@ -87,6 +87,11 @@ class Inbound:
     date: datetime | None = None
     in_reply_to: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
+    # Every Message-ID of every In-Reply-To and References field, uncut, never decoded:
+    # where reply keys are read. Proof and exposure read these same ids; in_reply_to and
+    # references above are cut for threading, and a key beyond a cut that is never burnt
+    # could prove a later mail that carries it within the cut.
+    reply_ids: tuple[str, ...] = ()
     body: str = ""
     attachments: tuple[Attachment, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)  # loop-relevant, lower-case names

@@ -27,9 +27,10 @@ import hashlib
 import hmac
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 
 from mailgate.core.addresses import canonical
 
@@ -78,35 +79,74 @@ class Key:
     expires: float = 0.0  # Unix seconds: the end of its expiry day
 
 
-def valid_keys(ring: KeyRing, message_ids: Iterable[str], holders: Iterable[str],
-               now: datetime) -> tuple[Key, ...]:
-    """The keys among these Message-IDs (a reply's In-Reply-To and References, or a key
-    quoted in a rating link) that are valid and unexpired for one of `holders` (its
-    mailbox: the key says whose it is only to who knows the secret), each once. Only the
-    first MAX_KEYS that could be ours (a known key id, not expired) are checked."""
+@dataclass(frozen=True, slots=True)
+class _Token:
+    """A Message-ID shaped like one of our keys, its MAC not checked yet."""
+
+    version: str
+    key_id: str
+    expiry: str
+    joined: str  # the ticket numbers, "_"-joined
+    mac: str
+    nonce: str | None
+    secret: bytes
+
+    def key(self) -> Key:
+        identity = f"{self.version}.{self.mac}"
+        return Key(identity, frozenset(self.joined.split("_")),
+                   float((int(self.expiry, 36) + 1) * DAY))
+
+    def signed_for(self, holder: str) -> bool:
+        signed = self.nonce if self.version == "mgk2" else None
+        return hmac.compare_digest(self.mac, _mac(self.secret, self.version, self.key_id,
+                                                  self.expiry, self.joined, holder, signed))
+
+
+def _tokens(ring: KeyRing, message_ids: Iterable[str], now: datetime) -> Iterator[_Token]:
+    """The Message-IDs that could be keys of this ring, each once, in order: a known key
+    id, an expiry day neither past nor later than the ring's ttl could have signed (a
+    day's slack for clocks), an mgk2 with its nonce. Only their MAC is left to check."""
     secrets = dict(ring.secrets)
     today = int(now.timestamp()) // DAY
-    holders = list(dict.fromkeys(holders))
-    found: dict[str, Key] = {}
-    checked = 0
+    latest = today + ring.ttl.days + 2
     for value in dict.fromkeys(message_ids):
         token = _TOKEN.search(value)
         if token is None:
             continue
         version, key_id, expiry, joined, mac, nonce = token.groups()
         secret = secrets.get(key_id)
-        if secret is None or int(expiry, 36) < today or (version == "mgk2" and not nonce):
+        if secret is None or not today <= int(expiry, 36) <= latest \
+                or (version == "mgk2" and not nonce):
             continue
-        checked += 1
-        if checked > MAX_KEYS:
-            break
-        signed = nonce if version == "mgk2" else None
-        if any(hmac.compare_digest(mac, _mac(secret, version, key_id, expiry, joined, holder,
-                                             signed))
-               for holder in holders):
-            identity = f"{version}.{mac}"
-            found.setdefault(identity, Key(identity, frozenset(joined.split("_")),
-                                           float((int(expiry, 36) + 1) * DAY)))
+        yield _Token(version, key_id, expiry, joined, mac, nonce, secret)
+
+
+def valid_keys(ring: KeyRing, message_ids: Iterable[str], holders: Iterable[str],
+               now: datetime) -> tuple[Key, ...]:
+    """The keys among these Message-IDs (a reply's In-Reply-To and References, or a key
+    quoted in a rating link) that are valid and unexpired for one of `holders` (its
+    mailbox: the key says whose it is only to who knows the secret), each once. Only the
+    first MAX_KEYS that could be ours are checked: fewer keys prove, never more."""
+    holders = list(dict.fromkeys(holders))
+    found: dict[str, Key] = {}
+    for token in islice(_tokens(ring, message_ids, now), MAX_KEYS):
+        if any(token.signed_for(holder) for holder in holders):
+            key = token.key()
+            found.setdefault(key.identity, key)
+    return tuple(found.values())
+
+
+def carried_keys(ring: KeyRing, message_ids: Iterable[str], now: datetime) -> tuple[Key, ...]:
+    """Every key these Message-IDs could be, for anyone, unchecked and uncapped: what a
+    mail shows to others when it exposes keys (core/exposure.py). valid_keys checks only
+    the first MAX_KEYS, for its sender; a key further on, or another person's (a forward
+    with its headers kept), would still prove a later mail that carries it within the cap.
+    Burning an id that is no key costs a row until its expiry day, which is bounded as
+    valid_keys bounds it; no id can burn a key it is not, the MAC being the key's."""
+    found: dict[str, Key] = {}
+    for token in _tokens(ring, message_ids, now):
+        key = token.key()
+        found.setdefault(key.identity, key)
     return tuple(found.values())
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from itertools import islice
 
 from mailgate.config.directory import Directory
 from mailgate.config.settings import Config
@@ -604,13 +603,14 @@ def _incoming(msg: Inbound, trust: Trust, read: Facts) -> Incoming:
     return Incoming(msg, trust, proven, seen)
 
 
-def _key_candidates(msg: Inbound) -> list[str]:
-    """Where a mail may carry reply keys: In-Reply-To, References, a rating link's body."""
-    candidates = [*msg.in_reply_to, *msg.references]
+def _key_candidates(msg: Inbound) -> Iterator[str]:
+    """Where a mail may carry reply keys: every id of In-Reply-To and References, then a
+    rating link's body; all of them, found lazily. Proof (_keys) and exposure (_exposure)
+    read this same sequence: proof checks the first replykey.MAX_KEYS that could be keys,
+    exposure burns every one, so no key the mail shows others is left to prove."""
+    yield from msg.reply_ids
     if any(f"{version}." in msg.body for version in VERSIONS):
-        # The first 20, found lazily: a body of 200,000 characters can hold 8,000 tokens.
-        candidates += (m.group() for m in islice(KEY_IN_TEXT.finditer(msg.body), 20))
-    return candidates
+        yield from (m.group() for m in KEY_IN_TEXT.finditer(msg.body))
 
 
 KEY_IN_TEXT = re.compile(rf"(?:{'|'.join(VERSIONS)})\.[A-Za-z0-9._-]{{20,300}}")

@@ -132,6 +132,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         date=_date(r.header("date")),
         in_reply_to=tuple(_MSGID.findall(r.header("in-reply-to")))[:10],
         references=tuple(_MSGID.findall(r.header("references")))[-50:],
+        reply_ids=_reply_ids(r),
         body=body,
         attachments=attachments,
         embedded_ids=_embedded_ids(msg),
@@ -293,6 +294,13 @@ def _raw_items(msg: Message) -> list[tuple[str, str]]:
         return list(msg.raw_items())
     except Exception:
         return []
+
+
+def _reply_ids(r: _Reading) -> tuple[str, ...]:
+    """Inbound.reply_ids: each Message-ID once, In-Reply-To's first."""
+    return tuple(dict.fromkeys(
+        found for name in ("in-reply-to", "references") for value in r.values(name)
+        for found in _MSGID.findall(_FOLD.sub("", value))))
 
 
 def _unfolded(value: str) -> str:
