@@ -172,6 +172,38 @@ async def test_out_of_office_gets_no_acknowledgement(env: Env, daemon: Daemon) -
     assert await env.sink.before_marker(env.deliver) == []
 
 
+async def test_a_key_shown_to_others_proves_no_later_mail_of_the_same_mailbox(
+        env: Env) -> None:
+    """Alice answers her notification with ann in Cc; ann, holding alice's key now, sends
+    "#close" as alice. Both wait in the mailbox while mailgate is down, so one read takes
+    both, in the order the server received them: the answer runs and burns the key before
+    the forgery is decided (README: "Reply keys ... in what order")."""
+    first = env.daemon(notify_team=True)
+    await first.start()
+    try:
+        await asyncio.to_thread(env.append, mail())
+        sent = await env.sink.wait_for(count=3)  # ann's acknowledgement, alice's and bob's notices
+        [key] = [m.message["Message-ID"] for m in sent if m.rcpt_tos == ["alice@example.com"]]
+    finally:
+        await first.stop()
+    subject = "Re: [IT-1001] Laptop won't boot"
+    await asyncio.to_thread(env.append, mail(
+        subject, sender="Alice Adams <alice@example.com>", cc="ann@example.com",
+        message_id="<alice-1@example.com>", body="#take", headers={"In-Reply-To": key}))
+    uid = await asyncio.to_thread(env.append, mail(
+        subject, sender="Alice Adams <alice@example.com>", message_id="<forged@ann.example>",
+        body="#close", headers={"In-Reply-To": key}))
+    second = env.daemon(notify_team=True)
+    await second.start()
+    try:
+        await eventually(lambda: _at_least(position(second), uid))
+        assert await count(second, "SELECT COUNT(*) FROM tickets WHERE status = 'open' "
+                                   "AND assignee = 'alice@example.com'") == 1
+        assert await count(second, "SELECT COUNT(*) FROM exposed_keys") == 1
+    finally:
+        await second.stop()
+
+
 async def test_restart_neither_loses_nor_doubles(env: Env) -> None:
     first = env.daemon()
     await first.start()

@@ -73,6 +73,25 @@ async def test_a_forged_agent_closes_nothing_and_the_real_one_can(
     assert await status(daemon) == "closed"
 
 
+async def test_a_key_shown_to_others_proves_no_mail_pushed_after_it(
+        daemon: Daemon, smtp_sink: SmtpSink) -> None:
+    """Pushed mail is stored before its 250: once alice's answer with ann in Cc has been
+    accepted, ann's "#close" as alice with the key it showed her proves nothing."""
+    await asyncio.to_thread(push, daemon, mail())
+    sent = {m.rcpt_tos[0]: m.message for m in await smtp_sink.wait_for(count=3)}
+    key = sent["alice@example.com"]["Message-ID"]
+    subject = "Re: [IT-1001] Laptop won't boot"
+    await asyncio.to_thread(push, daemon, mail(
+        subject, sender="Alice Adams <alice@example.com>", cc="ann@example.com",
+        message_id="<alice-1@example.com>", body="#take", headers={"In-Reply-To": key}),
+        "alice@example.com")
+    await asyncio.to_thread(push, daemon, mail(
+        subject, sender="Alice Adams <alice@example.com>", message_id="<forged@ann.example>",
+        body="#close", headers={"In-Reply-To": key}))
+    assert await status(daemon) == "open"  # alice's #take ran; ann's #close did not
+    assert await count(daemon, "SELECT COUNT(*) FROM exposed_keys") == 1
+
+
 async def test_a_flood_reaches_each_agent_five_times_and_one_victim_ten_times(
         daemon: Daemon, smtp_sink: SmtpSink) -> None:
     for n in range(20):
