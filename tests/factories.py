@@ -41,14 +41,17 @@ def mail(subject: str = "Laptop won't boot", *, sender: str = "Ann Example <ann@
          to: str = "it-help@example.com", cc: str | None = None,
          message_id: str | None = "<req-1@example.com>", body: str = "It only beeps.",
          headers: dict[str, str] | None = None) -> bytes:
-    """A small RFC 5322 message as bytes; pass message_id=None for none at all."""
-    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}",
-             "Date: Tue, 24 Nov 2026 09:00:00 +0100"]
+    """A small RFC 5322 message as bytes; pass message_id=None for none at all.
+    Authentication-Results among `headers` go on top, as our MTA writes them."""
+    headers = headers or {}
+    lines = [f"{k}: {v}" for k, v in headers.items() if k.lower() == "authentication-results"]
+    lines += [f"From: {sender}", f"To: {to}", f"Subject: {subject}",
+              "Date: Tue, 24 Nov 2026 09:00:00 +0100"]
     if cc:
         lines.append(f"Cc: {cc}")
     if message_id:
         lines.append(f"Message-ID: {message_id}")
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "authentication-results"]
     lines += ["Content-Type: text/plain; charset=utf-8", "", body, ""]
     return "\r\n".join(lines).encode()
 

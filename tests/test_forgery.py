@@ -37,10 +37,11 @@ ORG = frozenset({"example.com"})
 OUR_MTA = "mx.example.com"
 
 
-async def make(tmp_path: Path, authserv_id: str | None = None, **settings: object) -> Harness:
+async def make(tmp_path: Path, authserv_id: str | None = None, position: str = "top",
+               **settings: object) -> Harness:
     clock = FakeClock()
     store = await Store.open(database(tmp_path / "state"))
-    policy = TrustPolicy(ORG, authserv_id)
+    policy = TrustPolicy(ORG, authserv_id, position)
     pipeline = Pipeline(example_directory(), Renderer(TEMPLATES),
                         PipelineSettings(instance="mailgate-test", trust=policy, keys=TEST_KEYS,
                                          **settings),  # type: ignore[arg-type]
@@ -365,6 +366,27 @@ async def test_1_a_forged_header_the_stripping_rule_leaves_in_proves_nothing(
         "#take", headers={"Authentication-Results": forged})
     await milter.deliver(raw)
     assert await field(milter, "assignee") is None
+
+
+@pytest.mark.parametrize("position", ["top", "bottom"])
+async def test_1_a_forged_header_above_exims_appended_one_proves_nothing(
+        tmp_path: Path, position: str) -> None:
+    """Exim's add_header appends our results below the sender's fields and strips
+    nothing unless told: the sender's own "dmarc=pass" with our id sits on top. Whichever
+    end mailgate is told our MTA writes, the forged one is never believed."""
+    h = await make(tmp_path, OUR_MTA, position)
+    try:
+        await h.deliver(mail())
+        head, _, body = forged_alice("#take").partition(b"\r\n\r\n")
+        await h.deliver(b"Authentication-Results: mx.example.com; dmarc=pass "
+                        b"header.from=example.com\r\n" + head + b"\r\nAuthentication-Results: "
+                        b"mx.example.com; spf=fail smtp.mailfrom=evil.example\r\n\r\n" + body)
+        assert await field(h, "assignee") is None
+        [(trust,)] = await h.rows("SELECT sender_trust FROM messages WHERE sender = ?",
+                                  "alice@example.com")
+        assert trust == "unverified"
+    finally:
+        await h.store.close()
 
 
 # --- what a mail carries beyond its leading lines is never a command ---------------------

@@ -441,3 +441,80 @@ def test_google_workspace_results_verify_with_its_authserv_id() -> None:
 def test_microsoft_365_results_have_no_authserv_id_and_never_verify() -> None:
     for policy in (OURS, TrustPolicy(frozenset({"example.com"}), "spf=pass")):
         assert trust_of("alice@example.com", M365_PASS, policy=policy) is not Trust.VERIFIED
+
+
+# --- which end of the header block our MTA writes ([security] authserv_position) --------
+
+BOTTOM = replace(OURS, authserv_position="bottom")
+BORDER = b"Received: from evil.test by mx.example.com; 24 Nov 2026 09:00 +0100\r\n"
+FORGED = b"Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\r\n"
+
+
+def exim(ours: str, *, forged: bytes = b"", above: bytes = b"") -> bytes:
+    """A mail as Exim hands it over with add_header and no :at_start:: its Received on
+    top, then the sender's fields (`forged` first, as a sender puts it), and our
+    Authentication-Results appended below them all. `above`: what lies above the
+    sender's fields (another hop's results)."""
+    head, _, body = mail(sender=ANN).partition(b"\r\n\r\n")
+    return (BORDER + above + forged + head
+            + f"\r\nAuthentication-Results: {ours}\r\n\r\n".encode() + body)
+
+
+@pytest.mark.parametrize("ours", [
+    "mx.example.com; spf=fail smtp.mailfrom=evil.test; dkim=none",  # no DMARC: no veto
+    "mx.example.com; dkim=pass header.d=example.com",
+])
+@pytest.mark.parametrize("policy", [OURS, BOTTOM], ids=["top", "bottom"])
+def test_a_forged_header_on_top_of_exims_is_never_believed(ours: str,
+                                                           policy: TrustPolicy) -> None:
+    """Exim appends its results at the bottom and, unless told to, strips nothing: the
+    sender's "dmarc=pass" with our id sits on top. Read from the top (the default), ours
+    lies below the sender's fields: not where our MTA writes, so nothing verifies (it
+    verified before: both were one run). Read from the bottom, the forged one lies above
+    them: the sender's, left in, and nothing verifies either."""
+    assert sender_trust(parse(exim(ours, forged=FORGED)), policy) is Trust.UNVERIFIED
+
+
+def test_exims_own_results_verify_only_when_read_from_the_bottom() -> None:
+    """Stripped as README asks, with results of another hop above the sender's fields:
+    from the bottom ours are the trailing run; read from the top they are below the
+    sender's fields, which our MTA does not write to, so the sender stays unverified."""
+    ours = "mx.example.com; dkim=pass header.d=example.com"
+    relay = b"Authentication-Results: mx.relay.example; dkim=fail header.d=example.com\r\n"
+    for raw in (exim(ours), exim(ours, above=relay)):
+        assert sender_trust(parse(raw), BOTTOM) is Trust.VERIFIED
+        assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
+
+
+def test_read_from_the_bottom_a_top_writers_results_verify_nothing() -> None:
+    raw = b"Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n"
+    assert sender_trust(parse(raw + mail(sender=ANN)), OURS) is Trust.VERIFIED
+    assert sender_trust(parse(raw + mail(sender=ANN)), BOTTOM) is Trust.UNVERIFIED
+
+
+def test_one_of_ours_among_the_senders_fields_verifies_nothing() -> None:
+    """A top-writing MTA that strips nothing: the sender's header with our id between
+    its From and its Subject is no part of our run, and says our MTA was not obeyed."""
+    head, _, body = mail(sender=ANN).partition(b"\r\n\r\n")
+    first, _, rest = head.partition(b"\r\n")
+    raw = (f"Authentication-Results: {OUR_NONE}\r\n".encode() + first + b"\r\n" + FORGED
+           + rest + b"\r\n\r\n" + body)
+    assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("", "top"), ('authserv_position = "bottom"\n', "bottom")])
+def test_authserv_position_is_read_top_by_default(tmp_path: Path, written: str,
+                                                  expected: str) -> None:
+    path = tmp_path / "mailgate.toml"
+    path.write_text('[state]\ndir = "s"\n[smtp]\nhost = "h"\n'
+                    f'[security]\nauthserv_id = "mx.example.com"\n{written}')
+    assert load_config(path).security.authserv_position == expected
+
+
+def test_another_authserv_position_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "mailgate.toml"
+    path.write_text('[state]\ndir = "s"\n[smtp]\nhost = "h"\n'
+                    '[security]\nauthserv_position = "middle"\n')
+    with pytest.raises(ConfigError, match="authserv_position"):
+        load_config(path)

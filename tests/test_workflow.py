@@ -185,10 +185,10 @@ async def test_attachments_are_relayed_as_they_came_and_capped(tmp_path: Path) -
         small = base64.b64encode(b"PNG" * 100).decode()
         big = base64.b64encode(b"x" * 9000).decode()
         raw = (
-            "From: Alice <alice@example.com>\r\nTo: it-help@example.com\r\n"
-            "Subject: Re: [IT-1001] Laptop\r\nMessage-ID: <att@example.com>\r\n"
             f"{A_R}: mx.example.com; spf=pass smtp.mailfrom=example.com; "
             "dmarc=pass header.from=example.com\r\n"
+            "From: Alice <alice@example.com>\r\nTo: it-help@example.com\r\n"
+            "Subject: Re: [IT-1001] Laptop\r\nMessage-ID: <att@example.com>\r\n"
             'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
             "--b\r\nContent-Type: text/plain\r\n\r\nSee the screenshot.\r\n"
             '--b\r\nContent-Type: image/png; name="shot.png"\r\n'

@@ -125,6 +125,7 @@ class LimitsConfig:
 class SecurityConfig:
     trusted_domains: frozenset[str] = frozenset()  # empty: every sender domain is ours
     authserv_id: str | None = None  # our MTA's Authentication-Results id, if it adds them
+    authserv_position: str = "top"  # where it writes them: top | bottom (core/trust.py)
     from_header_is_proof: bool = False  # the old, forgeable behaviour; see README Security
     reply_key_days: int = 60  # how long a reply key in our mail stays valid
 
@@ -659,6 +660,8 @@ def _security(t: Table) -> SecurityConfig:
             t.problem("trusted_domains", f"{domain!r} is not a domain name like example.com")
     authserv_id = t.str("authserv_id", None)
     return SecurityConfig(frozenset(domains), authserv_id.strip().lower() if authserv_id else None,
+                          authserv_position=t.choice("authserv_position", ("top", "bottom"),
+                                                     "top"),
                           from_header_is_proof=t.bool("from_header_is_proof", False),
                           reply_key_days=t.int("reply_key_days", 60, minimum=1))
 

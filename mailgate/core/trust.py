@@ -4,17 +4,22 @@ From: is whatever the sender typed. mailgate believes it only as far as configur
 - `trusted_domains` say which sender domains are the organisation's own; mail from any
   other domain is from an outsider, whatever else it claims;
 - `authserv_id` names our own MTA's Authentication-Results (RFC 8601), read by the grammar
-  (authres.py), never RFC 2047-decoded. Walking the headers top-down, only the leading run
-  carrying our id counts (an MTA may add several, one per filter); the first header with
-  another id, or that does not parse, ends the run: headers further down may be the
-  sender's. Our id counts only spelled as an MTA writes it and a stripping rule matches
-  it (authres.leading_id: no comment before it, no escapes in it). A header with our id
-  that does not parse, or of an unknown version, or that the usual stripping filter could
-  not read (_filters_read), makes the sender unverified: our MTA said something we cannot
-  read, maybe a fail, or the filter left a forged header in. So does a Received field
-  between two headers with our id: one MTA hop writes its results above its own Received
-  field or right below it, so the lower one was in the mail before that hop (an earlier
-  hop's, or the sender's where the MTA strips nothing).
+  (authres.py), never RFC 2047-decoded. Walking the headers from the end our MTA writes
+  them (`authserv_position`: "top", as most MTAs prepend them, or "bottom", as Exim's
+  add_header without :at_start: appends them), only the run carrying our id counts (an
+  MTA may add several, one per filter); the first header with another id, or that does
+  not parse, ends the run: headers further in may be the sender's. Our MTA writes on one
+  side of the fields the sender writes (From, Date, Subject ...): a header with our id
+  among them or on their far side makes the sender unverified (the MTA left the
+  sender's in, or writes at the other end than configured). Our id counts only spelled
+  as an MTA writes it and a stripping rule matches it (authres.leading_id: no comment
+  before it, no escapes in it). A header with our id that does not parse, or of an
+  unknown version, or that the usual stripping filter could not read (_filters_read),
+  makes the sender unverified: our MTA said something we cannot read, maybe a fail, or
+  the filter left a forged header in. So does a Received field between two headers with
+  our id: one MTA hop writes its results above its own Received field or right below it,
+  so the lower one was in the mail before that hop (an earlier hop's, or the sender's
+  where the MTA strips nothing).
 - In the counted headers, the sender is verified by `dmarc=pass` with `header.from` equal to
   the From: domain, or `dkim=pass` whose `header.d` (else the domain of `header.i`) is the
   From: domain or a parent of it, or `spf=pass` whose `smtp.mailfrom` domain is. A DMARC
@@ -79,6 +84,10 @@ class Trust(StrEnum):
 class TrustPolicy:
     trusted_domains: frozenset[str] = frozenset()  # empty: every domain is ours
     authserv_id: str | None = None
+    # Where our MTA writes its Authentication-Results: "top" (prepends them, as Postfix's
+    # milters, Exim's add_header = :at_start:, Gmail, rspamd do) or "bottom" (appends
+    # them below the sender's fields: Exim's add_header without :at_start:).
+    authserv_position: str = "top"
 
 
 def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
@@ -89,7 +98,7 @@ def sender_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
         return Trust.OUTSIDER
     if policy.authserv_id is None:
         return Trust.DOMAIN
-    if msg.from_count == 1 and _verified(msg, _ascii_lower(policy.authserv_id), domain):
+    if msg.from_count == 1 and _verified(msg, policy, domain):
         return Trust.VERIFIED
     return Trust.UNVERIFIED
 
@@ -101,7 +110,7 @@ def mail_trust(msg: Inbound, policy: TrustPolicy) -> Trust:
     trust = sender_trust(msg, policy)
     if trust is not Trust.VERIFIED or policy.authserv_id is None or msg.sender is None:
         return trust
-    results = _counted(msg, _ascii_lower(policy.authserv_id)) or []
+    results = _counted(msg, policy) or []
     domain = _from_domain(msg.sender.addr)
     return Trust.VERIFIED if _pinned(msg, results, domain) else Trust.REPLAYABLE
 
@@ -116,7 +125,7 @@ def dmarc_failed(msg: Inbound, policy: TrustPolicy) -> bool:
     domain = _from_domain(msg.sender.addr)
     if policy.trusted_domains and not within(domain, policy.trusted_domains):
         return False
-    results = _counted(msg, _ascii_lower(policy.authserv_id))
+    results = _counted(msg, policy)
     return results is not None and any(_failed_for(r, domain) for r in results)
 
 
@@ -124,8 +133,8 @@ def may_command(trust: Trust) -> bool:
     return trust in (Trust.VERIFIED, Trust.DOMAIN)
 
 
-def _verified(msg: Inbound, authserv_id: str, domain: str) -> bool:
-    results = _counted(msg, authserv_id)
+def _verified(msg: Inbound, policy: TrustPolicy, domain: str) -> bool:
+    results = _counted(msg, policy)
     if results is None or not domain.isascii():  # AR domains are ASCII; so must ours be
         return False
     if any(_vetoes(r, domain) for r in results):
@@ -192,18 +201,31 @@ def _covers(signature: Signature, msg: Inbound) -> bool:
                for name in PINNING_FIELDS)
 
 
-def _counted(msg: Inbound, authserv_id: str) -> list[Result] | None:
-    """Results of the leading run of our MTA's headers; None when one of ours is unreadable,
-    or when a Received field lies between two of them: the lower one was in the mail
-    before that hop, written by an earlier hop or by the sender, and which of them the MTA
-    should have stripped cannot be told here."""
+def _counted(msg: Inbound, policy: TrustPolicy) -> list[Result] | None:
+    """Results of the run of our MTA's headers at the end it writes them (the leading run
+    from the top, or the trailing run from the bottom); None when one of ours is
+    unreadable, when one of ours lies among or on the far side of the sender's fields
+    (From, Date, Subject ...: our MTA writes on one side of them all; one elsewhere is the
+    sender's, which it failed to strip, or our MTA writes at the other end than
+    configured), or when a Received field lies between two of the run: the lower one was
+    in the mail before that hop, written by an earlier hop or by the sender, and which of
+    them the MTA should have stripped cannot be told here."""
+    assert policy.authserv_id is not None
+    authserv_id = _ascii_lower(policy.authserv_id)
+    top = policy.authserv_position != "bottom"
+    headers = list(zip(msg.auth_results,
+                       msg.auth_results_depths or (0,) * len(msg.auth_results),
+                       msg.auth_results_sides or ((0, 0),) * len(msg.auth_results),
+                       strict=False))
+    if any(_is_ours(header, authserv_id) and (above if top else below)
+           for header, _, (above, below) in headers):
+        return None
     counted: list[Result] = []
-    depths = msg.auth_results_depths or (0,) * len(msg.auth_results)
-    for header, depth in zip(msg.auth_results, depths, strict=False):
-        written_id = authres.leading_id(header)
-        if written_id is None or not _ours(written_id, authserv_id):
+    run = headers if top else headers[::-1]
+    for header, depth, _ in run:
+        if not _is_ours(header, authserv_id):
             break
-        if depth != depths[0]:
+        if depth != run[0][1]:
             return None
         parsed = authres.parse(header)
         if parsed is None or not _filters_read(header, parsed):
@@ -212,6 +234,11 @@ def _counted(msg: Inbound, authserv_id: str) -> list[Result] | None:
             return None
         counted.extend(parsed.results)
     return counted
+
+
+def _is_ours(header: str, authserv_id: str) -> bool:
+    written_id = authres.leading_id(header)
+    return written_id is not None and _ours(written_id, authserv_id)
 
 
 def _filters_read(header: str, parsed: AuthResults) -> bool:

@@ -118,7 +118,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
     message_id = _first_id(r.header("message-id"))
     senders = _address_pairs(r, "from")
     body, attachments, part_types = _body_and_attachments(r, max_body_chars)
-    auth_results, depths, signatures, counts = _authentication(r, raw)
+    auth_results, depths, sides, signatures, counts = _authentication(r, raw)
     defects.extend(type(d).__name__ for d in msg.defects[:20])
     return Inbound(
         message_id=message_id,
@@ -138,6 +138,7 @@ def parse_without_safety_net(raw: bytes, max_body_chars: int = 200_000) -> Inbou
         embedded_ids=_embedded_ids(msg),
         auth_results=auth_results,
         auth_results_depths=depths,
+        auth_results_sides=sides,
         dkim_signatures=signatures,
         field_counts=counts,
         headers={name: r.header(name) for name in (*LOOP_HEADERS, *ROUTING_HEADERS)
@@ -346,7 +347,8 @@ def _fields_as_mta_reads(raw: bytes) -> list[_MtaField] | None:
 
 
 def _authentication(r: _Reading, raw: bytes) -> tuple[
-        tuple[str, ...], tuple[int, ...], tuple[str, ...], dict[str, int]]:
+        tuple[str, ...], tuple[int, ...], tuple[tuple[int, int], ...], tuple[str, ...],
+        dict[str, int]]:
     """The Authentication-Results headers as the MTA wrote them, only unfolded, for
     authres.py's grammar; with them what trust.py needs to see what a DKIM pass vouches
     for (Inbound.dkim_signatures, Inbound.field_counts).
@@ -360,16 +362,16 @@ def _authentication(r: _Reading, raw: bytes) -> tuple[
     allows once is there twice: which one did the verifier check?"""
     values = r.values("authentication-results")
     if not values or _repeated_once_only_field(r):
-        return (), (), (), {}
+        return (), (), (), (), {}
     fields = _fields_as_mta_reads(raw)
     if fields is None or len(values) != sum(
             f.name.lower() == b"authentication-results" and not f.blanks for f in fields):
-        return (), (), (), {}
+        return (), (), (), (), {}
     signatures = tuple(islice((_field_text(f.value) for f in fields  # only those kept
                                if f.name.lower() == b"dkim-signature" and not f.blanks),
                               MAX_SIGNATURES))
-    return (tuple(_unfolded(v) for v in values[:10]), _depths(fields)[:10], signatures,
-            _field_counts(r, fields))
+    return (tuple(_unfolded(v) for v in values[:10]), _depths(fields)[:10],
+            _sides(fields)[:10], signatures, _field_counts(r, fields))
 
 
 def _depths(fields: list[_MtaField]) -> tuple[int, ...]:
@@ -382,6 +384,19 @@ def _depths(fields: list[_MtaField]) -> tuple[int, ...]:
         elif name == b"authentication-results" and not f.blanks:
             depths.append(received)
     return tuple(depths)
+
+
+def _sides(fields: list[_MtaField]) -> tuple[tuple[int, int], ...]:
+    """For each Authentication-Results field, how many of the fields its sender writes
+    (From, Date, Subject ...: RFC 5322 3.6 but trace) lie above it, and below it."""
+    senders = frozenset(name.encode() for name in _ONCE_ONLY_FIELDS)
+    written = [f.name.lower() in senders for f in fields]
+    total, above, sides = sum(written), 0, []
+    for f, by_sender in zip(fields, written, strict=True):
+        above += by_sender
+        if f.name.lower() == b"authentication-results" and not f.blanks:
+            sides.append((above, total - above))
+    return tuple(sides)
 
 
 def _field_counts(r: _Reading, fields: list[_MtaField]) -> dict[str, int]:
