@@ -153,6 +153,10 @@ async def test_a_retried_auto_reply_from_the_null_sender_is_held_again_not_answe
     assert daemon.store is not None
     [held] = await daemon.store.quarantined()
     assert "null return path" in held.reason
+    shown = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "mailgate", "--config", str(tmp_path / "mailgate.toml"),
+        "quarantine", "show", str(held.id)], capture_output=True, text=True, timeout=60)
+    assert "envelope: MAIL FROM:<> RCPT TO:<it-help@example.com>" in shown.stdout
     retried = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "mailgate", "--config", str(tmp_path / "mailgate.toml"),
         "quarantine", "retry", str(held.id)], capture_output=True, text=True, timeout=60)

@@ -179,8 +179,11 @@ async def _quarantine_action(store: Store, args: argparse.Namespace) -> int:
         say(f"no quarantine entry {args.id}", file=sys.stderr)
         return 1
     if args.action == "show":
+        envelope = ([f"envelope: MAIL FROM:<{held.envelope_sender}> RCPT TO:"
+                     + ",".join(f"<{r}>" for r in held.envelope_recipients)]
+                    if held.envelope_sender is not None else [])
         say_lines([f"quarantine {args.id} ({held.status}) from {held.source}",
-                   f"reason: {held.reason}", ""])
+                   f"reason: {held.reason}", *envelope, ""])
         say(held.raw[:20000].decode("utf-8", "replace"), end="")
         return 0
     if args.action == "drop":
