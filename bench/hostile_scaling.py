@@ -167,6 +167,15 @@ SHAPES: dict[str, tuple[int, Callable[[int], bytes]]] = {
         b"Content-Type: text/html\r\n", b"<a " + b"b " * n)),
     "html many lt": (50_000, lambda n: simple(
         b"Content-Type: text/html\r\n", b"<" * n)),
+    "html nested citations": (20_000, lambda n: simple(  # lines x quote depth
+        b"Content-Type: text/html\r\n", b'<blockquote type="cite">line<br>' * n)),
+    "html stray end tags": (20_000, lambda n: simple(
+        b"Content-Type: text/html\r\n", b"<div>" * n + b"</span>" * n + b"x")),
+    "html unclosed cells": (20_000, lambda n: simple(
+        b"Content-Type: text/html\r\n", b"<table><tr>" + b"<td><p><li>x" * n)),
+    "html blanks in a style": (100_000, lambda n: simple(
+        b"Content-Type: text/html\r\n", b'<div style="display:a' + b" " * n
+        + b"b !" + b" " * n + b"x; opacity:" + b"0" * n + b'y">shown</div>')),
     "enriched many lt": (200_000, lambda n: simple(
         b"Content-Type: text/enriched\r\n", b"<" * n)),
     "enriched unclosed params": (50_000, lambda n: simple(

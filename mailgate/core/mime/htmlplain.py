@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 
 from mailgate.core.mime import htmltext
 from mailgate.core.mime.htmltext import Token
@@ -287,10 +288,12 @@ class _Reader:
 
     def _push(self, token: Token) -> None:
         name = token.value
-        parent = self.stack[-1].nearest if self.stack else (-1,) * len(_GROUPS)
+        parent = self.stack[-1].nearest if self.stack else _NONE_OPEN
         index = len(self.stack)
-        nearest = tuple(index if name in _GROUPS[g][0] else -1 if name in _GROUPS[g][1]
-                        else parent[i] for i, g in enumerate(_GROUP_NAMES))
+        roles = _roles(name)
+        nearest = parent if roles is _INHERITS else tuple(
+            index if role == "member" else -1 if role == "boundary" else inherited
+            for role, inherited in zip(roles, parent, strict=True))
         element = _Open(name, hides=_hides(token), cites=_cites(token), nearest=nearest)
         if name == "ol":
             element.number = _start_number(token.attr("start"))
@@ -336,6 +339,18 @@ class _Reader:
         return element
 
 
+_NONE_OPEN = (-1,) * len(_GROUPS)
+_INHERITS = ("",) * len(_GROUPS)
+
+
+@cache
+def _roles(name: str) -> tuple[str, ...]:
+    """What an element is to each group: a member, a boundary of its scope, or neither."""
+    roles = tuple("member" if name in members else "boundary" if name in bounds else ""
+                  for members, bounds in _GROUPS.values())
+    return _INHERITS if roles == _INHERITS else roles
+
+
 def _cites(token: Token) -> bool:
     """A citation: a blockquote of type cite or of a mail client's quote class. Gmail's
     gmail_quote also names the <div> around the attribution; only the blockquote cites."""
@@ -357,10 +372,6 @@ def _hides(token: Token) -> bool:
     return bool(style) and _style_hides(style)
 
 
-_IMPORTANT = re.compile(r"\s*!\s*important\s*$")
-_ZERO = re.compile(r"0*\.?0*(?:px|pt|em|rem|%|cm|mm|in)?")
-
-
 def _style_hides(style: str) -> bool:
     """Whether an inline style hides the element and all inside it: display:none,
     visibility:hidden, opacity:0, mso-hide:all, or a zero height that overflow:hidden
@@ -369,7 +380,7 @@ def _style_hides(style: str) -> bool:
     for declaration in style.split(";"):
         name, colon, value = declaration.partition(":")
         if colon:
-            declared[name.strip().lower()] = _IMPORTANT.sub("", value.strip().lower())
+            declared[name.strip().lower()] = _without_important(value.strip().lower())
     if (declared.get("display") == "none" or declared.get("mso-hide") == "all"
             or declared.get("visibility") in ("hidden", "collapse")
             or _is_zero(declared.get("opacity", "1"))):
@@ -378,8 +389,16 @@ def _style_hides(style: str) -> bool:
         _is_zero(declared.get(n, "1")) for n in ("max-height", "height"))
 
 
+def _without_important(value: str) -> str:
+    """"none !important" is "none" (split once, not searched: blanks are the sender's)."""
+    head, bang, tail = value.rpartition("!")
+    return head.strip() if bang and tail.strip() == "important" else value
+
+
 def _is_zero(value: str) -> bool:
-    return bool(value) and any(c == "0" for c in value) and bool(_ZERO.fullmatch(value))
+    """A CSS zero: "0", "0.0", "0px", ".0em"."""
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyz%")
+    return "0" in number and number.count(".") <= 1 and not number.strip("0.")
 
 
 def _start_number(value: str | None) -> int:

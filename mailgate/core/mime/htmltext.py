@@ -122,6 +122,8 @@ def _construct(html: str, lt: int) -> Generator[Token, None, int]:
 
 
 def _attributes(text: str) -> tuple[tuple[str, str], ...]:
+    if not text.strip("\t\n\f\r /"):
+        return ()
     return tuple((found.group(1).lower(), unescape(next(
                       (v for v in found.group(2, 3, 4) if v is not None), "")))
                  for found in _ATTRIBUTE.finditer(text))
