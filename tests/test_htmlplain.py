@@ -105,6 +105,24 @@ def test_divs_break_lines_and_paragraphs_leave_a_blank_line() -> None:
     assert html_to_text(html) == "one\ntwo\n\nthree\n\nfour\n\nfive\n\nSix\n\nseven"
 
 
+def test_paragraphs_without_margins_are_lines() -> None:
+    """Outlook's paragraphs (class MsoNormal, margin 0 in its stylesheet) and Outlook on
+    the web's (margin-top:0;margin-bottom:0) show single-spaced; an empty one is a blank
+    line. They read double-spaced ("Alice\n\nIT Support")."""
+    outlook = ("<p class=MsoNormal>Hi Bob,<o:p></o:p></p><p class=MsoNormal><o:p>&nbsp;"
+               "</o:p></p><p class=MsoNormal>The printer is fixed.</p><p class=MsoNormal>"
+               "Alice</p><p class=MsoNormal>IT Support</p>")
+    assert html_to_text(outlook) == "Hi Bob,\n\nThe printer is fixed.\nAlice\nIT Support"
+    owa = ('<p style="margin-top:0;margin-bottom:0">one</p><p style="margin:0px 0 0">two</p>'
+           '<p style="margin:0 0 0 36pt">three</p><p>four</p>')
+    assert html_to_text(owa) == "one\ntwo\nthree\n\nfour"
+
+
+def test_an_element_closed_without_its_end_tag_still_ends_its_lines() -> None:
+    assert html_to_text("<div><p>a</div>b") == "a\n\nb"
+    assert html_to_text("<ul><li>a<li>b</ul>c") == "* a\n* b\n\nc"
+
+
 def test_a_break_inside_inline_elements_ends_the_line() -> None:
     html = "<span>a<br>b</span> <b>c<br/><i>d</i></b><div>e<br></div><div>f</div>"
     assert html_to_text(html) == "a\nb c\nd\ne\nf"

@@ -98,6 +98,7 @@ class _Open:
     hides: bool = False
     cites: bool = False
     number: int | None = None  # an ordered list's next item number
+    breaks: int = 0  # at its start and end: 1 a line of its own, 2 a blank line around
     # Per _GROUPS: the stack index of the nearest open element of the group that a start
     # tag could close, -1 when none is open in scope.
     nearest: tuple[int, ...] = ()
@@ -255,20 +256,15 @@ class _Reader:
             if not self.hidden:
                 self.lines.hard_break(self.depth)
             return
+        breaks = _breaks(token, nested=bool(self.lists))
         if not self.hidden:
-            self._layout_start(token)
-        if name in _VOID:
-            return
-        self._push(token)
+            self._layout_start(token, breaks)
+        if name not in _VOID:
+            self._push(token, breaks)
 
-    def _layout_start(self, token: Token) -> None:
+    def _layout_start(self, token: Token, breaks: int) -> None:
         name = token.value
-        if name in _BLANK_LINE_AROUND:
-            self.lines.block(2)
-        elif name in _LISTS:
-            self.lines.block(1 if self.lists else 2)
-        elif name in _LINE_BREAK_AROUND:
-            self.lines.block(1)
+        self.lines.block(breaks)
         if name == "li":
             self.lines.marker = self._marker()
         elif name in ("td", "th") and self.lines.line:
@@ -286,7 +282,7 @@ class _Reader:
         inner.number += 1
         return f"{indent}{inner.number - 1}. "
 
-    def _push(self, token: Token) -> None:
+    def _push(self, token: Token, breaks: int) -> None:
         name = token.value
         parent = self.stack[-1].nearest if self.stack else _NONE_OPEN
         index = len(self.stack)
@@ -294,7 +290,8 @@ class _Reader:
         nearest = parent if roles is _INHERITS else tuple(
             index if role == "member" else -1 if role == "boundary" else inherited
             for role, inherited in zip(roles, parent, strict=True))
-        element = _Open(name, hides=_hides(token), cites=_cites(token), nearest=nearest)
+        element = _Open(name, hides=_hides(token), cites=_cites(token), breaks=breaks,
+                        nearest=nearest)
         if name == "ol":
             element.number = _start_number(token.attr("start"))
         self.stack.append(element)
@@ -314,9 +311,8 @@ class _Reader:
         if self.open[name]:
             while self.stack and self._pop().name != name:
                 pass
-        if not self.hidden and (name in _BLANK_LINE_AROUND or name in _LINE_BREAK_AROUND):
-            self.lines.block(2 if name in _BLANK_LINE_AROUND
-                             or (name in _LISTS and not self.lists) else 1)
+        elif not self.hidden:  # "</p>" alone: browsers end a line there all the same
+            self.lines.block(_breaks(Token("start", name), nested=bool(self.lists)))
 
     def _close_nearest(self, group: str) -> None:
         if not self.stack:
@@ -334,8 +330,8 @@ class _Reader:
         self.pre -= element.name == "pre"
         if self.lists and self.lists[-1] is element:
             self.lists.pop()
-        if element.cites and not self.hidden:
-            self.lines.block(1)
+        if not self.hidden:  # the element's end, whether its end tag or what closed it
+            self.lines.block(element.breaks)
         return element
 
 
@@ -349,6 +345,35 @@ def _roles(name: str) -> tuple[str, ...]:
     roles = tuple("member" if name in members else "boundary" if name in bounds else ""
                   for members, bounds in _GROUPS.values())
     return _INHERITS if roles == _INHERITS else roles
+
+
+def _breaks(token: Token, nested: bool) -> int:
+    """The breaks an element asks for around it: a blank line around paragraphs, headings
+    and top-level lists, a line of its own for other blocks. Outlook's paragraphs (classes
+    Mso...) and those styled margin 0 (Outlook on the web) are lines, as they show."""
+    name = token.value
+    if name == "p" and (_outlook_class(token) or _no_margins(token.attr("style") or "")):
+        return 1
+    if name in _BLANK_LINE_AROUND:
+        return 2
+    if name in _LISTS:
+        return 1 if nested else 2
+    return 1 if name in _LINE_BREAK_AROUND else 0
+
+
+def _outlook_class(token: Token) -> bool:
+    return any(c[:3].lower() == "mso" for c in _classes(token))
+
+
+def _no_margins(style: str) -> bool:
+    """No space above or below: margin 0 (shorthand: top [right [bottom]]), or
+    margin-top and margin-bottom 0."""
+    declared = _declarations(style)
+    sides = declared.get("margin", "").split()
+    top = sides[0] if sides else "1"
+    bottom = sides[2] if len(sides) >= 3 else top
+    return _is_zero(declared.get("margin-top", top)) and _is_zero(
+        declared.get("margin-bottom", bottom))
 
 
 def _cites(token: Token) -> bool:
@@ -376,17 +401,23 @@ def _style_hides(style: str) -> bool:
     """Whether an inline style hides the element and all inside it: display:none,
     visibility:hidden, opacity:0, mso-hide:all, or a zero height that overflow:hidden
     clips (what preheaders use)."""
-    declared: dict[str, str] = {}
-    for declaration in style.split(";"):
-        name, colon, value = declaration.partition(":")
-        if colon:
-            declared[name.strip().lower()] = _without_important(value.strip().lower())
+    declared = _declarations(style)
     if (declared.get("display") == "none" or declared.get("mso-hide") == "all"
             or declared.get("visibility") in ("hidden", "collapse")
             or _is_zero(declared.get("opacity", "1"))):
         return True
     return declared.get("overflow") == "hidden" and any(
         _is_zero(declared.get(n, "1")) for n in ("max-height", "height"))
+
+
+def _declarations(style: str) -> dict[str, str]:
+    """An inline style's declarations, property -> value, lower case; the last wins."""
+    declared: dict[str, str] = {}
+    for declaration in style.split(";"):
+        name, colon, value = declaration.partition(":")
+        if colon:
+            declared[name.strip().lower()] = _without_important(value.strip().lower())
+    return declared
 
 
 def _without_important(value: str) -> str:
