@@ -211,6 +211,25 @@ SHAPES: dict[str, tuple[int, Callable[[int], bytes]]] = {
         b"Content-Transfer-Encoding: quoted-printable\r\n", b"a=\r\n" * n)),
     "QP many escapes": (200_000, lambda n: simple(
         b"Content-Transfer-Encoding: quoted-printable\r\n", b"=C3=A4=\r\n" * n)),
+    "QP padded soft breaks": (200_000, lambda n: simple(
+        b"Content-Transfer-Encoding: quoted-printable\r\n", b"a= \t \r\n" * n)),
+    "QP bare-CR soft breaks": (200_000, lambda n: simple(
+        b"Content-Transfer-Encoding: quoted-printable\r\n", b"a=\r" * n)),
+    "S/MIME nested indefinite": (20_000, lambda n: simple(
+        b"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n"
+        b"Content-Transfer-Encoding: base64\r\n",
+        base64.encodebytes(b"\x30\x80" * n + b"\x00\x00" * n))),
+    "S/MIME content in many pieces": (20_000, lambda n: simple(
+        b"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n"
+        b"Content-Transfer-Encoding: base64\r\n", base64.encodebytes(
+            b"\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02\xa0\x80\x30\x80"
+            b"\x02\x01\x01\x31\x00\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01"
+            b"\xa0\x80\x24\x80" + b"\x04\x01x" * n + b"\x00\x00" * 5))),
+    "attribution verbs and dates": (20_000, lambda n: simple(
+        b"Subject: Re: x\r\n", b"top\r\n" + b"Ann wrote at 10:00 ha scritto napisal:\r\n" * n)),
+    "Outlook labels in many languages": (20_000, lambda n: simple(
+        b"Subject: Re: x\r\n",
+        b"top\r\n" + b"Da: a\r\nVon: b\r\n\xe5\xb7\xae\xe5\x87\xba: c\r\n" * n)),
     "base64 garbage": (200_000, lambda n: simple(
         b"Content-Transfer-Encoding: base64\r\n", b"!@#$%^&*()=\r\n" * n)),
     "CTE with trailing space": (2_000, lambda n: multipart([
