@@ -486,6 +486,18 @@ def test_exims_own_results_verify_only_when_read_from_the_bottom() -> None:
         assert sender_trust(parse(raw), OURS) is Trust.UNVERIFIED
 
 
+def test_read_from_the_bottom_results_past_those_kept_verify_nothing() -> None:
+    """Parse keeps the first ten headers: nine of another hop on top, then the sender's
+    own with our id, last of its fields, push Exim's (a DMARC fail) past them. The last
+    one kept is not the last one written: nothing verifies."""
+    relay = b"Authentication-Results: mx.relay.example; dkim=pass header.d=example.com\r\n"
+    head, _, body = mail(sender=ANN).partition(b"\r\n\r\n")
+    fail = b"Authentication-Results: mx.example.com; dmarc=fail header.from=example.com\r\n"
+    raw = BORDER + relay * 9 + head + b"\r\n" + FORGED + fail + b"\r\n" + body
+    assert sender_trust(parse(raw), BOTTOM) is Trust.UNVERIFIED
+    assert sender_trust(parse(raw.replace(relay * 9, relay * 8)), BOTTOM) is Trust.UNVERIFIED
+
+
 def test_read_from_the_bottom_a_top_writers_results_verify_nothing() -> None:
     raw = b"Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n"
     assert sender_trust(parse(raw + mail(sender=ANN)), OURS) is Trust.VERIFIED

@@ -103,7 +103,8 @@ class Inbound:
     auth_results_depths: tuple[int, ...] = ()
     # How many of the fields the sender writes (From, Date, Subject ...) lie above and
     # below each of them: an MTA writes its own above all of those (at the top, most do)
-    # or below all of them (at the bottom: Exim's add_header). Empty: not counted.
+    # or below all of them (at the bottom: Exim's add_header). One for every field, where
+    # auth_results keeps the first 10. Empty: not counted.
     auth_results_sides: tuple[tuple[int, int], ...] = ()
     # What the DKIM verifier behind our MTA read, for trust.py; only where auth_results
     # are kept. Each DKIM-Signature field as the MTA splits the header block (unfolded,

@@ -84,9 +84,10 @@ class Trust(StrEnum):
 class TrustPolicy:
     trusted_domains: frozenset[str] = frozenset()  # empty: every domain is ours
     authserv_id: str | None = None
-    # Where our MTA writes its Authentication-Results: "top" (prepends them, as Postfix's
-    # milters, Exim's add_header = :at_start:, Gmail, rspamd do) or "bottom" (appends
-    # them below the sender's fields: Exim's add_header without :at_start:).
+    # Where our MTA writes its Authentication-Results: "top" (prepends them, as OpenDKIM
+    # and OpenDMARC behind Postfix, Exim's add_header = :at_start:, rspamd's
+    # milter_headers do) or "bottom" (appends them below the sender's fields: Exim's
+    # add_header without :at_start:).
     authserv_position: str = "top"
 
 
@@ -220,6 +221,8 @@ def _counted(msg: Inbound, policy: TrustPolicy) -> list[Result] | None:
     if any(_is_ours(header, authserv_id) and (above if top else below)
            for header, _, (above, below) in headers):
         return None
+    if not top and len(msg.auth_results_sides) > len(msg.auth_results):
+        return None  # the bottom ones, ours among them, were not kept (parse keeps 10)
     counted: list[Result] = []
     run = headers if top else headers[::-1]
     for header, depth, _ in run:

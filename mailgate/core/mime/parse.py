@@ -371,7 +371,7 @@ def _authentication(r: _Reading, raw: bytes) -> tuple[
                                if f.name.lower() == b"dkim-signature" and not f.blanks),
                               MAX_SIGNATURES))
     return (tuple(_unfolded(v) for v in values[:10]), _depths(fields)[:10],
-            _sides(fields)[:10], signatures, _field_counts(r, fields))
+            _sides(fields), signatures, _field_counts(r, fields))
 
 
 def _depths(fields: list[_MtaField]) -> tuple[int, ...]:
