@@ -77,10 +77,11 @@ _CLOSES_P = frozenset({"address", "article", "aside", "blockquote", "center", "d
                        "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
                        "hgroup", "hr", "main", "menu", "nav", "ol", "p", "pre", "search",
                        "section", "summary", "ul", "li", "dd", "dt"})
-_CLOSES: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(_CLOSES_P, ("p",)), "li": ("item", "p"), "dd": ("term", "p"),
-    "dt": ("term", "p"), "td": ("cell",), "th": ("cell",), "tr": ("cell", "row"),
-    **dict.fromkeys(("tbody", "thead", "tfoot"), ("cell", "row"))}
+_CLOSES: dict[str, tuple[int, ...]] = {  # by group index
+    name: tuple(_GROUP_NAMES.index(group) for group in groups) for name, groups in {
+        **dict.fromkeys(_CLOSES_P, ("p",)), "li": ("item", "p"), "dd": ("term", "p"),
+        "dt": ("term", "p"), "td": ("cell",), "th": ("cell",), "tr": ("cell", "row"),
+        **dict.fromkeys(("tbody", "thead", "tfoot"), ("cell", "row"))}.items()}
 
 
 def html_to_text(html: str) -> str:
@@ -128,6 +129,9 @@ class _Lines:
 
     def words(self, data: str, depth: int) -> None:
         """Text in normal flow: blanks collapse to one, none at a line's start."""
+        if not data.strip(_HTML_BLANKS):
+            self.blank = True
+            return
         parts = _BLANK_RUN.split(data)
         if parts[0] == "":
             self.blank = True
@@ -287,9 +291,9 @@ class _Reader:
         parent = self.stack[-1].nearest if self.stack else _NONE_OPEN
         index = len(self.stack)
         roles = _roles(name)
-        nearest = parent if roles is _INHERITS else tuple(
+        nearest = parent if roles is _INHERITS else tuple([
             index if role == "member" else -1 if role == "boundary" else inherited
-            for role, inherited in zip(roles, parent, strict=True))
+            for role, inherited in zip(roles, parent, strict=True)])
         element = _Open(name, hides=_hides(token), cites=_cites(token), breaks=breaks,
                         nearest=nearest)
         if name == "ol":
@@ -314,10 +318,10 @@ class _Reader:
         elif not self.hidden:  # "</p>" alone: browsers end a line there all the same
             self.lines.block(_breaks(Token("start", name), nested=bool(self.lists)))
 
-    def _close_nearest(self, group: str) -> None:
+    def _close_nearest(self, group: int) -> None:
         if not self.stack:
             return
-        index = self.stack[-1].nearest[_GROUP_NAMES.index(group)]
+        index = self.stack[-1].nearest[group]
         if index >= 0:
             while len(self.stack) > index:
                 self._pop()
@@ -352,7 +356,8 @@ def _breaks(token: Token, nested: bool) -> int:
     and top-level lists, a line of its own for other blocks. Outlook's paragraphs (classes
     Mso...) and those styled margin 0 (Outlook on the web) are lines, as they show."""
     name = token.value
-    if name == "p" and (_outlook_class(token) or _no_margins(token.attr("style") or "")):
+    if name == "p" and token.attrs and (_outlook_class(token)
+                                        or _no_margins(token.attr("style") or "")):
         return 1
     if name in _BLANK_LINE_AROUND:
         return 2
@@ -391,7 +396,11 @@ def _classes(token: Token) -> list[str]:
 
 
 def _hides(token: Token) -> bool:
-    if token.value in _NEVER_SHOWN or token.attr("hidden") is not None:
+    if token.value in _NEVER_SHOWN:
+        return True
+    if not token.attrs:
+        return False
+    if token.attr("hidden") is not None:
         return True
     style = token.attr("style")
     return bool(style) and _style_hides(style)
