@@ -121,6 +121,7 @@ def test_paragraphs_without_margins_are_lines() -> None:
 def test_an_element_closed_without_its_end_tag_still_ends_its_lines() -> None:
     assert html_to_text("<div><p>a</div>b") == "a\n\nb"
     assert html_to_text("<ul><li>a<li>b</ul>c") == "* a\n* b\n\nc"
+    assert html_to_text("<ul><li></li></ul><p>no bullet</p>") == "no bullet"
 
 
 def test_a_break_inside_inline_elements_ends_the_line() -> None:

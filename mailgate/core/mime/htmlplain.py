@@ -16,6 +16,7 @@ the way Thunderbird's HTML-to-plain conversion writes it, and nothing the client
 - lines as a browser breaks them: a line break at each block, a blank line around
   paragraphs, headings, top-level lists and <pre>; <br> ends a line; list items bulleted
   "* " or numbered "1. "; table cells separated by a tab, rows on lines of their own;
+  Outlook's paragraphs (classes Mso...) and those styled without margins are lines;
   blanks collapsed except in <pre>; NBSP a space; links their text; images left out
   (alt text is what shows in place of a blocked image: logos, icons, "image001.png").
 
@@ -29,13 +30,13 @@ so too).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 from mailgate.core.mime import htmltext
 from mailgate.core.mime.htmltext import Token
+from mailgate.core.mime.plainlines import PlainLines
 
 MAX_QUOTE_DEPTH = 10  # ">" marks per line at most: 100,000 nested quotes stay small
 
@@ -57,7 +58,6 @@ _QUOTE_CLASSES = frozenset({"gmail_quote", "protonmail_quote"})
 _HEAD_TAGS = frozenset({"base", "basefont", "bgsound", "link", "meta", "title", "noscript",
                         "noframes", "style", "script", "template", "head"})
 _HTML_BLANKS = " \t\n\r\f"
-_BLANK_RUN = re.compile(r"[ \t\n\r\f]+")
 
 # Elements a start tag closes when one is open in scope (HTML's tree construction): the
 # group of names it closes, and the elements that bound the search (a <p> inside a table
@@ -105,117 +105,11 @@ class _Open:
     nearest: tuple[int, ...] = ()
 
 
-@dataclass(slots=True)
-class _Lines:
-    """Lines being written, each with its quote depth; breaks owed until text comes."""
-    done: list[tuple[int, str]] = field(default_factory=list)
-    line: list[str] = field(default_factory=list)
-    depth: int = 0  # the current line's quote depth, fixed by its first text
-    owed: int = 0  # 1: the next text starts a line; 2: after a blank line
-    blank: bool = False  # a collapsed blank is owed before the next word on this line
-    separator: str = ""  # owed before the next text on this line (a cell's tab)
-    marker: str = ""  # a list item's bullet, owed before its first text
-    shown: bool = False  # the current line has more than blanks (a spacer cell's NBSP)
-    empties: int = 0  # empty lines since the last line with text
-
-    def block(self, breaks: int) -> None:
-        self.owed = max(self.owed, breaks)
-
-    def hard_break(self, depth: int) -> None:
-        """<br>: the line ends here, an empty one if nothing was written on it."""
-        if self.done or self.line:
-            self._settle(depth)
-            self._end(depth)
-
-    def words(self, data: str, depth: int) -> None:
-        """Text in normal flow: blanks collapse to one, none at a line's start."""
-        if not data.strip(_HTML_BLANKS):
-            self.blank = True
-            return
-        parts = _BLANK_RUN.split(data)
-        if parts[0] == "":
-            self.blank = True
-        for index, word in enumerate(parts):
-            if word:
-                if index:
-                    self.blank = True
-                self.write(word, depth)
-        if parts[-1] == "" and len(parts) > 1:
-            self.blank = True
-
-    def preformatted(self, data: str, depth: int) -> None:
-        for index, piece in enumerate(data.replace("\r\n", "\n").replace("\r", "\n")
-                                      .split("\n")):
-            if index:
-                self._settle(depth)
-                self._end(depth)
-            if piece:
-                self.write(piece, depth)
-
-    def write(self, text: str, depth: int) -> None:
-        self._settle(depth)
-        if self.line and self.separator and not self.shown:
-            self.line.clear()  # no line starts with an empty cell's blanks and a tab
-        if self.line:
-            if self.separator:
-                self.line.append(self.separator)
-            elif self.blank:
-                self.line.append(" ")
-        else:
-            self.depth = depth
-            if self.marker:
-                self.line.append(self.marker)
-        self.marker = self.separator = ""
-        self.blank = False
-        text = text.replace("\xa0", " ")
-        self.shown = self.shown or not text.isspace()
-        self.line.append(text)
-
-    def _settle(self, depth: int) -> None:
-        """Pay the breaks owed before text: end the line, leave a blank one."""
-        if not (self.done or self.line):
-            self.owed = 0
-        if self.owed and self.line:
-            self._end(depth)
-        if self.owed == 2 and not self.empties:
-            self._end(min(depth, self.depth))
-        self.owed = 0
-
-    def _end(self, depth: int) -> None:
-        if self.line:
-            self.done.append((self.depth, "".join(self.line).rstrip()))
-            self.empties = 0
-        else:
-            self.done.append((depth, ""))
-            self.empties += 1
-        self.line.clear()
-        self.blank = self.shown = False
-        self.separator = ""
-
-    def text(self) -> str:
-        if self.line:
-            self._end(self.depth)
-        kept: list[tuple[int, str]] = []
-        for depth, text in self.done:
-            if text or (kept and kept[-1][1]):  # no empty line first, none twice
-                kept.append((depth, text))
-        while kept and not kept[-1][1]:
-            kept.pop()
-        return "\n".join(_marked(depth, text) for depth, text in kept)
-
-
-def _marked(depth: int, text: str) -> str:
-    """A line with its quote marks as Thunderbird writes them: ">> text", ">" if empty."""
-    if not depth:
-        return text
-    return ">" * depth + (" " + text if text else "")
-
-
 class _Reader:
     """Walks the tokens keeping the open elements, and writes what shows into lines."""
 
     def __init__(self) -> None:
-        self.lines = _Lines()
+        self.lines = PlainLines()
         self.stack: list[_Open] = []
         self.open = Counter[str]()
         self.lists: list[_Open] = []
@@ -270,9 +164,9 @@ class _Reader:
         name = token.value
         self.lines.block(breaks)
         if name == "li":
-            self.lines.marker = self._marker()
-        elif name in ("td", "th") and self.lines.line:
-            self.lines.separator = "\t"
+            self.lines.bullet(self._marker())
+        elif name in ("td", "th"):
+            self.lines.cell()
         elif name == "pre":
             self.pre_started = True
 
@@ -334,6 +228,8 @@ class _Reader:
         self.pre -= element.name == "pre"
         if self.lists and self.lists[-1] is element:
             self.lists.pop()
+        if element.name == "li":
+            self.lines.bullet("")  # an item with no text has no bullet
         if not self.hidden:  # the element's end, whether its end tag or what closed it
             self.lines.block(element.breaks)
         return element
