@@ -53,11 +53,28 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.cleanup()
 
 
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, which it may restart or kill (tests/postgres.py):
+    the session's server is shared by every other test and must stay up."""
+    reason = unusable_postgres()
+    if reason is not None:
+        missing(reason)
+    bindir = find_postgres()
+    assert bindir is not None
+    server = PostgresServer(bindir, survives_kill=True)
+    server.start()
+    yield server
+    server.cleanup()
+
+
 # --- the engine switch (tests/harness.py) ------------------------------------------------
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only(reason): a test about SQLite itself; "
                             "skipped when MAILGATE_TEST_ENGINE=postgresql")
+    config.addinivalue_line("markers", "postgresql_only(reason): a test about the PostgreSQL "
+                            "engine itself; skipped unless MAILGATE_TEST_ENGINE=postgresql")
 
 
 def pytest_report_header() -> str:
@@ -65,13 +82,15 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not harness.on_postgresql():
-        return
+    """Each engine's own tests run in that engine's mode only."""
+    other, label, default = (("sqlite_only", "SQLite only", "about SQLite itself")
+                             if harness.on_postgresql() else
+                             ("postgresql_only", "PostgreSQL only", "about PostgreSQL itself"))
     for item in items:
-        marker = item.get_closest_marker("sqlite_only")
+        marker = item.get_closest_marker(other)
         if marker:
-            why = marker.args[0] if marker.args else "about SQLite itself"
-            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
+            why = marker.args[0] if marker.args else default
+            item.add_marker(pytest.mark.skip(reason=f"{label}: {why}"))
 
 
 @pytest.fixture(autouse=True)

@@ -446,7 +446,7 @@ def write_daemon_config(
         directory: str | Path = EXAMPLE_DIRECTORY, templates: str | Path | None = None,
         acks_per_sender_per_hour: int | None = None, notify_team: bool | None = None,
         tables: str = "", listen: str | None = None, metrics: str | None = None,
-        mailboxes: Iterable[Mailbox] = ()) -> Path:
+        mailboxes: Iterable[Mailbox] = (), database_url: str | None = None) -> Path:
     """Write the mailgate.toml at PATH for a daemon that sends through SINK; return PATH.
 
     Relative paths (state, directory, templates) are relative to PATH's directory, as in
@@ -454,11 +454,13 @@ def write_daemon_config(
     no [conversation] table, `listen` / `metrics` are the SMTP push listener's and the
     metrics endpoint's HOST:PORT (off when None). `tables` is TOML text (whole tables)
     written as it is, before the listener and the mailboxes. The [database] table is the
-    test engine's (tests/harness.py): none on SQLite, a fresh database on PostgreSQL."""
+    test engine's (tests/harness.py): none on SQLite, a fresh database on PostgreSQL;
+    `database_url` names another (a test's own PostgreSQL server)."""
     text = "".join([
         _table("[mailgate]", {"instance": instance}),
         _table("[state]", {"dir": state}),
-        database_table(path.parent / state),
+        (_table("[database]", {"url": database_url}) if database_url
+         else database_table(path.parent / state)),
         _table("[directory]", {"path": directory}),
         _table("[templates]", {"dir": templates}),
         _table("[smtp]", {"host": sink.host, "port": sink.port, "timeout": smtp_timeout}),

@@ -9,6 +9,7 @@ fresh, empty one: `create_database()` returns its postgresql:// URL.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -27,6 +28,9 @@ from tests.mailservers import free_port
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
 SUPERUSER = "postgres"  # the role initdb creates; trust auth, so no password
+# What the postmaster hears for each of pg_ctl's shutdown modes.
+SHUTDOWN_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT,
+                    "immediate": signal.SIGQUIT}
 
 
 def find_postgres() -> Path | None:
@@ -82,11 +86,17 @@ def _identity() -> _Identity:
 class PostgresServer:
     """A throw-away PostgreSQL cluster; databases are created while it runs."""
 
-    def __init__(self, bindir: Path, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, durable: bool = False,
+                 survives_kill: bool = False) -> None:
         self.bindir = bindir
         # A test server loses nothing it needs in a crash and skips the disk flushes; a
         # benchmark's must flush as SQLite does with synchronous=FULL (bench/rig.py).
         self.durable = durable
+        # A server the test kills keeps every commit it acknowledged (synchronous_commit
+        # on: the WAL reaches the kernel before the answer; the kernel outlives the kill,
+        # so fsync may stay off). With it off, a kill loses the last commits a client was
+        # told of -- a sent mail's mark, a ticket already acknowledged.
+        self.survives_kill = survives_kill
         self.root = Path(tempfile.mkdtemp(prefix="mailgate-postgres-"))
         self.identity = _identity()
         os.chown(self.root, self.identity.uid, self.identity.gid)
@@ -118,13 +128,21 @@ class PostgresServer:
         return {**env, "LC_ALL": "C.UTF-8", "TZ": "UTC"}
 
     def start(self, timeout: float = 30.0) -> None:
+        """Create the cluster (initdb) and start the server on it."""
         no_sync = () if self.durable else ("--no-sync",)
         done = self._run(self.bindir / "initdb", "-D", self.data_dir, "-U", SUPERUSER,
                          "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", *no_sync)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
-        no_flush = () if self.durable else ("-c", "fsync=off", "-c", "synchronous_commit=off",
-                                            "-c", "full_page_writes=off")
+        self._launch(timeout)
+
+    def _launch(self, timeout: float) -> None:
+        """The postmaster on the existing cluster, same port and socket directory: a
+        client's URL stays valid across a restart. In a session of its own, so kill()
+        reaches every server process and nothing else."""
+        no_flush = () if self.durable else (
+            "-c", "fsync=off", "-c", "full_page_writes=off",
+            "-c", f"synchronous_commit={'on' if self.survives_kill else 'off'}")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(self.bindir / "postgres"), "-D", str(self.data_dir),
@@ -132,7 +150,8 @@ class PostgresServer:
                  "-c", f"unix_socket_directories={self.socket_dir}",
                  *no_flush, "-c", "max_connections=200"],
                 stdout=subprocess.DEVNULL, stderr=log, env=self._env(),
-                user=self.identity.user, group=self.identity.user and self.identity.gid)
+                user=self.identity.user, group=self.identity.user and self.identity.gid,
+                start_new_session=True)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -165,15 +184,52 @@ class PostgresServer:
             raise RuntimeError(f"psql {statement!r} failed: {done.stderr.strip()}")
         return done.stdout
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Shut the server down as `pg_ctl stop -m MODE` does (smart, fast, immediate):
+        fast ends every session and checkpoints; immediate quits without a checkpoint
+        (the next start recovers from the WAL)."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: ends sessions
+            self.process.send_signal(SHUTDOWN_SIGNALS[mode])
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
+
+    def restart(self, mode: str = "fast", down_for: float = 0.0,
+                timeout: float = 60.0) -> None:
+        """`pg_ctl restart -m MODE`, the server away for DOWN_FOR seconds in between (an
+        upgrade, a failover): same port, same data, every session cut off."""
+        self.stop(mode)
+        time.sleep(down_for)
+        self._launch(timeout)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL to the postmaster, then to what is left of the server (its
+        backends would notice the postmaster gone and quit by themselves, a little later):
+        no shutdown checkpoint, so the next start_again() runs crash recovery."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.kill()
+        self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # its session: every backend
+        self._wait_gone(self.process.pid)
+        self.process = None
+
+    def start_again(self, timeout: float = 60.0) -> None:
+        """Start the stopped or killed server on its data (after kill(): crash recovery)."""
+        assert self.process is None
+        self._launch(timeout)
+
+    def _wait_gone(self, session: int, timeout: float = 20.0) -> None:
+        """Until no process of the server's session is left (a backend can linger in
+        exiting, holding the shared memory the next postmaster checks for)."""
+        deadline = time.monotonic() + timeout
+        while _live_in_session(session):
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL processes outlived SIGKILL")
+            time.sleep(0.05)
 
     def cleanup(self) -> None:
         self.stop()
@@ -183,3 +239,20 @@ class PostgresServer:
         if not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _live_in_session(session: int) -> bool:
+    """Whether a process of this session is still running (zombies are not: they hold
+    no memory, and an init that does not reap would keep them for ever)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # pid (comm) state ppid pgrp session ...: comm may hold blanks and parentheses
+        state, _ppid, _pgrp, sid = stat.rsplit(")", 1)[1].split()[:4]
+        if int(sid) == session and state not in ("Z", "X"):
+            return True
+    return False

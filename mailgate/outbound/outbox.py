@@ -21,6 +21,7 @@ from mailgate.outbound.sentlog import SentLog
 from mailgate.outbound.transport import ServerUnavailable, Transport
 from mailgate.service import metrics
 from mailgate.service.log import get_logger
+from mailgate.storage import errors as store_errors
 from mailgate.storage.store import OutboxRow, Store
 
 log = get_logger("mailgate.outbound.outbox")
@@ -28,6 +29,7 @@ DraftWriter = Callable[[OutboxRow], Awaitable[bytes]]
 WRITE_RETRY = timedelta(minutes=5)  # a draft that failed to be written is tried again
 MAX_ATTEMPTS = 25  # about three days with the backoff below
 IDLE_CLOSE = 30.0  # seconds without mail before the SMTP connection is closed
+MAX_DATABASE_BACKOFF = 60.0  # seconds between rounds while the database keeps failing
 
 
 def retry_delay(attempts: int, base: float = 30.0, cap: float = 3600.0) -> timedelta:
@@ -80,9 +82,16 @@ class Outbox:
                 await self.apply_sent()
                 continue
             lanes = by_lane(fresh, self.transport.lanes)
+            # Every lane ends before the round does, even when one fails (the database
+            # gone): a lane left running would still be sending when the next round
+            # claims rows anew, and could send one of them twice.
             counts = await asyncio.gather(*(self._send_lane(queue, lane)
-                                            for lane, queue in enumerate(lanes)))
-            sent += sum(counts)
+                                            for lane, queue in enumerate(lanes)),
+                                          return_exceptions=True)
+            failed = [c for c in counts if isinstance(c, BaseException)]
+            if failed:
+                raise failed[0]
+            sent += sum(c for c in counts if isinstance(c, int))
             if self._halted:  # the server is unreachable: the rest waits for the next round
                 break
             if not self.store.write_busy():  # opportunistic: never wait for intake here
@@ -204,12 +213,25 @@ class Outbox:
     async def run(self) -> None:
         # The only caller of drain_once while the daemon runs: two drainers could send the
         # same row twice.
+        failures = 0  # rounds in a row that failed on the database (or a bug)
         while True:
             self.wake.clear()
-            await self.drain_once()
+            try:
+                await self.drain_once()
+                failures = 0
+                timeout = 0.0 if self.closing.is_set() else await self._sleep_time()
+            except store_errors.TEMPORARY as exc:  # the database restarting, gone, locked
+                failures += 1
+                log.warning("outbox.database_unavailable", error=str(exc), round=failures)
+            except Exception:  # a bug in one round must not end the sending for good
+                failures += 1
+                log.exception("outbox.round_failed", round=failures)
             if self.closing.is_set():
-                return
-            timeout = await self._sleep_time()
+                return  # what the server accepted meanwhile is in the sent log
+            if failures:
+                # Mail sent in the failed round waits in the sent log; a commit (the
+                # database back) wakes us early.
+                timeout = min(2.0 ** failures, MAX_DATABASE_BACKOFF)
             # While the server is down, new mail must not hammer it: only closing wakes us.
             event = self.closing if self.server_backoff else self.wake
             try:  # asyncio.timeout: wait_for (3.11) can swallow a cancellation
