@@ -764,3 +764,39 @@ async def test_a_worker_retries_a_round_whose_connection_the_server_cut(
         await asyncio.gather(worker, return_exceptions=True)
     assert outcomes == ["AdminShutdown", "ok"]
     assert [entry["event"] for entry in logs] == ["test.retry"]
+
+
+async def test_a_read_between_transactions_renews_a_connection_the_server_cut(
+        pg: Store, pg_url: str) -> None:
+    """A read outside any transaction on the writer connection (a mailbox's position) is
+    opened anew once the server cut it: the first read fails (it meets the cut), the next
+    works -- not "the connection is closed" until some transaction happens to renew it."""
+    await pg.record_mailbox_state("it", "idle", None, FakeClock()())
+    [(pid,)] = await pg.fetch_all("SELECT pg_backend_pid()")
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(store_errors.TEMPORARY):
+        await pg.mailbox_position("it")
+    assert await pg.mailbox_position("it") == (None, 0)
+    [(renewed,)] = await pg.fetch_all("SELECT pg_backend_pid()")
+    assert renewed != pid
+
+
+async def test_a_transaction_the_server_cut_is_not_continued_on_a_new_connection(
+        pg: Store, pg_url: str) -> None:
+    """Inside a transaction a lost connection is never renewed: the statements after the
+    cut would commit on their own, without the ones before it. The transaction fails
+    with the cut's own error (not a failed ROLLBACK's), and the next one runs."""
+    with pytest.raises(store_errors.TEMPORARY) as raised:
+        async with pg.transaction() as tx:
+            await tx.execute("INSERT INTO counters (prefix, next_number) VALUES ('cut', 1)")
+            [(pid,)] = await pg.conn.execute_fetchall("SELECT pg_backend_pid()")
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await tx.execute("INSERT INTO counters (prefix, next_number) VALUES ('after', 1)")
+    assert isinstance(raised.value, psycopg.errors.AdminShutdown)
+    async with pg.transaction() as tx:
+        await tx.execute("INSERT INTO counters (prefix, next_number) VALUES ('next', 1)")
+    rows = await pg.fetch_all(
+        "SELECT prefix FROM counters WHERE prefix IN ('cut', 'after', 'next')")
+    assert rows == [("next",)]

@@ -207,10 +207,15 @@ class PgConnection:
     until it ends (a message's worth of milliseconds). The task that opened it must not
     wait, inside it, for another task that uses this connection."""
 
-    def __init__(self, url: str, password: str | None, read_only: bool = False) -> None:
+    def __init__(self, url: str, password: str | None, read_only: bool = False,
+                 renew_between_transactions: bool = False) -> None:
         self.url = url
         self.password = password
         self.read_only = read_only
+        # A connection whose session holds nothing beyond a transaction (no session
+        # locks) is opened anew by the first statement that finds it lost outside one.
+        self.renew_between_transactions = renew_between_transactions
+        self._transaction_open = False  # a BEGIN went through, its COMMIT/ROLLBACK not yet
         self.raw: psycopg.AsyncConnection | None = None
         self._connecting = asyncio.Lock()  # two readers at once open one connection
         self._pipe: psycopg.AsyncPipeline | None = None
@@ -259,15 +264,39 @@ class PgConnection:
     async def _execute(self, sql: str, parameters: Sequence | Mapping) -> PgCursor:
         await self._my_turn()
         done = translate(sql)
+        verb = done.sql.lstrip()[:8].upper()
+        if verb.startswith("ROLLBACK") and self.lost:
+            # The server ended the transaction with the session. Raising here would hide
+            # the error that made the caller roll back behind "the connection is closed".
+            self._transaction_open = False
+            return PgCursor([], 0, None)
+        await self._renew_if_lost()
         raw = self._raw()
-        async with raw.cursor() as cur:
-            await cur.execute(done.sql, done.arguments(parameters))
-            if self._pipe is not None:  # this one's rows are wanted: wait for them
-                await self._sync()
-            rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
-            if done.returns_id:
-                return PgCursor([], cur.rowcount, int(rows[0][0]) if rows else None)
-            return PgCursor(rows, cur.rowcount, None)
+        try:
+            async with raw.cursor() as cur:
+                await cur.execute(done.sql, done.arguments(parameters))
+                if self._pipe is not None:  # this one's rows are wanted: wait for them
+                    await self._sync()
+                rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
+        finally:
+            if verb.startswith(("COMMIT", "ROLLBACK")):  # over, whether it worked or not
+                self._transaction_open = False
+        if verb.startswith("BEGIN"):
+            self._transaction_open = True
+        if done.returns_id:
+            return PgCursor([], cur.rowcount, int(rows[0][0]) if rows else None)
+        return PgCursor(rows, cur.rowcount, None)
+
+    async def _renew_if_lost(self) -> None:
+        """A lost connection (the server restarted, a failover) opened anew before a
+        statement outside any transaction: a read between transactions -- a mailbox's
+        position, the outbox summary -- must not fail for ever on a connection that no
+        transaction happens to renew. Inside a transaction it is never renewed: the rest
+        of the transaction would run without its beginning (the caller rolls back and
+        retries it whole)."""
+        if (self.renew_between_transactions and self.lost and not self._transaction_open
+                and self._pipe is None):
+            await self.reconnect_if_lost()
 
     async def execute_fetchall(self, sql: str,
                                parameters: Sequence | Mapping = ()) -> list[tuple]:
@@ -278,6 +307,7 @@ class PgConnection:
         """execute_fetchall, the rows in binary form (engine.BinaryRows)."""
         await self._my_turn()
         done = translate(sql)
+        await self._renew_if_lost()
         async with self._raw().cursor(binary=True) as cur:
             await cur.execute(done.sql, done.arguments(parameters))
             if self._pipe is not None:
@@ -291,6 +321,7 @@ class PgConnection:
         if one is None and not rows:
             return
         text, values = one or translate_many(sql, rows)
+        await self._renew_if_lost()
         async with self._raw().cursor() as cur:
             if one is not None or len(values) == 1:  # one statement, atomic as one
                 await cur.execute(text, values if one else values[0])
@@ -388,7 +419,9 @@ class PostgresEngine:
     def __init__(self, url: str, password: str | None) -> None:
         self.url = url
         self.password = password
-        self.conn = PgConnection(url, password)
+        # The writer's locks end with its transactions, so it may renew itself; the claims
+        # connection's session locks are the claims: only claim_outgoing() renews it.
+        self.conn = PgConnection(url, password, renew_between_transactions=True)
         self._reader = PgConnection(url, password, read_only=True)
         self.blobs = BlobStore(url, password)  # connects when first used
         self._claims = PgConnection(url, password)  # holds the outbox rows being sent
