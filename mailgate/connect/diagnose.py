@@ -20,8 +20,10 @@ from pathlib import Path
 
 from mailgate.errors import MailgateError
 
-# Kinds. NETWORK may heal by itself; the others need a change of settings or on a server.
+# Kinds. NETWORK and DATABASE may heal by themselves; the others need a change of settings
+# or on a server.
 NETWORK = "network"
+DATABASE = "database"  # mailgate's own store failed as retrying can cure (storage/errors.py)
 TLS = "tls"
 LOGIN = "login"
 FOLDER = "folder"
@@ -55,7 +57,7 @@ class Diagnosis:
     @property
     def needs_admin(self) -> bool:
         """True when retrying alone will not fix it."""
-        return self.kind != NETWORK
+        return self.kind not in (NETWORK, DATABASE)
 
 
 class FolderMissing(imaplib.IMAP4.error):

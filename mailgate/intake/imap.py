@@ -104,6 +104,7 @@ class MailboxWatcher:
         self._idle = False
         self._uidvalidity = 0
         self._suspect = False  # the server complained while we idled: check the folder
+        self._database_failures = 0  # in a row, since the last poll that went through
 
     # --- the forever loop -----------------------------------------------------------
 
@@ -119,9 +120,12 @@ class MailboxWatcher:
                 except NETWORK_ERRORS as exc:
                     failures += 1
                     await self._after_failure(exc, failures)
-                except store_errors.TEMPORARY as exc:  # disk full, database locked
-                    failures += 1
-                    await self._after_failure(exc, failures)
+                except store_errors.TEMPORARY as exc:  # disk full, database locked or away
+                    # Counted apart: the IMAP login succeeds every time, and the database
+                    # must not be asked again every second while it restarts.
+                    self._database_failures += 1
+                    await self._after_failure(exc, self._database_failures, Diagnosis(
+                        diagnose.DATABASE, f"database {self.store.describe()}: {exc}"))
                 except Exception as exc:  # a bug must not silence the mailbox for good
                     log.exception("imap.unexpected", mailbox=self.config.name)
                     failures += 1
@@ -131,12 +135,13 @@ class MailboxWatcher:
             await self._in_thread(self._logout)
             self._executor.shutdown(wait=False)
 
-    async def _after_failure(self, exc: BaseException, failures: int) -> None:
+    async def _after_failure(self, exc: BaseException, failures: int,
+                             found: Diagnosis | None = None) -> None:
         delay = min(MAX_BACKOFF, 2.0 ** min(failures, 9)) * random.uniform(0.5, 1.0)
         self.state.connected = False
         self.state.reconnects += 1
         metrics.METRICS.imap_reconnect(self.config.name)
-        found = self.diagnose(exc)
+        found = found or self.diagnose(exc)
         await self._set_mode("error" if found.needs_admin else "reconnecting", found.text)
         log.warning("imap.error", mailbox=self.config.name, kind=found.kind,
                     error=found.text, retry_in=round(delay, 1))
@@ -166,6 +171,7 @@ class MailboxWatcher:
         """Process what is new, then wait for more: IDLE when offered, else poll."""
         while True:
             await self.poll_once()
+            self._database_failures = 0
             if self._idle:
                 await self._set_mode("idle")
                 # poll_interval bounds IDLE too: servers do miss changes (Dovecot's Maildir
