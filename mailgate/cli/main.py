@@ -1,5 +1,5 @@
 """The command line: run, demo, check, status, tickets, show, report, send, quarantine,
-route, directory, backup, migrate, version."""
+route, directory, backup, migrate, keys, oauth, version."""
 
 # The docstring above is --help's description. This module is the parser and the dispatch;
 # each group of commands lives in a module of its own (admin, tickets, reports, database,
