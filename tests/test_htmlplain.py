@@ -74,6 +74,12 @@ def test_what_a_client_hides_is_not_read() -> None:
     assert html_to_text(html) == "Shown"
 
 
+def test_a_folded_details_element_shows_its_summary_only() -> None:
+    html = ("<details><summary>Log</summary>#close</details>"
+            "<details open><summary>Open</summary>shown</details>")
+    assert html_to_text(html) == "Log\nOpen\nshown"
+
+
 def test_hiding_is_read_from_the_style_attribute_only() -> None:
     html = ("<div title='display:none' data-style='display:none'>one</div>"
             "<div style='color:red' class=hidden>two</div>"

@@ -12,7 +12,8 @@ the way Thunderbird's HTML-to-plain conversion writes it, and nothing the client
 - not read: script, style, title, template, the head, and elements a client hides by their
   own attributes: `hidden`, an inline style display:none, visibility:hidden, opacity:0,
   a zero (max-)height with overflow:hidden, or mso-hide:all (Outlook's; preheaders carry
-  it). Text hidden by a stylesheet's class rules is read: there is no CSS engine here;
+  it); a <details> not marked open shows its <summary> only. Text hidden by a
+  stylesheet's class rules is read: there is no CSS engine here;
 - lines as a browser breaks them: a line break at each block, a blank line around
   paragraphs, headings, top-level lists and <pre>; <br> ends a line; list items bulleted
   "* " or numbered "1. "; table cells separated by a tab, rows on lines of their own;
@@ -97,6 +98,7 @@ class _Open:
     """An open element and what it does to the text inside it."""
     name: str
     hides: bool = False
+    folds: bool = False  # a <details> without "open"
     cites: bool = False
     number: int | None = None  # an ordered list's next item number
     breaks: int = 0  # at its start and end: 1 a line of its own, 2 a blank line around
@@ -114,10 +116,17 @@ class _Reader:
         self.open = Counter[str]()
         self.lists: list[_Open] = []
         self.hidden = 0  # open elements that hide what is inside them
+        self.folded = 0  # open <details> not marked open: only their <summary> shows
+        self.summaries = 0  # open <summary>
         self.quotes = 0  # open citations
         self.pre = 0  # open <pre>
         self.pre_started = False  # a newline right after <pre> is not content
         self.in_head = False
+
+    @property
+    def unseen(self) -> bool:
+        """Inside an element that hides, or in a folded <details> but not its summary."""
+        return bool(self.hidden) or self.folded > self.summaries
 
     @property
     def depth(self) -> int:
@@ -136,7 +145,7 @@ class _Reader:
             self._end(token.value)
 
     def _data(self, text: str) -> None:
-        if self.hidden or self.in_head:
+        if self.unseen or self.in_head:
             return
         if self.pre:
             if self.pre_started and text.startswith(("\r\n", "\n", "\r")):
@@ -151,11 +160,11 @@ class _Reader:
         for group in _CLOSES.get(name, ()):
             self._close_nearest(group)
         if name == "br":
-            if not self.hidden:
+            if not self.unseen:
                 self.lines.hard_break(self.depth)
             return
         breaks = _breaks(token, nested=bool(self.lists))
-        if not self.hidden:
+        if not self.unseen:
             self._layout_start(token, breaks)
         if name not in _VOID:
             self._push(token, breaks)
@@ -189,12 +198,15 @@ class _Reader:
             index if role == "member" else -1 if role == "boundary" else inherited
             for role, inherited in zip(roles, parent, strict=True)])
         element = _Open(name, hides=_hides(token), cites=_cites(token), breaks=breaks,
-                        nearest=nearest)
+                        nearest=nearest,
+                        folds=name == "details" and token.attr("open") is None)
         if name == "ol":
             element.number = _start_number(token.attr("start"))
         self.stack.append(element)
         self.open[name] += 1
         self.hidden += element.hides
+        self.folded += element.folds
+        self.summaries += name == "summary"
         self.quotes += element.cites
         self.pre += name == "pre"
         if name in _LISTS:
@@ -209,7 +221,7 @@ class _Reader:
         if self.open[name]:
             while self.stack and self._pop().name != name:
                 pass
-        elif not self.hidden:  # "</p>" alone: browsers end a line there all the same
+        elif not self.unseen:  # "</p>" alone: browsers end a line there all the same
             self.lines.block(_breaks(Token("start", name), nested=bool(self.lists)))
 
     def _close_nearest(self, group: int) -> None:
@@ -224,13 +236,15 @@ class _Reader:
         element = self.stack.pop()
         self.open[element.name] -= 1
         self.hidden -= element.hides
+        self.folded -= element.folds
+        self.summaries -= element.name == "summary"
         self.quotes -= element.cites
         self.pre -= element.name == "pre"
         if self.lists and self.lists[-1] is element:
             self.lists.pop()
         if element.name == "li":
             self.lines.bullet("")  # an item with no text has no bullet
-        if not self.hidden:  # the element's end, whether its end tag or what closed it
+        if not self.unseen:  # the element's end, whether its end tag or what closed it
             self.lines.block(element.breaks)
         return element
 
