@@ -23,12 +23,15 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from mailgate.config.settings import SmtpConfig
+from tests import test_cluster as cluster
 from tests.factories import ROOT, mail
-from tests.harness import counts
+from tests.harness import counts, snapshot
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -274,3 +277,135 @@ async def test_long_outage_waits_with_backoff_and_catches_up(rig: Rig) -> None:
     regained = {e["lease"] for e in after[len(during):] if e.get("event") == "cluster.gained"}
     assert {"leader", "mailbox:it"} <= regained
     await assert_healthy_and_exact(rig, pid)
+
+
+# --- two nodes on one database through a restart ----------------------------------------
+
+CLUSTER_MESSAGES = 300  # dealt round the three mailboxes before the nodes start
+CLUSTER_CUT_AT = 100
+
+
+async def test_two_nodes_through_a_restart_take_their_leases_again_and_never_share_a_mailbox(
+        tmp_path: Path, dovecot: DovecotServer, private_postgres: PostgresServer,
+        smtp_sink: SmtpSink) -> None:
+    """The server is away for two lease times: both nodes stop reading (their leases run
+    out), take the leases again when it is back -- the same node or the other -- and at no
+    instant do two nodes read one mailbox. Duplicate acknowledgements: at most one per SMTP
+    lane per node -- a lane sends one mail, then must mark it before the next; a mail whose
+    mark failed (the database gone) is in its node's sent log only, and the other node may
+    claim and send it again once the database is back, before its sender marks it."""
+    url = private_postgres.create_database()
+    accounts = {box: dovecot.add_user() for box in cluster.MAILBOXES}
+    a, b = (cluster.Node(name, cluster.write_node_config(tmp_path, name, url, smtp_sink,
+                                                         accounts),
+                         tmp_path / f"{name}.log") for name in ("node-a", "node-b"))
+    total = CLUSTER_MESSAGES + LATER
+    await cluster.feed(dovecot, accounts, range(CLUSTER_MESSAGES))
+    try:
+        await a.start()
+        await cluster.wait_for("node-a started", lambda: cluster._true(a.started()), 60)
+        await cluster.wait_for("node-a holds every lease",
+                               lambda: cluster._holds_all(url, "node-a"), 60)
+        await b.start()
+        await cluster.wait_for("node-b started", lambda: cluster._true(b.started()), 60)
+        await cluster.wait_for(f"{CLUSTER_CUT_AT} tickets",
+                               lambda: cluster._at_least(url, CLUSTER_CUT_AT), 120)
+        await asyncio.to_thread(private_postgres.restart, "fast",
+                                2 * cluster.LEASE_SECONDS)
+        uids = await cluster.feed(dovecot, accounts, range(CLUSTER_MESSAGES, total))
+        last_uids = {box: max(found) for box, found in uids.items()}
+
+        async def settled() -> bool:
+            return await _cluster_settled(url, smtp_sink, last_uids, total)
+
+        await cluster.wait_for("every message ticketed and acknowledged", settled, 240)
+        await cluster.wait_for("every lease held again",
+                               lambda: _every_lease_held(url), 6 * cluster.LEASE_SECONDS)
+        assert a.process and a.process.returncode is None  # neither node exited
+        assert b.process and b.process.returncode is None
+        after = await cluster.holders(url)
+        stopped = [await a.stop(), await b.stop()]
+    finally:
+        for node in (a, b):
+            if node.process is not None and node.process.returncode is None:
+                node.process.kill()
+                await node.process.wait()
+    state = await asyncio.to_thread(counts, url, {
+        "tickets": "SELECT COUNT(*) FROM tickets",
+        "messages": "SELECT COUNT(*) FROM messages",
+        "quarantine": "SELECT COUNT(*) FROM quarantine"})
+    per_message_id = Counter(m.message["Message-ID"] for m in smtp_sink.messages)
+    duplicates = sum(per_message_id.values()) - len(per_message_id)
+    acked = {m.message["X-Mailgate-Ticket"] for m in smtp_sink.messages}
+    print(f"\ntwo nodes, {total} messages, the server away {2 * cluster.LEASE_SECONDS:g} s: "
+          f"{state['tickets']} tickets, {len(smtp_sink.messages)} acks received "
+          f"({duplicates} duplicates); leases afterwards: {sorted(after.items())}")
+    assert stopped == [0, 0]
+    assert state == {"tickets": total, "messages": total, "quarantine": 0}
+    assert len(acked) == total
+    lanes = SmtpConfig("sink", 25).connections  # the nodes' default [smtp] connections
+    assert duplicates <= 2 * lanes
+    logs = {node.name: _json_lines(node.log) for node in (a, b)}
+    # Both were cut off long enough to lose what they held, and said so.
+    for events in logs.values():
+        assert any(e.get("event") == "cluster.renew_failed" for e in events)
+    assert any(e.get("event") == "cluster.lost" for e in logs["node-a"])
+    for box in cluster.MAILBOXES:
+        held = {node: _held_intervals(events, f"mailbox:{box}")
+                for node, events in logs.items()}
+        assert not _overlap(held["node-a"], held["node-b"]), (box, held)
+        for node, events in logs.items():
+            other = held["node-b" if node == "node-a" else "node-a"]
+            read_at = [_at(e) for e in events if e.get("event") == "ticket.created"
+                       and e.get("source") == f"imap:{box}"]
+            assert not [t for t in read_at if any(s <= t <= e for s, e in other)], (box, node)
+
+
+def _json_lines(path: Path) -> list[dict]:
+    lines = path.read_text(errors="replace").split("\n")[:-1]  # the last may be half
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def _at(event: dict) -> datetime:
+    return datetime.fromisoformat(event["timestamp"])
+
+
+def _held_intervals(events: list[dict], lease: str) -> list[tuple[datetime, datetime]]:
+    """When this node held LEASE by its own log: from cluster.gained to cluster.lost or
+    cluster.released (a clean stop), or the end of the log."""
+    found, since = [], None
+    for event in events:
+        name = event.get("event")
+        if name == "cluster.gained" and event.get("lease") == lease and since is None:
+            since = _at(event)
+        elif since is not None and (
+                (name == "cluster.lost" and event.get("lease") == lease)
+                or (name == "cluster.released" and lease in event.get("leases", []))):
+            found.append((since, _at(event)))
+            since = None
+    if since is not None:
+        found.append((since, datetime.max.replace(tzinfo=since.tzinfo)))
+    return found
+
+
+def _overlap(one: list[tuple[datetime, datetime]],
+             other: list[tuple[datetime, datetime]]) -> bool:
+    return any(s1 < e2 and s2 < e1 for s1, e1 in one for s2, e2 in other)
+
+
+async def _every_lease_held(url: str) -> bool:
+    return set(await cluster.holders(url)) == cluster.LEASES
+
+
+async def _cluster_settled(url: str, sink: SmtpSink, last_uids: dict[str, int],
+                           total: int) -> bool:
+    state = await asyncio.to_thread(snapshot, url, {
+        "positions": "SELECT name, last_uid FROM mailboxes",
+        "queued": "SELECT COUNT(*) FROM outbox WHERE status = 'queued'",
+        "tickets": "SELECT COUNT(*) FROM tickets"})
+    positions = dict(state["positions"])
+    if any(positions.get(box, 0) < uid for box, uid in last_uids.items()):
+        return False
+    acked = {m.message["X-Mailgate-Ticket"] for m in sink.messages}
+    return (state["queued"] == [(0,)] and state["tickets"] == [(total,)]
+            and len(acked) >= total)
