@@ -277,3 +277,26 @@ def test_the_shipped_examples_load_as_the_install_steps_copy_them(tmp_path: Path
     setup = load_setup(tmp_path / "mailgate.toml", "none")
     assert setup.config.templates_dir == tmp_path / "templates"
     assert "cp config/mailgate.example.toml /etc/mailgate/mailgate.toml" in README
+
+
+def test_the_unit_file_is_as_the_readme_says() -> None:
+    """Every directive of systemd/mailgate.service the README quotes with a value has that
+    value in the unit (LoadCredential= examples are lines a reader adds), and the install
+    steps' paths are the unit's."""
+    unit = (ROOT / "systemd" / "mailgate.service").read_text(encoding="utf-8")
+    directives = set(re.findall(r"^(\w+)=", unit, re.M))
+    quoted = re.findall(r"`([A-Z]\w+)=([^`]+)`", README)
+    wrong = [f"{name}={value}" for name, value in quoted
+             if name in directives and name != "LoadCredential"
+             and not re.search(rf"^{name}={re.escape(value)}$", unit, re.M)]
+    assert quoted and wrong == []
+    config = "/usr/local/bin/mailgate --config /etc/mailgate/mailgate.toml"
+    for line in (f"ExecStartPre={config} check", f"ExecStart={config} run",
+                 f"ExecReload={config} check", "Type=notify",
+                 "LoadCredential=smtp:/etc/mailgate/credentials/smtp",
+                 "LoadCredential=imap-it:/etc/mailgate/credentials/imap-it"):
+        assert re.search(rf"^{re.escape(line)}$", unit, re.M), line
+    assert "ln -s /opt/mailgate/bin/mailgate /usr/local/bin/mailgate" in README
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"share/doc/mailgate" = ["README.md"]' in pyproject
+    assert "Documentation=file:///opt/mailgate/share/doc/mailgate/README.md" in unit
