@@ -300,3 +300,12 @@ def test_the_unit_file_is_as_the_readme_says() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '"share/doc/mailgate" = ["README.md"]' in pyproject
     assert "Documentation=file:///opt/mailgate/share/doc/mailgate/README.md" in unit
+
+
+def test_every_template_is_in_the_templates_section() -> None:
+    from mailgate.core.render import OPTIONAL, REQUIRED
+
+    section = README.split("\n## Templates\n")[1].split("\n## ")[0]
+    shipped = {p.name.split(".")[0] for p in (ROOT / "templates").glob("*.j2")}
+    names = set(REQUIRED) | set(OPTIONAL) | shipped
+    assert sorted(n for n in names if f"`{n}`" not in section) == []
