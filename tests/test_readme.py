@@ -309,3 +309,11 @@ def test_every_template_is_in_the_templates_section() -> None:
     shipped = {p.name.split(".")[0] for p in (ROOT / "templates").glob("*.j2")}
     names = set(REQUIRED) | set(OPTIONAL) | shipped
     assert sorted(n for n in names if f"`{n}`" not in section) == []
+
+
+def test_every_benchmark_is_in_the_bench_readme() -> None:
+    bench = ROOT / "bench"
+    text = (bench / "README.md").read_text(encoding="utf-8")
+    scripts = {p.name for p in bench.glob("*.py")}
+    named = set(re.findall(r"`(\w+\.py)`", text))
+    assert sorted(scripts - named) == [] and sorted(named - scripts) == []
