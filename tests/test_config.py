@@ -111,6 +111,16 @@ def test_password_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert config.state_dir == (tmp_path / "state").resolve()
 
 
+def test_two_sources_of_one_password_are_named_as_such(tmp_path: Path) -> None:
+    """Not 'unknown key' (a typo hunt): the second source is named with the first."""
+    found = problems(tmp_path, "mailgate.toml",
+                     '[smtp]\nhost = "mail"\nusername = "u"\npassword_env = "X"\n'
+                     'password_credential = "smtp"\n', lambda p: load_config(p, "none"))
+    assert found == [f"{tmp_path / 'mailgate.toml'}: smtp.password_credential: password_env "
+                     f"is set too; keep one of password_file, password_env and "
+                     f"password_credential"]
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("30s", 30), ("5m", 300), ("4h", 14400), ("1d", 86400), ("1h30m", 5400), ("250ms", 0.25)])
 def test_parse_duration(text: str, seconds: float) -> None:

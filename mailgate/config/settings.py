@@ -382,6 +382,14 @@ def _secret(table: Table, what: str, mode: SecretsMode,
         table.problem(prefix, f"inline {noun} are not accepted; use {prefix}_file, "
                       f"{prefix}_env or {prefix}_credential")
         return None
+    # One source only: a second one would otherwise be left unread and reported as an
+    # unknown key, which sends the admin looking for a typo.
+    sources = [f"{prefix}_{s}" for s in ("file", "env", "credential")
+               if f"{prefix}_{s}" in table.data]
+    for extra in sources[1:]:
+        table._read.add(extra)
+        table.problem(extra, f"{sources[0]} is set too; keep one of {prefix}_file, "
+                      f"{prefix}_env and {prefix}_credential")
     if (name := table.str(f"{prefix}_file", None)) is not None:
         if mode == "none":
             return None
