@@ -40,6 +40,7 @@ from tests.mailservers import (
     write_daemon_config,
 )
 from tests.postgres import PostgresServer
+from tests.test_start_failures import start_failure
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.postgresql_only("restarts and kills a PostgreSQL server of its own")]
@@ -76,6 +77,7 @@ class Rig:
             tables=tables,
             mailboxes=[imap_mailbox("it", self.account, self.tmp_path / "imap.secret",
                                     batch_size=20, poll_interval="1s")])
+        (self.tmp_path / "imap.secret").chmod(0o600)  # else a config warning at each start
 
     async def start(self) -> None:
         with self.log.open("ab") as out:
@@ -277,6 +279,27 @@ async def test_long_outage_waits_with_backoff_and_catches_up(rig: Rig) -> None:
     regained = {e["lease"] for e in after[len(during):] if e.get("event") == "cluster.gained"}
     assert {"leader", "mailbox:it"} <= regained
     await assert_healthy_and_exact(rig, pid)
+
+
+async def test_a_start_while_the_server_is_down_fails_for_systemd_to_retry(rig: Rig) -> None:
+    """The design: a running daemon waits for its database (above); one that cannot open it
+    at start exits at once, status 1, with the reason in one line, and the unit's
+    Restart=on-failure starts it again RestartSec later -- until the server is up."""
+    await asyncio.to_thread(rig.server.stop, "fast")
+    line = await asyncio.to_thread(start_failure, "--config", str(rig.config), "run")
+    assert line.startswith("mailgate: cannot open the database: ")
+    assert str(rig.server.port) in line and "refused" in line
+    unit = (ROOT / "systemd" / "mailgate.service").read_text()
+    assert "\nRestart=on-failure\n" in unit
+    await asyncio.to_thread(rig.server.start_again)
+    await rig.start()  # the retry, once the server is back
+
+    async def started() -> bool:
+        assert rig.running(), rig.log.read_text(errors="replace")[-3000:]
+        return any(e.get("event") == "daemon.started" for e in rig.events())
+
+    await wait_for("the daemon started", started, 60)
+    assert await rig.stop() == 0
 
 
 # --- two nodes on one database through a restart ----------------------------------------
