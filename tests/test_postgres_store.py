@@ -32,7 +32,12 @@ from mailgate.storage.postgres.dialect import (
     translate,
     translate_many,
 )
-from mailgate.storage.postgres.engine import MIGRATION_LOCK, mask
+from mailgate.storage.postgres.engine import (
+    MIGRATION_LOCK,
+    PgConnection,
+    PostgresEngine,
+    mask,
+)
 from mailgate.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from mailgate.storage.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from mailgate.storage.store import Store
@@ -738,6 +743,9 @@ async def test_a_worker_retries_a_round_whose_connection_the_server_cut(
         pg: Store, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker loop (periodic.repeat) takes a connection the server terminated as a
     retry, not a failure, and its next round runs on a new connection."""
+    # The server's goodbye not yet read when the round starts (else it is, and the round
+    # works at once: test_a_connection_the_server_closed_while_idle_is_renewed_before_use)
+    monkeypatch.setattr(PgConnection, "_hung_up", lambda self: False)
     [(pid,)] = await pg.fetch_all("SELECT pg_backend_pid()")
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -766,15 +774,48 @@ async def test_a_worker_retries_a_round_whose_connection_the_server_cut(
     assert [entry["event"] for entry in logs] == ["test.retry"]
 
 
-async def test_a_read_between_transactions_renews_a_connection_the_server_cut(
-        pg: Store, pg_url: str) -> None:
-    """A read outside any transaction on the writer connection (a mailbox's position) is
-    opened anew once the server cut it: the first read fails (it meets the cut), the next
-    works -- not "the connection is closed" until some transaction happens to renew it."""
-    await pg.record_mailbox_state("it", "idle", None, FakeClock()())
-    [(pid,)] = await pg.fetch_all("SELECT pg_backend_pid()")
-    with psycopg.connect(pg_url, autocommit=True) as admin:
+def _terminate(url: str, pid: int, wait: bool = False) -> None:
+    """End one session as a restart does; with WAIT, until its process is gone (its
+    goodbye and hang-up sent)."""
+    with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while wait and admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                     (pid,)).fetchone():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_renewed_before_use(
+        pg: Store, pg_url: str) -> None:
+    """The writer, the reader and the claims connection: each, closed by the server while
+    idle, is opened anew by the next use, which works at once."""
+    engine = pg.engine
+    assert isinstance(engine, PostgresEngine)
+    await engine.claim_outgoing("id", 0.0, 1, set())  # opens the claims connection
+    pids = [(await conn.execute_fetchall("SELECT pg_backend_pid()"))[0][0]
+            for conn in (pg.conn, await pg.reader(), engine._claims)]
+    for pid in pids:
+        await asyncio.to_thread(_terminate, pg_url, pid, True)
+    async with pg.transaction() as tx:
+        await tx.execute("INSERT INTO counters (prefix, next_number) VALUES ('x', 1)")
+    assert await pg.read_committed("SELECT prefix FROM counters") == [("x",)]
+    assert await engine.claim_outgoing("id", 0.0, 1, set()) == []
+    renewed = [(await conn.execute_fetchall("SELECT pg_backend_pid()"))[0][0]
+               for conn in (pg.conn, await pg.reader(), engine._claims)]
+    assert not set(renewed) & set(pids)
+
+
+async def test_a_read_between_transactions_renews_a_connection_the_server_cut(
+        pg: Store, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read outside any transaction on the writer connection (a mailbox's position) is
+    opened anew once the server cut it: when the cut was not seen before (its goodbye
+    not arrived yet), the first read fails on it, the next works -- not "the connection is
+    closed" until some transaction happens to renew it."""
+    await pg.record_mailbox_state("it", "idle", None, FakeClock()())
+    monkeypatch.setattr(PgConnection, "_hung_up", lambda self: False)
+    [(pid,)] = await pg.fetch_all("SELECT pg_backend_pid()")
+    await asyncio.to_thread(_terminate, pg_url, pid, True)
     with pytest.raises(store_errors.TEMPORARY):
         await pg.mailbox_position("it")
     assert await pg.mailbox_position("it") == (None, 0)
@@ -791,8 +832,7 @@ async def test_a_transaction_the_server_cut_is_not_continued_on_a_new_connection
         async with pg.transaction() as tx:
             await tx.execute("INSERT INTO counters (prefix, next_number) VALUES ('cut', 1)")
             [(pid,)] = await pg.conn.execute_fetchall("SELECT pg_backend_pid()")
-            with psycopg.connect(pg_url, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await asyncio.to_thread(_terminate, pg_url, pid, True)
             await tx.execute("INSERT INTO counters (prefix, next_number) VALUES ('after', 1)")
     assert isinstance(raised.value, psycopg.errors.AdminShutdown)
     async with pg.transaction() as tx:

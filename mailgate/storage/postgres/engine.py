@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -216,6 +217,7 @@ class PgConnection:
         # locks) is opened anew by the first statement that finds it lost outside one.
         self.renew_between_transactions = renew_between_transactions
         self._transaction_open = False  # a BEGIN went through, its COMMIT/ROLLBACK not yet
+        self._said_goodbye = False  # the server ended this session (_on_notice)
         self.raw: psycopg.AsyncConnection | None = None
         self._connecting = asyncio.Lock()  # two readers at once open one connection
         self._pipe: psycopg.AsyncPipeline | None = None
@@ -235,6 +237,8 @@ class PgConnection:
         await raw.execute("SET TIME ZONE 'UTC'")
         if self.read_only:
             await raw.execute("SET default_transaction_read_only = on")
+        self._said_goodbye = False
+        raw.add_notice_handler(self._on_notice)
         self.raw = raw
 
     @property
@@ -246,9 +250,38 @@ class PgConnection:
         return (self.raw is not None
                 and self.raw.info.transaction_status != TransactionStatus.IDLE)
 
+    def stale(self) -> bool:
+        """Lost, or closed by the server while idle: a restart, a failover, an admin's
+        pg_terminate_backend end every session with a message and a hang-up that wait
+        unread in the socket. Read now, they let the next statement go to a new
+        connection instead of failing on the dead one (and a lease round, a release at a
+        clean stop, the first batch after a restart, with it)."""
+        return self.lost or self._hung_up()
+
+    def _hung_up(self) -> bool:
+        raw = self.raw
+        if (raw is None or self._pipe is not None
+                or raw.info.transaction_status != TransactionStatus.IDLE):
+            return False  # busy: an answer may be on its way, its statement will see
+        try:
+            readable, _, _ = select.select([raw.pgconn.socket], [], [], 0)
+            if not readable:
+                return False
+            raw.pgconn.consume_input()  # the hang-up marks the connection bad
+            raw.pgconn.is_busy()  # parses what came: an idle FATAL goes to _on_notice
+        except (OSError, ValueError, psycopg.OperationalError):
+            return True
+        return raw.closed or self._said_goodbye
+
+    def _on_notice(self, notice: psycopg.errors.Diagnostic) -> None:
+        """libpq hands an error that arrives while idle to the notice handlers: the FATAL
+        a session ends with, which may come a moment before the hang-up itself."""
+        if notice.severity_nonlocalized in ("FATAL", "PANIC"):
+            self._said_goodbye = True
+
     async def reconnect_if_lost(self) -> None:
         async with self._connecting:
-            if self.lost:
+            if self.stale():
                 if self.raw is not None:
                     await self.raw.close()
                 await self.connect()
@@ -294,8 +327,8 @@ class PgConnection:
         transaction happens to renew. Inside a transaction it is never renewed: the rest
         of the transaction would run without its beginning (the caller rolls back and
         retries it whole)."""
-        if (self.renew_between_transactions and self.lost and not self._transaction_open
-                and self._pipe is None):
+        if (self.renew_between_transactions and not self._transaction_open
+                and self._pipe is None and self.stale()):
             await self.reconnect_if_lost()
 
     async def execute_fetchall(self, sql: str,
@@ -482,7 +515,7 @@ class PostgresEngine:
         one that another node settled in between is let go. A node that dies loses its
         connection and with it every claim: its unsent rows go out from another node (or
         itself restarted) at once."""
-        if self._claims.lost:
+        if self._claims.stale():
             await self._claims.reconnect_if_lost()
             self._held = set()  # the old session's locks died with it
         conn = self._claims
@@ -513,7 +546,7 @@ class PostgresEngine:
         settling claimed rows must not wait behind the writer connection's open intake
         batch. One row (a node marks each mail before its next send) is one statement,
         its own transaction in autocommit: one round trip, not BEGIN, it and COMMIT."""
-        if self._claims.lost:
+        if self._claims.stale():
             await self._claims.reconnect_if_lost()
             self._held = set()
         if len(rows) == 1:
