@@ -4,11 +4,14 @@ each mail once, and a server found down on one lane stops every lane for the rou
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -214,3 +217,94 @@ def test_the_sent_log_loses_no_id_recorded_while_it_is_applied(tmp_path: Path) -
     log.applied(log.snapshot())
     log.close()
     assert SentLog(tmp_path / "sent.log").pending == set()
+
+
+class LosesItsDatabase:
+    """A shared-engine store (several nodes: each mail is marked before the lane's next)
+    whose database goes away: marking fails, and -- with `claims_fail` -- so do that many
+    claims before the database is back."""
+
+    def __init__(self, rows: list[OutboxRow], claims_fail: int = 0) -> None:
+        self.engine = SimpleNamespace(shared=True)
+        self.rows = rows
+        self.claims_fail = claims_fail
+        self.marks_fail = True
+        self.gone = asyncio.Event()  # set when a mark first failed
+        self.marked: set[int] = set()
+
+    async def claim_outgoing(self, now: object, limit: int = 100,
+                             keep: object = ()) -> list[OutboxRow]:
+        if self.claims_fail:
+            self.claims_fail -= 1
+            raise sqlite3.OperationalError("the database is restarting")
+        return [r for r in self.rows if r.id not in self.marked]
+
+    def write_busy(self) -> bool:
+        return False
+
+    async def mark_sent(self, ids: set[int], now: object) -> None:
+        if self.marks_fail:
+            self.gone.set()
+            raise sqlite3.OperationalError("the database went away")
+        self.marked |= set(ids)
+
+    async def next_outgoing_at(self) -> None:
+        return None
+
+
+class SecondLaneWaits(Recorder):
+    """Lane 1 sends only once the database is gone: still on its way when lane 0 fails."""
+
+    def __init__(self, store: LosesItsDatabase) -> None:
+        super().__init__(lanes=2)
+        self.store = store
+        self.finished: set[int] = set()
+
+    async def send_run(self, rows: Sequence[OutboxRow], lane: int, accepted: Accepted,
+                       stop: Stop) -> RunResult:
+        if lane == 1:
+            await self.store.gone.wait()
+        result = await super().send_run(rows, lane, accepted, stop)
+        self.finished.add(lane)
+        return result
+
+
+async def test_a_round_the_database_fails_ends_only_after_every_lane(tmp_path: Path) -> None:
+    """A lane still sending after its round ended would be sending when the next round
+    claims rows anew, and could send one twice."""
+    store = LosesItsDatabase([row(1, 2), row(2, 1)])  # ticket 2: lane 0, ticket 1: lane 1
+    transport = SecondLaneWaits(store)
+    outbox = Outbox(store, transport, _now, SentLog(tmp_path / "sent.log"))  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.OperationalError):
+        async with asyncio.timeout(10):
+            await outbox.drain_once()
+    assert transport.finished == {0, 1}
+    assert outbox.sent_log.snapshot() == {1, 2}  # accepted, kept until the database has it
+
+
+async def test_the_sender_outlives_a_database_restart(tmp_path: Path) -> None:
+    """Rounds that fail on the database are retried (the task does not die of them), and
+    what the server accepted meanwhile is marked once the database is back, not resent."""
+    store = LosesItsDatabase([row(1, 2)], claims_fail=1)
+    transport = Recorder(lanes=1)
+    outbox = Outbox(store, transport, _now, SentLog(tmp_path / "sent.log"))  # type: ignore[arg-type]
+    sender = asyncio.create_task(outbox.run())
+    try:
+        async with asyncio.timeout(30):
+            while not store.gone.is_set():  # the claim failed, then the mark
+                assert not sender.done(), sender
+                await asyncio.sleep(0.01)
+            store.marks_fail = False  # the database is back
+            outbox.notify()
+            while store.marked != {1}:
+                assert not sender.done(), sender
+                await asyncio.sleep(0.01)
+    finally:
+        outbox.close()
+        async with asyncio.timeout(10):
+            await sender
+    assert [r.id for r in transport.sent] == [1]  # once
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
