@@ -97,11 +97,7 @@ class Rig:
 
     def events(self) -> list[dict]:
         """The daemon's log, one dict per JSON line (other lines left out)."""
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                found.append(json.loads(line))
-        return found
+        return _json_lines(self.log)
 
     async def state(self) -> dict[str, int]:
         return await asyncio.to_thread(counts, self.url, {
@@ -269,10 +265,12 @@ async def test_long_outage_waits_with_backoff_and_catches_up(rig: Rig) -> None:
     assert {"leader", "mailbox:it"} <= lost
     # The mailbox's trouble is the database's, not the IMAP server's.
     assert all(e.get("kind") == "database" for e in during if e.get("event") == "imap.error")
-    # Retried with back-off, not in a loop: every task retries at most once a second
-    # or so, which over the outage is a few dozen lines, where a busy loop writes thousands.
-    complaints = [e for e in during if e.get("level") in ("warning", "error")]
-    assert len(complaints) < 20 * OUTAGE, Counter(e.get("event") for e in complaints)
+    # Retried with back-off, not in a loop: no complaint more often than once a second
+    # over the outage (the lease rounds come every lease/3, the outbox's after 2, 4, 8 s
+    # ...), where a busy loop writes thousands.
+    complaints = Counter(e.get("event") for e in during
+                         if e.get("level") in ("warning", "error"))
+    assert max(complaints.values()) <= OUTAGE, complaints
     await after_the_outage(rig, uids)
     after = rig.events()[before:]
     assert any(e.get("event") == "cluster.renewing_again" for e in after)
