@@ -42,6 +42,7 @@ from datetime import UTC, datetime  # noqa: E402
 
 from mailgate.core.classify import LoopContext, classify  # noqa: E402
 from mailgate.core.commands import parse_commands  # noqa: E402
+from mailgate.core.mime import message as message_module  # noqa: E402
 from mailgate.core.mime import parse as parse_module  # noqa: E402
 from mailgate.core.mime.largemail import lighten  # noqa: E402
 from mailgate.core.replykey import proven_refs  # noqa: E402
@@ -292,12 +293,12 @@ def timed(call: Callable[[], object]) -> float:
 
 
 def fresh_read(raw: bytes) -> object:
-    parse_module._last_read = None  # no cached reading from an earlier stage
+    message_module._last_read = None  # no cached reading from an earlier stage
     return read_mail(raw, ASKED)
 
 
 def post(raw: bytes) -> None:
-    parse_module._last_read = None
+    message_module._last_read = None
     msg = parse_module.parse(raw)
     ctx = LoopContext(frozenset({"it-help@example.com"}), "mailgate")
     started = time.perf_counter()
@@ -323,7 +324,7 @@ class Delivery:
         self.h = self.loop.run_until_complete(harness(Path(self.tmp.name), acks_per_hour=10**6))
 
     def deliver(self, raw: bytes) -> None:
-        parse_module._last_read = None
+        message_module._last_read = None
         self.count += 1  # a Message-ID of its own: a duplicate would skip the work
         unique = b"Message-ID: <bench-%d@example.com>\r\n" % self.count
         self.loop.run_until_complete(self.h.deliver(unique + raw))

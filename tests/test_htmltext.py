@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailgate.core.mime import htmltext
-from mailgate.core.mime.parse import html_to_text, parse
+from mailgate.core.mime.htmlplain import html_to_text
+from mailgate.core.mime.parse import parse
 
 Event = tuple[str, str, tuple[tuple[str, str], ...], bool]
 

@@ -23,7 +23,8 @@ from email.header import Header
 from email.message import Message
 from email.utils import format_datetime, formataddr
 
-from mailgate.core.mime.parse import MAX_PARTS, read_message, shown_children
+from mailgate.core.mime.bodyparts import MAX_PARTS, shown_children
+from mailgate.core.mime.message import read_message
 from mailgate.core.model import Inbound
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from email.message import Message
 
 from mailgate.core.mime import quotedprintable, tnef, uuencode
-from mailgate.core.mime.parse import (
+from mailgate.core.mime.bodyparts import (
     MAX_PARTS,
     Leaf,
     body_parts,
-    charset_hint,
     guess_type,
     leaf_parts,
     part_filename,
     payload_bytes,
-    read_message,
 )
+from mailgate.core.mime.headerfields import charset_hint
+from mailgate.core.mime.message import read_message
 
 # As many files as parse() lists attachments: with fewer, a mail of 300 files named them
 # all on its ticket but stored only the first 100, and said nothing of the others.
@@ -72,7 +72,7 @@ def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
               hint: str | None) -> list[Message]:
     """The leaves that are attachments, in order: all but the body's text parts (`texts`,
     by identity), its first unnamed inline text/html, those shown in a free
-    multipart/mixed (in it, or first in a multipart/related in it; see parse.Leaf) and
+    multipart/mixed (in it, or first in a multipart/related in it; see bodyparts.Leaf) and
     the HTML twins of its texts (an unnamed inline text/html in an alternative whose plain
     text is body text: `shown`); as parse() reads the body. Robust against 8-bit header
     values, which compat32 hands out as Header objects, not strings."""
@@ -92,7 +92,7 @@ def _attached(leaves: list[Leaf], texts: set[int], shown: set[int],
         inline_html = (ctype == "text/html" and not named
                        and disposition.strip().lower() != "attachment")
         in_sequence = (parent == "multipart/mixed" and free) or (
-            group and parent == "multipart/related")  # parse._html_shown
+            group and parent == "multipart/related")  # bodyparts._html_shown
         if inline_html and (not html_seen or group in shown or in_sequence):
             html_seen = True
             continue
