@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -840,3 +841,30 @@ async def test_a_transaction_the_server_cut_is_not_continued_on_a_new_connection
     rows = await pg.fetch_all(
         "SELECT prefix FROM counters WHERE prefix IN ('cut', 'after', 'next')")
     assert rows == [("next",)]
+
+
+async def test_connections_past_descriptor_1024_are_kept_and_renewed_alike(
+        pg_url: str, tmp_path: Path) -> None:
+    """The check for a server's hang-up works on any descriptor (select() refuses those
+    past 1024, which a daemon with many SMTP clients reaches): an open connection stays,
+    one the server closed is renewed."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the descriptor limit is {soft}")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        store = await Store.open(pg_url, state_dir=tmp_path / "state")
+        try:
+            assert store.engine.conn.raw.pgconn.socket > 1024  # type: ignore[attr-defined]
+            pids = [(await store.fetch_all("SELECT pg_backend_pid()"))[0][0] for _ in range(3)]
+            assert len(set(pids)) == 1  # not reconnected for nothing
+            await asyncio.to_thread(_terminate, pg_url, pids[0], True)
+            [(renewed,)] = await store.fetch_all("SELECT pg_backend_pid()")
+            assert renewed != pids[0]
+        finally:
+            await store.close()
+    finally:
+        for fd in filler:
+            os.close(fd)

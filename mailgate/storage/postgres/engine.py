@@ -264,13 +264,17 @@ class PgConnection:
                 or raw.info.transaction_status != TransactionStatus.IDLE):
             return False  # busy: an answer may be on its way, its statement will see
         try:
-            readable, _, _ = select.select([raw.pgconn.socket], [], [], 0)
-            if not readable:
+            # poll, not select: a daemon with many SMTP clients has descriptors past 1024
+            waiting = select.poll()
+            waiting.register(raw.pgconn.socket, select.POLLIN)
+            if not waiting.poll(0):
                 return False
             raw.pgconn.consume_input()  # the hang-up marks the connection bad
             raw.pgconn.is_busy()  # parses what came: an idle FATAL goes to _on_notice
-        except (OSError, ValueError, psycopg.OperationalError):
+        except psycopg.OperationalError:  # no socket, or reading it failed
             return True
+        except OSError:  # cannot tell: the statement will find out
+            return False
         return raw.closed or self._said_goodbye
 
     def _on_notice(self, notice: psycopg.errors.Diagnostic) -> None:
