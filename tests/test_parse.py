@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from mailgate.core.addresses import clean_address
 from mailgate.core.mime import flowed, headerblock, rfc2047
-from mailgate.core.mime.bodyparts import line_ends
 from mailgate.core.mime.headerfields import decode_text
 from mailgate.core.mime.htmlplain import html_to_text
 from mailgate.core.mime.parse import fingerprint, parse
+from mailgate.core.mime.partcontent import line_ends
 from tests.factories import mail
 
 DATA = Path(__file__).parent / "data" / "mail"

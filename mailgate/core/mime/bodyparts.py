@@ -1,38 +1,35 @@
 """The MIME tree of a Message -> the body text a reader is shown and the attachments.
 
 The body is the plain choice of each alternative, each part of a multipart/mixed in its
-place (Leaf). It loses its inline uuencoded files (uuencode.py) to the attachments,
-winmail.dat gives up the files and text inside it (tnef.py), format=flowed paragraphs are
-joined (flowed.py), enriched text loses its commands (enriched.py), HTML is read as a
-client shows it (htmlplain.py) and line ends are "\\n" whatever the sender used.
-files.py and outbound/compose.py walk the tree by the same rules (leaf_parts, body_parts,
-shown_children), so what is stored and relayed matches Inbound.attachments.
+place (Leaf), HTML read as a client shows it (htmlplain.py); a part's own text is
+partcontent.py's reading, whose uuencoded files join the attachments, and a winmail.dat
+gives up the files and text inside it (tnef.py). files.py and outbound/compose.py walk
+the tree by the same rules (leaf_parts, body_parts, shown_children), so what is stored
+and relayed matches Inbound.attachments.
 """
 
 from __future__ import annotations
 
-import binascii
-import mimetypes
-import re
-from email import errors, message_from_bytes
 from email.message import Message
 from itertools import islice
 from typing import NamedTuple
 
-from mailgate.core.mime import charsets, enriched, flowed, rfc2047, tnef, uuencode
-from mailgate.core.mime.headerfields import Reading, decode_text, raw_items
+from mailgate.core.mime import tnef
+from mailgate.core.mime.headerfields import Reading
 from mailgate.core.mime.htmlplain import html_to_text
+from mailgate.core.mime.partcontent import (
+    guess_type,
+    html_text,
+    line_ends,
+    other_text,
+    part_filename,
+    payload_bytes,
+    plain_text,
+)
 from mailgate.core.model import Attachment
 
 MAX_PARTS = 500
 MAX_DEPTH = 50
-# The CRs of a run that ends in LF (CRLF, and QP's "=0D" before a line end), from the run's
-# first CR: see line_ends().
-_CRS_BEFORE_LF = re.compile(r"(?<!\r)\r+(?=\n)")
-# Possessive: "charset=" and 2,000 blanks backtracked through the two \s* around an
-# absent quote in quadratic time, 80 ms an HTML part (50 s a MB of such parts).
-_HTML_META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*+=\s*+[\"']?\s*+([\w.:-]{1,40})",
-                                re.IGNORECASE)
 
 
 class Leaf(NamedTuple):
@@ -151,26 +148,26 @@ def body_and_attachments(r: Reading, max_chars: int
             if _plain(part, ctype) and inline and not filename and _body_text(
                     bool(texts), parent, group, free, shown):
                 # Text, an inline picture, more text (Apple Mail, phones): one body.
-                text, files = _plain_text(part, r.defects)
+                text, files = plain_text(part, r.defects)
                 _join_into(texts, text)
                 attachments += files
             elif ctype == "text/html" and inline and not filename and _html_shown(
                     parent, group, free, shown):
                 # Shown in sequence like a plain part (an HTML request, then a list's
                 # plain footer): its text joins the body in its place.
-                source = _html_text(part, r.defects)
+                source = html_text(part, r.defects)
                 _join_into(texts, html_to_text(source))
                 html = source if html is None else html
             elif ctype == "text/html" and inline and not filename and (
                     html is None or group in shown):  # else the plain text's HTML twin
-                html = _html_text(part, r.defects) if html is None else html
+                html = html_text(part, r.defects) if html is None else html
             else:
                 if _plain(part, ctype) and fallback is None and inline:
-                    fallback, _ = _plain_text(part, r.defects)  # named, shown inline
+                    fallback, _ = plain_text(part, r.defects)  # named, shown inline
                 elif ctype == "text/html" and fallback is None and inline:
-                    fallback = html_to_text(_html_text(part, r.defects))  # likewise
+                    fallback = html_to_text(html_text(part, r.defects))  # likewise
                 elif _shown_as_text(ctype) and fallback is None and inline and not filename:
-                    fallback = _other_text(part, ctype, r.defects)
+                    fallback = other_text(part, ctype, r.defects)
                 found, text = _attachments(part, ctype, filename, r.defects)
                 attachments += found
                 fallback = fallback or text  # e.g. the text inside a winmail.dat
@@ -268,82 +265,6 @@ def _disposition(part: Message) -> str:
     return str(part.get("content-disposition") or "").split(";")[0].strip().lower()
 
 
-def part_filename(part: Message, defects: list[str] | None = None,
-                  hint: str | None = None) -> str:
-    """The part's file name: RFC 2231 (compat32) and RFC 2047 (us) decoded; "" if none."""
-    try:
-        name = part.get_filename()
-        if name and "\ufffd" in name:  # compat32 replaced raw 8-bit bytes: read them
-            name = _filename_from_raw(part, defects, hint) or name
-    except Exception:
-        return ""
-    if not name:
-        return ""
-    name = decode_text(str(name), defects, hint=hint, what="file name")
-    # A name is a name, never a path: "../../x" and "C:\\TEMP\\x.png" keep their last part.
-    return name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-
-
-def _filename_from_raw(part: Message, defects: list[str] | None,
-                       hint: str | None) -> str | None:
-    """get_filename() over the raw headers with their 8-bit bytes decoded first."""
-    decoded = Message()
-    for name, value in raw_items(part):
-        if name.lower() in ("content-disposition", "content-type"):
-            decoded[name] = rfc2047.plain(str(value), defects or [], "file name", hint)
-    return decoded.get_filename()
-
-
-def payload_bytes(part: Message) -> bytes | None:
-    """The decoded content of a leaf part; None for an attached message (message/*).
-
-    compat32 compares Content-Transfer-Encoding exactly, so "quoted-printable " with a
-    trailing space went undecoded: such a payload is decoded under the clean value, by a
-    copy of the part (the part stays as read: read_message hands one Message to several
-    readers)."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return None
-    cte = str(part.get("content-transfer-encoding") or "")
-    clean = cte.strip().lower()
-    if clean != cte and clean in ("quoted-printable", "base64", "7bit", "8bit", "binary"):
-        # A private copy read from the part's own bytes: get_payload() of the part would
-        # hand 8-bit text over already decoded, and compat32 then re-encodes it as
-        # raw-unicode-escape ("\\u265a") instead of the bytes that were sent.
-        stand_in = message_from_bytes(part.as_bytes())
-        stand_in.replace_header("content-transfer-encoding", clean)
-        part = stand_in
-    data = part.get_payload(decode=True)
-    if isinstance(data, bytes) and any(isinstance(d, errors.InvalidBase64LengthDefect)
-                                       for d in part.defects):
-        data = _whole_base64_groups(data)
-    return data if isinstance(data, bytes) else b""
-
-
-_LINE_ENDS = re.compile(rb"[\r\n]+")
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")
-
-
-def _whole_base64_groups(encoded: bytes) -> bytes:
-    """Base64 one character over whole groups of four (a mail cut short): the stdlib then
-    hands back the encoded text itself, so a cut text part read as base64 letters and a
-    cut file was stored as them. The whole groups decode; the lone character carries 6
-    bits, no whole byte (RFC 2045 6.8), and goes, as largemail._b64 drops it. Text that
-    is no base64 at all (words labelled base64: blanks inside its lines) stays as the
-    stdlib hands it back."""
-    letters = _LINE_ENDS.sub(b"", encoded)
-    if _NOT_BASE64.search(letters):
-        return encoded
-    try:
-        return binascii.a2b_base64(letters[: len(letters) - len(letters) % 4])
-    except binascii.Error:
-        return encoded
-
-
-def _payload(part: Message) -> bytes:
-    return payload_bytes(part) or b""
-
-
 def _size(part: Message) -> int:
     """Bytes of a leaf's content; of an attached message, its encoded content summed
     (serialising it again just to count would cost more than parsing it did)."""
@@ -362,7 +283,7 @@ def _attachments(part: Message, ctype: str, filename: str,
     """One attachment, or the files a winmail.dat carries; and the text a winmail.dat
     carries (None if none)."""
     if tnef.is_tnef(ctype, filename):
-        inside = tnef.read(_payload(part))
+        inside = tnef.read(payload_bytes(part) or b"")
         if inside is None:
             defects.append("winmail.dat (TNEF) could not be read; kept as it is")
         else:
@@ -372,20 +293,6 @@ def _attachments(part: Message, ctype: str, filename: str,
                         for f in inside.files], text
             return [Attachment(filename or "unnamed", ctype, _size(part))], text
     return [Attachment(filename or "unnamed", ctype, _size(part))], None
-
-
-def guess_type(filename: str) -> str:
-    return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
-
-
-def _plain_text(part: Message, defects: list[str]) -> tuple[str, list[Attachment]]:
-    """The text of a text/plain body part, and the files uuencoded inside it."""
-    data, files = uuencode.split(_payload(part))
-    text = charsets.decode(data, _charset(part), defects, what="body")
-    if str(part.get_param("format") or "").lower() == "flowed":
-        delsp = str(part.get_param("delsp") or "").lower() == "yes"
-        text = flowed.unflow(line_ends(text), delsp)
-    return text, [Attachment(f.filename, guess_type(f.filename), len(f.data)) for f in files]
 
 
 _MIXED = "multipart/mixed"
@@ -403,42 +310,3 @@ def _shown_as_text(ctype: str) -> bool:
     its own reading; calendars, cards and header blocks are no one's message text)."""
     return (ctype.startswith("text/") and ctype not in ("text/plain", "text/html")
             and ctype not in _NOT_SHOWN_AS_TEXT)
-
-
-def _other_text(part: Message, ctype: str, defects: list[str]) -> str:
-    """The text of a text/* part that is neither plain nor HTML (text/markdown ...);
-    enriched and richtext without their formatting commands."""
-    text = charsets.decode(_payload(part), _charset(part), defects, what="body")
-    if ctype in ("text/enriched", "text/richtext"):
-        return enriched.to_text(text, richtext=ctype == "text/richtext")
-    return text
-
-
-def line_ends(text: str) -> str:
-    """Every line end as "\\n": a run of CRs that ends in LF is one line end (CRLF, and
-    QP's "=0D" before a line end), every other CR is one. The obvious regex for that,
-    `\\r+\\n|\\r`, is quadratic: on a run of CRs without LF it tries the whole rest of the
-    run from each CR again (125 kB of CRs took 13 s). The lookbehind starts the search
-    only at a run's first CR, so each run is looked at once."""
-    return _CRS_BEFORE_LF.sub("", text).replace("\r", "\n")
-
-
-def _charset(part: Message) -> str | None:
-    try:
-        return part.get_content_charset()
-    except Exception:
-        return None
-
-
-def _html_charset(part: Message, data: bytes) -> str | None:
-    """The part's charset, else the one its <meta> names (what a browser would use)."""
-    label = _charset(part)
-    if label:
-        return label
-    meta = _HTML_META_CHARSET.search(data[:2048])
-    return meta.group(1).decode("ascii") if meta else None
-
-
-def _html_text(part: Message, defects: list[str]) -> str:
-    data = _payload(part)
-    return charsets.decode(data, _html_charset(part, data), defects, what="body")

@@ -10,17 +10,10 @@ from dataclasses import dataclass
 from email.message import Message
 
 from mailgate.core.mime import quotedprintable, tnef, uuencode
-from mailgate.core.mime.bodyparts import (
-    MAX_PARTS,
-    Leaf,
-    body_parts,
-    guess_type,
-    leaf_parts,
-    part_filename,
-    payload_bytes,
-)
+from mailgate.core.mime.bodyparts import MAX_PARTS, Leaf, body_parts, leaf_parts
 from mailgate.core.mime.headerfields import charset_hint
 from mailgate.core.mime.message import read_message
+from mailgate.core.mime.partcontent import guess_type, part_filename, payload_bytes
 
 # As many files as parse() lists attachments: with fewer, a mail of 300 files named them
 # all on its ticket but stored only the first 100, and said nothing of the others.

@@ -2,8 +2,9 @@
 
 The steps, each a module: the bytes are read into a compat32 Message (message.py), the
 header fields decisions need are decoded (headerfields.py), the MIME tree gives the body
-text and the attachments (bodyparts.py), and the header block is read again as the MTA
-read it, for Authentication-Results and DKIM (mtafields.py).
+text and the attachments (bodyparts.py; each part's bytes and text: partcontent.py), and
+the header block is read again as the MTA read it, for Authentication-Results and DKIM
+(mtafields.py).
 """
 
 from __future__ import annotations
