@@ -131,6 +131,18 @@ def snapshot(target: Path | str, statements: dict[str, str]) -> dict[str, list[t
                     for name, sql in statements.items()}
 
 
+# What a daemon test settles on: tickets, messages, the outbox, the quarantine, the
+# furthest mailbox position (one snapshot of them: `counts(target, DAEMON_STATE)`).
+DAEMON_STATE = {
+    "tickets": "SELECT COUNT(*) FROM tickets",
+    "messages": "SELECT COUNT(*) FROM messages",
+    "queued": "SELECT COUNT(*) FROM outbox WHERE status = 'queued'",
+    "acks": "SELECT COUNT(*) FROM outbox",
+    "quarantine": "SELECT COUNT(*) FROM quarantine",
+    "last_uid": "SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes",
+}
+
+
 def counts(target: Path | str, statements: dict[str, str]) -> dict[str, int]:
     """Each of STATEMENTS' one number (a one-row, one-column SELECT), read in one snapshot."""
     return {name: int(value) for name, [(value,)] in snapshot(target, statements).items()}

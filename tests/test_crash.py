@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import ROOT, mail
-from tests.harness import counts, database
+from tests.harness import DAEMON_STATE, counts, database
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -56,14 +56,7 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 
 def database_state(tmp_path: Path) -> dict[str, int]:
-    return counts(database(tmp_path / "state"), {
-        "tickets": "SELECT COUNT(*) FROM tickets",
-        "messages": "SELECT COUNT(*) FROM messages",
-        "queued": "SELECT COUNT(*) FROM outbox WHERE status = 'queued'",
-        "acks": "SELECT COUNT(*) FROM outbox",
-        "quarantine": "SELECT COUNT(*) FROM quarantine",
-        "last_uid": "SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes",
-    })
+    return counts(database(tmp_path / "state"), DAEMON_STATE)
 
 
 async def settle(tmp_path: Path, sink: SmtpSink, expected: int, last_uid: int,

@@ -31,7 +31,7 @@ import pytest
 from mailgate.config.settings import SmtpConfig
 from tests import test_cluster as cluster
 from tests.factories import ROOT, mail
-from tests.harness import counts, snapshot
+from tests.harness import DAEMON_STATE, counts, snapshot
 from tests.mailservers import (
     DovecotServer,
     ImapAccount,
@@ -100,14 +100,7 @@ class Rig:
         return _json_lines(self.log)
 
     async def state(self) -> dict[str, int]:
-        return await asyncio.to_thread(counts, self.url, {
-            "tickets": "SELECT COUNT(*) FROM tickets",
-            "messages": "SELECT COUNT(*) FROM messages",
-            "queued": "SELECT COUNT(*) FROM outbox WHERE status = 'queued'",
-            "acks": "SELECT COUNT(*) FROM outbox",
-            "quarantine": "SELECT COUNT(*) FROM quarantine",
-            "last_uid": "SELECT COALESCE(MAX(last_uid), 0) FROM mailboxes",
-        })
+        return await asyncio.to_thread(counts, self.url, DAEMON_STATE)
 
     async def status(self) -> dict:
         """`mailgate status --json`, as an admin would ask."""
