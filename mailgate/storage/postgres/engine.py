@@ -315,14 +315,15 @@ class PgConnection:
                 if self._pipe is not None:  # this one's rows are wanted: wait for them
                     await self._sync()
                 rows = [tuple(r) for r in await cur.fetchall()] if cur.description else []
+                rowcount = cur.rowcount  # a closed cursor no longer knows it
         finally:
             if verb.startswith(("COMMIT", "ROLLBACK")):  # over, whether it worked or not
                 self._transaction_open = False
         if verb.startswith("BEGIN"):
             self._transaction_open = True
         if done.returns_id:
-            return PgCursor([], cur.rowcount, int(rows[0][0]) if rows else None)
-        return PgCursor(rows, cur.rowcount, None)
+            return PgCursor([], rowcount, int(rows[0][0]) if rows else None)
+        return PgCursor(rows, rowcount, None)
 
     async def _renew_if_lost(self) -> None:
         """A lost connection (the server restarted, a failover) opened anew before a
