@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,3 +88,23 @@ def test_no_reply_key_reaches_the_log(tmp_path: Path, as_json: bool) -> None:
     text = path.read_text()
     assert mac not in text
     assert key.replace(f".{mac}.", ".-.") in text
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_library_warnings_are_lines_like_ours(tmp_path: Path, as_json: bool) -> None:
+    """psycopg, asyncio and aiosmtpd log through the standard library: their warnings go
+    through the same processors (structured, keys redacted, terminal-safe), once each."""
+    key = "<mgk2.t1.g31.IT-1001.abcdefghijklmnopqrst.0123456789abcdef0123456789abcdef@x>"
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        setup_logging("info", json=as_json, stream=stream)
+        setup_logging("info", json=as_json, stream=stream)  # a reload: still one handler
+        logging.getLogger("psycopg").warning("error ignored terminating %s \x1b[2J", key)
+        logging.getLogger("asyncio").info("below warning: not written")
+    text = path.read_text()
+    assert text.count("error ignored terminating") == 1
+    assert "abcdefghijklmnopqrst" not in text and "below warning" not in text
+    assert "\x1b[2J" not in text
+    if as_json:
+        line = json.loads(text)
+        assert (line["logger"], line["level"]) == ("psycopg", "warning")

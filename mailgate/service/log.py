@@ -54,6 +54,7 @@ def setup_logging(level: str = "info", json: bool | None = None,
         logger_factory=structlog.PrintLoggerFactory(file=target),
         cache_logger_on_first_use=True,
     )
+    _route_standard_logging()
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
@@ -68,6 +69,29 @@ def is_journal_stream(stream: TextIO) -> bool:
         return (info.st_dev, info.st_ino) == (int(device), int(inode))
     except (ValueError, OSError, AttributeError):
         return False
+
+
+def _route_standard_logging() -> None:
+    """Warnings and errors that libraries log through the standard library (psycopg,
+    asyncio, aiosmtpd) become lines like mailgate's own. Unhandled, Python printed them as
+    bare text amid the JSON lines, past the reply-key redaction, the terminal escaping and
+    the journal priority."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _ToStructlog) for h in root.handlers):
+        root.addHandler(_ToStructlog(logging.WARNING))
+
+
+class _ToStructlog(logging.Handler):
+    """A standard-library record handed to structlog, named by the library's logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log = structlog.get_logger(record.name)
+            method = getattr(log, record.levelname.lower(), log.error)
+            extra = {"exc_info": record.exc_info} if record.exc_info else {}
+            method(record.getMessage(), logger=record.name, **extra)
+        except Exception:
+            self.handleError(record)
 
 
 def _journal_priority(logger: Any, method: str, line: str | MutableMapping[str, Any]) -> str:
