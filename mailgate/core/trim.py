@@ -35,7 +35,7 @@ def _any_of(phrases: tuple[str, ...]) -> str:
 
 
 # "wrote", as reply attributions write it (whole words; CJK phrases anywhere).
-_WROTE_WORDS = ("wrote", "schrieb", "a écrit", "écrit", "escribió", "escreveu", "ha scritto",
+_WROTE_WORDS = ("wrote", "schrieb", "écrit", "escribió", "escreveu", "ha scritto",
                 "scrisse", "schreef", "heeft geschreven", "skrev", "kirjoitti", "napisał",
                 "napisała", "napsal", "napsala", "napísal", "пишет", "написал", "написала",
                 "pisze", "пише", "написав", "yazdı", "írta", "έγραψε", "a scris", "napisao",

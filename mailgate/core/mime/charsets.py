@@ -132,14 +132,22 @@ MAIL_LABELS: dict[str, str] = {
     "cyrillic-asian": "PTCP154", "cp1125": "CP1125", "ibm1125": "CP1125",
     "cp858": "IBM00858", "ibm00858": "IBM00858", "ibm858": "IBM00858",
 }
-for _name in OLD_CODE_PAGES:  # each name, and for IBM's: cp850, ibm850, 850, csibm850 ...
-    MAIL_LABELS.setdefault(_name.lower(), _name)
-    if _name.startswith("IBM"):
-        _number = _name[3:].lstrip("0")
-        for _label in (f"cp{_number}", f"ibm{_number}", _number, f"csibm{_number}",
-                       f"cspc{_number}", f"ibm-{_number}"):
-            MAIL_LABELS.setdefault(_label, _name)
-MAIL_LABELS.setdefault("cspc8codepage437", "IBM437")
+
+
+def _code_page_labels() -> dict[str, str]:
+    """Each old code page's own name, and for IBM's the ways mail writes them: cp850,
+    ibm850, 850, csibm850, cspc850, ibm-850."""
+    labels = {name.lower(): name for name in OLD_CODE_PAGES}
+    for name in OLD_CODE_PAGES:
+        if name.startswith("IBM"):
+            number = name[3:].lstrip("0")
+            labels.update(dict.fromkeys((f"cp{number}", f"ibm{number}", number,
+                                         f"csibm{number}", f"cspc{number}",
+                                         f"ibm-{number}"), name))
+    return {**labels, "cspc8codepage437": "IBM437"}
+
+
+MAIL_LABELS = {**_code_page_labels(), **MAIL_LABELS}  # the explicit labels above win
 TABLE: dict[str, str] = {**WHATWG_LABELS, **MAIL_LABELS}
 ALL_CODECS: dict[str, tuple[str, ...]] = {**CODECS, **EXTRA_CODECS}
 SINGLE_BYTE = frozenset({"IBM866", "KOI8-R", "KOI8-U", "macintosh", "x-mac-cyrillic"}
